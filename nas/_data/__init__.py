@@ -1,0 +1,24 @@
+"""Where the shipped data files are: the repository's folders, or the wheel's copies.
+
+In a source checkout (and an editable install) the specs are read from ``search_spaces/`` and
+``latency_db/devices/`` at the top of the repository; a wheel carries the same files as the
+packages ``nas._data.search_spaces`` and ``nas._data.devices`` (see setup.py).
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from importlib.abc import Traversable
+from pathlib import Path
+
+__all__ = ["data_dir"]
+
+_REPO_DIRS = {"search_spaces": "search_spaces", "devices": "latency_db/devices"}
+
+
+def data_dir(kind: str) -> Traversable:
+    """The folder of shipped ``kind`` files (``"search_spaces"`` or ``"devices"``)."""
+    repo = Path(__file__).resolve().parents[2] / _REPO_DIRS[kind]
+    if repo.is_dir():
+        return repo
+    return resources.files(f"nas._data.{kind}")

@@ -1,0 +1,18 @@
+"""Search spaces and architectures."""
+
+from nas.space._arch import Architecture
+from nas.space._registry import get_space, list_spaces, register_space
+from nas.space._space import ArchArrays, SearchSpace, make_divisible
+from nas.space._spec import SpaceSpec, load_spec
+
+__all__ = [
+    "ArchArrays",
+    "Architecture",
+    "SearchSpace",
+    "SpaceSpec",
+    "get_space",
+    "list_spaces",
+    "load_spec",
+    "make_divisible",
+    "register_space",
+]

@@ -1,0 +1,448 @@
+"""``SearchSpace``: validation, canonical form, sampling, evolution helpers, encodings, costs."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from nas.errors import ArchitectureError
+from nas.space._arch import Architecture
+from nas.space._spec import SpaceSpec
+
+__all__ = ["ArchArrays", "SearchSpace", "make_divisible"]
+
+SeedLike = int | np.random.Generator | None
+
+
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round ``v`` to a multiple of ``divisor`` without going more than 10% below it.
+
+    The rule of the MobileNet papers and Once-for-All, which fixes every channel count here.
+    """
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    if new_v < 0.9 * v:
+        new_v += divisor
+    return new_v
+
+
+def _conv_out(size: int, stride: int) -> int:
+    # 'same' padding (k // 2) with an odd kernel
+    return (size - 1) // stride + 1
+
+
+def _rng(seed: SeedLike) -> np.random.Generator:
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+
+
+@dataclass(frozen=True)
+class ArchArrays:
+    """A batch of architectures as integer arrays, for vectorised encodings and costs.
+
+    ``ks`` and ``e`` are ``(n, n_layers)``, zero at layers beyond a stage's depth; ``d`` is
+    ``(n, n_stages)``; ``r`` is ``(n,)``.
+    """
+
+    ks: np.ndarray
+    e: np.ndarray
+    d: np.ndarray
+    r: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.r.shape[0])
+
+
+class SearchSpace:
+    """A once-for-all MobileNetV3-family search space built from a :class:`SpaceSpec`.
+
+    Example:
+        >>> space = get_space("ofa_mbv3")
+        >>> arch = space.parse({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 224})
+        >>> space.macs(arch), space.params(arch)
+    """
+
+    def __init__(self, spec: SpaceSpec) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.n_stages = len(spec.stages)
+        self.max_depth = max(spec.depths)
+        self.n_layers = self.n_stages * self.max_depth
+        self.resolutions = spec.resolutions
+        self.kernel_sizes = spec.kernel_sizes
+        self.expand_ratios = spec.expand_ratios
+        self.depths = spec.depths
+
+    def __repr__(self) -> str:
+        return f"SearchSpace({self.name!r})"
+
+    # ------------------------------------------------------------------ validation
+    def parse(self, obj: Architecture | dict[str, Any] | str | Path) -> Architecture:
+        """Validate an architecture and return it in canonical form.
+
+        Args:
+            obj: an ``Architecture``, a dict in OFA's format, JSON text, or ``@path`` to a
+                JSON file.
+
+        Raises:
+            ArchitectureError: naming the field, the bad value and what is allowed.
+        """
+        if isinstance(obj, Architecture):
+            if obj.space != self.name:
+                raise ArchitectureError(
+                    f"architecture belongs to space {obj.space!r}, not {self.name!r}"
+                )
+            obj = obj.to_dict()
+        elif isinstance(obj, Path):
+            obj = _read_json_file(obj)
+        elif isinstance(obj, str):
+            text = obj.strip()
+            if text.startswith("@"):
+                obj = _read_json_file(Path(text[1:]))
+            else:
+                try:
+                    obj = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ArchitectureError(
+                        f"arch is not valid JSON ({exc.msg} at line {exc.lineno} column "
+                        f"{exc.colno}); expected {{\"ks\": [...], \"e\": [...], \"d\": [...], "
+                        f"\"r\": int}}"
+                    ) from exc
+        if not isinstance(obj, dict):
+            raise ArchitectureError(
+                f"arch must be a JSON object with keys ks, e, d, r; got {type(obj).__name__}"
+            )
+        return self._validate(obj)
+
+    def _validate(self, raw: dict[str, Any]) -> Architecture:
+        # Accept OFA's "wid" key (always None in its MobileNetV3 configs) and ignore it.
+        unknown = set(raw) - {"ks", "e", "d", "r", "wid", "space"}
+        if unknown:
+            raise ArchitectureError(
+                f"arch has unknown field(s) {sorted(unknown)}; allowed: ks, e, d, r"
+            )
+        if "space" in raw and raw["space"] != self.name:
+            raise ArchitectureError(
+                f"arch belongs to space {raw['space']!r}, not {self.name!r}"
+            )
+        for key in ("ks", "e", "d", "r"):
+            if key not in raw:
+                raise ArchitectureError(f"arch is missing field {key!r} (space {self.name})")
+        ks = _int_seq(raw["ks"], "ks", self.n_layers)
+        e = _int_seq(raw["e"], "e", self.n_layers)
+        d = _int_seq(raw["d"], "d", self.n_stages)
+        r = raw["r"]
+        if not _is_int(r) or r not in self.resolutions:
+            raise ArchitectureError(
+                f"r must be one of {_fmt_choices(self.resolutions)} for space {self.name}, "
+                f"got {r!r}"
+            )
+        ks_c, e_c = [], []
+        for s, depth in enumerate(d):
+            if depth not in self.depths:
+                raise ArchitectureError(
+                    f"d[{s}] must be one of {list(self.depths)}, got {depth!r} (stage {s + 1})"
+                )
+            for i in range(self.max_depth):
+                j = s * self.max_depth + i
+                if i < depth:
+                    if ks[j] not in self.kernel_sizes:
+                        raise ArchitectureError(
+                            f"kernel size must be one of {list(self.kernel_sizes)}, got "
+                            f"{ks[j]!r} at ks[{j}] (stage {s + 1}, layer {i + 1})"
+                        )
+                    if e[j] not in self.expand_ratios:
+                        raise ArchitectureError(
+                            f"expand ratio must be one of {list(self.expand_ratios)}, got "
+                            f"{e[j]!r} at e[{j}] (stage {s + 1}, layer {i + 1})"
+                        )
+                    ks_c.append(ks[j])
+                    e_c.append(e[j])
+                else:  # canonical filler for layers that do not run
+                    ks_c.append(self.kernel_sizes[0])
+                    e_c.append(self.expand_ratios[0])
+        return Architecture(self.name, tuple(ks_c), tuple(e_c), tuple(d), int(r))
+
+    def arch(self, ks: Sequence[int], e: Sequence[int], d: Sequence[int], r: int) -> Architecture:
+        """Shorthand for ``parse({"ks": ks, "e": e, "d": d, "r": r})``."""
+        return self._validate({"ks": list(ks), "e": list(e), "d": list(d), "r": r})
+
+    # ------------------------------------------------------------------ sampling
+    def sample(self, seed: SeedLike = None) -> Architecture:
+        """One architecture drawn uniformly per choice (each layer, depth and resolution)."""
+        rng = _rng(seed)
+        return self.arch(
+            ks=[int(v) for v in rng.choice(self.kernel_sizes, self.n_layers)],
+            e=[int(v) for v in rng.choice(self.expand_ratios, self.n_layers)],
+            d=[int(v) for v in rng.choice(self.depths, self.n_stages)],
+            r=int(rng.choice(self.resolutions)),
+        )
+
+    def sample_many(self, n: int, seed: SeedLike = None, unique: bool = True) -> list[Architecture]:
+        """``n`` architectures; distinct ones when ``unique`` (the space must be large enough)."""
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        rng = _rng(seed)
+        if not unique:
+            return [self.sample(rng) for _ in range(n)]
+        if n > self.size():
+            raise ArchitectureError(
+                f"cannot draw {n} distinct architectures from {self.name}: it has {self.size()}"
+            )
+        seen: dict[Architecture, None] = {}
+        while len(seen) < n:
+            seen.setdefault(self.sample(rng))
+        return list(seen)
+
+    def largest(self, r: int | None = None) -> Architecture:
+        return self.arch(
+            [max(self.kernel_sizes)] * self.n_layers, [max(self.expand_ratios)] * self.n_layers,
+            [max(self.depths)] * self.n_stages, max(self.resolutions) if r is None else r,
+        )
+
+    def smallest(self, r: int | None = None) -> Architecture:
+        return self.arch(
+            [min(self.kernel_sizes)] * self.n_layers, [min(self.expand_ratios)] * self.n_layers,
+            [min(self.depths)] * self.n_stages, min(self.resolutions) if r is None else r,
+        )
+
+    def mutate(
+        self, arch: Architecture, seed: SeedLike = None, prob: float = 0.1,
+        resolution_prob: float | None = None,
+    ) -> Architecture:
+        """OFA's evolutionary mutation: resample each gene with probability ``prob``.
+
+        Genes are every layer's kernel and expand ratio, every stage's depth and the
+        resolution (with ``resolution_prob``, default ``prob``).
+        """
+        rng = _rng(seed)
+        arch = self.parse(arch)
+        ks, e, d, r = list(arch.ks), list(arch.e), list(arch.d), arch.r
+        for j in range(self.n_layers):
+            if rng.random() < prob:
+                ks[j] = int(rng.choice(self.kernel_sizes))
+            if rng.random() < prob:
+                e[j] = int(rng.choice(self.expand_ratios))
+        for s in range(self.n_stages):
+            if rng.random() < prob:
+                d[s] = int(rng.choice(self.depths))
+        if rng.random() < (prob if resolution_prob is None else resolution_prob):
+            r = int(rng.choice(self.resolutions))
+        return self.arch(ks, e, d, r)
+
+    def crossover(self, a: Architecture, b: Architecture, seed: SeedLike = None) -> Architecture:
+        """Uniform crossover: each gene from either parent with equal probability."""
+        rng = _rng(seed)
+        a, b = self.parse(a), self.parse(b)
+
+        def pick(x: Sequence[int], y: Sequence[int]) -> list[int]:
+            return [xi if rng.random() < 0.5 else yi for xi, yi in zip(x, y, strict=True)]
+
+        return self.arch(
+            pick(a.ks, b.ks), pick(a.e, b.e), pick(a.d, b.d), a.r if rng.random() < 0.5 else b.r
+        )
+
+    # ------------------------------------------------------------------ size
+    def size(self, with_resolution: bool = False) -> int:
+        """Number of distinct architectures (networks), optionally times the resolutions."""
+        per_layer = len(self.kernel_sizes) * len(self.expand_ratios)
+        per_stage = sum(per_layer**depth for depth in self.depths)
+        n = per_stage**self.n_stages
+        return n * len(self.resolutions) if with_resolution else n
+
+    # ------------------------------------------------------------------ arrays & encodings
+    def to_arrays(self, archs: Iterable[Architecture]) -> ArchArrays:
+        """Stack architectures into integer arrays (zeros at layers that do not run)."""
+        archs = list(archs)
+        n = len(archs)
+        ks = np.zeros((n, self.n_layers), dtype=np.int64)
+        e = np.zeros((n, self.n_layers), dtype=np.int64)
+        d = np.zeros((n, self.n_stages), dtype=np.int64)
+        r = np.zeros(n, dtype=np.int64)
+        for i, a in enumerate(archs):
+            if a.space != self.name:
+                raise ArchitectureError(
+                    f"architecture {i} belongs to space {a.space!r}, not {self.name!r}"
+                )
+            ks[i] = a.ks
+            e[i] = a.e
+            d[i] = a.d
+            r[i] = a.r
+        mask = self._active_mask(d)
+        return ArchArrays(ks * mask, e * mask, d, r)
+
+    def _active_mask(self, d: np.ndarray) -> np.ndarray:
+        idx = np.arange(self.max_depth)
+        return (idx[None, None, :] < d[:, :, None]).reshape(len(d), self.n_layers)
+
+    def encode(self, archs: Iterable[Architecture] | ArchArrays, kind: str = "onehot") -> np.ndarray:
+        """Fixed-length float32 features, one row per architecture.
+
+        Args:
+            kind: ``"onehot"``, OFA's accuracy-predictor encoding (a one-hot of kernel and of
+                expand ratio per layer, all zeros at layers that do not run, and a one-hot of
+                the resolution), or ``"ordinal"``, a compact one (kernel and expand value per
+                layer, zero where skipped; depth per stage; resolution).
+        """
+        a = archs if isinstance(archs, ArchArrays) else self.to_arrays(archs)
+        if kind == "onehot":
+            ks_oh = a.ks[:, :, None] == np.asarray(self.kernel_sizes)[None, None, :]
+            e_oh = a.e[:, :, None] == np.asarray(self.expand_ratios)[None, None, :]
+            r_oh = a.r[:, None] == np.asarray(self.resolutions)[None, :]
+            return np.concatenate(
+                [ks_oh.reshape(len(a), -1), e_oh.reshape(len(a), -1), r_oh], axis=1
+            ).astype(np.float32)
+        if kind == "ordinal":
+            return np.concatenate([a.ks, a.e, a.d, a.r[:, None]], axis=1).astype(np.float32)
+        raise ValueError(f"encoding kind must be one of ['onehot', 'ordinal'], got {kind!r}")
+
+    def encoding_size(self, kind: str = "onehot") -> int:
+        if kind == "onehot":
+            return self.n_layers * (len(self.kernel_sizes) + len(self.expand_ratios)) + len(
+                self.resolutions
+            )
+        return 2 * self.n_layers + self.n_stages + 1
+
+    # ------------------------------------------------------------------ channel plan
+    @cached_property
+    def layer_plan(self) -> list[tuple[int, int, int, int, int, bool]]:
+        """Per layer slot: ``(stage, index, in_channels, out_channels, stride, se)``."""
+        plan = []
+        cin = self.spec.first_block.channels
+        for s, st in enumerate(self.spec.stages):
+            for i in range(self.max_depth):
+                plan.append((s, i, cin if i == 0 else st.channels, st.channels,
+                             st.stride if i == 0 else 1, st.se))
+            cin = st.channels
+        return plan
+
+    def mid_channels(self, cin: int, expand: int) -> int:
+        return make_divisible(round(cin * expand), self.spec.channel_divisor)
+
+    def se_channels(self, mid: int) -> int:
+        return make_divisible(mid // self.spec.se_reduction, self.spec.channel_divisor)
+
+    # ------------------------------------------------------------------ analytic costs
+    def costs(self, archs: Iterable[Architecture] | ArchArrays) -> dict[str, np.ndarray]:
+        """MACs and parameters of many architectures at once, without building a model.
+
+        Counts every multiply-accumulate of convolutions and linear layers (squeeze-excite
+        included; BatchNorm, activations, pooling and additions excluded), and every trainable
+        parameter of the extracted subnet (BatchNorm affine parameters included).
+
+        Returns:
+            ``macs`` and ``params`` (``(n,)`` int64), and ``stage_macs`` and ``stage_params``
+            (``(n, n_stages)``).
+        """
+        a = archs if isinstance(archs, ArchArrays) else self.to_arrays(archs)
+        n = len(a)
+        sp = self.spec
+        hw = _conv_out_arr(a.r, sp.stem.stride)
+        c0, c1 = sp.stem.channels, sp.first_block.channels
+        macs = hw**2 * 3 * c0 * sp.stem.kernel**2
+        params = np.full(n, 3 * c0 * sp.stem.kernel**2 + 2 * c0, dtype=np.int64)
+        # first block: depthwise (expand 1, no inverted bottleneck) + pointwise
+        fb_m, fb_p, hw = _block_cost(c0, c0, c1, sp.first_block.kernel, sp.first_block.stride,
+                                     hw, sp.first_block.se, False, self)
+        macs = macs + fb_m
+        params = params + fb_p
+        stage_macs = np.zeros((n, self.n_stages), dtype=np.int64)
+        stage_params = np.zeros((n, self.n_stages), dtype=np.int64)
+        for j, (s, i, cin, cout, stride, se) in enumerate(self.layer_plan):
+            active = a.ks[:, j] > 0
+            m = np.zeros(n, dtype=np.int64)
+            p = np.zeros(n, dtype=np.int64)
+            hw_next = _conv_out_arr(hw, stride)
+            for k in self.kernel_sizes:
+                for ex in self.expand_ratios:
+                    sel = active & (a.ks[:, j] == k) & (a.e[:, j] == ex)
+                    if not sel.any():
+                        continue
+                    mid = self.mid_channels(cin, ex)
+                    bm, bp, _ = _block_cost(cin, mid, cout, k, stride, hw[sel], se, True, self)
+                    m[sel] = bm
+                    p[sel] = bp
+            stage_macs[:, s] += m
+            stage_params[:, s] += p
+            hw = np.where(active, hw_next, hw)
+        macs = macs + stage_macs.sum(1)
+        params = params + stage_params.sum(1)
+        cl, fe, fm = sp.stages[-1].channels, sp.head.final_expand, sp.head.feature_mix
+        macs = macs + hw**2 * cl * fe + fe * fm + fm * sp.num_classes
+        params = params + cl * fe + 2 * fe + fe * fm + fm * sp.num_classes + sp.num_classes
+        return {"macs": macs.astype(np.int64), "params": params.astype(np.int64),
+                "stage_macs": stage_macs, "stage_params": stage_params}
+
+    def macs(self, arch: Architecture) -> int:
+        return int(self.costs([self.parse(arch)])["macs"][0])
+
+    def params(self, arch: Architecture) -> int:
+        return int(self.costs([self.parse(arch)])["params"][0])
+
+
+def _conv_out_arr(size: np.ndarray, stride: int) -> np.ndarray:
+    return (np.asarray(size, dtype=np.int64) - 1) // stride + 1
+
+
+def _block_cost(
+    cin: int, mid: int, cout: int, k: int, stride: int, hw_in: np.ndarray, se: bool,
+    expand: bool, space: SearchSpace,
+) -> tuple[np.ndarray, int, np.ndarray]:
+    """MACs (per input size), params and output size of one MBConv block."""
+    hw_out = _conv_out_arr(hw_in, stride)
+    macs = hw_out**2 * mid * k * k + hw_out**2 * mid * cout
+    params = mid * k * k + 2 * mid + mid * cout + 2 * cout
+    if expand:
+        macs = macs + hw_in**2 * cin * mid
+        params += cin * mid + 2 * mid
+    if se:
+        se_mid = space.se_channels(mid)
+        macs = macs + 2 * mid * se_mid
+        params += 2 * mid * se_mid + se_mid + mid
+    return macs, params, hw_out
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int | np.integer) and not isinstance(v, bool)
+
+
+def _int_seq(value: Any, field: str, length: int) -> list[int]:
+    if not isinstance(value, list | tuple):
+        raise ArchitectureError(f"{field} must be a list of {length} ints, got {value!r}")
+    if len(value) != length:
+        what = "one per stage" if field == "d" else "one per layer slot"
+        raise ArchitectureError(
+            f"{field} must have {length} entries ({what}), got {len(value)}"
+        )
+    for i, v in enumerate(value):
+        if not _is_int(v):
+            raise ArchitectureError(f"{field}[{i}] must be an int, got {v!r}")
+    return [int(v) for v in value]
+
+
+def _fmt_choices(values: Sequence[int]) -> str:
+    vals = list(values)
+    steps = {b - a for a, b in zip(vals, vals[1:], strict=False)}
+    if len(vals) > 6 and len(steps) == 1:
+        return f"{vals[0]}..{vals[-1]} in steps of {steps.pop()}"
+    return str(vals)
+
+
+def _read_json_file(path: Path) -> Any:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ArchitectureError(f"arch file not found: {path}") from None
+    except OSError as exc:
+        raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ArchitectureError(
+            f"arch file {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+
