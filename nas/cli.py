@@ -1,0 +1,43 @@
+"""The ``nas`` command line.
+
+Each pipeline stage keeps its commands next to its code (``nas/<stage>/_cli.py``) and exposes
+``register(app)``; this module only assembles them. A ``NASError`` becomes one line on stderr
+and exit code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from nas.errors import NASError
+
+app = typer.Typer(
+    name="nas",
+    help="Hardware-aware neural architecture search on once-for-all supernets.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register_all() -> None:
+    from nas import _cli_core
+
+    _cli_core.register(app)
+    # Later stages add their own ``register(app)`` here.
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``nas`` script."""
+    _register_all()
+    try:
+        app(args=argv, prog_name="nas")
+    except NASError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
