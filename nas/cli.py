@@ -22,7 +22,14 @@ app = typer.Typer(
 )
 
 
+_REGISTERED = False
+
+
 def _register_all() -> None:
+    global _REGISTERED
+    if _REGISTERED:
+        return
+    _REGISTERED = True
     from nas import _cli_core
 
     _cli_core.register(app)

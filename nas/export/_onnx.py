@@ -34,7 +34,8 @@ def onnx_bytes(model: nn.Module, resolution: int, opset: int = DEFAULT_OPSET) ->
         warnings.simplefilter("ignore")
         try:
             torch.onnx.export(
-                model, (dummy,), buf, dynamo=False, opset_version=opset,
+                model, (dummy,), buf,  # type: ignore[arg-type]
+                dynamo=False, opset_version=opset,
                 input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                 dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
                 do_constant_folding=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -182,7 +183,9 @@ class SearchSpace:
             r=int(rng.choice(self.resolutions)),
         )
 
-    def sample_many(self, n: int, seed: SeedLike = None, unique: bool = True) -> list[Architecture]:
+    def sample_many(
+        self, n: int, seed: SeedLike = None, unique: bool = True
+    ) -> list[Architecture]:
         """``n`` architectures; distinct ones when ``unique`` (the space must be large enough)."""
         if n < 0:
             raise ValueError(f"n must be >= 0, got {n}")
@@ -279,7 +282,9 @@ class SearchSpace:
         idx = np.arange(self.max_depth)
         return (idx[None, None, :] < d[:, :, None]).reshape(len(d), self.n_layers)
 
-    def encode(self, archs: Iterable[Architecture] | ArchArrays, kind: str = "onehot") -> np.ndarray:
+    def encode(
+        self, archs: Iterable[Architecture] | ArchArrays, kind: str = "onehot"
+    ) -> np.ndarray:
         """Fixed-length float32 features, one row per architecture.
 
         Args:
@@ -352,7 +357,7 @@ class SearchSpace:
         params = params + fb_p
         stage_macs = np.zeros((n, self.n_stages), dtype=np.int64)
         stage_params = np.zeros((n, self.n_stages), dtype=np.int64)
-        for j, (s, i, cin, cout, stride, se) in enumerate(self.layer_plan):
+        for j, (s, _i, cin, cout, stride, se) in enumerate(self.layer_plan):
             active = a.ks[:, j] > 0
             m = np.zeros(n, dtype=np.int64)
             p = np.zeros(n, dtype=np.int64)
@@ -426,7 +431,7 @@ def _int_seq(value: Any, field: str, length: int) -> list[int]:
 
 def _fmt_choices(values: Sequence[int]) -> str:
     vals = list(values)
-    steps = {b - a for a, b in zip(vals, vals[1:], strict=False)}
+    steps = {b - a for a, b in itertools.pairwise(vals)}
     if len(vals) > 6 and len(steps) == 1:
         return f"{vals[0]}..{vals[-1]} in steps of {steps.pop()}"
     return str(vals)

@@ -82,7 +82,9 @@ def _int_list(value: Any, field: str, where: str) -> tuple[int, ...]:
     if not isinstance(value, list) or not value or not all(
         isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
     ):
-        raise ConfigError(f"{where}: {field} must be a non-empty list of positive ints, got {value!r}")
+        raise ConfigError(
+            f"{where}: {field} must be a non-empty list of positive ints, got {value!r}"
+        )
     return tuple(sorted(set(value)))
 
 
@@ -95,7 +97,9 @@ def _act(value: Any, where: str) -> str:
 def spec_from_dict(raw: dict[str, Any], where: str = "<dict>") -> SpaceSpec:
     """Build and validate a spec from its YAML mapping."""
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: a search-space spec must be a mapping, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{where}: a search-space spec must be a mapping, got {type(raw).__name__}"
+        )
     res = _need(raw, "resolution", where)
     if isinstance(res, dict):
         lo, hi, step = (_need(res, k, f"{where}: resolution") for k in ("min", "max", "step"))

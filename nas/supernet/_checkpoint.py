@@ -8,8 +8,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-
-
 from nas.errors import CheckpointError
 from nas.space import SearchSpace, get_space
 

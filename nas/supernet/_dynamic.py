@@ -80,7 +80,7 @@ class DynamicSeparableConv2d(nn.Module):
 
     def kernel(self, kernel: int) -> torch.Tensor:
         """The full-channel ``(max_channels, 1, kernel, kernel)`` filter for ``kernel``."""
-        w = self.weight
+        w: torch.Tensor = self.weight
         for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True):
             if big <= kernel:
                 break
@@ -151,7 +151,7 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
             assert self.running_mean is not None and self.running_var is not None
             bn.running_mean.copy_(self.running_mean[:channels])  # type: ignore[union-attr]
             bn.running_var.copy_(self.running_var[:channels])  # type: ignore[union-attr]
-            bn.num_batches_tracked.copy_(self.num_batches_tracked)  # type: ignore[union-attr]
+            bn.num_batches_tracked.copy_(self.num_batches_tracked)  # type: ignore[union-attr,arg-type]
         return bn
 
     def reorder(self, idx: torch.Tensor) -> None:

@@ -89,7 +89,7 @@ class OFASupernet(nn.Module):
 
     def active_blocks(self) -> list[DynamicMBConv]:
         md = self.space.max_depth
-        out = []
+        out: list[DynamicMBConv] = []
         for s, depth in enumerate(self.active_arch.d):
             out.extend(self.blocks[s * md + i] for i in range(depth))  # type: ignore[misc]
         return out

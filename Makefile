@@ -1,0 +1,36 @@
+# The two commands of the README: `make demo` and `make test`. Each creates .venv when it is
+# missing and installs the project with all its dependencies.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pytest options (e.g. make test PYTEST_ARGS="-k export")
+PYTEST_ARGS ?=
+
+.PHONY: install demo test lint bench clean
+
+install: $(STAMP)
+
+# torch first, pinned: on these machines `torch==2.13.0` is the local CPU build, while a bare
+# `torch` requirement would pull gigabytes of CUDA packages.
+$(STAMP): pyproject.toml setup.py
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,postgres]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/nas demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check nas tests experiments
+	$(VENV)/bin/mypy
+
+bench: $(STAMP)
+	$(PY) experiments/benchmarks/export.py
+	$(PY) experiments/benchmarks/supernet_overhead.py
+
+clean:
+	rm -rf runs build *.egg-info .pytest_cache .mypy_cache .ruff_cache
