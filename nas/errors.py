@@ -51,3 +51,16 @@ class DataError(NASError):
 
 class NotFittedError(NASError, ValueError, AttributeError):
     """``predict`` was called before ``fit``; the same bases as scikit-learn's NotFittedError."""
+
+
+class DatabaseError(NASError):
+    """The latency database cannot be opened or written: corrupt, locked, unreachable, or of a
+    newer schema version than this code knows."""
+
+
+class MeasurementError(NASError, ValueError):
+    """A measurement or predictor record has a bad value (latency, status, source, ...)."""
+
+
+class MissingDependencyError(NASError, ImportError):
+    """An optional package is needed for this feature; the message says what to install."""

@@ -1,0 +1,29 @@
+"""The latency database: devices, measured latencies and fitted latency predictors.
+
+SQLite by default (``latency_db/latency.sqlite``, or ``$NAS_DB_URL``), any SQLAlchemy URL
+otherwise (PostgreSQL for a shared team database). See :class:`LatencyDB` for the contract.
+"""
+
+from nas.db._schema import SCHEMA_VERSION
+from nas.db._store import (
+    MAX_LATENCY_MS,
+    SOURCES,
+    STATUSES,
+    LatencyDB,
+    MeasurementRecord,
+    PredictorRecord,
+    default_db_url,
+    resolve_db_url,
+)
+
+__all__ = [
+    "MAX_LATENCY_MS",
+    "SCHEMA_VERSION",
+    "SOURCES",
+    "STATUSES",
+    "LatencyDB",
+    "MeasurementRecord",
+    "PredictorRecord",
+    "default_db_url",
+    "resolve_db_url",
+]

@@ -1,0 +1,381 @@
+"""Import latencies measured elsewhere into the latency database, and export them.
+
+Accepted input, one measurement per record:
+
+* JSON lines (``.jsonl``/``.ndjson``): ``{"arch": {"ks": [...], "e": [...], "d": [...],
+  "r": 224}, "latency_ms": 12.3}``, or the OFA fields ``ks, e, d, r`` at the top level;
+* CSV (``.csv``): a column ``arch`` holding the architecture as JSON text, or the columns
+  ``ks, e, d, r`` each as JSON (``[3,5,...]`` and ``224``), and a column ``latency_ms``;
+* Parquet (``.parquet``, needs pandas and pyarrow): the columns of the CSV form.
+
+Optional fields: ``p10, p90, n_runs, status`` (``ok``/``failed``), ``error`` and ``env`` (a
+JSON object). Other fields are ignored, except ``device`` and ``space``: when present they
+must agree with the import's, so that a file exported for several devices cannot be filed
+under one. The files :func:`export_measurements` writes can be imported again.
+
+The whole file is validated before anything is written, and written in one transaction: a bad
+record fails the import with one message naming its line, the field and the value.
+"""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nas.db import LatencyDB
+from nas.db._store import _validate_measurement
+from nas.errors import DataError, MissingDependencyError, NASError, UnknownNameError
+from nas.latency._devices import DeviceProfile, add_device, check_device_name, get_device
+from nas.space import get_space
+
+__all__ = ["EXPORT_COLUMNS", "ImportReport", "export_measurements", "import_measurements"]
+
+#: Columns of an exported file, in order.
+EXPORT_COLUMNS = (
+    "id",
+    "device",
+    "space",
+    "hash",
+    "arch",
+    "latency_ms",
+    "p10",
+    "p90",
+    "n_runs",
+    "status",
+    "error",
+    "source",
+    "env",
+    "created_at",
+)
+
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_SUFFIXES = (*_JSONL_SUFFIXES, ".csv", ".parquet")
+_PARQUET_HINT = "pip install pyarrow pandas"
+
+
+@dataclass(frozen=True)
+class ImportReport:
+    """What :func:`import_measurements` stored.
+
+    Attributes:
+        device: the device the measurements were filed under.
+        space: their search space.
+        path: the imported file.
+        n_rows: measurements stored.
+        n_failed: of which with status ``"failed"``.
+        measurement_ids: ids of the new measurements, in file order.
+        device_created: the device was unknown and was created as an external profile.
+        profile_path: the YAML profile written for a created device, else ``None``.
+    """
+
+    device: str
+    space: str
+    path: Path
+    n_rows: int
+    n_failed: int
+    measurement_ids: tuple[int, ...]
+    device_created: bool
+    profile_path: Path | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (without the ids)."""
+        return {
+            "device": self.device,
+            "space": self.space,
+            "path": str(self.path),
+            "n_rows": self.n_rows,
+            "n_failed": self.n_failed,
+            "first_id": self.measurement_ids[0] if self.measurement_ids else None,
+            "last_id": self.measurement_ids[-1] if self.measurement_ids else None,
+            "device_created": self.device_created,
+            "profile_path": None if self.profile_path is None else str(self.profile_path),
+        }
+
+
+# ---------------------------------------------------------------------------- reading
+def _records(path: Path) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    """``(where, record, values_are_text)`` for each record of the file."""
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise DataError(
+            f"cannot import {path}: unknown format {path.suffix or '(no suffix)'!r}; "
+            f"expected one of {', '.join(_SUFFIXES)}"
+        )
+    if not path.is_file():
+        raise DataError(f"cannot import {path}: no such file")
+    if suffix == ".parquet":
+        yield from _parquet_records(path)
+        return
+    try:
+        fh = path.open(encoding="utf-8", newline="")
+    except OSError as exc:
+        raise DataError(f"cannot import {path}: {exc.strerror}") from None
+    with fh:
+        try:
+            if suffix in _JSONL_SUFFIXES:
+                for n, line in enumerate(fh, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        obj = json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        raise DataError(
+                            f"{path}: line {n}: not valid JSON ({exc.msg} at column {exc.colno})"
+                        ) from None
+                    if not isinstance(obj, dict):
+                        raise DataError(
+                            f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}"
+                        )
+                    yield f"line {n}", obj, False
+            else:
+                reader = csv.DictReader(fh)
+                if not reader.fieldnames:
+                    raise DataError(f"{path}: empty file; expected a header line")
+                for row in reader:
+                    if None in row:  # more cells than header names
+                        raise DataError(
+                            f"{path}: line {reader.line_num}: {len(row) - 1 + len(row[None])} "
+                            f"cells but the header has {len(reader.fieldnames)} columns"
+                        )
+                    yield f"line {reader.line_num}", row, True
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from None
+
+
+def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    pd = _require_pandas("reading Parquet")
+    try:
+        df = pd.read_parquet(path)
+    except Exception as exc:
+        raise DataError(f"cannot read {path} as Parquet: {exc}") from None
+    df = df.astype(object).where(df.notna(), None)  # nulls (NaN, NaT, None) are missing
+    for i, rec in enumerate(df.to_dict(orient="records"), start=1):
+        yield f"row {i}", rec, False
+
+
+def _missing(v: Any, text: bool) -> bool:
+    return v is None or (text and isinstance(v, str) and not v.strip())
+
+
+def _json_field(v: Any, field: str, text: bool) -> Any:
+    if text or isinstance(v, str):
+        try:
+            return json.loads(v)
+        except json.JSONDecodeError:
+            raise DataError(f"field {field!r} must be JSON, got {v!r}") from None
+    return v.tolist() if hasattr(v, "tolist") else v
+
+
+def _number(v: Any, field: str, text: bool) -> float | None:
+    if _missing(v, text):
+        return None
+    if text:
+        try:
+            return float(v)
+        except ValueError:
+            raise DataError(f"field {field!r} must be a number, got {v!r}") from None
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        if hasattr(v, "item"):  # numpy scalar from Parquet
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise DataError(f"field {field!r} must be a number, got {v!r}")
+    return float(v)
+
+
+def _convert(
+    rec: dict[str, Any], text: bool, device: str, space_name: str, source_file: str
+) -> dict[str, Any]:
+    """One record as the keyword arguments of ``add_measurement`` (values unvalidated)."""
+    for key, expected in (("device", device), ("space", space_name)):
+        got = rec.get(key)
+        if not _missing(got, text) and str(got) != expected:
+            raise DataError(
+                f"field {key!r} is {got!r} but this import is for {key} {expected!r}; "
+                f"split the file or pass --{key} {got}"
+            )
+    if not _missing(rec.get("arch"), text):
+        arch_obj = _json_field(rec["arch"], "arch", text)
+    else:
+        absent = [k for k in ("ks", "e", "d", "r") if _missing(rec.get(k), text)]
+        if absent:
+            raise DataError(
+                f"missing field 'arch' (or the OFA fields ks, e, d, r: {', '.join(absent)} absent)"
+            )
+        arch_obj = {k: _json_field(rec[k], k, text) for k in ("ks", "e", "d", "r")}
+    if isinstance(arch_obj, dict):
+        arch_obj = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in arch_obj.items()}
+    if not isinstance(arch_obj, dict):
+        raise DataError(f"field 'arch' must be a JSON object, got {arch_obj!r}")
+    arch = get_space(space_name).parse(arch_obj)
+
+    if "latency_ms" not in rec:
+        raise DataError("missing field 'latency_ms'")
+    n_runs_f = _number(rec.get("n_runs"), "n_runs", text)
+    if n_runs_f is None:
+        n_runs: Any = 0
+    elif math.isfinite(n_runs_f) and n_runs_f.is_integer():
+        n_runs = int(n_runs_f)
+    else:
+        raise DataError(f"field 'n_runs' must be an integer >= 0, got {rec.get('n_runs')!r}")
+    status = "ok" if _missing(rec.get("status"), text) else rec["status"]
+    error = None if _missing(rec.get("error"), text) else str(rec["error"])
+    env: dict[str, Any] = {}
+    if not _missing(rec.get("env"), text):
+        env_obj = _json_field(rec["env"], "env", text)
+        if not isinstance(env_obj, dict):
+            raise DataError(f"field 'env' must be a JSON object, got {rec['env']!r}")
+        env.update(env_obj)
+    env["imported_from"] = source_file
+    return {
+        "arch": arch,
+        "latency_ms": _number(rec["latency_ms"], "latency_ms", text),
+        "p10": _number(rec.get("p10"), "p10", text),
+        "p90": _number(rec.get("p90"), "p90", text),
+        "n_runs": n_runs,
+        "status": status,
+        "error": error,
+        "source": "imported",
+        "env": env,
+    }
+
+
+# ---------------------------------------------------------------------------- public API
+def import_measurements(db: LatencyDB, device: str, space: str, path: Path | str) -> ImportReport:
+    """Store the latencies in ``path`` as measurements of ``device``, all or nothing.
+
+    A device unknown to the database is taken from its YAML profile; a device with no profile
+    either is created as an external one (``external=True``: imported only, never measured
+    from here), both as a YAML profile (:func:`add_device`) and in the database.
+
+    Args:
+        db: the latency database.
+        device: the device the latencies were measured on.
+        space: the architectures' search space.
+        path: a ``.jsonl``, ``.csv`` or ``.parquet`` file (see the module docstring).
+
+    Returns:
+        What was stored.
+
+    Raises:
+        DataError: the file is unreadable, empty, or a record is bad (naming its line, the
+            field and the value); nothing is written.
+    """
+    path = Path(path)
+    check_device_name(device)
+    get_space(space)  # an unknown space fails before the file is read
+    rows = []
+    for where, rec, text in _records(path):
+        try:
+            kw = _convert(rec, text, device, space, path.name)
+            rows.append(_validate_measurement(**kw))
+        except NASError as exc:
+            raise DataError(f"{path}: {where}: {exc}") from None
+    if not rows:
+        raise DataError(f"{path}: no measurements found")
+
+    ensure: DeviceProfile | None = None
+    created, profile_path = False, None
+    if device not in db.devices():
+        try:
+            ensure = get_device(device)
+        except UnknownNameError:
+            ensure = DeviceProfile(
+                name=device,
+                external=True,
+                description=f"External device; latencies imported from {path.name}",
+            )
+            profile_path = add_device(ensure)
+            created = True
+    ids = db._insert_measurements(device, rows, ensure=ensure)
+    return ImportReport(
+        device=device,
+        space=space,
+        path=path,
+        n_rows=len(ids),
+        n_failed=sum(r["status"] == "failed" for r in rows),
+        measurement_ids=tuple(ids),
+        device_created=created,
+        profile_path=profile_path,
+    )
+
+
+def _require_pandas(what: str) -> Any:
+    if importlib.util.find_spec("pandas") is None or importlib.util.find_spec("pyarrow") is None:
+        raise MissingDependencyError(f"{what} needs pandas and pyarrow: {_PARQUET_HINT}")
+    import pandas as pd
+
+    return pd
+
+
+def export_measurements(
+    db: LatencyDB,
+    path: Path | str,
+    device: str | None = None,
+    space: str | None = None,
+) -> int:
+    """Write measurements (all statuses and sources) to CSV or Parquet, chosen by suffix.
+
+    Columns are :data:`EXPORT_COLUMNS`; ``arch`` and ``env`` are JSON text, ``created_at`` is
+    UTC. The file is replaced atomically.
+
+    Args:
+        db: the latency database.
+        path: a ``.csv`` or ``.parquet`` file.
+        device: only this device's measurements.
+        space: only this search space's.
+
+    Returns:
+        The number of measurements written.
+
+    Raises:
+        DataError: unknown suffix or an unwritable path.
+        MissingDependencyError: Parquet without pandas/pyarrow.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise DataError(
+            f"cannot export to {path}: unknown format {path.suffix or '(no suffix)'!r}; "
+            f"expected .csv or .parquet"
+        )
+    pd = _require_pandas("exporting to Parquet") if suffix == ".parquet" else None
+    rows = db.measurement_rows(device, space)
+    for r in rows:
+        r["env"] = json.dumps(r["env"], sort_keys=True, separators=(",", ":"))
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        if pd is None:
+            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+                writer = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS)
+                writer.writeheader()
+                for r in rows:
+                    writer.writerow({**r, "created_at": r["created_at"].isoformat()})
+        else:
+            os.close(fd)
+            df = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
+            for col in ("latency_ms", "p10", "p90"):
+                df[col] = df[col].astype("float64")
+            df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+            df.to_parquet(tmp, index=False)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return len(rows)
