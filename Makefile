@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,postgres]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,postgres,parquet]"
 	@touch $(STAMP)
 
 demo: $(STAMP)

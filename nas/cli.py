@@ -33,7 +33,15 @@ def _register_all() -> None:
     from nas import _cli_core
 
     _cli_core.register(app)
-    # Later stages add their own ``register(app)`` here.
+
+    latency_app = typer.Typer(
+        help="Measure latencies, import and export them, fit and query predictors.",
+        no_args_is_help=True,
+    )
+    app.add_typer(latency_app, name="latency")
+    from nas.latency import _cli_data
+
+    _cli_data.register(app, latency_app)
 
 
 def main(argv: list[str] | None = None) -> None:
