@@ -1,0 +1,86 @@
+"""Fixtures shared by the whole test suite. Keep them small and generic."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import nn
+
+
+@pytest.fixture
+def one_torch_thread() -> Iterator[None]:
+    """Run torch on one thread: the tiny models of the tests are faster so on a busy machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def _liven(net: nn.Module, x: torch.Tensor, seed: int = 0) -> None:
+    """Give a randomly initialised supernet's active subnet eval-mode outputs of order 1.
+
+    A fresh supernet's eval outputs are tiny (BatchNorm statistics at their defaults), so a
+    comparison of them within 1e-5 would prove nothing. This perturbs OFA's kernel-transform
+    matrices (``transform_*``, the identity at init), draws random BatchNorm affine parameters,
+    conv/linear biases and a unit-gain classifier, sets every BatchNorm's running statistics
+    from ``x`` through the active subnet, and then adds noise to those statistics.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=gen)
+
+    bns = [m for m in net.modules() if isinstance(m, nn.BatchNorm2d)]
+    was_training = net.training
+    with torch.no_grad():
+        for name, p in net.named_parameters():
+            leaf = name.rsplit(".", 1)[-1]
+            if leaf.startswith("transform_"):
+                p.add_(0.1 * randn(*p.shape))
+            elif leaf == "bias" and p.ndim == 1:
+                p.copy_(0.1 * randn(*p.shape))
+        for bn in bns:
+            n = bn.num_features
+            bn.weight.copy_(0.5 + torch.rand(n, generator=gen))
+            bn.bias.copy_(0.2 * randn(n))
+            bn.reset_running_stats()
+            bn.momentum = None  # first batch sets the statistics
+        classifier = getattr(net, "classifier", None)
+        if classifier is not None:
+            w = classifier.weight
+            w.copy_(randn(*w.shape) * 3 / w.shape[1] ** 0.5)
+        net.train()
+        net(x)
+        net.train(was_training)
+        for bn in bns:
+            n = bn.num_features
+            bn.momentum = 0.1
+            bn.running_mean.add_(0.1 * randn(n))
+            bn.running_var.mul_(0.8 + 0.4 * torch.rand(n, generator=gen))
+
+
+@pytest.fixture
+def liven() -> Callable[..., None]:
+    """``liven(net, x, seed=0)``: make ``net``'s active subnet give outputs of order 1 on ``x``.
+
+    Use inputs with per-sample offsets (``torch.randn(b, 3, r, r) + 2 * torch.randn(b, 3, 1,
+    1)``) so that the outputs also vary across the batch, and evaluate on the same ``x``.
+    """
+    return _liven
+
+
+def _lively_input(batch: int, r: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 3, r, r, generator=gen) + 2 * torch.randn(
+        batch, 3, 1, 1, generator=gen
+    )
+
+
+@pytest.fixture
+def make_input() -> Callable[..., torch.Tensor]:
+    """``make_input(batch, r, seed=0)``: a seeded image batch whose samples differ in offset."""
+    return _lively_input
