@@ -192,9 +192,10 @@ class SearchSpace:
         rng = _rng(seed)
         if not unique:
             return [self.sample(rng) for _ in range(n)]
-        if n > self.size():
+        if n > self.size(with_resolution=True):
             raise ArchitectureError(
-                f"cannot draw {n} distinct architectures from {self.name}: it has {self.size()}"
+                f"cannot draw {n} distinct architectures from {self.name}: it has "
+                f"{self.size(with_resolution=True)} (resolutions included)"
             )
         seen: dict[Architecture, None] = {}
         while len(seen) < n:
@@ -298,8 +299,10 @@ class SearchSpace:
             ks_oh = a.ks[:, :, None] == np.asarray(self.kernel_sizes)[None, None, :]
             e_oh = a.e[:, :, None] == np.asarray(self.expand_ratios)[None, None, :]
             r_oh = a.r[:, None] == np.asarray(self.resolutions)[None, :]
+            n = len(a)
             return np.concatenate(
-                [ks_oh.reshape(len(a), -1), e_oh.reshape(len(a), -1), r_oh], axis=1
+                [ks_oh.reshape(n, ks_oh.shape[1] * ks_oh.shape[2]),
+                 e_oh.reshape(n, e_oh.shape[1] * e_oh.shape[2]), r_oh], axis=1
             ).astype(np.float32)
         if kind == "ordinal":
             return np.concatenate([a.ks, a.e, a.d, a.r[:, None]], axis=1).astype(np.float32)

@@ -71,12 +71,6 @@ class DynamicSeparableConv2d(nn.Module):
         nn.init.normal_(self.weight, std=(2.0 / self.max_kernel**2) ** 0.5)
         for big, small in zip(self.kernel_sizes[:0:-1], self.kernel_sizes[-2::-1], strict=True):
             self.register_parameter(f"transform_{big}to{small}", nn.Parameter(torch.eye(small**2)))
-        # Eval-time cache of transformed kernels: keyed by (kernel, weight and matrix versions),
-        # so loading or training weights invalidates it.
-        self._cache: dict[int, tuple[tuple[int, ...], torch.Tensor]] = {}
-
-    def _versions(self) -> tuple[int, ...]:
-        return tuple(p._version for p in self.parameters())
 
     def kernel(self, kernel: int) -> torch.Tensor:
         """The full-channel ``(max_channels, 1, kernel, kernel)`` filter for ``kernel``."""
@@ -92,16 +86,12 @@ class DynamicSeparableConv2d(nn.Module):
         return w
 
     def active_filter(self, channels: int, kernel: int) -> torch.Tensor:
+        # Recomputed at every call, never cached: a cache keyed on parameter versions goes
+        # stale after `.data` updates or `load_state_dict(assign=True)`, and the transform
+        # costs little (experiments/benchmarks/supernet_overhead.py).
         if kernel == self.max_kernel:
             return self.weight[:channels]
-        if torch.is_grad_enabled() and self.weight.requires_grad:
-            return self.kernel(kernel)[:channels]
-        versions = self._versions()
-        hit = self._cache.get(kernel)
-        if hit is None or hit[0] != versions:
-            hit = (versions, self.kernel(kernel).detach())
-            self._cache[kernel] = hit
-        return hit[1][:channels]
+        return self.kernel(kernel)[:channels]
 
     def forward(self, x: torch.Tensor, kernel: int) -> torch.Tensor:
         c = x.shape[1]
@@ -113,10 +103,6 @@ class DynamicSeparableConv2d(nn.Module):
         with torch.no_grad():
             conv.weight.copy_(self.kernel(kernel)[:channels])
         return conv
-
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        self._cache.clear()  # device or dtype change
-        return super()._apply(fn, recurse)
 
 
 class DynamicBatchNorm2d(nn.BatchNorm2d):

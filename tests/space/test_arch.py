@@ -263,11 +263,6 @@ def test_sample_many_gives_distinct_architectures(ofa, tiny) -> None:
     assert len(many) == 900 and len(set(many)) < 900
 
 
-@pytest.mark.xfail(
-    reason="BUG: sample_many's guard compares n with size() (networks) although it returns "
-    "distinct Architectures, which include the resolution: size(with_resolution=True) exist",
-    strict=True,
-)
 def test_sample_many_can_draw_every_distinct_architecture(tiny) -> None:
     n = tiny.size() + 1  # 401 of tiny's 800 architectures
     archs = tiny.sample_many(n, seed=0)
@@ -416,10 +411,5 @@ def test_encode_accepts_arrays_and_rejects_unknown_kinds(ofa) -> None:
     assert ofa.costs([])["macs"].shape == (0,)
 
 
-@pytest.mark.xfail(
-    reason="BUG: encode([], 'onehot') raises numpy's 'cannot reshape array of size 0' "
-    "(reshape(0, -1)) where the ordinal encoding and costs() return empty arrays",
-    strict=True,
-)
 def test_onehot_encoding_of_no_architectures_is_empty(ofa) -> None:
     assert ofa.encode([], "onehot").shape == (0, ofa.encoding_size("onehot"))

@@ -1,4 +1,4 @@
-"""Elastic modules: kernel transformation, its eval-time cache, sliced BatchNorm, reordering."""
+"""Elastic modules: kernel transformation (and that it follows every weight update), sliced BatchNorm, reordering."""
 
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ def test_extract_is_a_plain_depthwise_conv() -> None:
             torch.testing.assert_close(conv(x), m(x, k), rtol=1e-5, atol=1e-6)
 
 
-# ---------------------------------------------------------------------------- eval-time cache
+# ------------------------------------------------ small kernels follow weight updates
 def _eval_out(m: DynamicSeparableConv2d, x: torch.Tensor, k: int = 3) -> torch.Tensor:
     m.eval()
     with torch.no_grad():
@@ -166,11 +166,6 @@ def test_cache_follows_dtype_changes() -> None:
     torch.testing.assert_close(out, _fresh(m, x.double()))
 
 
-@pytest.mark.xfail(
-    reason="BUG: the eval-time kernel cache is keyed on parameter version counters only; "
-    "in-place updates through .data do not bump them, so eval outputs go stale",
-    strict=True,
-)
 def test_cache_follows_updates_through_data() -> None:
     m = sep_conv()
     x = torch.randn(2, 6, 8, 8)
@@ -179,12 +174,6 @@ def test_cache_follows_updates_through_data() -> None:
     torch.testing.assert_close(_eval_out(m, x), _fresh(m, x))
 
 
-@pytest.mark.xfail(
-    reason="BUG: the eval-time kernel cache is keyed on parameter version counters only; "
-    "load_state_dict(assign=True) from a module built the same way brings parameters with "
-    "the same versions, so eval outputs keep the old kernels",
-    strict=True,
-)
 def test_cache_follows_load_state_dict_with_assign() -> None:
     m, other = sep_conv(0), sep_conv(1)  # same construction: same version counters
     x = torch.randn(2, 6, 8, 8)
