@@ -1,4 +1,4 @@
-"""Elastic modules: kernel transformation (and that it follows every weight update), sliced BatchNorm, reordering."""
+"""Elastic modules: kernel transformation (following every weight update), BN, reordering."""
 
 from __future__ import annotations
 
