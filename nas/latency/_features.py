@@ -1,0 +1,267 @@
+"""Architecture features for latency predictors, vectorised as per-layer lookup tables.
+
+In a once-for-all MobileNetV3 space the first layer of every stage always runs, so the
+spatial size at every layer slot depends on the input resolution only. Every per-layer
+quantity (MACs of the 1x1 expand, of the depthwise kxk and of the 1x1 projection, activation
+elements written, squeeze-excite work, operator count) is therefore a function of
+``(resolution, slot, kernel, expand)``: a table of shape ``(R, L, K, E, F)`` computed once
+per space. The features of a batch are gathers from it summed over the layer slots, plus the
+parts that depend on the resolution alone (stem, first block, head): numpy over
+:class:`~nas.space.ArchArrays`, no Python loop over architectures.
+
+Any model linear in these features is itself such a table: its prediction is a sum over
+layers of ``W[r, slot, k, e]`` (what :meth:`LayerFeatures.gather_sum` computes), i.e. a
+learned lookup table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+
+from nas.errors import ArchitectureError
+from nas.space import ArchArrays, Architecture, SearchSpace, get_space
+
+__all__ = ["ArchLike", "LayerFeatures", "as_arrays", "layer_features"]
+
+ArchLike = Iterable[Architecture | dict[str, Any] | str] | ArchArrays
+
+
+def as_arrays(space: SearchSpace, X: ArchLike) -> ArchArrays:
+    """``X`` (architectures, OFA dicts, JSON strings or ``ArchArrays``) as validated arrays.
+
+    Raises:
+        ArchitectureError: an architecture of another space, or arrays with values the space
+            does not allow.
+    """
+    if isinstance(X, ArchArrays):
+        n_layers, n_stages = space.n_layers, space.n_stages
+        if X.ks.shape[1:] != (n_layers,) or X.e.shape[1:] != (n_layers,) or \
+                X.d.shape[1:] != (n_stages,):
+            raise ArchitectureError(
+                f"ArchArrays must have ks and e of shape (n, {n_layers}) and d of shape "
+                f"(n, {n_stages}) for space {space.name}; got {X.ks.shape}, {X.e.shape}, "
+                f"{X.d.shape}"
+            )
+        bad = ~np.isin(X.r, space.resolutions)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise ArchitectureError(
+                f"r must be one of the resolutions of space {space.name}, got {X.r[i]!r} "
+                f"at row {i}"
+            )
+        return X
+    if isinstance(X, Architecture):
+        X = [X]
+    archs = []
+    for i, a in enumerate(X):
+        if isinstance(a, Architecture):
+            if a.space != space.name:
+                raise ArchitectureError(
+                    f"architecture {i} belongs to space {a.space!r}, not {space.name!r}"
+                )
+            archs.append(a)
+        else:
+            archs.append(space.parse(a))
+    return space.to_arrays(archs)
+
+
+@dataclass(frozen=True)
+class LayerFeatures:
+    """Per-layer feature tables of a space.
+
+    Attributes:
+        space: the space's name.
+        names: feature names, ``(F,)``.
+        layer: ``(R, L, K, E, F)`` per-layer features by resolution index, slot, kernel index
+            and expand index.
+        fixed: ``(R, F)`` features of the stem, first block and head (which depend on the
+            resolution alone).
+        resolutions, kernel_sizes, expand_ratios: the space's choices, in table order.
+        hw_in: ``(R, L)`` input side of every slot at every resolution.
+        groups: for each feature name, its group (``"aggregate"`` features are sums over the
+            network of one kind of work; ``"stage"`` and ``"slot"`` ones split them by stage
+            and by layer slot).
+        macs_layer: ``(R, L, K, E)`` MACs (millions) of each layer.
+        macs_fixed: ``(R,)`` MACs (millions) of the stem, first block and head.
+    """
+
+    space: str
+    names: tuple[str, ...]
+    layer: np.ndarray
+    fixed: np.ndarray
+    resolutions: np.ndarray
+    kernel_sizes: np.ndarray
+    expand_ratios: np.ndarray
+    hw_in: np.ndarray
+    groups: tuple[str, ...]
+    macs_layer: np.ndarray
+    macs_fixed: np.ndarray
+
+    @property
+    def n_features(self) -> int:
+        return len(self.names)
+
+    def indices(self, a: ArchArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Resolution, kernel and expand indices into the tables, and the active mask."""
+        r_idx = np.searchsorted(self.resolutions, a.r)
+        kmap = np.zeros(int(self.kernel_sizes.max()) + 1, dtype=np.intp)
+        kmap[self.kernel_sizes] = np.arange(len(self.kernel_sizes))
+        emap = np.zeros(int(self.expand_ratios.max()) + 1, dtype=np.intp)
+        emap[self.expand_ratios] = np.arange(len(self.expand_ratios))
+        active = a.ks > 0
+        return r_idx, kmap[a.ks], emap[a.e], active
+
+    def gather_sum(self, table: np.ndarray, fixed: np.ndarray, a: ArchArrays) -> np.ndarray:
+        """``fixed[r] + sum over active slots of table[r, slot, k, e]`` for every row.
+
+        ``table`` is ``(R, L, K, E, ...)`` and ``fixed`` ``(R, ...)``; the result is
+        ``(n, ...)``. Per slot, one ``take`` of whole rows from that slot's sub-table,
+        restricted to the trailing columns the slot can make non-zero (a stage's features
+        are zero at the other stages' slots) and with an appended zero row for inactive
+        slots: a few memory passes of ``n x columns``, whatever ``L``.
+        """
+        r_idx, k_idx, e_idx, active = self.indices(a)
+        n = len(r_idx)
+        n_r, n_l, n_k, n_e = table.shape[:4]
+        trailing = table.shape[4:]
+        fixed2 = np.asarray(fixed, dtype=np.float64).reshape(n_r, -1)
+        n_f = fixed2.shape[1]
+        out = fixed2[r_idx]  # (n, F), a new array
+        per_slot = n_r * n_k * n_e
+        base = r_idx * (n_k * n_e)
+        for j in range(n_l):
+            sub = table[:, j].reshape(per_slot, n_f)
+            cols = np.flatnonzero(np.any(sub != 0, axis=0))
+            if len(cols) == 0:
+                continue
+            idx = np.where(active[:, j], base + k_idx[:, j] * n_e + e_idx[:, j], per_slot)
+            # contiguous runs of columns: slice adds, not strided fancy indexing
+            for run in np.split(cols, np.flatnonzero(np.diff(cols) != 1) + 1):
+                lo, hi = int(run[0]), int(run[-1]) + 1
+                padded = np.concatenate([sub[:, lo:hi], np.zeros((1, hi - lo))])
+                out[:, lo:hi] += np.take(padded, idx, axis=0)
+        return out.reshape(n, *trailing)
+
+    def transform(self, a: ArchArrays) -> np.ndarray:
+        """The ``(n, F)`` feature matrix."""
+        return self.gather_sum(self.layer, self.fixed, a)
+
+    def macs(self, a: ArchArrays) -> np.ndarray:
+        """MACs in millions, ``(n,)`` (the same as ``SearchSpace.costs``, faster)."""
+        return self.gather_sum(self.macs_layer, self.macs_fixed, a)
+
+
+def _conv_out(size: np.ndarray | int, stride: int) -> np.ndarray:
+    return (np.asarray(size, dtype=np.int64) - 1) // stride + 1
+
+
+@lru_cache(maxsize=16)
+def _layer_features(space_name: str) -> LayerFeatures:
+    sp = get_space(space_name)
+    spec = sp.spec
+    res = np.asarray(sp.resolutions, dtype=np.int64)
+    ks = np.asarray(sp.kernel_sizes, dtype=np.int64)
+    es = np.asarray(sp.expand_ratios, dtype=np.int64)
+    n_st = sp.n_stages
+    names: list[str] = []
+    groups: list[str] = []
+
+    def add(name: str, group: str) -> int:
+        names.append(name)
+        groups.append(group)
+        return len(names) - 1
+
+    # Aggregates: one coefficient per kind of work, shared by every layer.
+    f_pw = add("pw_macs", "aggregate")
+    f_dw = {int(k): add(f"dw{k}_macs", "aggregate") for k in ks}
+    f_act = add("act_elems", "aggregate")
+    f_se = add("se_elems", "aggregate")
+    f_ops = add("layers", "aggregate")
+    f_stem = add("stem_area", "aggregate")
+    f_head = add("head_area", "aggregate")
+    f_one = add("const", "aggregate")
+    # Stage splits: how the cost of the same work differs with the tensor shapes of a stage.
+    # (stage-major, so that the features a slot can touch are two contiguous runs)
+    f_s_exp, f_s_proj, f_s_dw, f_s_act, f_s_ops, f_s_se = [], [], [], [], [], []
+    for s in range(n_st):
+        f_s_exp.append(add(f"s{s}_expand_macs", "stage"))
+        f_s_proj.append(add(f"s{s}_project_macs", "stage"))
+        f_s_dw.append({int(k): add(f"s{s}_dw{k}_macs", "stage") for k in ks})
+        f_s_act.append(add(f"s{s}_act_elems", "stage"))
+        f_s_ops.append(add(f"s{s}_layers", "stage"))
+        f_s_se.append(add(f"s{s}_se_elems", "stage") if spec.stages[s].se else -1)
+    # Position splits: the same, per layer slot (a learned per-slot lookup table).
+    f_j_dw = [add(f"l{j}_dw_macs", "slot") for j in range(sp.n_layers)]
+    f_j_pw = [add(f"l{j}_pw_macs", "slot") for j in range(sp.n_layers)]
+
+    n_f = len(names)
+    n_r, n_l = len(res), sp.n_layers
+    layer = np.zeros((n_r, n_l, len(ks), len(es), n_f))
+    macs_layer = np.zeros((n_r, n_l, len(ks), len(es)))
+    fixed = np.zeros((n_r, n_f))
+    hw_in_all = np.zeros((n_r, n_l), dtype=np.int64)
+    scale = 1e-6  # MACs and elements in millions keep the solvers well conditioned
+    hw0 = _conv_out(res, spec.stem.stride)
+    stage_in = _conv_out(hw0, spec.first_block.stride)
+    for j, (s, i, cin, cout, stride, se) in enumerate(sp.layer_plan):
+        if i == 0:
+            stage_out = _conv_out(stage_in, stride)
+        hw = stage_in if i == 0 else stage_out
+        hw_out = stage_out
+        hw_in_all[:, j] = hw
+        for ki, k in enumerate(ks):
+            for ei, e in enumerate(es):
+                mid = sp.mid_channels(cin, int(e))
+                f = layer[:, j, ki, ei]
+                exp_m = hw**2 * cin * mid * scale
+                proj_m = hw_out**2 * mid * cout * scale
+                dw_m = hw_out**2 * mid * k * k * scale
+                act = (hw**2 * mid + hw_out**2 * mid + hw_out**2 * cout) * scale
+                se_el = hw_out**2 * mid * scale if se else 0.0
+                se_macs = 2 * mid * sp.se_channels(mid) * scale if se else 0.0
+                macs_layer[:, j, ki, ei] = exp_m + proj_m + dw_m + se_macs
+                f[:, f_pw] = exp_m + proj_m
+                f[:, f_dw[int(k)]] = dw_m
+                f[:, f_act] = act
+                f[:, f_se] = se_el
+                f[:, f_ops] = 1.0
+                f[:, f_s_exp[s]] = exp_m
+                f[:, f_s_proj[s]] = proj_m
+                f[:, f_s_dw[s][int(k)]] = dw_m
+                f[:, f_s_act[s]] = act
+                f[:, f_s_ops[s]] = 1.0
+                if se:
+                    f[:, f_s_se[s]] = se_el
+                f[:, f_j_dw[j]] = dw_m
+                f[:, f_j_pw[j]] = exp_m + proj_m
+        if i == sp.max_depth - 1:
+            stage_in = stage_out
+    hw_last = stage_in
+    fixed[:, f_stem] = hw0**2 * scale
+    fixed[:, f_head] = hw_last**2 * scale
+    fixed[:, f_one] = 1.0
+    small = sp.to_arrays([sp.smallest(int(r)) for r in res])
+    c = sp.costs(small)
+    macs_fixed = (c["macs"] - c["stage_macs"].sum(1)) * scale
+    for arr in (layer, fixed, macs_layer, macs_fixed, hw_in_all):
+        arr.setflags(write=False)  # shared by every predictor of the space
+    return LayerFeatures(
+        space=sp.name, names=tuple(names), layer=layer, fixed=fixed, resolutions=res,
+        kernel_sizes=ks, expand_ratios=es, hw_in=hw_in_all, groups=tuple(groups),
+        macs_layer=macs_layer, macs_fixed=macs_fixed,
+    )
+
+
+def layer_features(space: str | SearchSpace) -> LayerFeatures:
+    """The feature tables of ``space`` (computed once per process)."""
+    return _layer_features(get_space(space).name)
+
+
+def feature_columns(lf: LayerFeatures, groups: Sequence[str]) -> np.ndarray:
+    """Indices of the features in ``groups``."""
+    return np.asarray([i for i, g in enumerate(lf.groups) if g in groups], dtype=np.intp)

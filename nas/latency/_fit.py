@@ -1,0 +1,239 @@
+"""Fitting latency predictors on stored measurements, and loading them back from the DB."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas.errors import ConfigError, NASError
+from nas.latency._devices import DeviceProfile, get_device
+from nas.latency._metrics import regression_metrics
+from nas.latency._predictors import (
+    PREDICTORS,
+    LatencyPredictor,
+    _predictor_class,
+    make_predictor,
+    predictor_from_state,
+)
+from nas.space import Architecture, get_space
+
+if TYPE_CHECKING:
+    from nas.db import LatencyDB
+
+__all__ = ["TrainingData", "fit_predictor", "load_predictor", "training_data"]
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The measured latencies of one (device, space), one row per distinct architecture.
+
+    Repeated measurements of the same subnet are averaged; ``ids`` keeps every measurement
+    id behind a row, so that a fit can be reproduced from the stored ids.
+    """
+
+    archs: list[Architecture]
+    y: np.ndarray
+    ids: list[list[int]]
+
+    def __len__(self) -> int:
+        return len(self.archs)
+
+    def subset(self, idx: Any) -> TrainingData:
+        idx = np.asarray(idx, dtype=np.intp)
+        return TrainingData([self.archs[i] for i in idx], self.y[idx],
+                            [self.ids[i] for i in idx])
+
+    def flat_ids(self) -> list[int]:
+        return sorted(i for group in self.ids for i in group)
+
+
+def _open_db(db: LatencyDB | str | None) -> LatencyDB:
+    from nas.db import LatencyDB
+
+    return db if isinstance(db, LatencyDB) else LatencyDB(db)
+
+
+def _name(device: str | DeviceProfile) -> str:
+    return device.name if isinstance(device, DeviceProfile) else get_device(device).name
+
+
+def training_data(
+    device: str | DeviceProfile, space: str, db: LatencyDB, *,
+    ids: list[int] | None = None,
+) -> TrainingData:
+    """Successful measurements (measured or imported, not noise repeats) of ``space`` on
+    ``device``; only those with ``ids`` when given.
+
+    Raises:
+        NASError: there are none (the message says which command measures some).
+    """
+    name = _name(device)
+    sp = get_space(space)
+    want = set(ids) if ids is not None else None
+    groups: dict[Architecture, list[tuple[int, float]]] = {}
+    for rec in db.measurements(name, sp.name, status="ok"):
+        if rec.source == "noise" or rec.latency_ms is None:
+            continue
+        if want is not None and rec.id not in want:
+            continue
+        groups.setdefault(rec.arch, []).append((rec.id, float(rec.latency_ms)))
+    if not groups:
+        raise NASError(
+            f"no measurements of space {sp.name} on device {name} yet; run "
+            f"`nas latency measure --device {name} --space {sp.name} --n 200` first"
+        )
+    archs = list(groups)
+    y = np.asarray([np.mean([v for _, v in groups[a]]) for a in archs])
+    return TrainingData(archs, y, [[i for i, _ in groups[a]] for a in archs])
+
+
+def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    if not 0 <= holdout < 1:
+        raise ConfigError(f"holdout must be in [0, 1), got {holdout!r}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_test = round(n * holdout)
+    if holdout > 0 and (n_test < 2 or n - n_test < 2):
+        raise NASError(
+            f"{n} measurements are too few for a {holdout:g} holdout (both sides need at least "
+            f"2); measure more or pass --holdout 0"
+        )
+    return np.sort(perm[n_test:]), np.sort(perm[:n_test])
+
+
+def _stored_table(db: LatencyDB, device: str, space: str,
+                  lut_resolutions: int | None) -> dict[str, Any] | None:
+    """The newest lookup table stored with a predictor of (device, space) on that grid."""
+    from nas.latency._lut import lut_grid
+
+    grid = lut_grid(space, lut_resolutions)
+    for rec in reversed(db.list_predictors(device, space)):
+        table = rec.state.get("table")
+        if isinstance(table, dict) and table.get("resolutions") == grid:
+            return table
+    return None
+
+
+def _lut_table(store: LatencyDB, device: str, space: str, kind: str, params: dict[str, Any],
+               progress: bool) -> dict[str, Any]:
+    """A stored lookup table for the predictor's grid, or a newly timed one."""
+    from nas.latency._lut import build_lut, lut_grid
+    from nas.latency._measure import TimingConfig, _lock_dir
+
+    defaults = _predictor_class(kind)(space=space).get_params()  # type: ignore[call-arg]
+    res = params.get("lut_resolutions", defaults["lut_resolutions"])
+    table = _stored_table(store, device, space, res)
+    if table is not None:
+        return table
+    quick = params.get("lut_timing", defaults["lut_timing"]) == "quick"
+    return build_lut(device, space, resolutions=lut_grid(space, res),
+                     config=TimingConfig.quick() if quick else TimingConfig(),
+                     progress=progress, lock_dir=str(_lock_dir(store)))
+
+
+def fit_predictor(
+    device: str | DeviceProfile, space: str, kind: str, *, db: LatencyDB | str | None = None,
+    holdout: float = 0.2, seed: int = 0, params: dict[str, Any] | None = None,
+    save: bool = True, progress: bool = False,
+) -> tuple[LatencyPredictor, dict[str, Any]]:
+    """Fit a predictor of ``kind`` on the stored measurements and save it as JSON.
+
+    A share ``holdout`` of the measured subnets (random, ``seed``) is kept out of the fit and
+    scores it; the ``flops`` baseline is scored on the same split, and the noise floor (from
+    stored repeats, if any) is reported next to them. The saved predictor is the one fitted
+    on the training part, so its metrics are honest; pass ``holdout=0`` to fit on everything
+    (the metrics are then in-sample). LUT kinds reuse a lookup table stored earlier for the
+    device and space, and time one otherwise.
+
+    Args:
+        device: device name or profile.
+        space: search space name.
+        kind: one of :data:`~nas.latency.PREDICTORS`.
+        db: a database or its URL (default: ``$NAS_DB_URL`` or the default file).
+        holdout: share of subnets held out for the metrics.
+        seed: seed of the split.
+        params: hyper-parameters for the predictor.
+        save: store it in the database.
+        progress: show a progress bar while a lookup table is timed.
+
+    Returns:
+        The fitted predictor and its metrics: ``test`` (or ``train`` when ``holdout=0``),
+        ``flops`` (the baseline on the same split), ``noise`` (or None), ``n_train``,
+        ``n_test``, ``holdout``, ``seed``.
+    """
+    from nas.latency._measure import noise_floor_from_db
+
+    _predictor_class(kind)
+    store = _open_db(db)
+    name = _name(device)
+    sp = get_space(space)
+    data = training_data(name, sp.name, store)
+    tr, te = _split(len(data), holdout, seed)
+    train = data.subset(tr)
+    test = data.subset(te) if len(te) else train
+    p = dict(params or {})
+    if kind in ("lut", "hybrid") and p.get("table") is None:
+        p["table"] = _lut_table(store, name, sp.name, kind, p, progress)
+    est = make_predictor(kind, sp.name, device=name, **p)
+    est.fit(train.archs, train.y)
+    scored = "test" if len(te) else "train"
+    metrics: dict[str, Any] = {
+        scored: regression_metrics(test.y, est.predict(test.archs)),
+        "n_train": len(train), "n_test": len(te), "holdout": holdout, "seed": seed,
+    }
+    if kind == "flops":
+        metrics["flops"] = metrics[scored]
+    else:
+        base = make_predictor("flops", sp.name).fit(train.archs, train.y)
+        metrics["flops"] = regression_metrics(test.y, base.predict(test.archs))
+    nf = noise_floor_from_db(name, sp.name, store)
+    metrics["noise"] = nf.to_dict() if nf is not None else None
+    if save:
+        store.ensure_device(get_device(name))
+        store.save_predictor(name, sp.name, kind, params=est.json_params(),
+                             state=est.get_state(), metrics=metrics,
+                             measurement_ids=train.flat_ids())
+    return est, metrics
+
+
+def load_predictor(
+    device: str | DeviceProfile, space: str, kind: str | None = None,
+    db: LatencyDB | str | None = None,
+) -> LatencyPredictor:
+    """The newest stored predictor of (device, space), fitted and ready to ``predict``.
+
+    With ``kind=None`` the best kind is chosen: among the newest predictor of each kind, the
+    one with the lowest held-out MAPE (predictors fitted with ``holdout=0`` count by their
+    in-sample MAPE only when none has a held-out one).
+
+    Raises:
+        NASError: nothing stored (the message says which command fits one).
+    """
+    store = _open_db(db)
+    name = _name(device)
+    sp = get_space(space)
+    if kind is not None:
+        _predictor_class(kind)
+        rec = store.load_predictor(name, sp.name, kind)
+    else:
+        recs = [r for k in PREDICTORS if (r := store.load_predictor(name, sp.name, k))]
+
+        def score(r: Any) -> tuple[int, float]:
+            m = r.metrics
+            if m.get("test"):
+                return (0, float(m["test"]["mape"]))
+            return (1, float((m.get("train") or {}).get("mape", np.inf)))
+
+        rec = min(recs, key=score) if recs else None
+    if rec is None:
+        what = f"{kind!r} predictor" if kind else "predictor"
+        raise NASError(
+            f"no {what} for space {sp.name} on device {name} yet; run `nas latency fit "
+            f"--device {name} --space {sp.name} --kind {kind or 'additive'}` first"
+        )
+    refit = None
+    if not _predictor_class(rec.kind).restores_from_state:
+        data = training_data(name, sp.name, store, ids=rec.measurement_ids)
+        refit = (data.archs, data.y)
+    return predictor_from_state(rec.kind, rec.params, rec.state, refit_data=refit)

@@ -1,0 +1,253 @@
+"""Latency measurement: the timing protocol, int8, failures, sampling, noise floor, Ray."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.db import LatencyDB
+from nas.errors import ConfigError, NASError
+from nas.latency import (
+    DeviceProfile,
+    TimingConfig,
+    _measure,
+    measure_architectures,
+    noise_floor,
+    quantize_int8,
+    sample_for_measurement,
+    training_data,
+)
+from nas.space import get_space
+
+QUICK = TimingConfig.quick()
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> LatencyDB:
+    return LatencyDB(f"sqlite:///{tmp_path / 'latency.sqlite'}")
+
+
+class _FakeClock:
+    """Replaces ``time.perf_counter_ns``; each timed run advances it by a chosen duration."""
+
+    def __init__(self) -> None:
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+
+def test_stopping_rule_stops_early_on_a_stable_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+
+    def run() -> None:
+        clock.now += 1_000_000  # exactly 1 ms every run
+
+    cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=20, max_runs=400, round_runs=10)
+    res = _measure.time_session(run, cfg)
+    assert res.converged
+    assert res.n_runs == 20
+    assert res.median_ms == pytest.approx(1.0)
+    assert res.p10_ms == res.p90_ms == pytest.approx(1.0)
+
+
+def test_stopping_rule_caps_runs_on_a_noisy_median(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    rng = np.random.default_rng(0)
+
+    def run() -> None:
+        clock.now += int(1e6 * rng.uniform(0.5, 1.5))  # +-50%: never within 0.5%
+
+    cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=10, max_runs=60, max_s=60.0,
+                       round_runs=10)
+    res = _measure.time_session(run, cfg)
+    assert not res.converged
+    assert res.n_runs == 60
+    assert res.p10_ms < res.median_ms < res.p90_ms
+    assert res.rel_ci > cfg.target_rel_ci
+
+
+def test_median_ci_shrinks_with_more_runs() -> None:
+    rng = np.random.default_rng(1)
+    few = np.sort(rng.normal(10, 0.5, 20))
+    many = np.sort(rng.normal(10, 0.5, 2000))
+    assert _measure._median_rel_ci(many) < _measure._median_rel_ci(few)
+    assert _measure._median_rel_ci(np.full(30, 2.0)) == 0.0
+
+
+def test_timing_config_rejects_bad_values() -> None:
+    with pytest.raises(ConfigError, match="max_runs"):
+        TimingConfig(min_runs=50, max_runs=10)
+    with pytest.raises(ConfigError, match="target_rel_ci"):
+        TimingConfig(target_rel_ci=0)
+
+
+def test_real_measurement_lands_in_db_with_sane_fields(db: LatencyDB) -> None:
+    sp = get_space("tiny")
+    archs = sample_for_measurement(sp, 3, seed=0)
+    ids = measure_architectures("cpu-1t", sp, archs, db, progress=False, config=QUICK)
+    assert len(ids) == 3
+    recs = {r.id: r for r in db.measurements("cpu-1t", "tiny")}
+    for i, arch in zip(ids, archs, strict=True):
+        rec = recs[i]
+        assert rec.arch == arch and rec.status == "ok" and rec.source == "measured"
+        assert 0 < rec.p10 <= rec.latency_ms <= rec.p90 < 1000
+        assert QUICK.min_runs <= rec.n_runs <= QUICK.max_runs
+        env = rec.env
+        assert env["cpu_model"] and env["onnxruntime"]
+        assert env["profile"]["name"] == "cpu-1t"
+        assert env["threads"] == {"intra_op": 1, "inter_op": 1, "allow_spinning": True}
+        assert env["timing"]["target_rel_ci"] == QUICK.target_rel_ci
+        assert env["resolution"] == arch.r and env["placement"] == "local"
+
+
+def test_session_options_follow_the_profile() -> None:
+    import onnxruntime as ort
+
+    from nas.export._onnx import onnx_bytes
+    from nas.supernet import OFASupernet
+
+    net = OFASupernet("tiny").eval()
+    model = onnx_bytes(net.extract(net.space.smallest()), 16)
+    prof = DeviceProfile("t-2t", intra_op_threads=2, graph_optimization="basic",
+                         allow_spinning=False)
+    sess = _measure.make_session(model, prof)
+    opts = sess.get_session_options()
+    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+    assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+@pytest.mark.slow
+def test_int8_end_to_end_on_tiny(db: LatencyDB) -> None:
+    import onnx
+
+    from nas.export._onnx import onnx_bytes
+    from nas.supernet import OFASupernet
+
+    sp = get_space("tiny")
+    net = OFASupernet(sp)
+    net.calibrate_random(n_batches=1, batch_size=2)
+    arch = sp.largest()
+    q = quantize_int8(onnx_bytes(net.eval().extract(arch), arch.r), arch.r)
+    ops = {n.op_type for n in onnx.load_from_string(q).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    ids = measure_architectures("cpu-1t-int8", sp, [arch, sp.smallest()], db,
+                                supernet=net, progress=False, config=QUICK)
+    recs = {r.id: r for r in db.measurements("cpu-1t-int8", "tiny", status=None)}
+    assert [recs[i].status for i in ids] == ["ok", "ok"]
+    assert recs[ids[0]].env["profile"]["precision"] == "int8"
+    assert recs[ids[0]].latency_ms > 0
+
+
+def test_failed_export_is_recorded_and_the_run_goes_on(
+    db: LatencyDB, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sp = get_space("tiny")
+    archs = sample_for_measurement(sp, 3, seed=2)
+    bad = archs[1]
+    real = _measure._export
+
+    def flaky(net, arch):  # type: ignore[no-untyped-def]
+        if arch == bad:
+            raise RuntimeError("boom: cannot export this one")
+        return real(net, arch)
+
+    monkeypatch.setattr(_measure, "_export", flaky)
+    ids = measure_architectures("cpu-1t", sp, archs, db, progress=False, config=QUICK)
+    recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", status=None)}
+    statuses = [recs[i].status for i in ids]
+    assert statuses == ["ok", "failed", "ok"]
+    failed = recs[ids[1]]
+    assert failed.latency_ms is None and "boom: cannot export this one" in failed.error
+    # failed rows never reach the predictors
+    assert bad not in training_data("cpu-1t", "tiny", db).archs
+
+
+def test_skip_measured_resumes(db: LatencyDB) -> None:
+    sp = get_space("tiny")
+    archs = sample_for_measurement(sp, 2, seed=3)
+    first = _measure.measure_on_devices(["cpu-1t"], sp, archs[:1], db, progress=False,
+                                        config=QUICK)
+    again = _measure.measure_on_devices(["cpu-1t"], sp, archs, db, progress=False,
+                                        config=QUICK, skip_measured=True)
+    assert again["cpu-1t"][0] == first["cpu-1t"][0]
+    assert len(db.measurements("cpu-1t", "tiny")) == 2
+
+
+def test_sampling_covers_the_mac_range_and_excludes() -> None:
+    sp = get_space("ofa_mbv3")
+    uniform = sp.costs(sp.sample_many(400, seed=0))["macs"]
+    picked = sample_for_measurement(sp, 60, seed=0)
+    assert len(set(picked)) == 60
+    macs = sp.costs(picked)["macs"]
+    assert macs.min() < np.percentile(uniform, 1) and macs.max() > np.percentile(uniform, 99)
+    more = sample_for_measurement(sp, 20, seed=0, exclude=picked)
+    assert not set(more) & set(picked)
+    with pytest.raises(ConfigError, match="n must be"):
+        sample_for_measurement(sp, -1)
+
+
+def test_noise_floor_remeasures_in_fresh_sessions(db: LatencyDB) -> None:
+    sp = get_space("tiny")
+    with pytest.raises(NASError, match="nas latency measure"):
+        noise_floor("cpu-1t", sp, db, k=2, progress=False, config=QUICK)
+    archs = sample_for_measurement(sp, 3, seed=4)
+    measure_architectures("cpu-1t", sp, archs, db, progress=False, config=QUICK)
+    nf = noise_floor("cpu-1t", sp, db, k=2, progress=False, config=QUICK)
+    assert nf.n == 2 and len(nf.rel_diffs) == 2
+    assert 0 <= nf.median <= nf.p90 <= nf.max
+    assert len(db.measurements("cpu-1t", "tiny", source="noise")) == 2
+    assert len(training_data("cpu-1t", "tiny", db)) == 3  # repeats are not training data
+
+
+def test_device_lock_serialises_measurements(tmp_path: Path) -> None:
+    prof = DeviceProfile("lock-test")
+    order: list[str] = []
+    held = threading.Event()
+
+    def first() -> None:
+        with _measure.device_lock(prof, tmp_path):
+            held.set()
+            order.append("a-start")
+            time.sleep(0.3)
+            order.append("a-end")
+
+    t = threading.Thread(target=first)
+    t.start()
+    held.wait(5)
+    with _measure.device_lock(prof, tmp_path):
+        order.append("b")
+    t.join()
+    assert order == ["a-start", "a-end", "b"]
+    # local CPU profiles share the host's cores, hence one lock
+    other = DeviceProfile("lock-test-2t", intra_op_threads=2)
+    assert _measure._lock_key(prof) == _measure._lock_key(other)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_measurement_runs_as_a_ray_task_on_the_device_resource(db: LatencyDB) -> None:
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=1, resources={"device:test": 1}, include_dashboard=False,
+             log_to_driver=False)
+    try:
+        prof = DeviceProfile("ray-test", placement="ray", ray_resource="device:test")
+        sp = get_space("tiny")
+        ids = measure_architectures(prof, sp, [sp.smallest()], db, progress=False,
+                                    config=QUICK)
+        rec = db.measurements("ray-test", "tiny")[0]
+        assert rec.id == ids[0] and rec.status == "ok"
+        assert rec.env["placement"] == "ray"
+        assert rec.env["ray"]["resource"] == "device:test"
+        assert rec.env["ray"]["task_id"]
+    finally:
+        ray.shutdown()
