@@ -17,6 +17,7 @@ __all__ = [
     "MissingDependencyError",
     "NASError",
     "NotFittedError",
+    "TrainingError",
     "UnknownNameError",
 ]
 
@@ -67,3 +68,8 @@ class MeasurementError(NASError, ValueError):
 
 class MissingDependencyError(NASError, ImportError):
     """An optional package is needed for this feature; the message says what to install."""
+
+
+class TrainingError(NASError):
+    """Training cannot go on: the loss became NaN or infinite, or a worker failed. The message
+    names the last good checkpoint, which is kept."""

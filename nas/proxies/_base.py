@@ -1,0 +1,349 @@
+"""The proxy interface, the context proxies score in, and the registry of proxies by name.
+
+A proxy scores a batch of architectures with one number each; **higher always means
+predicted better**. Each proxy fixes its sign in advance (``params`` and ``macs`` count up,
+``synflow``, ``naswot`` and ``zico`` are the published scores, ``inherited`` and
+``predictor`` are accuracies), so a rank correlation with accuracy is read as it is, never
+through ``abs()``.
+
+Example:
+    >>> ctx = ProxyContext.build("cifar_mbv3", checkpoint="runs/x/supernet.safetensors",
+    ...                          data="../shared/data/cifar10-jpeg.tar.gz")
+    >>> get_proxy("synflow").score(archs, ctx)
+    >>> get_proxy("zico:weights=inherited").score(archs, ctx)
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from nas.errors import ConfigError, NASError, UnknownNameError
+from nas.proxies._cache import ProxyCache, default_cache_path
+from nas.space import Architecture, SearchSpace, get_space
+from nas.train._data import BatchLoader, DataSplits, Preprocess
+
+__all__ = [
+    "Proxy",
+    "ProxyContext",
+    "get_proxy",
+    "list_proxies",
+    "proxy_class",
+    "register_proxy",
+]
+
+_PROXIES: dict[str, type[Proxy]] = {}
+
+
+@dataclass
+class ProxyContext:
+    """What proxies may need: the space, a trained supernet, the data, and settings.
+
+    Attributes:
+        supernet: the trained supernet (``inherited``, ``predictor`` and zero-cost proxies with
+            ``weights=inherited`` need it).
+        checkpoint: its file; its sha256 keys the cache.
+        data: the dataset; proxies see its training images and validation slice only.
+        cache: where scores are cached (None: no caching).
+        seed: fixes the batches zero-cost proxies see and the initial weights they use.
+        val_limit: score ``inherited`` on at most this many validation images.
+        bn_batches, bn_batch_size: BatchNorm recalibration before ``inherited``.
+    """
+
+    space: SearchSpace
+    supernet: Any = None
+    checkpoint: Path | None = None
+    data: DataSplits | None = None
+    cache: ProxyCache | None = None
+    device: str = "cpu"
+    seed: int = 0
+    channels_last: bool = True
+    val_limit: int | None = None
+    bn_batches: int = 8
+    bn_batch_size: int = 128
+    eval_batch_size: int = 256
+    _memo: dict[Any, Any] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls, space: str | SearchSpace, *, checkpoint: Path | str | None = None,
+        data: DataSplits | str | Path | None = None, cache: ProxyCache | Path | str | bool = True,
+        **kwargs: Any,
+    ) -> ProxyContext:
+        """A context from names and paths: loads the checkpoint and the data.
+
+        Args:
+            data: a :class:`~nas.train.DataSplits`, or a source for
+                :func:`~nas.train.load_dataset` (``val_size``/``val_seed`` from the
+                checkpoint's metadata when it has them).
+            cache: True for the default cache file, False for none, or a path.
+        """
+        from nas.supernet import load_supernet
+        from nas.train._data import load_dataset
+
+        sp = get_space(space)
+        net = None
+        ck = Path(checkpoint) if checkpoint is not None else None
+        meta: dict[str, Any] = {}
+        if ck is not None:
+            net = load_supernet(ck, space=sp, map_location=kwargs.get("device", "cpu"))
+            meta = dict(getattr(net, "checkpoint_meta", {}).get("data") or {})
+        if data is not None and not isinstance(data, DataSplits):
+            same = meta.get("source") == str(data)
+            data = load_dataset(
+                data, val_size=int(meta.get("val_size", 5000)),
+                val_seed=int(meta.get("val_seed", 0)),
+                train_limit=meta.get("train_limit") if same else None,
+                format=meta.get("format", "auto") if same else "auto",
+                image_size=max(sp.resolutions),
+            )
+        store: ProxyCache | None
+        if cache is True:
+            store = ProxyCache(default_cache_path(ck))
+        elif cache is False:
+            store = None
+        elif isinstance(cache, ProxyCache):
+            store = cache
+        else:
+            store = ProxyCache(cache)
+        return cls(space=sp, supernet=net, checkpoint=ck, data=data, cache=store, **kwargs)
+
+    # ------------------------------------------------------------------ helpers for proxies
+    @property
+    def checkpoint_key(self) -> str:
+        if "ck" not in self._memo:
+            if self.checkpoint is None:
+                self._memo["ck"] = "none"
+            elif self.cache is not None:
+                self._memo["ck"] = self.cache.sha256(self.checkpoint)
+            else:
+                from nas.proxies._cache import checkpoint_sha256
+
+                self._memo["ck"] = checkpoint_sha256(self.checkpoint)
+        return str(self._memo["ck"])
+
+    def preprocess(self) -> Preprocess:
+        return Preprocess.for_space(self.space, channels_last=self.channels_last,
+                                    device=self.device)
+
+    def train_batches(self, r: int, n: int, batch_size: int) -> list[tuple[torch.Tensor,
+                                                                          torch.Tensor]]:
+        """``n`` fixed training batches at resolution ``r``, no augmentation (memoised)."""
+        key = ("batches", r, n, batch_size)
+        if key not in self._memo:
+            data = self.require_data("zero-cost proxies")
+            loader = BatchLoader(data.train, batch_size, shuffle=True, seed=self.seed)
+            pre = self.preprocess()
+            out = []
+            for i, (x, y) in enumerate(loader.epoch(0)):
+                if i >= n:
+                    break
+                out.append((pre(x, r), y.to(self.device)))
+            self._memo[key] = out
+        return list(self._memo[key])
+
+    def init_supernet(self) -> Any:
+        """A randomly initialised supernet of the space (seeded; shared by all archs)."""
+        if "init" not in self._memo:
+            from nas.supernet import OFASupernet
+
+            with torch.random.fork_rng():
+                torch.manual_seed(self.seed)
+                self._memo["init"] = OFASupernet(self.space).to(self.device)
+        return self._memo["init"]
+
+    def require_supernet(self, who: str) -> Any:
+        if self.supernet is None:
+            raise ConfigError(f"{who} needs a trained supernet: pass --checkpoint")
+        return self.supernet
+
+    def require_data(self, who: str) -> DataSplits:
+        if self.data is None:
+            raise ConfigError(f"{who} needs data: pass --data (an image folder, archive, "
+                              ".npz, CIFAR-10 folder or 'digits')")
+        return self.data
+
+
+class Proxy(ABC):
+    """Base of accuracy proxies: options are keyword arguments with the defaults in
+    :attr:`options`; :meth:`score` validates, caches and calls :meth:`_score`.
+
+    Subclasses set ``name``, ``description``, ``options`` and what they need, and implement
+    ``_score(archs, ctx) -> (n,) array`` with higher = predicted better.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options: ClassVar[dict[str, Any]] = {}
+    #: allowed values of string options
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    needs_supernet: ClassVar[bool] = False
+    needs_data: ClassVar[bool] = False
+    #: cheap analytic proxies are not worth a cache entry
+    cacheable: ClassVar[bool] = True
+
+    def __init__(self, **options: Any) -> None:
+        unknown = sorted(set(options) - set(self.options))
+        if unknown:
+            allowed = str(sorted(self.options)) if self.options else "none"
+            raise ConfigError(f"proxy {self.name!r} has no option(s) {unknown}; allowed: "
+                              f"{allowed}")
+        self.opts = {k: _coerce(self.name, k, v, self.options[k])
+                     for k, v in {**self.options, **options}.items()}
+        for k, values in self.choices.items():
+            if self.opts[k] not in values:
+                raise ConfigError(f"option {k!r} of proxy {self.name!r} must be one of "
+                                  f"{list(values)}, got {self.opts[k]!r}")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.opts.items())})"
+
+    @property
+    def spec(self) -> str:
+        """The proxy as ``name`` or ``name:key=value,...`` (non-default options only)."""
+        extra = {k: v for k, v in self.opts.items() if v != self.options[k]}
+        if not extra:
+            return self.name
+        return f"{self.name}:" + ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
+
+    def uses_weights(self) -> bool:
+        """Whether scores depend on the trained supernet (and so on the checkpoint)."""
+        return self.needs_supernet or self.opts.get("weights") == "inherited"
+
+    def key(self, ctx: ProxyContext) -> str:
+        """Everything a score depends on besides the checkpoint and the architecture."""
+        parts: dict[str, Any] = {"proxy": self.name, **self.opts, "seed": ctx.seed}
+        if self.needs_data and ctx.data is not None:
+            parts["data"] = ctx.data.key
+        if self.name in ("inherited", "predictor"):
+            parts.update(val_limit=ctx.val_limit, bn_batches=ctx.bn_batches,
+                         bn_batch_size=ctx.bn_batch_size)
+        return json.dumps(parts, sort_keys=True, default=str)
+
+    def score(self, archs: Sequence[Architecture | dict[str, Any] | str],
+              ctx: ProxyContext) -> np.ndarray:
+        """One score per architecture, ``(n,)`` float64, higher = predicted better.
+
+        Raises:
+            ConfigError: a supernet or data the proxy needs is missing from ``ctx``.
+            NASError: a score is not finite (a bug in the proxy, or a broken checkpoint).
+        """
+        parsed = [ctx.space.parse(a) for a in archs]
+        if not parsed:
+            return np.zeros(0)
+        if self.uses_weights():
+            ctx.require_supernet(f"proxy {self.spec!r}")
+        if self.needs_data:
+            ctx.require_data(f"proxy {self.spec!r}")
+        if not self.cacheable or ctx.cache is None:
+            values = np.asarray(self._score(parsed, ctx), dtype=np.float64)
+        else:
+            ck = ctx.checkpoint_key if self.uses_weights() else "none"
+            key = self.key(ctx)
+            hashes = [a.hash for a in parsed]
+            known = ctx.cache.get(ck, key, hashes)
+            todo = list(dict.fromkeys(a for a in parsed if a.hash not in known))
+            if todo:
+                new = np.asarray(self._score(todo, ctx), dtype=np.float64)
+                self._check(new, todo)
+                fresh = {a.hash: float(v) for a, v in zip(todo, new, strict=True)}
+                ctx.cache.put(ck, key, fresh)
+                known.update(fresh)
+            values = np.asarray([known[h] for h in hashes], dtype=np.float64)
+        self._check(values, parsed)
+        return values
+
+    def _check(self, values: np.ndarray, archs: Sequence[Architecture]) -> None:
+        if values.shape != (len(archs),):
+            raise NASError(f"proxy {self.spec!r} returned {values.shape} scores for "
+                           f"{len(archs)} architectures")
+        bad = [a.hash for a, v in zip(archs, values, strict=True) if not np.isfinite(v)]
+        if bad:
+            raise NASError(f"proxy {self.spec!r} gave a non-finite score to "
+                           f"{len(bad)} architecture(s), e.g. {bad[0]}")
+
+    @abstractmethod
+    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        """Scores of ``archs`` (already parsed), higher = predicted better."""
+
+
+def _coerce(proxy: str, key: str, value: Any, default: Any) -> Any:
+    kind = type(default)
+    text = isinstance(value, str)
+    try:
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if text and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+                return value.lower() in ("1", "true", "yes")
+        elif kind is int:
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            if text:
+                return int(value)
+        elif kind is float:
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            if text:
+                return float(value)
+        elif kind is str and text:
+            return value
+    except ValueError:
+        pass
+    raise ConfigError(f"option {key!r} of proxy {proxy!r} must be a {kind.__name__} (default "
+                      f"{default!r}), got {value!r}")
+
+
+# ---------------------------------------------------------------------- registry
+def register_proxy(cls: type[Proxy]) -> type[Proxy]:
+    """Class decorator: register a proxy under ``cls.name``; a duplicate name is an error."""
+    if not cls.name:
+        raise ConfigError(f"{cls.__name__} has no name")
+    if cls.name in _PROXIES:
+        raise ConfigError(f"proxy {cls.name!r} is already registered")
+    _PROXIES[cls.name] = cls
+    return cls
+
+
+def _load_builtins() -> None:
+    from nas.proxies import _inherited, _zero_cost  # noqa: F401  (they register themselves)
+
+
+def proxy_class(name: str) -> type[Proxy]:
+    _load_builtins()
+    try:
+        return _PROXIES[name]
+    except KeyError:
+        raise UnknownNameError(
+            f"unknown proxy {name!r}; known proxies: {', '.join(sorted(_PROXIES))}"
+        ) from None
+
+
+def get_proxy(spec: str, **options: Any) -> Proxy:
+    """A proxy from ``name`` or ``name:key=value,key=value`` (plus keyword options).
+
+    Raises:
+        UnknownNameError: listing the known proxies.
+        ConfigError: an unknown option or a value of the wrong type.
+    """
+    name, _, rest = spec.partition(":")
+    parsed: dict[str, Any] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        k, eq, v = item.partition("=")
+        if not eq:
+            raise ConfigError(f"proxy options must be key=value, got {item!r} in {spec!r}")
+        parsed[k.strip()] = v.strip()
+    return proxy_class(name.strip())(**{**parsed, **options})
+
+
+def list_proxies(pattern: str = "*") -> list[str]:
+    _load_builtins()
+    return sorted(n for n in _PROXIES if fnmatch.fnmatch(n, pattern))

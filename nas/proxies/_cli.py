@@ -1,0 +1,241 @@
+"""``nas proxies ...`` (score architectures) and ``nas accuracy fit`` (accuracy predictors)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nas._cli_utils import console, print_json
+from nas.errors import ArchitectureError
+
+__all__ = ["register"]
+
+proxies_app = typer.Typer(help="Accuracy proxies: score architectures (higher = predicted "
+                          "better).", no_args_is_help=True)
+accuracy_app = typer.Typer(help="Learned accuracy predictors.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="Search space name "
+                                       "(`nas spaces list`).")]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="Trained supernet (.safetensors); needed by inherited, "
+    "predictor and weights=inherited.")]
+DataOpt = Annotated[str | None, typer.Option(
+    "--data", "-d", help="Dataset: image folder, .tar.gz, CIFAR-10 folder/archive, .npz or "
+    "'digits' (default: the one the checkpoint was trained on). Proxies see its training "
+    "images and validation slice only.")]
+DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the batches and initial weights "
+                                      "the proxies use.")]
+ValLimitOpt = Annotated[int | None, typer.Option(
+    "--val-limit", min=1, help="Score accuracy on at most this many validation images.")]
+BnOpt = Annotated[int, typer.Option("--bn-batches", min=1, help="Training batches for "
+                                    "BatchNorm recalibration.")]
+CacheOpt = Annotated[Path | None, typer.Option(
+    "--cache", help="SQLite cache of scores (default: next to the checkpoint, else "
+    "~/.cache/nas/proxies.sqlite).")]
+NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached "
+                                          "scores.")]
+
+
+def _read_archs(space: Any, path: Path) -> list[Any]:
+    """Architectures from a .jsonl file (one per line) or a JSON list."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ArchitectureError(f"arch file not found: {path}") from None
+    except OSError as exc:
+        raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
+    stripped = text.strip()
+    if stripped.startswith("["):
+        try:
+            items = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise ArchitectureError(f"{path} is not valid JSON ({exc.msg} at line "
+                                    f"{exc.lineno})") from None
+        rows = [(i + 1, item) for i, item in enumerate(items)]
+    else:
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            try:
+                rows.append((n, json.loads(line)))
+            except json.JSONDecodeError as exc:
+                raise ArchitectureError(f"{path} line {n} is not valid JSON ({exc.msg})") from None
+    archs = []
+    for n, item in rows:
+        if isinstance(item, dict) and "arch" in item and isinstance(item["arch"], dict):
+            item = item["arch"]
+        try:
+            archs.append(space.parse(item))
+        except ArchitectureError as exc:
+            raise ArchitectureError(f"{path} entry {n}: {exc}") from None
+    if not archs:
+        raise ArchitectureError(f"{path} holds no architectures")
+    return archs
+
+
+def _context(space: str, checkpoint: Path | None, data: str | None, device: str, seed: int,
+             val_limit: int | None, bn_batches: int, cache: Path | None,
+             no_cache: bool) -> Any:
+    from nas.proxies import ProxyContext
+
+    if device not in ("cpu", "cuda"):
+        raise typer.BadParameter(f"must be cpu or cuda, got {device!r}", param_hint="--device")
+    if data is None and checkpoint is not None:
+        from nas.supernet import read_checkpoint_meta
+
+        data = (read_checkpoint_meta(checkpoint)["extra"].get("data") or {}).get("source")
+    cache_arg: Any = False if no_cache else (cache if cache is not None else True)
+    return ProxyContext.build(space, checkpoint=checkpoint, data=data, cache=cache_arg,
+                              device=device, seed=seed, val_limit=val_limit,
+                              bn_batches=bn_batches)
+
+
+# ---------------------------------------------------------------------- proxies
+@proxies_app.command("list")
+def proxies_list(json_out: JsonOpt = False) -> None:
+    """List the proxies, their options and what they need."""
+    from nas.proxies import list_proxies, proxy_class
+
+    rows: list[dict[str, Any]] = []
+    for name in list_proxies():
+        cls = proxy_class(name)
+        rows.append({"name": name, "description": cls.description, "options": cls.options,
+                     "needs_checkpoint": cls.needs_supernet, "needs_data": cls.needs_data})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("proxy", "needs", "options", "description")
+    for r in rows:
+        needs = "+".join(k for k, v in (("checkpoint", r["needs_checkpoint"]),
+                                        ("data", r["needs_data"])) if v) or "-"
+        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+        table.add_row(r["name"], needs, opts, r["description"])
+    console.print(table)
+    console.print("All scores: higher = predicted better. Options: --proxy "
+                  "'name:key=value,...', e.g. 'zico:weights=inherited'.")
+
+
+@proxies_app.command("eval")
+def proxies_eval(
+    space: SpaceOpt,
+    arch_file: Annotated[Path, typer.Option(
+        "--arch-file", "-f", help="Architectures, one JSON object per line (.jsonl, as "
+        "`nas spaces sample --jsonl` writes) or a JSON list.")],
+    proxy: Annotated[list[str], typer.Option(
+        "--proxy", "-p", help="Proxy name, optionally with options 'name:key=value'; "
+        "repeat for several (`nas proxies list`).")],
+    checkpoint: CheckpointOpt = None,
+    data: DataOpt = None,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    val_limit: ValLimitOpt = None,
+    bn_batches: BnOpt = 8,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Score architectures with one or more proxies (cached per checkpoint, arch and proxy)."""
+    from nas.proxies import get_proxy
+
+    proxies = [get_proxy(p) for p in proxy]  # unknown names fail before any loading
+    ctx = _context(space, checkpoint, data, device, seed, val_limit, bn_batches, cache, no_cache)
+    archs = _read_archs(ctx.space, arch_file)
+    costs = ctx.space.costs(archs)
+    scores: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for p in proxies:
+        t0 = time.perf_counter()
+        scores[p.spec] = p.score(archs, ctx)
+        seconds[p.spec] = round(time.perf_counter() - t0, 3)
+    rows = [{"hash": a.hash, "arch": a.to_dict(), "macs": int(costs["macs"][i]),
+             "params": int(costs["params"][i]),
+             "scores": {k: float(v[i]) for k, v in scores.items()}}
+            for i, a in enumerate(archs)]
+    if json_out:
+        print_json({"space": ctx.space.name,
+                    "checkpoint": str(checkpoint) if checkpoint else None,
+                    "seconds": seconds, "archs": rows})
+        return
+    table = Table("hash", "r", "MACs (M)", *scores)
+    for r in rows:
+        table.add_row(r["hash"], str(r["arch"]["r"]), f"{r['macs'] / 1e6:.1f}",
+                      *(f"{v:.5g}" for v in r["scores"].values()))
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- accuracy
+@accuracy_app.command("fit")
+def accuracy_fit(
+    space: SpaceOpt,
+    checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained supernet.")],
+    data: DataOpt = None,
+    model: Annotated[str, typer.Option("--model", "-m", help="mlp (Once-for-All's) or "
+                                       "gbdt.")] = "mlp",
+    n_train: Annotated[int, typer.Option("--n-train", min=2, help="Sampled subnets to fit "
+                                         "on.")] = 100,
+    n_test: Annotated[int, typer.Option("--n-test", min=2, help="Other sampled subnets to "
+                                        "report the error on.")] = 100,
+    zero_cost: Annotated[list[str] | None, typer.Option(
+        "--zero-cost", "-z", help="Zero-cost proxies added as features (gbdt only); "
+        "repeat.")] = None,
+    device: DeviceOpt = "cpu",
+    seed: SeedOpt = 0,
+    val_limit: ValLimitOpt = None,
+    bn_batches: BnOpt = 8,
+    cache: CacheOpt = None,
+    no_cache: NoCacheOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fit an accuracy predictor on the inherited accuracies of N random subnets and report
+    its held-out RMSE (accuracy points) and Kendall tau on other random subnets."""
+    from nas.errors import ConfigError
+    from nas.proxies import (
+        accuracy_features,
+        get_proxy,
+        make_accuracy_predictor,
+        rank_metrics,
+    )
+
+    if model not in ("mlp", "gbdt"):
+        raise typer.BadParameter(f"must be mlp or gbdt, got {model!r}", param_hint="--model")
+    zc = [get_proxy(z) for z in zero_cost or []]
+    if zc and model != "gbdt":
+        raise ConfigError("--zero-cost features need --model gbdt")
+    ctx = _context(space, checkpoint, data, device, seed, val_limit, bn_batches, cache, no_cache)
+    t0 = time.perf_counter()
+    archs = ctx.space.sample_many(n_train + n_test, seed=seed)
+    acc = get_proxy("inherited").score(archs, ctx)
+    extra = {z.spec: z.score(archs, ctx) for z in zc} or None
+    kind = "onehot" if model == "mlp" else "ordinal"
+    X = accuracy_features(ctx.space, archs, kind=kind, extra=extra)
+    est = make_accuracy_predictor(model, encoding=kind)
+    est.fit(X[:n_train], acc[:n_train])
+    pred = est.predict(X[n_train:])
+    y = acc[n_train:]
+    res = {"model": model, "features": kind + "".join(f"+{z.spec}" for z in zc),
+           "n_train": n_train, "n_test": n_test,
+           "rmse_points": float(((pred - y) ** 2).mean() ** 0.5 * 100),
+           **{k: v for k, v in rank_metrics(y, pred).items() if k != "n"},
+           "test_acc_mean": float(y.mean()), "test_acc_std": float(y.std()),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    if json_out:
+        print_json(res)
+        return
+    console.print(f"{model} on {res['features']}: fitted on {n_train} subnets; on {n_test} "
+                  f"others RMSE {res['rmse_points']:.2f} points, Kendall tau "
+                  f"{res['kendall_tau']:.3f}, Spearman rho {res['spearman_rho']:.3f} "
+                  f"(their accuracy {y.mean() * 100:.1f} +- {y.std() * 100:.1f}%)")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``proxies`` and ``accuracy`` groups to the root app."""
+    app.add_typer(proxies_app, name="proxies")
+    app.add_typer(accuracy_app, name="accuracy")

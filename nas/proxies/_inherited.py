@@ -1,0 +1,67 @@
+"""Proxies that use the trained supernet: ``inherited`` accuracy and the ``predictor``.
+
+``inherited``
+    Validation accuracy (a fraction) of the subnet with the supernet's weights, after its
+    BatchNorm statistics are recalibrated on a few training batches. Once-for-All's way of
+    ranking subnets; the reference the other proxies are compared with.
+``predictor``
+    A learned accuracy predictor (``kind=mlp``, OFA's, or ``kind=gbdt``) fitted on the
+    inherited accuracies of ``n_train`` random subnets (seeded by ``sample_seed``; their
+    accuracies are cached like any other score), then asked for the others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+
+from nas.proxies._base import Proxy, ProxyContext, register_proxy
+from nas.space import Architecture
+
+__all__ = ["InheritedProxy", "PredictorProxy"]
+
+
+@register_proxy
+class InheritedProxy(Proxy):
+    name = "inherited"
+    description = "validation accuracy with inherited weights after BatchNorm recalibration"
+    needs_supernet = True
+    needs_data = True
+
+    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        from nas.train._eval import evaluate_subnet
+
+        data = ctx.require_data("proxy 'inherited'")
+        pre = ctx.preprocess()
+        out = np.empty(len(archs))
+        for i, arch in enumerate(archs):
+            res = evaluate_subnet(
+                ctx.supernet, arch, data, split="val", preprocess=pre,
+                bn_batches=ctx.bn_batches, bn_batch_size=ctx.bn_batch_size,
+                batch_size=ctx.eval_batch_size, limit=ctx.val_limit, seed=ctx.seed,
+                channels_last=ctx.channels_last,
+            )
+            out[i] = res["acc"]
+        return out
+
+
+@register_proxy
+class PredictorProxy(Proxy):
+    name = "predictor"
+    description = ("accuracy predictor (kind=mlp|gbdt) fitted on inherited accuracies of "
+                   "n_train random subnets")
+    options: ClassVar[dict[str, Any]] = {"kind": "mlp", "n_train": 100, "sample_seed": 12345}
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"kind": ("mlp", "gbdt")}
+    needs_supernet = True
+    needs_data = True
+
+    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        from nas.proxies._predictors import make_accuracy_predictor
+
+        train = ctx.space.sample_many(self.opts["n_train"], seed=self.opts["sample_seed"])
+        y = InheritedProxy().score(train, ctx)
+        model = make_accuracy_predictor(self.opts["kind"], space=ctx.space.name)
+        model.fit(train, y)
+        return model.predict(list(archs))

@@ -1,0 +1,242 @@
+"""Learned accuracy predictors, scikit-learn estimators from architectures to accuracy.
+
+``X`` is either a feature matrix ``(n, f)`` (e.g. an encoding with zero-cost scores as extra
+columns, see :func:`accuracy_features`) or a list of architectures, which are encoded with
+``encoding`` in the space ``space``. Hyper-parameters are keyword-only constructor arguments;
+learned state lives in attributes ending in ``_``, so ``sklearn.base.clone``, ``get_params``
+and scikit-learn's model selection work.
+
+``MLPAccuracyPredictor``
+    Once-for-All's accuracy predictor: a 3-layer MLP (400 hidden units, ReLU) on the one-hot
+    encoding, with the mean training accuracy as a fixed output offset (OFA's ``base_acc``).
+``GBDTAccuracyPredictor``
+    Gradient-boosted trees (scikit-learn's ``GradientBoostingRegressor``), by default on the
+    compact ordinal encoding; zero-cost scores may be appended as features.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, RegressorMixin
+from torch import nn
+
+from nas.errors import ConfigError, NASError, NotFittedError
+from nas.space import ArchArrays, get_space
+
+__all__ = [
+    "AccuracyPredictor",
+    "GBDTAccuracyPredictor",
+    "MLPAccuracyPredictor",
+    "accuracy_features",
+    "make_accuracy_predictor",
+]
+
+
+def accuracy_features(
+    space: Any, archs: Sequence[Any], kind: str = "ordinal",
+    extra: Mapping[str, Any] | np.ndarray | None = None,
+) -> np.ndarray:
+    """The encoding of ``archs`` with optional extra columns (e.g. zero-cost scores).
+
+    Args:
+        extra: ``{name: scores}`` or an ``(n, k)`` array, appended in (sorted-name) order.
+    """
+    sp = get_space(space)
+    X = sp.encode([sp.parse(a) for a in archs], kind=kind)
+    if extra is None:
+        return X
+    if isinstance(extra, Mapping):
+        cols = [np.asarray(extra[k], dtype=np.float32).reshape(-1, 1) for k in sorted(extra)]
+        E = np.concatenate(cols, axis=1) if cols else np.zeros((len(X), 0), np.float32)
+    else:
+        E = np.asarray(extra, dtype=np.float32).reshape(len(X), -1)
+    if len(E) != len(X):
+        raise NASError(f"extra features have {len(E)} rows for {len(X)} architectures")
+    return np.concatenate([X, E], axis=1)
+
+
+class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+    """Base of the accuracy predictors (see the module docstring)."""
+
+    space: str | None
+    encoding: str
+
+    def _features(self, X: Any) -> np.ndarray:
+        if isinstance(X, np.ndarray) and X.dtype.kind in "fiub":
+            F = X.astype(np.float32)
+        elif isinstance(X, ArchArrays) or (isinstance(X, Sequence) and not isinstance(X, str)
+                                           and len(X) and not _is_number_row(X[0])):
+            if self.space is None:
+                raise ConfigError(f"{type(self).__name__}(space=None) takes a feature matrix; "
+                                  "set space= to pass architectures")
+            sp = get_space(self.space)
+            arrs = X if isinstance(X, ArchArrays) else [sp.parse(a) for a in X]
+            F = sp.encode(arrs, kind=self.encoding)
+        else:
+            F = np.asarray(X, dtype=np.float32)
+        if F.ndim != 2:
+            raise NASError(f"X must be 2-D (n_samples, n_features), got shape {F.shape}")
+        if not np.all(np.isfinite(F)):
+            raise NASError("X holds NaN or infinite values")
+        return F
+
+    def fit(self, X: Any, y: Any) -> AccuracyPredictor:
+        """Fit on features or architectures ``X`` and accuracies ``y``; returns self."""
+        F = self._features(X)
+        yv = np.asarray(y, dtype=np.float64).ravel()
+        if len(yv) != len(F):
+            raise NASError(f"X has {len(F)} rows but y has {len(yv)} values")
+        if len(yv) < 2:
+            raise NASError(f"an accuracy predictor needs at least 2 samples, got {len(yv)}")
+        if not np.all(np.isfinite(yv)):
+            raise NASError("y holds NaN or infinite accuracies")
+        self._fit(F, yv)
+        self.n_features_in_ = F.shape[1]
+        self.n_train_ = len(yv)
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted accuracy, ``(n,)``.
+
+        Raises:
+            NotFittedError: before :meth:`fit`.
+        """
+        if not hasattr(self, "n_train_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call "
+                                 "fit(X, y) first")
+        F = self._features(X) if len(X) else np.zeros((0, self.n_features_in_), np.float32)
+        if F.shape[1] != self.n_features_in_:
+            raise NASError(f"X has {F.shape[1]} features but the predictor was fitted on "
+                           f"{self.n_features_in_}")
+        return np.asarray(self._predict(F), dtype=np.float64).ravel()
+
+    def _fit(self, F: np.ndarray, y: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def _predict(self, F: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+def _is_number_row(row: Any) -> bool:
+    return isinstance(row, list | tuple | np.ndarray) and all(
+        isinstance(v, int | float | np.number) for v in row
+    )
+
+
+class MLPAccuracyPredictor(AccuracyPredictor):
+    """Once-for-All's MLP accuracy predictor (3 hidden layers of 400 ReLU units).
+
+    Trained with Adam on the mean squared error of standardised accuracies; the mean training
+    accuracy is the output offset (OFA's ``base_acc``).
+
+    Args:
+        space: search space name, needed when ``X`` holds architectures.
+        encoding: ``"onehot"`` (OFA's) or ``"ordinal"``.
+        hidden_size, n_layers: the MLP's width and number of hidden layers.
+        epochs, lr, weight_decay, batch_size: Adam training.
+        random_state: seed of the initial weights and of the batch order.
+    """
+
+    def __init__(
+        self, *, space: str | None = None, encoding: str = "onehot", hidden_size: int = 400,
+        n_layers: int = 3, epochs: int = 500, lr: float = 1e-3, weight_decay: float = 1e-4,
+        batch_size: int = 256, random_state: int = 0,
+    ) -> None:
+        self.space = space
+        self.encoding = encoding
+        self.hidden_size = hidden_size
+        self.n_layers = n_layers
+        self.epochs = epochs
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.random_state = random_state
+
+    def _fit(self, F: np.ndarray, y: np.ndarray) -> None:
+        gen = torch.Generator().manual_seed(self.random_state)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.random_state)
+            layers: list[nn.Module] = []
+            width = F.shape[1]
+            for _ in range(self.n_layers):
+                layers += [nn.Linear(width, self.hidden_size), nn.ReLU()]
+                width = self.hidden_size
+            layers.append(nn.Linear(width, 1, bias=False))
+            net = nn.Sequential(*layers)
+        self.base_acc_ = float(y.mean())
+        self.y_scale_ = float(y.std()) or 1.0
+        X = torch.from_numpy(F)
+        t = torch.from_numpy((y - self.base_acc_) / self.y_scale_).float()
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        n = len(X)
+        for _ in range(self.epochs):
+            perm = torch.randperm(n, generator=gen)
+            for i in range(0, n, self.batch_size):
+                idx = perm[i : i + self.batch_size]
+                opt.zero_grad()
+                loss = ((net(X[idx]).squeeze(1) - t[idx]) ** 2).mean()
+                loss.backward()
+                opt.step()
+        net.eval()
+        self.net_ = net
+
+    def _predict(self, F: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            out = self.net_(torch.from_numpy(F)).squeeze(1).double().numpy()
+        return out * self.y_scale_ + self.base_acc_  # type: ignore[no-any-return]
+
+
+class GBDTAccuracyPredictor(AccuracyPredictor):
+    """Gradient-boosted regression trees on an encoding (plus any extra feature columns).
+
+    Args:
+        space: search space name, needed when ``X`` holds architectures.
+        encoding: ``"ordinal"`` (compact, suits trees) or ``"onehot"``.
+        n_estimators, learning_rate, max_depth, subsample, min_samples_leaf: those of
+            ``sklearn.ensemble.GradientBoostingRegressor``.
+    """
+
+    def __init__(
+        self, *, space: str | None = None, encoding: str = "ordinal", n_estimators: int = 300,
+        learning_rate: float = 0.05, max_depth: int = 3, subsample: float = 0.8,
+        min_samples_leaf: int = 2, random_state: int = 0,
+    ) -> None:
+        self.space = space
+        self.encoding = encoding
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.subsample = subsample
+        self.min_samples_leaf = min_samples_leaf
+        self.random_state = random_state
+
+    def _fit(self, F: np.ndarray, y: np.ndarray) -> None:
+        from sklearn.ensemble import GradientBoostingRegressor
+
+        self.model_ = GradientBoostingRegressor(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+            max_depth=self.max_depth, subsample=self.subsample,
+            min_samples_leaf=self.min_samples_leaf, random_state=self.random_state,
+        ).fit(F, y)
+
+    def _predict(self, F: np.ndarray) -> np.ndarray:
+        return self.model_.predict(F)  # type: ignore[no-any-return]
+
+
+ACCURACY_PREDICTORS = {"mlp": MLPAccuracyPredictor, "gbdt": GBDTAccuracyPredictor}
+
+
+def make_accuracy_predictor(kind: str, **params: Any) -> AccuracyPredictor:
+    """``"mlp"`` or ``"gbdt"`` with keyword hyper-parameters."""
+    try:
+        cls = ACCURACY_PREDICTORS[kind]
+    except KeyError:
+        from nas.errors import UnknownNameError
+
+        raise UnknownNameError(f"unknown accuracy predictor {kind!r}; known: "
+                               f"{', '.join(sorted(ACCURACY_PREDICTORS))}") from None
+    return cls(**params)

@@ -1,0 +1,651 @@
+"""Supernet training: Once-for-All's progressive shrinking, or the sandwich rule.
+
+A run is a list of phases (:class:`~nas.train.PhaseConfig`). Progressive shrinking (Cai et
+al., ICLR 2020) trains the full network (``full``), then makes the kernel size elastic
+(``kernel``), then the depth (``depth``), then the expand ratio (``expand``, after sorting the
+hidden channels by importance), distilling each sampled subnet from a frozen copy of the
+largest subnet taken after the ``full`` phase. The ``sandwich`` alternative (BigNAS,
+AttentiveNAS) trains the largest, the smallest and random subnets at every step, the others
+distilled in place from the largest. Each step draws a resolution from the space's (elastic
+resolution) and accumulates the gradients of several subnets before the optimizer step.
+
+Files under ``out``::
+
+    config.yaml                  the configuration of the run
+    metrics.csv                  one row per epoch: loss, throughput, validation accuracies
+    checkpoints/latest.json      which checkpoint pair is the latest (written last)
+    checkpoints/<tag>.safetensors + <tag>.state.pt   supernet + optimizer/progress, per epoch
+    teacher.safetensors          the supernet after the full phase (the teacher)
+    phase-<name>.safetensors     the supernet at the end of each phase
+    supernet.safetensors         the final supernet
+
+Every epoch ends with a checkpoint, so ``resume`` loses at most the epoch in progress; the
+order of batches, resolutions, subnets and augmentations is seeded by (seed, phase, epoch,
+step), so a resumed run does what the uninterrupted run would have done.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from nas.errors import CheckpointError, ConfigError, TrainingError
+from nas.space import Architecture
+from nas.supernet import OFASupernet, load_supernet, save_supernet
+from nas.train._config import PhaseConfig, TrainConfig
+from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
+from nas.train._eval import evaluate_subnet, subnet_by_name
+
+__all__ = ["Progress", "TrainResult", "Trainer", "load_data", "train_supernet"]
+
+_KEEP_CHECKPOINTS = 2
+
+
+@dataclass
+class Progress:
+    """Where a run is: ``epoch`` epochs of phase ``phase`` are done (``step`` steps overall)."""
+
+    phase: int = 0
+    epoch: int = 0
+    step: int = 0
+    images: int = 0
+    seconds: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    progress: Progress
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+
+def load_data(config: TrainConfig) -> DataSplits:
+    """The dataset of a training configuration (decoded once, then read from the cache)."""
+    from nas.space import get_space
+
+    d = config.data
+    return load_dataset(
+        d.source, format=d.format, val_size=d.val_size, val_seed=d.val_seed,
+        train_limit=d.train_limit, test_limit=d.test_limit, cache_dir=d.cache_dir,
+        image_size=max(get_space(config.space).resolutions),
+    )
+
+
+def train_supernet(
+    config: TrainConfig, out: Path | str | None = None, *, resume: bool = False, **kwargs: Any
+) -> TrainResult:
+    """Train in this process (see :class:`Trainer` for the keyword arguments)."""
+    return Trainer(config, out, **kwargs).run(resume=resume)
+
+
+def _soft_ce(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Cross-entropy against soft targets (OFA's ``cross_entropy_loss_with_soft_target``)."""
+    logp = F.log_softmax(logits / temperature, dim=1)
+    return -(soft * logp).sum(1).mean() * temperature**2
+
+
+class Trainer:
+    """One training run of a supernet (one process, or one rank of a data-parallel group).
+
+    Args:
+        config: the run.
+        out: output folder (default ``config.out``).
+        device: ``"cpu"`` or ``"cuda"`` (or a ``torch.device``).
+        rank, world_size: this process's place in a data-parallel group; gradients are
+            averaged over the group with ``torch.distributed`` (initialised by the caller).
+            Only rank 0 writes files, evaluates and shows progress.
+        progress: show a rich progress bar (rank 0).
+        data: the dataset, when the caller has loaded it already.
+        on_epoch_end: called with each epoch's metrics row (on every rank).
+        console: a rich console for messages (default: stdout).
+    """
+
+    def __init__(
+        self, config: TrainConfig, out: Path | str | None = None, *,
+        device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
+        progress: bool = True, data: DataSplits | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        console: Any = None,
+    ) -> None:
+        self.config = config
+        self.out = Path(out if out is not None else config.out)
+        self.ckpt_dir = self.out / "checkpoints"
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
+                              "--device cpu")
+        self.rank, self.world_size = rank, world_size
+        self.main = rank == 0
+        self.show_progress = progress and self.main
+        self._data = data
+        self.on_epoch_end = on_epoch_end
+        if console is None:
+            from rich.console import Console
+
+            console = Console(highlight=False)
+        self.console = console
+        self.net: OFASupernet
+        self.teacher: nn.Module | None = None
+        self.metrics: list[dict[str, Any]] = []
+
+    # ------------------------------------------------------------------ public
+    def run(self, resume: bool = False) -> TrainResult:
+        """Train all phases; with ``resume``, continue the run in ``out`` if there is one.
+
+        Raises:
+            ConfigError: ``out`` holds a run and ``resume`` is False, or the run was made
+                with another configuration.
+            TrainingError: the loss became NaN or infinite (the last good checkpoint is
+                kept and named in the message).
+        """
+        cfg = self.config
+        latest = self._read_latest()
+        if latest is not None and not resume:
+            raise ConfigError(
+                f"{self.out} already holds a run (latest checkpoint {latest['tag']}); pass "
+                "--resume to continue it, or choose another --out"
+            )
+        if latest is not None and latest.get("fingerprint") != cfg.fingerprint():
+            raise ConfigError(
+                f"the run in {self.out} was made with another configuration (fingerprint "
+                f"{latest.get('fingerprint')} != {cfg.fingerprint()}); restore that "
+                "configuration or choose another --out"
+            )
+        data = self._data if self._data is not None else load_data(cfg)
+        self.data = data
+        torch.manual_seed(cfg.seed)
+        net = OFASupernet(cfg.space)
+        if data.num_classes > net.space.spec.num_classes:
+            raise ConfigError(
+                f"the data has {data.num_classes} classes but space {cfg.space} has "
+                f"{net.space.spec.num_classes} outputs"
+            )
+        progress = Progress()
+        state: dict[str, Any] | None = None
+        if latest is not None:
+            net, progress, state = self._load_checkpoint(latest)
+        self.net = net.to(self.device)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self._broadcast_weights()
+        self.pre = Preprocess.for_space(
+            net.space, crop_padding=cfg.augment.crop_padding, flip=cfg.augment.flip,
+            channels_last=cfg.channels_last, device=self.device,
+        )
+        self.loader = BatchLoader(
+            data.train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True,
+            rank=self.rank, world_size=self.world_size,
+        )
+        if len(self.loader) == 0:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} is larger than the training set per worker "
+                f"({len(data.train) // self.world_size} images); lower batch_size"
+            )
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._write_config()
+            self._load_metrics(progress)
+            verb = "resuming" if latest is not None else "starting"
+            self._say(
+                f"{verb} {cfg.space} supernet training in {self.out}: {data.describe()}; "
+                f"{len(cfg.phases)} phases, {cfg.total_epochs()} epochs, "
+                f"{len(self.loader)} steps/epoch x {self.world_size} worker(s) on "
+                f"{self.device.type}"
+                + (f"; at phase {progress.phase} epoch {progress.epoch}" if latest else "")
+            )
+        self.progress = progress
+        for pi in range(progress.phase, len(cfg.phases)):
+            phase = cfg.phases[pi]
+            if pi > progress.phase:
+                progress.phase, progress.epoch = pi, 0
+            if phase.epochs == 0:
+                continue
+            if progress.epoch < phase.epochs:
+                if progress.epoch == 0:
+                    self._begin_phase(pi)
+                    state = None
+                self._ensure_teacher(pi)
+                opt = self._make_optimizer()
+                if state is not None and state.get("optimizer") is not None \
+                        and state["progress"]["phase"] == pi:
+                    opt.load_state_dict(state["optimizer"])
+                state = None
+                for epoch in range(progress.epoch, phase.epochs):
+                    self._train_epoch(pi, epoch, opt)
+            self._end_phase(pi)
+        final = self.out / "supernet.safetensors"
+        if self.main:
+            save_supernet(self.net, final, meta=self._meta(progress, "final"))
+            self._say(f"done: {final} ({progress.step} steps, "
+                      f"{progress.seconds / 60:.1f} min of training)")
+        self._barrier()
+        return TrainResult(self.out, final, progress, list(self.metrics))
+
+    # ------------------------------------------------------------------ phases
+    def _begin_phase(self, pi: int) -> None:
+        phase = self.config.phases[pi]
+        if phase.task == "expand":
+            # OFA sorts hidden channels by importance before each expand phase; the
+            # argument counts the expand phases done already (nested channel groups)
+            stage = sum(1 for p in self.config.phases[:pi] if p.task == "expand" and p.epochs)
+            self.net.reorder_channels(stage)
+            if self.main:
+                self._say(f"phase {phase.name}: channels reordered by importance "
+                          f"(stage {stage})")
+
+    def _needs_teacher(self, pi: int) -> bool:
+        task = self.config.phases[pi].task
+        return self.config.distill.kd_ratio > 0 and task in ("kernel", "depth", "expand")
+
+    def _ensure_teacher(self, pi: int) -> None:
+        if not self._needs_teacher(pi) or self.teacher is not None:
+            return
+        path = self.out / "teacher.safetensors"
+        if path.is_file():
+            src = load_supernet(path, space=self.config.space)
+        else:
+            # no full phase before this one: the teacher is the largest subnet as it is now
+            src = self.net
+            if self.main:
+                save_supernet(self.net, path, meta=self._meta(self.progress, "teacher"))
+            self._barrier()
+        teacher = src.extract(src.space.largest()).to(self.device).eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        if self.config.channels_last:
+            teacher = teacher.to(memory_format=torch.channels_last)
+        self.teacher = teacher
+
+    def _end_phase(self, pi: int) -> None:
+        phase = self.config.phases[pi]
+        if self.main and phase.epochs:
+            path = self.out / f"phase-{phase.name}.safetensors"
+            if not path.is_file():
+                save_supernet(self.net, path, meta=self._meta(self.progress, phase.name))
+            if phase.task == "full":
+                teacher = self.out / "teacher.safetensors"
+                if not teacher.is_file():
+                    save_supernet(self.net, teacher, meta=self._meta(self.progress, "teacher"))
+        if phase.task == "full":
+            self.teacher = None  # the next phase reads the (new) teacher file
+        self._barrier()
+
+    # ------------------------------------------------------------------ sampling
+    def _choices(self, phase: PhaseConfig) -> tuple[list[int], list[int], list[int]]:
+        sp = self.net.space
+        t = phase.task
+        ks = list(phase.kernel_sizes or sp.kernel_sizes) if t != "full" else [max(sp.kernel_sizes)]
+        d = list(phase.depths or sp.depths) if t in ("depth", "expand", "sandwich") \
+            else [max(sp.depths)]
+        e = list(phase.expand_ratios or sp.expand_ratios) if t in ("expand", "sandwich") \
+            else [max(sp.expand_ratios)]
+        return ks, d, e
+
+    def _sample_archs(self, phase: PhaseConfig, r: int,
+                      rng: np.random.Generator) -> list[Architecture]:
+        sp = self.net.space
+        ks, d, e = self._choices(phase)
+
+        def rand() -> Architecture:
+            return sp.arch([int(v) for v in rng.choice(ks, sp.n_layers)],
+                           [int(v) for v in rng.choice(e, sp.n_layers)],
+                           [int(v) for v in rng.choice(d, sp.n_stages)], r)
+
+        if phase.task == "sandwich":
+            big = sp.arch([max(ks)] * sp.n_layers, [max(e)] * sp.n_layers,
+                          [max(d)] * sp.n_stages, r)
+            small = sp.arch([min(ks)] * sp.n_layers, [min(e)] * sp.n_layers,
+                            [min(d)] * sp.n_stages, r)
+            return [big, small] + [rand() for _ in range(phase.subnets_per_step - 2)]
+        return [rand() for _ in range(phase.subnets_per_step)]
+
+    def _resolution(self, rng: np.random.Generator) -> int:
+        res = self.net.space.resolutions
+        return int(rng.choice(res)) if self.config.elastic_resolution else max(res)
+
+    # ------------------------------------------------------------------ optimisation
+    def _make_optimizer(self) -> torch.optim.Optimizer:
+        o = self.config.optim
+        decay: list[nn.Parameter] = []
+        no_decay: list[nn.Parameter] = []
+        for _name, p in self.net.named_parameters():
+            if not p.requires_grad:
+                continue
+            (no_decay if o.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
+        groups = [{"params": decay, "weight_decay": o.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum,
+                               nesterov=o.nesterov and o.momentum > 0)
+
+    def _lr(self, phase: PhaseConfig, epoch: int, batch: int) -> float:
+        per = len(self.loader)
+        t, total = epoch * per + batch, phase.epochs * per
+        warm = int(phase.warmup_epochs * per)
+        if t < warm:
+            return phase.lr * (t + 1) / warm
+        return 0.5 * phase.lr * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+
+    def _train_epoch(self, pi: int, epoch: int, opt: torch.optim.Optimizer) -> None:
+        cfg, phase, prog = self.config, self.config.phases[pi], self.progress
+        torch.manual_seed(epoch_seed(cfg.seed + 7919 * self.rank, pi, epoch))  # dropout
+        self.net.train()
+        n_steps = len(self.loader)
+        loss_sum, images, t0 = 0.0, 0, time.perf_counter()
+        lr = 0.0
+        with self._progress_bar(f"{phase.name} {epoch + 1}/{phase.epochs}", n_steps) as tick:
+            batches = self.loader.epoch(epoch_seed(cfg.seed, pi, epoch))
+            for b, (xb, yb) in enumerate(batches):
+                lr = self._lr(phase, epoch, b)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                step_seed = [cfg.seed, pi, epoch, b]
+                loss = self._step(phase, xb, yb, step_seed, opt, where=(pi, epoch, b))
+                loss_sum += loss
+                images += len(yb) * self.world_size
+                prog.step += 1
+                tick(loss)
+        seconds = time.perf_counter() - t0
+        prog.epoch, prog.images, prog.seconds = epoch + 1, prog.images + images, \
+            prog.seconds + seconds
+        row: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "phase_index": pi, "phase": phase.name,
+            "task": phase.task, "epoch": epoch + 1, "step": prog.step,
+            "train_loss": round(loss_sum / max(1, n_steps), 5), "lr": round(lr, 7),
+            "epoch_seconds": round(seconds, 2), "images_per_s": round(images / seconds, 1),
+        }
+        if self.main:
+            row.update(self._validate())
+        # a checkpoint after the metrics row: on resume rows past the checkpoint are dropped
+        if self.main:
+            self.metrics.append(row)
+            self._write_metrics()
+            self._save_checkpoint(opt)
+            accs = " ".join(f"{k.removeprefix('val_acc_')}={v:.4f}" for k, v in row.items()
+                            if k.startswith("val_acc_"))
+            self._say(
+                f"[{phase.name}] epoch {epoch + 1}/{phase.epochs}  loss {row['train_loss']:.4f}"
+                f"  {row['images_per_s']:.0f} img/s  {seconds:.0f}s  {accs}"
+            )
+        self._barrier()
+        if self.on_epoch_end is not None:
+            self.on_epoch_end(row)
+
+    def _step(
+        self, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tensor, step_seed: list[int],
+        opt: torch.optim.Optimizer, where: tuple[int, int, int],
+    ) -> float:
+        cfg = self.config
+        rng = np.random.default_rng(step_seed)
+        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+        r = self._resolution(rng)
+        archs = self._sample_archs(phase, r, rng)
+        x = self.pre(xb, r, train=True, generator=gen)  # (b, 3, r, r)
+        y = yb.to(self.device)
+        kd, temp = cfg.distill.kd_ratio, cfg.distill.temperature
+        ls = cfg.optim.label_smoothing
+        soft = None
+        if kd > 0 and self.teacher is not None and phase.task != "full" \
+                and phase.task != "sandwich":
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(x) / temp, dim=1)
+        opt.zero_grad(set_to_none=True)
+        total = torch.zeros((), device=self.device)
+        for j, arch in enumerate(archs):
+            self.net.set_active(arch)
+            out = self._logits(x)  # (b, classes)
+            if phase.task == "sandwich" and j > 0 and kd > 0:
+                assert soft is not None
+                loss = kd * _soft_ce(out, soft, temp)  # in-place distillation only
+            else:
+                loss = F.cross_entropy(out, y, label_smoothing=ls)
+                if soft is not None:
+                    loss = loss + kd * _soft_ce(out, soft, temp)
+            loss.backward()
+            if phase.task == "sandwich" and j == 0 and kd > 0:
+                soft = F.softmax(out.detach() / temp, dim=1)
+            total = total + loss.detach()
+        total = self._sync_grads(total) / len(archs)
+        value = float(total)
+        if not math.isfinite(value):
+            self._diverged(value, where, archs)
+        if cfg.optim.grad_clip:
+            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
+        opt.step()
+        return value
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        """The active subnet's logits ``(b, classes)`` (a seam for tests that inject faults)."""
+        return self.net(x)  # type: ignore[no-any-return]
+
+    def _diverged(self, value: float, where: tuple[int, int, int],
+                  archs: list[Architecture]) -> None:
+        pi, epoch, b = where
+        latest = self._read_latest()
+        kept = (f"the last good checkpoint {self.ckpt_dir / latest['supernet']} (phase "
+                f"{latest['progress']['phase']}, {latest['progress']['epoch']} epochs done) "
+                "is kept; lower the learning rate and run again with --resume"
+                if latest else "no checkpoint was written yet; lower the learning rate")
+        raise TrainingError(
+            f"loss is {value} at phase {self.config.phases[pi].name} epoch {epoch + 1} step "
+            f"{b + 1} (subnets {', '.join(a.hash for a in archs)}); stopped: {kept}"
+        )
+
+    # ------------------------------------------------------------------ distributed
+    def _sync_grads(self, loss: torch.Tensor) -> torch.Tensor:
+        """Average gradients (and the loss) over the group: one all-reduce per step.
+
+        Every rank draws the same subnets (seeded by the step), so the parameters with a
+        gradient are the same on every rank.
+        """
+        if self.world_size == 1:
+            return loss
+        import torch.distributed as dist
+
+        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1)])
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        offset = 0
+        for g in grads:
+            n = g.numel()
+            g.copy_(flat[offset : offset + n].view_as(g))
+            offset += n
+        return flat[-1]
+
+    def _broadcast_weights(self) -> None:
+        if self.world_size == 1:
+            return
+        import torch.distributed as dist
+
+        for t in list(self.net.parameters()) + list(self.net.buffers()):
+            dist.broadcast(t.data, 0)
+
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    # ------------------------------------------------------------------ validation
+    def _validate(self) -> dict[str, float]:
+        ev = self.config.eval
+        if len(self.data.val) == 0 or not ev.subnets:
+            return {}
+        out: dict[str, float] = {}
+        for name in ev.subnets:
+            arch = subnet_by_name(self.net.space, name)
+            res = evaluate_subnet(
+                self.net, arch, self.data, preprocess=self._eval_pre(),
+                bn_batches=ev.bn_batches, bn_batch_size=self.config.batch_size,
+                batch_size=ev.batch_size, limit=ev.val_limit, seed=self.config.seed,
+                channels_last=self.config.channels_last,
+            )
+            out[f"val_acc_{name}"] = round(res["acc"], 5)
+        self.net.train()
+        return out
+
+    def _eval_pre(self) -> Preprocess:
+        return Preprocess.for_space(self.net.space, channels_last=self.config.channels_last,
+                                    device=self.device)
+
+    # ------------------------------------------------------------------ files
+    def _meta(self, prog: Progress, tag: str) -> dict[str, Any]:
+        d = self.config.data
+        return {
+            "tag": tag, "progress": asdict(prog), "fingerprint": self.config.fingerprint(),
+            "data": {"source": d.source, "format": d.format, "val_size": d.val_size,
+                     "val_seed": d.val_seed, "train_limit": d.train_limit,
+                     "test_limit": d.test_limit},
+            "phases": [p.name for p in self.config.phases],
+        }
+
+    def _read_latest(self) -> dict[str, Any] | None:
+        path = self.ckpt_dir / "latest.json"
+        if not path.is_file():
+            return None
+        try:
+            latest: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise CheckpointError(f"cannot read {path}: {exc}") from None
+        return latest
+
+    def _save_checkpoint(self, opt: torch.optim.Optimizer) -> None:
+        prog = self.progress
+        tag = f"p{prog.phase:02d}-e{prog.epoch:03d}"
+        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        sn = self.ckpt_dir / f"{tag}.safetensors"
+        st = self.ckpt_dir / f"{tag}.state.pt"
+        save_supernet(self.net, sn, meta=self._meta(prog, tag))
+        _atomic_torch_save({"progress": asdict(prog), "optimizer": opt.state_dict(),
+                            "fingerprint": self.config.fingerprint()}, st)
+        latest = {"tag": tag, "supernet": sn.name, "state": st.name, "progress": asdict(prog),
+                  "fingerprint": self.config.fingerprint()}
+        _atomic_write_text(self.ckpt_dir / "latest.json", json.dumps(latest, indent=2))
+        # keep the newest pairs only
+        tags = sorted({p.name.split(".")[0] for p in self.ckpt_dir.glob("p*-e*.safetensors")})
+        for old in tags[:-_KEEP_CHECKPOINTS]:
+            for p in self.ckpt_dir.glob(f"{old}.*"):
+                with contextlib.suppress(OSError):
+                    p.unlink()
+
+    def _load_checkpoint(
+        self, latest: dict[str, Any]
+    ) -> tuple[OFASupernet, Progress, dict[str, Any]]:
+        sn = self.ckpt_dir / latest["supernet"]
+        st = self.ckpt_dir / latest["state"]
+        net = load_supernet(sn, space=self.config.space)
+        try:
+            state = torch.load(st, map_location="cpu", weights_only=True)
+        except FileNotFoundError:
+            raise CheckpointError(f"checkpoint state {st} is missing") from None
+        except Exception as exc:  # torch raises many kinds on a truncated file
+            raise CheckpointError(f"checkpoint state {st} is unreadable ({exc})") from None
+        prog = Progress(**state["progress"])
+        if net.checkpoint_meta.get("progress") != state["progress"]:
+            raise CheckpointError(f"{sn} and {st} are from different epochs")
+        return net, prog, state
+
+    def _write_config(self) -> None:
+        _atomic_write_text(self.out / "config.yaml",
+                           yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+
+    def _columns(self) -> list[str]:
+        return (["time", "phase_index", "phase", "task", "epoch", "step", "train_loss", "lr",
+                 "epoch_seconds", "images_per_s"]
+                + [f"val_acc_{n}" for n in self.config.eval.subnets])
+
+    def _load_metrics(self, prog: Progress) -> None:
+        path = self.out / "metrics.csv"
+        self.metrics = []
+        if not path.is_file():
+            return
+        with open(path, newline="") as f:
+            for row in csv.DictReader(f):
+                key = (int(row["phase_index"]), int(row["epoch"]))
+                if key <= (prog.phase, prog.epoch):  # rows past the checkpoint are redone
+                    self.metrics.append(row)
+        self._write_metrics()
+
+    def _write_metrics(self) -> None:
+        s = io.StringIO()
+        w = csv.DictWriter(s, fieldnames=self._columns(), extrasaction="ignore",
+                           lineterminator="\n")
+        w.writeheader()
+        for row in self.metrics:
+            w.writerow(row)
+        _atomic_write_text(self.out / "metrics.csv", s.getvalue())
+
+    # ------------------------------------------------------------------ display
+    def _say(self, message: str) -> None:
+        self.console.print(message, soft_wrap=True, markup=False)
+
+    @contextlib.contextmanager
+    def _progress_bar(self, label: str, total: int) -> Iterator[Callable[[float], None]]:
+        if not self.show_progress:
+            yield lambda _loss: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        bar = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+            TimeRemainingColumn(), console=self.console, transient=True,
+        )
+        with bar:
+            task = bar.add_task(label, total=total, loss=float("nan"))
+
+            def tick(loss: float) -> None:
+                bar.update(task, advance=1, loss=loss)
+
+            yield tick
+
+
+def epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    """The seed of an epoch's batch order (distinct per phase and epoch)."""
+    return int(np.random.default_rng([seed, phase, epoch]).integers(2**31))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _atomic_torch_save(obj: Any, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,77 @@
+"""Accuracy predictors: the scikit-learn estimator protocol, and that they learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.model_selection import cross_val_score
+
+from nas.errors import ConfigError, NotFittedError
+from nas.proxies import (
+    GBDTAccuracyPredictor,
+    MLPAccuracyPredictor,
+    accuracy_features,
+    kendall_tau,
+    make_accuracy_predictor,
+)
+from nas.space import get_space
+
+SP = get_space("tiny")
+
+
+def synthetic(n, seed):
+    """Architectures with an accuracy that grows with kernel size, expand ratio and depth."""
+    archs = SP.sample_many(n, seed=seed)
+    a = SP.to_arrays(archs)
+    y = 0.5 + 0.01 * a.ks.sum(1) + 0.02 * a.e.sum(1) + 0.001 * a.r
+    return archs, y + np.random.default_rng(seed).normal(0, 0.003, n)
+
+
+@pytest.mark.parametrize("cls", [MLPAccuracyPredictor, GBDTAccuracyPredictor])
+def test_estimator_protocol(cls):
+    est = cls(space="tiny")
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        est.predict(SP.sample_many(2, seed=0))
+    params = est.get_params()
+    assert params["space"] == "tiny" and "random_state" in params
+    c = clone(est)
+    assert c.get_params() == params and not hasattr(c, "n_train_")
+    with pytest.raises(TypeError):
+        cls("tiny")  # keyword-only hyper-parameters
+
+
+@pytest.mark.parametrize("cls,kw", [(MLPAccuracyPredictor, {"epochs": 200}),
+                                    (GBDTAccuracyPredictor, {})])
+def test_predictors_learn_a_ranking(cls, kw):
+    train, y = synthetic(120, 0)
+    test, yt = synthetic(60, 1)
+    est = cls(space="tiny", **kw)
+    assert est.fit(train, y) is est
+    pred = est.predict(test)
+    assert pred.shape == (60,)
+    assert kendall_tau(yt, pred) > 0.5
+    assert est.n_train_ == 120 and est.n_features_in_ == SP.encoding_size(est.encoding)
+
+
+def test_gbdt_takes_zero_cost_scores_as_extra_features():
+    archs, y = synthetic(80, 2)
+    signal = {"zc": y * 10 + 1}  # a perfect extra feature
+    X = accuracy_features(SP, archs, kind="ordinal", extra=signal)
+    assert X.shape == (80, SP.encoding_size("ordinal") + 1)
+    est = GBDTAccuracyPredictor().fit(X[:60], y[:60])
+    assert kendall_tau(y[60:], est.predict(X[60:])) > 0.8
+    with pytest.raises(ConfigError, match="set space= to pass architectures"):
+        GBDTAccuracyPredictor().fit(archs, y)
+    assert cross_val_score(GBDTAccuracyPredictor(n_estimators=20), X, y, cv=3).shape == (3,)
+
+
+def test_feature_count_mismatch_and_factory():
+    archs, y = synthetic(20, 3)
+    est = make_accuracy_predictor("gbdt", space="tiny", n_estimators=10).fit(archs, y)
+    with pytest.raises(Exception, match="features"):
+        est.predict(np.zeros((2, 3), np.float32))
+    from nas.errors import UnknownNameError
+
+    with pytest.raises(UnknownNameError, match="known: gbdt, mlp"):
+        make_accuracy_predictor("svm")

@@ -1,0 +1,73 @@
+"""``nas train`` through the CLI, and data-parallel training on Ray Train."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+
+import pytest
+import typer
+import yaml
+
+from nas.errors import NASError
+from nas.supernet import load_supernet
+from nas.train._cli import register
+
+
+def run_cli(argv, capsys):
+    """The ``train`` command in a root app, with the CLI's error convention."""
+    app = typer.Typer(pretty_exceptions_enable=False)
+
+    @app.callback()
+    def _root() -> None:
+        pass
+
+    register(app)
+    try:
+        app(args=argv, prog_name="nas", standalone_mode=False)
+        code = 0
+    except NASError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        code = 2
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_command_json_and_one_line_errors(tiny_config, tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "run")))
+    code, out, err = run_cli(["train", "--config", str(cfg), "--no-progress", "--json",
+                              "--threads", "1"], capsys)
+    assert code == 0, err
+    res = json.loads(out[out.index("{"):])
+    assert res["progress"]["step"] == 3 and res["checkpoint"].endswith("supernet.safetensors")
+    code, _, err = run_cli(["train", "--config", str(cfg), "--no-progress"], capsys)
+    assert code == 2 and err.startswith("error: ") and "--resume" in err
+    assert len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["train", "--config", str(tmp_path / "nope.yaml")], capsys)
+    assert code == 2 and "config file not found" in err
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_two_ray_workers_train_data_parallel(tiny_config, tmp_path):
+    ray = pytest.importorskip("ray")
+    from nas.train import config_from_dict, train_distributed
+
+    phases = [{"task": "full", "epochs": 1, "lr": 0.05},
+              {"task": "depth", "epochs": 1, "lr": 0.02, "subnets_per_step": 2}]
+    cfg = config_from_dict(tiny_config(tmp_path / "run", phases))
+    try:
+        res = train_distributed(cfg, workers=2, cpus_per_worker=1, progress=False)
+    finally:
+        ray.shutdown()
+    out = tmp_path / "run"
+    with open(out / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    # 48 images, 2 workers x batch 16: one step per epoch, 32 images per step
+    assert [(r["phase"], r["step"]) for r in rows] == [("0-full", "1"), ("1-depth", "2")]
+    assert res.progress.step == 2 and res.progress.images == 64
+    assert load_supernet(out / "supernet.safetensors").checkpoint_meta["tag"] == "final"
