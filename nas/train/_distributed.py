@@ -13,6 +13,7 @@ node sees (NFS or similar): checkpoints are plain files, so ``--resume`` works t
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import asdict
 from pathlib import Path
@@ -44,11 +45,9 @@ def _worker(loop_config: dict[str, Any]) -> dict[str, Any]:
 
     config = config_from_dict(loop_config["config"], where="config")
 
-    def report(row: dict[str, Any]) -> None:
-        ray.train.report({k: v for k, v in row.items() if isinstance(v, int | float | str)})
-
+    # metrics go to OUT/metrics.csv and the return value; no ray.train.report per epoch
     trainer = Trainer(config, loop_config["out"], device=device, rank=rank, world_size=world,
-                      progress=bool(loop_config["progress"]), on_epoch_end=report)
+                      progress=bool(loop_config["progress"]))
     try:
         result = trainer.run(resume=bool(loop_config["resume"]))
     except Exception as exc:
@@ -100,7 +99,7 @@ def train_distributed(
         addr = address or os.environ.get("RAY_ADDRESS") or None
         if addr is None:
             ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
-                     include_dashboard=False, log_to_driver=True)
+                     log_to_driver=True, logging_level=logging.WARNING)
         else:
             ray.init(address=addr)
     trainer = TorchTrainer(
@@ -110,7 +109,7 @@ def train_distributed(
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=device == "cuda",
                                      resources_per_worker={"CPU": cpus_per_worker}),
         run_config=RunConfig(name="train", storage_path=str(out / "ray"),
-                             failure_config=FailureConfig(max_failures=0)),
+                             failure_config=FailureConfig(max_failures=0), **_quiet()),
     )
     try:
         result = trainer.fit()
@@ -121,6 +120,15 @@ def train_distributed(
     ret = getattr(result, "return_value", None) or {}
     prog = Progress(**ret.get("progress", {}))
     return TrainResult(out, out / "supernet.safetensors", prog, list(ret.get("metrics", [])))
+
+
+def _quiet() -> dict[str, Any]:
+    """Ray Train's own logging at WARNING (it logs every report at INFO), where supported."""
+    try:
+        from ray.train import LoggingConfig  # Ray Train v2
+    except ImportError:
+        return {}
+    return {"logging_config": LoggingConfig(log_level="WARNING")}
 
 
 def _worker_message(exc: BaseException) -> str:
