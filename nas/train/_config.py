@@ -298,6 +298,11 @@ def _validate(cfg: TrainConfig, where: str) -> None:
     if cfg.batch_size < 1:
         raise ConfigError(f"{where}: batch_size must be >= 1, got {cfg.batch_size}")
     d = cfg.data
+    from nas.train._data import FORMATS
+
+    if d.format not in ("auto", *FORMATS):
+        raise ConfigError(f"{where}: data.format must be 'auto' or one of {list(FORMATS)}, got "
+                          f"{d.format!r}")
     if d.val_size < 0:
         raise ConfigError(f"{where}: data.val_size must be >= 0, got {d.val_size}")
     for key in ("train_limit", "test_limit"):
