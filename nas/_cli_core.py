@@ -148,7 +148,8 @@ def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None
     sp = get_space(space)
     a = sp.parse(arch)
     c = sp.costs([a])
-    info: dict[str, Any] = {"space": sp.name, "hash": a.hash, "arch": a.to_dict(), "resolution": a.r,
+    info: dict[str, Any] = {
+            "space": sp.name, "hash": a.hash, "arch": a.to_dict(), "resolution": a.r,
             "macs": int(c["macs"][0]), "params": int(c["params"][0]),
             "stage_macs": [int(v) for v in c["stage_macs"][0]],
             "stage_params": [int(v) for v in c["stage_params"][0]]}

@@ -42,6 +42,15 @@ def _register_all() -> None:
     from nas.latency import _cli_data
 
     _cli_data.register(app, latency_app)
+    from nas.latency import _cli as _cli_latency
+
+    _cli_latency.register(latency_app)
+    from nas.train._cli import register as register_train
+
+    register_train(app)
+    from nas.proxies._cli import register as register_proxies
+
+    register_proxies(app)
 
 
 def main(argv: list[str] | None = None) -> None:

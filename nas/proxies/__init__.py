@@ -7,59 +7,81 @@ Example:
     >>> scores = {name: get_proxy(name).score(archs, ctx) for name in list_proxies()}
 """
 
-from nas.proxies._base import (
-    Proxy,
-    ProxyContext,
-    get_proxy,
-    list_proxies,
-    proxy_class,
-    register_proxy,
-)
-from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
-from nas.proxies._inherited import InheritedProxy, PredictorProxy
-from nas.proxies._metrics import (
-    bootstrap_ci,
-    kendall_tau,
-    rank_metrics,
-    spearman_rho,
-    tau_by_bins,
-)
-from nas.proxies._predictors import (
-    ACCURACY_PREDICTORS,
-    AccuracyPredictor,
-    GBDTAccuracyPredictor,
-    MLPAccuracyPredictor,
-    accuracy_features,
-    make_accuracy_predictor,
-)
-from nas.proxies._zero_cost import MacsProxy, NaswotProxy, ParamsProxy, SynflowProxy, ZicoProxy
+from __future__ import annotations
 
-__all__ = [
-    "ACCURACY_PREDICTORS",
-    "AccuracyPredictor",
-    "GBDTAccuracyPredictor",
-    "InheritedProxy",
-    "MLPAccuracyPredictor",
-    "MacsProxy",
-    "NaswotProxy",
-    "ParamsProxy",
-    "PredictorProxy",
-    "Proxy",
-    "ProxyCache",
-    "ProxyContext",
-    "SynflowProxy",
-    "ZicoProxy",
-    "accuracy_features",
-    "bootstrap_ci",
-    "checkpoint_sha256",
-    "default_cache_path",
-    "get_proxy",
-    "kendall_tau",
-    "list_proxies",
-    "make_accuracy_predictor",
-    "proxy_class",
-    "rank_metrics",
-    "register_proxy",
-    "spearman_rho",
-    "tau_by_bins",
-]
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nas.proxies._base import (
+        Proxy,
+        ProxyContext,
+        get_proxy,
+        list_proxies,
+        proxy_class,
+        register_proxy,
+    )
+    from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
+    from nas.proxies._inherited import InheritedProxy, PredictorProxy
+    from nas.proxies._metrics import (
+        bootstrap_ci,
+        kendall_tau,
+        rank_metrics,
+        spearman_rho,
+        tau_by_bins,
+    )
+    from nas.proxies._predictors import (
+        ACCURACY_PREDICTORS,
+        AccuracyPredictor,
+        GBDTAccuracyPredictor,
+        MLPAccuracyPredictor,
+        accuracy_features,
+        make_accuracy_predictor,
+    )
+    from nas.proxies._zero_cost import MacsProxy, NaswotProxy, ParamsProxy, SynflowProxy, ZicoProxy
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.proxies._base": [
+            "Proxy",
+            "ProxyContext",
+            "get_proxy",
+            "list_proxies",
+            "proxy_class",
+            "register_proxy",
+        ],
+        "nas.proxies._cache": [
+            "ProxyCache",
+            "checkpoint_sha256",
+            "default_cache_path",
+        ],
+        "nas.proxies._inherited": [
+            "InheritedProxy",
+            "PredictorProxy",
+        ],
+        "nas.proxies._metrics": [
+            "bootstrap_ci",
+            "kendall_tau",
+            "rank_metrics",
+            "spearman_rho",
+            "tau_by_bins",
+        ],
+        "nas.proxies._predictors": [
+            "ACCURACY_PREDICTORS",
+            "AccuracyPredictor",
+            "GBDTAccuracyPredictor",
+            "MLPAccuracyPredictor",
+            "accuracy_features",
+            "make_accuracy_predictor",
+        ],
+        "nas.proxies._zero_cost": [
+            "MacsProxy",
+            "NaswotProxy",
+            "ParamsProxy",
+            "SynflowProxy",
+            "ZicoProxy",
+        ],
+    },
+)

@@ -6,66 +6,86 @@ Example:
     >>> result.checkpoint  # runs/.../supernet.safetensors
 """
 
-from nas.train._config import (
-    TASKS,
-    AugmentConfig,
-    DataConfig,
-    DistillConfig,
-    EvalConfig,
-    OptimConfig,
-    PhaseConfig,
-    TrainConfig,
-    config_from_dict,
-    load_config,
-)
-from nas.train._data import (
-    FORMATS,
-    BatchLoader,
-    DataSplits,
-    ImageSet,
-    Preprocess,
-    default_cache_dir,
-    detect_format,
-    load_dataset,
-)
-from nas.train._distributed import train_distributed
-from nas.train._eval import (
-    evaluate,
-    evaluate_subnet,
-    middle_arch,
-    recalibrate_bn,
-    subnet_by_name,
-)
-from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
+from __future__ import annotations
 
-__all__ = [
-    "FORMATS",
-    "TASKS",
-    "AugmentConfig",
-    "BatchLoader",
-    "DataConfig",
-    "DataSplits",
-    "DistillConfig",
-    "EvalConfig",
-    "ImageSet",
-    "OptimConfig",
-    "PhaseConfig",
-    "Preprocess",
-    "Progress",
-    "TrainConfig",
-    "TrainResult",
-    "Trainer",
-    "config_from_dict",
-    "default_cache_dir",
-    "detect_format",
-    "evaluate",
-    "evaluate_subnet",
-    "load_config",
-    "load_data",
-    "load_dataset",
-    "middle_arch",
-    "recalibrate_bn",
-    "subnet_by_name",
-    "train_distributed",
-    "train_supernet",
-]
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nas.train._config import (
+        TASKS,
+        AugmentConfig,
+        DataConfig,
+        DistillConfig,
+        EvalConfig,
+        OptimConfig,
+        PhaseConfig,
+        TrainConfig,
+        config_from_dict,
+        load_config,
+    )
+    from nas.train._data import (
+        FORMATS,
+        BatchLoader,
+        DataSplits,
+        ImageSet,
+        Preprocess,
+        default_cache_dir,
+        detect_format,
+        load_dataset,
+    )
+    from nas.train._distributed import train_distributed
+    from nas.train._eval import (
+        evaluate,
+        evaluate_subnet,
+        middle_arch,
+        recalibrate_bn,
+        subnet_by_name,
+    )
+    from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.train._config": [
+            "TASKS",
+            "AugmentConfig",
+            "DataConfig",
+            "DistillConfig",
+            "EvalConfig",
+            "OptimConfig",
+            "PhaseConfig",
+            "TrainConfig",
+            "config_from_dict",
+            "load_config",
+        ],
+        "nas.train._data": [
+            "FORMATS",
+            "BatchLoader",
+            "DataSplits",
+            "ImageSet",
+            "Preprocess",
+            "default_cache_dir",
+            "detect_format",
+            "load_dataset",
+        ],
+        "nas.train._distributed": [
+            "train_distributed",
+        ],
+        "nas.train._eval": [
+            "evaluate",
+            "evaluate_subnet",
+            "middle_arch",
+            "recalibrate_bn",
+            "subnet_by_name",
+        ],
+        "nas.train._trainer": [
+            "Progress",
+            "Trainer",
+            "TrainResult",
+            "load_data",
+            "train_supernet",
+        ],
+    },
+)
