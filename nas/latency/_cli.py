@@ -218,6 +218,21 @@ def _read_arch_file(path: Path) -> list[str]:
     return [ln for ln in lines if ln.strip()]
 
 
+def _other_space(text: str, space: str) -> str | None:
+    """The first other registered space that accepts ``text``, if any."""
+    from nas.space import get_space, list_spaces
+
+    for name in list_spaces():
+        if name == space:
+            continue
+        try:
+            get_space(name).parse(text)
+        except ArchitectureError:
+            continue
+        return name
+    return None
+
+
 def predict(
     device: DeviceOpt,
     space: SpaceOpt,
@@ -251,7 +266,9 @@ def predict(
             archs.append(sp.parse(t))
         except ArchitectureError as exc:
             where = f"line {i + 1} of {arch_file}: " if arch_file is not None else ""
-            raise ArchitectureError(f"{where}{exc}") from None
+            other = _other_space(t, sp.name)
+            hint = f" (it is an architecture of space {other})" if other else ""
+            raise ArchitectureError(f"{where}{exc}{hint}") from None
     pred = load_predictor(profile, sp.name, kind, db=_db(db))
     ms = pred.predict(archs) if archs else np.zeros(0)
     if arch is not None:

@@ -18,9 +18,16 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
    skewed with a long right tail (preemption, interrupts), and costs one sort. ``min_runs``,
    ``max_runs`` and ``max_s`` bound the effort; a measurement that stops on a cap is kept and
    flagged (``converged: false`` in its environment record).
-5. The median is stored as the latency (robust to the tail), with p10, p90, the number of runs
+5. A measurement whose spread says another process took the core for part of it
+   (``p90 / p10`` above ``max_spread`` by more than scheduler-slice jitter) is repeated in a
+   fresh session after a pause, up to ``retries`` times, keeping the least disturbed one; the
+   spreads of all attempts are recorded.
+6. The median is stored as the latency (robust to the tail), with p10, p90, the number of runs
    and an environment fingerprint: CPU model, core count and affinity, load average, library
    versions, the profile and the protocol settings.
+
+Subnets are exported with one torch thread: OpenMP workers left spinning after a parallel
+export would otherwise compete with the timing that follows.
 
 Only one measurement runs at a time per physical device: locally a file lock under the
 database's folder (all local CPU profiles share the host's lock, since they share its cores);

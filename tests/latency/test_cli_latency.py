@@ -102,7 +102,7 @@ def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path:
          "nas latency measure --device cpu-1t --space tiny"),
         (["predict", "-d", "cpu-1t", "-s", "tiny", "--arch",
           get_space("cifar_mbv3").smallest().to_json(), "--db", measured_db],
-         ArchitectureError, "ks must have"),
+         ArchitectureError, "it is an architecture of space cifar_mbv3"),
         (["predict", "-d", "cpu-1t", "-s", "tiny", "--kind", "gbdt", "--arch",
           get_space("tiny").smallest().to_json(), "--db", empty], NASError, "nas latency fit"),
     ]
