@@ -31,6 +31,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) experiments/benchmarks/export.py
 	$(PY) experiments/benchmarks/supernet_overhead.py
+	$(PY) experiments/benchmarks/train_throughput.py
 
 clean:
 	rm -rf runs build *.egg-info .pytest_cache .mypy_cache .ruff_cache
