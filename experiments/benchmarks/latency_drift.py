@@ -1,0 +1,120 @@
+"""Where latency noise comes from on this machine: slow drift of the machine's speed.
+
+Two parts, each printing a table:
+
+* ``--db FILE``: from a benchmark database (experiments/latency/measurements.sqlite), fit the
+  ``additive`` predictor on all measurements of a (device, space) and show its residuals in
+  measurement order: mean and median over windows of consecutive measurements, and their lag-1
+  autocorrelation. Independent noise gives flat windows and autocorrelation near 0; a drifting
+  machine does not.
+* ``--reference``: time one subnet in several fresh ONNX Runtime sessions, interleaved run by
+  run with a fixed reference subnet, and compare the spread of the raw medians with the spread
+  of their ratios to the reference (what timing relative to a reference would store).
+
+Run: .venv/bin/python experiments/benchmarks/latency_drift.py \
+         --db experiments/latency/measurements.sqlite
+     .venv/bin/python experiments/benchmarks/latency_drift.py --reference [--sessions 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _common import header, table
+
+
+def drift_from_db(db_path: str, device: str, space: str, window: int) -> None:
+    from nas.db import LatencyDB
+    from nas.latency import make_predictor
+
+    db = LatencyDB(db_path)
+    recs = db.measurements(device, space, status="ok", source="measured")
+    archs = [r.arch for r in recs]
+    y = np.asarray([r.latency_ms for r in recs], dtype=float)
+    pred = make_predictor("additive", space).fit(archs, y).predict(archs)
+    res = y / pred - 1
+    rows = [[f"{i}..{min(i + window, len(res)) - 1}", f"{100 * res[i:i + window].mean():+.2f}%",
+             f"{100 * np.median(res[i:i + window]):+.2f}%",
+             f"{100 * res[i:i + window].std():.2f}%"] for i in range(0, len(res), window)]
+    print(header(f"Residual drift, {space} on {device} ({len(res)} measurements)",
+                 f"python experiments/benchmarks/latency_drift.py --db {db_path}"))
+    print(table(["measurements (in order)", "mean residual", "median", "std"], rows))
+    lag1 = float(np.corrcoef(res[1:], res[:-1])[0, 1])
+    print(f"\nlag-1 autocorrelation of the residuals: {lag1:.2f}")
+
+
+def reference_test(sessions: int, runs: int) -> None:
+    import onnxruntime as ort
+    import torch
+
+    from nas.export import onnx_bytes
+    from nas.supernet import OFASupernet
+
+    torch.set_num_threads(1)
+    net = OFASupernet("ofa_mbv3").eval()
+    target, ref = net.space.sample(5), net.space.sample(9)
+    data = {k: onnx_bytes(net.extract(a), a.r) for k, a in (("t", target), ("r", ref))}
+    xs = {k: np.random.default_rng(0).standard_normal((1, 3, a.r, a.r)).astype(np.float32)
+          for k, a in (("t", target), ("r", ref))}
+
+    def session(blob: bytes) -> ort.InferenceSession:
+        o = ort.SessionOptions()
+        o.intra_op_num_threads = o.inter_op_num_threads = 1
+        o.add_session_config_entry("session.intra_op.allow_spinning", "1")
+        return ort.InferenceSession(blob, o, providers=["CPUExecutionProvider"])
+
+    raw, ratio = [], []
+    for _ in range(sessions):
+        s = {k: session(v) for k, v in data.items()}
+        times: dict[str, list[int]] = {"t": [], "r": []}
+        for i in range(runs + 10):
+            for k in ("t", "r"):
+                t0 = time.perf_counter_ns()
+                s[k].run(None, {"input": xs[k]})
+                if i >= 10:
+                    times[k].append(time.perf_counter_ns() - t0)
+        mt, mr = float(np.median(times["t"])), float(np.median(times["r"]))
+        raw.append(mt / 1e6)
+        ratio.append(mt / mr)
+    rows = []
+    for name, vals in (("raw median (ms)", np.asarray(raw)), ("ratio to reference",
+                                                              np.asarray(ratio))):
+        pair = np.abs(np.diff(vals)) / vals[:-1]
+        spread = (vals.max() - vals.min()) / vals.mean()
+        rows.append([name, f"{vals.mean():.3f}", f"{100 * spread:.1f}%",
+                     f"{100 * np.median(pair):.2f}%"])
+    print(header("Timing relative to an interleaved reference (ofa_mbv3, 1 thread)",
+                 "python experiments/benchmarks/latency_drift.py --reference"))
+    print(table(["quantity", "mean", "spread (max-min)/mean", "median change between sessions"],
+                rows))
+    print(f"\n{sessions} fresh sessions, {runs} timed runs each, target and reference "
+          "alternating run by run.")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--db", help="benchmark database to analyse")
+    ap.add_argument("--device", default="cpu-1t")
+    ap.add_argument("--space", default="ofa_mbv3")
+    ap.add_argument("--window", type=int, default=50)
+    ap.add_argument("--reference", action="store_true", help="run the interleaved test")
+    ap.add_argument("--sessions", type=int, default=10)
+    ap.add_argument("--runs", type=int, default=100)
+    args = ap.parse_args()
+    if not args.db and not args.reference:
+        ap.error("give --db FILE and/or --reference")
+    if args.db:
+        drift_from_db(args.db, args.device, args.space, args.window)
+    if args.reference:
+        reference_test(args.sessions, args.runs)
+
+
+if __name__ == "__main__":
+    main()
