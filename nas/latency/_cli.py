@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from nas._cli_utils import console, err_console, print_json
-from nas.errors import ArchitectureError, ConfigError
+from nas.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -210,29 +210,6 @@ def fit(
 
 
 # ---------------------------------------------------------------------- predict
-def _read_arch_file(path: Path) -> list[str]:
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
-    return [ln for ln in lines if ln.strip()]
-
-
-def _other_space(text: str, space: str) -> str | None:
-    """The first other registered space that accepts ``text``, if any."""
-    from nas.space import get_space, list_spaces
-
-    for name in list_spaces():
-        if name == space:
-            continue
-        try:
-            get_space(name).parse(text)
-        except ArchitectureError:
-            continue
-        return name
-    return None
-
-
 def predict(
     device: DeviceOpt,
     space: SpaceOpt,
@@ -259,16 +236,7 @@ def predict(
         _kinds(kind)
     profile = get_device(device)
     sp = get_space(space)
-    texts = [arch] if arch is not None else _read_arch_file(arch_file)  # type: ignore[arg-type]
-    archs = []
-    for i, t in enumerate(texts):
-        try:
-            archs.append(sp.parse(t))
-        except ArchitectureError as exc:
-            where = f"line {i + 1} of {arch_file}: " if arch_file is not None else ""
-            other = _other_space(t, sp.name)
-            hint = f" (it is an architecture of space {other})" if other else ""
-            raise ArchitectureError(f"{where}{exc}{hint}") from None
+    archs = [sp.parse(arch)] if arch is not None else sp.parse_file(arch_file)  # type: ignore[arg-type]
     pred = load_predictor(profile, sp.name, kind, db=_db(db))
     ms = pred.predict(archs) if archs else np.zeros(0)
     if arch is not None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -44,38 +43,8 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor w
 
 
 def _read_archs(space: Any, path: Path) -> list[Any]:
-    """Architectures from a .jsonl file (one per line) or a JSON list."""
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ArchitectureError(f"arch file not found: {path}") from None
-    except OSError as exc:
-        raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
-    stripped = text.strip()
-    if stripped.startswith("["):
-        try:
-            items = json.loads(stripped)
-        except json.JSONDecodeError as exc:
-            raise ArchitectureError(f"{path} is not valid JSON ({exc.msg} at line "
-                                    f"{exc.lineno})") from None
-        rows = [(i + 1, item) for i, item in enumerate(items)]
-    else:
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip() or line.lstrip().startswith("#"):
-                continue
-            try:
-                rows.append((n, json.loads(line)))
-            except json.JSONDecodeError as exc:
-                raise ArchitectureError(f"{path} line {n} is not valid JSON ({exc.msg})") from None
-    archs = []
-    for n, item in rows:
-        if isinstance(item, dict) and "arch" in item and isinstance(item["arch"], dict):
-            item = item["arch"]
-        try:
-            archs.append(space.parse(item))
-        except ArchitectureError as exc:
-            raise ArchitectureError(f"{path} entry {n}: {exc}") from None
+    """Architectures from a .jsonl file (one per line) or a JSON list; none is an error."""
+    archs = space.parse_file(path)
     if not archs:
         raise ArchitectureError(f"{path} holds no architectures")
     return archs

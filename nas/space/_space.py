@@ -117,7 +117,72 @@ class SearchSpace:
             raise ArchitectureError(
                 f"arch must be a JSON object with keys ks, e, d, r; got {type(obj).__name__}"
             )
-        return self._validate(obj)
+        try:
+            return self._validate(obj)
+        except ArchitectureError as exc:
+            other = self._other_space_of(obj)
+            if other is None:
+                raise
+            raise ArchitectureError(f"{exc} (it is an architecture of space {other})") from None
+
+    def _other_space_of(self, raw: dict[str, Any]) -> str | None:
+        """The first other registered space that accepts ``raw``, for error messages."""
+        from nas.space._registry import get_space, list_spaces
+
+        for name in list_spaces():
+            if name == self.name:
+                continue
+            try:
+                get_space(name)._validate({k: v for k, v in raw.items() if k != "space"})
+            except ArchitectureError:
+                continue
+            return name
+        return None
+
+    def parse_file(self, path: Path | str) -> list[Architecture]:
+        """Architectures from a JSON-lines file (one per line) or a file holding a JSON list.
+
+        Blank lines and lines starting with ``#`` are skipped; a row may wrap its architecture
+        as ``{"arch": {...}, ...}`` (as ``nas spaces sample --json`` prints them).
+
+        Raises:
+            ArchitectureError: naming the file and line of the first bad entry.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            raise ArchitectureError(f"arch file not found: {path}") from None
+        except OSError as exc:
+            raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
+        stripped = text.strip()
+        rows: list[tuple[int, Any]] = []
+        if stripped.startswith("["):
+            try:
+                rows = list(enumerate(json.loads(stripped), 1))
+            except json.JSONDecodeError as exc:
+                raise ArchitectureError(
+                    f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})"
+                ) from None
+        else:
+            for n, line in enumerate(text.splitlines(), 1):
+                if not line.strip() or line.lstrip().startswith("#"):
+                    continue
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as exc:
+                    raise ArchitectureError(
+                        f"{path} line {n} is not valid JSON ({exc.msg})"
+                    ) from None
+        archs = []
+        for n, item in rows:
+            if isinstance(item, dict) and isinstance(item.get("arch"), dict):
+                item = item["arch"]
+            try:
+                archs.append(self.parse(item))
+            except ArchitectureError as exc:
+                raise ArchitectureError(f"{path} line {n}: {exc}") from None
+        return archs
 
     def _validate(self, raw: dict[str, Any]) -> Architecture:
         # Accept OFA's "wid" key (always None in its MobileNetV3 configs) and ignore it.

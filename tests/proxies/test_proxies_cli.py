@@ -59,7 +59,7 @@ def test_proxies_eval_errors_are_one_line(tiny_checkpoint, tmp_path, capsys):
     f.write_text('{"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16}\n{"ks": 1}\n')
     code, _, err = run_cli(["proxies", "eval", "--space", "tiny", "--arch-file", str(f),
                             "--proxy", "params", "--no-cache"], capsys)
-    assert code == 2 and "bad.jsonl entry 2:" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and "bad.jsonl line 2:" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["proxies", "eval", "--space", "tiny", "--arch-file", str(f),
                             "--proxy", "nope"], capsys)
     assert code == 2 and "known proxies:" in err

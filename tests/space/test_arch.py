@@ -413,3 +413,25 @@ def test_encode_accepts_arrays_and_rejects_unknown_kinds(ofa) -> None:
 
 def test_onehot_encoding_of_no_architectures_is_empty(ofa) -> None:
     assert ofa.encode([], "onehot").shape == (0, ofa.encoding_size("onehot"))
+
+
+def test_parse_file_reads_jsonl_and_json_lists(tmp_path):
+    space = get_space("tiny")
+    a, b = space.sample_many(2, seed=11)
+    jsonl = tmp_path / "a.jsonl"
+    jsonl.write_text(f"# two archs\n{a.to_json()}\n\n" + json.dumps({"arch": b.to_dict()}) + "\n")
+    assert space.parse_file(jsonl) == [a, b]
+    listed = tmp_path / "a.json"
+    listed.write_text(json.dumps([b.to_dict(), a.to_dict()]))
+    assert space.parse_file(listed) == [b, a]
+
+
+def test_parse_file_names_the_bad_line_and_the_right_space(tmp_path):
+    tiny = get_space("tiny")
+    cifar_arch = get_space("cifar_mbv3").sample(0)
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(tiny.sample(0).to_json() + "\n" + cifar_arch.to_json() + "\n")
+    with pytest.raises(ArchitectureError, match=r"line 2: .*space cifar_mbv3"):
+        tiny.parse_file(path)
+    with pytest.raises(ArchitectureError, match="not found"):
+        tiny.parse_file(tmp_path / "missing.jsonl")
