@@ -616,33 +616,11 @@ def _one_torch_thread() -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-@contextlib.contextmanager
-def _progress(enabled: bool, total: int, description: str) -> Iterator[Callable[..., None]]:
-    if not enabled:
-        yield lambda **_: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+def _progress(enabled: bool, total: int, description: str) -> Any:
+    from nas._cli_utils import progress_bar
 
-    from nas._cli_utils import err_console
-
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        TextColumn("{task.fields[status]}"), console=err_console, transient=False,
-    ) as prog:
-        task = prog.add_task(description, total=total, status="")
-
-        def advance(**fields: Any) -> None:
-            prog.update(task, advance=1, **fields)
-
-        yield advance
+    return progress_bar(description, total, enabled=enabled, fields={"status": ""},
+                        field_format="{task.fields[status]}")
 
 
 def measure_on_devices(

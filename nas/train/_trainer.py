@@ -598,30 +598,12 @@ class Trainer:
 
     @contextlib.contextmanager
     def _progress_bar(self, label: str, total: int) -> Iterator[Callable[[float], None]]:
-        if not self.show_progress:
-            yield lambda _loss: None
-            return
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
+        from nas._cli_utils import progress_bar
 
-        bar = Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-            TimeRemainingColumn(), console=self.console, transient=True,
-        )
-        with bar:
-            task = bar.add_task(label, total=total, loss=float("nan"))
-
-            def tick(loss: float) -> None:
-                bar.update(task, advance=1, loss=loss)
-
-            yield tick
+        with progress_bar(label, total, enabled=self.show_progress, console=self.console,
+                          fields={"loss": float("nan")},
+                          field_format="loss {task.fields[loss]:.4f}", transient=True) as adv:
+            yield lambda loss: adv(loss=loss)
 
 
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
