@@ -261,11 +261,20 @@ def demo_cmd(
     ),
     space: SpaceOpt = "ofa_mbv3",
     seed: Annotated[int, typer.Option(help="Seed of the sampled subnet.")] = 0,
+    device: Annotated[str, typer.Option(help="Device profile for the latency steps.")] = "cpu-1t",
+    n_latency: Annotated[int, typer.Option(
+        "--n-latency", min=0, help="Subnets to measure for the latency predictor (0: skip the "
+        "latency steps).")] = 40,
 ) -> None:
-    """The main job on the embedded default: sample a subnet, export it, verify it."""
+    """The main job on the embedded default, end to end, with a summary.
+
+    Samples a subnet of the supernet, exports it (ONNX + weights + manifest) and verifies the
+    export; measures a sample of subnets on the device in ONNX Runtime, fits a latency
+    predictor on them, and compares its prediction for the exported subnet with a measurement.
+    """
     from nas.demo import run_demo
 
-    run_demo(workdir=workdir, space=space, seed=seed)
+    run_demo(workdir=workdir, space=space, seed=seed, device=device, n_latency=n_latency)
 
 
 def _version(value: bool) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
+from typing import Any
 
 from rich.table import Table
 
@@ -12,8 +14,13 @@ from nas._cli_utils import console
 __all__ = ["run_demo"]
 
 
-def run_demo(workdir: Path = Path("runs/demo"), space: str = "ofa_mbv3", seed: int = 0) -> dict:
-    """Sample a subnet, export it from a supernet checkpoint, verify the export, summarise.
+def run_demo(
+    workdir: Path = Path("runs/demo"), space: str = "ofa_mbv3", seed: int = 0,
+    device: str = "cpu-1t", n_latency: int = 40,
+) -> dict:
+    """Sample a subnet, export it from a supernet checkpoint, verify the export; measure
+    ``n_latency`` subnets on ``device``, fit a latency predictor on them, and compare its
+    prediction for the exported subnet with a measurement of it. Prints a summary.
 
     Returns the summary as a dict.
     """
@@ -55,6 +62,10 @@ def run_demo(workdir: Path = Path("runs/demo"), space: str = "ofa_mbv3", seed: i
     steps.append(("verify", time.perf_counter() - t,
                   f"hashes ok, max |onnx - torch| = {ver['max_abs_diff']:.2e}"))
 
+    latency: dict[str, float] = {}
+    if n_latency > 0:
+        latency = _latency_steps(workdir, space, device, n_latency, seed, net, out, steps)
+
     table = Table("step", "seconds", "result", title=f"nas demo: {space}")
     for name, secs, msg in steps:
         table.add_row(name, f"{secs:.2f}", msg)
@@ -64,5 +75,59 @@ def run_demo(workdir: Path = Path("runs/demo"), space: str = "ofa_mbv3", seed: i
         f"input {m['inputs'][0]['shape']}, opset {m['opset']}"
     )
     console.print(f"arch: {arch.to_json()}")
+    if latency:
+        console.print(
+            f"latency on {device}: predicted {latency['predicted_ms']:.2f} ms, measured "
+            f"{latency['measured_ms']:.2f} ms ({latency['error_pct']:+.1f}%)"
+        )
     return {"arch": arch.to_dict(), "hash": arch.hash, "export": str(out), "manifest": m,
+            "latency": latency,
             "steps": [{"step": s, "seconds": round(x, 3)} for s, x, _ in steps]}
+
+
+def _latency_steps(
+    workdir: Path, space: str, device: str, n: int, seed: int, net: Any, export_dir: Path,
+    steps: list[tuple[str, float, str]],
+) -> dict[str, float]:
+    """Measure ``n`` subnets into the demo's own database, fit, predict and check."""
+    from nas.db import LatencyDB
+    from nas.latency import (
+        fit_predictor,
+        get_device,
+        measure_architectures,
+        sample_for_measurement,
+        time_onnx,
+    )
+    from nas.space import get_space
+
+    profile = get_device(device)
+    db = LatencyDB(str(workdir / "latency.sqlite"))
+    t = time.perf_counter()
+    have = {r.arch for r in db.measurements(profile.name, space)}
+    todo = [a for a in sample_for_measurement(space, n, seed=seed) if a not in have]
+    if todo:
+        measure_architectures(profile, space, todo, db, supernet=net)
+    steps.append(("measure", time.perf_counter() - t,
+                  f"{len(todo)} new subnets timed on {device} in ONNX Runtime "
+                  f"({len(have)} already in {workdir / 'latency.sqlite'})"))
+
+    t = time.perf_counter()
+    predictor, metrics = fit_predictor(profile, space, "additive", db=db, holdout=0.25,
+                                       seed=seed)
+    test = metrics["test"]
+    steps.append(("fit", time.perf_counter() - t,
+                  f"additive predictor, held-out MAPE {100 * test['mape']:.1f}% "
+                  f"(flops baseline {100 * metrics['flops']['mape']:.1f}%), "
+                  f"Kendall tau {test['kendall_tau']:.2f}"))
+
+    t = time.perf_counter()
+    manifest = json.loads((export_dir / "manifest.json").read_text())
+    arch = get_space(space).parse(manifest["arch"])
+    predicted = float(predictor.predict([arch])[0])
+    measured = time_onnx((export_dir / "model.onnx").read_bytes(), profile, arch.r).median_ms
+    err = 100 * (predicted / measured - 1)
+    steps.append(("predict", time.perf_counter() - t,
+                  f"exported subnet: predicted {predicted:.2f} ms, measured {measured:.2f} ms "
+                  f"({err:+.1f}%)"))
+    return {"predicted_ms": predicted, "measured_ms": measured, "error_pct": err,
+            "heldout_mape": float(test["mape"])}
