@@ -84,3 +84,24 @@ def _lively_input(batch: int, r: int, seed: int = 0) -> torch.Tensor:
 def make_input() -> Callable[..., torch.Tensor]:
     """``make_input(batch, r, seed=0)``: a seeded image batch whose samples differ in offset."""
     return _lively_input
+
+
+@pytest.fixture
+def run_nas(capsys: pytest.CaptureFixture[str]) -> Callable[[list[str]], tuple[int, str, str]]:
+    """Run the real ``nas`` entry point in-process: ``(exit code, stdout, stderr)``.
+
+    ``nas.cli.main`` turns a NASError into one ``error: ...`` line and exit status 2, so the
+    tests see exactly what a user sees.
+    """
+    from nas.cli import main
+
+    def run(argv: list[str]) -> tuple[int, str, str]:
+        try:
+            main(list(argv))
+            code = 0
+        except SystemExit as exc:
+            code = int(exc.code or 0)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run

@@ -12,16 +12,6 @@ import pytest
 from nas.cli import main
 
 
-def run(argv: list[str], capsys) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("ck") / "tiny.safetensors"
@@ -37,35 +27,35 @@ def main_ok(argv: list[str]) -> bool:
     return True
 
 
-def test_spaces_list_json(capsys):
-    code, out, _ = run(["spaces", "list", "--json"], capsys)
+def test_spaces_list_json(run_nas):
+    code, out, _ = run_nas(["spaces", "list", "--json"])
     assert code == 0
     names = [r["name"] for r in json.loads(out)]
     assert {"ofa_mbv3", "ofa_mbv3_w12", "cifar_mbv3", "tiny"} <= set(names)
 
 
-def test_spaces_show_reports_size(capsys):
-    code, out, _ = run(["spaces", "show", "ofa_mbv3", "--json"], capsys)
+def test_spaces_show_reports_size(run_nas):
+    code, out, _ = run_nas(["spaces", "show", "ofa_mbv3", "--json"])
     info = json.loads(out)
     assert code == 0
     assert info["architectures"] == 7371**5
     assert info["architectures_times_resolutions"] == 7371**5 * 25
 
 
-def test_spaces_sample_is_seeded(capsys):
-    _, a, _ = run(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "4", "--jsonl"], capsys)
-    _, b, _ = run(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "4", "--jsonl"], capsys)
-    _, c, _ = run(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "5", "--jsonl"], capsys)
+def test_spaces_sample_is_seeded(run_nas):
+    _, a, _ = run_nas(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "4", "--jsonl"])
+    _, b, _ = run_nas(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "4", "--jsonl"])
+    _, c, _ = run_nas(["spaces", "sample", "cifar_mbv3", "--n", "3", "--seed", "5", "--jsonl"])
     assert a == b != c
     assert len(a.strip().splitlines()) == 3
-    _, big, _ = run(["spaces", "sample", "tiny", "--largest", "--json"], capsys)
-    _, small, _ = run(["spaces", "sample", "tiny", "--smallest", "--json"], capsys)
+    _, big, _ = run_nas(["spaces", "sample", "tiny", "--largest", "--json"])
+    _, small, _ = run_nas(["spaces", "sample", "tiny", "--smallest", "--json"])
     assert json.loads(big)[0]["macs"] > json.loads(small)[0]["macs"]
 
 
-def test_arch_info(capsys):
+def test_arch_info(run_nas):
     arch = json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 160})
-    code, out, _ = run(["arch", "info", "--space", "ofa_mbv3", "--arch", arch, "--json"], capsys)
+    code, out, _ = run_nas(["arch", "info", "--space", "ofa_mbv3", "--arch", arch, "--json"])
     info = json.loads(out)
     assert code == 0
     from nas.space import get_space
@@ -76,15 +66,15 @@ def test_arch_info(capsys):
     assert info["resolution"] == 160 and len(info["hash"]) == 16
 
 
-def test_export_and_verify_via_cli(tiny_ckpt, tmp_path, capsys):
+def test_export_and_verify_via_cli(tiny_ckpt, tmp_path, run_nas):
     arch = tmp_path / "arch.json"
     arch.write_text(json.dumps({"ks": [3, 5, 5, 5], "e": [2, 4, 4, 4], "d": [2, 1], "r": 16}))
-    code, out, err = run(["export", "--space", "tiny", "--checkpoint", str(tiny_ckpt),
-                          "--arch", f"@{arch}", "--out", str(tmp_path / "x"), "--json"], capsys)
+    code, out, err = run_nas(["export", "--space", "tiny", "--checkpoint", str(tiny_ckpt),
+                          "--arch", f"@{arch}", "--out", str(tmp_path / "x"), "--json"])
     assert code == 0, err
     manifest = json.loads(out)
     assert manifest["arch"]["ks"] == [3, 5, 5, 3]  # canonical: the skipped slot is fixed
-    code, out, err = run(["verify", str(tmp_path / "x"), "--json"], capsys)
+    code, out, err = run_nas(["verify", str(tmp_path / "x"), "--json"])
     assert code == 0 and json.loads(out)["max_abs_diff"] <= 1e-4
 
 
@@ -98,9 +88,8 @@ BAD_ARCHS = [
 
 
 @pytest.mark.parametrize(("arch", "words"), BAD_ARCHS)
-def test_bad_arch_gives_one_line_and_exit_2(arch, words, capsys):
-    code, _, err = run(["arch", "info", "--space", "ofa_mbv3", "--arch", json.dumps(arch)],
-                       capsys)
+def test_bad_arch_gives_one_line_and_exit_2(arch, words, run_nas):
+    code, _, err = run_nas(["arch", "info", "--space", "ofa_mbv3", "--arch", json.dumps(arch)])
     assert code == 2
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ")
@@ -116,26 +105,26 @@ def test_bad_arch_gives_one_line_and_exit_2(arch, words, capsys):
         (["arch", "info", "--space", "tiny", "--arch", "@/nonexistent/a.json"], ["not found"]),
     ],
 )
-def test_bad_input_lines(argv, words, capsys):
-    code, _, err = run(argv, capsys)
+def test_bad_input_lines(argv, words, run_nas):
+    code, _, err = run_nas(argv)
     assert code == 2
     assert len(err.strip().splitlines()) == 1
     for w in words:
         assert w in err
 
 
-def test_checkpoint_errors(tiny_ckpt, tmp_path, capsys):
+def test_checkpoint_errors(tiny_ckpt, tmp_path, run_nas):
     arch = json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 24})
     base = ["export", "--arch", arch, "--out", str(tmp_path / "o")]
-    code, _, err = run([*base, "--space", "cifar_mbv3", "--checkpoint", str(tiny_ckpt)], capsys)
+    code, _, err = run_nas([*base, "--space", "cifar_mbv3", "--checkpoint", str(tiny_ckpt)])
     assert code == 2 and "'tiny'" in err and "'cifar_mbv3'" in err
-    code, _, err = run([*base, "--space", "tiny", "--checkpoint", str(tmp_path / "no.st")], capsys)
+    code, _, err = run_nas([*base, "--space", "tiny", "--checkpoint", str(tmp_path / "no.st")])
     assert code == 2 and "not found" in err
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(tiny_ckpt.read_bytes()[:1000])
     tiny_arch = json.dumps({"ks": [3] * 4, "e": [2] * 4, "d": [1, 1], "r": 16})
-    code, _, err = run(["export", "--arch", tiny_arch, "--out", str(tmp_path / "o"),
-                        "--space", "tiny", "--checkpoint", str(trunc)], capsys)
+    code, _, err = run_nas(["export", "--arch", tiny_arch, "--out", str(tmp_path / "o"),
+                        "--space", "tiny", "--checkpoint", str(trunc)])
     assert code == 2 and "truncated" in err
     assert not (tmp_path / "o").exists()
 

@@ -4,50 +4,25 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 
 import pytest
-import typer
 import yaml
 
-from nas.errors import NASError
 from nas.supernet import load_supernet
-from nas.train._cli import register
 
 
-def run_cli(argv, capsys):
-    """The ``train`` command in a root app, with the CLI's error convention."""
-    app = typer.Typer(pretty_exceptions_enable=False)
-
-    @app.callback()
-    def _root() -> None:
-        pass
-
-    register(app)
-    try:
-        app(args=argv, prog_name="nas", standalone_mode=False)
-        code = 0
-    except NASError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        code = 2
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_train_command_json_and_one_line_errors(tiny_config, tmp_path, capsys):
+def test_train_command_json_and_one_line_errors(tiny_config, tmp_path, run_nas):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(tiny_config(tmp_path / "run")))
-    code, out, err = run_cli(["train", "--config", str(cfg), "--no-progress", "--json",
-                              "--threads", "1"], capsys)
+    code, out, err = run_nas(["train", "--config", str(cfg), "--no-progress", "--json",
+                              "--threads", "1"])
     assert code == 0, err
     res = json.loads(out[out.index("{"):])
     assert res["progress"]["step"] == 3 and res["checkpoint"].endswith("supernet.safetensors")
-    code, _, err = run_cli(["train", "--config", str(cfg), "--no-progress"], capsys)
+    code, _, err = run_nas(["train", "--config", str(cfg), "--no-progress"])
     assert code == 2 and err.startswith("error: ") and "--resume" in err
     assert len(err.strip().splitlines()) == 1
-    code, _, err = run_cli(["train", "--config", str(tmp_path / "nope.yaml")], capsys)
+    code, _, err = run_nas(["train", "--config", str(tmp_path / "nope.yaml")])
     assert code == 2 and "config file not found" in err
 
 
