@@ -51,6 +51,9 @@ def _register_all() -> None:
     from nas.proxies._cli import register as register_proxies
 
     register_proxies(app)
+    from nas.search._cli import register as register_search
+
+    register_search(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,50 @@
+"""Hardware-aware search: an Optuna study driven here, architectures scored by Ray actors.
+
+Example:
+    >>> from nas.search import SearchConfig, run_search, load_results
+    >>> cfg = SearchConfig.load("experiments/search_demo.yaml", n_trials=50)
+    >>> result = run_search(cfg)
+    >>> [t.arch_hash for t in result.front]
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nas.search._config import SAMPLERS, Objective, SearchConfig, parse_metric
+    from nas.search._driver import (
+        check_config,
+        load_latency_predictors,
+        make_sampler,
+        run_search,
+    )
+    from nas.search._evolution import EvolutionSampler, nondomination_rank
+    from nas.search._params import arch_from_params, distributions, params_from_arch
+    from nas.search._results import (
+        SearchResult,
+        TrialRecord,
+        hypervolume,
+        load_results,
+        open_storage,
+        pareto_mask,
+    )
+    from nas.search._ship import export_trials, verify_trials
+    from nas.search._worker import Evaluator
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.search._config": ["SAMPLERS", "Objective", "SearchConfig", "parse_metric"],
+        "nas.search._driver": ["check_config", "load_latency_predictors", "make_sampler",
+                               "run_search"],
+        "nas.search._evolution": ["EvolutionSampler", "nondomination_rank"],
+        "nas.search._params": ["arch_from_params", "distributions", "params_from_arch"],
+        "nas.search._results": ["SearchResult", "TrialRecord", "hypervolume", "load_results",
+                                "open_storage", "pareto_mask"],
+        "nas.search._ship": ["export_trials", "verify_trials"],
+        "nas.search._worker": ["Evaluator"],
+    },
+)

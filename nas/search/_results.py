@@ -1,0 +1,322 @@
+"""Reading a search back from its Optuna storage: trials, the Pareto front, hypervolume.
+
+Everything a search knows is in the study: the configuration, the objectives and the
+predictors it used (study user attributes), and per trial the canonical architecture, its
+MACs, params, accuracy proxy and every predicted latency (trial user attributes). So a study
+opened in ``optuna-dashboard`` shows the same thing, and ``nas results`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from nas.errors import ConfigError, NASError
+from nas.search._config import Objective, SearchConfig, default_storage
+
+__all__ = [
+    "SearchResult",
+    "TrialRecord",
+    "hypervolume",
+    "load_results",
+    "open_storage",
+    "pareto_mask",
+    "storage_label",
+]
+
+#: study user attribute keys
+CONFIG_KEY = "nas_config"
+PREDICTORS_KEY = "predictors"
+VERIFIED_KEY = "verified"
+#: trials failed because their driver died (they were enqueued again)
+RETRIED_KEY = "retried_trials"
+
+
+def storage_label(url: str) -> str:
+    """The storage URL with any password hidden (for messages and tables)."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
+    """An Optuna storage from a URL (``sqlite:///...``, ``postgresql://...``) or a journal
+    file path.
+
+    Raises:
+        ConfigError: the storage cannot be reached or opened (one line, password hidden).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if "://" not in url:
+        path = Path(url)
+        if not create and not path.is_file():
+            raise ConfigError(f"storage {url} does not exist (no search has written to it)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            return optuna.storages.JournalStorage(backend)
+        except OSError as exc:
+            raise ConfigError(f"cannot open journal storage {url}: {exc}") from None
+    kwargs: dict[str, Any] = {}
+    if url.startswith("sqlite:///"):
+        file = Path(url.removeprefix("sqlite:///"))
+        if not create and not file.is_file():
+            raise ConfigError(f"storage {url} does not exist (no search has written to it)")
+        file.parent.mkdir(parents=True, exist_ok=True)
+    elif url.startswith("postgresql"):
+        kwargs = {"connect_args": {"connect_timeout": 5}}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"cannot reach storage {storage_label(url)}: {reason[:300]}") from None
+
+
+@dataclass
+class TrialRecord:
+    """One trial of a search, flattened for tables, JSON and the report."""
+
+    number: int
+    state: str
+    values: dict[str, float]
+    arch: dict[str, Any] | None
+    arch_hash: str | None
+    macs: int | None
+    params: int | None
+    accuracy: float | None
+    latency_ms: dict[str, float]
+    feasible: bool
+    measured_ms: dict[str, float] = field(default_factory=dict)
+    constraints: dict[str, float] = field(default_factory=dict)
+    duplicate_of: int | None = None
+    error: str | None = None
+    retried: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _record(t: FrozenTrial, objectives: list[Objective],
+            verified: dict[str, dict[str, float]], retried: set[int]) -> TrialRecord:
+    ua = t.user_attrs
+    values = ({o.name: float(v) for o, v in zip(objectives, t.values, strict=True)}
+              if t.state == TrialState.COMPLETE and t.values is not None else {})
+    cons = t.constraints
+    return TrialRecord(
+        number=t.number, state=t.state.name, values=values, arch=ua.get("arch"),
+        arch_hash=ua.get("arch_hash"), macs=ua.get("macs"), params=ua.get("params"),
+        accuracy=ua.get("accuracy"), latency_ms=dict(ua.get("latency_ms") or {}),
+        feasible=t.state == TrialState.COMPLETE and all(c <= 0 for c in cons.values()),
+        measured_ms=dict(verified.get(str(t.number), {})), constraints=dict(cons),
+        duplicate_of=ua.get("duplicate_of"), error=ua.get("error"),
+        retried=bool(ua.get("retried")) or t.number in retried,
+    )
+
+
+def pareto_mask(values: np.ndarray) -> np.ndarray:
+    """True for rows of ``values`` (n x m, minimised) that no other row dominates."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=bool)
+    le = np.all(values[:, None, :] <= values[None, :, :], axis=2)
+    lt = np.any(values[:, None, :] < values[None, :, :], axis=2)
+    return ~(le & lt).any(axis=0)
+
+
+def hypervolume(values: np.ndarray, reference: np.ndarray) -> float:
+    """Hypervolume dominated by ``values`` (n x m, minimised) up to ``reference``.
+
+    Exact sweep in 2-D; Optuna's (private) WFG implementation for more objectives.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    ref = np.asarray(reference, dtype=np.float64)
+    if v.size == 0:
+        return 0.0
+    v = v[np.all(v < ref, axis=1)]
+    if len(v) == 0:
+        return 0.0
+    if v.shape[1] == 1:
+        return float(ref[0] - v[:, 0].min())
+    if v.shape[1] == 2:
+        v = v[np.lexsort((v[:, 1], v[:, 0]))]
+        hv, best_y = 0.0, ref[1]
+        for x, y in v:
+            if y < best_y:
+                hv += (ref[0] - x) * (best_y - y)
+                best_y = y
+        return float(hv)
+    from optuna._hypervolume import compute_hypervolume
+
+    return float(compute_hypervolume(v[pareto_mask(v)], ref, assume_pareto=True))
+
+
+@dataclass
+class SearchResult:
+    """A search as stored: its configuration, trials and front.
+
+    Attributes:
+        front: the feasible Pareto front (several objectives) or the best feasible trial (one
+            objective), one trial per distinct architecture, best first by the first
+            objective.
+        predictors: per device, the latency predictor's kind, id and held-out metrics.
+    """
+
+    study_name: str
+    storage: str
+    config: SearchConfig
+    objectives: list[Objective]
+    trials: list[TrialRecord]
+    predictors: dict[str, dict[str, Any]]
+    front: list[TrialRecord] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.front = self._front()
+
+    # ------------------------------------------------------------------ counts
+    @property
+    def budget_trials(self) -> list[TrialRecord]:
+        """Trials that count toward the budget: completed ones and failed evaluations (not
+        those lost to a dead worker or driver, which were re-run)."""
+        return [t for t in self.trials
+                if t.state == "COMPLETE" or (t.state == "FAIL" and not t.retried)]
+
+    @property
+    def n_complete(self) -> int:
+        return sum(t.state == "COMPLETE" for t in self.trials)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(t.state == "FAIL" and not t.retried for t in self.trials)
+
+    @property
+    def n_feasible(self) -> int:
+        return sum(t.feasible for t in self.trials)
+
+    # ------------------------------------------------------------------ front
+    def _signs(self) -> np.ndarray:
+        return np.array([-1.0 if o.direction == "maximize" else 1.0 for o in self.objectives])
+
+    def minimised(self, trials: list[TrialRecord]) -> np.ndarray:
+        """Objective values of ``trials`` as a minimisation matrix (n x m)."""
+        if not trials:
+            return np.zeros((0, len(self.objectives)))
+        return np.array([[t.values[o.name] for o in self.objectives] for t in trials]) \
+            * self._signs()
+
+    def _front(self) -> list[TrialRecord]:
+        seen: dict[str, TrialRecord] = {}
+        for t in self.trials:
+            if t.feasible and t.arch_hash not in seen:
+                seen[str(t.arch_hash)] = t
+        cand = list(seen.values())
+        if not cand:
+            return []
+        v = self.minimised(cand)
+        if len(self.objectives) == 1:
+            order = np.argsort(v[:, 0], kind="stable")
+            return [cand[int(order[0])]]
+        mask = pareto_mask(v)
+        front = [t for t, m in zip(cand, mask, strict=True) if m]
+        fv = self.minimised(front)
+        return [front[int(i)] for i in np.lexsort(fv.T[::-1])]
+
+    def reference_point(self) -> np.ndarray:
+        """Worst value of each objective over the feasible completed trials (minimised)."""
+        feas = [t for t in self.trials if t.feasible]
+        v = self.minimised(feas)
+        if len(v) == 0:
+            return np.zeros(len(self.objectives))
+        return v.max(axis=0) + 1e-12
+
+    def hypervolume_curve(self, reference: np.ndarray | None = None,
+                          points: int = 200) -> list[tuple[int, float]]:
+        """``(trials so far, hypervolume of the feasible front so far)`` at up to ``points``
+        steps, in trial order. With one objective the "hypervolume" is the improvement of the
+        best value over the reference (the worst feasible value)."""
+        ref = self.reference_point() if reference is None else np.asarray(reference)
+        counted = [t for t in self.trials if t.state == "COMPLETE"
+                   or (t.state == "FAIL" and not t.retried)]
+        n = len(counted)
+        if n == 0:
+            return []
+        steps = sorted({max(1, round(x)) for x in np.linspace(1, n, min(points, n))})
+        out = []
+        for k in steps:
+            feas = [t for t in counted[:k] if t.feasible]
+            out.append((k, hypervolume(self.minimised(feas), ref)))
+        return out
+
+    # ------------------------------------------------------------------ output
+    def rows(self, trials: list[TrialRecord] | None = None) -> list[dict[str, Any]]:
+        """Table rows: trial, arch hash, accuracy, latency per device, MACs, params."""
+        out = []
+        for t in self.front if trials is None else trials:
+            row: dict[str, Any] = {"trial": t.number, "arch_hash": t.arch_hash,
+                                   "accuracy": t.accuracy}
+            for dev in self.config.devices:
+                row[f"latency_ms:{dev}"] = t.latency_ms.get(dev)
+                if dev in t.measured_ms:
+                    row[f"measured_ms:{dev}"] = t.measured_ms[dev]
+            row.update(macs=t.macs, params=t.params, arch=t.arch)
+            out.append(row)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "study": self.study_name,
+            "storage": storage_label(self.storage),
+            "config": self.config.model_dump(),
+            "objectives": [o.model_dump() | {"label": o.label} for o in self.objectives],
+            "n_trials": len(self.budget_trials),
+            "n_complete": self.n_complete,
+            "n_failed": self.n_failed,
+            "n_feasible": self.n_feasible,
+            "front": [t.to_json() for t in self.front],
+            "predictors": self.predictors,
+        }
+
+
+def load_study(study: str, storage: str) -> optuna.Study:
+    """The Optuna study, with a clear error when it is not in the storage."""
+    st = open_storage(storage, create=False)
+    try:
+        return optuna.load_study(study_name=study, storage=st)
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(st)]
+        known = ", ".join(names[:10]) if names else "none"
+        raise ConfigError(f"no study {study!r} in storage {storage_label(storage)}; studies "
+                          f"there: {known}") from None
+
+
+def load_results(study: str, storage: str | None = None) -> SearchResult:
+    """A stored search (finished or not) as a :class:`SearchResult`.
+
+    Args:
+        storage: the search's storage (default: ``runs/studies/<study>.journal``).
+    """
+    url = storage or default_storage(study)
+    st = load_study(study, url)
+    return result_from_study(st, url)
+
+
+def result_from_study(st: optuna.Study, url: str) -> SearchResult:
+    ua = st.user_attrs
+    if CONFIG_KEY not in ua:
+        raise NASError(f"study {st.study_name!r} was not written by `nas search` (it has no "
+                       f"{CONFIG_KEY!r} attribute)")
+    cfg = SearchConfig.model_validate(ua[CONFIG_KEY])
+    objectives = cfg.objective_list
+    verified = dict(ua.get(VERIFIED_KEY) or {})
+    retried = set(ua.get(RETRIED_KEY) or [])
+    trials = [_record(t, objectives, verified, retried) for t in st.get_trials(deepcopy=False)]
+    return SearchResult(study_name=st.study_name, storage=url, config=cfg,
+                        objectives=objectives, trials=trials,
+                        predictors=dict(ua.get(PREDICTORS_KEY) or {}))
