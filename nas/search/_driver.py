@@ -393,15 +393,19 @@ def run_search(
     from nas._cli_utils import progress_bar
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if not resume:
+    space = get_space(cfg.space)
+    if not resume:  # a resumed study's stored configuration is checked below
         check_config(cfg)
-    predictors, info = load_latency_predictors(cfg) if not resume else ({}, {})
+        predictors, info = load_latency_predictors(cfg)
+        check_feasible(cfg, space, predictors)
+    else:
+        info = {}
     study, cfg = open_study(cfg, resume=resume, predictor_info=info)
     if resume:
+        space = get_space(cfg.space)
         check_config(cfg)
         predictors, _ = load_latency_predictors(cfg)
-    space = get_space(cfg.space)
-    check_feasible(cfg, space, predictors)
+        check_feasible(cfg, space, predictors)
     dists = distributions(space)
     st = _load_state(space, cfg, study)
     budget = cfg.n_trials

@@ -1,0 +1,179 @@
+"""The search's parts without Ray: configuration, parameters, evolution, front, hypervolume."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import optuna
+import pytest
+
+from nas.errors import ConfigError
+from nas.search import (
+    EvolutionSampler,
+    SearchConfig,
+    arch_from_params,
+    distributions,
+    hypervolume,
+    nondomination_rank,
+    params_from_arch,
+    pareto_mask,
+)
+from nas.search._worker import Evaluator
+from nas.space import get_space
+
+
+# ---------------------------------------------------------------------- configuration
+def test_config_defaults_and_derived_names() -> None:
+    cfg = SearchConfig.load(space="tiny", objectives=["accuracy", "latency:cpu-1t", "params"],
+                            constraints={"latency:cpu-2t": 3, "params": 1e4})
+    assert [o.direction for o in cfg.objective_list] == ["maximize", "minimize", "minimize"]
+    assert cfg.devices == ["cpu-1t", "cpu-2t"]
+    assert cfg.study_name == "tiny-accuracy-latency_cpu-1t-params-tpe-s0"
+    assert cfg.storage_url.endswith("runs/studies/tiny-accuracy-latency_cpu-1t-params-tpe-s0"
+                                    ".journal")
+
+
+@pytest.mark.parametrize(("overrides", "field", "hint"), [
+    ({"sampler": "annealing"}, "sampler", "tpe, nsga2, random, gp, evolution"),
+    ({"objectives": ["speed"]}, "objectives", "latency:<device>"),
+    ({"objectives": ["latency"]}, "objectives", "needs a device"),
+    ({"objectives": ["accuracy", "accuracy"]}, "objectives", "repeat"),
+    ({"constraints": {"accuracy": 0.9}}, "constraints", "upper bounds"),
+    ({"constraints": {"latency:cpu-1t": -1}}, "constraints", "must be > 0"),
+    ({"n_trials": 0}, "n_trials", "greater than or equal to 1"),
+    ({"study": "../etc/passwd"}, "study", "letters, digits"),
+    ({"colour": "red"}, "colour", "Extra inputs"),
+])
+def test_bad_config_is_one_line_naming_the_field(overrides: dict, field: str, hint: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        SearchConfig.load(space="tiny", **overrides)
+    msg = str(err.value)
+    assert "\n" not in msg and field in msg and hint in msg, msg
+
+
+def test_config_file_and_flag_override(tmp_path) -> None:
+    f = tmp_path / "s.yaml"
+    f.write_text("space: tiny\nsampler: nsga2\nn_trials: 50\nobjectives: [accuracy, macs]\n")
+    cfg = SearchConfig.load(f, n_trials=7, sampler=None)
+    assert (cfg.sampler, cfg.n_trials, cfg.objectives) == ("nsga2", 7, ["accuracy", "macs"])
+    f.write_text("- not a mapping\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        SearchConfig.load(f)
+    with pytest.raises(ConfigError, match="does not exist"):
+        SearchConfig.load(tmp_path / "missing.yaml")
+
+
+# ---------------------------------------------------------------------- parameters
+@pytest.mark.parametrize("space", ["tiny", "cifar_mbv3", "ofa_mbv3"])
+def test_params_round_trip_every_architecture(space: str) -> None:
+    sp = get_space(space)
+    dists = distributions(sp)
+    assert len(dists) == 1 + sp.n_stages + 2 * sp.n_layers
+    for arch in sp.sample_many(50, seed=1):
+        params = params_from_arch(sp, arch)
+        assert set(params) == set(dists)
+        for name, v in params.items():
+            assert dists[name]._contains(dists[name].to_internal_repr(v)), (name, v)
+        assert arch_from_params(sp, params) == arch
+
+
+def test_inactive_layers_do_not_change_the_architecture() -> None:
+    sp = get_space("tiny")
+    arch = sp.smallest()
+    params = params_from_arch(sp, arch)
+    other = dict(params)
+    for name in other:
+        if name.startswith(("k", "e")) and name.endswith(".2"):  # beyond depth 1
+            other[name] = max(sp.kernel_sizes) if name[0] == "k" else max(sp.expand_ratios)
+    assert arch_from_params(sp, other).hash == arch.hash
+
+
+# ---------------------------------------------------------------------- front, hypervolume
+def test_pareto_mask_and_ranks_match_brute_force() -> None:
+    rng = np.random.default_rng(0)
+    v = rng.integers(0, 6, size=(60, 2)).astype(float)
+
+    def dominated(i: int) -> bool:
+        return any(np.all(v[j] <= v[i]) and np.any(v[j] < v[i]) for j in range(len(v)))
+
+    assert pareto_mask(v).tolist() == [not dominated(i) for i in range(len(v))]
+    rank = nondomination_rank(v)
+    assert (rank[pareto_mask(v)] == 0).all()
+    for i, j in itertools.product(range(len(v)), repeat=2):
+        if np.all(v[i] <= v[j]) and np.any(v[i] < v[j]):
+            assert rank[i] < rank[j]
+
+
+def test_hypervolume_exact_cases() -> None:
+    ref = np.array([4.0, 4.0])
+    assert hypervolume(np.array([[1.0, 1.0]]), ref) == 9.0
+    # two boxes overlapping in [2,4]x[2,4]: 2*3 + 3*2 - 2*2
+    assert hypervolume(np.array([[2.0, 1.0], [1.0, 2.0]]), ref) == pytest.approx(8.0)
+    # dominated points and points beyond the reference add nothing
+    assert hypervolume(np.array([[2.0, 1.0], [1.0, 2.0], [3, 3], [5, 0]]), ref) == \
+        pytest.approx(8.0)
+    # 3-D: a unit-corner cube
+    assert hypervolume(np.array([[0.0, 0.0, 0.0]]), np.ones(3) * 2) == pytest.approx(8.0)
+
+
+def test_hypervolume_agrees_with_monte_carlo() -> None:
+    rng = np.random.default_rng(1)
+    pts = rng.random((15, 2))
+    ref = np.array([1.0, 1.0])
+    samples = rng.random((200_000, 2))
+    covered = np.zeros(len(samples), dtype=bool)
+    for p in pts:
+        covered |= np.all(samples >= p, axis=1)
+    assert hypervolume(pts, ref) == pytest.approx(covered.mean(), abs=0.005)
+
+
+# ---------------------------------------------------------------------- evolution
+def test_evolution_sampler_improves_on_random_at_equal_budget() -> None:
+    """On a separable toy objective over ofa_mbv3's parameters, OFA-style evolution
+    finds better values than random sampling with the same budget and seeds."""
+    sp = get_space("ofa_mbv3")
+    dists = distributions(sp)
+
+    def run(sampler: optuna.samplers.BaseSampler) -> float:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        for _ in range(300):
+            t = study.ask(dists)
+            arch = arch_from_params(sp, t.params)
+            study.tell(t, float(sum(arch.ks) + 2 * sum(arch.e) + 3 * sum(arch.d)))
+        return float(study.best_value)
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    evo = [run(EvolutionSampler(population=30, seed=s)) for s in range(3)]
+    rnd = [run(optuna.samplers.RandomSampler(seed=s)) for s in range(3)]
+    assert np.median(evo) > np.median(rnd), (evo, rnd)
+
+
+def test_evolution_ranks_infeasible_after_feasible() -> None:
+    sampler = EvolutionSampler(population=4, parent_ratio=0.5, seed=0)
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    dist = {"x": optuna.distributions.IntDistribution(0, 100)}
+    for x, c in [(90, 1.0), (80, 0.5), (10, -1.0), (20, 0.0)]:
+        t = study.ask(dist)
+        t.set_constraint("c", c)
+        study.tell(t, float(x))
+    parents = sampler._parents(study)
+    assert [p.values[0] for p in parents] == [20.0, 10.0]
+
+
+# ---------------------------------------------------------------------- evaluator
+def test_evaluator_fails_one_subnet_not_the_batch(search_env, one_torch_thread) -> None:
+    from nas.latency import load_predictor
+
+    cfg = SearchConfig.load(space="tiny", objectives=["macs", "latency:cpu-1t"],
+                            db=search_env["db"]).model_dump()
+    pred = load_predictor("cpu-1t", "tiny", db=search_env["db"])
+    ev = Evaluator(cfg, {"cpu-1t": pred})
+    sp = get_space("tiny")
+    good = [sp.smallest(), sp.largest()]
+    out = ev.evaluate([good[0].to_dict(), {"ks": [3], "e": [2], "d": [1], "r": 16},
+                       good[1].to_dict()])
+    assert "error" in out[1] and "ks" in out[1]["error"]
+    assert [o["latency_ms"]["cpu-1t"] for o in (out[0], out[2])] == \
+        pytest.approx(list(pred.predict(good)))
+    assert [o["macs"] for o in (out[0], out[2])] == [sp.macs(a) for a in good]
