@@ -297,25 +297,35 @@ def verify_cmd(
 
 
 def demo_cmd(
-    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path(
-        "runs/demo"
-    ),
-    space: SpaceOpt = "ofa_mbv3",
-    seed: Annotated[int, typer.Option(help="Seed of the sampled subnet.")] = 0,
-    device: Annotated[str, typer.Option(help="Device profile for the latency steps.")] = "cpu-1t",
+    workdir: Annotated[Path, typer.Option(help="Where the demo writes its files (a rerun "
+                                          "reuses its measurements).")] = Path("runs/demo"),
+    checkpoint: Annotated[Path | None, typer.Option(
+        help="Supernet checkpoint (default: the shipped tiny supernet trained on digits).")
+    ] = None,
+    data: Annotated[str, typer.Option(help="Data for the accuracy proxy.")] = "digits",
+    device: Annotated[str, typer.Option(help="Device profile to measure and search for.")
+                      ] = "cpu-1t",
     n_latency: Annotated[int, typer.Option(
-        "--n-latency", min=0, help="Subnets to measure for the latency predictor (0: skip the "
-        "latency steps).")] = 40,
+        "--n-latency", min=4, help="Subnets to measure for the latency predictor.")] = 40,
+    n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Search budget.")] = 60,
+    workers: Annotated[int, typer.Option(min=1, help="Ray actors of the search.")] = 2,
+    seed: Annotated[int, typer.Option(help="Seed of the samples and the sampler.")] = 0,
+    json_out: JsonOpt = False,
 ) -> None:
     """The main job on the embedded default, end to end, with a summary.
 
-    Samples a subnet of the supernet, exports it (ONNX + weights + manifest) and verifies the
-    export; measures a sample of subnets on the device in ONNX Runtime, fits a latency
-    predictor on them, and compares its prediction for the exported subnet with a measurement.
+    Measures a sample of the shipped supernet's subnets on the device in ONNX Runtime, fits
+    a latency predictor, runs a constrained accuracy/latency search on a local Ray (budget:
+    the median subnet's predicted latency), exports and verifies the chosen subnet, and
+    checks its predicted latency against a measurement.
     """
     from nas.demo import run_demo
 
-    run_demo(workdir=workdir, space=space, seed=seed, device=device, n_latency=n_latency)
+    summary = run_demo(workdir=workdir, checkpoint=checkpoint, data=data, device=device,
+                       n_latency=n_latency, n_trials=n_trials, workers=workers, seed=seed,
+                       progress=not json_out)
+    if json_out:
+        print_json(summary)
 
 
 def _version(value: bool) -> None:

@@ -1,26 +1,35 @@
-"""`make demo`'s job, on the tiny space: export, verify, measure, fit, predict."""
+"""`make demo`'s job: measure, fit, constrained search on local Ray, export, verify, check."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from nas.demo import run_demo
+from nas.export import verify_export
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_reruns(tmp_path, capsys):
-    summary = run_demo(workdir=tmp_path, space="tiny", seed=1, n_latency=12)
+@pytest.mark.ray
+def test_demo_runs_the_whole_pipeline_and_reruns(tmp_path, capsys):
+    summary = run_demo(workdir=tmp_path, n_latency=12, n_trials=12, workers=2,
+                       progress=False)
     out = capsys.readouterr().out
-    manifest = json.loads((tmp_path / f"export-{summary['hash']}" / "manifest.json").read_text())
-    assert manifest["arch_hash"] == summary["hash"]
     assert [s["step"] for s in summary["steps"]] == [
-        "supernet", "sample", "export", "verify", "measure", "fit", "predict"]
+        "supernet", "measure", "fit", "search", "export", "check"]
+    chosen = summary["chosen"]
+    # the chosen subnet meets the latency budget and is the most accurate on the front
+    assert chosen["feasible"] and chosen["latency_ms"]["cpu-1t"] <= summary["budget_ms"]
+    manifest = json.loads((Path(summary["export"]) / "manifest.json").read_text())
+    assert manifest["arch_hash"] == chosen["arch_hash"]
+    assert manifest["extra"]["search"]["trial"] == chosen["number"]
+    assert verify_export(summary["export"])["arch_hash"] == chosen["arch_hash"]
     lat = summary["latency"]
     assert lat["measured_ms"] > 0 and lat["predicted_ms"] > 0
-    assert "predicted" in out and "measured" in out
-    # a second run reuses the checkpoint and the measurements
-    again = run_demo(workdir=tmp_path, space="tiny", seed=1, n_latency=12)
-    assert again["hash"] == summary["hash"]
-    assert "loaded" in capsys.readouterr().out
+    assert "Pareto front" in out and "chosen subnet" in out
+    # a second run reuses the measurements and starts a new study
+    again = run_demo(workdir=tmp_path, n_latency=12, n_trials=12, workers=2, progress=False)
+    assert again["study"] != summary["study"]
+    assert "12 reused" in capsys.readouterr().out

@@ -27,3 +27,4 @@ def test_wheel_ships_specs_and_device_profiles(tmp_path):
     devices = {p.name for p in (ROOT / "latency_db" / "devices").glob("*.yaml")}
     assert {f"nas/_data/devices/{n}" for n in devices} <= names
     assert "nas/py.typed" in names
+    assert "nas/_data/supernets/tiny-digits.safetensors" in names  # make demo's supernet

@@ -11,7 +11,7 @@ from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
-__all__ = ["data_dir"]
+__all__ = ["data_dir", "shipped_supernet"]
 
 _REPO_DIRS = {"search_spaces": "search_spaces", "devices": "latency_db/devices"}
 
@@ -22,3 +22,19 @@ def data_dir(kind: str) -> Traversable:
     if repo.is_dir():
         return repo
     return resources.files(f"nas._data.{kind}")
+
+
+def shipped_supernet(name: str = "tiny-digits") -> Path:
+    """A supernet checkpoint shipped with the package (``nas/_data/supernets/<name>``).
+
+    ``tiny-digits``: the ``tiny`` space trained with progressive shrinking on scikit-learn's
+    bundled digits (``nas train --config experiments/digits_demo/config.yaml``), the
+    supernet of ``make demo``.
+    """
+    path = Path(__file__).resolve().parent / "supernets" / f"{name}.safetensors"
+    if not path.is_file():
+        from nas.errors import UnknownNameError
+
+        known = sorted(p.stem for p in path.parent.glob("*.safetensors"))
+        raise UnknownNameError(f"no shipped supernet {name!r}; shipped: {', '.join(known)}")
+    return path
