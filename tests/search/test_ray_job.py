@@ -1,0 +1,65 @@
+"""`ray job submit -- nas search ...` on a local `ray start --head` cluster."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nas.search import load_results
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+BIN = Path(sys.executable).parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_search_submitted_as_a_ray_job_runs_on_the_cluster(search_env, tmp_path) -> None:
+    port, dash = _free_port(), _free_port()
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["NAS_CACHE_DIR"] = str(tmp_path / "cache")
+    head = subprocess.Popen(
+        [str(BIN / "ray"), "start", "--head", "--block", f"--port={port}",
+         f"--dashboard-port={dash}", "--dashboard-host=127.0.0.1", "--num-cpus=2",
+         "--include-dashboard=true"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    storage = tmp_path / "job.journal"
+    try:
+        # Ray 2.60 turns token authentication on; the CLI client reads ~/.ray/auth_token
+        submit_env = {**env, "RAY_AUTH_MODE": "token"}
+        cmd = [str(BIN / "ray"), "job", "submit", "--address", f"http://127.0.0.1:{dash}",
+               "--", str(BIN / "nas"), "search", "--space", "tiny",
+               "--checkpoint", search_env["checkpoint"], "--data", "digits",
+               "-O", "accuracy", "-O", "latency:cpu-1t", "-n", "8", "--workers", "2",
+               "--db", search_env["db"], "--study", "job", "--storage", str(storage),
+               "--no-progress"]
+        deadline = time.time() + 90
+        while True:  # the dashboard's job server takes a few seconds to come up
+            proc = subprocess.run(cmd, env=submit_env, capture_output=True, text=True,
+                                  timeout=240)
+            if proc.returncode == 0 or time.time() > deadline or "succeeded" in proc.stdout:
+                break
+            if "Failed to connect" not in proc.stdout + proc.stderr:
+                break
+            time.sleep(2)
+        assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+        assert "succeeded" in proc.stdout + proc.stderr
+        res = load_results("job", str(storage))
+        assert len(res.budget_trials) == 8 and res.front
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
