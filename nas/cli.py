@@ -54,6 +54,12 @@ def _register_all() -> None:
     from nas.search._cli import register as register_search
 
     register_search(app)
+    from nas.serve._cli import register as register_serve
+
+    register_serve(app)
+    from nas.report._cli import register as register_report
+
+    register_report(app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,262 @@
+"""The Ray Serve deployment and its FastAPI routes.
+
+One deployment, :class:`NASService`, is the ingress: it holds the latency predictors (loaded
+once per replica, per (device, space, kind)), merges concurrent predict requests into one
+vectorised ``predict`` call with ``@serve.batch``, and runs the searches and exports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from nas.errors import ArchitectureError, NASError, UnknownNameError
+from nas.serve._guard import Guard
+from nas.serve._schemas import (
+    DeviceOut,
+    HealthOut,
+    PredictRequest,
+    PredictResponse,
+    SpaceOut,
+)
+from nas.serve._settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from nas.latency import LatencyPredictor
+    from nas.space import Architecture
+
+__all__ = ["NASService", "build_api", "field_error"]
+
+# Above this many architectures a predict call runs in a worker thread, so the event loop
+# keeps accepting requests meanwhile; below, the thread hop costs more than the call.
+_THREAD_ABOVE = 512
+
+PredictorKey = tuple[str, str, str | None]
+
+
+def field_error(loc: Sequence[str | int], msg: str, status: int = 422) -> HTTPException:
+    """An error in FastAPI's own validation format, naming the field at ``loc``."""
+    return HTTPException(status, detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}])
+
+
+@dataclass(frozen=True)
+class _Job:
+    key: PredictorKey
+    archs: list[Architecture]
+
+
+class _Predictors:
+    """Predictors loaded on first use and kept for the replica's life, one load at a time
+    per key."""
+
+    def __init__(self, db: str | None) -> None:
+        self.db = db
+        self.loaded: dict[PredictorKey, LatencyPredictor] = {}
+        self._locks: dict[PredictorKey, asyncio.Lock] = {}
+
+    async def get(self, key: PredictorKey) -> LatencyPredictor:
+        pred = self.loaded.get(key)
+        if pred is not None:
+            return pred
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            pred = self.loaded.get(key)
+            if pred is None:
+                pred = await asyncio.to_thread(self._load, key)
+                self.loaded[key] = pred
+        return pred
+
+    def _load(self, key: PredictorKey) -> LatencyPredictor:
+        from nas.latency import load_predictor
+
+        device, space, kind = key
+        return load_predictor(device, space, kind, db=self.db)
+
+
+@serve.deployment(
+    name="NASService",
+    num_replicas=1,
+    max_ongoing_requests=512,
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
+    health_check_period_s=10,
+)
+@serve.ingress()
+class NASService:
+    """The service's one replica: predictors, batching, searches, exports."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.predictors = _Predictors(settings.db)
+        self._predict_many.set_max_batch_size(settings.max_batch_size)
+        self._predict_many.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.jobs: Any = None  # the searches and exports, created on first use
+
+    def __serve_build_asgi_app__(self) -> Any:
+        api = build_api(self)
+        return Guard(api, token=self.settings.token,
+                     max_body_bytes=self.settings.max_body_bytes)
+
+    # ------------------------------------------------------------------ predictions
+    async def predict(self, key: PredictorKey, archs: list[Architecture]) -> np.ndarray:
+        await self.predictors.get(key)
+        result = await self._predict_many(_Job(key, archs))
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
+    async def _predict_many(self, jobs: list[_Job]) -> list[np.ndarray | BaseException]:
+        """One ``predict`` call per predictor for all the requests of a batch; a failure
+        fails only the requests of its predictor."""
+        groups: dict[PredictorKey, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.key, []).append(i)
+        out: list[np.ndarray | BaseException] = [np.zeros(0)] * len(jobs)
+        for key, idx in groups.items():
+            archs = [a for i in idx for a in jobs[i].archs]
+            try:
+                pred = self.predictors.loaded[key]
+                if len(archs) > _THREAD_ABOVE:
+                    ms = await asyncio.to_thread(pred.predict, archs)
+                else:
+                    ms = pred.predict(archs)
+            except Exception as exc:
+                for i in idx:
+                    out[i] = exc
+                continue
+            start = 0
+            for i in idx:
+                n = len(jobs[i].archs)
+                out[i] = np.asarray(ms[start:start + n], dtype=float)
+                start += n
+        return out
+
+    def jobs_or_create(self) -> Any:
+        if self.jobs is None:
+            from nas.serve._jobs import Jobs
+
+            self.jobs = Jobs(self.settings)
+        return self.jobs
+
+
+# ---------------------------------------------------------------------- routes
+def _parse_archs(space: Any, req: PredictRequest) -> list[Architecture]:
+    archs = []
+    for i, a in enumerate(req.archs):
+        try:
+            archs.append(space.parse(a.to_ofa()))
+        except ArchitectureError as exc:
+            raise field_error(("body", "archs", i), str(exc)) from None
+    return archs
+
+
+def _device_info(name: str, db: Any) -> dict[str, Any]:
+    from nas.latency import get_device
+
+    profile = get_device(name)
+    preds = []
+    for rec in db.list_predictors(device=name) if db is not None else []:
+        m = rec.metrics
+        split = "test" if m.get("test") else "train"
+        scores = m.get(split) or {}
+        preds.append({"space": rec.space, "kind": rec.kind, "split": split,
+                      "n_train": m.get("n_train"), "n_test": m.get("n_test"),
+                      "metrics": {k: scores[k] for k in ("mape", "rmse_ms", "within_5",
+                                                         "within_10", "kendall_tau")
+                                  if k in scores},
+                      "created_at": rec.created_at.isoformat()})
+    return {"name": profile.name, "profile": profile.to_dict(), "predictors": preds}
+
+
+def build_api(svc: NASService) -> FastAPI:
+    """The FastAPI app of one replica, its routes bound to ``svc``."""
+    from nas import __version__
+
+    settings = svc.settings
+    api = FastAPI(
+        title="nas",
+        version=__version__,
+        description="Hardware-aware NAS: latency predictions, searches, exports and reports. "
+        "Every route but /health needs `Authorization: Bearer <token>` when the service is "
+        "not bound to loopback.",
+    )
+
+    @api.exception_handler(NASError)
+    async def _nas_error(_: Any, exc: NASError) -> JSONResponse:
+        # A NASError that a route did not turn into a field error: the request named
+        # something the service cannot use.
+        status = 404 if isinstance(exc, UnknownNameError) else 400
+        return JSONResponse({"detail": str(exc)}, status_code=status)
+
+    @api.get("/health", response_model=HealthOut, tags=["service"])
+    async def health() -> dict[str, str]:
+        """Liveness; the only route that never needs the token."""
+        return {"status": "ok", "version": __version__}
+
+    @api.get("/devices", response_model=list[DeviceOut], tags=["latency"])
+    def devices() -> list[dict[str, Any]]:
+        """Device profiles, each with the latency predictors stored for it."""
+        from nas.db import LatencyDB
+        from nas.latency import list_devices
+
+        db = LatencyDB(settings.db)
+        try:
+            return [_device_info(name, db) for name in list_devices()]
+        finally:
+            db.close()
+
+    @api.get("/spaces", response_model=list[SpaceOut], tags=["latency"])
+    def spaces() -> list[dict[str, Any]]:
+        """The registered search spaces and their choices."""
+        from nas.space import get_space, list_spaces
+
+        out = []
+        for name in list_spaces():
+            sp = get_space(name)
+            out.append({"name": sp.name, "description": sp.spec.description,
+                        "architectures": sp.size(), "resolutions": list(sp.resolutions),
+                        "kernel_sizes": list(sp.kernel_sizes),
+                        "expand_ratios": list(sp.expand_ratios), "depths": list(sp.depths),
+                        "n_stages": sp.n_stages, "max_depth": sp.max_depth})
+        return out
+
+    @api.post("/latency/predict", response_model=PredictResponse, tags=["latency"])
+    async def predict(req: PredictRequest) -> JSONResponse:
+        """Predicted latency (ms) of each architecture on a device.
+
+        Concurrent requests are merged into one vectorised predictor call.
+        """
+        from nas.space import get_space
+
+        if len(req.archs) > settings.max_archs:
+            raise field_error(("body", "archs"), f"at most {settings.max_archs} architectures "
+                              f"per request, got {len(req.archs)}")
+        try:
+            sp = get_space(req.space)
+        except UnknownNameError as exc:
+            raise field_error(("body", "space"), str(exc)) from None
+        archs = _parse_archs(sp, req)
+        key = (req.device, sp.name, req.kind)
+        try:
+            ms = await svc.predict(key, archs)
+        except UnknownNameError as exc:
+            raise field_error(("body", "device"), str(exc)) from None
+        except NASError as exc:  # nothing fitted for (device, space, kind)
+            raise HTTPException(404, detail=str(exc)) from None
+        pred = svc.predictors.loaded[key]
+        return JSONResponse({
+            "device": req.device, "space": sp.name, "kind": pred.kind,
+            "latency_ms": ms.tolist(), "hashes": [a.hash for a in archs],
+        })
+
+    from nas.serve._routes_jobs import add_job_routes
+
+    add_job_routes(api, svc)
+    return api

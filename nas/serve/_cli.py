@@ -1,0 +1,87 @@
+"""``nas serve``: the HTTP API on Ray Serve."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from nas._cli_utils import console, err_console
+
+__all__ = ["register"]
+
+
+def serve_cmd(
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to bind. Anything but loopback requires a bearer token: "
+        "$NAS_API_TOKEN, or one generated and printed once.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535,
+                                      help="TCP port of the API.")] = 8000,
+    db: Annotated[str | None, typer.Option(
+        "--db", help="Latency database: SQLAlchemy URL or SQLite file (default: $NAS_DB_URL, "
+        "else latency_db/latency.sqlite).")] = None,
+    state_dir: Annotated[Path, typer.Option(
+        "--state-dir", help="The service's own files: the searches' study database and the "
+        "exports (files are only served from its exports/ folder).")] = Path("runs/serve"),
+    storage: Annotated[str | None, typer.Option(
+        "--storage", help="Optuna storage URL of the searches (default: SQLite in "
+        "--state-dir).")] = None,
+    allow_root: Annotated[list[Path] | None, typer.Option(
+        "--allow-root", help="A folder that submitted search configs may name checkpoints and "
+        "datasets in (repeatable); paths outside these are refused.")] = None,
+    max_archs: Annotated[int, typer.Option(
+        "--max-archs", min=1, max=100_000, help="Most architectures per predict request.")] = 1000,
+    max_body: Annotated[int, typer.Option(
+        "--max-body-bytes", min=1024, help="Largest request body accepted.")] = 1 << 20,
+    ingress: Annotated[str, typer.Option(
+        "--ingress", help="direct: Ray Serve's throughput-optimised direct ingress (the "
+        "replica serves HTTP itself); proxy: through Serve's HTTP proxy actor.")] = "direct",
+    num_cpus: Annotated[int | None, typer.Option(
+        "--num-cpus", min=1, help="CPUs of the local Ray instance (default: all).")] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI docs at /docs) until Ctrl-C.
+
+    Routes: GET /health, /devices, /spaces; POST /latency/predict; POST /searches,
+    GET|DELETE /searches/{id}, GET /searches/{id}/report; POST /exports,
+    GET /exports/{id}/{file}. Starts a local Ray instance.
+    """
+    from nas.serve._server import start
+    from nas.serve._settings import ServiceSettings, resolve_token
+
+    token, generated = resolve_token(host)
+    settings = ServiceSettings(
+        host=host, port=port, db=db, token=token, state_dir=str(state_dir), storage=storage,
+        allowed_roots=tuple(str(p) for p in (allow_root or [])), max_archs=max_archs,
+        max_body_bytes=max_body, ingress=ingress,
+    )
+    err_console.print("[dim]starting Ray and Ray Serve...[/dim]")
+    svc = start(settings, num_cpus=num_cpus)
+    stop = threading.Event()
+
+    def on_signal(*_: Any) -> None:
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
+    console.print(f"nas service on {base}  (docs: {base}/docs; Ctrl-C stops it)")
+    if generated:
+        console.print(f"API token (shown once; send `Authorization: Bearer <token>`): {token}")
+    elif token:
+        console.print("API token: from $NAS_API_TOKEN")
+    else:
+        console.print("no API token: bound to loopback only")
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        err_console.print("[dim]stopping...[/dim]")
+        svc.stop()
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``serve`` to the root app."""
+    app.command("serve")(serve_cmd)

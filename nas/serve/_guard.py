@@ -1,0 +1,105 @@
+"""The ASGI layer in front of every route: bearer-token check and request-size limit.
+
+Plain ASGI rather than Starlette's ``BaseHTTPMiddleware``: it runs on every predict request,
+and the plain form costs microseconds.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+__all__ = ["PUBLIC_PATHS", "Guard"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: Routes that never need the token.
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+async def _reply(send: Send, status: int, detail: str,
+                 headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *(headers or []),
+    ]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """Refuses requests without the bearer token (401) or with a body above the limit (413).
+
+    Args:
+        app: the wrapped ASGI app.
+        token: the required token; ``None`` turns the check off.
+        max_body_bytes: the largest body accepted; the body is read here in full (up to the
+            limit) and replayed to the app, so a chunked upload cannot get around it.
+    """
+
+    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
+        self.app = app
+        self.expected = f"Bearer {token}".encode() if token else None
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        root = scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):] or "/"
+        headers = scope.get("headers") or []
+        if self.expected is not None and path not in PUBLIC_PATHS:
+            given = next((v for k, v in headers if k == b"authorization"), b"")
+            if not secrets.compare_digest(given, self.expected):
+                await _reply(send, 401, "missing or wrong bearer token (Authorization: Bearer "
+                             "<token>)", [(b"www-authenticate", b"Bearer")])
+                return
+        if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
+            await self.app(scope, receive, send)
+            return
+        length = next((v for k, v in headers if k == b"content-length"), None)
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _reply(send, 400, "bad Content-Length header")
+                return
+            if declared > self.max_body_bytes:
+                await _reply(send, 413, f"request body of {declared} bytes is above the limit "
+                             f"of {self.max_body_bytes} bytes")
+                return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _reply(send, 413, f"request body is above the limit of "
+                             f"{self.max_body_bytes} bytes")
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

@@ -1,0 +1,284 @@
+"""Searches and exports run by the service: submitted configs checked, searches run in
+background threads of the replica (their Evaluator actors in the same Ray cluster), exports
+written under one fixed folder.
+
+Nothing a request names reaches the file system unchecked: the service chooses the study
+storage, the latency database and every output path; ids are tokens it made (16 hex digits);
+the checkpoint and dataset a config names must lie inside the folders the operator allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+import shutil
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nas.errors import ConfigError, NASError
+from nas.serve._settings import ServiceSettings
+
+__all__ = ["ExportRecord", "Jobs", "SearchJob", "check_id", "checked_path"]
+
+_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+#: datasets the loader knows by name (no file behind them)
+_BUILTIN_DATA = ("digits",)
+#: fields of a search config that the service sets itself
+_SERVICE_FIELDS = ("storage", "db", "address")
+#: proxy options a request may set (all scalars; none is a path)
+_PROXY_OPTIONS = ("seed", "channels_last", "val_limit", "bn_batches", "bn_batch_size",
+                  "eval_batch_size")
+
+
+class RequestError(NASError):
+    """A request names something the service refuses; ``loc`` is the field, ``status`` the
+    HTTP status."""
+
+    def __init__(self, loc: tuple[str | int, ...], msg: str, status: int = 422) -> None:
+        super().__init__(msg)
+        self.loc = loc
+        self.status = status
+
+
+def check_id(value: str, what: str) -> str:
+    """``value`` if it is an id the service could have made (16 lowercase hex digits)."""
+    if not _ID_RE.match(value):
+        raise RequestError(("path", f"{what}_id"),
+                           f"{what} id must be 16 hex digits, got {value!r}")
+    return value
+
+
+def checked_path(value: str, roots: tuple[Path, ...], loc: tuple[str | int, ...]) -> str:
+    """The resolved ``value`` if it lies inside one of ``roots`` (symlinks followed) and
+    exists. Whether a path outside the roots exists is never said."""
+    if not roots:
+        raise RequestError(loc, "this service accepts no file paths in requests (start it with "
+                           "--allow-root DIR to allow a folder)")
+    try:
+        resolved = Path(value).resolve()
+    except (OSError, RuntimeError, ValueError):
+        raise RequestError(loc, f"{value!r} is not a usable path") from None
+    if not any(resolved == root or root in resolved.parents for root in roots):
+        raise RequestError(loc, f"{value!r} is outside the folders this service allows")
+    if not resolved.exists():
+        raise RequestError(loc, f"{value!r} does not exist")
+    return str(resolved)
+
+
+@dataclass
+class SearchJob:
+    id: str
+    config: Any  # SearchConfig
+    stop: threading.Event = field(default_factory=threading.Event)
+    status: str = "pending"
+    error: str | None = None
+    done: int = 0
+    thread: threading.Thread | None = None
+
+
+@dataclass(frozen=True)
+class ExportRecord:
+    id: str
+    study: str
+    trial: int
+    folder: Path
+
+    def files(self) -> list[str]:
+        return sorted(p.name for p in self.folder.iterdir() if p.is_file())
+
+
+class Jobs:
+    """The searches and exports of one replica."""
+
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.searches: dict[str, SearchJob] = {}
+        self._lock = threading.Lock()
+        self._export_locks: dict[str, threading.Lock] = {}
+        settings.exports_root.mkdir(parents=True, exist_ok=True)
+
+    # ------------------------------------------------------------------ searches
+    def prepare(self, raw: dict[str, Any]) -> Any:
+        """A validated :class:`~nas.search.SearchConfig` for a submitted one: service fields
+        refused, paths checked, the study name made unique."""
+        from nas.search import SearchConfig
+
+        for key in _SERVICE_FIELDS:
+            if raw.get(key) is not None:
+                raise RequestError(("body", key), f"{key} is set by the service, not by a "
+                                   "request; leave it out")
+        for key, value in (raw.get("proxy_options") or {}).items():
+            if key not in _PROXY_OPTIONS:
+                raise RequestError(("body", "proxy_options", key), f"unknown proxy option "
+                                   f"{key!r}; allowed: {', '.join(_PROXY_OPTIONS)}")
+            if not isinstance(value, bool | int | float) and value is not None:
+                raise RequestError(("body", "proxy_options", key), "must be a number or a "
+                                   f"boolean, got {type(value).__name__}")
+        cfg = dict(raw)
+        roots = self.settings.roots
+        if cfg.get("checkpoint") is not None:
+            cfg["checkpoint"] = checked_path(str(cfg["checkpoint"]), roots,
+                                             ("body", "checkpoint"))
+        if cfg.get("data") is not None and cfg["data"] not in _BUILTIN_DATA:
+            cfg["data"] = checked_path(str(cfg["data"]), roots, ("body", "data"))
+        cfg["storage"] = self.settings.search_storage
+        cfg["db"] = self.settings.db
+        try:
+            config = SearchConfig.from_dict(cfg, where="search config")
+        except ConfigError as exc:
+            raise RequestError(("body",), str(exc)) from None
+        try:
+            import ray
+
+            cpus = int(ray.cluster_resources().get("CPU", 1))
+        except Exception:  # Ray not reachable: the search itself will say so
+            cpus = config.workers * config.worker_threads
+        if config.workers * config.worker_threads > max(1, cpus):
+            raise RequestError(("body", "workers"), f"workers x worker_threads = "
+                               f"{config.workers * config.worker_threads} is more than the "
+                               f"{cpus} CPUs of this service's Ray cluster")
+        return config
+
+    def submit(self, raw: dict[str, Any]) -> SearchJob:
+        """Check a config and start its search in a background thread.
+
+        Raises:
+            RequestError: a refused field (422), a study name in use (409), too many
+                searches running (429).
+        """
+        from nas.search._results import open_storage
+
+        job_id = secrets.token_hex(8)
+        raw = dict(raw)
+        raw.setdefault("study", None)
+        if raw["study"] is None:
+            raw["study"] = f"search-{job_id}"
+        config = self.prepare(raw)
+        import optuna
+
+        storage = open_storage(config.storage_url)
+        names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
+        with self._lock:
+            running = [j for j in self.searches.values() if j.status in ("pending", "running")]
+            if len(running) >= self.settings.max_searches:
+                raise RequestError(("body",), f"{len(running)} searches are running, the most "
+                                   "this service runs at once; retry later", status=429)
+            taken = names | {j.config.study_name for j in self.searches.values()}
+            if config.study_name in taken:
+                raise RequestError(("body", "study"), f"study {config.study_name!r} exists "
+                                   "already; choose another name", status=409)
+            job = SearchJob(id=job_id, config=config)
+            self.searches[job_id] = job
+        job.thread = threading.Thread(target=self._run, args=(job,), daemon=True,
+                                      name=f"search-{job_id}")
+        job.thread.start()
+        return job
+
+    def _run(self, job: SearchJob) -> None:
+        from nas.search import run_search
+
+        def on_trial(done: int, _budget: int) -> None:
+            job.done = done
+
+        job.status = "running"
+        try:
+            run_search(job.config, progress=False, stop=job.stop, on_trial=on_trial)
+        except Exception as exc:
+            job.error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() \
+                else type(exc).__name__
+            job.status = "failed"
+            return
+        job.status = "cancelled" if job.stop.is_set() else "completed"
+
+    def get(self, job_id: str) -> SearchJob:
+        check_id(job_id, "search")
+        job = self.searches.get(job_id)
+        if job is None:
+            raise RequestError(("path", "search_id"), f"no search {job_id}", status=404)
+        return job
+
+    def cancel(self, job_id: str) -> SearchJob:
+        job = self.get(job_id)
+        if job.status in ("pending", "running"):
+            job.stop.set()
+            job.status = "cancelling"
+        return job
+
+    def results(self, job: SearchJob) -> Any:
+        """The stored :class:`~nas.search.SearchResult`, or None before the first trial."""
+        from nas.search import load_results
+
+        try:
+            return load_results(job.config.study_name, job.config.storage_url)
+        except ConfigError:  # the study is not written yet
+            return None
+
+    # ------------------------------------------------------------------ exports
+    def _study_storage(self, study: str) -> str:
+        """The service's storage, if ``study`` is in it (a 404 naming the studies if not)."""
+        import optuna
+
+        from nas.search._results import open_storage
+
+        url = self.settings.search_storage
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(url)))
+        if study not in names:
+            raise RequestError(("body", "study"), f"no study {study!r} in this service's "
+                               f"storage; studies there: {', '.join(names[:20]) or 'none'}",
+                               status=404)
+        return url
+
+    def export(self, study: str, trial: int) -> ExportRecord:
+        """Export one trial of a study in the service's storage (or return the export made
+        earlier); verified by ``export_subnet`` before it is kept."""
+        from nas.search import export_trials
+
+        digest = hashlib.sha256(f"{study}\0{trial}".encode()).hexdigest()[:16]
+        folder = self.settings.exports_root / digest
+        with self._lock:
+            lock = self._export_locks.setdefault(digest, threading.Lock())
+        with lock:
+            if (folder / "manifest.json").is_file():
+                return ExportRecord(digest, study, trial, folder)
+            tmp = self.settings.exports_root / f".{digest}.tmp"
+            shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                written = export_trials(study, self._study_storage(study), tmp, trials=[trial],
+                                        progress=False)
+                shutil.rmtree(folder, ignore_errors=True)
+                written[0].rename(folder)
+            except ConfigError as exc:
+                msg = str(exc)
+                status = 404 if "no study" in msg or "is not in study" in msg else 422
+                raise RequestError(("body",), msg, status=status) from None
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        return ExportRecord(digest, study, trial, folder)
+
+    def export_record(self, export_id: str) -> ExportRecord:
+        check_id(export_id, "export")
+        folder = self.settings.exports_root / export_id
+        manifest = folder / "manifest.json"
+        if not manifest.is_file():
+            raise RequestError(("path", "export_id"), f"no export {export_id}", status=404)
+        import json
+
+        search = json.loads(manifest.read_text()).get("extra", {}).get("search", {})
+        return ExportRecord(export_id, str(search.get("study", "")),
+                            int(search.get("trial", -1)), folder)
+
+    def export_file(self, export_id: str, name: str) -> Path:
+        """The path of file ``name`` of an export: only a plain file directly in the export's
+        folder, never through a link."""
+        rec = self.export_record(export_id)
+        if not _FILE_RE.match(name) or name not in rec.files():
+            raise RequestError(("path", "file"), f"export {export_id} has no file {name!r}; "
+                               f"it has {', '.join(rec.files())}", status=404)
+        path = rec.folder / name
+        if path.is_symlink() or path.resolve().parent != rec.folder.resolve():
+            raise RequestError(("path", "file"), f"no file {name!r}", status=404)
+        return path

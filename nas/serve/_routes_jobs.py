@@ -1,0 +1,119 @@
+"""Routes of searches, exports and reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+
+from nas.search._config import SearchConfig
+from nas.serve._schemas import ExportOut, ExportRequest, SearchCreated, SearchOut
+
+__all__ = ["add_job_routes"]
+
+
+def _trial_out(t: Any) -> dict[str, Any]:
+    return {"number": t.number, "state": t.state, "values": t.values, "arch": t.arch or {},
+            "arch_hash": t.arch_hash or "", "feasible": t.feasible,
+            "latency_ms": t.latency_ms, "measured_ms": t.measured_ms}
+
+
+def _search_out(job: Any, res: Any) -> dict[str, Any]:
+    cfg = job.config
+    objectives = [{"name": o.name, "direction": o.direction, "label": o.label}
+                  for o in cfg.objective_list]
+    return {
+        "id": job.id, "study": cfg.study_name, "status": job.status, "error": job.error,
+        "n_trials": cfg.n_trials,
+        "trials_done": res.n_complete if res is not None else 0,
+        "trials_failed": res.n_failed if res is not None else 0,
+        "objectives": objectives,
+        "front": [_trial_out(t) for t in res.front] if res is not None else [],
+    }
+
+
+def _export_out(rec: Any) -> dict[str, Any]:
+    import json
+
+    manifest = json.loads((rec.folder / "manifest.json").read_text())
+    return {"id": rec.id, "study": rec.study, "trial": rec.trial, "files": rec.files(),
+            "manifest": manifest}
+
+
+def add_job_routes(api: FastAPI, svc: Any) -> None:
+    """Add the ``/searches`` and ``/exports`` routes to ``api``, bound to ``svc``."""
+    from nas.serve._jobs import RequestError
+
+    @api.exception_handler(RequestError)
+    async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": str(exc),
+                                         "type": "value_error"}]}, status_code=exc.status)
+
+    @api.post("/searches", response_model=SearchCreated, status_code=201, tags=["search"])
+    def create_search(config: SearchConfig) -> dict[str, Any]:
+        """Start a search (a search config, as in `nas search --config`); returns its id.
+
+        `storage`, `db` and `address` are the service's own; `checkpoint` and `data` must lie
+        in a folder the service allows (`--allow-root`), or `data` be `digits`.
+        """
+        job = svc.jobs_or_create().submit(config.model_dump(exclude_unset=True))
+        return {"id": job.id, "study": job.config.study_name, "status": job.status,
+                "url": f"/searches/{job.id}"}
+
+    @api.get("/searches", response_model=list[dict[str, Any]], tags=["search"])
+    def list_searches() -> list[dict[str, Any]]:
+        """The searches this service runs or ran since it started."""
+        jobs = svc.jobs_or_create()
+        return [{"id": j.id, "study": j.config.study_name, "status": j.status,
+                 "trials_done": j.done} for j in jobs.searches.values()]
+
+    @api.get("/searches/{search_id}", response_model=SearchOut, tags=["search"])
+    def get_search(search_id: str) -> dict[str, Any]:
+        """Status, trials done and the current Pareto front (best feasible with one
+        objective)."""
+        jobs = svc.jobs_or_create()
+        job = jobs.get(search_id)
+        return _search_out(job, jobs.results(job))
+
+    @api.delete("/searches/{search_id}", response_model=SearchOut, status_code=202,
+                tags=["search"])
+    def cancel_search(search_id: str) -> dict[str, Any]:
+        """Cancel a search: it finishes the batches in flight and stops (status
+        `cancelling`, then `cancelled`); what it stored stays."""
+        jobs = svc.jobs_or_create()
+        job = jobs.cancel(search_id)
+        return _search_out(job, jobs.results(job))
+
+    @api.get("/searches/{search_id}/report", response_class=HTMLResponse, tags=["search"])
+    def search_report(search_id: str) -> HTMLResponse:
+        """The search's report: one self-contained HTML page (as `nas report`)."""
+        from nas.report import render_report
+
+        jobs = svc.jobs_or_create()
+        job = jobs.get(search_id)
+        res = jobs.results(job)
+        if res is None:
+            raise RequestError(("path", "search_id"), f"search {search_id} has no trial yet",
+                               status=404)
+        return HTMLResponse(render_report(res))
+
+    @api.post("/exports", response_model=ExportOut, status_code=201, tags=["export"])
+    def create_export(req: ExportRequest) -> dict[str, Any]:
+        """Export one trial of a study run by this service (ONNX, weights, manifest; verified
+        against torch before it is kept). The same trial twice gives the same export."""
+        rec = svc.jobs_or_create().export(req.study, req.trial)
+        return _export_out(rec)
+
+    @api.get("/exports/{export_id}", response_model=ExportOut, tags=["export"])
+    def get_export(export_id: str) -> dict[str, Any]:
+        """An export's files and manifest."""
+        return _export_out(svc.jobs_or_create().export_record(export_id))
+
+    @api.get("/exports/{export_id}/{file}", tags=["export"],
+             responses={200: {"content": {"application/octet-stream": {}}}})
+    def get_export_file(export_id: str, file: str) -> FileResponse:
+        """One file of an export: `model.onnx`, `weights.safetensors` or `manifest.json`."""
+        path = svc.jobs_or_create().export_file(export_id, file)
+        media = "application/json" if path.suffix == ".json" else "application/octet-stream"
+        return FileResponse(path, media_type=media, filename=path.name)

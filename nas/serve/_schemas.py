@@ -1,0 +1,149 @@
+"""Request and response bodies of the HTTP API (pydantic models: the OpenAPI schema at /docs).
+
+Requests forbid unknown fields, so that a typo is a 422 naming the field rather than a
+silently ignored option.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+__all__ = [
+    "ID_PATTERN",
+    "NAME_PATTERN",
+    "ArchIn",
+    "DeviceOut",
+    "ExportOut",
+    "ExportRequest",
+    "HealthOut",
+    "PredictRequest",
+    "PredictResponse",
+    "SearchCreated",
+    "SearchOut",
+    "SpaceOut",
+    "TrialOut",
+]
+
+#: Names of devices, spaces and studies: also file names, so no separators.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+#: Search and export ids made by the service: 16 lowercase hex digits.
+ID_PATTERN = r"^[0-9a-f]{16}$"
+
+_HARD_MAX_ARCHS = 100_000  # the service's own limit (settings.max_archs) is checked after
+
+Kind = Literal["flops", "lut", "additive", "gbdt", "hybrid"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ArchIn(_Strict):
+    """An architecture in Once-for-All's format."""
+
+    ks: list[StrictInt] = Field(max_length=1024, description="kernel size per layer slot")
+    e: list[StrictInt] = Field(max_length=1024, description="expand ratio per layer slot")
+    d: list[StrictInt] = Field(max_length=256, description="depth per stage")
+    r: StrictInt = Field(description="input resolution")
+    wid: None = Field(default=None, description="OFA's width key; always null, ignored")
+
+    def to_ofa(self) -> dict[str, Any]:
+        return {"ks": self.ks, "e": self.e, "d": self.d, "r": self.r}
+
+
+class PredictRequest(_Strict):
+    device: str = Field(pattern=NAME_PATTERN, description="device profile (GET /devices)")
+    space: str = Field(pattern=NAME_PATTERN, description="search space (GET /spaces)")
+    archs: list[ArchIn] = Field(min_length=1, max_length=_HARD_MAX_ARCHS)
+    kind: Kind | None = Field(
+        default=None,
+        description="predictor kind; default: the stored one with the best held-out MAPE",
+    )
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{
+            "device": "cpu-1t", "space": "ofa_mbv3",
+            "archs": [{"ks": [3, 3, 5, 7, 3, 3, 5, 3, 7, 7, 3, 7, 3, 7, 5, 5, 3, 3, 5, 5],
+                       "e": [3, 3, 4, 3, 6, 4, 3, 4, 6, 4, 6, 6, 6, 4, 4, 6, 6, 6, 6, 3],
+                       "d": [2, 2, 2, 3, 3], "r": 224}],
+        }]},
+    )
+
+
+class PredictResponse(BaseModel):
+    device: str
+    space: str
+    kind: str = Field(description="the predictor kind that answered")
+    latency_ms: list[float] = Field(description="one prediction per arch, in order")
+    hashes: list[str] = Field(description="each arch's canonical hash, in order")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok"]
+    version: str
+
+
+class DeviceOut(BaseModel):
+    name: str
+    profile: dict[str, Any]
+    predictors: list[dict[str, Any]] = Field(
+        description="stored predictors: space, kind, held-out metrics, when fitted"
+    )
+
+
+class SpaceOut(BaseModel):
+    name: str
+    description: str
+    architectures: int
+    resolutions: list[int]
+    kernel_sizes: list[int]
+    expand_ratios: list[int]
+    depths: list[int]
+    n_stages: int
+    max_depth: int
+
+
+class TrialOut(BaseModel):
+    number: int
+    state: str
+    values: dict[str, float]
+    arch: dict[str, Any]
+    arch_hash: str
+    feasible: bool
+    latency_ms: dict[str, float]
+    measured_ms: dict[str, float]
+
+
+class SearchCreated(BaseModel):
+    id: str
+    study: str
+    status: str
+    url: str = Field(description="where to follow it: GET this path")
+
+
+class SearchOut(BaseModel):
+    id: str
+    study: str
+    status: Literal["pending", "running", "cancelling", "completed", "cancelled", "failed"]
+    error: str | None = None
+    n_trials: int = Field(description="trials asked for")
+    trials_done: int = Field(description="completed trials so far")
+    trials_failed: int
+    objectives: list[dict[str, str]]
+    front: list[TrialOut] = Field(description="the current Pareto front (or best feasible)")
+
+
+class ExportRequest(_Strict):
+    study: str = Field(pattern=NAME_PATTERN)
+    trial: StrictInt = Field(ge=0, description="trial number in the study")
+
+
+class ExportOut(BaseModel):
+    id: str
+    study: str
+    trial: int
+    files: list[str] = Field(description="file names, each at GET /exports/{id}/{file}")
+    manifest: dict[str, Any]

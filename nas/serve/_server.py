@@ -1,0 +1,173 @@
+"""Starting and stopping the service on a local Ray instance."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+from nas.errors import ConfigError, NASError
+from nas.serve._settings import ServiceSettings
+
+__all__ = ["RunningService", "ray_env", "start"]
+
+APP_NAME = "nas"
+
+
+def _free_port(host: str) -> int:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.bind((host if host not in ("localhost",) else "127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def ray_env(settings: ServiceSettings) -> dict[str, str]:
+    """Environment the Ray processes need for ``settings.ingress``; read when Ray starts.
+
+    ``direct`` is Ray Serve's throughput-optimised mode with direct ingress: the ingress
+    replica runs its own HTTP server, and the port range it draws from is pinned to
+    ``settings.port``. Draining on shutdown is off (a single local replica has no load
+    balancer to drain from), and so is the quarantine of released ports.
+    """
+    if settings.ingress == "proxy":
+        return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+    return {
+        "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
+        "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
+        "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(settings.port),
+        "RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT": str(settings.port + 1),
+        "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "0",
+        # a released port would otherwise be held back 150 s (for HAProxy, unused here): a
+        # replica restarted after a crash could not listen again for that long
+        "RAY_SERVE_PORT_QUARANTINE_S": "0",
+    }
+
+
+@dataclass
+class RunningService:
+    """A started service; ``stop()`` shuts Serve (and the Ray instance it started) down."""
+
+    url: str
+    settings: ServiceSettings
+    started_ray: bool
+    env_before: dict[str, str | None]
+
+    def redeploy(self, settings: ServiceSettings, timeout_s: float = 120.0) -> None:
+        """Replace the service with one built from ``settings`` (e.g. a new token), on the
+        same host, port and ingress; predictors are loaded again."""
+        from ray import serve
+
+        same = ("host", "port", "ingress")
+        if any(getattr(settings, k) != getattr(self.settings, k) for k in same):
+            raise ConfigError(f"redeploy keeps {', '.join(same)}; start a new service instead")
+        serve.delete(APP_NAME)  # frees the port before the new replica listens on it
+        _deploy(settings)
+        _wait_healthy(self.url, timeout_s)
+        self.settings = settings
+
+    def stop(self) -> None:
+        import ray
+        from ray import serve
+
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if self.started_ray:
+            ray.shutdown()
+            _restore(self.env_before)
+
+
+def _restore(env: dict[str, str | None]) -> None:
+    for key, value in env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+def _wait_healthy(url: str, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = exc
+        time.sleep(0.1)
+    raise NASError(f"the service did not answer on {url}/health within {timeout_s:.0f} s "
+                   f"({last}); see the Ray logs under /tmp/ray/session_latest/logs/")
+
+
+def _deploy(settings: ServiceSettings) -> None:
+    from ray import serve
+
+    from nas.serve._app import NASService
+
+    settings.state_path.mkdir(parents=True, exist_ok=True)
+    app = NASService.options(ray_actor_options={"num_cpus": 0}).bind(settings)
+    serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
+
+
+def start(settings: ServiceSettings, *, num_cpus: int | None = None,
+          timeout_s: float = 120.0) -> RunningService:
+    """Start Ray (locally, unless already started), Serve and the service; return once it
+    answers on ``http://host:port``.
+
+    Args:
+        settings: where to bind and what to serve.
+        num_cpus: CPUs of the local Ray instance (default: all).
+        timeout_s: how long to wait for the service to answer.
+
+    Raises:
+        ConfigError: Ray already runs in this process without the environment
+            ``settings.ingress`` needs (call ``ray.shutdown()`` first, or use
+            ``ingress="proxy"``).
+        NASError: the service did not come up.
+    """
+    import ray
+
+    env = ray_env(settings)
+    env_before = {k: os.environ.get(k) for k in env}
+    started_ray = False
+    if ray.is_initialized():
+        wrong = {k: v for k, v in env.items() if os.environ.get(k) != v}
+        if wrong and settings.ingress == "direct":
+            raise ConfigError(
+                "Ray already runs in this process without the settings of Serve's direct "
+                f"ingress ({', '.join(sorted(wrong))}); call ray.shutdown() first or use "
+                "ingress='proxy'"
+            )
+    else:
+        os.environ.update(env)
+        # address="local": a new instance even when `ray start` left one on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+        started_ray = True
+    from ray import serve
+
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
+    proxy_port = _free_port(settings.host) if settings.ingress == "direct" else settings.port
+    try:
+        serve.start(http_options={"host": settings.host, "port": proxy_port},
+                    logging_config={"enable_access_log": False, "log_level": "WARNING"})
+        _deploy(settings)
+        host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+        if settings.host in ("0.0.0.0", "::"):
+            host = "127.0.0.1" if settings.host == "0.0.0.0" else "[::1]"
+        url = f"http://{host}:{settings.port}"
+        _wait_healthy(url, timeout_s)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            serve.shutdown()
+        if started_ray:
+            ray.shutdown()
+            _restore(env_before)
+        raise
+    return RunningService(url=url, settings=settings, started_ray=started_ray,
+                          env_before=env_before)
