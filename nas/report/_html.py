@@ -42,7 +42,7 @@ th { background: #f5f5f5; } td.l, th.l { text-align: left; }
 .subnet h3 { margin: 0 0 0.3rem 0; font-size: 1rem; }
 .grid td { width: 3.2rem; text-align: center; font-size: 0.8rem; padding: 0.2rem; }
 .grid td.off { background: #fafafa; color: #bbb; }
-.grid th { font-size: 0.75rem; }
+.grid th { font-size: 0.75rem; white-space: nowrap; }
 .legend span { display: inline-block; padding: 0.1rem 0.5rem; margin-right: 0.3rem;
                border-radius: 3px; font-size: 0.8rem; }
 .note { color: #666; font-size: 0.85rem; }
@@ -162,6 +162,16 @@ def _front_figure(res: SearchResult, x: str, y: str) -> Any:
                 pred = t.latency_ms.get(dev)
                 mtext.append(f"{_hover(t)}<br>predicted {_fmt(pred)} ms")
         if mx:
+            # a dotted line from each verified subnet's predicted latency to its measured one
+            lx: list[float | None] = []
+            ly: list[float | None] = []
+            for t in res.trials:
+                if dev in t.measured_ms and dev in t.latency_ms and _metric(t, y) is not None:
+                    lx += [t.latency_ms[dev], t.measured_ms[dev], None]
+                    ly += [_metric(t, y), _metric(t, y), None]
+            fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", showlegend=False,
+                                     hoverinfo="skip", line={"color": _MEASURED, "width": 1,
+                                                             "dash": "dot"}))
             fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", name="measured (verified)",
                                      marker={"color": _MEASURED, "size": 11,
                                              "symbol": "diamond-open", "line": {"width": 2}},
@@ -213,7 +223,7 @@ def _arch_grid(arch: dict[str, Any], space: Any) -> str:
     md = len(ks) // max(1, n_stages)
     kernels = sorted(space.kernel_sizes) if space is not None else sorted(set(ks))
     expands = sorted(space.expand_ratios) if space is not None else sorted(set(es))
-    head = "".join(f"<th>stage {s + 1}<br>d={ds[s]}</th>" for s in range(n_stages))
+    head = "".join(f"<th>stage {s + 1}<br>depth {ds[s]}</th>" for s in range(n_stages))
     rows = []
     for i in range(md):
         cells = []

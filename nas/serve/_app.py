@@ -94,8 +94,9 @@ class NASService:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.predictors = _Predictors(settings.db)
-        self._predict_many.set_max_batch_size(settings.max_batch_size)
-        self._predict_many.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        batcher: Any = self._predict_many  # serve.batch's wrapper, not the plain method
+        batcher.set_max_batch_size(settings.max_batch_size)
+        batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.jobs: Any = None  # the searches and exports, created on first use
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -253,7 +254,7 @@ def build_api(svc: NASService) -> FastAPI:
         pred = svc.predictors.loaded[key]
         return JSONResponse({
             "device": req.device, "space": sp.name, "kind": pred.kind,
-            "latency_ms": ms.tolist(), "hashes": [a.hash for a in archs],
+            "latency_ms": ms.tolist(), "hashes": [a.hash for a in archs] if req.hashes else None,
         })
 
     from nas.serve._routes_jobs import add_job_routes

@@ -61,6 +61,7 @@ class PredictRequest(_Strict):
         default=None,
         description="predictor kind; default: the stored one with the best held-out MAPE",
     )
+    hashes: bool = Field(default=False, description="also return each arch's canonical hash")
 
     model_config = ConfigDict(
         extra="forbid",
@@ -78,7 +79,8 @@ class PredictResponse(BaseModel):
     space: str
     kind: str = Field(description="the predictor kind that answered")
     latency_ms: list[float] = Field(description="one prediction per arch, in order")
-    hashes: list[str] = Field(description="each arch's canonical hash, in order")
+    hashes: list[str] | None = Field(
+        default=None, description="each arch's canonical hash, in order (when asked for)")
 
 
 class HealthOut(BaseModel):

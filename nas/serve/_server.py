@@ -10,6 +10,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 
 from nas.errors import ConfigError, NASError
 from nas.serve._settings import ServiceSettings
@@ -110,7 +111,8 @@ def _deploy(settings: ServiceSettings) -> None:
     from nas.serve._app import NASService
 
     settings.state_path.mkdir(parents=True, exist_ok=True)
-    app = NASService.options(ray_actor_options={"num_cpus": 0}).bind(settings)
+    deployment: Any = NASService  # a serve Deployment once decorated
+    app = deployment.options(ray_actor_options={"num_cpus": 0}).bind(settings)
     serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -33,15 +34,15 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
-def resolve_token(host: str, env: dict[str, str] | None = None) -> tuple[str | None, bool]:
+def resolve_token(host: str, env: Mapping[str, str] | None = None) -> tuple[str | None, bool]:
     """The bearer token the service requires, and whether it was generated here.
 
     The token comes from ``$NAS_API_TOKEN`` when set (then it is required even on loopback).
     Otherwise a service bound to anything but loopback gets a new random token (it must be
     shown to the user once); a loopback service runs without one.
     """
-    env = os.environ if env is None else env
-    token = env.get(TOKEN_ENV) or None
+    source: Mapping[str, str] = os.environ if env is None else env
+    token = source.get(TOKEN_ENV) or None
     if token is not None:
         return token, False
     if is_loopback(host):

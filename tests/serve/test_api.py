@@ -72,7 +72,7 @@ def test_spaces_list_choices(service: Any) -> None:
 def test_predict_matches_python_api(service: Any, service_env: dict[str, Any]) -> None:
     archs = _archs(12, seed=3)
     parsed = [get_space("tiny").parse(a) for a in archs]
-    r = _predict(service.url, archs)
+    r = _predict(service.url, archs, hashes=True)
     assert r.status_code == 200, r.text
     body = r.json()
     best = load_predictor("cpu-1t", "tiny", db=service_env["db"])  # best held-out MAPE
@@ -82,7 +82,7 @@ def test_predict_matches_python_api(service: Any, service_env: dict[str, Any]) -
 
     r = _predict(service.url, archs[:1], kind="flops")
     flops = load_predictor("cpu-1t", "tiny", "flops", db=service_env["db"])
-    assert r.json()["kind"] == "flops"
+    assert r.json()["kind"] == "flops" and r.json()["hashes"] is None
     assert r.json()["latency_ms"] == pytest.approx(list(flops.predict(parsed[:1])), rel=1e-9)
 
 

@@ -42,7 +42,7 @@ def _wait(url: str, search_id: str, until: set[str], timeout_s: float = 180) -> 
 
 
 def test_search_completes_and_its_export_downloads_and_verifies(
-        service: Any, service_env: dict[str, Any], tmp_path: Path) -> None:
+        service: Any, service_env: dict[str, Any], tmp_path: Path, run_nas: Any) -> None:
     r = requests.post(f"{service.url}/searches", json=_config(service_env, study="http-e2e"),
                       timeout=60)
     assert r.status_code == 201, r.text
@@ -77,6 +77,14 @@ def test_search_completes_and_its_export_downloads_and_verifies(
     assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
     assert "http-e2e" in report.text and 'id="front-0"' in report.text
     assert "<script src=" not in report.text  # self-contained
+
+    out = tmp_path / "report.html"
+    code, _, err = run_nas(["report", "--study", "http-e2e", "--storage",
+                           service.settings.search_storage, "--out", str(out)])
+    assert code == 0, err
+    page = out.read_text()
+    for t in front:
+        assert f"<code>{t['arch_hash']}</code>" in page
 
     best = front[0]
     r = requests.post(f"{service.url}/exports", json={"study": "http-e2e",
