@@ -236,7 +236,9 @@ def _ray_init(address: str | None) -> bool:
         if addr:
             ray.init(address=addr, log_to_driver=False, logging_level="ERROR")
         else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+            # "local": a new instance here, never a stale `ray start` cluster's address
+            ray.init(address="local", include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR")
     except ConnectionError as exc:
         raise ConfigError(f"cannot join the Ray cluster at {addr}: {error_line(exc)}") from None
     return True

@@ -67,13 +67,17 @@ def serve_cmd(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, on_signal)
     base = f"http://{host}:{port}" if ":" not in host else f"http://[{host}]:{port}"
-    console.print(f"nas service on {base}  (docs: {base}/docs; Ctrl-C stops it)")
+    # soft_wrap: a URL or token broken over two lines cannot be copied
+    console.print(f"nas service on {base}  (docs: {base}/docs; Ctrl-C stops it)",
+                  soft_wrap=True)
     if generated:
-        console.print(f"API token (shown once; send `Authorization: Bearer <token>`): {token}")
+        console.print("API token (shown once; send `Authorization: Bearer <token>`):",
+                      soft_wrap=True)
+        console.print(token, soft_wrap=True, markup=False)
     elif token:
-        console.print("API token: from $NAS_API_TOKEN")
+        console.print("API token: from $NAS_API_TOKEN", soft_wrap=True)
     else:
-        console.print("no API token: bound to loopback only")
+        console.print("no API token: bound to loopback only", soft_wrap=True)
     try:
         while not stop.wait(0.5):
             pass

@@ -14,6 +14,7 @@ import re
 import secrets
 import shutil
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,10 +213,16 @@ class Jobs:
         """The stored :class:`~nas.search.SearchResult`, or None before the first trial."""
         from nas.search import load_results
 
-        try:
-            return load_results(job.config.study_name, job.config.storage_url)
-        except ConfigError:  # the study is not written yet
-            return None
+        for attempt in range(3):
+            try:
+                return load_results(job.config.study_name, job.config.storage_url)
+            except ConfigError:  # the study is not written yet
+                return None
+            except Exception:  # the running search holds a write lock on the storage
+                if attempt == 2:
+                    raise
+                time.sleep(0.2 * (attempt + 1))
+        return None
 
     # ------------------------------------------------------------------ exports
     def _study_storage(self, study: str) -> str:

@@ -58,12 +58,13 @@ class ServiceSettings:
         host: address to bind; a bearer token is required unless it is loopback.
         port: TCP port of the API.
         db: latency database URL or SQLite file (default: ``$NAS_DB_URL``, else the default
-            file), read for devices' predictors.
+            file), read for devices' predictors; resolved to a URL on construction.
         token: bearer token required on every route but ``/health``; ``None`` only on
             loopback.
         state_dir: the service's own files: the search study database and the exports. Files
             are only ever served from ``state_dir/exports``.
-        storage: Optuna storage URL of the searches (default: SQLite in ``state_dir``).
+        storage: Optuna storage URL or journal file of the searches (default: SQLite in
+            ``state_dir``).
         allowed_roots: folders that search configs may name checkpoints and datasets in; a
             path from a request outside them is refused.
         max_archs: most architectures in one predict request.
@@ -89,6 +90,16 @@ class ServiceSettings:
     ingress: str = "direct"
 
     def __post_init__(self) -> None:
+        # Paths are made absolute here, in the process that read them: the replica and the
+        # search actors run in other processes, whose working folder may differ.
+        from nas.db import resolve_db_url
+
+        object.__setattr__(self, "db", resolve_db_url(self.db))
+        object.__setattr__(self, "state_dir", str(Path(self.state_dir).expanduser().resolve()))
+        object.__setattr__(self, "allowed_roots", tuple(
+            str(Path(r).expanduser().resolve()) for r in self.allowed_roots))
+        if self.storage is not None and "://" not in self.storage:
+            object.__setattr__(self, "storage", str(Path(self.storage).expanduser().resolve()))
         if not isinstance(self.host, str) or not self.host:
             raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
         for name, value, low, high in (

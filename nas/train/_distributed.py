@@ -98,7 +98,8 @@ def train_distributed(
     if not ray.is_initialized():
         addr = address or os.environ.get("RAY_ADDRESS") or None
         if addr is None:
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
+            ray.init(address="local",  # never a stale `ray start` cluster's address
+                     num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
                      log_to_driver=True, logging_level=logging.WARNING)
         else:
             ray.init(address=addr)

@@ -237,7 +237,8 @@ def test_device_lock_serialises_measurements(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_measurement_runs_as_a_ray_task_on_the_device_resource(db: LatencyDB) -> None:
     ray = pytest.importorskip("ray")
-    ray.init(num_cpus=1, resources={"device:test": 1}, include_dashboard=False,
+    ray.init(address="local", num_cpus=1, resources={"device:test": 1},
+             include_dashboard=False,
              log_to_driver=False)
     try:
         prof = DeviceProfile("ray-test", placement="ray", ray_resource="device:test")

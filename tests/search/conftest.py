@@ -61,7 +61,8 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray = pytest.importorskip("ray")
     before = os.environ.get("NAS_CACHE_DIR")
     os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nas-cache"))
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
+             logging_level="ERROR")
     try:
         yield
     finally:

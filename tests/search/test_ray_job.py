@@ -63,3 +63,7 @@ def test_a_search_submitted_as_a_ray_job_runs_on_the_cluster(search_env, tmp_pat
             head.wait(30)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        # `ray start` records its address for later ray.init() calls; the cluster is gone
+        current = Path("/tmp/ray/ray_current_cluster")
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()

@@ -19,7 +19,7 @@ import yaml
 from nas.export import verify_export
 from nas.latency import load_predictor
 from nas.proxies import ProxyContext, get_proxy
-from nas.search import SearchConfig, load_results, run_search
+from nas.search import SearchConfig, load_results, run_search, verify_trials
 from nas.space import get_space
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -70,9 +70,13 @@ def test_two_workers_end_to_end_then_results_and_verified_exports(
     pids = {t.user_attrs.get("worker_pid") for t in study.trials} - {None}
     assert len(pids) == 2
 
+    verified = verify_trials("e2e", cfg["storage"], 1, progress=False)
+    assert list(verified) == [front[0]["number"]] and verified[front[0]["number"]]["cpu-1t"] > 0
+
     code, out, _ = run_nas(["results", "--study", "e2e", "--storage", cfg["storage"], "--json"])
     again = json.loads(out)
     assert [t["number"] for t in again["front"]] == [t["number"] for t in front]
+    assert again["front"][0]["measured_ms"] == verified[front[0]["number"]]
     assert again["hypervolume"] > 0
 
     code, out, err = run_nas(["export", "--study", "e2e", "--storage", cfg["storage"],

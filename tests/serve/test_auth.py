@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 import requests
 
-from nas.errors import ConfigError
-from nas.serve import ServiceSettings, is_loopback, resolve_token
+from nas.serve import is_loopback, resolve_token
 
 TOKEN = secrets.token_urlsafe(24)
 ROUTES = [("get", "/devices"), ("get", "/spaces"), ("get", "/docs"), ("get", "/openapi.json"),
@@ -36,16 +35,6 @@ def test_token_from_env_else_generated_off_loopback() -> None:
     a, generated = resolve_token("0.0.0.0", {})
     b, _ = resolve_token("0.0.0.0", {})
     assert generated and len(a) >= 32 and a != b  # a fresh random token each time
-
-
-def test_settings_refuse_open_non_loopback_and_weak_tokens() -> None:
-    with pytest.raises(ConfigError, match="not loopback: a bearer token is required"):
-        ServiceSettings(host="0.0.0.0")
-    with pytest.raises(ConfigError, match="at least 16 printable characters"):
-        ServiceSettings(token="short")
-    with pytest.raises(ConfigError, match="ingress must be one of"):
-        ServiceSettings(ingress="magic")
-    assert ServiceSettings(host="0.0.0.0", token=TOKEN).token == TOKEN
 
 
 def test_serve_cli_refuses_bad_settings_in_one_line(run_nas: Any) -> None:
