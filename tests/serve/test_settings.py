@@ -1,0 +1,39 @@
+"""Service settings: validation, and paths made absolute where they were read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nas.errors import ConfigError
+from nas.serve import ServiceSettings
+
+
+def test_settings_refuse_open_non_loopback_weak_tokens_and_bad_limits() -> None:
+    with pytest.raises(ConfigError, match="not loopback: a bearer token is required"):
+        ServiceSettings(host="0.0.0.0")
+    with pytest.raises(ConfigError, match="at least 16 printable characters"):
+        ServiceSettings(token="short")
+    with pytest.raises(ConfigError, match="ingress must be one of"):
+        ServiceSettings(ingress="magic")
+    with pytest.raises(ConfigError, match=r"max_archs must be an integer in \[1, 100000\]"):
+        ServiceSettings(max_archs=0)
+    assert ServiceSettings(host="0.0.0.0", token="x" * 16).token == "x" * 16
+
+
+def test_relative_paths_are_resolved_where_they_were_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replica and the search actors run in other processes: a relative path must not
+    change meaning there."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("NAS_DB_URL", raising=False)
+    s = ServiceSettings(db="lat.sqlite", state_dir="state", allowed_roots=("data",),
+                        storage="s.journal")
+    assert s.db == f"sqlite:///{tmp_path / 'lat.sqlite'}"
+    assert s.state_dir == str(tmp_path / "state")
+    assert s.allowed_roots == (str(tmp_path / "data"),)
+    assert s.search_storage == str(tmp_path / "s.journal")
+    assert ServiceSettings(state_dir="state").search_storage == \
+        f"sqlite:///{tmp_path / 'state' / 'searches.sqlite'}"
+    assert s.exports_root == tmp_path / "state" / "exports"
