@@ -64,8 +64,12 @@ def service_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 @pytest.fixture(scope="package")
 def service(service_env: dict[str, Any]) -> Iterator[Any]:
     """The service on real Ray Serve (local Ray, 2 CPUs), loopback, no token."""
+    import ray
+
     from nas.serve import ServiceSettings, start
 
+    if ray.is_initialized():  # left by an earlier test: Serve's ingress needs a fresh one
+        ray.shutdown()
     before = os.environ.get("NAS_CACHE_DIR")
     os.environ["NAS_CACHE_DIR"] = str(service_env["root"] / "cache")  # the workers' caches
     settings = ServiceSettings(

@@ -37,3 +37,13 @@ def test_relative_paths_are_resolved_where_they_were_given(
     assert ServiceSettings(state_dir="state").search_storage == \
         f"sqlite:///{tmp_path / 'state' / 'searches.sqlite'}"
     assert s.exports_root == tmp_path / "state" / "exports"
+
+
+def test_predict_kinds_are_the_registered_predictors() -> None:
+    """The request schema lists the kinds by name (for /docs); they must not drift."""
+    from typing import get_args
+
+    from nas.latency import PREDICTORS
+    from nas.serve._schemas import Kind
+
+    assert set(get_args(Kind)) == set(PREDICTORS)
