@@ -44,7 +44,7 @@ from nas.search._results import (
     result_from_study,
     storage_label,
 )
-from nas.search._worker import Evaluator, error_line
+from nas.search._worker import Evaluator, error_line, peak_rss_mb
 from nas.space import Architecture, SearchSpace, get_space
 
 __all__ = ["check_config", "load_latency_predictors", "make_sampler", "run_search"]
@@ -285,6 +285,18 @@ class _Pool:
         ray.kill(self.actors[idx], no_restart=True)
         self.actors[idx] = self._new()
 
+    def stats(self) -> list[dict[str, Any]]:
+        """Each live actor's pid, host and peak memory (dead ones are left out)."""
+        import ray
+
+        out = []
+        for a in self.actors:
+            try:
+                out.append(ray.get(a.info.remote(), timeout=30))
+            except Exception:  # Ray raises many types here
+                continue
+        return out
+
     def shutdown(self) -> None:
         import ray
 
@@ -495,6 +507,10 @@ def run_search(
                             _finish(st, dup, arch, res, duplicate_of=trial.number)
                             st.duplicates += 1
                     tick()
+        study.set_user_attr("last_run", {
+            "workers": pool.stats(), "driver_peak_rss_mb": round(peak_rss_mb(), 1),
+            "evaluated": st.evaluated, "duplicates": st.duplicates, "retried": st.retried,
+        })
     finally:
         if pool is not None:
             pool.shutdown()

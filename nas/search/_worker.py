@@ -20,7 +20,14 @@ from nas.errors import NASError
 from nas.search._config import SearchConfig
 from nas.space import Architecture, get_space
 
-__all__ = ["Evaluator", "error_line"]
+__all__ = ["Evaluator", "error_line", "peak_rss_mb"]
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MiB (Linux reports KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def error_line(exc: BaseException) -> str:
@@ -63,8 +70,9 @@ class Evaluator:
             )
 
     def info(self) -> dict[str, Any]:
-        """Where this evaluator runs (process id and host), for logs and fault tests."""
-        return {"pid": os.getpid(), "host": socket.gethostname()}
+        """Where this evaluator runs (process id, host) and its peak memory so far."""
+        return {"pid": os.getpid(), "host": socket.gethostname(),
+                "peak_rss_mb": round(peak_rss_mb(), 1)}
 
     def evaluate(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per architecture: ``accuracy`` (if an objective), ``latency_ms`` per
