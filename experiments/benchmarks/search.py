@@ -3,7 +3,7 @@
 Parts (``--parts``, default all):
 
 ``overhead``  the framework's own cost per trial (driver + Ray + Optuna + storage) with a
-              zero-cost objective (MACs and a linear latency predictor on ``tiny``): the time
+              zero-cost objective (MACs and a linear latency predictor on ``cifar_mbv3``): the time
               between the first and the last told trial over the trials in between, one
               worker, per sampler, batch size and storage. Ray is started once beforehand.
 ``scaling``   an evaluation-bound search (inherited accuracy of ``cifar_mbv3`` subnets on
@@ -75,8 +75,8 @@ def _timed_search(cfg: Any) -> dict[str, Any]:
 def part_overhead(args: argparse.Namespace, work: Path) -> str:
     from nas.search import SearchConfig
 
-    db = f"sqlite:///{work / 'latency.sqlite'}"
-    _ensure_predictor(db, "tiny", "cpu-1t")
+    db = args.db
+    _ensure_predictor(db, "cifar_mbv3", "cpu-1t")
     rows = []
     configs = [(s, b, st) for s in ("random", "tpe", "nsga2", "evolution")
                for b in (1, 8) for st in ("journal", "sqlite")]
@@ -86,7 +86,7 @@ def part_overhead(args: argparse.Namespace, work: Path) -> str:
             name = f"ovh-{sampler}-{batch}-{storage}-{rep}"
             url = (str(work / f"{name}.journal") if storage == "journal"
                    else f"sqlite:///{work / name}.sqlite")
-            cfg = SearchConfig(space="tiny", objectives=["macs", "latency:cpu-1t"], db=db,
+            cfg = SearchConfig(space="cifar_mbv3", objectives=["macs", "latency:cpu-1t"], db=db,
                                sampler=sampler, n_trials=args.overhead_trials, workers=1,
                                batch_size=batch, seed=rep, study=name, storage=url,
                                population=20)

@@ -47,6 +47,50 @@ def storage_label(url: str) -> str:
     return url
 
 
+class _JournalFile(optuna.storages.journal.JournalFileBackend):
+    """Optuna's journal file, made durable per trial rather than per operation.
+
+    Optuna's backend fsyncs after every operation: each parameter suggested and each user
+    attribute set costs a disk flush (about 2 ms here, 20 to 100 per trial). This one still
+    appends every operation at once under the file lock (so several processes may share the
+    file, and a process that dies loses nothing it wrote), but flushes to disk only when a
+    trial changes state or the study changes; the flush covers every earlier write. After a
+    power cut, a trial still running may lose parameters; it was RUNNING, and a resumed search
+    runs it again.
+    """
+
+    #: operations written without a flush: trial creation, parameters, attributes
+    _NO_FSYNC = frozenset({4, 5, 7, 8, 9})
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        import json
+        import os
+
+        from optuna.storages.journal._file import get_lock_file
+
+        text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
+        with get_lock_file(self._lock), open(self._file_path, "ab") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            if any(log.get("op_code") not in self._NO_FSYNC for log in logs):
+                os.fsync(f.fileno())
+
+
+def _sqlite_pragmas(storage: optuna.storages.RDBStorage) -> None:
+    """WAL and synchronous=NORMAL for SQLite storages: a commit no longer waits for the disk
+    (durable across process crashes; several processes may still write)."""
+    from sqlalchemy import event
+
+    @event.listens_for(storage.engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.close()
+
+    storage.engine.dispose()  # connections opened from now on get the pragmas
+
+
 def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorage:
     """An Optuna storage from a URL (``sqlite:///...``, ``postgresql://...``) or a journal
     file path.
@@ -61,7 +105,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise ConfigError(f"storage {url} does not exist (no search has written to it)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            backend = optuna.storages.journal.JournalFileBackend(str(path))
+            backend = _JournalFile(str(path))
             return optuna.storages.JournalStorage(backend)
         except OSError as exc:
             raise ConfigError(f"cannot open journal storage {url}: {exc}") from None
@@ -74,7 +118,10 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     elif url.startswith("postgresql"):
         kwargs = {"connect_args": {"connect_timeout": 5}}
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        if url.startswith("sqlite:"):
+            _sqlite_pragmas(storage)
+        return storage
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach storage {storage_label(url)}: {reason[:300]}") from None
