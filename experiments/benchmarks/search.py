@@ -123,7 +123,7 @@ def part_scaling(args: argparse.Namespace, work: Path) -> str:
             cfg = SearchConfig(
                 space="cifar_mbv3", checkpoint=str(ckpt), data=args.data, proxy="inherited",
                 proxy_options={"val_limit": args.val_limit, "bn_batches": 2,
-                               "bn_batch_size": 64},
+                               "bn_batch_size": 64, "cache": False},  # evaluate every time
                 objectives=["accuracy", "latency:cpu-1t"], db=args.db, sampler="random",
                 n_trials=args.scaling_trials, workers=workers, batch_size=1, seed=rep,
                 study=name, storage=str(work / f"{name}.journal"))

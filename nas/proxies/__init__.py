@@ -37,7 +37,11 @@ if TYPE_CHECKING:
         GBDTAccuracyPredictor,
         MLPAccuracyPredictor,
         accuracy_features,
+        accuracy_predictor_from_state,
+        accuracy_predictor_state,
+        load_accuracy_predictor,
         make_accuracy_predictor,
+        save_accuracy_predictor,
     )
     from nas.proxies._zero_cost import MacsProxy, NaswotProxy, ParamsProxy, SynflowProxy, ZicoProxy
 
@@ -74,7 +78,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "GBDTAccuracyPredictor",
             "MLPAccuracyPredictor",
             "accuracy_features",
+            "accuracy_predictor_from_state",
+            "accuracy_predictor_state",
+            "load_accuracy_predictor",
             "make_accuracy_predictor",
+            "save_accuracy_predictor",
         ],
         "nas.proxies._zero_cost": [
             "MacsProxy",

@@ -161,6 +161,9 @@ def accuracy_fit(
     bn_batches: BnOpt = 8,
     cache: CacheOpt = None,
     no_cache: NoCacheOpt = False,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Save the fitted predictor as JSON (then search with "
+        "--proxy predictor:path=FILE).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Fit an accuracy predictor on the inherited accuracies of N random subnets and report
@@ -195,6 +198,17 @@ def accuracy_fit(
            **{k: v for k, v in rank_metrics(y, pred).items() if k != "n"},
            "test_acc_mean": float(y.mean()), "test_acc_std": float(y.std()),
            "seconds": round(time.perf_counter() - t0, 2)}
+    if out is not None:
+        from nas.proxies import checkpoint_sha256, save_accuracy_predictor
+
+        if zc:
+            raise ConfigError("a predictor with --zero-cost features cannot be saved for "
+                              "searches (they would need the zero-cost scores too)")
+        est.space = ctx.space.name
+        save_accuracy_predictor(est, out, space=ctx.space.name, checkpoint=str(checkpoint),
+                                checkpoint_sha256=checkpoint_sha256(checkpoint),
+                                metrics={k: v for k, v in res.items() if k != "seconds"})
+        res["out"] = str(out)
     if json_out:
         print_json(res)
         return

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nas.errors import ConfigError
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
 from nas.space import Architecture
 
@@ -51,15 +52,42 @@ class InheritedProxy(Proxy):
 class PredictorProxy(Proxy):
     name = "predictor"
     description = ("accuracy predictor (kind=mlp|gbdt) fitted on inherited accuracies of "
-                   "n_train random subnets")
-    options: ClassVar[dict[str, Any]] = {"kind": "mlp", "n_train": 100, "sample_seed": 12345}
+                   "n_train random subnets, or loaded from path=FILE (`nas accuracy fit --out`)")
+    options: ClassVar[dict[str, Any]] = {"kind": "mlp", "n_train": 100, "sample_seed": 12345,
+                                         "path": ""}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"kind": ("mlp", "gbdt")}
     needs_supernet = True
     needs_data = True
 
-    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
-        from nas.proxies._predictors import make_accuracy_predictor
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        if self.opts["path"]:
+            # a saved predictor needs neither the supernet nor data, and is cheaper than
+            # a cache lookup
+            self.needs_supernet = False  # type: ignore[misc]
+            self.needs_data = False  # type: ignore[misc]
+            self.cacheable = False  # type: ignore[misc]
 
+    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        from nas.proxies._predictors import load_accuracy_predictor, make_accuracy_predictor
+
+        path = self.opts["path"]
+        if path:
+            key = ("accuracy_predictor", path)
+            if key not in ctx._memo:
+                model = load_accuracy_predictor(path)
+                if model.space not in (None, ctx.space.name):
+                    raise ConfigError(f"accuracy predictor {path} is for space {model.space!r}"
+                                      f", not {ctx.space.name!r}")
+                want = ctx.space.encoding_size(model.encoding)
+                if model.n_features_in_ != want:
+                    raise ConfigError(
+                        f"accuracy predictor {path} takes {model.n_features_in_} features, not "
+                        f"the {want} of the {model.encoding} encoding (was it fitted with "
+                        "zero-cost features? those cannot be used as a proxy)")
+                model.space = ctx.space.name
+                ctx._memo[key] = model
+            return ctx._memo[key].predict(list(archs))  # type: ignore[no-any-return]
         train = ctx.space.sample_many(self.opts["n_train"], seed=self.opts["sample_seed"])
         y = InheritedProxy().score(train, ctx)
         model = make_accuracy_predictor(self.opts["kind"], space=ctx.space.name)

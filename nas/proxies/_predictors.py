@@ -17,6 +17,7 @@ and scikit-learn's model selection work.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -32,7 +33,11 @@ __all__ = [
     "GBDTAccuracyPredictor",
     "MLPAccuracyPredictor",
     "accuracy_features",
+    "accuracy_predictor_from_state",
+    "accuracy_predictor_state",
+    "load_accuracy_predictor",
     "make_accuracy_predictor",
+    "save_accuracy_predictor",
 ]
 
 
@@ -240,3 +245,127 @@ def make_accuracy_predictor(kind: str, **params: Any) -> AccuracyPredictor:
         raise UnknownNameError(f"unknown accuracy predictor {kind!r}; known: "
                                f"{', '.join(sorted(ACCURACY_PREDICTORS))}") from None
     return cls(**params)
+
+
+# ---------------------------------------------------------------------- storage (JSON, no pickle)
+STATE_FORMAT = "nas.accuracy_predictor/1"
+
+
+class _Trees:
+    """A fitted ``GradientBoostingRegressor`` (squared error) as plain arrays: the initial
+    constant plus the learning rate times the sum of the trees' leaf values."""
+
+    def __init__(self, init: float, learning_rate: float, trees: list[dict[str, Any]]) -> None:
+        self.init = float(init)
+        self.learning_rate = float(learning_rate)
+        self.trees = [{k: np.asarray(v) for k, v in t.items()} for t in trees]
+
+    @classmethod
+    def from_sklearn(cls, model: Any) -> _Trees:
+        trees = []
+        for est in model.estimators_[:, 0]:
+            t = est.tree_
+            trees.append({"left": t.children_left.tolist(), "right": t.children_right.tolist(),
+                          "feature": t.feature.tolist(), "threshold": t.threshold.tolist(),
+                          "value": t.value[:, 0, 0].tolist()})
+        return cls(float(np.ravel(model.init_.constant_)[0]), model.learning_rate, trees)
+
+    def to_state(self) -> dict[str, Any]:
+        return {"init": self.init, "learning_rate": self.learning_rate,
+                "trees": [{k: v.tolist() for k, v in t.items()} for t in self.trees]}
+
+    def predict(self, F: np.ndarray) -> np.ndarray:
+        out = np.full(len(F), self.init)
+        rows = np.arange(len(F))
+        for t in self.trees:
+            node = np.zeros(len(F), dtype=np.int64)
+            while True:
+                inner = t["left"][node] >= 0
+                if not inner.any():
+                    break
+                n = node[inner]
+                go_left = F[rows[inner], t["feature"][n]] <= t["threshold"][n]
+                node[inner] = np.where(go_left, t["left"][n], t["right"][n])
+            out += self.learning_rate * t["value"][node]
+        return out
+
+
+def accuracy_predictor_state(est: AccuracyPredictor, **info: Any) -> dict[str, Any]:
+    """A fitted predictor as JSON-serialisable data (hyper-parameters and learned weights);
+    ``info`` (e.g. what it was fitted on, its held-out metrics) is stored alongside."""
+    if not hasattr(est, "n_train_"):
+        raise NotFittedError(f"this {type(est).__name__} is not fitted yet")
+    kind = next(k for k, c in ACCURACY_PREDICTORS.items() if isinstance(est, c))
+    state: dict[str, Any] = {"format": STATE_FORMAT, "kind": kind,
+                             "params": est.get_params(), "n_features": est.n_features_in_,
+                             "n_train": est.n_train_, "info": info}
+    if isinstance(est, MLPAccuracyPredictor):
+        layers = [m for m in est.net_ if isinstance(m, nn.Linear)]
+        state.update(base_acc=est.base_acc_, y_scale=est.y_scale_, layers=[
+            {"weight": m.weight.detach().tolist(),
+             "bias": None if m.bias is None else m.bias.detach().tolist()} for m in layers])
+    else:
+        model = est.model_
+        trees = model if isinstance(model, _Trees) else _Trees.from_sklearn(model)
+        state["trees"] = trees.to_state()
+    return state
+
+
+def accuracy_predictor_from_state(state: Mapping[str, Any]) -> AccuracyPredictor:
+    """Rebuild a predictor saved with :func:`accuracy_predictor_state`."""
+    if state.get("format") != STATE_FORMAT:
+        raise NASError(f"not a saved accuracy predictor (format {state.get('format')!r}, "
+                       f"expected {STATE_FORMAT!r})")
+    est = make_accuracy_predictor(str(state["kind"]), **dict(state["params"]))
+    if isinstance(est, MLPAccuracyPredictor):
+        mods: list[nn.Module] = []
+        layers = state["layers"]
+        for i, layer in enumerate(layers):
+            w = torch.tensor(layer["weight"], dtype=torch.float32)
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=layer["bias"] is not None)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                if layer["bias"] is not None:
+                    lin.bias.copy_(torch.tensor(layer["bias"], dtype=torch.float32))
+            mods.append(lin)
+            if i < len(layers) - 1:
+                mods.append(nn.ReLU())
+        est.net_ = nn.Sequential(*mods).eval()
+        est.base_acc_ = float(state["base_acc"])
+        est.y_scale_ = float(state["y_scale"])
+    else:
+        t = state["trees"]
+        est.model_ = _Trees(t["init"], t["learning_rate"], t["trees"])
+    est.n_features_in_ = int(state["n_features"])
+    est.n_train_ = int(state["n_train"])
+    return est
+
+
+def save_accuracy_predictor(est: AccuracyPredictor, path: Any, **info: Any) -> Path:
+    """Write the predictor as JSON to ``path`` (atomically); returns the path."""
+    import json
+    import os
+    import tempfile
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(accuracy_predictor_state(est, **info), f)
+    os.replace(tmp, path)
+    return path
+
+
+def load_accuracy_predictor(path: Any) -> AccuracyPredictor:
+    """Read a predictor written by :func:`save_accuracy_predictor` (JSON; never pickle)."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"accuracy predictor file {path} does not exist; write one with "
+                          "`nas accuracy fit ... --out FILE`")
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise NASError(f"cannot read accuracy predictor {path}: {exc}") from None
+    return accuracy_predictor_from_state(state)

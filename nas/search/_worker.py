@@ -60,13 +60,13 @@ class Evaluator:
             from nas.proxies import ProxyContext, get_proxy
 
             self.proxy = get_proxy(self.cfg.proxy)
-            needs_weights = self.proxy.uses_weights()
+            opts = dict(self.cfg.proxy_options)
+            # scores are cached per (checkpoint, proxy, subnet) unless proxy_options say
+            # cache: false (e.g. to time evaluations)
+            cache = bool(opts.pop("cache", True)) and bool(self.proxy.cacheable)
             self.ctx = ProxyContext.build(
-                self.space,
-                checkpoint=self.cfg.checkpoint if (needs_weights or self.cfg.checkpoint)
-                else None,
-                data=self.cfg.data if self.proxy.needs_data or self.cfg.data else None,
-                cache=bool(self.proxy.cacheable), **self.cfg.proxy_options,
+                self.space, checkpoint=self.cfg.checkpoint, data=self.cfg.data, cache=cache,
+                **opts,
             )
 
     def info(self) -> dict[str, Any]:

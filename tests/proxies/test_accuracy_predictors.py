@@ -75,3 +75,41 @@ def test_feature_count_mismatch_and_factory():
 
     with pytest.raises(UnknownNameError, match="known: gbdt, mlp"):
         make_accuracy_predictor("svm")
+
+
+@pytest.mark.parametrize("kind", ["mlp", "gbdt"])
+def test_saved_predictor_predicts_the_same_and_serves_as_a_proxy(kind, tmp_path):
+    from nas.proxies import (
+        ProxyContext,
+        get_proxy,
+        load_accuracy_predictor,
+        save_accuracy_predictor,
+    )
+
+    archs, y = synthetic(80, seed=3)
+    est = make_accuracy_predictor(kind, space="tiny", **({"epochs": 50} if kind == "mlp"
+                                                          else {}))
+    est.fit(archs, y)
+    path = save_accuracy_predictor(est, tmp_path / "acc.json", note="test")
+    assert b"pickle" not in path.read_bytes()[:50]
+    back = load_accuracy_predictor(path)
+    probe = SP.sample_many(50, seed=9)
+    np.testing.assert_allclose(back.predict(probe), est.predict(probe), rtol=1e-6, atol=1e-9)
+    # as a search's accuracy proxy: needs neither a supernet nor data
+    ctx = ProxyContext.build("tiny", cache=False)
+    proxy = get_proxy(f"predictor:path={path}")
+    np.testing.assert_allclose(proxy.score(probe, ctx), est.predict(probe), rtol=1e-6)
+    with pytest.raises(ConfigError, match="is for space 'tiny', not 'cifar_mbv3'"):
+        proxy.score(get_space("cifar_mbv3").sample_many(2, seed=0),
+                    ProxyContext.build("cifar_mbv3", cache=False))
+
+
+def test_loading_a_missing_or_foreign_file_says_what_to_do(tmp_path):
+    from nas.errors import NASError
+    from nas.proxies import load_accuracy_predictor
+
+    with pytest.raises(ConfigError, match="nas accuracy fit"):
+        load_accuracy_predictor(tmp_path / "none.json")
+    (tmp_path / "x.json").write_text('{"format": "other"}')
+    with pytest.raises(NASError, match="not a saved accuracy predictor"):
+        load_accuracy_predictor(tmp_path / "x.json")
