@@ -124,6 +124,16 @@ class Jobs:
         if cfg.get("checkpoint") is not None:
             cfg["checkpoint"] = checked_path(str(cfg["checkpoint"]), roots,
                                              ("body", "checkpoint"))
+        proxy = str(cfg.get("proxy") or "")
+        name, _, opts = proxy.partition(":")
+        if any(o.strip().startswith("path=") for o in opts.split(",")):
+            # predictor:path=FILE reads a file: the same rule as checkpoint and data
+            rest = [o for o in opts.split(",") if not o.strip().startswith("path=")]
+            paths = [o.strip()[5:] for o in opts.split(",") if o.strip().startswith("path=")]
+            if len(paths) > 1:
+                raise RequestError(("body", "proxy"), "give path= once")
+            path = checked_path(paths[0], roots, ("body", "proxy"))
+            cfg["proxy"] = f"{name}:" + ",".join([*rest, f"path={path}"])
         if cfg.get("data") is not None and cfg["data"] not in _BUILTIN_DATA:
             cfg["data"] = checked_path(str(cfg["data"]), roots, ("body", "data"))
         cfg["storage"] = self.settings.search_storage

@@ -67,8 +67,21 @@ class RunningService:
         if any(getattr(settings, k) != getattr(self.settings, k) for k in same):
             raise ConfigError(f"redeploy keeps {', '.join(same)}; start a new service instead")
         serve.delete(APP_NAME)  # frees the port before the new replica listens on it
-        _deploy(settings)
-        _wait_healthy(self.url, timeout_s)
+        # Serve's controller gives the port back a moment after the old replica stops; a
+        # replica started before then fails with "no available ports" (seen on a busy
+        # machine), so a failed deployment is tried again for a while
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                _deploy(settings)
+                _wait_healthy(self.url, max(1.0, deadline - time.monotonic()))
+                break
+            except (RuntimeError, NASError):
+                if time.monotonic() > deadline:
+                    raise
+                with contextlib.suppress(Exception):
+                    serve.delete(APP_NAME)
+                time.sleep(1.0)
         self.settings = settings
 
     def stop(self) -> None:

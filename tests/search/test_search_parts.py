@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -177,3 +178,10 @@ def test_evaluator_fails_one_subnet_not_the_batch(search_env, one_torch_thread) 
     assert [o["latency_ms"]["cpu-1t"] for o in (out[0], out[2])] == \
         pytest.approx(list(pred.predict(good)))
     assert [o["macs"] for o in (out[0], out[2])] == [sp.macs(a) for a in good]
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[2].glob(
+    "experiments/search/*.yaml")), ids=lambda p: p.name)
+def test_shipped_search_configs_are_valid(path: Path) -> None:
+    cfg = SearchConfig.load(path)
+    assert cfg.study and cfg.devices and cfg.objectives[0] == "accuracy"
