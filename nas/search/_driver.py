@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -218,6 +219,9 @@ def open_study(cfg: SearchConfig, *, resume: bool, predictor_info: dict[str, Any
     study.set_user_attr(CONFIG_KEY, cfg.model_dump())
     study.set_user_attr(PREDICTORS_KEY, predictor_info)
     study.set_user_attr("objectives", [o.name for o in objs])
+    with warnings.catch_warnings():  # experimental in Optuna, and harmless
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names([o.name for o in objs])  # the dashboard's axis labels
     from nas import __version__
 
     study.set_user_attr("nas_version", __version__)

@@ -230,3 +230,41 @@ def test_resume_after_a_killed_driver_repeats_nothing(local_ray, make_config,
     evaluated = [t.arch_hash for t in res.trials
                  if t.duplicate_of is None and not t.retried and t.state in ("COMPLETE", "FAIL")]
     assert len(evaluated) == len(set(evaluated))  # no subnet evaluated twice
+
+
+def test_the_study_opens_in_optuna_dashboard(local_ray, make_config, tmp_path) -> None:
+    """`optuna-dashboard <journal file>`, the command `nas search` prints, lists the study
+    with its objective names and trials."""
+    import requests
+
+    pytest.importorskip("optuna_dashboard")
+    cfg = SearchConfig.model_validate(make_config(
+        objectives=["macs", "latency:cpu-1t"], n_trials=4, study="dash", checkpoint=None,
+        data=None))
+    run_search(cfg, progress=False)
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dash = subprocess.Popen(
+        [str(Path(sys.executable).parent / "optuna-dashboard"), cfg.storage_url,
+         "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                studies = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=5).json()
+                break
+            except requests.ConnectionError:
+                assert time.time() < deadline and dash.poll() is None, "dashboard did not start"
+                time.sleep(0.3)
+        (study,) = [s for s in studies["study_summaries"] if s["study_name"] == "dash"]
+        detail = requests.get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}",
+                              timeout=10).json()
+        assert len(detail["trials"]) == 4
+        assert detail["objective_names"] == ["macs", "latency:cpu-1t"]
+    finally:
+        os.killpg(dash.pid, signal.SIGTERM)
+        dash.wait(10)
