@@ -16,7 +16,8 @@ Parts (``--parts``, default all):
               predictor ``predictor:path=FILE``.
 
     python experiments/benchmarks/search.py --parts overhead,scaling
-    python experiments/benchmarks/search.py --parts hv --checkpoint runs/cifar10_supernet/supernet.safetensors \\
+    python experiments/benchmarks/search.py --parts hv \\
+        --checkpoint runs/cifar10_supernet/supernet.safetensors \\
         --proxy predictor:path=runs/cifar10_supernet/analysis/accuracy_mlp.json
 
 The machine is shared and noisy: compare ratios measured in one run; medians are quoted.
@@ -35,7 +36,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import header, median, table  # noqa: E402
+from _common import header, median, table
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +93,7 @@ def part_overhead(args: argparse.Namespace, work: Path) -> str:
                                population=20)
             per.append(_timed_search(cfg)["per_trial_s"] * 1000)
         rows.append([sampler, batch, storage, args.overhead_trials, f"{median(per):.2f}",
-                     f"{min(per):.2f}–{max(per):.2f}"])
+                     f"{min(per):.2f}-{max(per):.2f}"])
         print(f"overhead {sampler} batch {batch} {storage}: {median(per):.2f} ms/trial",
               flush=True)
     return table(["sampler", "batch", "storage", "trials", "ms per trial (median)", "range"],
@@ -154,16 +155,17 @@ def part_hv(args: argparse.Namespace, work: Path) -> str:
     from nas.search._driver import load_latency_predictors
     from nas.space import get_space
 
-    base = dict(space="cifar_mbv3", checkpoint=str(args.checkpoint) if args.checkpoint else None,
+    base = dict(space=args.hv_space,
+                checkpoint=str(args.checkpoint) if args.checkpoint else None,
                 data=args.data, proxy=args.proxy, objectives=["accuracy", "latency:cpu-1t"],
                 db=args.db, n_trials=args.hv_trials, workers=1, batch_size=4,
                 population=args.population)
     cfg0 = SearchConfig(**base, study="hv-ref", storage=str(work / "hv-ref.journal"))
     preds, _ = load_latency_predictors(cfg0)
     ev = Evaluator(cfg0.model_dump(), preds)
-    sp = get_space("cifar_mbv3")
+    sp = get_space(args.hv_space)
     t0 = time.perf_counter()
-    sample = sp.sample_many(args.reference_size, seed=12345)
+    sample = sp.sample_many(min(args.reference_size, sp.size(True)), seed=12345)
     scored = []
     for i in range(0, len(sample), 1000):
         scored += ev.evaluate([a.to_dict() for a in sample[i:i + 1000]])
@@ -189,7 +191,7 @@ def part_hv(args: argparse.Namespace, work: Path) -> str:
             finals.append(at[args.hv_trials][-1])
             print(f"hv {sampler} seed {seed}: {finals[-1]:.3f} of the reference", flush=True)
         rows.append([sampler, args.seeds, *(f"{median(at[c]):.3f}" for c in checkpoints),
-                     f"{min(finals):.3f}–{max(finals):.3f}"])
+                     f"{min(finals):.3f}-{max(finals):.3f}"])
     (work / "hv_curves.json").write_text(json.dumps(curves))
     return (table(["sampler", "seeds", *(f"HV/ref @{c}" for c in checkpoints),
                    "range @budget"], rows)
@@ -213,6 +215,7 @@ def main() -> None:
     p.add_argument("--hv-trials", type=int, default=300)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--samplers", default="random,tpe,nsga2,evolution,gp")
+    p.add_argument("--hv-space", default="cifar_mbv3", help="space of the hv part")
     p.add_argument("--population", type=int, default=30)
     p.add_argument("--reference-size", type=int, default=100_000)
     p.add_argument("--fresh", action="store_true", help="delete --work first")
