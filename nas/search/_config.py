@@ -122,15 +122,15 @@ class SearchConfig(BaseModel):
     latency_kind: str | None = None
     db: str | None = None
     sampler: str = "tpe"
-    n_trials: int = Field(100, ge=1, le=1_000_000)
-    workers: int = Field(1, ge=1, le=1024)
-    batch_size: int = Field(4, ge=1, le=4096)
-    worker_threads: int = Field(1, ge=1, le=256)
+    n_trials: int = Field(default=100, ge=1, le=1_000_000)
+    workers: int = Field(default=1, ge=1, le=1024)
+    batch_size: int = Field(default=4, ge=1, le=4096)
+    worker_threads: int = Field(default=1, ge=1, le=256)
     seed: int = 0
     study: str | None = None
     storage: str | None = None
     address: str | None = None
-    population: int = Field(20, ge=2, le=100_000)
+    population: int = Field(default=20, ge=2, le=100_000)
 
     @field_validator("sampler")
     @classmethod

@@ -22,6 +22,7 @@ the budget like any trial, since the sampler spent it.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import warnings
@@ -238,11 +239,11 @@ def _ray_init(address: str | None) -> bool:
     addr = address or os.environ.get("RAY_ADDRESS") or None
     try:
         if addr:
-            ray.init(address=addr, log_to_driver=False, logging_level="ERROR")
+            ray.init(address=addr, log_to_driver=False, logging_level=logging.ERROR)
         else:
             # "local": a new instance here, never a stale `ray start` cluster's address
             ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                     logging_level="ERROR")
+                     logging_level=logging.ERROR)
     except ConnectionError as exc:
         raise ConfigError(f"cannot join the Ray cluster at {addr}: {error_line(exc)}") from None
     return True

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import optuna
+from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError, NASError
@@ -47,7 +48,7 @@ def storage_label(url: str) -> str:
     return url
 
 
-class _JournalFile(optuna.storages.journal.JournalFileBackend):
+class _JournalFile(JournalFileBackend):
     """Optuna's journal file, made durable per trial rather than per operation.
 
     Optuna's backend fsyncs after every operation: each parameter suggested and each user

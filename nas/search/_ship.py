@@ -63,7 +63,8 @@ def verify_trials(study: str, storage: str | None = None, n: int = 3,
         raise ConfigError(f"study {study!r} has no feasible completed trial to verify")
     space = res.config.space
     db = LatencyDB(res.config.db)
-    ids = measure_on_devices(devices, space, [t.arch for t in chosen], db, progress=progress)
+    archs = [t.arch for t in chosen if t.arch is not None]
+    ids = measure_on_devices(devices, space, archs, db, progress=progress)
     out: dict[int, dict[str, float]] = {}
     for dev, dev_ids in ids.items():
         recs = {r.id: r for r in db.measurements(dev, space, status=None)}
