@@ -335,6 +335,17 @@ class _State:
     evaluated: int = 0
     duplicates: int = 0
     retried: int = 0
+    #: feasible completed trials, and the best feasible value of the first objective
+    feasible: int = 0
+    best: float | None = None
+
+    def note(self, values: list[float], feasible: bool) -> None:
+        if not feasible:
+            return
+        self.feasible += 1
+        sign = 1.0 if self.cfg.objective_list[0].direction == "maximize" else -1.0
+        if self.best is None or sign * values[0] > sign * self.best:
+            self.best = values[0]
 
 
 def _load_state(space: SearchSpace, cfg: SearchConfig, study: optuna.Study) -> _State:
@@ -352,6 +363,8 @@ def _load_state(space: SearchSpace, cfg: SearchConfig, study: optuna.Study) -> _
         if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and not (
                 ua.get("retried") or t.number in retried)):
             st.counted += 1
+        if t.state == TrialState.COMPLETE and t.values is not None:
+            st.note(list(t.values), all(c <= 0 for c in t.constraints.values()))
         h = ua.get("arch_hash")
         dead = ua.get("retried") or t.number in retried
         if h and h not in st.known and ua.get("duplicate_of") is None and not dead and (
@@ -376,8 +389,10 @@ def _finish(st: _State, trial: Trial, arch: Architecture, res: dict[str, Any],
         trial.set_user_attr("error", res["error"])
         st.study.tell(trial, state=TrialState.FAIL)
         return
+    violations = []
     for key, bound in st.cfg.constraints.items():
-        trial.set_constraint(key, (_metric(key, res) - bound) / bound)
+        violations.append((_metric(key, res) - bound) / bound)
+        trial.set_constraint(key, violations[-1])
     for key in ("macs", "params", "accuracy", "latency_ms"):
         if res.get(key) is not None:
             trial.set_user_attr(key, res[key])
@@ -385,7 +400,9 @@ def _finish(st: _State, trial: Trial, arch: Architecture, res: dict[str, Any],
         trial.set_user_attr("eval_s", round(float(res.get("eval_s", 0.0)), 6))
         if "pid" in res:
             trial.set_user_attr("worker_pid", int(res["pid"]))
-    st.study.tell(trial, [_metric(o, res) for o in st.cfg.objectives])
+    values = [_metric(o, res) for o in st.cfg.objectives]
+    st.study.tell(trial, values)
+    st.note(values, all(v <= 0 for v in violations))
 
 
 def run_search(
@@ -444,7 +461,11 @@ def run_search(
             raise
         pending: dict[Any, tuple[int, list[tuple[Trial, Architecture]]]] = {}
         idle = list(range(cfg.workers))
-        with progress_bar(f"search {cfg.study_name}", budget, enabled=progress) as advance:
+        first = cfg.objective_list[0]
+        with progress_bar(f"search {cfg.study_name}", budget, enabled=progress,
+                          fields={"best": "-", "feasible": st.feasible},
+                          field_format=f"feasible {{task.fields[feasible]}}, best {first.name} "
+                                       "{task.fields[best]}") as advance:
             for _ in range(st.counted):
                 advance()
             last = st.counted
@@ -453,7 +474,8 @@ def run_search(
                 nonlocal last
                 while last < min(st.counted, budget):
                     last += 1
-                    advance()
+                    best = "-" if st.best is None else f"{st.best:.4g}"
+                    advance(best=best, feasible=st.feasible)
                     if on_trial:
                         on_trial(last, budget)
 
