@@ -14,7 +14,6 @@ from nas.errors import ConfigError
 __all__ = ["print_front", "register"]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-StudyOpt = Annotated[str, typer.Option("--study", help="Study name.")]
 StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Optuna storage: journal file, sqlite:///FILE or postgresql://... "
     "(default runs/studies/<study>.journal).")]
@@ -169,15 +168,49 @@ def search_cmd(
     err_console.print(f"dashboard: optuna-dashboard {res.storage}")
 
 
+def _list_studies(storage: str | None, json_out: bool) -> None:
+    """The studies in ``storage``, or in every journal under runs/studies/."""
+    import optuna
+
+    from nas.search import open_storage
+
+    urls = [storage] if storage else [str(p) for p in
+                                      sorted(Path("runs/studies").glob("*.journal"))]
+    rows: list[dict[str, Any]] = []
+    for url in urls:
+        for s in optuna.get_all_study_summaries(open_storage(url, create=False),
+                                                include_best_trial=False):
+            rows.append({"study": s.study_name, "storage": url, "trials": s.n_trials,
+                         "objectives": s.user_attrs.get("objectives"),
+                         "started": str(s.datetime_start or "")[:19]})
+    if json_out:
+        print_json(rows)
+        return
+    if not rows:
+        console.print(f"no studies in {storage or 'runs/studies/'}; start one with `nas search`")
+        return
+    table = Table("study", "trials", "objectives", "started", "storage")
+    for r in rows:
+        table.add_row(r["study"], str(r["trials"]), ", ".join(r["objectives"] or []),
+                      r["started"], r["storage"])
+    console.print(table)
+
+
 def results_cmd(
-    study: StudyOpt,
+    study: Annotated[str | None, typer.Option(
+        "--study", help="Study name (without it: list the studies).")] = None,
     storage: StorageOpt = None,
     all_trials: Annotated[bool, typer.Option("--all", help="Every trial, not only the front.")
                           ] = False,
     json_out: JsonOpt = False,
 ) -> None:
-    """Print a search's Pareto front (or constrained best) again, from its storage."""
+    """Print a search's Pareto front (or constrained best) again, from its storage; without
+    --study, list the studies (those under runs/studies/, or in --storage)."""
     from nas.search import load_results
+
+    if study is None:
+        _list_studies(storage, json_out)
+        return
 
     res = load_results(study, storage)
     if json_out:

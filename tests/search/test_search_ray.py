@@ -268,3 +268,16 @@ def test_the_study_opens_in_optuna_dashboard(local_ray, make_config, tmp_path) -
     finally:
         os.killpg(dash.pid, signal.SIGTERM)
         dash.wait(10)
+
+
+def test_results_without_a_study_lists_the_studies(local_ray, make_config, run_nas) -> None:
+    cfg = SearchConfig.model_validate(make_config(
+        objectives=["params", "latency:cpu-1t"], n_trials=3, study="listed", checkpoint=None,
+        data=None))
+    run_search(cfg, progress=False)
+    code, out, _ = run_nas(["results", "--storage", cfg.storage_url, "--json"])
+    assert code == 0
+    (row,) = [r for r in json.loads(out) if r["study"] == "listed"]
+    assert row["trials"] == 3 and row["objectives"] == ["params", "latency:cpu-1t"]
+    code, _, err = run_nas(["results", "--study", "nope", "--storage", cfg.storage_url])
+    assert code == 2 and "no study 'nope'" in err and "listed" in err
