@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         get_proxy,
         kendall_tau,
         make_accuracy_predictor,
+        save_accuracy_predictor,
         spearman_rho,
         tau_by_bins,
     )
@@ -163,6 +164,12 @@ def main(argv: list[str] | None = None) -> int:
                                                                    args.bootstrap)})
                 r = pred_rows[-1]
                 say(f"{name}: RMSE {r['rmse_points']:.2f} points, tau {r['kendall_tau']:.3f}")
+                if model == "mlp" and n == max(sizes):
+                    # the accuracy objective of searches and of the search benchmark:
+                    # --proxy predictor:path=<run>/analysis/accuracy_mlp.json
+                    est.space = sp.name
+                    save_accuracy_predictor(est, out / "accuracy_mlp.json", space=sp.name,
+                                            checkpoint=str(ckpt), held_out=r)
         results["predictors"] = pred_rows
 
         rows = []

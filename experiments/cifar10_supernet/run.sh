@@ -3,7 +3,9 @@
 #
 #   experiments/cifar10_supernet/run.sh               # train (~95 min), then analyze (~45 min)
 #   experiments/cifar10_supernet/run.sh scratch       # from-scratch baselines (~80 min)
-#   experiments/cifar10_supernet/run.sh all           # the three in a row
+#   experiments/cifar10_supernet/run.sh searchbench   # samplers' hypervolume on this supernet
+#                                                     # (experiments/benchmarks/search.py --parts hv)
+#   experiments/cifar10_supernet/run.sh all           # train, analyze, searchbench, scratch
 #   CONFIG=experiments/cifar10_supernet/smoke.yaml experiments/cifar10_supernet/run.sh all
 #                                                     # the smoke version (~5 min)
 #
@@ -20,9 +22,10 @@ cd "$(dirname "$0")/../.."
 STEPS=${1:-default}
 case "$STEPS" in
   default) STEPS="train analyze" ;;
-  all) STEPS="train analyze scratch" ;;
-  train|analyze|scratch) ;;
-  *) echo "usage: $0 [train|analyze|scratch|all]  (default: train, then analyze)" >&2; exit 2 ;;
+  all) STEPS="train analyze searchbench scratch" ;;
+  train|analyze|scratch|searchbench) ;;
+  *) echo "usage: $0 [train|analyze|scratch|searchbench|all]  (default: train, then analyze)" >&2
+     exit 2 ;;
 esac
 
 CONFIG=${CONFIG:-experiments/cifar10_supernet/config.yaml}
@@ -74,6 +77,17 @@ for step in $STEPS; do
       fi ;;
     scratch)
       nice -n "$NICE" "$PYTHON" "$HERE/scratch.py" --config "$CONFIG" ${SCRATCH_ARGS:-} ;;
+    searchbench)
+      if [[ -f "$OUT/searchbench.md" ]]; then
+        echo "searchbench: done already ($OUT/searchbench.md)"
+      else
+        # shellcheck disable=SC2086
+        nice -n "$NICE" "$PYTHON" experiments/benchmarks/search.py --parts hv \
+          --checkpoint "$OUT/supernet.safetensors" \
+          --proxy "predictor:path=$OUT/analysis/accuracy_mlp.json" \
+          --work "$OUT/searchbench" ${SEARCHBENCH_ARGS:-} > "$OUT/searchbench.tmp" \
+          && mv "$OUT/searchbench.tmp" "$OUT/searchbench.md"
+      fi ;;
   esac
 done
 echo "=== $(date -Is) finished: $STEPS ==="

@@ -64,9 +64,11 @@ class Evaluator:
             # scores are cached per (checkpoint, proxy, subnet) unless proxy_options say
             # cache: false (e.g. to time evaluations)
             cache = bool(opts.pop("cache", True)) and bool(self.proxy.cacheable)
+            # load only what the proxy uses (a saved predictor needs neither)
             self.ctx = ProxyContext.build(
-                self.space, checkpoint=self.cfg.checkpoint, data=self.cfg.data, cache=cache,
-                **opts,
+                self.space,
+                checkpoint=self.cfg.checkpoint if self.proxy.uses_weights() else None,
+                data=self.cfg.data if self.proxy.needs_data else None, cache=cache, **opts,
             )
 
     def info(self) -> dict[str, Any]:
