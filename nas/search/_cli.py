@@ -104,7 +104,8 @@ def search_cmd(
         "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, "
         "macs=N.")] = None,
     sampler: Annotated[str | None, typer.Option(
-        help="tpe, nsga2, random, gp or evolution (OFA's).")] = None,
+        help="tpe, nsga2, random, gp or evolution (OFA's). gp suits small spaces: it takes "
+        "about a minute per trial on cifar_mbv3's 46 parameters here.")] = None,
     n_trials: Annotated[int | None, typer.Option("--n-trials", "-n", help="Trial budget.")
                         ] = None,
     workers: Annotated[int | None, typer.Option(help="Ray actors evaluating subnets.")] = None,
