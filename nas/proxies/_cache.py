@@ -1,7 +1,8 @@
 """A small SQLite cache of proxy scores, keyed by (checkpoint sha256, arch hash, proxy key).
 
 The file sits next to the checkpoint (``<checkpoint>.proxies.sqlite``) when that folder is
-writable, else in the cache folder (``$NAS_CACHE_DIR`` or ``~/.cache/nas``). Scores are
+writable and not inside the package (shipped supernets), else in the cache folder
+(``$NAS_CACHE_DIR`` or ``~/.cache/nas``). Scores are
 inserted and never changed: the key names everything a score depends on.
 """
 
@@ -44,7 +45,9 @@ def default_cache_path(checkpoint: Path | str | None = None) -> Path:
     """Where scores of ``checkpoint`` are cached (see the module docstring)."""
     if checkpoint is not None:
         ck = Path(checkpoint)
-        if os.access(ck.resolve().parent, os.W_OK):
+        folder = ck.resolve().parent
+        shipped = Path(__file__).resolve().parents[1] in folder.parents  # inside nas/
+        if os.access(folder, os.W_OK) and not shipped:
             return ck.with_name(ck.name + ".proxies.sqlite")
     return _cache_root() / "proxies.sqlite"
 

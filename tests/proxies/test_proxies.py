@@ -101,3 +101,13 @@ def test_cache_file_round_trip(tmp_path):
         c.put("ck", "p", {"a": 1.5, "b": 2.0})
         assert c.get("ck", "p", ["a", "b", "z"]) == {"a": 1.5, "b": 2.0}
         assert c.get("other", "p", ["a"]) == {}
+
+
+def test_scores_of_a_shipped_supernet_are_cached_outside_the_package(tmp_path, monkeypatch):
+    from nas._data import shipped_supernet
+    from nas.proxies import default_cache_path
+
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path))
+    assert default_cache_path(shipped_supernet()) == tmp_path / "proxies.sqlite"
+    ck = tmp_path / "mine.safetensors"
+    assert default_cache_path(ck) == tmp_path / "mine.safetensors.proxies.sqlite"
