@@ -66,7 +66,7 @@ def run_demo(
     db_path = workdir / "latency.sqlite"
     db = LatencyDB(str(db_path))
     t = time.perf_counter()
-    have = {r.arch for r in db.measurements(profile.name, space)}
+    have = {r.arch for r in db.measurements(profile.name, space, source="measured")}
     todo = [a for a in sample_for_measurement(space, n_latency, seed=seed) if a not in have]
     if todo:
         measure_architectures(profile, space, todo, db, progress=progress)

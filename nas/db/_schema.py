@@ -80,7 +80,7 @@ measurements = Table(
     Column("n_runs", Integer, nullable=False, default=0),
     Column("status", String(16), nullable=False),  # "ok" | "failed"
     Column("error", Text, nullable=True),
-    Column("source", String(16), nullable=False),  # "measured" | "imported" | "noise"
+    Column("source", String(16), nullable=False),  # measured, imported, noise, reference
     Column("env", Text, nullable=False),  # JSON fingerprint of where it was measured
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_measurements_device_status", "device", "status"),

@@ -43,7 +43,7 @@ __all__ = [
 
 #: Allowed values of a measurement's ``status`` and ``source``.
 STATUSES = ("ok", "failed")
-SOURCES = ("measured", "imported", "noise")
+SOURCES = ("measured", "imported", "noise", "reference")
 #: A latency at or above this (about 17 minutes per image) is a unit or timing bug.
 MAX_LATENCY_MS = 1e6
 

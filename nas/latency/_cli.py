@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import sys
@@ -75,7 +76,12 @@ def measure(
         "profile's ray_resource (default: $RAY_ADDRESS; without one, profiles with placement "
         "'local' run in this process).")] = None,
     quick: Annotated[bool, typer.Option("--quick", help="A cheap timing protocol (about 2% "
-                                        "precision) for smoke tests.")] = False,
+                                        "precision, absolute) for smoke tests.")] = False,
+    reference: Annotated[bool, typer.Option(
+        "--reference/--absolute",
+        help="Time each subnet alternately with the space's reference subnet and store it "
+        "relative to that (cancels the machine's drift; the default), or time it "
+        "alone.")] = True,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -84,7 +90,11 @@ def measure(
     Each subnet is extracted from a randomly initialised supernet (latency does not depend on
     the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime
     with the profile's session settings: warm-up, then runs until the median is known to
-    0.5%. A subnet that fails to export or run is stored as failed and the run goes on.
+    0.5%, alternating run by run with the space's reference subnet (every dimension at its
+    middle choice). The stored latency is the ratio of the two medians times the reference's
+    anchor latency, measured once per device and database, so a machine that slows down for
+    a while slows both and the result does not move. A subnet that fails to export or run is
+    stored as failed and the run goes on.
     """
     from nas.latency._devices import get_device
     from nas.latency._measure import (
@@ -104,8 +114,9 @@ def measure(
         )
     store = _db(db)
     cfg = TimingConfig.quick() if quick else TimingConfig()
+    cfg = dataclasses.replace(cfg, reference=reference and not quick)
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
-            if r.source != "noise"}
+            if r.source in ("measured", "imported")}
     archs = sample_for_measurement(sp, n, seed, exclude=done)
     ids = measure_architectures(profile, sp, archs, store, progress=progress,
                                 address=address, config=cfg)

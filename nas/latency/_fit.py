@@ -74,7 +74,7 @@ def training_data(
     want = set(ids) if ids is not None else None
     groups: dict[Architecture, list[tuple[int, float]]] = {}
     for rec in db.measurements(name, sp.name, status="ok"):
-        if rec.source == "noise" or rec.latency_ms is None:
+        if rec.source not in ("measured", "imported") or rec.latency_ms is None:
             continue
         if want is not None and rec.id not in want:
             continue

@@ -25,6 +25,18 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
 6. The median is stored as the latency (robust to the tail), with p10, p90, the number of runs
    and an environment fingerprint: CPU model, core count and affinity, load average, library
    versions, the profile and the protocol settings.
+7. Relative timing (``TimingConfig.reference``, on by default): a shared machine's speed
+   drifts by several percent over minutes (CPU frequency, neighbours on the host), far more
+   than the median's own uncertainty, so two measurements of one subnet taken ten minutes
+   apart differ by about 6% here (experiments/RESULTS.md, "Latency predictors"). Each subnet
+   is therefore timed run by run alternately with a fixed *reference subnet* of the space
+   (every dimension at its middle choice) in the same process, and what is stored is
+   ``median(subnet) / median(reference) * anchor``: the ratio cancels whatever slowed both,
+   and the *anchor*, the reference's own latency measured once per (device, space, database)
+   in several fresh sessions (stored with source ``"reference"``), turns it back into
+   milliseconds on one scale for every measurement, whenever it was made. The raw median,
+   the reference's median in the same window and the ratio are kept in the environment
+   record. Lookup-table block timings stay absolute.
 
 Subnets are exported with one torch thread: OpenMP workers left spinning after a parallel
 export would otherwise compete with the timing that follows.
@@ -63,8 +75,10 @@ if TYPE_CHECKING:
     from nas.supernet import OFASupernet
 
 __all__ = [
+    "ANCHOR_SESSIONS",
     "PROTOCOL_VERSION",
     "NoiseFloor",
+    "Reference",
     "Timer",
     "TimingConfig",
     "TimingError",
@@ -78,12 +92,15 @@ __all__ = [
     "noise_floor_from_db",
     "prepare_model",
     "quantize_int8",
+    "reference_anchor",
     "sample_for_measurement",
     "time_onnx",
     "time_session",
 ]
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+#: Fresh sessions that time the reference subnet to fix its anchor latency.
+ANCHOR_SESSIONS = 5
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
@@ -114,6 +131,9 @@ class TimingConfig:
         min_disturbance_ms: see ``max_spread``.
         retries: repeats of a disturbed measurement.
         retry_sleep_s: pause before a repeat.
+        reference: time each subnet interleaved with the space's reference subnet and store
+            its latency relative to it (protocol step 7); measurements with and without it
+            are on the same scale only up to the machine's drift.
     """
 
     warmup_runs: int = 5
@@ -128,6 +148,7 @@ class TimingConfig:
     min_disturbance_ms: float = 0.05
     retries: int = 2
     retry_sleep_s: float = 1.0
+    reference: bool = True
 
     def __post_init__(self) -> None:
         for name in ("warmup_runs", "min_runs", "max_runs", "round_runs", "retries"):
@@ -158,7 +179,7 @@ class TimingConfig:
     def quick(cls) -> TimingConfig:
         """A cheap setting for tests and smoke runs (about 2% precision)."""
         return cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=40, max_s=0.3,
-                   target_rel_ci=0.02, round_runs=5, retries=0)
+                   target_rel_ci=0.02, round_runs=5, retries=0, reference=False)
 
 
 @dataclass(frozen=True)
@@ -269,50 +290,76 @@ def _median_rel_ci(sorted_ms: np.ndarray) -> float:
     return float((sorted_ms[hi] - sorted_ms[lo]) / 2 / med) if med > 0 else float("inf")
 
 
-def time_session(
-    run: Callable[[], Any], config: TimingConfig | None = None
-) -> TimingResult:
-    """Time ``run()`` with the protocol: warm-up, then rounds until the median is stable."""
-    cfg = config or TimingConfig()
+def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
+               ) -> tuple[list[np.ndarray], float]:
+    """Warm up, then record ``runs`` alternately, run by run, until every median is known to
+    ``cfg.target_rel_ci`` (or a cap). Returns each callable's times in ms and the seconds."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
         t_start = time.perf_counter()
         n_warm = 0
         while n_warm < cfg.warmup_runs or time.perf_counter() - t_start < cfg.warmup_s:
-            run()
+            for run in runs:
+                run()
             n_warm += 1
             if n_warm >= 50 * max(cfg.warmup_runs, 1):
                 break
-        times: list[int] = []
+        times: list[list[int]] = [[] for _ in runs]
         t0 = time.perf_counter()
-        rel_ci = float("inf")
-        converged = False
         clock = time.perf_counter_ns
         while True:
             for _ in range(cfg.round_runs):
-                a = clock()
-                run()
-                times.append(clock() - a)
-            n = len(times)
-            if n >= cfg.min_runs:
-                arr = np.sort(np.asarray(times, dtype=np.float64)) / 1e6
-                rel_ci = _median_rel_ci(arr)
-                if rel_ci <= cfg.target_rel_ci:
-                    converged = True
-                    break
+                for run, out in zip(runs, times, strict=True):
+                    a = clock()
+                    run()
+                    out.append(clock() - a)
+            n = len(times[0])
+            if n >= cfg.min_runs and all(
+                _median_rel_ci(np.sort(np.asarray(t, dtype=np.float64))) <= cfg.target_rel_ci
+                for t in times
+            ):
+                break
             if n >= cfg.max_runs or time.perf_counter() - t0 >= cfg.max_s:
                 break
         elapsed = time.perf_counter() - t_start
     finally:
         if gc_was_enabled:
             gc.enable()
-    arr = np.asarray(times, dtype=np.float64) / 1e6
-    if len(arr) >= 2:
-        rel_ci = _median_rel_ci(np.sort(arr))
+    return [np.asarray(t, dtype=np.float64) / 1e6 for t in times], elapsed
+
+
+def _result(arr: np.ndarray, cfg: TimingConfig, seconds: float) -> TimingResult:
+    rel_ci = _median_rel_ci(np.sort(arr)) if len(arr) >= 2 else float("inf")
     p10, med, p90 = np.percentile(arr, [10, 50, 90])
     return TimingResult(float(med), float(p10), float(p90), len(arr), float(rel_ci),
-                        converged, float(elapsed))
+                        rel_ci <= cfg.target_rel_ci, float(seconds))
+
+
+def time_session(
+    run: Callable[[], Any], config: TimingConfig | None = None
+) -> TimingResult:
+    """Time ``run()`` with the protocol: warm-up, then rounds until the median is stable."""
+    cfg = config or TimingConfig()
+    (arr,), elapsed = _time_runs([run], cfg)
+    return _result(arr, cfg, elapsed)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference subnet a measurement is timed against (protocol step 7).
+
+    Attributes:
+        model: its ONNX model, prepared for the device (quantized for int8 profiles).
+        resolution: its input side.
+        anchor_ms: its latency on the device, from fresh sessions (the scale of the results).
+        arch_hash: its architecture hash, recorded with each measurement.
+    """
+
+    model: bytes
+    resolution: int
+    anchor_ms: float
+    arch_hash: str = ""
 
 
 def _disturbed(res: TimingResult, cfg: TimingConfig) -> bool:
@@ -320,9 +367,26 @@ def _disturbed(res: TimingResult, cfg: TimingConfig) -> bool:
             and res.p90_ms - res.p10_ms > cfg.min_disturbance_ms)
 
 
+def _input(profile: DeviceProfile, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(
+        (profile.batch_size, *shape)).astype(np.float32)
+
+
+def _runner(model: bytes, profile: DeviceProfile, x: np.ndarray) -> Callable[[], Any]:
+    sess = make_session(model, profile)
+    feed = {sess.get_inputs()[0].name: x}
+    outputs = [o.name for o in sess.get_outputs()]
+
+    def run() -> Any:
+        return sess.run(outputs, feed)
+
+    return run
+
+
 def time_onnx(
     model: bytes, profile: DeviceProfile, resolution: int,
     config: TimingConfig | None = None, input_shape: tuple[int, ...] | None = None,
+    reference: Reference | None = None,
 ) -> TimingResult:
     """Time an ONNX model (already quantized for int8 profiles) on ``profile``.
 
@@ -336,36 +400,37 @@ def time_onnx(
         config: the protocol's settings.
         input_shape: the input's shape without the batch dimension, instead of
             ``(3, r, r)`` (single blocks for lookup tables).
+        reference: time the model alternately with this reference and scale the result to
+            the reference's anchor (protocol step 7); p10 and p90 are scaled alike.
     """
     cfg = config or TimingConfig()
     shape = tuple(input_shape) if input_shape is not None else (3, resolution, resolution)
-    x = np.random.default_rng(cfg.seed).standard_normal(
-        (profile.batch_size, *shape)
-    ).astype(np.float32)
+    x = _input(profile, shape, cfg.seed)
+    x_ref = (_input(profile, (3, reference.resolution, reference.resolution), cfg.seed + 1)
+             if reference is not None else None)
     best: TimingResult | None = None
+    best_ref: TimingResult | None = None
     spreads = []
     t_start = time.perf_counter()
     for attempt in range(cfg.retries + 1):
         if attempt:
             time.sleep(cfg.retry_sleep_s)
-        sess = make_session(model, profile)
-        feed = {sess.get_inputs()[0].name: x}
-        outputs = [o.name for o in sess.get_outputs()]
-
-        def run(sess: Any = sess, feed: Any = feed, outputs: Any = outputs) -> Any:
-            return sess.run(outputs, feed)
-
+        runs = [_runner(model, profile, x)]
+        if reference is not None:
+            runs.append(_runner(reference.model, profile, x_ref))  # type: ignore[arg-type]
         try:
-            res = time_session(run, cfg)
+            arrays, elapsed = _time_runs(runs, cfg)
         except Exception as exc:
             raise TimingError(f"ORT run failed: {type(exc).__name__}: {exc}") from exc
+        res = _result(arrays[0], cfg, elapsed)
         spread = res.p90_ms / res.p10_ms
         spreads.append(round(spread, 4))
         if best is None or spread < best.p90_ms / best.p10_ms:
             best = res
+            best_ref = _result(arrays[1], cfg, elapsed) if reference is not None else None
+        del runs
         if not _disturbed(res, cfg):
             break
-        del sess
     if best is None:  # pragma: no cover - the loop runs at least once
         raise TimingError("no timing attempt ran")
     env = environment_fingerprint(profile, cfg)
@@ -373,7 +438,23 @@ def time_onnx(
                seconds=round(best.seconds, 3), resolution=resolution, spreads=spreads,
                disturbed=_disturbed(best, cfg),
                total_s=round(time.perf_counter() - t_start, 3))
-    return dataclasses.replace(best, env=env)
+    if reference is None or best_ref is None:
+        return dataclasses.replace(best, env=env)
+    scale = reference.anchor_ms / best_ref.median_ms
+    env["reference"] = {
+        "arch": reference.arch_hash, "anchor_ms": round(reference.anchor_ms, 6),
+        "raw_median_ms": round(best.median_ms, 6),
+        "reference_median_ms": round(best_ref.median_ms, 6),
+        "ratio": round(best.median_ms / best_ref.median_ms, 6),
+        "reference_rel_ci": round(best_ref.rel_ci, 6),
+    }
+    rel_ci = float(np.hypot(best.rel_ci, best_ref.rel_ci))
+    env["rel_ci"] = round(rel_ci, 6)
+    return dataclasses.replace(
+        best, median_ms=best.median_ms * scale, p10_ms=best.p10_ms * scale,
+        p90_ms=best.p90_ms * scale, rel_ci=rel_ci,
+        converged=best.converged and best_ref.converged, env=env,
+    )
 
 
 # ---------------------------------------------------------------------- int8
@@ -501,9 +582,11 @@ def device_lock(profile: DeviceProfile, lock_dir: Path | str) -> Iterator[Path]:
 # ---------------------------------------------------------------------- Ray
 def _time_task(model: bytes, profile_dict: dict[str, Any], resolution: int,
                config_dict: dict[str, Any],
-               input_shape: tuple[int, ...] | None = None) -> TimingResult:
+               input_shape: tuple[int, ...] | None = None,
+               reference: Reference | None = None) -> TimingResult:
     profile = DeviceProfile(**profile_dict)
-    res = time_onnx(model, profile, resolution, TimingConfig(**config_dict), input_shape)
+    res = time_onnx(model, profile, resolution, TimingConfig(**config_dict), input_shape,
+                    reference)
     try:
         import ray
 
@@ -530,15 +613,15 @@ class _RayRunner:
         self._remote = ray.remote(_time_task)
 
     def __call__(self, model: bytes, profile: DeviceProfile, resolution: int,
-                 config: TimingConfig,
-                 input_shape: tuple[int, ...] | None = None) -> TimingResult:
+                 config: TimingConfig, input_shape: tuple[int, ...] | None = None,
+                 reference: Reference | None = None) -> TimingResult:
         opts: dict[str, Any] = {"num_cpus": max(1, int(profile.intra_op_threads)),
                                 "max_retries": 0}
         if profile.ray_resource:
             opts["resources"] = {profile.ray_resource: 1}
         ref = self._remote.options(**opts).remote(
             model, dataclasses.asdict(profile), resolution, dataclasses.asdict(config),
-            input_shape,
+            input_shape, reference,
         )
         return self._ray.get(ref)
 
@@ -567,11 +650,14 @@ class Timer:
         return self._ray is not None
 
     def __call__(self, model: bytes, resolution: int,
-                 input_shape: tuple[int, ...] | None = None) -> TimingResult:
+                 input_shape: tuple[int, ...] | None = None,
+                 reference: Reference | None = None) -> TimingResult:
         if self._ray is not None:
-            return self._ray(model, self.profile, resolution, self.config, input_shape)
+            return self._ray(model, self.profile, resolution, self.config, input_shape,
+                             reference)
         with device_lock(self.profile, self.lock_dir):
-            return time_onnx(model, self.profile, resolution, self.config, input_shape)
+            return time_onnx(model, self.profile, resolution, self.config, input_shape,
+                             reference)
 
 
 def _use_ray(profile: DeviceProfile, address: str | None) -> bool:
@@ -623,6 +709,55 @@ def _progress(enabled: bool, total: int, description: str) -> Any:
                         field_format="{task.fields[status]}")
 
 
+def _prepare_for(profile: DeviceProfile, fp32: bytes, resolution: int,
+                 cache: dict[str, bytes] | None = None) -> bytes:
+    """``prepare_model``, keeping one model per precision in ``cache`` (one subnet's models
+    shared by its devices)."""
+    if cache is None:
+        return prepare_model(fp32, profile, resolution)
+    if profile.precision not in cache:
+        cache[profile.precision] = prepare_model(fp32, profile, resolution)
+    return cache[profile.precision]
+
+
+def reference_anchor(
+    device: str | DeviceProfile, space: str | SearchSpace, db: LatencyDB
+) -> float | None:
+    """The reference subnet's stored anchor latency on a device (median of its fresh-session
+    measurements, source ``"reference"``), or None before the first relative measurement."""
+    sp = get_space(space)
+    name = device.name if isinstance(device, DeviceProfile) else device
+    vals = [float(r.latency_ms) for r in db.measurements(name, sp.name, status="ok",
+                                                          source="reference")
+            if r.latency_ms is not None]
+    return float(np.median(vals)) if vals else None
+
+
+def _reference(
+    profile: DeviceProfile, sp: SearchSpace, db: LatencyDB, timer: Timer,
+    net: OFASupernet, export: Callable[[OFASupernet, Architecture], bytes],
+) -> Reference:
+    """The space's reference subnet on ``profile``, its anchor measured first if need be."""
+    arch = sp.middle()
+    try:
+        model = _prepare_for(profile, export(net, arch), arch.r)
+    except Exception as exc:
+        raise TimingError(f"cannot export the reference subnet of {sp.name} for relative "
+                          f"timing: {_error_text(exc)}") from exc
+    anchor = reference_anchor(profile, sp, db)
+    if anchor is None:
+        for _ in range(ANCHOR_SESSIONS):
+            res = timer(model, arch.r)
+            env = dict(res.env)
+            env["anchor_of"] = {"space": sp.name, "arch": arch.hash}
+            db.add_measurement(profile.name, arch, latency_ms=res.median_ms, p10=res.p10_ms,
+                               p90=res.p90_ms, n_runs=res.n_runs, status="ok",
+                               source="reference", env=env)
+        anchor = reference_anchor(profile, sp, db)
+        assert anchor is not None
+    return Reference(model, arch.r, anchor, arch.hash)
+
+
 def measure_on_devices(
     devices: Sequence[str | DeviceProfile], space: str | SearchSpace,
     archs: Iterable[Architecture | dict[str, Any] | str], db: LatencyDB, *,
@@ -648,6 +783,9 @@ def measure_on_devices(
             the timing runs as a Ray task on a node with the profile's ``ray_resource``.
         config: the timing protocol's settings.
         source: stored with each measurement (``"measured"``, or ``"noise"`` for repeats).
+            With ``config.reference`` (the default), the first relative measurement of a
+            (device, space) in ``db`` also stores the reference subnet's anchor timings
+            (source ``"reference"``).
         exporter: ``(supernet, arch) -> ONNX bytes``; the default extracts and exports.
         skip_measured: do not measure again an (architecture, device) pair that already has
             a successful measurement of this ``source``; its id is returned instead (resumable
@@ -674,6 +812,11 @@ def measure_on_devices(
     timers = {p.name: Timer(p, lock_dir=lock_dir, address=address, config=cfg)
               for p in profiles} if todo else {}
     net = supernet if supernet is not None or not todo else _default_supernet(sp)
+    refs: dict[str, Reference] = {}
+    if cfg.reference and todo:
+        with _one_torch_thread():
+            refs = {p.name: _reference(p, sp, db, timers[p.name], net, export)  # type: ignore[arg-type]
+                    for p in profiles}
     ids: dict[str, list[int]] = {p.name: [] for p in profiles}
     names = ",".join(p.name for p in profiles)
     with _one_torch_thread(), _progress(progress, len(todo), f"{sp.name} on {names}") as advance:
@@ -690,7 +833,7 @@ def measure_on_devices(
             except Exception as exc:
                 fp32, export_error = None, f"export: {_error_text(exc)}"
             export_s = time.perf_counter() - t0
-            int8: bytes | None = None
+            models: dict[str, bytes] = {}
             for p in profiles:
                 if arch in done[p.name]:
                     ids[p.name].append(done[p.name][arch])
@@ -699,14 +842,9 @@ def measure_on_devices(
                     if fp32 is None:
                         raise TimingError(export_error or "export failed")
                     t1 = time.perf_counter()
-                    if p.precision == "int8":
-                        if int8 is None:
-                            int8 = quantize_int8(fp32, arch.r)
-                        model = int8
-                    else:
-                        model = prepare_model(fp32, p, arch.r)
+                    model = _prepare_for(p, fp32, arch.r, models)
                     prepare_s = time.perf_counter() - t1
-                    res = timers[p.name](model, arch.r)
+                    res = timers[p.name](model, arch.r, reference=refs.get(p.name))
                     env = dict(res.env)
                     env.update(placement="ray" if "ray" in env else "local",
                                export_s=round(export_s, 4), prepare_s=round(prepare_s, 4))

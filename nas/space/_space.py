@@ -279,6 +279,19 @@ class SearchSpace:
             [min(self.depths)] * self.n_stages, min(self.resolutions) if r is None else r,
         )
 
+    def middle(self, r: int | None = None) -> Architecture:
+        """Every dimension at its middle choice (the upper middle of an even count), and the
+        middle resolution unless ``r`` is given."""
+
+        def mid(choices: Sequence[int]) -> int:
+            c = sorted(choices)
+            return int(c[len(c) // 2])
+
+        return self.arch([mid(self.kernel_sizes)] * self.n_layers,
+                         [mid(self.expand_ratios)] * self.n_layers,
+                         [mid(self.depths)] * self.n_stages,
+                         mid(self.resolutions) if r is None else r)
+
     def mutate(
         self, arch: Architecture, seed: SeedLike = None, prob: float = 0.1,
         resolution_prob: float | None = None,

@@ -157,14 +157,7 @@ def evaluate_subnet(
 
 def middle_arch(space: Any) -> Architecture:
     """The subnet with every dimension at its middle choice (and the middle resolution)."""
-
-    def mid(choices: Any) -> int:
-        c = sorted(choices)
-        return int(c[len(c) // 2])
-
-    return space.arch([mid(space.kernel_sizes)] * space.n_layers,
-                      [mid(space.expand_ratios)] * space.n_layers,
-                      [mid(space.depths)] * space.n_stages, mid(space.resolutions))
+    return space.middle()  # type: ignore[no-any-return]
 
 
 def subnet_by_name(space: Any, name: str) -> Architecture:

@@ -73,6 +73,83 @@ def test_stopping_rule_caps_runs_on_a_noisy_median(monkeypatch: pytest.MonkeyPat
     assert res.rel_ci > cfg.target_rel_ci
 
 
+def test_interleaved_reference_cancels_a_drifting_machine(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    calls = [0]
+
+    def runner(ms: float):  # type: ignore[no-untyped-def]
+        def run() -> None:  # the machine gets 0.25% slower every run
+            calls[0] += 1
+            clock.now += int(1e6 * ms * (1 + 0.0025 * calls[0]))
+        return run
+
+    cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=60, max_runs=200, max_s=1e9,
+                       round_runs=10, target_rel_ci=0.5)
+    (target, ref), _ = _measure._time_runs([runner(2.0), runner(1.0)], cfg)
+    assert len(target) == len(ref) >= 20
+    raw = float(np.median(target))
+    assert raw > 2.1  # the raw median carries the drift...
+    assert float(np.median(target) / np.median(ref)) == pytest.approx(2.0, rel=5e-3)  # ...not
+    # the ratio to a reference timed run by run alternately with it
+
+
+def test_relative_timing_scales_to_the_anchor() -> None:
+    from nas.export._onnx import onnx_bytes
+    from nas.supernet import OFASupernet
+
+    net = OFASupernet("tiny").eval()
+    sp = net.space
+    small, mid = sp.smallest(), sp.middle()
+    models = {a: onnx_bytes(net.extract(a), a.r) for a in (small, mid)}
+    prof = DeviceProfile("t-1t")
+    cfg = TimingConfig(warmup_runs=5, warmup_s=0.0, min_runs=30, max_runs=200, max_s=1.0,
+                       target_rel_ci=0.02, retries=0)
+    # the reference timed against itself comes out at its anchor, whatever the anchor
+    ref = _measure.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
+    res = _measure.time_onnx(models[mid], prof, mid.r, cfg, reference=ref)
+    assert res.median_ms == pytest.approx(5.0, rel=0.15)
+    env = res.env["reference"]
+    assert env["arch"] == mid.hash and env["anchor_ms"] == 5.0
+    assert env["ratio"] == pytest.approx(res.median_ms / 5.0, rel=1e-4)
+    assert res.p10_ms <= res.median_ms <= res.p90_ms
+    # a smaller subnet is faster than the reference, on the anchor's scale
+    small_res = _measure.time_onnx(models[small], prof, small.r, cfg, reference=ref)
+    assert small_res.env["reference"]["ratio"] < 1
+    assert small_res.median_ms == pytest.approx(
+        5.0 * small_res.env["reference"]["raw_median_ms"]
+        / small_res.env["reference"]["reference_median_ms"], rel=1e-4)
+
+
+def test_relative_measurements_share_one_stored_anchor(db: LatencyDB) -> None:
+    sp = get_space("tiny")
+    rel = TimingConfig(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=40, max_s=0.3,
+                       target_rel_ci=0.02, round_runs=5, retries=0)  # quick, but relative
+    assert rel.reference and not QUICK.reference
+    archs = sample_for_measurement(sp, 3, seed=5)
+    ids = measure_architectures("cpu-1t", sp, archs[:2], db, progress=False, config=rel)
+    anchors = db.measurements("cpu-1t", "tiny", source="reference")
+    assert len(anchors) == _measure.ANCHOR_SESSIONS
+    assert {a.arch for a in anchors} == {sp.middle()}
+    anchor = _measure.reference_anchor("cpu-1t", sp, db)
+    assert anchor == pytest.approx(float(np.median([a.latency_ms for a in anchors])))
+    measure_architectures("cpu-1t", sp, archs[2:], db, progress=False, config=rel)
+    assert len(db.measurements("cpu-1t", "tiny", source="reference")) == \
+        _measure.ANCHOR_SESSIONS  # measured once per (device, space, database)
+    recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", source="measured")}
+    assert len(recs) == 3
+    for i in ids:
+        env = recs[i].env
+        assert env["protocol"] == _measure.PROTOCOL_VERSION
+        assert env["reference"]["anchor_ms"] == pytest.approx(anchor, rel=1e-5)
+        assert recs[i].latency_ms == pytest.approx(anchor * env["reference"]["ratio"],
+                                                   rel=1e-4)
+    # the anchor's timings are neither training data nor counted as measured subnets
+    assert len(training_data("cpu-1t", "tiny", db)) == 3
+
+
 def test_median_ci_shrinks_with_more_runs() -> None:
     rng = np.random.default_rng(1)
     few = np.sort(rng.normal(10, 0.5, 20))
