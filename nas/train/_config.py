@@ -14,7 +14,7 @@ Example (``experiments/<name>/config.yaml``)::
       - {task: expand, epochs: 1, lr: 0.01, subnets_per_step: 2, expand_ratios: [4, 6]}
       - {task: expand, epochs: 2, lr: 0.01, subnets_per_step: 2}
 
-Relative paths (``data.source``, ``data.cache_dir``, ``out``) are relative to the working
+Relative paths (``data.source``, ``data.cache_dir``, ``out``, ``init``) are relative to the working
 directory, i.e. to the repository root when commands are run from there.
 """
 
@@ -164,12 +164,16 @@ class TrainConfig:
         elastic_resolution: each batch uses a resolution drawn from the space's (OFA);
             otherwise the largest resolution throughout.
         channels_last: NHWC memory format (2.5-3x faster on CPUs for depthwise convolutions).
+        init: a supernet checkpoint of the same space whose weights start the run instead of
+            a random initialisation: more epochs on a trained supernet, or fine-tuning one on
+            other data of the same classes (a resumed run continues from its own checkpoint).
     """
 
     space: str
     data: DataConfig
     phases: tuple[PhaseConfig, ...]
     out: str = "runs/train"
+    init: str | None = None
     seed: int = 0
     batch_size: int = 128
     elastic_resolution: bool = True

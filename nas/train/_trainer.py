@@ -181,6 +181,8 @@ class Trainer:
         state: dict[str, Any] | None = None
         if latest is not None:
             net, progress, state = self._load_checkpoint(latest)
+        elif cfg.init:
+            net = load_supernet(cfg.init, space=cfg.space).train()
         self.net = net.to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -209,6 +211,7 @@ class Trainer:
                 f"{len(self.loader)} steps/epoch x {self.world_size} worker(s) on "
                 f"{self.device.type}"
                 + (f"; at phase {progress.phase} epoch {progress.epoch}" if latest else "")
+                + (f"; weights from {cfg.init}" if cfg.init and not latest else "")
             )
         self.progress = progress
         for pi in range(progress.phase, len(cfg.phases)):

@@ -137,6 +137,34 @@ def test_resume_after_a_crash_repeats_nothing_and_matches_an_uninterrupted_run(
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
 
 
+def test_init_starts_from_a_trained_supernet(tiny_config, tmp_path, digits):
+    first = Trainer(config_from_dict(tiny_config(tmp_path / "a")), progress=False,
+                    data=digits).run()
+    trained = weights(first.checkpoint)
+    # a run of zero epochs from `init` ends with the init weights, unchanged
+    cfg = tiny_config(tmp_path / "b", [{"task": "full", "epochs": 0, "lr": 0.05}])
+    cfg["init"] = str(first.checkpoint)
+    res = Trainer(config_from_dict(cfg), progress=False, data=digits).run()
+    kept = weights(res.checkpoint)
+    assert all(torch.equal(trained[k], kept[k]) for k in trained)
+    # and a real phase continues from them: a fresh start lands elsewhere
+    more = tiny_config(tmp_path / "c")
+    more["init"] = str(first.checkpoint)
+    cont = weights(Trainer(config_from_dict(more), progress=False, data=digits).run().checkpoint)
+    fresh = weights(Trainer(config_from_dict(tiny_config(tmp_path / "d")), progress=False,
+                            data=digits).run().checkpoint)
+    assert any(not torch.equal(cont[k], fresh[k]) for k in cont)
+    # a checkpoint of another space is refused, naming both spaces
+    other = OFASupernet("cifar_mbv3")
+    from nas.supernet import save_supernet
+
+    save_supernet(other, tmp_path / "other.safetensors")
+    bad = tiny_config(tmp_path / "e")
+    bad["init"] = str(tmp_path / "other.safetensors")
+    with pytest.raises(Exception, match="cifar_mbv3"):
+        Trainer(config_from_dict(bad), progress=False, data=digits).run()
+
+
 def test_resume_refuses_another_configuration(tiny_config, tmp_path, digits):
     Trainer(config_from_dict(tiny_config(tmp_path / "run")), progress=False, data=digits).run()
     other = config_from_dict(tiny_config(tmp_path / "run", [{"task": "full", "epochs": 1,
