@@ -29,7 +29,8 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
    drifts by several percent over minutes (CPU frequency, neighbours on the host), far more
    than the median's own uncertainty, so two measurements of one subnet taken ten minutes
    apart differ by about 6% here (experiments/RESULTS.md, "Latency predictors"). Each subnet
-   is therefore timed run by run alternately with a fixed *reference subnet* of the space
+   is therefore timed in alternating blocks of ``round_runs`` runs with a fixed *reference
+   subnet* of the space
    (every dimension at its middle choice) in the same process, and what is stored is
    ``median(subnet) / median(reference) * anchor``: the ratio cancels whatever slowed both,
    and the *anchor*, the reference's own latency measured once per (device, space, database)
@@ -292,8 +293,14 @@ def _median_rel_ci(sorted_ms: np.ndarray) -> float:
 
 def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
                ) -> tuple[list[np.ndarray], float]:
-    """Warm up, then record ``runs`` alternately, run by run, until every median is known to
-    ``cfg.target_rel_ci`` (or a cap). Returns each callable's times in ms and the seconds."""
+    """Warm up, then record ``runs`` in alternating blocks of ``cfg.round_runs`` runs each
+    until every median is known to ``cfg.target_rel_ci`` (or a cap). Returns each callable's
+    times in ms and the seconds.
+
+    Blocks, not single runs: alternating run by run makes each run start with the other
+    model's data in the caches (about 12% slower here), which is not how a deployed model
+    runs; within a block a model runs back to back as it would alone, and a block pair
+    (tens to hundreds of milliseconds) is still far shorter than the machine's drift."""
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
@@ -309,8 +316,8 @@ def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
         t0 = time.perf_counter()
         clock = time.perf_counter_ns
         while True:
-            for _ in range(cfg.round_runs):
-                for run, out in zip(runs, times, strict=True):
+            for run, out in zip(runs, times, strict=True):
+                for _ in range(cfg.round_runs):
                     a = clock()
                     run()
                     out.append(clock() - a)
