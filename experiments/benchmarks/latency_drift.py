@@ -10,6 +10,14 @@ Two parts, each printing a table:
 * ``--reference``: time one subnet in several fresh ONNX Runtime sessions, interleaved run by
   run with a fixed reference subnet, and compare the spread of the raw medians with the spread
   of their ratios to the reference (what timing relative to a reference would store).
+* ``--protocols``: subnets spread over the MAC range, each timed alone (the plain protocol,
+  back to back with the reference alone) and relative to the reference in alternating blocks,
+  with and without unrecorded runs at the start of each block: the relative protocol should
+  reproduce the ratio of the solo timings at every size.
+* ``--compare OLD NEW``: the same subnets measured in two databases (e.g. absolute timing in
+  OLD, relative timing in NEW): per subnet NEW/OLD, its median and spread, and whether it
+  trends with the subnet's size (Kendall tau against MACs; a protocol that favoured small or
+  large subnets would show here).
 
 Run: .venv/bin/python experiments/benchmarks/latency_drift.py \
          --db experiments/latency/measurements.sqlite
@@ -97,6 +105,81 @@ def reference_test(sessions: int, runs: int) -> None:
           "alternating run by run.")
 
 
+def protocols_test(n: int, sessions: int) -> None:
+    import dataclasses
+
+    import torch
+
+    from nas.export import onnx_bytes
+    from nas.latency import get_device
+    from nas.latency._measure import Reference, TimingConfig, sample_for_measurement, time_onnx
+    from nas.supernet import OFASupernet
+
+    torch.set_num_threads(1)
+    net = OFASupernet("ofa_mbv3").eval()
+    sp = net.space
+    pool = sample_for_measurement(sp, 200, seed=7, uniform_share=0.0)
+    macs = sp.costs(pool)["macs"]
+    pick = [pool[i] for i in np.argsort(macs)[np.linspace(0, len(pool) - 1, n).astype(int)]]
+    ref_arch = sp.middle()
+    models = {a: onnx_bytes(net.extract(a), a.r) for a in [*pick, ref_arch]}
+    prof = get_device("cpu-1t")
+    solo = TimingConfig(reference=False)
+    variants = {"blocks of 10": TimingConfig(), "blocks of 10, 2 unrecorded":
+                dataclasses.replace(TimingConfig(), block_warmup=2)}
+    rows = []
+    for a in pick:
+        ratios: dict[str, list[float]] = {"solo": [], **{k: [] for k in variants}}
+        for _ in range(sessions):
+            t = time_onnx(models[a], prof, a.r, solo).median_ms
+            r = time_onnx(models[ref_arch], prof, ref_arch.r, solo).median_ms
+            ratios["solo"].append(t / r)
+            ref = Reference(models[ref_arch], ref_arch.r, 1.0)
+            for k, cfg in variants.items():
+                ratios[k].append(time_onnx(models[a], prof, a.r, cfg, reference=ref).median_ms)
+        s0 = float(np.median(ratios["solo"]))
+        rows.append([f"{sp.macs(a) / 1e6:.0f}", f"{s0:.3f}",
+                     *(f"{np.median(ratios[k]) / s0:.3f}" for k in variants)])
+        print(rows[-1], flush=True)
+    print(header("Relative timing against solo timing (ofa_mbv3, cpu-1t)",
+                 "python experiments/benchmarks/latency_drift.py --protocols"))
+    print(table(["MACs (M)", "solo ratio to reference",
+                 *(f"{k} / solo" for k in variants)], rows))
+    print(f"\nmedians of {sessions} sessions; 1.000 = the relative protocol reproduces the "
+          "solo ratio")
+
+
+def compare_dbs(old_path: str, new_path: str, device: str, space: str) -> None:
+    from scipy.stats import kendalltau
+
+    from nas.db import LatencyDB
+    from nas.space import get_space
+
+    def first(path: str) -> dict:
+        out: dict = {}
+        for r in LatencyDB(path).measurements(device, space, status="ok", source="measured"):
+            out.setdefault(r.arch, float(r.latency_ms))
+        return out
+
+    old, new = first(old_path), first(new_path)
+    common = [a for a in new if a in old]
+    if not common:
+        print(f"no subnet of {space} on {device} is in both databases")
+        return
+    ratio = np.asarray([new[a] / old[a] for a in common])
+    macs = get_space(space).costs(common)["macs"]
+    q = np.percentile(ratio, [10, 50, 90])
+    by_size = [float(np.median(ratio[idx])) for idx in np.array_split(np.argsort(macs), 4)]
+    print(header(f"Same subnets, two databases ({space} on {device})",
+                 f"python experiments/benchmarks/latency_drift.py --compare {old_path} "
+                 f"{new_path}"))
+    print(table(["subnets", "NEW/OLD p10", "median", "p90", "median by MAC quartile",
+                 "Kendall tau (NEW/OLD vs MACs)"],
+                [[len(common), f"{q[0]:.3f}", f"{q[1]:.3f}", f"{q[2]:.3f}",
+                  " / ".join(f"{v:.3f}" for v in by_size),
+                  f"{kendalltau(ratio, macs)[0]:+.3f}"]]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,15 +188,25 @@ def main() -> None:
     ap.add_argument("--space", default="ofa_mbv3")
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--reference", action="store_true", help="run the interleaved test")
+    ap.add_argument("--protocols", action="store_true", help="relative against solo timing")
+    ap.add_argument("--n", type=int, default=6, help="subnets of the --protocols test")
+    ap.add_argument("--protocol-sessions", type=int, default=3,
+                    help="sessions per subnet and protocol in --protocols")
+    ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
+                    help="two databases with measurements of the same subnets")
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
-    if not args.db and not args.reference:
-        ap.error("give --db FILE and/or --reference")
+    if not (args.db or args.reference or args.compare or args.protocols):
+        ap.error("give --db FILE, --reference, --protocols and/or --compare OLD NEW")
     if args.db:
         drift_from_db(args.db, args.device, args.space, args.window)
     if args.reference:
         reference_test(args.sessions, args.runs)
+    if args.protocols:
+        protocols_test(args.n, args.protocol_sessions)
+    if args.compare:
+        compare_dbs(*args.compare, args.device, args.space)
 
 
 if __name__ == "__main__":

@@ -88,13 +88,13 @@ def measure(
     """Measure the latency of sampled subnets on a device and store it in the database.
 
     Each subnet is extracted from a randomly initialised supernet (latency does not depend on
-    the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime
-    with the profile's session settings: warm-up, then runs until the median is known to
-    0.5%, in blocks of 10 runs alternating with the space's reference subnet (every
-    dimension at its middle choice). The stored latency is the ratio of the two medians
-    times the reference's anchor latency, measured once per device and database, so a
-    machine that slows down for a while slows both and the result does not move. A subnet
-    that fails to export or run is stored as failed and the run goes on.
+    the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime with
+    the profile's session settings: warm-up, then runs until the median is known to 0.5%, in
+    blocks of 10 runs (after 2 unrecorded ones) alternating with the space's reference subnet
+    (every dimension at its middle choice). The stored latency is the ratio of the two medians
+    times the reference's anchor latency, measured once per device and database, so a machine
+    that slows down for a while slows both and the result does not move. A subnet that fails to
+    export or run is stored as failed and the run goes on.
     """
     from nas.latency._devices import get_device
     from nas.latency._measure import (

@@ -30,7 +30,7 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
    than the median's own uncertainty, so two measurements of one subnet taken ten minutes
    apart differ by about 6% here (experiments/RESULTS.md, "Latency predictors"). Each subnet
    is therefore timed in alternating blocks of ``round_runs`` runs with a fixed *reference
-   subnet* of the space
+   subnet* of the space (the first ``block_warmup`` runs of each block unrecorded)
    (every dimension at its middle choice) in the same process, and what is stored is
    ``median(subnet) / median(reference) * anchor``: the ratio cancels whatever slowed both,
    and the *anchor*, the reference's own latency measured once per (device, space, database)
@@ -99,7 +99,7 @@ __all__ = [
     "time_session",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 #: Fresh sessions that time the reference subnet to fix its anchor latency.
 ANCHOR_SESSIONS = 5
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -135,6 +135,10 @@ class TimingConfig:
         reference: time each subnet interleaved with the space's reference subnet and store
             its latency relative to it (protocol step 7); measurements with and without it
             are on the same scale only up to the machine's drift.
+        block_warmup: with a reference, runs at the start of each block that are not
+            recorded (the caches still hold the other model's data): without them the
+            smallest OFA subnets came out 10% slower relative to the reference than timed
+            alone, with 2 within 2% (experiments/RESULTS.md).
     """
 
     warmup_runs: int = 5
@@ -150,11 +154,13 @@ class TimingConfig:
     retries: int = 2
     retry_sleep_s: float = 1.0
     reference: bool = True
+    block_warmup: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("warmup_runs", "min_runs", "max_runs", "round_runs", "retries"):
+        for name in ("warmup_runs", "min_runs", "max_runs", "round_runs", "retries",
+                     "block_warmup"):
             value = getattr(self, name)
-            low = 0 if name in ("warmup_runs", "retries") else 1
+            low = 0 if name in ("warmup_runs", "retries", "block_warmup") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ConfigError(
                     f"TimingConfig.{name} must be an int >= {low}, got {value!r}"
@@ -317,6 +323,8 @@ def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
         clock = time.perf_counter_ns
         while True:
             for run, out in zip(runs, times, strict=True):
+                for _ in range(cfg.block_warmup if len(runs) > 1 else 0):
+                    run()  # the other model's data leaves the caches
                 for _ in range(cfg.round_runs):
                     a = clock()
                     run()

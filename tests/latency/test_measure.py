@@ -95,6 +95,36 @@ def test_interleaved_reference_cancels_a_drifting_machine(
     # a reference timed alternately with it did not
 
 
+def test_block_warmup_keeps_cold_runs_out_of_the_record(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    clock = _FakeClock()
+    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    last = [""]
+
+    def runner(name: str, ms: float):  # type: ignore[no-untyped-def]
+        def run() -> None:  # the first run after the other model's block is 3x slower
+            cold = last[0] != name
+            last[0] = name
+            clock.now += int(1e6 * ms * (3.0 if cold else 1.0))
+        return run
+
+    def times(block_warmup: int) -> list[np.ndarray]:
+        cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=40, max_runs=40,
+                           round_runs=4, block_warmup=block_warmup)
+        return _measure._time_runs([runner("t", 1.0), runner("r", 2.0)], cfg)[0]
+
+    cold_t, _ = times(0)
+    assert cold_t.max() == pytest.approx(3.0)  # every block starts cold...
+    assert np.median(cold_t) == pytest.approx(1.0)
+    warm_t, warm_r = times(1)
+    assert len(warm_t) == len(warm_r) == 40
+    assert warm_t.max() == pytest.approx(1.0) and warm_r.max() == pytest.approx(2.0)  # ...not
+    # when the first run of each block is left unrecorded
+    with pytest.raises(ConfigError, match="block_warmup"):
+        TimingConfig(block_warmup=-1)
+
+
 def test_relative_timing_scales_to_the_anchor() -> None:
     from nas.export._onnx import onnx_bytes
     from nas.supernet import OFASupernet
