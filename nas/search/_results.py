@@ -170,13 +170,27 @@ def _record(t: FrozenTrial, objectives: list[Objective],
 
 
 def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """True for rows of ``values`` (n x m, minimised) that no other row dominates."""
-    n = len(values)
+    """True for rows of ``values`` (n x m, minimised) that no other row dominates.
+
+    Rows are visited in lexicographic order: a row can only be dominated by one before it,
+    and if by any, then by one on the front found so far (dominance is transitive), so each
+    row is compared with the current front only: memory O(n), time O(n x front), where the
+    pairwise comparison of all rows would need n^2 memory (80 GB for 100,000 points).
+    """
+    v = np.asarray(values, dtype=np.float64)
+    n = len(v)
+    mask = np.zeros(n, dtype=bool)
     if n == 0:
-        return np.zeros(0, dtype=bool)
-    le = np.all(values[:, None, :] <= values[None, :, :], axis=2)
-    lt = np.any(values[:, None, :] < values[None, :, :], axis=2)
-    return ~(le & lt).any(axis=0)
+        return mask
+    front = np.empty((0, v.shape[1]))
+    for i in np.lexsort(v.T[::-1]):
+        p = v[i]
+        if len(front) and bool(np.any(np.all(front <= p, axis=1)
+                                      & np.any(front < p, axis=1))):
+            continue
+        mask[i] = True
+        front = np.vstack([front, p])
+    return mask
 
 
 def hypervolume(values: np.ndarray, reference: np.ndarray) -> float:

@@ -106,6 +106,22 @@ def test_pareto_mask_and_ranks_match_brute_force() -> None:
             assert rank[i] < rank[j]
 
 
+def test_pareto_mask_of_three_objectives_and_of_a_large_sample() -> None:
+    rng = np.random.default_rng(1)
+    v = rng.integers(0, 4, size=(80, 3)).astype(float)  # ties and duplicate rows
+    brute = [not any(np.all(v[j] <= v[i]) and np.any(v[j] < v[i]) for j in range(len(v)))
+             for i in range(len(v))]
+    assert pareto_mask(v).tolist() == brute
+    # the reference front of the search benchmark: 200,000 points in seconds, not n^2 memory
+    big = rng.random((200_000, 2))
+    mask = pareto_mask(big)
+    order = np.argsort(big[:, 0])
+    sweep = np.zeros(len(big), dtype=bool)
+    sweep[order] = big[order, 1] < np.minimum.accumulate(
+        np.concatenate([[np.inf], big[order, 1]]))[:-1]
+    assert mask.tolist() == sweep.tolist()
+
+
 def test_hypervolume_exact_cases() -> None:
     ref = np.array([4.0, 4.0])
     assert hypervolume(np.array([[1.0, 1.0]]), ref) == 9.0
