@@ -125,8 +125,8 @@ def protocols_test(n: int, sessions: int) -> None:
     models = {a: onnx_bytes(net.extract(a), a.r) for a in [*pick, ref_arch]}
     prof = get_device("cpu-1t")
     solo = TimingConfig(reference=False)
-    variants = {"blocks of 10": TimingConfig(), "blocks of 10, 2 unrecorded":
-                dataclasses.replace(TimingConfig(), block_warmup=2)}
+    variants = {"blocks of 10": dataclasses.replace(TimingConfig(), block_warmup=0),
+                "blocks of 10, 2 unrecorded": dataclasses.replace(TimingConfig(), block_warmup=2)}
     rows = []
     for a in pick:
         ratios: dict[str, list[float]] = {"solo": [], **{k: [] for k in variants}}
@@ -147,6 +147,63 @@ def protocols_test(n: int, sessions: int) -> None:
                  *(f"{k} / solo" for k in variants)], rows))
     print(f"\nmedians of {sessions} sessions; 1.000 = the relative protocol reproduces the "
           "solo ratio")
+
+
+NOISE_VARIANTS = {
+    "p2": {"block_warmup": 0},  # blocks of 10 runs
+    "p3": {"block_warmup": 2},  # the first 2 runs of each block unrecorded
+    "p3-warm1": {"block_warmup": 1},
+    "p3-6s": {"block_warmup": 2, "max_s": 6.0},  # twice the time cap
+    "p3-2sess": {"block_warmup": 2, "sessions": 2},  # mean of two fresh session pairs
+    "p3-2sess-1.5s": {"block_warmup": 2, "sessions": 2, "max_s": 1.5},  # same time as p3
+}
+
+
+def noise_test(n: int, variants: list[str]) -> None:
+    """Noise floor of several protocol variants, side by side: every subnet measured twice
+    per variant in fresh sessions, the two passes over all subnets apart in time (as the
+    benchmark's repeats are), the variants' order rotated subnet by subnet."""
+    import dataclasses
+
+    import torch
+
+    from nas.export import onnx_bytes
+    from nas.latency import get_device
+    from nas.latency._measure import Reference, TimingConfig, sample_for_measurement, time_onnx
+    from nas.supernet import OFASupernet
+
+    torch.set_num_threads(1)
+    net = OFASupernet("ofa_mbv3").eval()
+    sp = net.space
+    pick = sample_for_measurement(sp, n, seed=11)
+    ref_arch = sp.middle()
+    models = {a: onnx_bytes(net.extract(a), a.r) for a in [*pick, ref_arch]}
+    prof = get_device("cpu-1t")
+    ref = Reference(models[ref_arch], ref_arch.r, 1.0)
+    cfgs = {k: dataclasses.replace(TimingConfig(), **NOISE_VARIANTS[k]) for k in variants}
+    got: dict[str, list[list[float]]] = {k: [[], []] for k in variants}
+    secs: dict[str, float] = dict.fromkeys(variants, 0.0)
+    t_start = time.perf_counter()
+    for rep in range(2):
+        for i, a in enumerate(pick):
+            order = variants[i % len(variants):] + variants[:i % len(variants)]
+            for k in order:
+                res = time_onnx(models[a], prof, a.r, cfgs[k], reference=ref)
+                got[k][rep].append(res.median_ms)
+                secs[k] += res.seconds
+            print(f"pass {rep + 1} subnet {i + 1}/{n}  {time.perf_counter() - t_start:.0f} s",
+                  flush=True)
+    rows = []
+    for k in variants:
+        a, b = np.asarray(got[k][0]), np.asarray(got[k][1])
+        d = np.abs(a - b) / ((a + b) / 2)
+        rows.append([k, f"{100 * np.median(d):.2f}%", f"{100 * np.percentile(d, 90):.2f}%",
+                     f"{100 * np.mean(d <= 0.05):.1f}%", f"{secs[k] / (2 * n):.2f}"])
+    print(header(f"Noise floor of protocol variants, side by side (ofa_mbv3, cpu-1t, {n} subnets)",
+                 f"python experiments/benchmarks/latency_drift.py --noise --n {n} "
+                 f"--variants {','.join(variants)}"))
+    print(table(["variant", "|a-b|/mean median", "p90", "pairs within 5%",
+                 "s per measurement"], rows))
 
 
 def compare_dbs(old_path: str, new_path: str, device: str, space: str) -> None:
@@ -189,7 +246,12 @@ def main() -> None:
     ap.add_argument("--window", type=int, default=50)
     ap.add_argument("--reference", action="store_true", help="run the interleaved test")
     ap.add_argument("--protocols", action="store_true", help="relative against solo timing")
-    ap.add_argument("--n", type=int, default=6, help="subnets of the --protocols test")
+    ap.add_argument("--n", type=int, default=6,
+                    help="subnets of the --protocols and --noise tests")
+    ap.add_argument("--noise", action="store_true",
+                    help="noise floors of protocol variants, side by side")
+    ap.add_argument("--variants", default=",".join(NOISE_VARIANTS),
+                    help=f"--noise variants, comma-separated, of: {', '.join(NOISE_VARIANTS)}")
     ap.add_argument("--protocol-sessions", type=int, default=3,
                     help="sessions per subnet and protocol in --protocols")
     ap.add_argument("--compare", nargs=2, metavar=("OLD", "NEW"),
@@ -197,14 +259,20 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=10)
     ap.add_argument("--runs", type=int, default=100)
     args = ap.parse_args()
-    if not (args.db or args.reference or args.compare or args.protocols):
-        ap.error("give --db FILE, --reference, --protocols and/or --compare OLD NEW")
+    if not (args.db or args.reference or args.compare or args.protocols or args.noise):
+        ap.error("give --db FILE, --reference, --protocols, --noise and/or --compare OLD NEW")
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        if v not in NOISE_VARIANTS:
+            ap.error(f"--variants: unknown variant {v!r}; known: {', '.join(NOISE_VARIANTS)}")
     if args.db:
         drift_from_db(args.db, args.device, args.space, args.window)
     if args.reference:
         reference_test(args.sessions, args.runs)
     if args.protocols:
         protocols_test(args.n, args.protocol_sessions)
+    if args.noise:
+        noise_test(args.n, variants)
     if args.compare:
         compare_dbs(*args.compare, args.device, args.space)
 

@@ -139,6 +139,11 @@ class TimingConfig:
             recorded (the caches still hold the other model's data): without them the
             smallest OFA subnets came out 10% slower relative to the reference than timed
             alone, with 2 within 2% (experiments/RESULTS.md).
+        sessions: fresh session pairs (subnet and reference) a measurement is made in; the
+            result is the median over them (the mean of two). Two measurements of one subnet
+            in fresh sessions differ by more than the runs within a session say (a session's
+            memory placement, the machine between sessions), so more runs in one session do
+            not buy what a second session does.
     """
 
     warmup_runs: int = 5
@@ -155,10 +160,11 @@ class TimingConfig:
     retry_sleep_s: float = 1.0
     reference: bool = True
     block_warmup: int = 2
+    sessions: int = 1
 
     def __post_init__(self) -> None:
         for name in ("warmup_runs", "min_runs", "max_runs", "round_runs", "retries",
-                     "block_warmup"):
+                     "block_warmup", "sessions"):
             value = getattr(self, name)
             low = 0 if name in ("warmup_runs", "retries", "block_warmup") else 1
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -405,8 +411,8 @@ def time_onnx(
 ) -> TimingResult:
     """Time an ONNX model (already quantized for int8 profiles) on ``profile``.
 
-    Creates a fresh session, so repeated calls measure independent sessions (what the noise
-    floor needs).
+    Creates fresh sessions (``config.sessions`` of them, each with its own reference
+    session), so repeated calls measure independent sessions (what the noise floor needs).
 
     Args:
         model: the serialised ONNX model, with one float32 input.
@@ -419,6 +425,51 @@ def time_onnx(
             the reference's anchor (protocol step 7); p10 and p90 are scaled alike.
     """
     cfg = config or TimingConfig()
+    if cfg.sessions == 1:
+        return _time_onnx_session(model, profile, resolution, cfg, input_shape, reference)
+    t_start = time.perf_counter()
+    parts = [_time_onnx_session(model, profile, resolution, cfg, input_shape, reference)
+             for _ in range(cfg.sessions)]
+    return _combine_sessions(parts, time.perf_counter() - t_start)
+
+
+def _combine_sessions(parts: list[TimingResult], total_s: float) -> TimingResult:
+    """One result from measurements of one model in several fresh sessions: medians of the
+    statistics (the mean of two), runs and seconds summed, the spread of the medians and of
+    the ratios (with a reference) kept in the environment."""
+    def med(values: Iterable[float]) -> float:
+        return float(np.median(np.fromiter(values, dtype=np.float64)))
+
+    median_ms = med(r.median_ms for r in parts)
+    env = dict(parts[0].env)
+    env.update(
+        sessions=[round(r.median_ms, 6) for r in parts],
+        rel_ci=round(med(r.rel_ci for r in parts) / np.sqrt(len(parts)), 6),
+        seconds=round(sum(r.seconds for r in parts), 3), total_s=round(total_s, 3),
+        spreads=[s for r in parts for s in r.env.get("spreads", [])],
+        disturbed=any(r.env.get("disturbed", False) for r in parts),
+        converged=all(r.converged for r in parts),
+    )
+    refs = [r.env["reference"] for r in parts if "reference" in r.env]
+    if len(refs) == len(parts) and refs:
+        env["reference"] = {
+            **refs[0],
+            "raw_median_ms": round(med(x["raw_median_ms"] for x in refs), 6),
+            "reference_median_ms": round(med(x["reference_median_ms"] for x in refs), 6),
+            "ratio": round(med(x["ratio"] for x in refs), 6),
+            "ratios": [x["ratio"] for x in refs],
+            "reference_rel_ci": round(med(x["reference_rel_ci"] for x in refs), 6),
+        }
+    return TimingResult(
+        median_ms, med(r.p10_ms for r in parts), med(r.p90_ms for r in parts),
+        sum(r.n_runs for r in parts), env["rel_ci"], env["converged"], env["seconds"], env)
+
+
+def _time_onnx_session(
+    model: bytes, profile: DeviceProfile, resolution: int, cfg: TimingConfig,
+    input_shape: tuple[int, ...] | None, reference: Reference | None,
+) -> TimingResult:
+    """``time_onnx`` in one fresh session (pair, with a reference)."""
     shape = tuple(input_shape) if input_shape is not None else (3, resolution, resolution)
     x = _input(profile, shape, cfg.seed)
     x_ref = (_input(profile, (3, reference.resolution, reference.resolution), cfg.seed + 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -150,6 +151,38 @@ def test_relative_timing_scales_to_the_anchor() -> None:
     assert small_res.median_ms == pytest.approx(
         5.0 * small_res.env["reference"]["raw_median_ms"]
         / small_res.env["reference"]["reference_median_ms"], rel=1e-4)
+
+
+def test_several_sessions_combine_into_their_median() -> None:
+    from nas.export._onnx import onnx_bytes
+    from nas.supernet import OFASupernet
+
+    net = OFASupernet("tiny").eval()
+    sp = net.space
+    small, mid = sp.smallest(), sp.middle()
+    models = {a: onnx_bytes(net.extract(a), a.r) for a in (small, mid)}
+    prof = DeviceProfile("t-1t")
+    ref = _measure.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
+    cfg = TimingConfig(warmup_runs=3, warmup_s=0.0, min_runs=20, max_runs=60, max_s=0.5,
+                       target_rel_ci=0.05, retries=0, sessions=3)
+    res = _measure.time_onnx(models[small], prof, small.r, cfg, reference=ref)
+    env = res.env
+    # three fresh session pairs, each with its own ratio; the result is their median
+    assert len(env["sessions"]) == 3 and len(env["reference"]["ratios"]) == 3
+    assert res.median_ms == pytest.approx(float(np.median(env["sessions"])), rel=1e-5)
+    assert env["reference"]["ratio"] == pytest.approx(
+        float(np.median(env["reference"]["ratios"])), rel=1e-5)
+    assert res.median_ms == pytest.approx(5.0 * env["reference"]["ratio"], rel=1e-4)
+    assert res.n_runs >= 3 * 20 and res.p10_ms <= res.median_ms <= res.p90_ms
+    # without a reference too, and one session is the plain protocol
+    solo = _measure.time_onnx(models[small], prof, small.r,
+                              dataclasses.replace(cfg, reference=False, sessions=2))
+    assert len(solo.env["sessions"]) == 2 and "reference" not in solo.env
+    one = _measure.time_onnx(models[small], prof, small.r, dataclasses.replace(cfg, sessions=1),
+                             reference=ref)
+    assert "sessions" not in one.env
+    with pytest.raises(ConfigError, match="sessions"):
+        TimingConfig(sessions=0)
 
 
 def test_relative_measurements_share_one_stored_anchor(db: LatencyDB) -> None:
