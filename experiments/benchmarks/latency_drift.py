@@ -202,7 +202,7 @@ def noise_test(n: int, variants: list[str]) -> None:
     print(header(f"Noise floor of protocol variants, side by side (ofa_mbv3, cpu-1t, {n} subnets)",
                  f"python experiments/benchmarks/latency_drift.py --noise --n {n} "
                  f"--variants {','.join(variants)}"))
-    print(table(["variant", "|a-b|/mean median", "p90", "pairs within 5%",
+    print(table(["variant", "median of abs(a-b)/mean", "p90", "pairs within 5%",
                  "s per measurement"], rows))
 
 

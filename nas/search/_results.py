@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from nas.errors import ConfigError, NASError
@@ -63,18 +63,27 @@ class _JournalFile(JournalFileBackend):
     #: operations written without a flush: trial creation, parameters, attributes
     _NO_FSYNC = frozenset({4, 5, 7, 8, 9})
 
+    def __init__(self, file_path: str) -> None:
+        # Optuna's default lock for a journal file, kept here to write under it through the
+        # lock's public acquire/release
+        self._nas_path = file_path
+        self._nas_lock = JournalFileSymlinkLock(file_path)
+        super().__init__(file_path, lock_obj=self._nas_lock)
+
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         import json
         import os
 
-        from optuna.storages.journal._file import get_lock_file
-
         text = "".join(json.dumps(log, separators=(",", ":")) + "\n" for log in logs)
-        with get_lock_file(self._lock), open(self._file_path, "ab") as f:
-            f.write(text.encode("utf-8"))
-            f.flush()
-            if any(log.get("op_code") not in self._NO_FSYNC for log in logs):
-                os.fsync(f.fileno())
+        self._nas_lock.acquire()
+        try:
+            with open(self._nas_path, "ab") as f:
+                f.write(text.encode("utf-8"))
+                f.flush()
+                if any(log.get("op_code") not in self._NO_FSYNC for log in logs):
+                    os.fsync(f.fileno())
+        finally:
+            self._nas_lock.release()
 
 
 def _sqlite_pragmas(storage: optuna.storages.RDBStorage) -> None:

@@ -168,6 +168,9 @@ class Trainer:
                 f"{latest.get('fingerprint')} != {cfg.fingerprint()}); restore that "
                 "configuration or choose another --out"
             )
+        # a bad `init` checkpoint fails before minutes of loading data, not after
+        init_net = (load_supernet(cfg.init, space=cfg.space)
+                    if latest is None and cfg.init else None)
         data = self._data if self._data is not None else load_data(cfg)
         self.data = data
         torch.manual_seed(cfg.seed)
@@ -181,8 +184,8 @@ class Trainer:
         state: dict[str, Any] | None = None
         if latest is not None:
             net, progress, state = self._load_checkpoint(latest)
-        elif cfg.init:
-            net = load_supernet(cfg.init, space=cfg.space).train()
+        elif init_net is not None:
+            net = init_net.train()
         self.net = net.to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]

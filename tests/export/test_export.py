@@ -10,15 +10,12 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from published import OFA_SUBNET
 
 from nas.errors import ExportError
 from nas.export import export_subnet, load_export, verify_export
 from nas.space import get_space
 from nas.supernet import OFASupernet
-
-PUBLISHED = {"ks": [3, 3, 5, 7, 3, 3, 5, 3, 7, 7, 3, 7, 3, 7, 5, 5, 3, 3, 5, 5],
-             "e": [3, 3, 4, 3, 6, 4, 3, 4, 6, 4, 6, 6, 6, 4, 4, 6, 6, 6, 6, 3],
-             "d": [2, 2, 2, 3, 3], "r": 224}
 
 
 def onnx_graph_macs(path: Path) -> int:
@@ -71,11 +68,11 @@ def tiny_net() -> OFASupernet:
 @pytest.mark.slow
 def test_published_ofa_subnet_exports_verifies_and_macs_match_graph(ofa_net, tmp_path):
     out = tmp_path / "pub"
-    res = export_subnet(ofa_net, PUBLISHED, out)
+    res = export_subnet(ofa_net, OFA_SUBNET, out)
     m = res.manifest
     assert sorted(p.name for p in out.iterdir()) == [
         "manifest.json", "model.onnx", "weights.safetensors"]
-    assert m["arch"] == get_space("ofa_mbv3").parse(PUBLISHED).to_dict()
+    assert m["arch"] == get_space("ofa_mbv3").parse(OFA_SUBNET).to_dict()
     assert m["macs"] == onnx_graph_macs(out / "model.onnx")
     assert m["verification"]["max_abs_diff"] <= 1e-4
     assert m["opset"] >= 17

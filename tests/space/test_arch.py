@@ -12,17 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from published import OFA_SUBNET
 
 from nas.errors import ArchitectureError, NASError
 from nas.space import Architecture, get_space
-
-# A subnet published with Once-for-All (its format: 20 kernel sizes, 20 expand ratios, 5 depths)
-OFA_SUBNET = {
-    "ks": [3, 3, 5, 7, 3, 3, 5, 3, 7, 7, 3, 7, 3, 7, 5, 5, 3, 3, 5, 5],
-    "e": [3, 3, 4, 3, 6, 4, 3, 4, 6, 4, 6, 6, 6, 4, 4, 6, 6, 6, 6, 3],
-    "d": [2, 2, 2, 3, 3],
-    "r": 224,
-}
 
 
 @pytest.fixture(scope="module")

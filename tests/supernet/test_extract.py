@@ -6,6 +6,7 @@ import copy
 
 import pytest
 import torch
+from published import OFA_SUBNET
 from torch import nn
 
 from nas.errors import ArchitectureError
@@ -13,13 +14,6 @@ from nas.space import get_space
 from nas.supernet import OFASupernet, SubNet
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-OFA_SUBNET = {
-    "ks": [3, 3, 5, 7, 3, 3, 5, 3, 7, 7, 3, 7, 3, 7, 5, 5, 3, 3, 5, 5],
-    "e": [3, 3, 4, 3, 6, 4, 3, 4, 6, 4, 6, 6, 6, 4, 4, 6, 6, 6, 6, 3],
-    "d": [2, 2, 2, 3, 3],
-    "r": 224,
-}
 
 
 @pytest.fixture(scope="module")

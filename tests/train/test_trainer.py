@@ -163,6 +163,11 @@ def test_init_starts_from_a_trained_supernet(tiny_config, tmp_path, digits):
     bad["init"] = str(tmp_path / "other.safetensors")
     with pytest.raises(Exception, match="cifar_mbv3"):
         Trainer(config_from_dict(bad), progress=False, data=digits).run()
+    # and refused before the data is read: with both wrong, the message is about `init`
+    both = tiny_config(tmp_path / "f", data={"source": str(tmp_path / "no-such-data")})
+    both["init"] = str(tmp_path / "other.safetensors")
+    with pytest.raises(Exception, match="cifar_mbv3"):
+        Trainer(config_from_dict(both), progress=False).run()
 
 
 def test_resume_refuses_another_configuration(tiny_config, tmp_path, digits):
