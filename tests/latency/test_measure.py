@@ -126,14 +126,20 @@ def test_block_warmup_keeps_cold_runs_out_of_the_record(
         TimingConfig(block_warmup=-1)
 
 
-def test_relative_timing_scales_to_the_anchor() -> None:
+@pytest.fixture(scope="module")
+def tiny_pair() -> tuple:
+    """The tiny space's smallest and middle (reference) subnets, exported: (small, mid,
+    models by arch)."""
     from nas.export._onnx import onnx_bytes
     from nas.supernet import OFASupernet
 
     net = OFASupernet("tiny").eval()
-    sp = net.space
-    small, mid = sp.smallest(), sp.middle()
-    models = {a: onnx_bytes(net.extract(a), a.r) for a in (small, mid)}
+    small, mid = net.space.smallest(), net.space.middle()
+    return small, mid, {a: onnx_bytes(net.extract(a), a.r) for a in (small, mid)}
+
+
+def test_relative_timing_scales_to_the_anchor(tiny_pair: tuple) -> None:
+    small, mid, models = tiny_pair
     prof = DeviceProfile("t-1t")
     cfg = TimingConfig(warmup_runs=5, warmup_s=0.0, min_runs=30, max_runs=200, max_s=1.0,
                        target_rel_ci=0.02, retries=0)
@@ -153,14 +159,8 @@ def test_relative_timing_scales_to_the_anchor() -> None:
         / small_res.env["reference"]["reference_median_ms"], rel=1e-4)
 
 
-def test_several_sessions_combine_into_their_median() -> None:
-    from nas.export._onnx import onnx_bytes
-    from nas.supernet import OFASupernet
-
-    net = OFASupernet("tiny").eval()
-    sp = net.space
-    small, mid = sp.smallest(), sp.middle()
-    models = {a: onnx_bytes(net.extract(a), a.r) for a in (small, mid)}
+def test_several_sessions_combine_into_their_median(tiny_pair: tuple) -> None:
+    small, mid, models = tiny_pair
     prof = DeviceProfile("t-1t")
     ref = _measure.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
     cfg = TimingConfig(warmup_runs=3, warmup_s=0.0, min_runs=20, max_runs=60, max_s=0.5,
