@@ -168,24 +168,25 @@ def main(argv: list[str] | None = None) -> int:
         sp = get_space(cfg.space)
         archs = resolve_archs(sp, args.archs)
         sn_path = args.supernet or Path(cfg.out) / "supernet.safetensors"
-        supernet = load_supernet(sn_path, space=sp) if sn_path.is_file() else None
+        supernet = (load_supernet(sn_path, space=sp, map_location=args.device)
+                    if sn_path.is_file() else None)
         say(f"from scratch: {len(archs)} subnets x {epochs} epochs (lr {lr}); "
             f"{data.describe()}; compared with {sn_path if supernet else 'no supernet'}")
         rows = []
         for name, arch in archs:
             result_file = out / f"{name}-{arch.hash}.json"
             if result_file.is_file():
-                rows.append(json.loads(result_file.read_text()))
-                say(f"{name}: done already ({result_file})")
-                continue
-            t0 = time.perf_counter()
-            res = train_one(name, arch, cfg, data, epochs, lr, out, args.device)
-            row: dict[str, Any] = {"name": name, "hash": arch.hash, "arch": arch.to_dict(),
-                                   "macs": int(sp.costs([arch])["macs"][0]), "epochs": epochs,
-                                   "scratch_val_acc": res["val_acc"],
-                                   "scratch_test_acc": res["test_acc"],
-                                   "minutes": round((time.perf_counter() - t0) / 60, 1)}
-            if supernet is not None:
+                row = json.loads(result_file.read_text())
+                say(f"{name}: trained already ({result_file})")
+            else:
+                t0 = time.perf_counter()
+                res = train_one(name, arch, cfg, data, epochs, lr, out, args.device)
+                row = {"name": name, "hash": arch.hash, "arch": arch.to_dict(),
+                       "macs": int(sp.costs([arch])["macs"][0]), "epochs": epochs,
+                       "scratch_val_acc": res["val_acc"], "scratch_test_acc": res["test_acc"],
+                       "minutes": round((time.perf_counter() - t0) / 60, 1)}
+            # the inherited side, also for a subnet trained before the supernet was finished
+            if supernet is not None and "inherited_val_acc" not in row:
                 kw = dict(bn_batches=cfg.eval.bn_batches, bn_batch_size=cfg.batch_size)
                 row["inherited_val_acc"] = evaluate_subnet(supernet, arch, data, **kw)["acc"]
                 if data.test is not None:
@@ -194,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
             result_file.write_text(json.dumps(row, indent=2))
             rows.append(row)
             say(f"{name}: scratch test {row['scratch_test_acc']:.4f}"
-                + (f", inherited test {row.get('inherited_test_acc', float('nan')):.4f}"
-                   if supernet is not None else ""))
+                + (f", inherited test {row['inherited_test_acc']:.4f}"
+                   if "inherited_test_acc" in row else ""))
         lines = ["| subnet | r | MACs (M) | epochs | scratch val | scratch test | inherited val "
                  "| inherited test |", "|---|---|---|---|---|---|---|---|"]
         for r in rows:
