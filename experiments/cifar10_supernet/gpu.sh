@@ -97,7 +97,9 @@ print(load_data(load_config(sys.argv[1])).describe())
   _pipeline) pipeline ;;
   watch)
     end=$((SECONDS + ${2:-300}))
-    while ((SECONDS < end)) && [[ ! -f $RUN/DONE ]]; do sleep 10; done
+    # until done, or until the pipeline has stopped (a failure: its log says which step)
+    while ((SECONDS < end)) && [[ ! -f $RUN/DONE ]] \
+        && pgrep -f "$HERE/gpu.sh _pipeline" > /dev/null; do sleep 10; done
     for f in "$LOGS"/*.log; do echo "--- $f"; tail -n 6 "$f"; done
     nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader
     collect ;;

@@ -72,6 +72,7 @@ def load_supernet(
 
     Args:
         space: if given, the checkpoint must belong to it.
+        map_location: the device the returned model's weights are on (``"cpu"``, ``"cuda"``).
 
     Raises:
         CheckpointError: missing, truncated or corrupt file, or another space's checkpoint.
@@ -93,7 +94,7 @@ def load_supernet(
             )
     model = OFASupernet(ck_space)
     try:
-        state = load_file(str(path), device=map_location)
+        state = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"checkpoint {path} is truncated or corrupt ({exc})") from None
     try:
@@ -103,7 +104,8 @@ def load_supernet(
         raise CheckpointError(
             f"checkpoint {path} does not match space {ck_space!r}: {first[0].strip()}"
         ) from None
-    model.eval()
+    # load_state_dict copies into the model's own tensors: move the model, not the state
+    model = model.to(map_location).eval()
     model.checkpoint_meta = meta["extra"]
     return model
 
