@@ -60,6 +60,32 @@ def test_extraction_keeps_the_function_on_ofa_mbv3(nets, liven, make_input) -> N
         check_extraction(nets["ofa_mbv3"], arch, liven, make_input, seed=i)
 
 
+def test_training_mode_matches_the_extracted_subnet(make_input) -> None:
+    """Training the supernet with a subnet active is training that subnet: same logits (batch
+    statistics, dropout) and, for the largest, the same gradient."""
+    torch.manual_seed(0)
+    net = OFASupernet("cifar_mbv3").train()
+    space = net.space
+    y = torch.arange(8) % 10
+    for i, arch in enumerate([space.largest(), space.smallest(), *space.sample_many(2, seed=4)]):
+        net.set_active(arch)
+        sub = net.extract().train()
+        x = make_input(8, arch.r, seed=i)
+        torch.manual_seed(i)
+        out = net(x)
+        torch.manual_seed(i)
+        out_sub = sub(x)
+        torch.testing.assert_close(out_sub, out, rtol=1e-5, atol=1e-5)
+        if i == 0:  # the largest: every weight of the supernet is its own
+            net.zero_grad()
+            nn.functional.cross_entropy(out, y).backward()
+            nn.functional.cross_entropy(out_sub, y).backward()
+            norm = sum(float((p.grad**2).sum()) for p in net.parameters() if p.grad is not None)
+            norm_sub = sum(float((p.grad**2).sum()) for p in sub.parameters())
+            assert norm > 0
+            assert norm_sub == pytest.approx(norm, rel=1e-4)
+
+
 def test_extracting_another_arch_gives_another_function(nets, liven, make_input) -> None:
     net = nets["cifar_mbv3"]
     space = net.space
