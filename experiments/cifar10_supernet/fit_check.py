@@ -27,6 +27,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--subnets", default="largest,middle,smallest")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     args = p.parse_args(argv)
+    subnets = [s.strip() for s in args.subnets.split(",") if s.strip()]
+    bad = [s for s in subnets if s not in ("largest", "middle", "smallest")]
+    if args.n < 1:
+        p.error(f"--n must be >= 1, got {args.n}")
+    if bad or not subnets:
+        p.error(f"--subnets takes largest, middle, smallest (comma-separated), got "
+                f"{args.subnets!r}")
 
     import numpy as np
 
@@ -47,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{ckpt}: {data.describe()}")
         print("| subnet | r | train acc (no augmentation) | val acc | gap |")
         print("|---|---|---|---|---|")
-        for name in filter(None, args.subnets.split(",")):
+        for name in subnets:
             arch = subnet_by_name(net.space, name)
             tr = evaluate_subnet(net, arch, on_train, **kw)["acc"]
             va = evaluate_subnet(net, arch, data, **kw)["acc"]

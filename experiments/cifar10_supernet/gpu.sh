@@ -25,7 +25,9 @@ PY=${PYTHON:-python3}
 SCRATCH_ARCHS=${SCRATCH_ARCHS:-smallest middle random:0}
 DEVICE=${DEVICE:-cuda}
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 NAS_CACHE_DIR=${NAS_CACHE_DIR:-/tmp/nas-cache}
-RUN=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["out"])' "$CONFIG")
+[[ -f $CONFIG ]] || { echo "error: CONFIG $CONFIG: no such file" >&2; exit 2; }
+RUN=$("$PY" -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1])).get("out") or "")' "$CONFIG" 2>/dev/null) \
+  && [[ -n $RUN ]] || { echo "error: CONFIG $CONFIG has no 'out' folder" >&2; exit 2; }
 LOGS=$RUN/logs
 mkdir -p "$LOGS"
 
