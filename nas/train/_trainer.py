@@ -46,7 +46,7 @@ import yaml
 from torch import nn
 
 from nas.errors import CheckpointError, ConfigError, TrainingError
-from nas.space import Architecture
+from nas.space import Architecture, get_space
 from nas.supernet import OFASupernet, load_supernet, save_supernet
 from nas.train._config import PhaseConfig, TrainConfig
 from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
@@ -78,7 +78,6 @@ class TrainResult:
 
 def load_data(config: TrainConfig) -> DataSplits:
     """The dataset of a training configuration (decoded once, then read from the cache)."""
-    from nas.space import get_space
 
     d = config.data
     return load_dataset(
@@ -173,12 +172,11 @@ class Trainer:
                     if latest is None and cfg.init else None)
         data = self._data if self._data is not None else load_data(cfg)
         self.data = data
-        torch.manual_seed(cfg.seed)
-        net = OFASupernet(cfg.space)
-        if data.num_classes > net.space.spec.num_classes:
+        outputs = get_space(cfg.space).spec.num_classes
+        if data.num_classes > outputs:
             raise ConfigError(
                 f"the data has {data.num_classes} classes but space {cfg.space} has "
-                f"{net.space.spec.num_classes} outputs"
+                f"{outputs} outputs"
             )
         progress = Progress()
         state: dict[str, Any] | None = None
@@ -186,6 +184,9 @@ class Trainer:
             net, progress, state = self._load_checkpoint(latest)
         elif init_net is not None:
             net = init_net.train()
+        else:
+            torch.manual_seed(cfg.seed)
+            net = OFASupernet(cfg.space)
         self.net = net.to(self.device)
         if cfg.channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
