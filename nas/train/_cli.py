@@ -32,7 +32,8 @@ def train_cmd(
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="torch CPU threads (per worker with --workers).")] = None,
     progress: Annotated[bool, typer.Option(
-        "--progress/--no-progress", help="Show a progress bar per epoch.")] = True,
+        "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
+        "progress line every 5 minutes, for logs).")] = True,
     json_out: Annotated[bool, typer.Option(
         "--json", help="Print the result as JSON at the end.")] = False,
 ) -> None:

@@ -110,7 +110,10 @@ class Trainer:
         rank, world_size: this process's place in a data-parallel group; gradients are
             averaged over the group with ``torch.distributed`` (initialised by the caller).
             Only rank 0 writes files, evaluates and shows progress.
-        progress: show a rich progress bar (rank 0).
+        progress: show a rich progress bar (rank 0). Without one, rank 0 prints a plain line
+            (step, loss, images/s, time left in the epoch) every ``log_every_s`` seconds, so
+            the log of a run in the background shows it moving between epochs.
+        log_every_s: seconds between those lines (0: every step).
         data: the dataset, when the caller has loaded it already.
         on_epoch_end: called with each epoch's metrics row (on every rank).
         console: a rich console for messages (default: stdout).
@@ -121,9 +124,10 @@ class Trainer:
         device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1,
         progress: bool = True, data: DataSplits | None = None,
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
-        console: Any = None,
+        console: Any = None, log_every_s: float = 300.0,
     ) -> None:
         self.config = config
+        self.log_every_s = log_every_s
         self.out = Path(out if out is not None else config.out)
         self.ckpt_dir = self.out / "checkpoints"
         self.device = torch.device(device)
@@ -607,6 +611,23 @@ class Trainer:
     def _progress_bar(self, label: str, total: int) -> Iterator[Callable[[float], None]]:
         from nas._cli_utils import progress_bar
 
+        if self.main and not self.show_progress:  # a log file: a plain line now and then
+            t0 = last = time.perf_counter()
+            done = 0
+
+            def line(loss: float) -> None:
+                nonlocal done, last
+                done += 1
+                now = time.perf_counter()
+                if now - last >= self.log_every_s and done < total:
+                    last = now
+                    rate = done / (now - t0)
+                    self._say(f"[{label}] step {done}/{total}  loss {loss:.4f}  "
+                              f"{rate * self.config.batch_size * self.world_size:.0f} img/s  "
+                              f"{(total - done) / rate / 60:.1f} min left in the epoch")
+
+            yield line
+            return
         with progress_bar(label, total, enabled=self.show_progress, console=self.console,
                           fields={"loss": float("nan")},
                           field_format="loss {task.fields[loss]:.4f}", transient=True) as adv:

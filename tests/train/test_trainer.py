@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 import json
 
@@ -239,3 +240,20 @@ def test_config_errors_name_the_key(tmp_path):
         load_config(f)
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_without_a_progress_bar_the_log_shows_steps_between_epochs(tiny_config, tmp_path,
+                                                                    digits):
+    from rich.console import Console
+
+    console = Console(record=True, width=200, file=io.StringIO())
+    cfg = config_from_dict(tiny_config(tmp_path / "run", [ALL_PHASES[0]]))
+    Trainer(cfg, progress=False, data=digits, console=console, log_every_s=0).run()
+    lines = [ln for ln in console.export_text().splitlines() if " step " in ln]
+    # 3 steps an epoch: a line after steps 1 and 2 (the epoch's own line follows step 3)
+    assert [ln.split(" step ")[1].split()[0] for ln in lines] == ["1/3", "2/3"]
+    assert all("img/s" in ln and "min left in the epoch" in ln for ln in lines)
+    quiet = Console(record=True, file=io.StringIO())
+    Trainer(config_from_dict(tiny_config(tmp_path / "q", [ALL_PHASES[0]])), progress=False,
+            data=digits, console=quiet).run()
+    assert " step " not in quiet.export_text()  # the default: every 5 minutes
