@@ -1,58 +1,48 @@
-"""Small helpers shared by the CLI modules: JSON output, architecture arguments, errors."""
+"""What the CLI modules share: the option types that several commands take.
+
+Each pipeline package keeps its commands in its own ``_cli.py`` with ``register(app)``;
+:mod:`nas.cli` assembles them. Library modules never import this module (an import-linter
+contract in ``pyproject.toml``).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
-import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+from pathlib import Path
+from typing import Annotated
 
-from rich.console import Console
+import typer
 
-__all__ = ["console", "err_console", "print_json", "progress_bar"]
+from nas._term import console, err_console, print_json
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+__all__ = [
+    "ArchOpt",
+    "CheckpointOpt",
+    "DbOpt",
+    "DeviceOpt",
+    "JsonOpt",
+    "SpaceOpt",
+    "console",
+    "err_console",
+    "print_json",
+]
 
-
-def print_json(obj: Any) -> None:
-    """Machine-readable output: one JSON document on stdout, nothing else."""
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
-
-
-@contextlib.contextmanager
-def progress_bar(
-    description: str, total: int, *, enabled: bool = True, console: Console | None = None,
-    fields: dict[str, Any] | None = None, field_format: str = "", transient: bool = False,
-) -> Iterator[Callable[..., None]]:
-    """A rich progress bar with count, elapsed time and ETA; yields ``advance(**fields)``.
-
-    Args:
-        fields: extra per-task fields and their initial values, shown with ``field_format``
-            (e.g. ``"loss {task.fields[loss]:.4f}"``).
-        enabled: when False, ``advance`` does nothing and nothing is drawn.
-    """
-    if not enabled:
-        yield lambda **_: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn()]
-    if field_format:
-        columns.append(TextColumn(field_format))
-    with Progress(*columns, console=console or err_console, transient=transient) as prog:
-        task = prog.add_task(description, total=total, **(fields or {}))
-
-        def advance(**values: Any) -> None:
-            prog.update(task, advance=1, **values)
-
-        yield advance
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
+SpaceOpt = Annotated[
+    str, typer.Option("--space", "-s", help="Search space name (`nas spaces list`).")
+]
+ArchOpt = Annotated[
+    str,
+    typer.Option("--arch", "-a", help='Architecture in OFA format: JSON text '
+                 '\'{"ks": [...], "e": [...], "d": [...], "r": 224}\' or @file.json.'),
+]
+CheckpointOpt = Annotated[Path | None, typer.Option(
+    "--checkpoint", "-c", help="Trained supernet (.safetensors); needed by inherited, "
+    "predictor and weights=inherited.")]
+DbOpt = Annotated[
+    str | None,
+    typer.Option("--db", help="Latency database: SQLAlchemy URL or SQLite file "
+                 "(default: $NAS_DB_URL, else latency_db/latency.sqlite)."),
+]
+DeviceOpt = Annotated[
+    str, typer.Option("--device", "-d", help="Device profile name (`nas devices list`).")
+]

@@ -14,7 +14,7 @@ from typing import Any
 
 from rich.table import Table
 
-from nas._cli_utils import console
+from nas._term import console
 
 __all__ = ["run_demo"]
 

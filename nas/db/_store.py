@@ -28,7 +28,7 @@ from nas.space import Architecture, get_space
 
 if TYPE_CHECKING:
     # Imported where used: nas.latency's package imports its predictors, which use this module.
-    from nas.latency._devices import DeviceProfile
+    from nas.devices import DeviceProfile
 
 __all__ = [
     "MAX_LATENCY_MS",
@@ -478,7 +478,7 @@ class LatencyDB:
     # ------------------------------------------------------------------ devices
     def ensure_device(self, profile: DeviceProfile) -> None:
         """Insert the device's row, or refresh its stored profile if it exists."""
-        from nas.latency._devices import DeviceProfile
+        from nas.devices import DeviceProfile
 
         if not isinstance(profile, DeviceProfile):
             raise MeasurementError(
@@ -523,7 +523,7 @@ class LatencyDB:
 
     def device_profile(self, name: str) -> DeviceProfile | None:
         """The profile stored with device ``name``, or ``None`` if it is not in the database."""
-        from nas.latency._devices import DeviceProfile
+        from nas.devices import DeviceProfile
 
         with self._tx(f"reading device {name!r}", write=False) as conn:
             row = conn.execute(select(S.devices.c.profile).where(S.devices.c.name == name)).first()

@@ -19,7 +19,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from nas.latency._devices import DeviceProfile, add_device, get_device, list_devices
+    from nas.devices import DeviceProfile, add_device, get_device, list_devices
     from nas.latency._fit import TrainingData, fit_predictor, load_predictor, training_data
     from nas.latency._lut import build_lut
     from nas.latency._measure import (
@@ -50,10 +50,10 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
-    "DeviceProfile": "nas.latency._devices",
-    "add_device": "nas.latency._devices",
-    "get_device": "nas.latency._devices",
-    "list_devices": "nas.latency._devices",
+    "DeviceProfile": "nas.devices",
+    "add_device": "nas.devices",
+    "get_device": "nas.devices",
+    "list_devices": "nas.devices",
     "TrainingData": "nas.latency._fit",
     "fit_predictor": "nas.latency._fit",
     "load_predictor": "nas.latency._fit",

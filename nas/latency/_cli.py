@@ -96,7 +96,7 @@ def measure(
     that slows down for a while slows both and the result does not move. A subnet that fails to
     export or run is stored as failed and the run goes on.
     """
-    from nas.latency._devices import get_device
+    from nas.devices import get_device
     from nas.latency._measure import (
         TimingConfig,
         measure_architectures,
@@ -173,7 +173,7 @@ def fit(
     The lut and hybrid kinds time a lookup table of single blocks on the device the first
     time (minutes) and reuse it after.
     """
-    from nas.latency._devices import get_device
+    from nas.devices import get_device
     from nas.latency._fit import fit_predictor
     from nas.space import get_space
 
@@ -237,7 +237,7 @@ def predict(
     json_out: JsonOpt = False,
 ) -> None:
     """Predict the latency (ms) of architectures on a device with a stored predictor."""
-    from nas.latency._devices import get_device
+    from nas.devices import get_device
     from nas.latency._fit import load_predictor
     from nas.space import get_space
 

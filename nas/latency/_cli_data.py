@@ -10,8 +10,7 @@ import typer
 from rich.table import Table
 
 from nas._cli_utils import console, print_json
-from nas.errors import ConfigError
-from nas.latency._devices import (
+from nas.devices import (
     PROVIDERS,
     DeviceProfile,
     add_device,
@@ -20,6 +19,7 @@ from nas.latency._devices import (
     get_device,
     list_devices,
 )
+from nas.errors import ConfigError
 
 __all__ = ["register"]
 

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError, NASError
-from nas.latency._devices import DeviceProfile, get_device
 from nas.latency._metrics import regression_metrics
 from nas.latency._predictors import (
     PREDICTORS,

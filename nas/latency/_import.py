@@ -32,8 +32,8 @@ from typing import Any
 
 from nas.db import LatencyDB
 from nas.db._store import _validate_measurement
+from nas.devices import DeviceProfile, add_device, check_device_name, get_device
 from nas.errors import DataError, MissingDependencyError, NASError, UnknownNameError
-from nas.latency._devices import DeviceProfile, add_device, check_device_name, get_device
 from nas.space import get_space
 
 __all__ = ["EXPORT_COLUMNS", "ImportReport", "export_measurements", "import_measurements"]

@@ -25,8 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError
-from nas.latency._devices import DeviceProfile, get_device
 from nas.latency._features import LayerFeatures, _conv_out, layer_features
 from nas.latency._measure import (
     Timer,

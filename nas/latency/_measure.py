@@ -65,8 +65,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError, NASError
-from nas.latency._devices import DeviceProfile, get_device
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
@@ -769,7 +769,7 @@ def _one_torch_thread() -> Iterator[None]:
 
 
 def _progress(enabled: bool, total: int, description: str) -> Any:
-    from nas._cli_utils import progress_bar
+    from nas._term import progress_bar
 
     return progress_bar(description, total, enabled=enabled, fields={"status": ""},
                         field_format="{task.fields[status]}")

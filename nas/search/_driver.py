@@ -426,7 +426,7 @@ def run_search(
     """
     import ray
 
-    from nas._cli_utils import progress_bar
+    from nas._term import progress_bar
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = get_space(cfg.space)

@@ -92,7 +92,7 @@ def export_trials(
     any. Each manifest's ``search`` entry holds the study, trial, objective values, predicted
     and measured latencies, and the predictors used.
     """
-    from nas._cli_utils import progress_bar
+    from nas._term import progress_bar
     from nas.export import export_subnet
     from nas.proxies import ProxyContext
     from nas.train._data import BatchLoader

@@ -609,7 +609,7 @@ class Trainer:
 
     @contextlib.contextmanager
     def _progress_bar(self, label: str, total: int) -> Iterator[Callable[[float], None]]:
-        from nas._cli_utils import progress_bar
+        from nas._term import progress_bar
 
         if self.main and not self.show_progress:  # a log file: a plain line now and then
             t0 = last = time.perf_counter()

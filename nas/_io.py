@@ -1,0 +1,138 @@
+"""File and URL helpers every package shares: atomic writes, reads that fail in one line,
+file digests and password masking.
+
+Atomic writes go to a temporary file in the target's folder and ``os.replace`` it into place,
+so a reader (or a process killed halfway) sees the old file or the new one, never half of
+one. Reads turn ``OSError`` and bad encodings into the caller's error class with one line that
+names the file, so no traceback reaches a user for a missing or unreadable file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import yaml
+
+from nas.errors import ConfigError, NASError
+
+__all__ = [
+    "atomic_path",
+    "atomic_write",
+    "mask_url",
+    "read_bytes",
+    "read_text",
+    "read_yaml",
+    "sha256_file",
+]
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path | str, *, mode: int = 0o644) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    For writers that want a file name (``torch.save``, ``to_parquet``, ``safetensors``). On
+    any exception the temporary file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def atomic_write(path: Path | str, data: str | bytes, *, mode: int = 0o644) -> Path:
+    """Write ``data`` (text as UTF-8) to ``path`` atomically; returns the path."""
+    with atomic_path(path, mode=mode) as tmp, open(tmp, "wb") as fh:
+        fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    return Path(path)
+
+
+def _open_error(path: Path, what: str, exc: OSError, error: type[NASError]) -> NASError:
+    if isinstance(exc, FileNotFoundError):
+        return error(f"{what} not found: {path}")
+    if isinstance(exc, IsADirectoryError):
+        return error(f"{what} {path} is a directory, not a file")
+    return error(f"cannot read {what} {path}: {exc.strerror or exc}")
+
+
+def read_bytes(path: Path | str, what: str = "file", *,
+               error: type[NASError] = ConfigError) -> bytes:
+    """The bytes of ``path``; a missing or unreadable file raises ``error`` in one line."""
+    path = Path(path)
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise _open_error(path, what, exc, error) from None
+
+
+def read_text(path: Path | str, what: str = "file", *,
+              error: type[NASError] = ConfigError) -> str:
+    """The UTF-8 text of ``path``; missing, unreadable or not UTF-8 raises ``error``."""
+    path = Path(path)
+    data = read_bytes(path, what, error=error)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
+
+
+def read_yaml(path: Path | str, what: str = "file", *,
+              error: type[NASError] = ConfigError) -> Any:
+    """The YAML document in ``path`` (safe loader); bad YAML names the line."""
+    path = Path(path)
+    text = read_text(path, what, error=error)
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise error(f"{what} {path} is not valid YAML{where}") from None
+
+
+def sha256_file(path: Path | str, what: str = "file", *,
+                error: type[NASError] = ConfigError) -> str:
+    """The sha256 of a file, hex; read in 1 MiB chunks."""
+    path = Path(path)
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            _digest_into(h, fh)
+    except OSError as exc:
+        raise _open_error(path, what, exc, error) from None
+    return h.hexdigest()
+
+
+def _digest_into(h: Any, fh: IO[bytes]) -> None:
+    for chunk in iter(lambda: fh.read(1 << 20), b""):
+        h.update(chunk)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with any password replaced by ``***`` (for messages, logs and tables).
+
+    >>> mask_url("postgresql://me:secret@db/nas")
+    'postgresql://me:***@db/nas'
+    """
+    if "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    netloc, sep, tail = rest.partition("/")
+    if "@" not in netloc:
+        return url
+    cred, host = netloc.rsplit("@", 1)
+    user, colon, _ = cred.partition(":")
+    return f"{scheme}://{user}{':***' if colon else ''}@{host}{sep}{tail}"

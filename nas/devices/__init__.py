@@ -1,0 +1,37 @@
+"""Device profiles: how and where a subnet is run to time it, one YAML file per device.
+
+Below the latency database (which stores measurements keyed by profile name) and below
+:mod:`nas.latency` (which measures and predicts under a profile).
+"""
+
+from nas.devices._profile import (
+    EXECUTION_MODES,
+    GRAPH_OPTIMIZATIONS,
+    PLACEMENTS,
+    PRECISIONS,
+    PROVIDERS,
+    DeviceProfile,
+    add_device,
+    check_device_name,
+    device_from_file,
+    device_path,
+    get_device,
+    list_devices,
+    user_devices_dir,
+)
+
+__all__ = [
+    "EXECUTION_MODES",
+    "GRAPH_OPTIMIZATIONS",
+    "PLACEMENTS",
+    "PRECISIONS",
+    "PROVIDERS",
+    "DeviceProfile",
+    "add_device",
+    "check_device_name",
+    "device_from_file",
+    "device_path",
+    "get_device",
+    "list_devices",
+    "user_devices_dir",
+]
