@@ -29,6 +29,7 @@ __all__ = [
     "data_home",
     "db_url_from_env",
     "devices_dir_from_env",
+    "env_with_prefix",
     "lock_dir_from_env",
     "ray_address",
     "repo_root",
@@ -78,3 +79,8 @@ def lock_dir_from_env() -> Path | None:
 def ray_address(address: str | None = None) -> str | None:
     """``address``, else ``$RAY_ADDRESS``, else None (start a local Ray)."""
     return address or _env("RAY_ADDRESS")
+
+
+def env_with_prefix(prefix: str) -> dict[str, str]:
+    """Every environment variable starting with ``prefix`` (``NAS_SERVE_``), prefix kept."""
+    return {k: v for k, v in os.environ.items() if k.startswith(prefix)}
