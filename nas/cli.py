@@ -26,40 +26,39 @@ _REGISTERED = False
 
 
 def _register_all() -> None:
+    """Add every package's commands; each package's ``_cli.register(app)`` adds its own."""
     global _REGISTERED
     if _REGISTERED:
         return
     _REGISTERED = True
     from nas import _cli_core
+    from nas.export import _cli as export_cli
+    from nas.latency import _cli as latency_cli
+    from nas.latency import _cli_data as latency_cli_data
+    from nas.proxies import _cli as proxies_cli
+    from nas.report import _cli as report_cli
+    from nas.search import _cli as search_cli
+    from nas.serve import _cli as serve_cli
+    from nas.space import _cli as space_cli
+    from nas.supernet import _cli as supernet_cli
+    from nas.train import _cli as train_cli
 
     _cli_core.register(app)
-
+    space_cli.register(app)
+    supernet_cli.register(app)
+    export_cli.register(app)
     latency_app = typer.Typer(
         help="Measure latencies, import and export them, fit and query predictors.",
         no_args_is_help=True,
     )
     app.add_typer(latency_app, name="latency")
-    from nas.latency import _cli_data
-
-    _cli_data.register(app, latency_app)
-    from nas.latency import _cli as _cli_latency
-
-    _cli_latency.register(latency_app)
-    from nas.train._cli import register as register_train
-
-    register_train(app)
-    from nas.proxies._cli import register as register_proxies
-
-    register_proxies(app)
-    from nas.search._cli import register as register_search
-
-    register_search(app)
-    from nas.serve._cli import register as register_serve
-
-    register_serve(app)
-    from nas.report._cli import register as register_report
-
-    register_report(app)
+    latency_cli_data.register(app, latency_app)
+    latency_cli.register(latency_app)
+    train_cli.register(app)
+    proxies_cli.register(app)
+    search_cli.register(app)
+    serve_cli.register(app)
+    report_cli.register(app)
 
 
 def main(argv: list[str] | None = None) -> None:

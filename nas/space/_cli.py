@@ -1,0 +1,162 @@
+"""``nas spaces ...`` and ``nas arch ...``: list, inspect and sample search spaces."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json
+
+__all__ = ["register"]
+
+spaces_app = typer.Typer(help="List, inspect and sample search spaces.", no_args_is_help=True)
+arch_app = typer.Typer(help="Inspect architectures.", no_args_is_help=True)
+
+
+def _fmt_count(n: int) -> str:
+    return f"{n:.3e}" if n >= 10**6 else str(n)
+
+
+def _arch_row(space: Any, arch: Any) -> dict[str, Any]:
+    c = space.costs([arch])
+    return {"hash": arch.hash, "arch": arch.to_dict(), "macs": int(c["macs"][0]),
+            "params": int(c["params"][0])}
+
+
+# ---------------------------------------------------------------------- spaces
+@spaces_app.command("list")
+def spaces_list(json_out: JsonOpt = False) -> None:
+    """List the registered search spaces."""
+    from nas.space import get_space, list_spaces
+
+    rows: list[dict[str, Any]] = []
+    for name in list_spaces():
+        sp = get_space(name)
+        rows.append({"name": name, "description": sp.spec.description,
+                     "architectures": sp.size(), "resolutions": list(sp.resolutions)})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("space", "architectures", "resolutions", "description")
+    for r in rows:
+        res = r["resolutions"]
+        table.add_row(r["name"], _fmt_count(r["architectures"]),
+                      f"{res[0]}..{res[-1]} ({len(res)})", r["description"])
+    console.print(table)
+
+
+@spaces_app.command("show")
+def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
+                json_out: JsonOpt = False) -> None:
+    """Show a space: its stages, choices, and how many architectures it holds."""
+    from dataclasses import asdict
+
+    from nas.space import get_space
+
+    sp = get_space(name)
+    info: dict[str, Any] = {
+        "name": sp.name, "description": sp.spec.description,
+        "architectures": sp.size(), "architectures_times_resolutions": sp.size(True),
+        "n_stages": sp.n_stages, "max_depth": sp.max_depth, "n_layer_slots": sp.n_layers,
+        "kernel_sizes": list(sp.kernel_sizes), "expand_ratios": list(sp.expand_ratios),
+        "depths": list(sp.depths), "resolutions": list(sp.resolutions),
+        "spec": asdict(sp.spec),
+        "largest": _arch_row(sp, sp.largest()), "smallest": _arch_row(sp, sp.smallest()),
+    }
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"[bold]{sp.name}[/bold]: {sp.spec.description}")
+    console.print(
+        f"{_fmt_count(sp.size())} distinct architectures "
+        f"(x {len(sp.resolutions)} resolutions = {_fmt_count(sp.size(True))})"
+    )
+    console.print(f"kernel sizes {list(sp.kernel_sizes)}, expand ratios {list(sp.expand_ratios)}, "
+                  f"depths {list(sp.depths)}, resolutions {sp.resolutions[0]}.."
+                  f"{sp.resolutions[-1]}")
+    s = sp.spec
+    table = Table("stage", "width", "stride", "act", "SE", "depth")
+    table.add_row("stem", str(s.stem.channels), str(s.stem.stride), s.stem.act, "-", "1")
+    table.add_row("first block", str(s.first_block.channels), str(s.first_block.stride),
+                  s.first_block.act, "yes" if s.first_block.se else "-", "1")
+    for i, st in enumerate(s.stages, 1):
+        table.add_row(str(i), str(st.channels), str(st.stride), st.act,
+                      "yes" if st.se else "-", "/".join(map(str, sp.depths)))
+    table.add_row("head", f"{s.head.final_expand} -> {s.head.feature_mix} -> {s.num_classes}",
+                  "", "h_swish", "", "")
+    console.print(table)
+    for label, key in (("largest", "largest"), ("smallest", "smallest")):
+        row = info[key]
+        console.print(f"{label}: {row['macs'] / 1e6:.1f}M MACs, {row['params'] / 1e6:.2f}M params")
+
+
+@spaces_app.command("sample")
+def spaces_sample(
+    name: Annotated[str, typer.Argument(help="Space name.")],
+    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many architectures.")] = 1,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same sample).")] = 0,
+    largest: Annotated[bool, typer.Option("--largest", help="The largest subnet.")] = False,
+    smallest: Annotated[bool, typer.Option("--smallest", help="The smallest subnet.")] = False,
+    json_out: JsonOpt = False,
+    jsonl: Annotated[bool, typer.Option("--jsonl", help="One bare arch per line (an "
+                                        "--arch-file for other commands).")] = False,
+) -> None:
+    """Sample architectures (distinct, uniform per choice), or the largest/smallest."""
+    from nas.space import get_space
+
+    sp = get_space(name)
+    if largest and smallest:
+        raise typer.BadParameter("use --largest or --smallest, not both")
+    archs = [sp.largest()] if largest else [sp.smallest()] if smallest else sp.sample_many(n, seed)
+    if jsonl:
+        for a in archs:
+            print(a.to_json())
+        return
+    rows = [_arch_row(sp, a) for a in archs]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("hash", "r", "d", "MACs (M)", "params (M)", "arch")
+    for a, r in zip(archs, rows, strict=True):
+        table.add_row(a.hash, str(a.r), "".join(map(str, a.d)), f"{r['macs'] / 1e6:.1f}",
+                      f"{r['params'] / 1e6:.2f}", a.to_json())
+    console.print(table)
+
+
+# ---------------------------------------------------------------------- arch
+@arch_app.command("info")
+def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None:
+    """Canonical form, hash, MACs and parameters of an architecture (no model is built)."""
+    from nas.space import get_space
+
+    sp = get_space(space)
+    a = sp.parse(arch)
+    c = sp.costs([a])
+    info: dict[str, Any] = {
+            "space": sp.name, "hash": a.hash, "arch": a.to_dict(), "resolution": a.r,
+            "macs": int(c["macs"][0]), "params": int(c["params"][0]),
+            "stage_macs": [int(v) for v in c["stage_macs"][0]],
+            "stage_params": [int(v) for v in c["stage_params"][0]]}
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"[bold]{sp.name}[/bold] arch {a.hash}  r={a.r}  "
+                  f"{info['macs'] / 1e6:.2f}M MACs  {info['params'] / 1e6:.3f}M params")
+    table = Table("stage", "depth", "kernels", "expands", "MACs (M)", "params (K)")
+    for s, depth in enumerate(a.d):
+        sl = slice(s * sp.max_depth, s * sp.max_depth + depth)
+        table.add_row(str(s + 1), str(depth), " ".join(map(str, a.ks[sl])),
+                      " ".join(map(str, a.e[sl])), f"{info['stage_macs'][s] / 1e6:.2f}",
+                      f"{info['stage_params'][s] / 1e3:.1f}")
+    console.print(table)
+    console.print(f"canonical: {a.to_json()}")
+
+
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``nas spaces`` and ``nas arch`` to the root app."""
+    app.add_typer(spaces_app, name="spaces")
+    app.add_typer(arch_app, name="arch")
