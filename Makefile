@@ -24,9 +24,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
+# ruff, mypy, and the import contracts of pyproject.toml (what may import what: ARCHITECTURE.md)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nas tests experiments
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
 	$(PY) experiments/benchmarks/export.py

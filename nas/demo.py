@@ -9,6 +9,7 @@ export and verify the chosen subnet, and check its predicted latency against a m
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,113 +34,149 @@ def run_demo(
         n_latency: subnets to measure for the latency predictor.
         n_trials, workers: the search's budget and Ray actors.
     """
-    import numpy as np
+    demo = _Demo(workdir, device=device, seed=seed, progress=progress)
+    demo.load_supernet(checkpoint)
+    demo.measure(n_latency)
+    demo.fit()
+    demo.search(data, n_trials, workers)
+    demo.export()
+    demo.check()
+    return demo.summary()
 
-    from nas._data import shipped_supernet
-    from nas.db import LatencyDB
-    from nas.export import verify_export
-    from nas.latency import (
-        fit_predictor,
-        get_device,
-        load_predictor,
-        measure_architectures,
-        sample_for_measurement,
-        time_onnx,
-    )
-    from nas.search import SearchConfig, export_trials, run_search
-    from nas.search._cli import print_front
-    from nas.supernet import read_checkpoint_meta
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    steps: list[tuple[str, float, str]] = []
+@dataclass
+class _Demo:
+    """The demo's steps, in order; each records (step, seconds, what it did)."""
 
-    t = time.perf_counter()
-    ckpt = Path(checkpoint) if checkpoint else shipped_supernet("tiny-digits")
-    meta = read_checkpoint_meta(ckpt)
-    space = meta["space"]
-    trained = meta["extra"].get("data", {}).get("source", "?")
-    steps.append(("supernet", time.perf_counter() - t,
-                  f"{ckpt.name}: space {space}, trained on {trained}"))
+    workdir: Path
+    device: str
+    seed: int
+    progress: bool
+    steps: list[tuple[str, float, str]] = field(default_factory=list)
+    state: dict[str, Any] = field(default_factory=dict)
 
-    # ---------------------------------------------------------------- latency
-    profile = get_device(device)
-    db_path = workdir / "latency.sqlite"
-    db = LatencyDB(str(db_path))
-    t = time.perf_counter()
-    have = {r.arch for r in db.measurements(profile.name, space, source="measured")}
-    todo = [a for a in sample_for_measurement(space, n_latency, seed=seed) if a not in have]
-    if todo:
-        measure_architectures(profile, space, todo, db, progress=progress)
-    steps.append(("measure", time.perf_counter() - t,
-                  f"{len(todo)} subnets timed on {device} in ONNX Runtime ({len(have)} reused "
-                  f"from {db_path})"))
+    def _step(self, name: str, t0: float, msg: str) -> None:
+        self.steps.append((name, time.perf_counter() - t0, msg))
 
-    t = time.perf_counter()
-    # With a few dozen measurements the learned kinds may not beat the MACs-linear baseline:
-    # fit both on the same split and let load_predictor pick the better held-out MAPE.
-    fitted = {kind: fit_predictor(profile, space, kind, db=db, holdout=0.25, seed=seed)[1]
-              for kind in ("flops", "additive")}
-    predictor = load_predictor(profile, space, db=db)
-    test = fitted[predictor.kind]["test"]
-    steps.append(("fit", time.perf_counter() - t,
-                  "held-out MAPE " + ", ".join(
-                      f"{k} {100 * m['test']['mape']:.1f}%" for k, m in fitted.items())
-                  + f"; using {predictor.kind} (Kendall tau {test['kendall_tau']:.2f})"))
+    def load_supernet(self, checkpoint: Path | None) -> None:
+        from nas._data import shipped_supernet
+        from nas.devices import get_device
+        from nas.space import get_space
+        from nas.supernet import read_checkpoint_meta
 
-    # ---------------------------------------------------------------- search
-    from nas.space import get_space
+        t = time.perf_counter()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.ckpt = Path(checkpoint) if checkpoint else shipped_supernet("tiny-digits")
+        meta = read_checkpoint_meta(self.ckpt)
+        self.space = get_space(meta["space"])
+        self.profile = get_device(self.device)
+        trained = meta["extra"].get("data", {}).get("source", "?")
+        self._step("supernet", t, f"{self.ckpt.name}: space {self.space.name}, trained on "
+                   f"{trained}")
 
-    sp = get_space(space)
-    sample = sp.sample_many(2000, seed=seed, unique=False)
-    budget = float(np.quantile(predictor.predict(sample), 0.5))
-    study = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = SearchConfig(
-        space=space, checkpoint=str(ckpt), data=data, proxy="inherited",
-        objectives=["accuracy", f"latency:{profile.name}"],
-        constraints={f"latency:{profile.name}": budget}, db=str(db_path), sampler="tpe",
-        n_trials=n_trials, workers=workers, batch_size=2, seed=seed, study=study,
-        storage=str(workdir / "studies.journal"),
-    )
-    t = time.perf_counter()
-    res = run_search(cfg, progress=progress)
-    steps.append(("search", time.perf_counter() - t,
-                  f"{len(res.budget_trials)} trials ({cfg.sampler}, {workers} Ray workers), "
-                  f"latency <= {budget:.4f} ms (the median subnet's): {len(res.front)} on the "
-                  f"front, study {study!r}"))
+    def measure(self, n_latency: int) -> None:
+        from nas.db import LatencyDB
+        from nas.latency import measure_architectures, sample_for_measurement
 
-    # ---------------------------------------------------------------- export + check
-    chosen = max(res.front, key=lambda tr: (tr.accuracy, -tr.latency_ms[profile.name]))
-    t = time.perf_counter()
-    (out,) = export_trials(study, cfg.storage, workdir / "exports", [chosen.number],
-                           progress=False, overwrite=True)
-    ver = verify_export(out)
-    steps.append(("export", time.perf_counter() - t,
-                  f"trial {chosen.number} -> {out}/ verified (max |onnx - torch| = "
-                  f"{ver['max_abs_diff']:.1e})"))
+        self.db_path = self.workdir / "latency.sqlite"
+        self.db = LatencyDB(str(self.db_path))
+        t = time.perf_counter()
+        have = {r.arch for r in self.db.measurements(self.profile.name, self.space.name,
+                                                     source="measured")}
+        todo = [a for a in sample_for_measurement(self.space.name, n_latency, seed=self.seed)
+                if a not in have]
+        if todo:
+            measure_architectures(self.profile, self.space.name, todo, self.db,
+                                  progress=self.progress)
+        self._step("measure", t, f"{len(todo)} subnets timed on {self.device} in ONNX Runtime "
+                   f"({len(have)} reused from {self.db_path})")
 
-    t = time.perf_counter()
-    arch = sp.parse(chosen.arch)  # type: ignore[arg-type]
-    predicted = float(chosen.latency_ms[profile.name])
-    measured = time_onnx((out / "model.onnx").read_bytes(), profile, arch.r).median_ms
-    err = 100 * (predicted / measured - 1)
-    steps.append(("check", time.perf_counter() - t,
-                  f"predicted {predicted:.4f} ms, measured {measured:.4f} ms ({err:+.1f}%)"))
+    def fit(self) -> None:
+        from nas.latency import fit_predictor, load_predictor
 
-    print_front(res, title=f"Pareto front: accuracy ({cfg.proxy}) vs {profile.name} latency")
-    table = Table("step", "seconds", "result", title="nas demo")
-    for name, secs, msg in steps:
-        table.add_row(name, f"{secs:.1f}", msg)
-    console.print(table)
-    console.print(
-        f"chosen subnet {chosen.arch_hash}: validation accuracy {chosen.accuracy:.3f}, "
-        f"{predicted:.4f} ms predicted on {profile.name}, exported to {out}/\n"
-        f"next: nas results --study {study} --storage {cfg.storage}   |   "
-        f"optuna-dashboard {cfg.storage}"
-    )
-    return {
-        "study": study, "storage": cfg.storage, "budget_ms": budget,
-        "chosen": chosen.to_json(), "export": str(out), "n_front": len(res.front),
-        "latency": {"predicted_ms": predicted, "measured_ms": measured, "error_pct": err,
-                    "heldout_mape": float(test["mape"]), "kind": predictor.kind},
-        "steps": [{"step": s, "seconds": round(x, 3)} for s, x, _ in steps],
-    }
+        t = time.perf_counter()
+        # With a few dozen measurements the learned kinds may not beat the MACs-linear
+        # baseline: fit both on the same split and let load_predictor pick the better
+        # held-out MAPE.
+        fitted = {kind: fit_predictor(self.profile, self.space.name, kind, db=self.db,
+                                      holdout=0.25, seed=self.seed)[1]
+                  for kind in ("flops", "additive")}
+        self.predictor = load_predictor(self.profile, self.space.name, db=self.db)
+        self.test = fitted[self.predictor.kind]["test"]
+        self._step("fit", t, "held-out MAPE " + ", ".join(
+            f"{k} {100 * m['test']['mape']:.1f}%" for k, m in fitted.items())
+            + f"; using {self.predictor.kind} (Kendall tau {self.test['kendall_tau']:.2f})")
+
+    def search(self, data: str, n_trials: int, workers: int) -> None:
+        import numpy as np
+
+        from nas.search import SearchConfig, run_search
+
+        sample = self.space.sample_many(2000, seed=self.seed, unique=False)
+        self.budget = float(np.quantile(self.predictor.predict(sample), 0.5))
+        self.study = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
+        lat = f"latency:{self.profile.name}"
+        self.cfg = SearchConfig(
+            space=self.space.name, checkpoint=str(self.ckpt), data=data, proxy="inherited",
+            objectives=["accuracy", lat], constraints={lat: self.budget},
+            db=str(self.db_path), sampler="tpe", n_trials=n_trials, workers=workers,
+            batch_size=2, seed=self.seed, study=self.study,
+            storage=str(self.workdir / "studies.journal"),
+        )
+        t = time.perf_counter()
+        self.res = run_search(self.cfg, progress=self.progress)
+        self._step("search", t, f"{len(self.res.budget_trials)} trials ({self.cfg.sampler}, "
+                   f"{workers} Ray workers), latency <= {self.budget:.4f} ms (the median "
+                   f"subnet's): {len(self.res.front)} on the front, study {self.study!r}")
+
+    def export(self) -> None:
+        from nas.export import verify_export
+        from nas.search import export_trials
+
+        name = self.profile.name
+        self.chosen = max(self.res.front, key=lambda tr: (tr.accuracy, -tr.latency_ms[name]))
+        t = time.perf_counter()
+        (self.out,) = export_trials(self.study, self.cfg.storage, self.workdir / "exports",
+                                    [self.chosen.number], progress=False, overwrite=True)
+        ver = verify_export(self.out)
+        self._step("export", t, f"trial {self.chosen.number} -> {self.out}/ verified "
+                   f"(max |onnx - torch| = {ver['max_abs_diff']:.1e})")
+
+    def check(self) -> None:
+        from nas.latency import time_onnx
+
+        t = time.perf_counter()
+        arch = self.space.parse(self.chosen.arch)  # type: ignore[arg-type]
+        self.predicted = float(self.chosen.latency_ms[self.profile.name])
+        onnx = (self.out / "model.onnx").read_bytes()
+        self.measured = time_onnx(onnx, self.profile, arch.r).median_ms
+        self.err = 100 * (self.predicted / self.measured - 1)
+        self._step("check", t, f"predicted {self.predicted:.4f} ms, measured "
+                   f"{self.measured:.4f} ms ({self.err:+.1f}%)")
+
+    def summary(self) -> dict[str, Any]:
+        """Print the front and the steps; the summary as a dict."""
+        from nas.search._cli import print_front
+
+        print_front(self.res, title=f"Pareto front: accuracy ({self.cfg.proxy}) vs "
+                    f"{self.profile.name} latency")
+        table = Table("step", "seconds", "result", title="nas demo")
+        for name, secs, msg in self.steps:
+            table.add_row(name, f"{secs:.1f}", msg)
+        console.print(table)
+        console.print(
+            f"chosen subnet {self.chosen.arch_hash}: validation accuracy "
+            f"{self.chosen.accuracy:.3f}, {self.predicted:.4f} ms predicted on "
+            f"{self.profile.name}, exported to {self.out}/\n"
+            f"next: nas results --study {self.study} --storage {self.cfg.storage}   |   "
+            f"optuna-dashboard {self.cfg.storage}"
+        )
+        return {
+            "study": self.study, "storage": self.cfg.storage, "budget_ms": self.budget,
+            "chosen": self.chosen.to_json(), "export": str(self.out),
+            "n_front": len(self.res.front),
+            "latency": {"predicted_ms": self.predicted, "measured_ms": self.measured,
+                        "error_pct": self.err, "heldout_mape": float(self.test["mape"]),
+                        "kind": self.predictor.kind},
+            "steps": [{"step": s, "seconds": round(x, 3)} for s, x, _ in self.steps],
+        }

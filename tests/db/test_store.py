@@ -19,8 +19,8 @@ from sqlalchemy import create_engine, update
 
 from nas.db import SCHEMA_VERSION, LatencyDB, MeasurementRecord, PredictorRecord
 from nas.db import _schema as S
+from nas.devices import DeviceProfile, get_device
 from nas.errors import DatabaseError, MeasurementError, NASError, UnknownNameError
-from nas.latency._devices import DeviceProfile, get_device
 from nas.space import get_space
 
 POSTGRES_URL = os.environ.get("NAS_TEST_POSTGRES_URL", "").strip()

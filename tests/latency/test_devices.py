@@ -8,8 +8,7 @@ import pytest
 import yaml
 
 from nas._data import data_dir
-from nas.errors import ConfigError, UnknownNameError
-from nas.latency._devices import (
+from nas.devices import (
     DeviceProfile,
     add_device,
     device_from_file,
@@ -18,6 +17,7 @@ from nas.latency._devices import (
     list_devices,
     user_devices_dir,
 )
+from nas.errors import ConfigError, UnknownNameError
 
 SHIPPED = ("cpu-1t", "cpu-2t", "cpu-1t-int8")
 

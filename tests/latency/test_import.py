@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from nas.db import LatencyDB
+from nas.devices import get_device, list_devices
 from nas.errors import DataError
-from nas.latency._devices import get_device, list_devices
 from nas.latency._import import EXPORT_COLUMNS, export_measurements, import_measurements
 from nas.space import get_space
 
