@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from nas._io import read_text
 from nas.errors import ArchitectureError
 from nas.space._arch import Architecture
 from nas.space._spec import SpaceSpec
@@ -149,12 +150,7 @@ class SearchSpace:
             ArchitectureError: naming the file and line of the first bad entry.
         """
         path = Path(path)
-        try:
-            text = path.read_text()
-        except FileNotFoundError:
-            raise ArchitectureError(f"arch file not found: {path}") from None
-        except OSError as exc:
-            raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
+        text = read_text(path, "arch file", error=ArchitectureError)
         stripped = text.strip()
         rows: list[tuple[int, Any]] = []
         if stripped.startswith("["):
@@ -519,12 +515,7 @@ def _fmt_choices(values: Sequence[int]) -> str:
 
 
 def _read_json_file(path: Path) -> Any:
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ArchitectureError(f"arch file not found: {path}") from None
-    except OSError as exc:
-        raise ArchitectureError(f"cannot read arch file {path}: {exc.strerror}") from None
+    text = read_text(path, "arch file", error=ArchitectureError)
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
