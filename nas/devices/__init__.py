@@ -4,6 +4,14 @@ Below the latency database (which stores measurements keyed by profile name) and
 :mod:`nas.latency` (which measures and predicts under a profile).
 """
 
+from nas.devices._files import (
+    add_device,
+    device_from_file,
+    device_path,
+    get_device,
+    list_devices,
+    user_devices_dir,
+)
 from nas.devices._profile import (
     EXECUTION_MODES,
     GRAPH_OPTIMIZATIONS,
@@ -11,13 +19,7 @@ from nas.devices._profile import (
     PRECISIONS,
     PROVIDERS,
     DeviceProfile,
-    add_device,
     check_device_name,
-    device_from_file,
-    device_path,
-    get_device,
-    list_devices,
-    user_devices_dir,
 )
 
 __all__ = [

@@ -1,4 +1,4 @@
-"""Device profiles: how and where latency is measured, one YAML file per device.
+"""The device profile: how and where latency is measured, validated as one frozen model.
 
 A profile names an inference setting (ONNX Runtime execution provider, threads, batch size,
 precision, graph optimisation) and where it runs (this machine, or a Ray node that offers a
@@ -6,34 +6,21 @@ custom resource). Latencies measured under one profile are comparable with each 
 with nothing else, so the profile's name is the key of every measurement in the latency
 database.
 
-Shipped profiles live in ``latency_db/devices/*.yaml`` (``nas._data.devices`` in a wheel).
-Profiles added by users are written to a writable folder: ``$NAS_DEVICES_DIR`` if set, else
-the repository's ``latency_db/devices/`` when it is writable, else
-``~/.local/share/nas/devices`` (``$XDG_DATA_HOME/nas/devices``). A user profile with the name
-of a shipped one shadows it (only with ``overwrite=True``).
+Every bad field is one line, the same as every other configuration of the package::
 
-Example:
-    >>> add_device(DeviceProfile("pi4-1t", placement="ray", ray_resource="device:pi4"))
-    >>> get_device("pi4-1t").intra_op_threads
-    1
+    pi4.yaml: precision = 'fp16': must be one of ['fp32', 'int8']
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import os
 import re
-import tempfile
-from dataclasses import asdict, dataclass, fields
-from importlib.abc import Traversable
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
+from pydantic import ValidationError, ValidationInfo, field_validator
 
-from nas._data import data_dir
-from nas.errors import ConfigError, UnknownNameError
+from nas._config import ConfigModel, format_validation_error
+from nas.errors import ConfigError
 
 __all__ = [
     "EXECUTION_MODES",
@@ -42,13 +29,7 @@ __all__ = [
     "PRECISIONS",
     "PROVIDERS",
     "DeviceProfile",
-    "add_device",
     "check_device_name",
-    "device_from_file",
-    "device_path",
-    "get_device",
-    "list_devices",
-    "user_devices_dir",
 ]
 
 PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
@@ -58,27 +39,26 @@ EXECUTION_MODES = ("sequential", "parallel")
 PLACEMENTS = ("local", "ray")
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_NAME_RULE = (
+    "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
+)
 _MAX_THREADS = 1024
 _MAX_BATCH = 65536
 
+_CHOICES = {
+    "provider": PROVIDERS,
+    "precision": PRECISIONS,
+    "graph_optimization": GRAPH_OPTIMIZATIONS,
+    "execution_mode": EXECUTION_MODES,
+    "placement": PLACEMENTS,
+}
+_INT_RANGES = {
+    "intra_op_threads": (1, _MAX_THREADS),
+    "inter_op_threads": (1, _MAX_THREADS),
+    "batch_size": (1, _MAX_BATCH),
+}
 
-def _check_choice(where: str, field: str, value: Any, allowed: tuple[str, ...]) -> None:
-    if not isinstance(value, str) or value not in allowed:
-        raise ConfigError(
-            f"{where}: field {field!r} must be one of {list(allowed)}, got {value!r}"
-        )
-
-
-def _check_int(where: str, field: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(
-            f"{where}: field {field!r} must be an integer in [{low}, {high}], got {value!r}"
-        )
-
-
-def _check_bool(where: str, field: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: field {field!r} must be true or false, got {value!r}")
+_NO_NAME: Any = object()  # DeviceProfile() called without a positional name
 
 
 def check_device_name(name: Any) -> str:
@@ -88,16 +68,20 @@ def check_device_name(name: Any) -> str:
     starting with a letter or digit.
     """
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise ConfigError(
-            f"device name must be 1-64 characters of letters, digits, '.', '_' or '-', "
-            f"starting with a letter or digit; got {name!r}"
-        )
+        raise ConfigError(f"device name must be {_NAME_RULE}; got {name!r}")
     return name
 
 
-@dataclass(frozen=True)
-class DeviceProfile:
+def _where(raw: Any) -> str:
+    name = raw.get("name") if isinstance(raw, dict) else None
+    return f"device profile {name!r}" if isinstance(name, str) else "device profile"
+
+
+class DeviceProfile(ConfigModel):
     """How and where latencies are measured; validated on construction.
+
+    Built like a dataclass, the name first: ``DeviceProfile("pi4", intra_op_threads=4)``.
+    A bad value raises :class:`~nas.errors.ConfigError` in one line.
 
     Attributes:
         name: the device's key in the latency database and its file name.
@@ -116,6 +100,8 @@ class DeviceProfile:
         description: free text shown by ``nas devices list``.
     """
 
+    what: ClassVar[str] = "device profile"
+
     name: str
     provider: str = "CPUExecutionProvider"
     intra_op_threads: int = 1
@@ -130,246 +116,102 @@ class DeviceProfile:
     external: bool = False
     description: str = ""
 
-    def __post_init__(self) -> None:
-        check_device_name(self.name)
-        where = f"device profile {self.name!r}"
-        _check_choice(where, "provider", self.provider, PROVIDERS)
-        _check_int(where, "intra_op_threads", self.intra_op_threads, 1, _MAX_THREADS)
-        _check_int(where, "inter_op_threads", self.inter_op_threads, 1, _MAX_THREADS)
-        _check_int(where, "batch_size", self.batch_size, 1, _MAX_BATCH)
-        _check_choice(where, "precision", self.precision, PRECISIONS)
-        _check_choice(where, "graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATIONS)
-        _check_choice(where, "execution_mode", self.execution_mode, EXECUTION_MODES)
-        _check_bool(where, "allow_spinning", self.allow_spinning)
-        _check_choice(where, "placement", self.placement, PLACEMENTS)
-        if self.ray_resource is not None:
-            if not isinstance(self.ray_resource, str) or not self.ray_resource.strip():
-                raise ConfigError(
-                    f"{where}: field 'ray_resource' must be a non-empty string or null, "
-                    f"got {self.ray_resource!r}"
-                )
-            if self.placement != "ray":
-                raise ConfigError(
-                    f"{where}: field 'ray_resource' ({self.ray_resource!r}) needs placement "
-                    f"'ray', got placement {self.placement!r}"
-                )
-        _check_bool(where, "external", self.external)
-        if not isinstance(self.description, str):
-            raise ConfigError(
-                f"{where}: field 'description' must be a string, got {self.description!r}"
-            )
+    def __init__(self, name: Any = _NO_NAME, /, **fields: Any) -> None:
+        if name is not _NO_NAME:
+            if "name" in fields:
+                raise TypeError("DeviceProfile() got the name both by position and by keyword")
+            fields["name"] = name
+        try:
+            super().__init__(**fields)
+        except ValidationError as exc:
+            raise ConfigError(format_validation_error(exc, _where(fields))) from None
 
-    def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict (JSON and YAML ready)."""
-        return asdict(self)
+    # Pydantic's own mark (RootModel uses it): this __init__ only adds the positional name and
+    # the one-line error, so model_validate (from_dict) validates without calling it and
+    # reports its errors with the caller's ``where``.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    # Before-validators: the checks are ours (no "2" -> 2 or 1 -> True coercion, as the
+    # hand-written checks before them did), the message format is nas._config's.
+    @field_validator("name", mode="before")
+    @classmethod
+    def _check_name(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not _NAME_RE.match(value):
+            raise ValueError(f"not a valid device name: {_NAME_RULE}")
+        return value
+
+    @field_validator(*_CHOICES, mode="before")
+    @classmethod
+    def _check_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        allowed = _CHOICES[str(info.field_name)]
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"must be one of {list(allowed)}")
+        return value
+
+    @field_validator(*_INT_RANGES, mode="before")
+    @classmethod
+    def _check_int(cls, value: Any, info: ValidationInfo) -> Any:
+        low, high = _INT_RANGES[str(info.field_name)]
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # YAML reads "2.0" as a float
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"must be an integer in [{low}, {high}]")
+        return value
+
+    @field_validator("allow_spinning", "external", mode="before")
+    @classmethod
+    def _check_bool(cls, value: Any) -> Any:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
+
+    @field_validator("ray_resource", mode="before")
+    @classmethod
+    def _check_resource_type(cls, value: Any) -> Any:
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ValueError("must be a non-empty string or null")
+        return value
+
+    @field_validator("ray_resource")
+    @classmethod
+    def _check_resource_placement(cls, value: str | None, info: ValidationInfo) -> str | None:
+        placement = info.data.get("placement")
+        if value is not None and placement is not None and placement != "ray":
+            raise ValueError(f"needs placement 'ray', got placement {placement!r}")
+        return value
+
+    @field_validator("description", mode="before")
+    @classmethod
+    def _check_description(cls, value: Any) -> Any:
+        if value is None:
+            return ""  # an empty `description:` line in YAML
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        return value
 
     @classmethod
-    def from_dict(cls, d: Any, *, where: str | None = None) -> DeviceProfile:
+    def from_dict(cls, raw: Any, where: str | None = None) -> DeviceProfile:
         """Build a profile from a mapping, validating every field.
 
         Args:
-            d: a mapping with ``name`` and any of the other fields.
-            where: what ``d`` came from (e.g. a file name), prefixed to error messages.
+            raw: a mapping with ``name`` and any of the other fields.
+            where: what ``raw`` came from (e.g. a file name), prefixed to error messages.
 
         Raises:
-            ConfigError: naming the field, the value and what is allowed.
+            ConfigError: one line naming the field, the value and what is allowed.
         """
-        src = where or "device profile"
-        if not isinstance(d, dict):
-            raise ConfigError(f"{src}: must be a mapping of fields, got {type(d).__name__}")
-        known = [f.name for f in fields(cls)]
-        unknown = sorted(str(k) for k in set(d) - set(known))
-        if unknown:
-            raise ConfigError(f"{src}: unknown field(s) {unknown}; allowed: {', '.join(known)}")
-        if "name" not in d:
-            raise ConfigError(f"{src}: missing field 'name'")
-        values = dict(d)
-        if values.get("description") is None:
-            values.pop("description", None)
-        # YAML reads "2.0" as a float; accept integral floats for the integer fields.
-        for key in ("intra_op_threads", "inter_op_threads", "batch_size"):
-            v = values.get(key)
-            if isinstance(v, float) and math.isfinite(v) and v.is_integer():
-                values[key] = int(v)
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            if where is None:
-                raise
-            raise ConfigError(f"{where}: {exc}") from None
+        profile: DeviceProfile = super().from_dict(raw, where or _where(raw))
+        return profile
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields as a plain dict (JSON and YAML ready)."""
+        return self.model_dump()
+
+    def replace(self, **changes: Any) -> DeviceProfile:
+        """A copy with ``changes`` applied, validated like a new profile."""
+        return type(self).from_dict({**self.to_dict(), **changes})
 
     def to_yaml(self) -> str:
         """The profile as a YAML document, its description repeated as a leading comment."""
         head = "".join(f"# {line}\n" for line in self.description.splitlines() if line.strip())
         return head + yaml.safe_dump(self.to_dict(), sort_keys=False)
-
-
-# ---------------------------------------------------------------------------- folders
-def _repo_devices_dir() -> Path | None:
-    shipped = data_dir("devices")
-    return shipped if isinstance(shipped, Path) else None
-
-
-def user_devices_dir() -> Path:
-    """The folder new profiles are written to (see the module docstring for the order)."""
-    env = os.environ.get("NAS_DEVICES_DIR")
-    if env:
-        return Path(env).expanduser()
-    repo = _repo_devices_dir()
-    if repo is not None and os.access(repo, os.W_OK):
-        return repo
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "nas" / "devices"
-
-
-def _sources() -> list[Traversable]:
-    """Folders searched for profiles, the user's first so that it shadows shipped ones."""
-    out: list[Traversable] = []
-    user = user_devices_dir()
-    if user.is_dir():
-        out.append(user)
-    shipped = data_dir("devices")
-    if not (isinstance(shipped, Path) and shipped.resolve() == user.resolve()):
-        out.append(shipped)
-    return out
-
-
-def _entries() -> dict[str, Traversable]:
-    found: dict[str, Traversable] = {}
-    for folder in _sources():
-        if not folder.is_dir():
-            continue
-        for entry in folder.iterdir():
-            if entry.name.endswith(".yaml") and not entry.name.startswith("."):
-                found.setdefault(entry.name[: -len(".yaml")], entry)
-    return found
-
-
-def _parse_yaml(text: str, where: str, stem: str | None) -> DeviceProfile:
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if isinstance(data, dict) and "name" not in data and stem is not None:
-        data = {"name": stem, **data}
-    profile = DeviceProfile.from_dict(data, where=where)
-    if stem is not None and profile.name != stem:
-        raise ConfigError(
-            f"{where}: field 'name' is {profile.name!r} but the file is named {stem!r}.yaml; "
-            f"they must agree"
-        )
-    return profile
-
-
-# ---------------------------------------------------------------------------- public API
-def list_devices() -> list[str]:
-    """Names of all known device profiles, shipped and user-added, sorted."""
-    return sorted(_entries())
-
-
-def device_path(name: str) -> Traversable:
-    """The YAML file that defines device ``name`` (a user file shadows a shipped one).
-
-    Raises:
-        UnknownNameError: listing the known names.
-    """
-    entries = _entries()
-    try:
-        return entries[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown device {name!r}; known devices: {', '.join(sorted(entries)) or '(none)'}"
-            f" (add one with `nas devices add`)"
-        ) from None
-
-
-def get_device(name: str | DeviceProfile) -> DeviceProfile:
-    """The profile of device ``name`` (a profile is returned as is).
-
-    Raises:
-        UnknownNameError: listing the known names.
-        ConfigError: the device's file is malformed.
-    """
-    if isinstance(name, DeviceProfile):
-        return name
-    entry = device_path(name)
-    return _parse_yaml(entry.read_text(encoding="utf-8"), where=entry.name, stem=name)
-
-
-def device_from_file(path: str | Path) -> DeviceProfile:
-    """Read a profile from a YAML file; ``name`` defaults to the file's stem.
-
-    Raises:
-        ConfigError: the file is missing or a field is bad.
-    """
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read device profile {path}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-    if isinstance(data, dict) and "name" not in data:
-        data = {"name": path.stem, **data}
-    return DeviceProfile.from_dict(data, where=str(path))
-
-
-def add_device(profile: DeviceProfile, overwrite: bool = False) -> Path:
-    """Write ``profile`` to the user devices folder, atomically.
-
-    Args:
-        profile: the profile to save as ``<name>.yaml``.
-        overwrite: replace (or shadow, for a shipped one) an existing device of that name.
-
-    Returns:
-        The path of the written file.
-
-    Raises:
-        ConfigError: a device of that name exists and ``overwrite`` is false, or the folder
-            cannot be written.
-    """
-    if not isinstance(profile, DeviceProfile):
-        raise ConfigError(f"profile must be a DeviceProfile, got {type(profile).__name__}")
-    folder = user_devices_dir()
-    target = folder / f"{profile.name}.yaml"
-    if not overwrite and profile.name in _entries():
-        raise ConfigError(
-            f"device {profile.name!r} already exists ({device_path(profile.name)}); "
-            f"pass overwrite=True (--overwrite) to replace it"
-        )
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{profile.name}.", suffix=".tmp", dir=folder)
-        try:
-            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the profile from other users
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(profile.to_yaml())
-                fh.flush()
-                os.fsync(fh.fileno())
-            if overwrite:
-                os.replace(tmp, target)
-            else:
-                # link() fails if the target appeared since the check: no silent clobbering
-                # when two processes add the same name at once.
-                try:
-                    os.link(tmp, target)
-                except FileExistsError:
-                    raise ConfigError(
-                        f"device {profile.name!r} already exists ({target}); pass "
-                        f"overwrite=True (--overwrite) to replace it"
-                    ) from None
-                except OSError:  # file systems without hard links
-                    os.replace(tmp, target)
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-    except ConfigError:
-        raise
-    except OSError as exc:
-        raise ConfigError(
-            f"cannot write device profile to {folder}: {exc.strerror or exc}; set "
-            f"NAS_DEVICES_DIR to a writable folder"
-        ) from None
-    return target

@@ -171,7 +171,7 @@ class TestLatencyDB:
 
     def test_ensure_device_updates_the_profile(self, db: LatencyDB) -> None:
         base = get_device("cpu-1t")
-        db.ensure_device(dataclasses.replace(base, description="changed"))
+        db.ensure_device(base.replace(description="changed"))
         assert db.devices() == ["cpu-1t"]
         profile = db.device_profile("cpu-1t")
         assert profile is not None and profile.description == "changed"

@@ -58,22 +58,23 @@ def test_shipped_profiles() -> None:
     ],
 )
 def test_bad_field_is_named_with_its_value(field: str, value: object) -> None:
-    with pytest.raises(ConfigError, match=f"field '{field}'") as info:
+    with pytest.raises(ConfigError, match=f"^device profile 'd': {field} = ") as info:
         DeviceProfile.from_dict({"name": "d", field: value})
-    assert repr(value) in str(info.value)
+    assert f"{field} = {value!r}: " in str(info.value)
+    assert "\n" not in str(info.value)
 
 
 def test_bad_names_and_shapes() -> None:
     for name in ("", "a b", "../x", "-x", "x" * 65, 3):
         with pytest.raises(ConfigError, match="device name"):
             DeviceProfile(name)  # type: ignore[arg-type]
-    with pytest.raises(ConfigError, match=r"unknown field\(s\) \['threads'\]"):
+    with pytest.raises(ConfigError, match=r"'d': threads: unknown field"):
         DeviceProfile.from_dict({"name": "d", "threads": 2})
-    with pytest.raises(ConfigError, match="missing field 'name'"):
+    with pytest.raises(ConfigError, match="name: Field required"):
         DeviceProfile.from_dict({"precision": "fp32"})
-    with pytest.raises(ConfigError, match="needs placement 'ray'"):
+    with pytest.raises(ConfigError, match=r"ray_resource = 'device:pi4': needs placement 'ray'"):
         DeviceProfile("d", ray_resource="device:pi4")
-    with pytest.raises(ConfigError, match="ray_resource"):
+    with pytest.raises(ConfigError, match="ray_resource = ' ': must be a non-empty string"):
         DeviceProfile("d", placement="ray", ray_resource=" ")
 
 
@@ -123,14 +124,14 @@ def test_device_from_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         device_from_file(f)
     f.write_text("precision: bf16\n")
-    with pytest.raises(ConfigError, match=r"edge-box.yaml: .*'precision'.*'bf16'"):
+    with pytest.raises(ConfigError, match=r"edge-box.yaml: precision = 'bf16': must be one of"):
         device_from_file(f)
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match=r"device profile not found: .*missing\.yaml"):
         device_from_file(tmp_path / "missing.yaml")
 
 
 def test_file_name_and_profile_name_must_agree(devices_dir: Path) -> None:
     devices_dir.mkdir()
     (devices_dir / "a.yaml").write_text("name: b\n")
-    with pytest.raises(ConfigError, match="'b' but the file is named 'a'"):
+    with pytest.raises(ConfigError, match=r"a.yaml: name = 'b': .*the file is named 'a'"):
         get_device("a")

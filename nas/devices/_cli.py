@@ -1,0 +1,228 @@
+"""``nas devices list|show|add``: the device profiles, from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from nas._cli_utils import JsonOpt, console, print_json
+from nas.devices import (
+    PROVIDERS,
+    DeviceProfile,
+    add_device,
+    device_from_file,
+    device_path,
+    get_device,
+    list_devices,
+)
+
+__all__ = ["register"]
+
+_PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "trt": "TensorrtExecutionProvider",
+}
+
+# ---------------------------------------------------------------------------- options of `add`
+NewNameArg = Annotated[str, typer.Argument(help="New device name (letters, digits, . _ -).")]
+ThreadsOpt = Annotated[
+    int | None, typer.Option("--threads", help="Intra-op threads (default: 1).")
+]
+InterOpOpt = Annotated[
+    int | None, typer.Option("--inter-op-threads", help="Inter-op threads (default: 1).")
+]
+BatchOpt = Annotated[
+    int | None, typer.Option("--batch-size", help="Images per call (default: 1).")
+]
+PrecisionOpt = Annotated[
+    str | None, typer.Option("--precision", help="fp32 or int8 (default: fp32).")
+]
+ProviderOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--provider",
+        help=f"ONNX Runtime provider: {', '.join(PROVIDERS)} (or cpu, cuda, tensorrt) "
+        "(default: CPUExecutionProvider).",
+    ),
+]
+GraphOptOpt = Annotated[
+    str | None,
+    typer.Option("--graph-optimization", help="disable, basic, extended or all (default: all)."),
+]
+ModeOpt = Annotated[
+    str | None,
+    typer.Option("--execution-mode", help="sequential or parallel (default: sequential)."),
+]
+SpinningOpt = Annotated[
+    bool | None,
+    typer.Option("--spinning/--no-spinning", help="Let idle ORT threads spin (default: spin)."),
+]
+PlacementOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--placement", help="local or ray (default: ray with --ray-resource, else local)."
+    ),
+]
+RayResourceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-resource",
+        help="Ray custom resource the measurement task requests, e.g. device:pi4.",
+    ),
+]
+ExternalOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--external/--no-external",
+        help="Measurements are imported only, never measured from here.",
+    ),
+]
+DescriptionOpt = Annotated[
+    str | None, typer.Option("--description", help="Free text shown in lists.")
+]
+FromFileOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-file", help="Start from this YAML profile; the options above override its fields."
+    ),
+]
+OverwriteOpt = Annotated[
+    bool, typer.Option("--overwrite", help="Replace an existing device of that name.")
+]
+
+
+# ---------------------------------------------------------------------------- helpers
+def _provider(value: str | None) -> str | None:
+    if value is None:
+        return None
+    return _PROVIDER_ALIASES.get(value.lower(), value)
+
+
+def _profile_table(p: DeviceProfile, origin: str) -> Table:
+    table = Table(title=f"device {p.name}", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in p.to_dict().items():
+        table.add_row(key, "" if value is None else str(value))
+    table.add_row("file", origin)
+    return table
+
+
+def _devices_table(profiles: list[DeviceProfile]) -> Table:
+    table = Table(title="devices")
+    table.add_column("name", no_wrap=True)  # names are copied into commands
+    for col in ("provider", "threads", "batch", "precision", "placement", "external"):
+        table.add_column(col)
+    table.add_column("description", overflow="fold")
+    for p in profiles:
+        where = p.placement if p.ray_resource is None else f"ray ({p.ray_resource})"
+        table.add_row(
+            p.name,
+            p.provider.removesuffix("ExecutionProvider"),
+            f"{p.intra_op_threads}/{p.inter_op_threads}",
+            str(p.batch_size),
+            p.precision,
+            where,
+            "yes" if p.external else "",
+            p.description,
+        )
+    return table
+
+
+def _profile_from_options(
+    name: str, from_file: Path | None, given: dict[str, Any]
+) -> DeviceProfile:
+    """The profile ``nas devices add`` describes: the file's fields, then the options given.
+
+    ``given`` maps profile fields to option values, ``None`` for an option not given.
+    """
+    fields: dict[str, Any] = device_from_file(from_file).to_dict() if from_file else {}
+    fields.update({k: v for k, v in given.items() if v is not None})
+    if given.get("ray_resource") is not None and given.get("placement") is None:
+        fields["placement"] = "ray"  # a Ray resource means a Ray placement
+    fields["name"] = name
+    return DeviceProfile.from_dict(fields)
+
+
+# ---------------------------------------------------------------------------- commands
+def list_cmd(json_: JsonOpt = False) -> None:
+    """List the known device profiles, shipped and user-added."""
+    profiles = [get_device(n) for n in list_devices()]
+    if json_:
+        print_json([p.to_dict() for p in profiles])
+    else:
+        console.print(_devices_table(profiles))
+
+
+def show_cmd(
+    name: Annotated[str, typer.Argument(help="Device name (see `nas devices list`).")],
+    json_: JsonOpt = False,
+) -> None:
+    """Show one device profile and the file it comes from."""
+    profile = get_device(name)
+    origin = str(device_path(name))
+    if json_:
+        print_json({**profile.to_dict(), "file": origin})
+    else:
+        console.print(_profile_table(profile, origin))
+
+
+def add_cmd(
+    name: NewNameArg,
+    threads: ThreadsOpt = None,
+    inter_op_threads: InterOpOpt = None,
+    batch_size: BatchOpt = None,
+    precision: PrecisionOpt = None,
+    provider: ProviderOpt = None,
+    graph_optimization: GraphOptOpt = None,
+    execution_mode: ModeOpt = None,
+    spinning: SpinningOpt = None,
+    placement: PlacementOpt = None,
+    ray_resource: RayResourceOpt = None,
+    external: ExternalOpt = None,
+    description: DescriptionOpt = None,
+    from_file: FromFileOpt = None,
+    overwrite: OverwriteOpt = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Add a device profile (written to $NAS_DEVICES_DIR or latency_db/devices/).
+
+    Example: nas devices add pi4-4t --threads 4 --ray-resource device:pi4
+    """
+    profile = _profile_from_options(name, from_file, {
+        "intra_op_threads": threads,
+        "inter_op_threads": inter_op_threads,
+        "batch_size": batch_size,
+        "precision": precision,
+        "provider": _provider(provider),
+        "graph_optimization": graph_optimization,
+        "execution_mode": execution_mode,
+        "allow_spinning": spinning,
+        "placement": placement,
+        "ray_resource": ray_resource,
+        "external": external,
+        "description": description,
+    })
+    path = add_device(profile, overwrite=overwrite)
+    if json_:
+        print_json({**profile.to_dict(), "file": str(path)})
+    else:
+        console.print(f"added device [bold]{profile.name}[/bold] -> {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``devices`` group (``list``, ``show``, ``add``) to the root ``app``."""
+    devices = typer.Typer(
+        help="Device profiles: how and where latency is measured "
+        "(latency_db/devices/*.yaml, plus $NAS_DEVICES_DIR).",
+        no_args_is_help=True,
+    )
+    devices.command("list")(list_cmd)
+    devices.command("show")(show_cmd)
+    devices.command("add")(add_cmd)
+    app.add_typer(devices, name="devices")
