@@ -5,6 +5,9 @@ Example:
     >>> cfg = SearchConfig.load("experiments/search_demo.yaml", n_trials=50)
     >>> result = run_search(cfg)
     >>> [t.arch_hash for t in result.front]
+
+The search strategies are Optuna samplers registered in :data:`SAMPLERS` (one class and a
+decorator each; see :mod:`nas.search._samplers`).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import TYPE_CHECKING
 from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from nas.search._config import SAMPLERS, Objective, SearchConfig, parse_metric
+    from nas.search._config import Objective, OneOf, SearchConfig, default_storage, parse_metric
     from nas.search._driver import (
         check_config,
         load_latency_predictors,
@@ -23,28 +26,34 @@ if TYPE_CHECKING:
     )
     from nas.search._evolution import EvolutionSampler, nondomination_rank
     from nas.search._params import arch_from_params, distributions, params_from_arch
+    from nas.search._pareto import hypervolume, pareto_mask
     from nas.search._results import (
         SearchResult,
         TrialRecord,
-        hypervolume,
         load_results,
+        load_study,
         open_storage,
-        pareto_mask,
     )
+    from nas.search._samplers import SAMPLERS, SearchSampler
     from nas.search._ship import export_trials, verify_trials
+    from nas.search._table import front_summary, front_table
     from nas.search._worker import Evaluator
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "nas.search._config": ["SAMPLERS", "Objective", "SearchConfig", "parse_metric"],
+        "nas.search._config": ["Objective", "OneOf", "SearchConfig", "default_storage",
+                               "parse_metric"],
         "nas.search._driver": ["check_config", "load_latency_predictors", "make_sampler",
                                "run_search"],
         "nas.search._evolution": ["EvolutionSampler", "nondomination_rank"],
+        "nas.search._pareto": ["hypervolume", "pareto_mask"],
         "nas.search._params": ["arch_from_params", "distributions", "params_from_arch"],
-        "nas.search._results": ["SearchResult", "TrialRecord", "hypervolume", "load_results",
-                                "open_storage", "pareto_mask"],
+        "nas.search._results": ["SearchResult", "TrialRecord", "load_results", "load_study",
+                                "open_storage"],
+        "nas.search._samplers": ["SAMPLERS", "SearchSampler"],
         "nas.search._ship": ["export_trials", "verify_trials"],
+        "nas.search._table": ["front_summary", "front_table"],
         "nas.search._worker": ["Evaluator"],
     },
 )

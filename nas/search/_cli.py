@@ -6,14 +6,13 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
-from nas._cli_utils import console, err_console, print_json
+from nas._cli_utils import JsonOpt, console, err_console, print_json
 from nas.errors import ConfigError
+from nas.search._samplers import SAMPLERS
 
 __all__ = ["print_front", "register"]
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
 StorageOpt = Annotated[str | None, typer.Option(
     "--storage", help="Optuna storage: journal file, sqlite:///FILE or postgresql://... "
     "(default runs/studies/<study>.journal).")]
@@ -35,94 +34,77 @@ def _parse_constraints(items: list[str] | None) -> dict[str, float] | None:
     return out
 
 
-def _fmt(v: Any, digits: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{digits}g}"
-    return str(v)
-
-
 def print_front(res: Any, *, title: str | None = None, all_trials: bool = False) -> None:
-    """The front (or best) as a table: arch hash, accuracy, latency per device, MACs, params."""
-    devices = res.config.devices
-    trials = res.trials if all_trials else res.front
-    table = Table(title=title, title_justify="left")
-    table.add_column("trial", justify="right")
-    table.add_column("arch", no_wrap=True, min_width=16)
-    if "accuracy" in res.config.objectives:
-        table.add_column(f"accuracy ({res.config.proxy})", justify="right")
-    for d in devices:
-        table.add_column(f"{d} ms", justify="right")
-        if any(d in t.measured_ms for t in trials):
-            table.add_column(f"{d} measured", justify="right")
-    table.add_column("MACs (M)", justify="right")
-    table.add_column("params (M)", justify="right")
-    if all_trials:
-        table.add_column("state")
-    for t in trials:
-        row = [str(t.number), t.arch_hash or "-"]
-        if "accuracy" in res.config.objectives:
-            row.append(_fmt(t.accuracy))
-        for d in devices:
-            row.append(_fmt(t.latency_ms.get(d)))
-            if any(d in x.measured_ms for x in trials):
-                row.append(_fmt(t.measured_ms.get(d)))
-        row += [_fmt(t.macs / 1e6 if t.macs else None), _fmt(t.params / 1e6 if t.params else None)]
-        if all_trials:
-            state = t.state.lower() + (" (re-run)" if t.retried else "")
-            if t.state == "COMPLETE" and not t.feasible:
-                state += " infeasible"
-            if t.duplicate_of is not None:
-                state += f" = {t.duplicate_of}"
-            row.append(state)
-        table.add_row(*row)
-    console.print(table)
-    what = "best feasible subnet" if len(res.objectives) == 1 else "Pareto front"
-    cons = ", ".join(f"{k} <= {v:g}" for k, v in res.config.constraints.items())
-    console.print(
-        f"{what}: {len(res.front)} subnet(s) from {len(res.budget_trials)} trials "
-        f"({res.n_complete} completed, {res.n_failed} failed evaluations, {res.n_feasible} "
-        f"feasible{'; ' + cons if cons else ''}). Study {res.study_name!r} in {res.storage}."
-    )
+    """The front (or best) as a table: arch hash, accuracy, latency per device, MACs, params;
+    then one summary line."""
+    from nas.search import front_summary, front_table
+
+    console.print(front_table(res, title=title, all_trials=all_trials))
+    console.print(front_summary(res))
+
+
+ConfigOpt = Annotated[Path | None, typer.Option(
+    "--config", "-c", help="Search config YAML (experiments/*.yaml); flags override it.")]
+OptSpace = Annotated[str | None, typer.Option("--space", "-s", help="Search space.")]
+ProxyOpt = Annotated[str | None, typer.Option(
+    help="Accuracy proxy, e.g. inherited, macs, predictor:kind=mlp (`nas proxies list`).")]
+ObjectiveOpt = Annotated[list[str] | None, typer.Option(
+    "--objective", "-O", help="Objective (repeat): accuracy, latency:<device>, macs, params.")]
+ConstraintOpt = Annotated[list[str] | None, typer.Option(
+    "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, macs=N.")]
+SamplerOpt = Annotated[str | None, typer.Option(
+    help=f"Search strategy: {SAMPLERS.help(lambda c: c.description)}.")]
+NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", "-n", help="Trial budget.")]
+AddressOpt = Annotated[str | None, typer.Option(
+    help="Ray cluster address (default RAY_ADDRESS, else a local Ray).")]
+LatencyKindOpt = Annotated[str | None, typer.Option(
+    help="Latency predictor kind (default: the best stored one per device).")]
+ResumeOpt = Annotated[bool, typer.Option(
+    help="Continue the stored study: nothing completed is lost or run again.")]
+VerifyOpt = Annotated[int, typer.Option(
+    min=0, help="Then measure the first N subnets of the front for real.")]
+
+
+def _search_config(config: Path | None, resume: bool, overrides: dict[str, Any]) -> Any:
+    """The configuration to run: the file and flags, or (``--resume`` with neither file nor
+    space) the stored one with the flags that say how to run it."""
+    from nas.search import SearchConfig, load_results
+
+    study, space = overrides.get("study"), overrides.get("space")
+    if resume and config is None and space is None:
+        if study is None:
+            raise ConfigError("--resume needs --study (and --storage if not the default)")
+        from nas.search._study import RUN_FIELDS
+
+        stored = load_results(study, overrides.get("storage")).config
+        return stored.model_copy(update={k: overrides[k] for k in RUN_FIELDS
+                                         if overrides.get(k) is not None})
+    if config is None and space is None:
+        raise ConfigError("give a search config (--config FILE) or at least --space")
+    return SearchConfig.load(config, **overrides)
 
 
 def search_cmd(
-    config: Annotated[Path | None, typer.Option(
-        "--config", "-c", help="Search config YAML (experiments/*.yaml); flags override it.")
-    ] = None,
-    space: Annotated[str | None, typer.Option("--space", "-s", help="Search space.")] = None,
+    config: ConfigOpt = None,
+    space: OptSpace = None,
     checkpoint: Annotated[str | None, typer.Option(help="Trained supernet checkpoint.")] = None,
     data: Annotated[str | None, typer.Option(help="Data for the accuracy proxy.")] = None,
-    proxy: Annotated[str | None, typer.Option(
-        help="Accuracy proxy, e.g. inherited, macs, predictor:kind=mlp (`nas proxies list`).")
-    ] = None,
-    objective: Annotated[list[str] | None, typer.Option(
-        "--objective", "-O", help="Objective (repeat): accuracy, latency:<device>, macs, "
-        "params.")] = None,
-    constraint: Annotated[list[str] | None, typer.Option(
-        "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, "
-        "macs=N.")] = None,
-    sampler: Annotated[str | None, typer.Option(
-        help="tpe, nsga2, random, gp or evolution (OFA's). gp suits small spaces: it takes "
-        "about a minute per trial on cifar_mbv3's 46 parameters here.")] = None,
-    n_trials: Annotated[int | None, typer.Option("--n-trials", "-n", help="Trial budget.")
-                        ] = None,
+    proxy: ProxyOpt = None,
+    objective: ObjectiveOpt = None,
+    constraint: ConstraintOpt = None,
+    sampler: SamplerOpt = None,
+    n_trials: NTrialsOpt = None,
     workers: Annotated[int | None, typer.Option(help="Ray actors evaluating subnets.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Subnets per actor call.")] = None,
     seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default from the config).")
                      ] = None,
     storage: StorageOpt = None,
-    address: Annotated[str | None, typer.Option(
-        help="Ray cluster address (default RAY_ADDRESS, else a local Ray).")] = None,
+    address: AddressOpt = None,
     db: Annotated[str | None, typer.Option(help="Latency database URL or file.")] = None,
-    latency_kind: Annotated[str | None, typer.Option(
-        help="Latency predictor kind (default: the best stored one per device).")] = None,
-    resume: Annotated[bool, typer.Option(
-        help="Continue the stored study: nothing completed is lost or run again.")] = False,
-    verify: Annotated[int, typer.Option(
-        min=0, help="Then measure the first N subnets of the front for real.")] = 0,
+    latency_kind: LatencyKindOpt = None,
+    resume: ResumeOpt = False,
+    verify: VerifyOpt = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
@@ -134,33 +116,17 @@ def search_cmd(
     `nas results --study NAME` prints the front again, `nas export --study NAME --pareto`
     exports it.
     """
-    from nas.search import SearchConfig, run_search
-    from nas.search._ship import verify_trials
+    from nas.search import load_results, run_search, verify_trials
 
-    overrides: dict[str, Any] = dict(
+    cfg = _search_config(config, resume, dict(
         space=space, checkpoint=checkpoint, data=data, proxy=proxy, objectives=objective,
         constraints=_parse_constraints(constraint), sampler=sampler, n_trials=n_trials,
         workers=workers, batch_size=batch_size, seed=seed, study=study, storage=storage,
         address=address, db=db, latency_kind=latency_kind,
-    )
-    if resume and config is None and space is None:
-        if study is None:
-            raise ConfigError("--resume needs --study (and --storage if not the default)")
-        from nas.search._driver import RUN_FIELDS
-        from nas.search._results import load_results
-
-        stored = load_results(study, storage).config
-        cfg = stored.model_copy(update={k: overrides[k] for k in RUN_FIELDS
-                                        if overrides.get(k) is not None})
-    else:
-        if config is None and space is None:
-            raise ConfigError("give a search config (--config FILE) or at least --space")
-        cfg = SearchConfig.load(config, **overrides)
+    ))
     res = run_search(cfg, resume=resume, progress=progress and not json_out)
     if verify:
         verify_trials(res.study_name, res.storage, verify, progress=progress and not json_out)
-        from nas.search._results import load_results
-
         res = load_results(res.study_name, res.storage)
     if json_out:
         print_json(res.to_json())
@@ -172,6 +138,7 @@ def search_cmd(
 def _list_studies(storage: str | None, json_out: bool) -> None:
     """The studies in ``storage``, or in every journal under runs/studies/."""
     import optuna
+    from rich.table import Table
 
     from nas.search import open_storage
 

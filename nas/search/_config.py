@@ -21,22 +21,69 @@ feasible subnet; with several, the feasible Pareto front.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import core_schema
 
+from nas._config import ConfigModel
+from nas._io import read_yaml
 from nas.errors import ConfigError
+from nas.search._samplers import SAMPLERS
 
-__all__ = ["SAMPLERS", "Objective", "SearchConfig", "default_storage", "parse_metric"]
-
-#: Samplers: Optuna's TPE, NSGA-II, random and Gaussian-process samplers, and Once-for-All's
-#: evolutionary search as a baseline.
-SAMPLERS = ("tpe", "nsga2", "random", "gp", "evolution")
+__all__ = [
+    "SAMPLERS",
+    "Objective",
+    "OneOf",
+    "SearchConfig",
+    "default_storage",
+    "parse_metric",
+]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _METRICS = ("accuracy", "macs", "params")
+
+
+class OneOf:
+    """Pydantic metadata for a ``str`` that must be one of a registry's names.
+
+    The names are read when a value is checked and when the JSON schema is built (its
+    ``enum``, so OpenAPI lists them), never copied by hand::
+
+        sampler: Annotated[str, OneOf(SAMPLERS.names)] = "tpe"
+
+    Args:
+        names: returns the allowed names (e.g. ``registry.names`` or ``lambda: list(reg)``).
+    """
+
+    def __init__(self, names: Callable[[], Iterable[str]]) -> None:
+        self.names = names
+
+    def _check(self, value: str) -> str:
+        allowed = list(self.names())
+        if value not in allowed:
+            raise ValueError(f"must be one of {', '.join(allowed)}, got {value!r}")
+        return value
+
+    def __get_pydantic_core_schema__(self, source: Any,
+                                     handler: GetCoreSchemaHandler) -> core_schema.CoreSchema:
+        return core_schema.no_info_after_validator_function(self._check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: core_schema.CoreSchema,
+                                     handler: GetJsonSchemaHandler) -> dict[str, Any]:
+        out = dict(handler(schema))
+        out["enum"] = list(self.names())
+        return out
 
 
 def default_storage(study: str) -> str:
@@ -83,7 +130,7 @@ class Objective(BaseModel):
                    direction="maximize" if metric == "accuracy" else "minimize")
 
 
-class SearchConfig(BaseModel):
+class SearchConfig(ConfigModel):
     """Everything a search needs; see the module docstring for the YAML form.
 
     Attributes:
@@ -97,7 +144,7 @@ class SearchConfig(BaseModel):
         constraints: upper bounds, e.g. ``{"latency:cpu-1t": 4.0, "params": 3e6}``.
         latency_kind: predictor kind per device (None: the best stored kind).
         db: latency database URL (default: ``NAS_DB_URL`` or ``latency_db/latency.sqlite``).
-        sampler: one of :data:`SAMPLERS`.
+        sampler: a name in :data:`~nas.search.SAMPLERS`.
         n_trials: trial budget (completed trials, failed evaluations included; trials lost to
             a dead worker are re-run and do not count).
         workers: Ray actors evaluating architectures.
@@ -110,7 +157,7 @@ class SearchConfig(BaseModel):
         population: population size of ``nsga2`` and ``evolution``.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    what = "search config"
 
     space: str
     checkpoint: str | None = None
@@ -121,7 +168,7 @@ class SearchConfig(BaseModel):
     constraints: dict[str, float] = Field(default_factory=dict)
     latency_kind: str | None = None
     db: str | None = None
-    sampler: str = "tpe"
+    sampler: Annotated[str, OneOf(SAMPLERS.names)] = "tpe"
     n_trials: int = Field(default=100, ge=1, le=1_000_000)
     workers: int = Field(default=1, ge=1, le=1024)
     batch_size: int = Field(default=4, ge=1, le=4096)
@@ -131,13 +178,6 @@ class SearchConfig(BaseModel):
     storage: str | None = None
     address: str | None = None
     population: int = Field(default=20, ge=2, le=100_000)
-
-    @field_validator("sampler")
-    @classmethod
-    def _sampler(cls, v: str) -> str:
-        if v not in SAMPLERS:
-            raise ValueError(f"must be one of {', '.join(SAMPLERS)}, got {v!r}")
-        return v
 
     @field_validator("objectives")
     @classmethod
@@ -171,6 +211,11 @@ class SearchConfig(BaseModel):
                              "starting with a symbol)")
         return v
 
+    @model_validator(mode="after")
+    def _sampler_fits_objectives(self) -> SearchConfig:
+        SAMPLERS.get(self.sampler).check_objectives(len(self.objectives))
+        return self
+
     # ------------------------------------------------------------------ derived
     @property
     def objective_list(self) -> list[Objective]:
@@ -200,33 +245,17 @@ class SearchConfig(BaseModel):
         """Read ``path`` (YAML) if given, apply ``overrides`` that are not None, validate.
 
         Raises:
-            ConfigError: one line naming the field, its value and what is allowed.
+            ConfigError: one line naming the field, its value and what is allowed (or the
+                file that cannot be read).
         """
         raw: dict[str, Any] = {}
+        where = str(path) if path is not None else cls.what
         if path is not None:
-            p = Path(path)
-            if not p.is_file():
-                raise ConfigError(f"search config {p} does not exist")
-            try:
-                loaded = yaml.safe_load(p.read_text())
-            except yaml.YAMLError as exc:
-                raise ConfigError(f"search config {p} is not valid YAML: {exc}") from None
+            loaded = read_yaml(path, cls.what)
             if not isinstance(loaded, dict):
-                raise ConfigError(f"search config {p} must be a mapping of fields")
+                raise ConfigError(f"{cls.what} {path} must be a mapping of fields, got "
+                                  f"{type(loaded).__name__}")
             raw.update(loaded)
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(raw, where=str(path) if path else "search config")
-
-    @classmethod
-    def from_dict(cls, raw: dict[str, Any], where: str = "search config") -> SearchConfig:
-        try:
-            return cls.model_validate(raw)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            field = ".".join(str(x) for x in err["loc"]) or "(root)"
-            msg = str(err["msg"]).removeprefix("Value error, ")
-            value = err.get("input")
-            shown = "" if err["type"] == "missing" else f" = {value!r}"
-            raise ConfigError(f"{where}: {field}{shown}: {msg}") from None
-        except ConfigError as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+        result: SearchConfig = cls.from_dict(raw, where=where)
+        return result

@@ -17,17 +17,19 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
+from nas._config import validate
+from nas._io import mask_url
 from nas.errors import ConfigError, NASError
 from nas.search._config import Objective, SearchConfig, default_storage
+from nas.search._pareto import hypervolume, pareto_mask
 
 __all__ = [
     "SearchResult",
     "TrialRecord",
-    "hypervolume",
     "load_results",
+    "load_study",
     "open_storage",
-    "pareto_mask",
-    "storage_label",
+    "result_from_study",
 ]
 
 #: study user attribute keys
@@ -36,16 +38,6 @@ PREDICTORS_KEY = "predictors"
 VERIFIED_KEY = "verified"
 #: trials failed because their driver died (they were enqueued again)
 RETRIED_KEY = "retried_trials"
-
-
-def storage_label(url: str) -> str:
-    """The storage URL with any password hidden (for messages and tables)."""
-    if "://" in url and "@" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}"
-    return url
 
 
 class _JournalFile(JournalFileBackend):
@@ -134,7 +126,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         return storage
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach storage {storage_label(url)}: {reason[:300]}") from None
+        raise ConfigError(f"cannot reach storage {mask_url(url)}: {reason[:300]}") from None
 
 
 @dataclass
@@ -176,57 +168,6 @@ def _record(t: FrozenTrial, objectives: list[Objective],
         duplicate_of=ua.get("duplicate_of"), error=ua.get("error"),
         retried=bool(ua.get("retried")) or t.number in retried,
     )
-
-
-def pareto_mask(values: np.ndarray) -> np.ndarray:
-    """True for rows of ``values`` (n x m, minimised) that no other row dominates.
-
-    Rows are visited in lexicographic order: a row can only be dominated by one before it,
-    and if by any, then by one on the front found so far (dominance is transitive), so each
-    row is compared with the current front only: memory O(n), time O(n x front), where the
-    pairwise comparison of all rows would need n^2 memory (80 GB for 100,000 points).
-    """
-    v = np.asarray(values, dtype=np.float64)
-    n = len(v)
-    mask = np.zeros(n, dtype=bool)
-    if n == 0:
-        return mask
-    front = np.empty((0, v.shape[1]))
-    for i in np.lexsort(v.T[::-1]):
-        p = v[i]
-        if len(front) and bool(np.any(np.all(front <= p, axis=1)
-                                      & np.any(front < p, axis=1))):
-            continue
-        mask[i] = True
-        front = np.vstack([front, p])
-    return mask
-
-
-def hypervolume(values: np.ndarray, reference: np.ndarray) -> float:
-    """Hypervolume dominated by ``values`` (n x m, minimised) up to ``reference``.
-
-    Exact sweep in 2-D; Optuna's (private) WFG implementation for more objectives.
-    """
-    v = np.asarray(values, dtype=np.float64)
-    ref = np.asarray(reference, dtype=np.float64)
-    if v.size == 0:
-        return 0.0
-    v = v[np.all(v < ref, axis=1)]
-    if len(v) == 0:
-        return 0.0
-    if v.shape[1] == 1:
-        return float(ref[0] - v[:, 0].min())
-    if v.shape[1] == 2:
-        v = v[np.lexsort((v[:, 1], v[:, 0]))]
-        hv, best_y = 0.0, ref[1]
-        for x, y in v:
-            if y < best_y:
-                hv += (ref[0] - x) * (best_y - y)
-                best_y = y
-        return float(hv)
-    from optuna._hypervolume import compute_hypervolume
-
-    return float(compute_hypervolume(v[pareto_mask(v)], ref, assume_pareto=True))
 
 
 @dataclass
@@ -343,7 +284,7 @@ class SearchResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "study": self.study_name,
-            "storage": storage_label(self.storage),
+            "storage": mask_url(self.storage),
             "config": self.config.model_dump(),
             "objectives": [o.model_dump() | {"label": o.label} for o in self.objectives],
             "n_trials": len(self.budget_trials),
@@ -363,7 +304,7 @@ def load_study(study: str, storage: str) -> optuna.Study:
     except KeyError:
         names = [s.study_name for s in optuna.get_all_study_summaries(st)]
         known = ", ".join(names[:10]) if names else "none"
-        raise ConfigError(f"no study {study!r} in storage {storage_label(storage)}; studies "
+        raise ConfigError(f"no study {study!r} in storage {mask_url(storage)}; studies "
                           f"there: {known}") from None
 
 
@@ -383,7 +324,8 @@ def result_from_study(st: optuna.Study, url: str) -> SearchResult:
     if CONFIG_KEY not in ua:
         raise NASError(f"study {st.study_name!r} was not written by `nas search` (it has no "
                        f"{CONFIG_KEY!r} attribute)")
-    cfg = SearchConfig.model_validate(ua[CONFIG_KEY])
+    cfg = validate(SearchConfig, ua[CONFIG_KEY],
+                   where=f"stored config of study {st.study_name!r}")
     objectives = cfg.objective_list
     verified = dict(ua.get(VERIFIED_KEY) or {})
     retried = set(ua.get(RETRIED_KEY) or [])

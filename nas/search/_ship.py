@@ -47,8 +47,7 @@ def verify_trials(study: str, storage: str | None = None, n: int = 3,
     Returns ``{trial: {device: measured ms}}`` (also stored in the study and the DB).
     """
     from nas.db import LatencyDB
-    from nas.latency import get_device
-    from nas.latency._measure import measure_on_devices
+    from nas.latency import get_device, measure_on_devices
 
     res = load_results(study, storage)
     devices = res.config.devices
@@ -95,8 +94,7 @@ def export_trials(
     from nas._term import progress_bar
     from nas.export import export_subnet
     from nas.proxies import ProxyContext
-    from nas.train._data import BatchLoader
-    from nas.train._eval import recalibrate_bn
+    from nas.train import BatchLoader, recalibrate_bn
 
     res = load_results(study, storage)
     chosen = pick_trials(res, trials, pareto)
