@@ -15,6 +15,7 @@ from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.proxies._base import (
+        PROXIES,
         Proxy,
         ProxyContext,
         get_proxy,
@@ -49,6 +50,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "nas.proxies._base": [
+            "PROXIES",
             "Proxy",
             "ProxyContext",
             "get_proxy",

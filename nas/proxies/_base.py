@@ -15,23 +15,27 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import numpy as np
 import torch
+from pydantic import AfterValidator, BeforeValidator, create_model
 
-from nas.errors import ConfigError, NASError, UnknownNameError
-from nas.proxies._cache import ProxyCache, default_cache_path
+from nas._config import ConfigModel, validate
+from nas._registry import Registry
+from nas.errors import ConfigError, NASError
+from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
 from nas.space import Architecture, SearchSpace, get_space
-from nas.train._data import BatchLoader, DataSplits, Preprocess
+from nas.train import BatchLoader, DataSplits, Preprocess
 
 __all__ = [
+    "PROXIES",
     "Proxy",
     "ProxyContext",
     "get_proxy",
@@ -39,8 +43,6 @@ __all__ = [
     "proxy_class",
     "register_proxy",
 ]
-
-_PROXIES: dict[str, type[Proxy]] = {}
 
 
 @dataclass
@@ -87,7 +89,7 @@ class ProxyContext:
             cache: True for the default cache file, False for none, or a path.
         """
         from nas.supernet import load_supernet
-        from nas.train._data import load_dataset
+        from nas.train import load_dataset
 
         sp = get_space(space)
         net = None
@@ -125,8 +127,6 @@ class ProxyContext:
             elif self.cache is not None:
                 self._memo["ck"] = self.cache.sha256(self.checkpoint)
             else:
-                from nas.proxies._cache import checkpoint_sha256
-
                 self._memo["ck"] = checkpoint_sha256(self.checkpoint)
         return str(self._memo["ck"])
 
@@ -177,7 +177,9 @@ class Proxy(ABC):
     :attr:`options`; :meth:`score` validates, caches and calls :meth:`_score`.
 
     Subclasses set ``name``, ``description``, ``options`` and what they need, and implement
-    ``_score(archs, ctx) -> (n,) array`` with higher = predicted better.
+    ``_score(archs, ctx) -> (n,) array`` with higher = predicted better. Registering one is
+    the :func:`register_proxy` decorator; the contract suite in
+    ``tests/proxies/test_proxy_contract.py`` then tests it.
     """
 
     name: ClassVar[str] = ""
@@ -189,6 +191,9 @@ class Proxy(ABC):
     needs_data: ClassVar[bool] = False
     #: cheap analytic proxies are not worth a cache entry
     cacheable: ClassVar[bool] = True
+    #: scores depend on the evaluation settings of the context (``val_limit`` and the
+    #: BatchNorm recalibration), which then take part in the cache key
+    uses_eval_settings: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
         unknown = sorted(set(options) - set(self.options))
@@ -196,12 +201,14 @@ class Proxy(ABC):
             allowed = str(sorted(self.options)) if self.options else "none"
             raise ConfigError(f"proxy {self.name!r} has no option(s) {unknown}; allowed: "
                               f"{allowed}")
-        self.opts = {k: _coerce(self.name, k, v, self.options[k])
-                     for k, v in {**self.options, **options}.items()}
-        for k, values in self.choices.items():
-            if self.opts[k] not in values:
-                raise ConfigError(f"option {k!r} of proxy {self.name!r} must be one of "
-                                  f"{list(values)}, got {self.opts[k]!r}")
+        model = _options_model(type(self))
+        self.opts: dict[str, Any] = validate(model, options, f"proxy {self.name!r}").model_dump()
+
+    @classmethod
+    def option_choices(cls) -> dict[str, tuple[str, ...]]:
+        """Allowed values of string options (:attr:`choices`; a proxy whose choices come
+        from elsewhere, e.g. a registry, overrides this)."""
+        return dict(cls.choices)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.opts.items())})"
@@ -223,7 +230,7 @@ class Proxy(ABC):
         parts: dict[str, Any] = {"proxy": self.name, **self.opts, "seed": ctx.seed}
         if self.needs_data and ctx.data is not None:
             parts["data"] = ctx.data.key
-        if self.name in ("inherited", "predictor"):
+        if self.uses_eval_settings:
             parts.update(val_limit=ctx.val_limit, bn_batches=ctx.bn_batches,
                          bn_batch_size=ctx.bn_batch_size)
         return json.dumps(parts, sort_keys=True, default=str)
@@ -275,56 +282,83 @@ class Proxy(ABC):
         """Scores of ``archs`` (already parsed), higher = predicted better."""
 
 
-def _coerce(proxy: str, key: str, value: Any, default: Any) -> Any:
+# ---------------------------------------------------------------------- options
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _coercer(default: Any) -> Callable[[Any], Any]:
+    """A pydantic before-validator: ``default``'s type, from that type or from text (the
+    ``name:key=value`` form gives every option as text)."""
     kind = type(default)
-    text = isinstance(value, str)
-    try:
-        if kind is bool:
-            if isinstance(value, bool):
+    wrong = f"must be a {kind.__name__} (default {default!r})"
+
+    def coerce(value: Any) -> Any:
+        text = isinstance(value, str)
+        try:
+            if kind is bool:
+                if isinstance(value, bool):
+                    return value
+                if text and value.lower() in _TRUE + _FALSE:
+                    return value.lower() in _TRUE
+            elif kind is int:
+                if isinstance(value, int) and not isinstance(value, bool):
+                    return value
+                if text:
+                    return int(value)
+            elif kind is float:
+                if (isinstance(value, int | float) and not isinstance(value, bool)) or text:
+                    return float(value)
+            elif kind is str and text:
                 return value
-            if text and value.lower() in ("1", "true", "yes", "0", "false", "no"):
-                return value.lower() in ("1", "true", "yes")
-        elif kind is int:
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-            if text:
-                return int(value)
-        elif kind is float:
-            if isinstance(value, int | float) and not isinstance(value, bool):
-                return float(value)
-            if text:
-                return float(value)
-        elif kind is str and text:
-            return value
-    except ValueError:
-        pass
-    raise ConfigError(f"option {key!r} of proxy {proxy!r} must be a {kind.__name__} (default "
-                      f"{default!r}), got {value!r}")
+        except ValueError:
+            pass
+        raise ValueError(wrong)
+
+    return coerce
+
+
+def _one_of(values: tuple[str, ...]) -> Callable[[Any], Any]:
+    def check(value: Any) -> Any:
+        if value not in values:
+            raise ValueError(f"must be one of {list(values)}")
+        return value
+
+    return check
+
+
+@functools.cache
+def _options_model(cls: type[Proxy]) -> type[ConfigModel]:
+    """The pydantic model of ``cls``'s options: their types and defaults, and the choices."""
+    choices = cls.option_choices()
+    fields: dict[str, Any] = {}
+    for key, default in cls.options.items():
+        checks: list[Any] = [BeforeValidator(_coercer(default))]
+        if key in choices:
+            checks.append(AfterValidator(_one_of(choices[key])))
+        fields[key] = (Annotated[type(default), *checks], default)
+    model: type[ConfigModel] = create_model(  # type: ignore[call-overload]
+        f"{cls.__name__}Options", __base__=ConfigModel, **fields)
+    return model
 
 
 # ---------------------------------------------------------------------- registry
+#: every proxy by name; the built-in ones register themselves when their module is imported
+PROXIES: Registry[type[Proxy]] = Registry(
+    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost"])
+
+
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:
     """Class decorator: register a proxy under ``cls.name``; a duplicate name is an error."""
-    if not cls.name:
-        raise ConfigError(f"{cls.__name__} has no name")
-    if cls.name in _PROXIES:
-        raise ConfigError(f"proxy {cls.name!r} is already registered")
-    _PROXIES[cls.name] = cls
-    return cls
-
-
-def _load_builtins() -> None:
-    from nas.proxies import _inherited, _zero_cost  # noqa: F401  (they register themselves)
+    return PROXIES.register(cls)
 
 
 def proxy_class(name: str) -> type[Proxy]:
-    _load_builtins()
-    try:
-        return _PROXIES[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown proxy {name!r}; known proxies: {', '.join(sorted(_PROXIES))}"
-        ) from None
+    """The proxy class called ``name``.
+
+    Raises:
+        UnknownNameError: listing the known proxies.
+    """
+    return PROXIES.get(name)
 
 
 def get_proxy(spec: str, **options: Any) -> Proxy:
@@ -345,5 +379,5 @@ def get_proxy(spec: str, **options: Any) -> Proxy:
 
 
 def list_proxies(pattern: str = "*") -> list[str]:
-    _load_builtins()
-    return sorted(n for n in _PROXIES if fnmatch.fnmatch(n, pattern))
+    """Names of the registered proxies matching a shell-style ``pattern``, sorted."""
+    return PROXIES.names(pattern)

@@ -8,13 +8,14 @@ inserted and never changed: the key names everything a score depends on.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from nas._io import sha256_file
+from nas._settings import cache_dir
 from nas.errors import CheckpointError, DatabaseError
 
 __all__ = ["ProxyCache", "checkpoint_sha256", "default_cache_path"]
@@ -35,12 +36,6 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 """
 
 
-def _cache_root() -> Path:
-    if os.environ.get("NAS_CACHE_DIR"):
-        return Path(os.environ["NAS_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "nas"
-
-
 def default_cache_path(checkpoint: Path | str | None = None) -> Path:
     """Where scores of ``checkpoint`` are cached (see the module docstring)."""
     if checkpoint is not None:
@@ -49,22 +44,12 @@ def default_cache_path(checkpoint: Path | str | None = None) -> Path:
         shipped = Path(__file__).resolve().parents[1] in folder.parents  # inside nas/
         if os.access(folder, os.W_OK) and not shipped:
             return ck.with_name(ck.name + ".proxies.sqlite")
-    return _cache_root() / "proxies.sqlite"
+    return cache_dir() / "proxies.sqlite"
 
 
 def checkpoint_sha256(path: Path | str) -> str:
-    """The sha256 of a file, hex."""
-    path = Path(path)
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    except FileNotFoundError:
-        raise CheckpointError(f"checkpoint not found: {path}") from None
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror}") from None
-    return h.hexdigest()
+    """The sha256 of a checkpoint file, hex (a missing or unreadable one: ``CheckpointError``)."""
+    return sha256_file(path, "checkpoint", error=CheckpointError)
 
 
 class ProxyCache:

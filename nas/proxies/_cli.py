@@ -9,8 +9,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import console, print_json
-from nas.errors import ArchitectureError
+from nas._cli_utils import CheckpointOpt, JsonOpt, SpaceOpt, console, print_json
+from nas.errors import ArchitectureError, ConfigError
 
 __all__ = ["register"]
 
@@ -18,17 +18,11 @@ proxies_app = typer.Typer(help="Accuracy proxies: score architectures (higher = 
                           "better).", no_args_is_help=True)
 accuracy_app = typer.Typer(help="Learned accuracy predictors.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
-SpaceOpt = Annotated[str, typer.Option("--space", "-s", help="Search space name "
-                                       "(`nas spaces list`).")]
-CheckpointOpt = Annotated[Path | None, typer.Option(
-    "--checkpoint", "-c", help="Trained supernet (.safetensors); needed by inherited, "
-    "predictor and weights=inherited.")]
 DataOpt = Annotated[str | None, typer.Option(
     "--data", "-d", help="Dataset: image folder, .tar.gz, CIFAR-10 folder/archive, .npz or "
     "'digits' (default: the one the checkpoint was trained on). Proxies see its training "
     "images and validation slice only.")]
-DeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
+TorchDeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the batches and initial weights "
                                       "the proxies use.")]
 ValLimitOpt = Annotated[int | None, typer.Option(
@@ -77,6 +71,7 @@ def proxies_list(json_out: JsonOpt = False) -> None:
     for name in list_proxies():
         cls = proxy_class(name)
         rows.append({"name": name, "description": cls.description, "options": cls.options,
+                     "choices": {k: list(v) for k, v in cls.option_choices().items()},
                      "needs_checkpoint": cls.needs_supernet, "needs_data": cls.needs_data})
     if json_out:
         print_json(rows)
@@ -85,7 +80,9 @@ def proxies_list(json_out: JsonOpt = False) -> None:
     for r in rows:
         needs = "+".join(k for k, v in (("checkpoint", r["needs_checkpoint"]),
                                         ("data", r["needs_data"])) if v) or "-"
-        opts = ", ".join(f"{k}={v}" for k, v in r["options"].items()) or "-"
+        opts = ", ".join(f"{k}={v}" + (f" ({'|'.join(r['choices'][k])})"
+                                        if k in r["choices"] else "")
+                         for k, v in r["options"].items()) or "-"
         table.add_row(r["name"], needs, opts, r["description"])
     console.print(table)
     console.print("All scores: higher = predicted better. Options: --proxy "
@@ -103,7 +100,7 @@ def proxies_eval(
         "repeat for several (`nas proxies list`).")],
     checkpoint: CheckpointOpt = None,
     data: DataOpt = None,
-    device: DeviceOpt = "cpu",
+    device: TorchDeviceOpt = "cpu",
     seed: SeedOpt = 0,
     val_limit: ValLimitOpt = None,
     bn_batches: BnOpt = 8,
@@ -141,21 +138,25 @@ def proxies_eval(
 
 
 # ---------------------------------------------------------------------- accuracy
+ModelOpt = Annotated[str, typer.Option(
+    "--model", "-m", help="Accuracy predictor kind: mlp (Once-for-All's), gbdt, or any other "
+    "registered one (`nas proxies list`, the predictor proxy's kind).")]
+
+
 @accuracy_app.command("fit")
 def accuracy_fit(
     space: SpaceOpt,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained supernet.")],
     data: DataOpt = None,
-    model: Annotated[str, typer.Option("--model", "-m", help="mlp (Once-for-All's) or "
-                                       "gbdt.")] = "mlp",
+    model: ModelOpt = "mlp",
     n_train: Annotated[int, typer.Option("--n-train", min=2, help="Sampled subnets to fit "
                                          "on.")] = 100,
     n_test: Annotated[int, typer.Option("--n-test", min=2, help="Other sampled subnets to "
                                         "report the error on.")] = 100,
     zero_cost: Annotated[list[str] | None, typer.Option(
-        "--zero-cost", "-z", help="Zero-cost proxies added as features (gbdt only); "
-        "repeat.")] = None,
-    device: DeviceOpt = "cpu",
+        "--zero-cost", "-z", help="Zero-cost proxies added as features (for predictors that "
+        "take extra features, e.g. gbdt); repeat.")] = None,
+    device: TorchDeviceOpt = "cpu",
     seed: SeedOpt = 0,
     val_limit: ValLimitOpt = None,
     bn_batches: BnOpt = 8,
@@ -168,42 +169,26 @@ def accuracy_fit(
 ) -> None:
     """Fit an accuracy predictor on the inherited accuracies of N random subnets and report
     its held-out RMSE (accuracy points) and Kendall tau on other random subnets."""
-    from nas.errors import ConfigError
-    from nas.proxies import (
-        accuracy_features,
-        get_proxy,
-        make_accuracy_predictor,
-        rank_metrics,
-    )
+    from nas.proxies import ACCURACY_PREDICTORS, get_proxy, make_accuracy_predictor
 
-    if model not in ("mlp", "gbdt"):
-        raise typer.BadParameter(f"must be mlp or gbdt, got {model!r}", param_hint="--model")
+    if model not in ACCURACY_PREDICTORS:
+        raise typer.BadParameter(f"must be one of {ACCURACY_PREDICTORS.names()}, got "
+                                 f"{model!r}", param_hint="--model")
+    est = make_accuracy_predictor(model)
     zc = [get_proxy(z) for z in zero_cost or []]
-    if zc and model != "gbdt":
-        raise ConfigError("--zero-cost features need --model gbdt")
+    if zc and not est.takes_extra_features:
+        kinds = [k for k, c in ACCURACY_PREDICTORS.items() if c.takes_extra_features]
+        raise ConfigError(f"--zero-cost features need a --model that takes extra features: "
+                          f"{', '.join(kinds)}")
+    if zc and out is not None:
+        raise ConfigError("a predictor with --zero-cost features cannot be saved for "
+                          "searches (they would need the zero-cost scores too)")
     ctx = _context(space, checkpoint, data, device, seed, val_limit, bn_batches, cache, no_cache)
-    t0 = time.perf_counter()
-    archs = ctx.space.sample_many(n_train + n_test, seed=seed)
-    acc = get_proxy("inherited").score(archs, ctx)
-    extra = {z.spec: z.score(archs, ctx) for z in zc} or None
-    kind = "onehot" if model == "mlp" else "ordinal"
-    X = accuracy_features(ctx.space, archs, kind=kind, extra=extra)
-    est = make_accuracy_predictor(model, encoding=kind)
-    est.fit(X[:n_train], acc[:n_train])
-    pred = est.predict(X[n_train:])
-    y = acc[n_train:]
-    res = {"model": model, "features": kind + "".join(f"+{z.spec}" for z in zc),
-           "n_train": n_train, "n_test": n_test,
-           "rmse_points": float(((pred - y) ** 2).mean() ** 0.5 * 100),
-           **{k: v for k, v in rank_metrics(y, pred).items() if k != "n"},
-           "test_acc_mean": float(y.mean()), "test_acc_std": float(y.std()),
-           "seconds": round(time.perf_counter() - t0, 2)}
+    res, y = _fit_and_test(est, ctx, zc, n_train, n_test, seed)
+    res["model"] = model
     if out is not None:
         from nas.proxies import checkpoint_sha256, save_accuracy_predictor
 
-        if zc:
-            raise ConfigError("a predictor with --zero-cost features cannot be saved for "
-                              "searches (they would need the zero-cost scores too)")
         est.space = ctx.space.name
         save_accuracy_predictor(est, out, space=ctx.space.name, checkpoint=str(checkpoint),
                                 checkpoint_sha256=checkpoint_sha256(checkpoint),
@@ -216,6 +201,29 @@ def accuracy_fit(
                   f"others RMSE {res['rmse_points']:.2f} points, Kendall tau "
                   f"{res['kendall_tau']:.3f}, Spearman rho {res['spearman_rho']:.3f} "
                   f"(their accuracy {y.mean() * 100:.1f} +- {y.std() * 100:.1f}%)")
+
+
+def _fit_and_test(est: Any, ctx: Any, zc: list[Any], n_train: int, n_test: int,
+                  seed: int) -> tuple[dict[str, Any], Any]:
+    """Fit ``est`` on the first ``n_train`` of ``n_train + n_test`` sampled subnets and test
+    it on the others; returns the result row and the test accuracies."""
+    from nas.proxies import accuracy_features, get_proxy, rank_metrics
+
+    t0 = time.perf_counter()
+    archs = ctx.space.sample_many(n_train + n_test, seed=seed)
+    acc = get_proxy("inherited").score(archs, ctx)
+    extra = {z.spec: z.score(archs, ctx) for z in zc} or None
+    X = accuracy_features(ctx.space, archs, kind=est.encoding, extra=extra)
+    est.fit(X[:n_train], acc[:n_train])
+    pred = est.predict(X[n_train:])
+    y = acc[n_train:]
+    res = {"model": est.kind, "features": est.encoding + "".join(f"+{z.spec}" for z in zc),
+           "n_train": n_train, "n_test": n_test,
+           "rmse_points": float(((pred - y) ** 2).mean() ** 0.5 * 100),
+           **{k: v for k, v in rank_metrics(y, pred).items() if k != "n"},
+           "test_acc_mean": float(y.mean()), "test_acc_std": float(y.std()),
+           "seconds": round(time.perf_counter() - t0, 2)}
+    return res, y
 
 
 def register(app: typer.Typer) -> None:

@@ -5,7 +5,8 @@
     BatchNorm statistics are recalibrated on a few training batches. Once-for-All's way of
     ranking subnets; the reference the other proxies are compared with.
 ``predictor``
-    A learned accuracy predictor (``kind=mlp``, OFA's, or ``kind=gbdt``) fitted on the
+    A learned accuracy predictor (``kind=mlp``, OFA's, ``kind=gbdt``, or any other kind in
+    :data:`~nas.proxies.ACCURACY_PREDICTORS`) fitted on the
     inherited accuracies of ``n_train`` random subnets (seeded by ``sample_seed``; their
     accuracies are cached like any other score), then asked for the others.
 """
@@ -30,9 +31,10 @@ class InheritedProxy(Proxy):
     description = "validation accuracy with inherited weights after BatchNorm recalibration"
     needs_supernet = True
     needs_data = True
+    uses_eval_settings = True
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
-        from nas.train._eval import evaluate_subnet
+        from nas.train import evaluate_subnet
 
         data = ctx.require_data("proxy 'inherited'")
         pre = ctx.preprocess()
@@ -51,13 +53,20 @@ class InheritedProxy(Proxy):
 @register_proxy
 class PredictorProxy(Proxy):
     name = "predictor"
-    description = ("accuracy predictor (kind=mlp|gbdt) fitted on inherited accuracies of "
-                   "n_train random subnets, or loaded from path=FILE (`nas accuracy fit --out`)")
+    description = ("learned accuracy predictor (kind: a registered one, `nas accuracy fit "
+                   "--help`) fitted on inherited accuracies of n_train random subnets, or "
+                   "loaded from path=FILE (`nas accuracy fit --out`)")
     options: ClassVar[dict[str, Any]] = {"kind": "mlp", "n_train": 100, "sample_seed": 12345,
                                          "path": ""}
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {"kind": ("mlp", "gbdt")}
     needs_supernet = True
     needs_data = True
+    uses_eval_settings = True
+
+    @classmethod
+    def option_choices(cls) -> dict[str, tuple[str, ...]]:
+        from nas.proxies._predictors import ACCURACY_PREDICTORS
+
+        return {"kind": tuple(ACCURACY_PREDICTORS.names())}
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)

@@ -12,23 +12,43 @@ and scikit-learn's model selection work.
 ``GBDTAccuracyPredictor``
     Gradient-boosted trees (scikit-learn's ``GradientBoostingRegressor``), by default on the
     compact ordinal encoding; zero-cost scores may be appended as features.
+
+Each kind is a class registered in :data:`ACCURACY_PREDICTORS` under its ``kind``; it owns its
+fitting, prediction and the JSON form of its learned state (``_learned_state`` /
+``_restore``). Adding one::
+
+    @ACCURACY_PREDICTORS.register
+    class RidgeAccuracyPredictor(AccuracyPredictor):
+        kind = "ridge"
+        def __init__(self, *, space=None, encoding="ordinal", alpha=1.0): ...
+        def _fit(self, F, y): ...
+        def _predict(self, F): ...
+        def _learned_state(self): ...
+        def _restore(self, state): ...
+
+and the ``predictor`` proxy, ``nas accuracy fit --model`` and the contract suite
+(``tests/proxies/test_accuracy_predictor_contract.py``) pick it up.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from torch import nn
 
+from nas._io import atomic_write, read_text
+from nas._registry import Registry
 from nas.errors import ConfigError, NASError, NotFittedError
 from nas.space import ArchArrays, get_space
 
 __all__ = [
+    "ACCURACY_PREDICTORS",
     "AccuracyPredictor",
     "GBDTAccuracyPredictor",
     "MLPAccuracyPredictor",
@@ -67,6 +87,10 @@ def accuracy_features(
 class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Base of the accuracy predictors (see the module docstring)."""
 
+    #: the name it is registered under (``make_accuracy_predictor(kind)``, saved files)
+    kind: ClassVar[str] = ""
+    #: whether ``nas accuracy fit --zero-cost`` may append proxy scores to its features
+    takes_extra_features: ClassVar[bool] = False
     space: str | None
     encoding: str
 
@@ -117,6 +141,8 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         if F.shape[1] != self.n_features_in_:
             raise NASError(f"X has {F.shape[1]} features but the predictor was fitted on "
                            f"{self.n_features_in_}")
+        if not len(F):  # scikit-learn's own estimators refuse zero rows
+            return np.zeros(0)
         return np.asarray(self._predict(F), dtype=np.float64).ravel()
 
     def _fit(self, F: np.ndarray, y: np.ndarray) -> None:
@@ -125,6 +151,19 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def _predict(self, F: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
+    def _learned_state(self) -> dict[str, Any]:
+        """The learned attributes as JSON-serialisable data (a fitted predictor)."""
+        raise NotImplementedError
+
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        """Set the learned attributes from :meth:`_learned_state`'s data."""
+        raise NotImplementedError
+
+
+#: every accuracy predictor by ``kind``
+ACCURACY_PREDICTORS: Registry[type[AccuracyPredictor]] = Registry(
+    "accuracy predictor", key="kind")
+
 
 def _is_number_row(row: Any) -> bool:
     return isinstance(row, list | tuple | np.ndarray) and all(
@@ -132,6 +171,7 @@ def _is_number_row(row: Any) -> bool:
     )
 
 
+@ACCURACY_PREDICTORS.register
 class MLPAccuracyPredictor(AccuracyPredictor):
     """Once-for-All's MLP accuracy predictor (3 hidden layers of 400 ReLU units).
 
@@ -145,6 +185,8 @@ class MLPAccuracyPredictor(AccuracyPredictor):
         epochs, lr, weight_decay, batch_size: Adam training.
         random_state: seed of the initial weights and of the batch order.
     """
+
+    kind = "mlp"
 
     def __init__(
         self, *, space: str | None = None, encoding: str = "onehot", hidden_size: int = 400,
@@ -194,7 +236,31 @@ class MLPAccuracyPredictor(AccuracyPredictor):
             out = self.net_(torch.from_numpy(F)).squeeze(1).double().numpy()
         return out * self.y_scale_ + self.base_acc_  # type: ignore[no-any-return]
 
+    def _learned_state(self) -> dict[str, Any]:
+        layers = [m for m in self.net_ if isinstance(m, nn.Linear)]
+        return {"base_acc": self.base_acc_, "y_scale": self.y_scale_, "layers": [
+            {"weight": m.weight.detach().tolist(),
+             "bias": None if m.bias is None else m.bias.detach().tolist()} for m in layers]}
 
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        mods: list[nn.Module] = []
+        layers = state["layers"]
+        for i, layer in enumerate(layers):
+            w = torch.tensor(layer["weight"], dtype=torch.float32)
+            lin = nn.Linear(w.shape[1], w.shape[0], bias=layer["bias"] is not None)
+            with torch.no_grad():
+                lin.weight.copy_(w)
+                if layer["bias"] is not None:
+                    lin.bias.copy_(torch.tensor(layer["bias"], dtype=torch.float32))
+            mods.append(lin)
+            if i < len(layers) - 1:
+                mods.append(nn.ReLU())
+        self.net_ = nn.Sequential(*mods).eval()
+        self.base_acc_ = float(state["base_acc"])
+        self.y_scale_ = float(state["y_scale"])
+
+
+@ACCURACY_PREDICTORS.register
 class GBDTAccuracyPredictor(AccuracyPredictor):
     """Gradient-boosted regression trees on an encoding (plus any extra feature columns).
 
@@ -204,6 +270,9 @@ class GBDTAccuracyPredictor(AccuracyPredictor):
         n_estimators, learning_rate, max_depth, subsample, min_samples_leaf: those of
             ``sklearn.ensemble.GradientBoostingRegressor``.
     """
+
+    kind = "gbdt"
+    takes_extra_features = True
 
     def __init__(
         self, *, space: str | None = None, encoding: str = "ordinal", n_estimators: int = 300,
@@ -231,20 +300,23 @@ class GBDTAccuracyPredictor(AccuracyPredictor):
     def _predict(self, F: np.ndarray) -> np.ndarray:
         return self.model_.predict(F)  # type: ignore[no-any-return]
 
+    def _learned_state(self) -> dict[str, Any]:
+        model = self.model_
+        trees = model if isinstance(model, _Trees) else _Trees.from_sklearn(model)
+        return {"trees": trees.to_state()}
 
-ACCURACY_PREDICTORS = {"mlp": MLPAccuracyPredictor, "gbdt": GBDTAccuracyPredictor}
+    def _restore(self, state: Mapping[str, Any]) -> None:
+        t = state["trees"]
+        self.model_ = _Trees(t["init"], t["learning_rate"], t["trees"])
 
 
 def make_accuracy_predictor(kind: str, **params: Any) -> AccuracyPredictor:
-    """``"mlp"`` or ``"gbdt"`` with keyword hyper-parameters."""
-    try:
-        cls = ACCURACY_PREDICTORS[kind]
-    except KeyError:
-        from nas.errors import UnknownNameError
+    """The accuracy predictor registered as ``kind`` with keyword hyper-parameters.
 
-        raise UnknownNameError(f"unknown accuracy predictor {kind!r}; known: "
-                               f"{', '.join(sorted(ACCURACY_PREDICTORS))}") from None
-    return cls(**params)
+    Raises:
+        UnknownNameError: listing the known kinds.
+    """
+    return ACCURACY_PREDICTORS.get(kind)(**params)
 
 
 # ---------------------------------------------------------------------- storage (JSON, no pickle)
@@ -295,19 +367,10 @@ def accuracy_predictor_state(est: AccuracyPredictor, **info: Any) -> dict[str, A
     ``info`` (e.g. what it was fitted on, its held-out metrics) is stored alongside."""
     if not hasattr(est, "n_train_"):
         raise NotFittedError(f"this {type(est).__name__} is not fitted yet")
-    kind = next(k for k, c in ACCURACY_PREDICTORS.items() if isinstance(est, c))
-    state: dict[str, Any] = {"format": STATE_FORMAT, "kind": kind,
+    state: dict[str, Any] = {"format": STATE_FORMAT, "kind": est.kind,
                              "params": est.get_params(), "n_features": est.n_features_in_,
                              "n_train": est.n_train_, "info": info}
-    if isinstance(est, MLPAccuracyPredictor):
-        layers = [m for m in est.net_ if isinstance(m, nn.Linear)]
-        state.update(base_acc=est.base_acc_, y_scale=est.y_scale_, layers=[
-            {"weight": m.weight.detach().tolist(),
-             "bias": None if m.bias is None else m.bias.detach().tolist()} for m in layers])
-    else:
-        model = est.model_
-        trees = model if isinstance(model, _Trees) else _Trees.from_sklearn(model)
-        state["trees"] = trees.to_state()
+    state.update(est._learned_state())
     return state
 
 
@@ -317,25 +380,7 @@ def accuracy_predictor_from_state(state: Mapping[str, Any]) -> AccuracyPredictor
         raise NASError(f"not a saved accuracy predictor (format {state.get('format')!r}, "
                        f"expected {STATE_FORMAT!r})")
     est = make_accuracy_predictor(str(state["kind"]), **dict(state["params"]))
-    if isinstance(est, MLPAccuracyPredictor):
-        mods: list[nn.Module] = []
-        layers = state["layers"]
-        for i, layer in enumerate(layers):
-            w = torch.tensor(layer["weight"], dtype=torch.float32)
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=layer["bias"] is not None)
-            with torch.no_grad():
-                lin.weight.copy_(w)
-                if layer["bias"] is not None:
-                    lin.bias.copy_(torch.tensor(layer["bias"], dtype=torch.float32))
-            mods.append(lin)
-            if i < len(layers) - 1:
-                mods.append(nn.ReLU())
-        est.net_ = nn.Sequential(*mods).eval()
-        est.base_acc_ = float(state["base_acc"])
-        est.y_scale_ = float(state["y_scale"])
-    else:
-        t = state["trees"]
-        est.model_ = _Trees(t["init"], t["learning_rate"], t["trees"])
+    est._restore(state)
     est.n_features_in_ = int(state["n_features"])
     est.n_train_ = int(state["n_train"])
     return est
@@ -343,29 +388,18 @@ def accuracy_predictor_from_state(state: Mapping[str, Any]) -> AccuracyPredictor
 
 def save_accuracy_predictor(est: AccuracyPredictor, path: Any, **info: Any) -> Path:
     """Write the predictor as JSON to ``path`` (atomically); returns the path."""
-    import json
-    import os
-    import tempfile
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        json.dump(accuracy_predictor_state(est, **info), f)
-    os.replace(tmp, path)
-    return path
+    return atomic_write(path, json.dumps(accuracy_predictor_state(est, **info)))
 
 
 def load_accuracy_predictor(path: Any) -> AccuracyPredictor:
     """Read a predictor written by :func:`save_accuracy_predictor` (JSON; never pickle)."""
-    import json
-
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"accuracy predictor file {path} does not exist; write one with "
                           "`nas accuracy fit ... --out FILE`")
+    text = read_text(path, "accuracy predictor", error=NASError)
     try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
+        state = json.loads(text)
+    except ValueError as exc:
         raise NASError(f"cannot read accuracy predictor {path}: {exc}") from None
     return accuracy_predictor_from_state(state)

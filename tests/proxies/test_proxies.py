@@ -70,7 +70,7 @@ def test_zero_cost_scores_are_deterministic(tiny_checkpoint, digits_splits):
 
 
 def test_registry_errors_list_what_is_known(ctx):
-    with pytest.raises(UnknownNameError, match="unknown proxy 'flops'; known proxies: "
+    with pytest.raises(UnknownNameError, match="unknown proxy 'flops'; known: "
                        "inherited, macs, naswot"):
         get_proxy("flops")
     with pytest.raises(ConfigError, match=r"no option\(s\) \['batch'\]; allowed: "

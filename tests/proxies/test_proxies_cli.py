@@ -41,7 +41,7 @@ def test_proxies_eval_errors_are_one_line(tiny_checkpoint, tmp_path, run_nas):
     assert code == 2 and "bad.jsonl line 2:" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_nas(["proxies", "eval", "--space", "tiny", "--arch-file", str(f),
                             "--proxy", "nope"])
-    assert code == 2 and "known proxies:" in err
+    assert code == 2 and "unknown proxy 'nope'; known: " in err
 
 
 def test_accuracy_fit_reports_held_out_error(tiny_checkpoint, tmp_path, run_nas):
