@@ -4,17 +4,17 @@ SQLite by default (``latency_db/latency.sqlite``, or ``$NAS_DB_URL``), any SQLAl
 otherwise (PostgreSQL for a shared team database). See :class:`LatencyDB` for the contract.
 """
 
-from nas.db._schema import SCHEMA_VERSION
-from nas.db._store import (
+from nas.db._records import (
     MAX_LATENCY_MS,
     SOURCES,
     STATUSES,
-    LatencyDB,
     MeasurementRecord,
     PredictorRecord,
-    default_db_url,
-    resolve_db_url,
 )
+from nas.db._schema import SCHEMA_VERSION
+from nas.db._store import LatencyDB
+from nas.db._url import default_db_url, resolve_db_url
+from nas.db._validate import validate_measurement
 
 __all__ = [
     "MAX_LATENCY_MS",
@@ -26,4 +26,5 @@ __all__ = [
     "PredictorRecord",
     "default_db_url",
     "resolve_db_url",
+    "validate_measurement",
 ]

@@ -4,8 +4,8 @@ JSON payloads are stored as text, not as a JSON column type: the same bytes on S
 PostgreSQL, no size limit on PostgreSQL's ``TEXT`` (a predictor's state can be a large lookup
 table), and no dialect-specific JSON operators to depend on.
 
-Bump :data:`SCHEMA_VERSION` with every change to these tables and teach
-``nas.db._store._migrate`` how to bring an older database up to it.
+Bump :data:`SCHEMA_VERSION` with every change to these tables and teach :func:`migrate` how
+to bring an older database up to it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
+from sqlalchemy.engine import Connection
+
+from nas.errors import DatabaseError
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -31,6 +34,7 @@ __all__ = [
     "devices",
     "measurements",
     "metadata",
+    "migrate",
     "predictors",
     "schema_version",
 ]
@@ -101,3 +105,9 @@ predictors = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Index("ix_predictors_device_space_kind", "device", "space", "kind"),
 )
+
+
+def migrate(conn: Connection, version: int) -> None:
+    """Bring tables of an older schema ``version`` up to :data:`SCHEMA_VERSION`."""
+    # Version 1 is the first; later versions add their steps here, oldest first.
+    raise DatabaseError(f"no migration from latency database schema version {version}")

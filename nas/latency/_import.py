@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from nas.db import LatencyDB
-from nas.db._store import _validate_measurement
+from nas.db import validate_measurement as _validate_measurement
 from nas.devices import DeviceProfile, add_device, check_device_name, get_device
 from nas.errors import DataError, MissingDependencyError, NASError, UnknownNameError
 from nas.space import get_space
