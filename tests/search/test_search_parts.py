@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import optuna
@@ -143,6 +144,69 @@ def test_hypervolume_agrees_with_monte_carlo() -> None:
     for p in pts:
         covered |= np.all(samples >= p, axis=1)
     assert hypervolume(pts, ref) == pytest.approx(covered.mean(), abs=0.005)
+
+
+@pytest.mark.parametrize("m", [2, 3, 4])
+def test_hypervolume_matches_counting_unit_cells(m: int) -> None:
+    """Integer points: the dominated volume is the number of unit cells of the grid below
+    the reference that some point dominates, counted one by one."""
+    rng = np.random.default_rng(m)
+    ref = np.full(m, 6.0)
+    for _ in range(5):
+        pts = rng.integers(0, 7, size=(int(rng.integers(1, 12)), m)).astype(float)
+        cells = np.array(list(itertools.product(range(6), repeat=m)), dtype=float)
+        covered = np.zeros(len(cells), dtype=bool)
+        for p in pts:
+            covered |= np.all(cells >= p, axis=1)
+        assert hypervolume(pts, ref) == pytest.approx(float(covered.sum()))
+
+
+# ---------------------------------------------------------------------- ledger
+def _ledger_study(space_name: str = "tiny") -> tuple[Any, Any, Any]:
+    from nas.search._study import Ledger
+
+    cfg = SearchConfig.load(space=space_name, objectives=["macs"])
+    study = optuna.create_study(direction="minimize")
+    return Ledger(cfg=cfg, study=study), study, get_space(space_name)
+
+
+def test_ledger_evaluates_an_architecture_once_even_while_in_flight() -> None:
+    """A repeat of an architecture being evaluated (in a batch already sent) waits for that
+    evaluation instead of being evaluated again; a later repeat is told the stored result."""
+    ledger, study, sp = _ledger_study()
+    dists = distributions(sp)
+    arch = sp.smallest()
+    for _ in range(3):
+        study.enqueue_trial(params_from_arch(sp, arch))
+    first, second = study.ask(dists), study.ask(dists)
+    assert ledger.admit(first, arch) is True  # sent to a worker
+    assert ledger.admit(second, arch) is False  # in flight: waits
+    assert ledger.in_flight == 2 and ledger.counted == 0
+    ledger.resolve(first, arch, {"macs": 1000, "params": 10, "eval_s": 0.1})
+    assert ledger.in_flight == 0 and ledger.counted == 2
+    assert (ledger.evaluated, ledger.duplicates) == (1, 1)
+    third = study.ask(dists)
+    assert ledger.admit(third, arch) is False  # known: told at once
+    done = study.get_trials(deepcopy=False)
+    assert [t.values for t in done] == [[1000.0]] * 3
+    assert [t.user_attrs.get("duplicate_of") for t in done] == [None, 0, 0]
+
+
+def test_ledger_requeues_a_dead_workers_trials_and_their_waiters() -> None:
+    ledger, study, sp = _ledger_study()
+    dists = distributions(sp)
+    arch = sp.largest()
+    for _ in range(2):
+        study.enqueue_trial(params_from_arch(sp, arch))
+    first, second = study.ask(dists), study.ask(dists)
+    assert ledger.admit(first, arch) and not ledger.admit(second, arch)
+    ledger.requeue([(first, arch)], "worker died: boom")
+    assert ledger.in_flight == 0 and ledger.counted == 0 and ledger.retried == 2
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    assert len(failed) == 2 and all(t.user_attrs["retried"] for t in failed)
+    again = study.ask(dists)  # the enqueued retry
+    assert arch_from_params(sp, again.params).hash == arch.hash
+    assert ledger.admit(again, arch) is True
 
 
 # ---------------------------------------------------------------------- evolution

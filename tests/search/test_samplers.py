@@ -1,0 +1,186 @@
+"""The contract every registered sampler meets (as Optuna's shared sampler tests do).
+
+Parametrized from :data:`nas.search.SAMPLERS`: a new strategy is tested by registering it.
+Each check runs the sampler on an Optuna study over the search's own parameters of the
+``tiny`` space (no Ray, no supernet), with synthetic objectives computed from the
+architecture the parameters give.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+
+from nas.errors import ConfigError
+from nas.search import (
+    SAMPLERS,
+    SearchConfig,
+    SearchSampler,
+    arch_from_params,
+    distributions,
+    make_sampler,
+    open_storage,
+)
+from nas.search._study import open_study
+from nas.space import Architecture, get_space
+
+N_TRIALS = 12  # past the random start-up of TPE (10) and GP (10), and 3 generations of 4
+SPACE = get_space("tiny")
+DISTS = distributions(SPACE)
+
+
+@pytest.fixture(autouse=True)
+def _quiet() -> Iterator[None]:
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        yield
+
+
+def _config(name: str, objectives: list[str], **kw: Any) -> SearchConfig:
+    return SearchConfig(space="tiny", objectives=objectives, sampler=name, population=4,
+                        **{"seed": 7, **kw})
+
+
+def _values(arch: Architecture, n: int) -> list[float]:
+    """Objectives that conflict: bigger kernels (maximised accuracy) against resolution."""
+    return [float(sum(arch.ks) + sum(arch.e)), float(arch.r * sum(arch.d))][:n]
+
+
+def _run(study: optuna.Study, n_trials: int, constrained: bool = False) -> None:
+    n = len(study.directions)
+    for _ in range(n_trials):
+        trial = study.ask(DISTS)
+        arch = arch_from_params(SPACE, trial.params)
+        if constrained:  # feasible when the subnet is at most 3 layers deep
+            trial.set_constraint("depth", float(sum(arch.d) - 3))
+        study.tell(trial, _values(arch, n))
+
+
+def _study(cfg: SearchConfig, storage: Any = None) -> optuna.Study:
+    return optuna.create_study(directions=[o.direction for o in cfg.objective_list],
+                               sampler=make_sampler(cfg), storage=storage)
+
+
+def _objectives(name: str) -> list[list[str]]:
+    multi = SAMPLERS.get(name).multi_objective
+    return [["accuracy"], ["accuracy", "macs"]] if multi else [["accuracy"]]
+
+
+NAMES = SAMPLERS.names()
+
+
+def test_the_builtin_samplers_are_registered() -> None:
+    assert {"tpe", "nsga2", "random", "gp", "evolution"} <= set(NAMES)
+    for name in NAMES:
+        cls = SAMPLERS.get(name)
+        assert cls.name == name and cls.description
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_sampled_values_lie_in_their_distributions(name: str) -> None:
+    for objectives in _objectives(name):
+        study = _study(_config(name, objectives))
+        _run(study, N_TRIALS)
+        trials = study.get_trials(deepcopy=False)
+        assert len(trials) == N_TRIALS
+        for t in trials:
+            assert t.state == optuna.trial.TrialState.COMPLETE
+            assert set(t.params) == set(DISTS)
+            for key, value in t.params.items():
+                dist = DISTS[key]
+                assert dist._contains(dist.to_internal_repr(value)), (name, key, value)
+            SPACE.parse(arch_from_params(SPACE, t.params).to_dict())  # a valid subnet
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_the_same_seed_gives_the_same_trials(name: str) -> None:
+    def params(seed: int) -> list[dict[str, Any]]:
+        study = _study(_config(name, _objectives(name)[-1], seed=seed))
+        _run(study, N_TRIALS)
+        return [t.params for t in study.get_trials(deepcopy=False)]
+
+    first = params(3)
+    assert params(3) == first
+    assert params(4) != first
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_one_objective_and_several_or_a_clear_refusal(name: str) -> None:
+    cls = SAMPLERS.get(name)
+    study = _study(_config(name, ["macs"]))
+    _run(study, N_TRIALS)
+    assert study.best_trial.values is not None
+    if cls.multi_objective:
+        study = _study(_config(name, ["accuracy", "macs"]))
+        _run(study, N_TRIALS)
+        assert study.best_trials
+    else:
+        with pytest.raises(ConfigError, match=f"sampler {name!r} handles one objective"):
+            _config(name, ["accuracy", "macs"])
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_constrained_trials_keep_the_sampler_working(name: str) -> None:
+    study = _study(_config(name, _objectives(name)[-1]))
+    _run(study, 2 * N_TRIALS, constrained=True)
+    done = study.get_trials(deepcopy=False)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in done)
+    feasible = [t for t in done if all(c <= 0 for c in t.constraints.values())]
+    assert feasible, "no feasible trial in 24: the sampler ignores half the space"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_a_resumed_study_goes_on_sampling(name: str, tmp_path: Path) -> None:
+    """The search's own create-then-resume path, on a journal file opened twice."""
+    cfg = _config(name, _objectives(name)[-1], study="s",
+                  storage=str(tmp_path / "s.journal"))
+    study, _ = open_study(cfg, open_storage(cfg.storage_url), resume=False, predictor_info={})
+    _run(study, N_TRIALS // 2)
+    again, merged = open_study(cfg, open_storage(cfg.storage_url), resume=True,
+                               predictor_info={})
+    assert merged.sampler == name
+    assert isinstance(again.sampler, type(make_sampler(cfg)))
+    _run(again, N_TRIALS)
+    trials = again.get_trials(deepcopy=False)
+    assert len(trials) == N_TRIALS // 2 + N_TRIALS
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+
+
+def test_a_single_objective_sampler_is_refused_with_several_objectives() -> None:
+    """The refusal itself, with a throwaway sampler registered for the test."""
+
+    @SAMPLERS.register
+    class OnlyOne(SearchSampler):
+        name = "only-one"
+        description = "test sampler"
+        multi_objective = False
+
+        @classmethod
+        def make(cls, cfg: SearchConfig, n_objectives: int) -> optuna.samplers.BaseSampler:
+            return optuna.samplers.RandomSampler(seed=cfg.seed)
+
+    try:
+        assert isinstance(make_sampler(_config("only-one", ["macs"])),
+                          optuna.samplers.RandomSampler)
+        with pytest.raises(ConfigError) as err:
+            SearchConfig.load(space="tiny", sampler="only-one", objectives=["accuracy", "macs"])
+        msg = str(err.value)
+        assert "\n" not in msg and "handles one objective, not 2" in msg and "tpe" in msg
+        with pytest.raises(ConfigError, match="handles one objective"):
+            make_sampler(_config("only-one", ["macs"]), 2)
+    finally:
+        SAMPLERS.unregister("only-one")
+    assert "only-one" not in SearchConfig.model_json_schema()["properties"]["sampler"]["enum"]
+
+
+def test_config_and_schema_list_the_registry() -> None:
+    schema = SearchConfig.model_json_schema()["properties"]["sampler"]
+    assert schema["enum"] == NAMES
+    with pytest.raises(ConfigError, match=", ".join(NAMES)):
+        SearchConfig.load(space="tiny", sampler="annealing")
