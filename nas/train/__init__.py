@@ -26,13 +26,11 @@ if TYPE_CHECKING:
         load_config,
     )
     from nas.train._data import (
-        FORMATS,
         BatchLoader,
         DataSplits,
         ImageSet,
         Preprocess,
         default_cache_dir,
-        detect_format,
         load_dataset,
     )
     from nas.train._distributed import train_distributed
@@ -43,6 +41,7 @@ if TYPE_CHECKING:
         recalibrate_bn,
         subnet_by_name,
     )
+    from nas.train._formats import FORMATS, detect_format
     from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -61,17 +60,19 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "load_config",
         ],
         "nas.train._data": [
-            "FORMATS",
             "BatchLoader",
             "DataSplits",
             "ImageSet",
             "Preprocess",
             "default_cache_dir",
-            "detect_format",
             "load_dataset",
         ],
         "nas.train._distributed": [
             "train_distributed",
+        ],
+        "nas.train._formats": [
+            "FORMATS",
+            "detect_format",
         ],
         "nas.train._eval": [
             "evaluate",

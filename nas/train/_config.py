@@ -1,4 +1,4 @@
-"""Training configuration: frozen dataclasses read from an experiment's YAML file.
+"""Training configuration: frozen pydantic models read from an experiment's YAML file.
 
 Example (``experiments/<name>/config.yaml``)::
 
@@ -16,22 +16,27 @@ Example (``experiments/<name>/config.yaml``)::
 
 Relative paths (``data.source``, ``data.cache_dir``, ``out``, ``init``) are relative to the working
 directory, i.e. to the repository root when commands are run from there.
+
+A bad value raises one :class:`~nas.errors.ConfigError` line in the shared format of
+:mod:`nas._config` (``file: field = value: what is allowed``)::
+
+    c.yaml: phases.0.lr = -1: Input should be greater than 0
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import types
-import typing
-from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
-import yaml
+from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator
+from pydantic import model_validator as _model_validator
+from pydantic_core import PydanticCustomError
 
-from nas.errors import ConfigError
+from nas._config import ConfigModel
 from nas.space import get_space
+from nas.train._formats import FORMATS
 
 __all__ = [
     "TASKS",
@@ -51,10 +56,45 @@ __all__ = [
 #: earlier ones). ``sandwich``: every dimension elastic, largest + smallest + random subnets
 #: per step with in-place distillation from the largest (BigNAS / AttentiveNAS).
 TASKS = ("full", "kernel", "depth", "expand", "sandwich")
+Task = Literal["full", "kernel", "depth", "expand", "sandwich"]
+SubnetName = Literal["largest", "smallest", "middle"]
+
+# YAML gives real types: no text for numbers, no numbers for booleans
+Int = Annotated[int, Strict()]
+Bool = Annotated[bool, Strict()]
+Str = Annotated[str, Strict()]
+Float = Annotated[float, Strict()]
 
 
-@dataclass(frozen=True)
-class DataConfig:
+def _listed(value: Any) -> Any:
+    """A single value where a list is expected is a list of one (``depths: 4``)."""
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return [value]
+    return value
+
+
+def _defaults(value: Any) -> Any:
+    """``augment:`` with nothing after it (None) means every default."""
+    return {} if value is None else value
+
+
+IntChoices = Annotated[tuple[Int, ...], BeforeValidator(_listed)]
+
+
+def _fail(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationError:
+    """A validation error at ``loc`` (a check of several fields, reported at the one that
+    must change, in the shared one-line format)."""
+    return ValidationError.from_exception_data("config", [
+        {"type": PydanticCustomError("value_error", message.replace("{", "{{")
+                                     .replace("}", "}}")),
+         "loc": loc, "input": value}])
+
+
+class _Part(ConfigModel):
+    what = "training config"
+
+
+class DataConfig(_Part):
     """Where the images come from and how the validation slice is cut.
 
     Attributes:
@@ -70,38 +110,35 @@ class DataConfig:
             ``~/.cache/nas/data``).
     """
 
-    source: str
-    format: str = "auto"
-    val_size: int = 5000
-    val_seed: int = 0
-    train_limit: int | None = None
-    test_limit: int | None = None
-    cache_dir: str | None = None
+    source: Str
+    format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    val_size: Annotated[Int, Field(ge=0)] = 5000
+    val_seed: Int = 0
+    train_limit: Annotated[Int, Field(ge=1)] | None = None
+    test_limit: Annotated[Int, Field(ge=1)] | None = None
+    cache_dir: Str | None = None
 
 
-@dataclass(frozen=True)
-class AugmentConfig:
+class AugmentConfig(_Part):
     """Training augmentation, done on tensors: random crop with padding, horizontal flip."""
 
-    crop_padding: int = 4
-    flip: bool = True
+    crop_padding: Annotated[Int, Field(ge=0)] = 4
+    flip: Bool = True
 
 
-@dataclass(frozen=True)
-class OptimConfig:
+class OptimConfig(_Part):
     """SGD with Nesterov momentum, cosine learning rate per phase (Once-for-All's recipe)."""
 
-    momentum: float = 0.9
-    nesterov: bool = True
-    weight_decay: float = 4e-5
+    momentum: Annotated[Float, Field(ge=0)] = 0.9
+    nesterov: Bool = True
+    weight_decay: Annotated[Float, Field(ge=0)] = 4e-5
     #: no weight decay on BatchNorm parameters and biases (OFA's ``no_decay_keys``)
-    no_decay_bn_bias: bool = True
-    label_smoothing: float = 0.1
-    grad_clip: float | None = None
+    no_decay_bn_bias: Bool = True
+    label_smoothing: Annotated[Float, Field(ge=0, lt=1)] = 0.1
+    grad_clip: Float | None = None
 
 
-@dataclass(frozen=True)
-class DistillConfig:
+class DistillConfig(_Part):
     """Knowledge distillation: ``loss = CE + kd_ratio * soft-CE(student, teacher / T)``.
 
     Progressive-shrinking phases distil from a frozen copy of the largest subnet taken after
@@ -109,12 +146,11 @@ class DistillConfig:
     ``kd_ratio: 0`` turns distillation off.
     """
 
-    kd_ratio: float = 1.0
-    temperature: float = 1.0
+    kd_ratio: Annotated[Float, Field(ge=0)] = 1.0
+    temperature: Annotated[Float, Field(gt=0)] = 1.0
 
 
-@dataclass(frozen=True)
-class EvalConfig:
+class EvalConfig(_Part):
     """Validation after each epoch: subnets evaluated after BatchNorm recalibration.
 
     Attributes:
@@ -123,14 +159,14 @@ class EvalConfig:
         bn_batches: training batches used to recalibrate BatchNorm statistics.
     """
 
-    subnets: tuple[str, ...] = ("largest", "smallest")
-    val_limit: int | None = 2000
-    bn_batches: int = 8
-    batch_size: int = 256
+    subnets: Annotated[tuple[SubnetName, ...], BeforeValidator(_listed)] = (
+        "largest", "smallest")
+    val_limit: Int | None = 2000
+    bn_batches: Annotated[Int, Field(ge=1)] = 8
+    batch_size: Annotated[Int, Field(ge=1)] = 256
 
 
-@dataclass(frozen=True)
-class PhaseConfig:
+class PhaseConfig(_Part):
     """One training phase.
 
     Attributes:
@@ -145,19 +181,32 @@ class PhaseConfig:
         name: label in logs and checkpoint names (default ``<index>-<task>``).
     """
 
-    task: str
-    epochs: int
-    lr: float
-    subnets_per_step: int = 1
-    warmup_epochs: float = 0.0
-    kernel_sizes: tuple[int, ...] | None = None
-    depths: tuple[int, ...] | None = None
-    expand_ratios: tuple[int, ...] | None = None
-    name: str = ""
+    task: Task
+    epochs: Annotated[Int, Field(ge=0)]
+    lr: Annotated[Float, Field(gt=0)]
+    subnets_per_step: Int = 1
+    warmup_epochs: Annotated[Float, Field(ge=0)] = 0.0
+    kernel_sizes: IntChoices | None = None
+    depths: IntChoices | None = None
+    expand_ratios: IntChoices | None = None
+    name: Str = ""
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> PhaseConfig:
+        if self.epochs and self.warmup_epochs >= self.epochs:
+            raise _fail(("warmup_epochs",), self.warmup_epochs,
+                        f"must be < epochs ({self.epochs})")
+        lo = 2 if self.task == "sandwich" else 1
+        if self.subnets_per_step < lo:
+            raise _fail(("subnets_per_step",), self.subnets_per_step,
+                        f"must be >= {lo} for task {self.task!r}")
+        if self.task == "full" and self.subnets_per_step != 1:
+            raise _fail(("subnets_per_step",), self.subnets_per_step,
+                        "must be 1 for task 'full' (it trains the largest subnet only)")
+        return self
 
 
-@dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(_Part):
     """A supernet training run (see the module docstring for the YAML form).
 
     Attributes:
@@ -169,22 +218,54 @@ class TrainConfig:
             other data of the same classes (a resumed run continues from its own checkpoint).
     """
 
-    space: str
-    data: DataConfig
-    phases: tuple[PhaseConfig, ...]
-    out: str = "runs/train"
-    init: str | None = None
-    seed: int = 0
-    batch_size: int = 128
-    elastic_resolution: bool = True
-    channels_last: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    space: Str
+    data: Annotated[DataConfig, BeforeValidator(_defaults)]
+    phases: Annotated[tuple[PhaseConfig, ...], Field(min_length=1)]
+    out: Str = "runs/train"
+    init: Str | None = None
+    seed: Int = 0
+    batch_size: Annotated[Int, Field(ge=1)] = 128
+    elastic_resolution: Bool = True
+    channels_last: Bool = True
+    augment: Annotated[AugmentConfig, BeforeValidator(_defaults)] = AugmentConfig()
+    optim: Annotated[OptimConfig, BeforeValidator(_defaults)] = OptimConfig()
+    distill: Annotated[DistillConfig, BeforeValidator(_defaults)] = DistillConfig()
+    eval: Annotated[EvalConfig, BeforeValidator(_defaults)] = EvalConfig()
+
+    @field_validator("space")
+    @classmethod
+    def _known_space(cls, name: str) -> str:
+        get_space(name)  # UnknownNameError lists the known spaces
+        return name
+
+    @field_validator("phases")
+    @classmethod
+    def _named_phases(cls, phases: tuple[PhaseConfig, ...]) -> tuple[PhaseConfig, ...]:
+        seen: set[str] = set()
+        for i, p in enumerate(phases):
+            if p.name and p.name in seen:
+                raise _fail((i, "name"), p.name, "is used twice")  # under "phases"
+            seen.add(p.name)
+        return tuple(p if p.name else p.model_copy(update={"name": f"{i}-{p.task}"})
+                     for i, p in enumerate(phases))
+
+    @_model_validator(mode="after")
+    def _phases_fit_the_space(self) -> TrainConfig:
+        space = get_space(self.space)
+        for i, p in enumerate(self.phases):
+            for key, choices in (("kernel_sizes", space.kernel_sizes),
+                                 ("depths", space.depths),
+                                 ("expand_ratios", space.expand_ratios)):
+                sub = getattr(p, key)
+                if sub is not None and (not sub or any(v not in choices for v in sub)):
+                    raise _fail(("phases", i, key), list(sub),
+                                f"must be a non-empty subset of {list(choices)} "
+                                f"(space {space.name})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(asdict(self))
+        """Plain data (lists, not tuples), as ``config.yaml`` of a run holds it."""
+        return self.model_dump(mode="json")
 
     def fingerprint(self) -> str:
         """Hash of everything that changes what is trained (not ``out`` nor evaluation)."""
@@ -202,171 +283,15 @@ def load_config(path: Path | str) -> TrainConfig:
     """Read and validate a training configuration file.
 
     Raises:
-        ConfigError: missing file, bad YAML, unknown or missing keys, bad values; the message
-            names the file and the key.
+        ConfigError: missing file, bad YAML, unknown or missing keys, bad values; one line
+            naming the file and the key.
+        UnknownNameError: the space is not registered (listing the known ones).
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"config file {path} is not valid YAML{where}") from None
-    return config_from_dict(raw, where=str(path))
+    cfg: TrainConfig = TrainConfig.load(path)
+    return cfg
 
 
 def config_from_dict(raw: Any, where: str = "config") -> TrainConfig:
     """Build and validate a :class:`TrainConfig` from plain data (e.g. parsed YAML)."""
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping at the top level, got "
-                          f"{type(raw).__name__}")
-    cfg = _build(TrainConfig, raw, where)
-    _validate(cfg, where)
-    # name the phases
-    phases = tuple(
-        p if p.name else _replace(p, name=f"{i}-{p.task}") for i, p in enumerate(cfg.phases)
-    )
-    return _replace(cfg, phases=phases)
-
-
-def _replace(obj: Any, **changes: Any) -> Any:
-    import dataclasses
-
-    return dataclasses.replace(obj, **changes)
-
-
-def _build(cls: type, raw: Any, where: str) -> Any:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {raw!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    kwargs = {}
-    for name, f in known.items():
-        if name not in raw:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ConfigError(f"{where}: missing key {name!r}")
-            continue
-        kwargs[name] = _convert(hints[name], raw[name], f"{where}: {name}")
-    return cls(**kwargs)
-
-
-def _convert(tp: Any, value: Any, where: str) -> Any:
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        non_none = [a for a in args if a is not type(None)]
-        return _convert(non_none[0], value, where)
-    if is_dataclass(tp):
-        return _build(tp, {} if value is None else value, where)  # type: ignore[arg-type]
-    if origin is tuple:
-        (item, _ellipsis) = typing.get_args(tp)
-        if isinstance(value, str | int | float) and not isinstance(value, bool):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{where} must be a list, got {value!r}")
-        return tuple(_convert(item, v, f"{where}[{i}]") for i, v in enumerate(value))
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{where} must be true or false, got {value!r}")
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where} must be an integer, got {value!r}")
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{where} must be a number, got {value!r}")
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise ConfigError(f"{where} must be a string, got {value!r}")
-        return value
-    raise TypeError(f"unsupported config type {tp!r}")  # a bug in this module
-
-
-def _validate(cfg: TrainConfig, where: str) -> None:
-    space = get_space(cfg.space)  # UnknownNameError lists the known spaces
-    if not cfg.phases:
-        raise ConfigError(f"{where}: phases must list at least one phase")
-    if cfg.batch_size < 1:
-        raise ConfigError(f"{where}: batch_size must be >= 1, got {cfg.batch_size}")
-    d = cfg.data
-    from nas.train._data import FORMATS
-
-    if d.format not in ("auto", *FORMATS):
-        raise ConfigError(f"{where}: data.format must be 'auto' or one of {list(FORMATS)}, got "
-                          f"{d.format!r}")
-    if d.val_size < 0:
-        raise ConfigError(f"{where}: data.val_size must be >= 0, got {d.val_size}")
-    for key in ("train_limit", "test_limit"):
-        v = getattr(d, key)
-        if v is not None and v < 1:
-            raise ConfigError(f"{where}: data.{key} must be >= 1 or null, got {v}")
-    if cfg.augment.crop_padding < 0:
-        raise ConfigError(f"{where}: augment.crop_padding must be >= 0")
-    if not 0.0 <= cfg.optim.label_smoothing < 1.0:
-        raise ConfigError(f"{where}: optim.label_smoothing must be in [0, 1), got "
-                          f"{cfg.optim.label_smoothing}")
-    if cfg.optim.weight_decay < 0 or cfg.optim.momentum < 0:
-        raise ConfigError(f"{where}: optim.weight_decay and optim.momentum must be >= 0")
-    if cfg.distill.kd_ratio < 0 or cfg.distill.temperature <= 0:
-        raise ConfigError(f"{where}: distill.kd_ratio must be >= 0 and distill.temperature > 0")
-    ev = cfg.eval
-    allowed_eval = ("largest", "smallest", "middle")
-    for s in ev.subnets:
-        if s not in allowed_eval:
-            raise ConfigError(f"{where}: eval.subnets entries must be one of {list(allowed_eval)}"
-                              f", got {s!r}")
-    if ev.bn_batches < 1 or ev.batch_size < 1:
-        raise ConfigError(f"{where}: eval.bn_batches and eval.batch_size must be >= 1")
-    names: set[str] = set()
-    for i, p in enumerate(cfg.phases):
-        at = f"{where}: phases[{i}]"
-        if p.task not in TASKS:
-            raise ConfigError(f"{at}.task must be one of {list(TASKS)}, got {p.task!r}")
-        if p.epochs < 0:
-            raise ConfigError(f"{at}.epochs must be >= 0, got {p.epochs}")
-        if not p.lr > 0:
-            raise ConfigError(f"{at}.lr must be > 0, got {p.lr}")
-        if p.warmup_epochs < 0 or (p.epochs and p.warmup_epochs >= p.epochs):
-            raise ConfigError(f"{at}.warmup_epochs must be >= 0 and < epochs, got "
-                              f"{p.warmup_epochs}")
-        lo = 2 if p.task == "sandwich" else 1
-        if p.subnets_per_step < lo:
-            raise ConfigError(f"{at}.subnets_per_step must be >= {lo} for task {p.task!r}, got "
-                              f"{p.subnets_per_step}")
-        if p.task == "full" and p.subnets_per_step != 1:
-            raise ConfigError(f"{at}.subnets_per_step must be 1 for task 'full' (it trains "
-                              "the largest subnet only)")
-        for key, choices in (("kernel_sizes", space.kernel_sizes), ("depths", space.depths),
-                             ("expand_ratios", space.expand_ratios)):
-            sub = getattr(p, key)
-            if sub is None:
-                continue
-            bad = [v for v in sub if v not in choices]
-            if bad or not sub:
-                raise ConfigError(f"{at}.{key} must be a non-empty subset of {list(choices)} "
-                                  f"(space {space.name}), got {list(sub)}")
-        if p.name:
-            if p.name in names:
-                raise ConfigError(f"{at}.name {p.name!r} is used twice")
-            names.add(p.name)
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return obj
+    cfg: TrainConfig = TrainConfig.from_dict(raw, where=where)
+    return cfg

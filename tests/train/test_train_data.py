@@ -13,7 +13,7 @@ import torch
 
 from nas.errors import DataError
 from nas.train import BatchLoader, ImageSet, Preprocess, detect_format, load_dataset
-from nas.train import _data as data_mod
+from nas.train import _formats as data_mod
 
 
 def load(src, tmp_path, **kw):
