@@ -17,7 +17,13 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, update
 
-from nas.db import SCHEMA_VERSION, LatencyDB, MeasurementRecord, PredictorRecord
+from nas.db import (
+    SCHEMA_VERSION,
+    LatencyDB,
+    MeasurementRecord,
+    PredictorRecord,
+    validate_measurement,
+)
 from nas.db import _schema as S
 from nas.devices import DeviceProfile, get_device
 from nas.errors import DatabaseError, MeasurementError, NASError, UnknownNameError
@@ -324,3 +330,22 @@ def test_unreachable_server_is_a_database_error() -> None:
         LatencyDB("postgresql+psycopg2://nas:secret@127.0.0.1:1/nas")
     msg = str(info.value)
     assert "\n" not in msg and "secret" not in msg and isinstance(info.value, NASError)
+
+
+def test_validate_measurement_is_the_check_before_any_write() -> None:
+    arch = get_space(SPACE).largest()
+    row = validate_measurement(arch, 2, p10=1.5, n_runs=3, env={"cpu": "x"})
+    assert row["arch"] == arch and row["latency_ms"] == 2.0 and row["env"] == '{"cpu":"x"}'
+    assert (row["status"], row["source"], row["p90"]) == ("ok", "measured", None)
+    with pytest.raises(MeasurementError, match="p10 must be <= latency_ms"):
+        validate_measurement(arch, 2.0, p10=3.0)
+
+
+def test_display_url_masks_the_password(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(LatencyDB, "_make_engine", lambda self: create_engine("sqlite://"))
+    db = LatencyDB("postgresql+psycopg2://nas:secret@db.example/nas")
+    try:
+        assert db.display_url == "postgresql+psycopg2://nas:***@db.example/nas"
+        assert "secret" not in repr(db)
+    finally:
+        db.close()
