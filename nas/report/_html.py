@@ -14,6 +14,8 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from nas._io import atomic_write, mask_url
+
 if TYPE_CHECKING:
     from nas.search import SearchResult, TrialRecord
 
@@ -307,8 +309,6 @@ def render_report(res: SearchResult, *, title: str | None = None) -> str:
     """The report of a search as one HTML document (about 5 MB: plotly.js is inline)."""
     from plotly.offline import get_plotlyjs
 
-    from nas.search._results import storage_label
-
     try:
         from nas.space import get_space
 
@@ -338,7 +338,7 @@ def render_report(res: SearchResult, *, title: str | None = None) -> str:
 <div class="meta">space <b>{_esc(cfg.space)}</b> · sampler {_esc(cfg.sampler)} · objectives
 {", ".join(_esc(o.label) for o in res.objectives)} · constraints {cons} ·
 {res.n_complete} trials completed, {res.n_failed} failed, {res.n_feasible} feasible
-(budget {cfg.n_trials}) · storage <code>{_esc(storage_label(res.storage))}</code> ·
+(budget {cfg.n_trials}) · storage <code>{_esc(mask_url(res.storage))}</code> ·
 generated {now}</div>
 
 <h2>Pareto front</h2>
@@ -365,21 +365,7 @@ layer is beyond its stage's depth.</p>
 
 def write_report(study: str, storage: str | None, out: Path | str) -> Path:
     """Render the report of a stored search to ``out`` (written atomically)."""
-    import os
-    import tempfile
-
     from nas.search import load_results
 
     res = load_results(study, storage)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_report(res))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out
+    return atomic_write(out, render_report(res))

@@ -176,6 +176,31 @@ def _device_info(name: str, db: Any) -> dict[str, Any]:
     return {"name": profile.name, "profile": profile.to_dict(), "predictors": preds}
 
 
+def _devices(db_url: str | None) -> list[dict[str, Any]]:
+    from nas.db import LatencyDB
+    from nas.latency import list_devices
+
+    db = LatencyDB(db_url)
+    try:
+        return [_device_info(name, db) for name in list_devices()]
+    finally:
+        db.close()
+
+
+def _spaces() -> list[dict[str, Any]]:
+    from nas.space import get_space, list_spaces
+
+    out = []
+    for name in list_spaces():
+        sp = get_space(name)
+        out.append({"name": sp.name, "description": sp.spec.description,
+                    "architectures": sp.size(), "resolutions": list(sp.resolutions),
+                    "kernel_sizes": list(sp.kernel_sizes),
+                    "expand_ratios": list(sp.expand_ratios), "depths": list(sp.depths),
+                    "n_stages": sp.n_stages, "max_depth": sp.max_depth})
+    return out
+
+
 def build_api(svc: NASService) -> FastAPI:
     """The FastAPI app of one replica, its routes bound to ``svc``."""
     from nas import __version__
@@ -204,29 +229,12 @@ def build_api(svc: NASService) -> FastAPI:
     @api.get("/devices", response_model=list[DeviceOut], tags=["latency"])
     def devices() -> list[dict[str, Any]]:
         """Device profiles, each with the latency predictors stored for it."""
-        from nas.db import LatencyDB
-        from nas.latency import list_devices
-
-        db = LatencyDB(settings.db)
-        try:
-            return [_device_info(name, db) for name in list_devices()]
-        finally:
-            db.close()
+        return _devices(settings.db)
 
     @api.get("/spaces", response_model=list[SpaceOut], tags=["latency"])
     def spaces() -> list[dict[str, Any]]:
         """The registered search spaces and their choices."""
-        from nas.space import get_space, list_spaces
-
-        out = []
-        for name in list_spaces():
-            sp = get_space(name)
-            out.append({"name": sp.name, "description": sp.spec.description,
-                        "architectures": sp.size(), "resolutions": list(sp.resolutions),
-                        "kernel_sizes": list(sp.kernel_sizes),
-                        "expand_ratios": list(sp.expand_ratios), "depths": list(sp.depths),
-                        "n_stages": sp.n_stages, "max_depth": sp.max_depth})
-        return out
+        return _spaces()
 
     @api.post("/latency/predict", response_model=PredictResponse, tags=["latency"])
     async def predict(req: PredictRequest) -> JSONResponse:

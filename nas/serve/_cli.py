@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nas._cli_utils import console, err_console
+from nas._cli_utils import DbOpt, console, err_console
 
 __all__ = ["register"]
 
@@ -20,9 +20,7 @@ def serve_cmd(
         "$NAS_API_TOKEN, or one generated and printed once.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535,
                                       help="TCP port of the API.")] = 8000,
-    db: Annotated[str | None, typer.Option(
-        "--db", help="Latency database: SQLAlchemy URL or SQLite file (default: $NAS_DB_URL, "
-        "else latency_db/latency.sqlite).")] = None,
+    db: DbOpt = None,
     state_dir: Annotated[Path, typer.Option(
         "--state-dir", help="The service's own files: the searches' study database and the "
         "exports (files are only served from its exports/ folder).")] = Path("runs/serve"),
@@ -48,8 +46,7 @@ def serve_cmd(
     GET|DELETE /searches/{id}, GET /searches/{id}/report; POST /exports,
     GET /exports/{id}/{file}. Starts a local Ray instance.
     """
-    from nas.serve._server import start
-    from nas.serve._settings import ServiceSettings, resolve_token
+    from nas.serve import ServiceSettings, resolve_token, start
 
     token, generated = resolve_token(host)
     settings = ServiceSettings(

@@ -161,7 +161,7 @@ class Jobs:
             RequestError: a refused field (422), a study name in use (409), too many
                 searches running (429).
         """
-        from nas.search._results import open_storage
+        from nas.search import open_storage
 
         job_id = secrets.token_hex(8)
         raw = dict(raw)
@@ -239,7 +239,7 @@ class Jobs:
         """The service's storage, if ``study`` is in it (a 404 naming the studies if not)."""
         import optuna
 
-        from nas.search._results import open_storage
+        from nas.search import open_storage
 
         url = self.settings.search_storage
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(open_storage(url)))

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from nas.search._config import SearchConfig
+from nas.search import SearchConfig
 from nas.serve._schemas import ExportOut, ExportRequest, SearchCreated, SearchOut
 
 __all__ = ["add_job_routes"]

@@ -6,9 +6,11 @@ silently ignored option.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+from nas.search import OneOf
 
 __all__ = [
     "ID_PATTERN",
@@ -18,6 +20,7 @@ __all__ = [
     "ExportOut",
     "ExportRequest",
     "HealthOut",
+    "Kind",
     "PredictRequest",
     "PredictResponse",
     "SearchCreated",
@@ -33,7 +36,16 @@ ID_PATTERN = r"^[0-9a-f]{16}$"
 
 _HARD_MAX_ARCHS = 100_000  # the service's own limit (settings.max_archs) is checked after
 
-Kind = Literal["flops", "lut", "additive", "gbdt", "hybrid"]
+
+
+def _predictor_kinds() -> list[str]:
+    from nas.latency import PREDICTORS
+
+    return list(PREDICTORS)
+
+
+#: A latency predictor kind: one of ``nas.latency.PREDICTORS`` (listed in the OpenAPI schema).
+Kind = Annotated[str, OneOf(_predictor_kinds)]
 
 
 class _Strict(BaseModel):

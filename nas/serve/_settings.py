@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import ipaddress
-import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from nas._settings import env_with_prefix
 from nas.errors import ConfigError
 
 __all__ = ["INGRESS_MODES", "ServiceSettings", "is_loopback", "resolve_token"]
@@ -41,7 +41,7 @@ def resolve_token(host: str, env: Mapping[str, str] | None = None) -> tuple[str 
     Otherwise a service bound to anything but loopback gets a new random token (it must be
     shown to the user once); a loopback service runs without one.
     """
-    source: Mapping[str, str] = os.environ if env is None else env
+    source: Mapping[str, str] = env_with_prefix(TOKEN_ENV) if env is None else env
     token = source.get(TOKEN_ENV) or None
     if token is not None:
         return token, False

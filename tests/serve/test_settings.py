@@ -40,10 +40,26 @@ def test_relative_paths_are_resolved_where_they_were_given(
 
 
 def test_predict_kinds_are_the_registered_predictors() -> None:
-    """The request schema lists the kinds by name (for /docs); they must not drift."""
-    from typing import get_args
+    """The request schema lists the kinds by name (for /docs) from the registry, and
+    accepts exactly those."""
+    from pydantic import ValidationError
 
     from nas.latency import PREDICTORS
-    from nas.serve._schemas import Kind
+    from nas.serve._schemas import PredictRequest
 
-    assert set(get_args(Kind)) == set(PREDICTORS)
+    kind = PredictRequest.model_json_schema()["properties"]["kind"]
+    listed = next(x["enum"] for x in kind["anyOf"] if "enum" in x)
+    assert set(listed) == set(PREDICTORS)
+    base = {"device": "cpu-1t", "space": "tiny",
+            "archs": [{"ks": [3], "e": [3], "d": [1], "r": 32}]}
+    for name in PREDICTORS:
+        assert PredictRequest(**base, kind=name).kind == name
+    with pytest.raises(ValidationError, match="must be one of"):
+        PredictRequest(**base, kind="nope")
+
+
+def test_search_request_schema_lists_the_registered_samplers() -> None:
+    from nas.search import SAMPLERS, SearchConfig
+
+    schema = SearchConfig.model_json_schema()["properties"]["sampler"]
+    assert schema["enum"] == SAMPLERS.names()
