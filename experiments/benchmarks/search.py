@@ -44,8 +44,12 @@ ROOT = Path(__file__).resolve().parents[2]
 def _ensure_predictor(db_url: str, space: str, device: str, n: int = 24) -> None:
     """A fitted latency predictor for (device, space) in ``db_url``; measures if needed."""
     from nas.db import LatencyDB
-    from nas.latency import fit_predictor
-    from nas.latency._measure import TimingConfig, measure_architectures, sample_for_measurement
+    from nas.latency import (
+        TimingConfig,
+        fit_predictor,
+        measure_architectures,
+        sample_for_measurement,
+    )
 
     db = LatencyDB(db_url)
     if db.load_predictor(device, space, "additive") is not None:
@@ -65,7 +69,7 @@ def _timed_search(cfg: Any) -> dict[str, Any]:
         time.perf_counter()))
     wall = time.perf_counter() - t0
     steady = (stamps[-1] - stamps[0]) / max(1, len(stamps) - 1)
-    from nas.search._results import load_study
+    from nas.search import load_study
 
     last = load_study(cfg.study_name, cfg.storage_url).user_attrs.get("last_run", {})
     return {"wall_s": wall, "per_trial_s": steady, "n": len(res.budget_trials),
@@ -151,8 +155,13 @@ def part_scaling(args: argparse.Namespace, work: Path) -> str:
 
 # ---------------------------------------------------------------------- hypervolume
 def part_hv(args: argparse.Namespace, work: Path) -> str:
-    from nas.search import Evaluator, SearchConfig, hypervolume, pareto_mask
-    from nas.search._driver import load_latency_predictors
+    from nas.search import (
+        Evaluator,
+        SearchConfig,
+        hypervolume,
+        load_latency_predictors,
+        pareto_mask,
+    )
     from nas.space import get_space
 
     base = dict(space=args.hv_space,

@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from nas.db import LatencyDB
-from nas.latency import fit_predictor
-from nas.latency._measure import TimingConfig, measure_architectures, sample_for_measurement
+from nas.latency import TimingConfig, fit_predictor, measure_architectures, sample_for_measurement
 from nas.supernet import OFASupernet, save_supernet
 
 
