@@ -7,7 +7,6 @@ a failed export leaves nothing half-written behind.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from nas import _io
 from nas.errors import ExportError
 from nas.export._onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, onnx_bytes, verify_onnx
 from nas.space import Architecture
@@ -47,12 +47,9 @@ class ExportResult:
         return self.out / MODEL_FILE
 
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def sha256_file(path: Path | str) -> str:
+    """The sha256 of a file, hex (a missing or unreadable one: ``ExportError``)."""
+    return _io.sha256_file(path, "file", error=ExportError)
 
 
 def _versions() -> dict[str, str]:
@@ -108,36 +105,7 @@ def export_subnet(
         save_file(state, str(tmp / WEIGHTS_FILE),
                   metadata={"space": space.name, "arch": canon.to_json()})
         verification = verify_onnx(data, sub, canon.r, atol=atol)
-        costs = space.costs([canon])
-        pre = space.spec.preprocessing
-        manifest: dict[str, Any] = {
-            "format": MANIFEST_FORMAT,
-            "space": space.name,
-            "arch": canon.to_dict(),
-            "arch_hash": canon.hash,
-            "resolution": canon.r,
-            "macs": int(costs["macs"][0]),
-            "params": int(costs["params"][0]),
-            "num_classes": space.spec.num_classes,
-            "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, canon.r, canon.r],
-                        "dtype": "float32", "layout": "NCHW"}],
-            "outputs": [{"name": OUTPUT_NAME, "shape": ["batch", space.spec.num_classes],
-                         "dtype": "float32", "meaning": "unnormalised class scores"}],
-            "preprocessing": {
-                "resolution": canon.r, "channel_order": pre.channel_order, "layout": "NCHW",
-                "scale": pre.scale, "mean": list(pre.mean), "std": list(pre.std),
-                "resize": pre.resize,
-                "formula": "input = (pixel * scale - mean) / std, per channel",
-            },
-            "opset": opset,
-            "versions": _versions(),
-            "verification": verification,
-            "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
-            "files": {
-                name: {"sha256": sha256_file(tmp / name), "bytes": (tmp / name).stat().st_size}
-                for name in (MODEL_FILE, WEIGHTS_FILE)
-            },
-        }
+        manifest = _manifest(space, canon, tmp, opset, verification)
         if checkpoint is not None:
             ck = Path(checkpoint)
             manifest["checkpoint"] = {"path": str(ck), "sha256": sha256_file(ck)}
@@ -151,7 +119,44 @@ def export_subnet(
     return ExportResult(out, manifest)
 
 
+def _manifest(space: Any, canon: Architecture, folder: Path, opset: int,
+              verification: dict[str, Any]) -> dict[str, Any]:
+    """What a consumer needs to run the exported model, and the digests of its files."""
+    costs = space.costs([canon])
+    pre = space.spec.preprocessing
+    return {
+        "format": MANIFEST_FORMAT,
+        "space": space.name,
+        "arch": canon.to_dict(),
+        "arch_hash": canon.hash,
+        "resolution": canon.r,
+        "macs": int(costs["macs"][0]),
+        "params": int(costs["params"][0]),
+        "num_classes": space.spec.num_classes,
+        "inputs": [{"name": INPUT_NAME, "shape": ["batch", 3, canon.r, canon.r],
+                    "dtype": "float32", "layout": "NCHW"}],
+        "outputs": [{"name": OUTPUT_NAME, "shape": ["batch", space.spec.num_classes],
+                     "dtype": "float32", "meaning": "unnormalised class scores"}],
+        "preprocessing": {
+            "resolution": canon.r, "channel_order": pre.channel_order, "layout": "NCHW",
+            "scale": pre.scale, "mean": list(pre.mean), "std": list(pre.std),
+            "resize": pre.resize,
+            "formula": "input = (pixel * scale - mean) / std, per channel",
+        },
+        "opset": opset,
+        "versions": _versions(),
+        "verification": verification,
+        "created_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "files": {
+            name: {"sha256": sha256_file(folder / name),
+                   "bytes": (folder / name).stat().st_size}
+            for name in (MODEL_FILE, WEIGHTS_FILE)
+        },
+    }
+
+
 def _move_into_place(tmp: Path, out: Path) -> None:
+    """Swap the finished folder ``tmp`` in for ``out`` (``nas._io`` has files, not folders)."""
     if out.exists():
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
@@ -170,7 +175,7 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ExportError(f"{folder} is not an export folder: {MANIFEST_FILE} is missing")
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(_io.read_text(path, "manifest", error=ExportError))
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
     if manifest.get("format") != MANIFEST_FORMAT:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import console, print_json
+from nas._cli_utils import JsonOpt, console, print_json
 
 __all__ = ["register"]
 
@@ -34,8 +34,7 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
         "progress line every 5 minutes, for logs).")] = True,
-    json_out: Annotated[bool, typer.Option(
-        "--json", help="Print the result as JSON at the end.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Train a once-for-all supernet (progressive shrinking or the sandwich rule).
 

@@ -19,6 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from nas._settings import ray_address
 from nas.errors import ConfigError, MissingDependencyError, TrainingError
 from nas.train._config import TrainConfig, config_from_dict
 from nas.train._trainer import Progress, TrainResult, load_data
@@ -96,7 +97,7 @@ def train_distributed(
     if cpus_per_worker is None:
         cpus_per_worker = max(1, (os.cpu_count() or 1) // workers)
     if not ray.is_initialized():
-        addr = address or os.environ.get("RAY_ADDRESS") or None
+        addr = ray_address(address)
         if addr is None:
             ray.init(address="local",  # never a stale `ray start` cluster's address
                      num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),

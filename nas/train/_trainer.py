@@ -9,15 +9,7 @@ AttentiveNAS) trains the largest, the smallest and random subnets at every step,
 distilled in place from the largest. Each step draws a resolution from the space's (elastic
 resolution) and accumulates the gradients of several subnets before the optimizer step.
 
-Files under ``out``::
-
-    config.yaml                  the configuration of the run
-    metrics.csv                  one row per epoch: loss, throughput, validation accuracies
-    checkpoints/latest.json      which checkpoint pair is the latest (written last)
-    checkpoints/<tag>.safetensors + <tag>.state.pt   supernet + optimizer/progress, per epoch
-    teacher.safetensors          the supernet after the full phase (the teacher)
-    phase-<name>.safetensors     the supernet at the end of each phase
-    supernet.safetensors         the final supernet
+The files a run writes under ``out`` are described in :mod:`nas.train._run_files`.
 
 Every epoch ends with a checkpoint, so ``resume`` loses at most the epoch in progress; the
 order of batches, resolutions, subnets and augmentations is seeded by (seed, phase, epoch,
@@ -27,45 +19,27 @@ step), so a resumed run does what the uninterrupted run would have done.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
 import math
-import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from nas.errors import CheckpointError, ConfigError, TrainingError
+from nas.errors import ConfigError, TrainingError
 from nas.space import Architecture, get_space
-from nas.supernet import OFASupernet, load_supernet, save_supernet
+from nas.supernet import OFASupernet, load_supernet
 from nas.train._config import PhaseConfig, TrainConfig
 from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
 from nas.train._eval import evaluate_subnet, subnet_by_name
+from nas.train._run_files import Progress, RunFiles
 
 __all__ = ["Progress", "TrainResult", "Trainer", "load_data", "train_supernet"]
-
-_KEEP_CHECKPOINTS = 2
-
-
-@dataclass
-class Progress:
-    """Where a run is: ``epoch`` epochs of phase ``phase`` are done (``step`` steps overall)."""
-
-    phase: int = 0
-    epoch: int = 0
-    step: int = 0
-    images: int = 0
-    seconds: float = 0.0
 
 
 @dataclass
@@ -129,7 +103,8 @@ class Trainer:
         self.config = config
         self.log_every_s = log_every_s
         self.out = Path(out if out is not None else config.out)
-        self.ckpt_dir = self.out / "checkpoints"
+        self.files = RunFiles(config, self.out)
+        self.ckpt_dir = self.files.ckpt_dir
         self.device = torch.device(device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
@@ -158,8 +133,22 @@ class Trainer:
             TrainingError: the loss became NaN or infinite (the last good checkpoint is
                 kept and named in the message).
         """
+        latest = self._previous_run(resume)
+        progress, state = self._setup(latest)
+        for pi in range(progress.phase, len(self.config.phases)):
+            state = self._run_phase(pi, state)
+        final = self.out / "supernet.safetensors"
+        if self.main:
+            self.files.save_supernet(self.net, "supernet", progress, "final")
+            self._say(f"done: {final} ({progress.step} steps, "
+                      f"{progress.seconds / 60:.1f} min of training)")
+        self._barrier()
+        return TrainResult(self.out, final, progress, list(self.metrics))
+
+    def _previous_run(self, resume: bool) -> dict[str, Any] | None:
+        """The latest checkpoint of the run in ``out`` when it may be resumed."""
         cfg = self.config
-        latest = self._read_latest()
+        latest = self.files.read_latest()
         if latest is not None and not resume:
             raise ConfigError(
                 f"{self.out} already holds a run (latest checkpoint {latest['tag']}); pass "
@@ -171,6 +160,12 @@ class Trainer:
                 f"{latest.get('fingerprint')} != {cfg.fingerprint()}); restore that "
                 "configuration or choose another --out"
             )
+        return latest
+
+    def _setup(self, latest: dict[str, Any] | None) -> tuple[Progress, dict[str, Any] | None]:
+        """Data, supernet, preprocessing and batches; the progress and optimizer state to
+        resume from."""
+        cfg = self.config
         # a bad `init` checkpoint fails before minutes of loading data, not after
         init_net = (load_supernet(cfg.init, space=cfg.space)
                     if latest is None and cfg.init else None)
@@ -185,7 +180,7 @@ class Trainer:
         progress = Progress()
         state: dict[str, Any] | None = None
         if latest is not None:
-            net, progress, state = self._load_checkpoint(latest)
+            net, progress, state = self.files.load_checkpoint(latest)
         elif init_net is not None:
             net = init_net.train()
         else:
@@ -208,46 +203,48 @@ class Trainer:
                 f"batch_size {cfg.batch_size} is larger than the training set per worker "
                 f"({len(data.train) // self.world_size} images); lower batch_size"
             )
-        if self.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._write_config()
-            self._load_metrics(progress)
-            verb = "resuming" if latest is not None else "starting"
-            self._say(
-                f"{verb} {cfg.space} supernet training in {self.out}: {data.describe()}; "
-                f"{len(cfg.phases)} phases, {cfg.total_epochs()} epochs, "
-                f"{len(self.loader)} steps/epoch x {self.world_size} worker(s) on "
-                f"{self.device.type}"
-                + (f"; at phase {progress.phase} epoch {progress.epoch}" if latest else "")
-                + (f"; weights from {cfg.init}" if cfg.init and not latest else "")
-            )
         self.progress = progress
-        for pi in range(progress.phase, len(cfg.phases)):
-            phase = cfg.phases[pi]
-            if pi > progress.phase:
-                progress.phase, progress.epoch = pi, 0
-            if phase.epochs == 0:
-                continue
-            if progress.epoch < phase.epochs:
-                if progress.epoch == 0:
-                    self._begin_phase(pi)
-                    state = None
-                self._ensure_teacher(pi)
-                opt = self._make_optimizer()
-                if state is not None and state.get("optimizer") is not None \
-                        and state["progress"]["phase"] == pi:
-                    opt.load_state_dict(state["optimizer"])
-                state = None
-                for epoch in range(progress.epoch, phase.epochs):
-                    self._train_epoch(pi, epoch, opt)
-            self._end_phase(pi)
-        final = self.out / "supernet.safetensors"
         if self.main:
-            save_supernet(self.net, final, meta=self._meta(progress, "final"))
-            self._say(f"done: {final} ({progress.step} steps, "
-                      f"{progress.seconds / 60:.1f} min of training)")
-        self._barrier()
-        return TrainResult(self.out, final, progress, list(self.metrics))
+            self._start_files(latest)
+        return progress, state
+
+    def _start_files(self, latest: dict[str, Any] | None) -> None:
+        cfg, progress = self.config, self.progress
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.files.write_config()
+        self.metrics = self.files.load_metrics(progress)
+        verb = "resuming" if latest is not None else "starting"
+        self._say(
+            f"{verb} {cfg.space} supernet training in {self.out}: {self.data.describe()}; "
+            f"{len(cfg.phases)} phases, {cfg.total_epochs()} epochs, "
+            f"{len(self.loader)} steps/epoch x {self.world_size} worker(s) on "
+            f"{self.device.type}"
+            + (f"; at phase {progress.phase} epoch {progress.epoch}" if latest else "")
+            + (f"; weights from {cfg.init}" if cfg.init and not latest else "")
+        )
+
+    def _run_phase(self, pi: int, state: dict[str, Any] | None) -> dict[str, Any] | None:
+        """The remaining epochs of phase ``pi``; returns the optimizer state still to load
+        (that of a later phase, when resuming past this one)."""
+        phase, progress = self.config.phases[pi], self.progress
+        if pi > progress.phase:
+            progress.phase, progress.epoch = pi, 0
+        if phase.epochs == 0:
+            return state
+        if progress.epoch < phase.epochs:
+            if progress.epoch == 0:
+                self._begin_phase(pi)
+                state = None
+            self._ensure_teacher(pi)
+            opt = self._make_optimizer()
+            if state is not None and state.get("optimizer") is not None \
+                    and state["progress"]["phase"] == pi:
+                opt.load_state_dict(state["optimizer"])
+            state = None
+            for epoch in range(progress.epoch, phase.epochs):
+                self._train_epoch(pi, epoch, opt)
+        self._end_phase(pi)
+        return state
 
     # ------------------------------------------------------------------ phases
     def _begin_phase(self, pi: int) -> None:
@@ -275,7 +272,7 @@ class Trainer:
             # no full phase before this one: the teacher is the largest subnet as it is now
             src = self.net
             if self.main:
-                save_supernet(self.net, path, meta=self._meta(self.progress, "teacher"))
+                self.files.save_supernet(self.net, "teacher", self.progress, "teacher")
             self._barrier()
         teacher = src.extract(src.space.largest()).to(self.device).eval()
         for p in teacher.parameters():
@@ -287,13 +284,11 @@ class Trainer:
     def _end_phase(self, pi: int) -> None:
         phase = self.config.phases[pi]
         if self.main and phase.epochs:
-            path = self.out / f"phase-{phase.name}.safetensors"
-            if not path.is_file():
-                save_supernet(self.net, path, meta=self._meta(self.progress, phase.name))
-            if phase.task == "full":
-                teacher = self.out / "teacher.safetensors"
-                if not teacher.is_file():
-                    save_supernet(self.net, teacher, meta=self._meta(self.progress, "teacher"))
+            if not (self.out / f"phase-{phase.name}.safetensors").is_file():
+                self.files.save_supernet(self.net, f"phase-{phase.name}", self.progress,
+                                         phase.name)
+            if phase.task == "full" and not (self.out / "teacher.safetensors").is_file():
+                self.files.save_supernet(self.net, "teacher", self.progress, "teacher")
         if phase.task == "full":
             self.teacher = None  # the next phase reads the (new) teacher file
         self._barrier()
@@ -386,8 +381,8 @@ class Trainer:
         # a checkpoint after the metrics row: on resume rows past the checkpoint are dropped
         if self.main:
             self.metrics.append(row)
-            self._write_metrics()
-            self._save_checkpoint(opt)
+            self.files.write_metrics(self.metrics)
+            self.files.save_checkpoint(self.net, opt, self.progress)
             accs = " ".join(f"{k.removeprefix('val_acc_')}={v:.4f}" for k, v in row.items()
                             if k.startswith("val_acc_"))
             self._say(
@@ -448,7 +443,7 @@ class Trainer:
     def _diverged(self, value: float, where: tuple[int, int, int],
                   archs: list[Architecture]) -> None:
         pi, epoch, b = where
-        latest = self._read_latest()
+        latest = self.files.read_latest()
         kept = (f"the last good checkpoint {self.ckpt_dir / latest['supernet']} (phase "
                 f"{latest['progress']['phase']}, {latest['progress']['epoch']} epochs done) "
                 "is kept; lower the learning rate and run again with --resume"
@@ -516,93 +511,6 @@ class Trainer:
         return Preprocess.for_space(self.net.space, channels_last=self.config.channels_last,
                                     device=self.device)
 
-    # ------------------------------------------------------------------ files
-    def _meta(self, prog: Progress, tag: str) -> dict[str, Any]:
-        d = self.config.data
-        return {
-            "tag": tag, "progress": asdict(prog), "fingerprint": self.config.fingerprint(),
-            "data": {"source": d.source, "format": d.format, "val_size": d.val_size,
-                     "val_seed": d.val_seed, "train_limit": d.train_limit,
-                     "test_limit": d.test_limit},
-            "phases": [p.name for p in self.config.phases],
-        }
-
-    def _read_latest(self) -> dict[str, Any] | None:
-        path = self.ckpt_dir / "latest.json"
-        if not path.is_file():
-            return None
-        try:
-            latest: dict[str, Any] = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"cannot read {path}: {exc}") from None
-        return latest
-
-    def _save_checkpoint(self, opt: torch.optim.Optimizer) -> None:
-        prog = self.progress
-        tag = f"p{prog.phase:02d}-e{prog.epoch:03d}"
-        self.ckpt_dir.mkdir(parents=True, exist_ok=True)
-        sn = self.ckpt_dir / f"{tag}.safetensors"
-        st = self.ckpt_dir / f"{tag}.state.pt"
-        save_supernet(self.net, sn, meta=self._meta(prog, tag))
-        _atomic_torch_save({"progress": asdict(prog), "optimizer": opt.state_dict(),
-                            "fingerprint": self.config.fingerprint()}, st)
-        latest = {"tag": tag, "supernet": sn.name, "state": st.name, "progress": asdict(prog),
-                  "fingerprint": self.config.fingerprint()}
-        _atomic_write_text(self.ckpt_dir / "latest.json", json.dumps(latest, indent=2))
-        # keep the newest pairs only
-        tags = sorted({p.name.split(".")[0] for p in self.ckpt_dir.glob("p*-e*.safetensors")})
-        for old in tags[:-_KEEP_CHECKPOINTS]:
-            for p in self.ckpt_dir.glob(f"{old}.*"):
-                with contextlib.suppress(OSError):
-                    p.unlink()
-
-    def _load_checkpoint(
-        self, latest: dict[str, Any]
-    ) -> tuple[OFASupernet, Progress, dict[str, Any]]:
-        sn = self.ckpt_dir / latest["supernet"]
-        st = self.ckpt_dir / latest["state"]
-        net = load_supernet(sn, space=self.config.space)
-        try:
-            state = torch.load(st, map_location="cpu", weights_only=True)
-        except FileNotFoundError:
-            raise CheckpointError(f"checkpoint state {st} is missing") from None
-        except Exception as exc:  # torch raises many kinds on a truncated file
-            raise CheckpointError(f"checkpoint state {st} is unreadable ({exc})") from None
-        prog = Progress(**state["progress"])
-        if net.checkpoint_meta.get("progress") != state["progress"]:
-            raise CheckpointError(f"{sn} and {st} are from different epochs")
-        return net, prog, state
-
-    def _write_config(self) -> None:
-        _atomic_write_text(self.out / "config.yaml",
-                           yaml.safe_dump(self.config.to_dict(), sort_keys=False))
-
-    def _columns(self) -> list[str]:
-        return (["time", "phase_index", "phase", "task", "epoch", "step", "train_loss", "lr",
-                 "epoch_seconds", "images_per_s"]
-                + [f"val_acc_{n}" for n in self.config.eval.subnets])
-
-    def _load_metrics(self, prog: Progress) -> None:
-        path = self.out / "metrics.csv"
-        self.metrics = []
-        if not path.is_file():
-            return
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                key = (int(row["phase_index"]), int(row["epoch"]))
-                if key <= (prog.phase, prog.epoch):  # rows past the checkpoint are redone
-                    self.metrics.append(row)
-        self._write_metrics()
-
-    def _write_metrics(self) -> None:
-        s = io.StringIO()
-        w = csv.DictWriter(s, fieldnames=self._columns(), extrasaction="ignore",
-                           lineterminator="\n")
-        w.writeheader()
-        for row in self.metrics:
-            w.writerow(row)
-        _atomic_write_text(self.out / "metrics.csv", s.getvalue())
-
     # ------------------------------------------------------------------ display
     def _say(self, message: str) -> None:
         self.console.print(message, soft_wrap=True, markup=False)
@@ -637,25 +545,3 @@ class Trainer:
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
     """The seed of an epoch's batch order (distinct per phase and epoch)."""
     return int(np.random.default_rng([seed, phase, epoch]).integers(2**31))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
