@@ -51,8 +51,6 @@ def spaces_list(json_out: JsonOpt = False) -> None:
 def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
                 json_out: JsonOpt = False) -> None:
     """Show a space: its stages, choices, and how many architectures it holds."""
-    from dataclasses import asdict
-
     from nas.space import get_space
 
     sp = get_space(name)
@@ -62,7 +60,7 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
         "n_stages": sp.n_stages, "max_depth": sp.max_depth, "n_layer_slots": sp.n_layers,
         "kernel_sizes": list(sp.kernel_sizes), "expand_ratios": list(sp.expand_ratios),
         "depths": list(sp.depths), "resolutions": list(sp.resolutions),
-        "spec": asdict(sp.spec),
+        "spec": sp.spec.model_dump(),
         "largest": _arch_row(sp, sp.largest()), "smallest": _arch_row(sp, sp.smallest()),
     }
     if json_out:
