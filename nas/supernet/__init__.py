@@ -10,7 +10,7 @@ from nas.supernet._dynamic import (
     DynamicSeparableConv2d,
 )
 from nas.supernet._ofa import OFASupernet
-from nas.supernet._static import MBConv, SqueezeExcite, SubNet
+from nas.supernet._static import MBConv, SqueezeExcite, SubNet, conv_bn_act
 
 __all__ = [
     "DynamicBatchNorm2d",
@@ -23,6 +23,7 @@ __all__ = [
     "OFASupernet",
     "SqueezeExcite",
     "SubNet",
+    "conv_bn_act",
     "load_supernet",
     "read_checkpoint_meta",
     "save_supernet",
