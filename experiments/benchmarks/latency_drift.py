@@ -106,13 +106,16 @@ def reference_test(sessions: int, runs: int) -> None:
 
 
 def protocols_test(n: int, sessions: int) -> None:
-    import dataclasses
-
     import torch
 
     from nas.export import onnx_bytes
-    from nas.latency import get_device
-    from nas.latency._measure import Reference, TimingConfig, sample_for_measurement, time_onnx
+    from nas.latency import (
+        Reference,
+        TimingConfig,
+        get_device,
+        sample_for_measurement,
+        time_onnx,
+    )
     from nas.supernet import OFASupernet
 
     torch.set_num_threads(1)
@@ -125,8 +128,8 @@ def protocols_test(n: int, sessions: int) -> None:
     models = {a: onnx_bytes(net.extract(a), a.r) for a in [*pick, ref_arch]}
     prof = get_device("cpu-1t")
     solo = TimingConfig(reference=False)
-    variants = {"blocks of 10": dataclasses.replace(TimingConfig(), block_warmup=0),
-                "blocks of 10, 2 unrecorded": dataclasses.replace(TimingConfig(), block_warmup=2)}
+    variants = {"blocks of 10": TimingConfig().replace(block_warmup=0),
+                "blocks of 10, 2 unrecorded": TimingConfig().replace(block_warmup=2)}
     rows = []
     for a in pick:
         ratios: dict[str, list[float]] = {"solo": [], **{k: [] for k in variants}}
@@ -163,13 +166,16 @@ def noise_test(n: int, variants: list[str]) -> None:
     """Noise floor of several protocol variants, side by side: every subnet measured twice
     per variant in fresh sessions, the two passes over all subnets apart in time (as the
     benchmark's repeats are), the variants' order rotated subnet by subnet."""
-    import dataclasses
-
     import torch
 
     from nas.export import onnx_bytes
-    from nas.latency import get_device
-    from nas.latency._measure import Reference, TimingConfig, sample_for_measurement, time_onnx
+    from nas.latency import (
+        Reference,
+        TimingConfig,
+        get_device,
+        sample_for_measurement,
+        time_onnx,
+    )
     from nas.supernet import OFASupernet
 
     torch.set_num_threads(1)
@@ -180,7 +186,7 @@ def noise_test(n: int, variants: list[str]) -> None:
     models = {a: onnx_bytes(net.extract(a), a.r) for a in [*pick, ref_arch]}
     prof = get_device("cpu-1t")
     ref = Reference(models[ref_arch], ref_arch.r, 1.0)
-    cfgs = {k: dataclasses.replace(TimingConfig(), **NOISE_VARIANTS[k]) for k in variants}
+    cfgs = {k: TimingConfig().replace(**NOISE_VARIANTS[k]) for k in variants}
     got: dict[str, list[list[float]]] = {k: [[], []] for k in variants}
     secs: dict[str, float] = dict.fromkeys(variants, 0.0)
     t_start = time.perf_counter()

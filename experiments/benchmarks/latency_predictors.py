@@ -38,6 +38,7 @@ from _common import header, table
 from nas.db import LatencyDB
 from nas.latency import (
     PREDICTORS,
+    Timer,
     TimingConfig,
     build_lut,
     get_device,
@@ -45,12 +46,12 @@ from nas.latency import (
     measure_on_devices,
     noise_floor,
     noise_floor_from_db,
+    prepare_model,
     regression_metrics,
     sample_for_measurement,
     training_data,
 )
 from nas.latency._lut import _export, _module, lut_grid, lut_keys
-from nas.latency._measure import Timer, prepare_model
 from nas.space import ArchArrays, SearchSpace, get_space
 
 ROOT = Path(__file__).resolve().parents[2]

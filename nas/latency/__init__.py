@@ -1,4 +1,4 @@
-"""Latency: device profiles, measurement in ONNX Runtime, and per-device latency predictors.
+"""Latency: measurement in ONNX Runtime, and per-device latency predictors.
 
 Example:
     >>> from nas.db import LatencyDB
@@ -10,123 +10,80 @@ Example:
     >>> predictor.predict(archs[:3])  # milliseconds
 
 Submodules are imported on first use of a name (scikit-learn and ONNX Runtime are slow to
-import), so ``nas devices ...`` does not pay for the predictors.
+import). Device profiles live in :mod:`nas.devices`; their names are re-exported here.
 """
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.devices import DeviceProfile, add_device, get_device, list_devices
+    from nas.latency._environment import environment_fingerprint
     from nas.latency._fit import TrainingData, fit_predictor, load_predictor, training_data
-    from nas.latency._lut import build_lut
-    from nas.latency._measure import (
-        NoiseFloor,
-        Timer,
-        TimingConfig,
-        TimingError,
-        TimingResult,
-        measure_architectures,
-        measure_on_devices,
-        noise_floor,
-        noise_floor_from_db,
-        quantize_int8,
-        sample_for_measurement,
-        time_onnx,
-    )
-    from nas.latency._metrics import regression_metrics
-    from nas.latency._predictors import (
-        PREDICTORS,
+    from nas.latency._kinds import (
         AdditivePredictor,
         FlopsPredictor,
         GBDTPredictor,
         HybridPredictor,
-        LatencyPredictor,
         LUTPredictor,
+    )
+    from nas.latency._lock import device_lock
+    from nas.latency._lut import build_lut
+    from nas.latency._measure import (
+        ANCHOR_SESSIONS,
+        measure_architectures,
+        measure_on_devices,
+        reference_anchor,
+    )
+    from nas.latency._metrics import regression_metrics
+    from nas.latency._noise import NoiseFloor, noise_floor, noise_floor_from_db
+    from nas.latency._placement import Timer
+    from nas.latency._predictors import (
+        DEFAULT_KIND,
+        PREDICTORS,
+        LatencyPredictor,
+        baseline_class,
         make_predictor,
+        predictor_class,
         predictor_from_state,
     )
+    from nas.latency._prepare import prepare_model, quantize_int8
+    from nas.latency._sampling import sample_for_measurement
+    from nas.latency._session import Reference, make_session, time_onnx
+    from nas.latency._timing import (
+        PROTOCOL_VERSION,
+        TimingConfig,
+        TimingError,
+        TimingResult,
+        time_session,
+    )
 
-_LAZY = {
-    "DeviceProfile": "nas.devices",
-    "add_device": "nas.devices",
-    "get_device": "nas.devices",
-    "list_devices": "nas.devices",
-    "TrainingData": "nas.latency._fit",
-    "fit_predictor": "nas.latency._fit",
-    "load_predictor": "nas.latency._fit",
-    "training_data": "nas.latency._fit",
-    "build_lut": "nas.latency._lut",
-    "NoiseFloor": "nas.latency._measure",
-    "Timer": "nas.latency._measure",
-    "TimingConfig": "nas.latency._measure",
-    "TimingError": "nas.latency._measure",
-    "TimingResult": "nas.latency._measure",
-    "measure_architectures": "nas.latency._measure",
-    "measure_on_devices": "nas.latency._measure",
-    "noise_floor": "nas.latency._measure",
-    "noise_floor_from_db": "nas.latency._measure",
-    "quantize_int8": "nas.latency._measure",
-    "sample_for_measurement": "nas.latency._measure",
-    "time_onnx": "nas.latency._measure",
-    "regression_metrics": "nas.latency._metrics",
-    "PREDICTORS": "nas.latency._predictors",
-    "AdditivePredictor": "nas.latency._predictors",
-    "FlopsPredictor": "nas.latency._predictors",
-    "GBDTPredictor": "nas.latency._predictors",
-    "HybridPredictor": "nas.latency._predictors",
-    "LatencyPredictor": "nas.latency._predictors",
-    "LUTPredictor": "nas.latency._predictors",
-    "make_predictor": "nas.latency._predictors",
-    "predictor_from_state": "nas.latency._predictors",
-}
-
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nas.latency' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-__all__ = [
-    "PREDICTORS",
-    "AdditivePredictor",
-    "DeviceProfile",
-    "FlopsPredictor",
-    "GBDTPredictor",
-    "HybridPredictor",
-    "LUTPredictor",
-    "LatencyPredictor",
-    "NoiseFloor",
-    "Timer",
-    "TimingConfig",
-    "TimingError",
-    "TimingResult",
-    "TrainingData",
-    "add_device",
-    "build_lut",
-    "fit_predictor",
-    "get_device",
-    "list_devices",
-    "load_predictor",
-    "make_predictor",
-    "measure_architectures",
-    "measure_on_devices",
-    "noise_floor",
-    "noise_floor_from_db",
-    "predictor_from_state",
-    "quantize_int8",
-    "regression_metrics",
-    "sample_for_measurement",
-    "time_onnx",
-    "training_data",
-]
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.devices": ["DeviceProfile", "add_device", "get_device", "list_devices"],
+        "nas.latency._environment": ["environment_fingerprint"],
+        "nas.latency._fit": ["TrainingData", "fit_predictor", "load_predictor",
+                             "training_data"],
+        "nas.latency._kinds": ["AdditivePredictor", "FlopsPredictor", "GBDTPredictor",
+                               "HybridPredictor", "LUTPredictor"],
+        "nas.latency._lock": ["device_lock"],
+        "nas.latency._lut": ["build_lut"],
+        "nas.latency._measure": ["ANCHOR_SESSIONS", "measure_architectures",
+                                 "measure_on_devices", "reference_anchor"],
+        "nas.latency._metrics": ["regression_metrics"],
+        "nas.latency._noise": ["NoiseFloor", "noise_floor", "noise_floor_from_db"],
+        "nas.latency._placement": ["Timer"],
+        "nas.latency._predictors": ["DEFAULT_KIND", "PREDICTORS", "LatencyPredictor",
+                                    "baseline_class", "make_predictor", "predictor_class",
+                                    "predictor_from_state"],
+        "nas.latency._prepare": ["prepare_model", "quantize_int8"],
+        "nas.latency._sampling": ["sample_for_measurement"],
+        "nas.latency._session": ["Reference", "make_session", "time_onnx"],
+        "nas.latency._timing": ["PROTOCOL_VERSION", "TimingConfig", "TimingError",
+                                "TimingResult", "time_session"],
+    },
+)

@@ -1,36 +1,28 @@
-"""Latency commands: ``nas latency measure | fit | predict``."""
+"""The ``nas latency`` commands: ``measure | fit | predict | import | export``."""
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
 import typer
 from rich.table import Table
 
-from nas._cli_utils import console, err_console, print_json
+from nas._cli_utils import DbOpt, DeviceOpt, JsonOpt, SpaceOpt, console, err_console, print_json
 from nas.errors import ConfigError
+from nas.latency._predictors import DEFAULT_KIND, PREDICTORS, baseline_class, predictor_class
+
+if TYPE_CHECKING:
+    from nas.db import LatencyDB
+    from nas.devices import DeviceProfile
+    from nas.latency._timing import TimingConfig
+    from nas.space import SearchSpace
 
 __all__ = ["register"]
-
-DeviceOpt = Annotated[
-    str, typer.Option("--device", "-d", help="Device profile name (`nas devices list`).")
-]
-SpaceOpt = Annotated[
-    str, typer.Option("--space", "-s", help="Search space name (`nas spaces list`).")
-]
-DbOpt = Annotated[
-    str | None,
-    typer.Option("--db", help="Latency database: SQLAlchemy URL or SQLite file "
-                 "(default: $NAS_DB_URL, else latency_db/latency.sqlite)."),
-]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of "
-                                       "tables.")]
 
 _METRIC_ROWS = (
     ("RMSE (ms)", "rmse_ms", "{:.3f}"), ("MAPE", "mape", "{:.2%}"),
@@ -38,13 +30,63 @@ _METRIC_ROWS = (
     ("Kendall tau", "kendall_tau", "{:.3f}"), ("Spearman rho", "spearman_rho", "{:.3f}"),
 )
 
+# ---------------------------------------------------------------------- option types
+_NOpt = Annotated[int, typer.Option(
+    "--n", "-n", min=0, help="How many new subnets to measure (half uniform, half spread over "
+    "the MAC range; subnets already measured on the device are skipped).")]
+_SampleSeedOpt = Annotated[int, typer.Option(help="Seed of the sample.")]
+_NoiseOpt = Annotated[int, typer.Option(
+    "--noise", min=0, help="Then re-measure this many measured subnets in fresh sessions and "
+    "report the noise floor.")]
+_AddressOpt = Annotated[str | None, typer.Option(
+    "--address", envvar="RAY_ADDRESS",
+    help="Ray cluster address: run each measurement as a Ray task on a node with the "
+    "profile's ray_resource (default: $RAY_ADDRESS; without one, profiles with placement "
+    "'local' run in this process).")]
+_QuickOpt = Annotated[bool, typer.Option(
+    "--quick", help="A cheap timing protocol (about 2% precision, absolute) for smoke tests.")]
+_ReferenceOpt = Annotated[bool, typer.Option(
+    "--reference/--absolute",
+    help="Time each subnet alternately with the space's reference subnet and store it "
+    "relative to that (cancels the machine's drift; the default), or time it alone.")]
+_ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
+_KindOpt = Annotated[str, typer.Option(
+    "--kind", "-k",
+    help=f"Predictor kind, or all. {PREDICTORS.help(lambda cls: cls.summary)}.")]
+_HoldoutOpt = Annotated[float, typer.Option(
+    min=0.0, max=0.95, help="Share of the measured subnets held out to score the fit (0: fit "
+    "on everything; the metrics are then in-sample).")]
+_SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the holdout split.")]
+_OneArchOpt = Annotated[str | None, typer.Option(
+    "--arch", "-a", help='One architecture in OFA format: JSON text \'{"ks": [...], '
+    '"e": [...], "d": [...], "r": 224}\' or @file.json.')]
+_ArchFileOpt = Annotated[Path | None, typer.Option(
+    "--arch-file", help="A JSON-lines file, one architecture per line (e.g. from `nas "
+    "spaces sample S --jsonl`); prints one prediction per line.")]
+_StoredKindOpt = Annotated[str | None, typer.Option(
+    "--kind", "-k", help="Predictor kind (default: the stored one with the best held-out "
+    "MAPE).")]
+_ImportFileArg = Annotated[Path, typer.Argument(
+    help='Measurements: .jsonl ({"arch": {...}, "latency_ms": x} per line), .csv (columns '
+    "arch or ks,e,d,r, and latency_ms) or .parquet.")]
+_ImportDeviceOpt = Annotated[str, typer.Option(
+    "--device", help="Device they were measured on; an unknown one is created as an external "
+    "profile.")]
+_ImportSpaceOpt = Annotated[str, typer.Option(
+    "--space", help="Search space of the architectures.")]
+_OutOpt = Annotated[Path, typer.Option(
+    "--out", help="Output file: .csv or .parquet (needs pyarrow).")]
+_OnlyDeviceOpt = Annotated[str | None, typer.Option(
+    "--device", help="Only this device (default: all).")]
+_OnlySpaceOpt = Annotated[str | None, typer.Option(
+    "--space", help="Only this search space (default: all).")]
+
 
 def _kinds(kind: str) -> list[str]:
     from nas.errors import UnknownNameError
-    from nas.latency._predictors import PREDICTORS
 
     if kind == "all":
-        return list(PREDICTORS)
+        return PREDICTORS.names()
     if kind not in PREDICTORS:
         raise UnknownNameError(
             f"unknown predictor kind {kind!r}; known kinds: {', '.join(PREDICTORS)}, all"
@@ -52,69 +94,22 @@ def _kinds(kind: str) -> list[str]:
     return [kind]
 
 
-def _db(url: str | None) -> Any:
+def _db(url: str | None) -> LatencyDB:
     from nas.db import LatencyDB
 
     return LatencyDB(url)
 
 
 # ---------------------------------------------------------------------- measure
-def measure(
-    device: DeviceOpt,
-    space: SpaceOpt,
-    n: Annotated[int, typer.Option("--n", "-n", min=0, help="How many new subnets to measure "
-                                   "(half uniform, half spread over the MAC range; subnets "
-                                   "already measured on the device are skipped).")] = 100,
-    seed: Annotated[int, typer.Option(help="Seed of the sample.")] = 0,
-    noise: Annotated[int, typer.Option("--noise", min=0, help="Then re-measure this many "
-                                       "measured subnets in fresh sessions and report the "
-                                       "noise floor.")] = 0,
-    db: DbOpt = None,
-    address: Annotated[str | None, typer.Option(
-        "--address", envvar="RAY_ADDRESS",
-        help="Ray cluster address: run each measurement as a Ray task on a node with the "
-        "profile's ray_resource (default: $RAY_ADDRESS; without one, profiles with placement "
-        "'local' run in this process).")] = None,
-    quick: Annotated[bool, typer.Option("--quick", help="A cheap timing protocol (about 2% "
-                                        "precision, absolute) for smoke tests.")] = False,
-    reference: Annotated[bool, typer.Option(
-        "--reference/--absolute",
-        help="Time each subnet alternately with the space's reference subnet and store it "
-        "relative to that (cancels the machine's drift; the default), or time it "
-        "alone.")] = True,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    json_out: JsonOpt = False,
-) -> None:
-    """Measure the latency of sampled subnets on a device and store it in the database.
+def _measure_summary(
+    profile: DeviceProfile, sp: SearchSpace, store: LatencyDB, *, n: int, seed: int,
+    noise: int, address: str | None, cfg: TimingConfig, progress: bool,
+) -> dict[str, Any]:
+    """Sample ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
+    from nas.latency._measure import measure_architectures
+    from nas.latency._noise import noise_floor
+    from nas.latency._sampling import sample_for_measurement
 
-    Each subnet is extracted from a randomly initialised supernet (latency does not depend on
-    the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime with
-    the profile's session settings: warm-up, then runs until the median is known to 0.5%, in
-    blocks of 10 runs (after 2 unrecorded ones) alternating with the space's reference subnet
-    (every dimension at its middle choice). The stored latency is the ratio of the two medians
-    times the reference's anchor latency, measured once per device and database, so a machine
-    that slows down for a while slows both and the result does not move. A subnet that fails to
-    export or run is stored as failed and the run goes on.
-    """
-    from nas.devices import get_device
-    from nas.latency._measure import (
-        TimingConfig,
-        measure_architectures,
-        noise_floor,
-        sample_for_measurement,
-    )
-    from nas.space import get_space
-
-    profile = get_device(device)
-    sp = get_space(space)
-    if profile.external:
-        raise ConfigError(
-            f"device {profile.name} is external: nothing can be measured from here; import its "
-            f"measurements with `nas latency import`"
-        )
-    store = _db(db)
-    cfg = TimingConfig.quick() if quick else TimingConfig()
-    cfg = dataclasses.replace(cfg, reference=reference and not quick)
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
             if r.source in ("measured", "imported")}
     archs = sample_for_measurement(sp, n, seed, exclude=done)
@@ -135,34 +130,106 @@ def measure(
         nf = noise_floor(profile, sp, store, k=noise, seed=seed, progress=progress,
                          address=address, config=cfg)
         out["noise"] = nf.to_dict()
-    if json_out:
-        print_json(out)
-        return
-    console.print(f"{len(ok)} subnets of {sp.name} measured on {profile.name}, "
-                  f"{len(failed)} failed; stored in {store}")
-    if ok:
+    return out
+
+
+def _print_measured(out: dict[str, Any]) -> None:
+    console.print(f"{out['measured']} subnets of {out['space']} measured on {out['device']}, "
+                  f"{out['failed']} failed; stored in {out['db']}")
+    if out["measured"]:
         lat_d = out["latency_ms"]
         console.print(f"latency {lat_d['min']:.3f} .. {lat_d['max']:.3f} ms "
                       f"(median {lat_d['median']:.3f} ms)")
-    if failed:
-        err_console.print(f"first failure: {failed[0].error}")
-    if noise:
+    if out["failed"]:
+        err_console.print(f"first failure: {out['first_error']}")
+    if "noise" in out:
         nd = out["noise"]
         console.print(f"noise floor over {nd['n']} repeats: |a-b|/mean median "
                       f"{nd['median']:.2%}, p90 {nd['p90']:.2%}")
 
 
+def measure(
+    device: DeviceOpt, space: SpaceOpt, n: _NOpt = 100, seed: _SampleSeedOpt = 0,
+    noise: _NoiseOpt = 0, db: DbOpt = None, address: _AddressOpt = None,
+    quick: _QuickOpt = False, reference: _ReferenceOpt = True, progress: _ProgressOpt = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Measure the latency of sampled subnets on a device and store it in the database.
+
+    Each subnet is extracted from a randomly initialised supernet (latency does not depend on
+    the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime with
+    the profile's session settings: warm-up, then runs until the median is known to 0.5%, in
+    blocks of 10 runs (after 2 unrecorded ones) alternating with the space's reference subnet
+    (every dimension at its middle choice). The stored latency is the ratio of the two medians
+    times the reference's anchor latency, measured once per device and database, so a machine
+    that slows down for a while slows both and the result does not move. A subnet that fails to
+    export or run is stored as failed and the run goes on.
+    """
+    from nas.devices import get_device
+    from nas.latency._timing import TimingConfig
+    from nas.space import get_space
+
+    profile = get_device(device)
+    sp = get_space(space)
+    if profile.external:
+        raise ConfigError(
+            f"device {profile.name} is external: nothing can be measured from here; import its "
+            f"measurements with `nas latency import`"
+        )
+    store = _db(db)
+    cfg = TimingConfig.preset("quick" if quick else "default")
+    cfg = cfg.replace(reference=reference and not quick)
+    out = _measure_summary(profile, sp, store, n=n, seed=seed, noise=noise, address=address,
+                           cfg=cfg, progress=progress)
+    if json_out:
+        print_json(out)
+    else:
+        _print_measured(out)
+
+
 # ---------------------------------------------------------------------- fit
+def _metrics_table(results: dict[str, Any], kinds: list[str], title: str) -> Table:
+    """Each fitted kind's metrics, the baseline's and the noise floor's, one row a metric."""
+    first = next(iter(results.values()))
+    split = "test" if first["n_test"] else "train"
+    base = baseline_class().kind
+    cols = [k for k in kinds if k != base] + [base]
+    table = Table(title=title)
+    table.add_column("metric")
+    for c in cols:
+        table.add_column(c + (" (baseline)" if c == base else ""), justify="right")
+    noise = first.get("noise")
+    table.add_column("noise floor", justify="right")
+    for label, key, fmt in _METRIC_ROWS:
+        row = [label]
+        for c in cols:
+            m = results[c][split] if c in results else first[base]
+            row.append(fmt.format(m[key]))
+        nm = (noise or {}).get("metrics") or {}
+        row.append(fmt.format(nm[key]) if key in nm else "-")
+        table.add_row(*row)
+    return table
+
+
+def _print_fitted(results: dict[str, Any], kinds: list[str], device: str, space: str,
+                  store: LatencyDB) -> None:
+    first = next(iter(results.values()))
+    title = (f"{space} on {device}: {first['n_train']} training subnets, "
+             + (f"{first['n_test']} held out" if first["n_test"] else "in-sample (--holdout 0)"))
+    console.print(_metrics_table(results, kinds, title))
+    noise = first.get("noise")
+    if noise:
+        console.print(f"noise floor: {noise['n']} repeated subnets, |a-b|/mean median "
+                      f"{noise['median']:.2%}, p90 {noise['p90']:.2%}")
+    else:
+        console.print("noise floor: not measured (run `nas latency measure ... --n 0 "
+                      "--noise 20`)")
+    console.print(f"saved in {store}")
+
+
 def fit(
-    device: DeviceOpt,
-    space: SpaceOpt,
-    kind: Annotated[str, typer.Option("--kind", "-k", help="Predictor kind: flops, lut, "
-                                      "additive, gbdt, hybrid, or all.")] = "additive",
-    holdout: Annotated[float, typer.Option(min=0.0, max=0.95, help="Share of the measured "
-                                           "subnets held out to score the fit (0: fit on "
-                                           "everything; the metrics are then in-sample).")] = 0.2,
-    seed: Annotated[int, typer.Option(help="Seed of the holdout split.")] = 0,
-    db: DbOpt = None,
+    device: DeviceOpt, space: SpaceOpt, kind: _KindOpt = DEFAULT_KIND,
+    holdout: _HoldoutOpt = 0.2, seed: _SplitSeedOpt = 0, db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Fit latency predictors on the stored measurements, score and save them.
@@ -183,57 +250,22 @@ def fit(
     store = _db(db)
     results: dict[str, Any] = {}
     for k in kinds:
-        if not json_out and k in ("lut", "hybrid"):
-            err_console.print(f"[dim]{k}: timing or reusing the block lookup table...[/dim]")
+        note = predictor_class(k).fit_note
+        if not json_out and note:
+            err_console.print(f"[dim]{k}: {note}[/dim]")
         _, metrics = fit_predictor(profile, sp.name, k, db=store, holdout=holdout, seed=seed,
                                    progress=not json_out)
         results[k] = metrics
     if json_out:
         print_json({"device": profile.name, "space": sp.name, "predictors": results})
-        return
-    first = next(iter(results.values()))
-    split = "test" if first["n_test"] else "train"
-    cols = [k for k in kinds if k != "flops"] + ["flops"]
-    title = (f"{sp.name} on {profile.name}: {first['n_train']} training subnets, "
-             + (f"{first['n_test']} held out" if first["n_test"] else "in-sample (--holdout 0)"))
-    table = Table(title=title)
-    table.add_column("metric")
-    for c in cols:
-        table.add_column(c + (" (baseline)" if c == "flops" else ""), justify="right")
-    noise = first.get("noise")
-    table.add_column("noise floor", justify="right")
-    for label, key, fmt in _METRIC_ROWS:
-        row = [label]
-        for c in cols:
-            m = results[c][split] if c in results else first["flops"]
-            row.append(fmt.format(m[key]))
-        nm = (noise or {}).get("metrics") or {}
-        row.append(fmt.format(nm[key]) if key in nm else "-")
-        table.add_row(*row)
-    console.print(table)
-    if noise:
-        console.print(f"noise floor: {noise['n']} repeated subnets, |a-b|/mean median "
-                      f"{noise['median']:.2%}, p90 {noise['p90']:.2%}")
     else:
-        console.print("noise floor: not measured (run `nas latency measure ... --n 0 "
-                      "--noise 20`)")
-    console.print(f"saved in {store}")
+        _print_fitted(results, kinds, profile.name, sp.name, store)
 
 
 # ---------------------------------------------------------------------- predict
 def predict(
-    device: DeviceOpt,
-    space: SpaceOpt,
-    arch: Annotated[str | None, typer.Option(
-        "--arch", "-a", help='One architecture in OFA format: JSON text \'{"ks": [...], '
-        '"e": [...], "d": [...], "r": 224}\' or @file.json.')] = None,
-    arch_file: Annotated[Path | None, typer.Option(
-        "--arch-file", help="A JSON-lines file, one architecture per line (e.g. from `nas "
-        "spaces sample S --jsonl`); prints one prediction per line.")] = None,
-    kind: Annotated[str | None, typer.Option(
-        "--kind", "-k", help="Predictor kind (default: the stored one with the best held-out "
-        "MAPE).")] = None,
-    db: DbOpt = None,
+    device: DeviceOpt, space: SpaceOpt, arch: _OneArchOpt = None,
+    arch_file: _ArchFileOpt = None, kind: _StoredKindOpt = None, db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Predict the latency (ms) of architectures on a device with a stored predictor."""
@@ -265,6 +297,56 @@ def predict(
             out.write(f"{float(v):.6g}\n")
 
 
+# ---------------------------------------------------------------------- import / export
+def import_cmd(
+    file: _ImportFileArg, device: _ImportDeviceOpt, space: _ImportSpaceOpt,
+    db: DbOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Import latencies measured elsewhere, all or nothing (source "imported").
+
+    Optional fields: p10, p90, n_runs, status (ok/failed), error, env. A bad record fails
+    the whole import with its line number; nothing is written.
+    """
+    from nas.db import LatencyDB
+    from nas.latency._import import import_measurements
+
+    with LatencyDB(db) as store:
+        report = import_measurements(store, device, space, file)
+        url = store.display_url
+    if json_:
+        print_json({**report.to_dict(), "db": url})
+        return
+    console.print(
+        f"imported {report.n_rows} measurement(s) of {report.space} on "
+        f"[bold]{report.device}[/bold] ({report.n_failed} failed) into {url}"
+    )
+    if report.device_created:
+        console.print(f"created external device {report.device!r} -> {report.profile_path}")
+
+
+def export_cmd(
+    out: _OutOpt, device: _OnlyDeviceOpt = None, space: _OnlySpaceOpt = None,
+    db: DbOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Export measurements (every status and source) to CSV or Parquet.
+
+    The file can be imported again with `nas latency import`.
+    """
+    from nas.db import LatencyDB
+    from nas.latency._import import export_measurements
+
+    if out.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"--out must end in .csv or .parquet, got {str(out)!r}")
+    with LatencyDB(db) as store:
+        n = export_measurements(store, out, device=device, space=space)
+        url = store.display_url
+    if json_:
+        print_json({"path": str(out), "n_rows": n, "device": device, "space": space, "db": url})
+        return
+    console.print(f"exported {n} measurement(s) from {url} -> {out}")
+
+
+# ---------------------------------------------------------------------- registration
 def _help(doc: str | None) -> str:
     """A docstring as help text: paragraphs kept, the lines inside each joined."""
     paragraphs = [" ".join(line.strip() for line in p.splitlines())
@@ -272,7 +354,14 @@ def _help(doc: str | None) -> str:
     return "\n\n".join(p for p in paragraphs if p)
 
 
-def register(latency_app: typer.Typer) -> None:
-    """Add ``measure``, ``fit`` and ``predict`` to the ``nas latency`` app."""
+def register(app: typer.Typer) -> None:
+    """Add the ``nas latency`` group and its commands to the root ``app``."""
+    latency_app = typer.Typer(
+        help="Measure latencies, import and export them, fit and query predictors.",
+        no_args_is_help=True,
+    )
     for name, fn in (("measure", measure), ("fit", fit), ("predict", predict)):
         latency_app.command(name, help=_help(fn.__doc__))(fn)
+    latency_app.command("import")(import_cmd)
+    latency_app.command("export")(export_cmd)
+    app.add_typer(latency_app, name="latency")

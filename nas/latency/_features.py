@@ -17,7 +17,7 @@ learned lookup table.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -160,6 +160,71 @@ def _conv_out(size: np.ndarray | int, stride: int) -> np.ndarray:
     return (np.asarray(size, dtype=np.int64) - 1) // stride + 1
 
 
+@dataclass
+class _Columns:
+    """Feature names, their groups, and the column of each kind of work (overall, per
+    stage, per slot)."""
+
+    names: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    agg: dict[str, int] = field(default_factory=dict)
+    dw: dict[int, int] = field(default_factory=dict)
+    stage: list[dict[str, int]] = field(default_factory=list)
+    stage_dw: list[dict[int, int]] = field(default_factory=list)
+    slot_dw: list[int] = field(default_factory=list)
+    slot_pw: list[int] = field(default_factory=list)
+
+    def add(self, name: str, group: str) -> int:
+        self.names.append(name)
+        self.groups.append(group)
+        return len(self.names) - 1
+
+
+def _columns(sp: SearchSpace, ks: np.ndarray) -> _Columns:
+    c = _Columns()
+    # Aggregates: one coefficient per kind of work, shared by every layer.
+    c.agg["pw"] = c.add("pw_macs", "aggregate")
+    c.dw = {int(k): c.add(f"dw{k}_macs", "aggregate") for k in ks}
+    for key, name in (("act", "act_elems"), ("se", "se_elems"), ("ops", "layers"),
+                      ("stem", "stem_area"), ("head", "head_area"), ("one", "const")):
+        c.agg[key] = c.add(name, "aggregate")
+    # Stage splits: how the cost of the same work differs with the tensor shapes of a stage.
+    # (stage-major, so that the features a slot can touch are two contiguous runs)
+    for s in range(sp.n_stages):
+        cols = {"exp": c.add(f"s{s}_expand_macs", "stage"),
+                "proj": c.add(f"s{s}_project_macs", "stage")}
+        c.stage_dw.append({int(k): c.add(f"s{s}_dw{k}_macs", "stage") for k in ks})
+        cols["act"] = c.add(f"s{s}_act_elems", "stage")
+        cols["ops"] = c.add(f"s{s}_layers", "stage")
+        cols["se"] = c.add(f"s{s}_se_elems", "stage") if sp.spec.stages[s].se else -1
+        c.stage.append(cols)
+    # Position splits: the same, per layer slot (a learned per-slot lookup table).
+    c.slot_dw = [c.add(f"l{j}_dw_macs", "slot") for j in range(sp.n_layers)]
+    c.slot_pw = [c.add(f"l{j}_pw_macs", "slot") for j in range(sp.n_layers)]
+    return c
+
+
+def _fill_layer(f: np.ndarray, c: _Columns, s: int, j: int, k: int,
+                work: dict[str, Any], se: bool) -> None:
+    """Write one layer's work (per resolution) into its feature row ``f`` ``(R, F)``."""
+    pw = work["exp"] + work["proj"]
+    st = c.stage[s]
+    f[:, c.agg["pw"]] = pw
+    f[:, c.dw[k]] = work["dw"]
+    f[:, c.agg["act"]] = work["act"]
+    f[:, c.agg["se"]] = work["se"]
+    f[:, c.agg["ops"]] = 1.0
+    f[:, st["exp"]] = work["exp"]
+    f[:, st["proj"]] = work["proj"]
+    f[:, c.stage_dw[s][k]] = work["dw"]
+    f[:, st["act"]] = work["act"]
+    f[:, st["ops"]] = 1.0
+    if se:
+        f[:, st["se"]] = work["se"]
+    f[:, c.slot_dw[j]] = work["dw"]
+    f[:, c.slot_pw[j]] = pw
+
+
 @lru_cache(maxsize=16)
 def _layer_features(space_name: str) -> LayerFeatures:
     sp = get_space(space_name)
@@ -167,39 +232,8 @@ def _layer_features(space_name: str) -> LayerFeatures:
     res = np.asarray(sp.resolutions, dtype=np.int64)
     ks = np.asarray(sp.kernel_sizes, dtype=np.int64)
     es = np.asarray(sp.expand_ratios, dtype=np.int64)
-    n_st = sp.n_stages
-    names: list[str] = []
-    groups: list[str] = []
-
-    def add(name: str, group: str) -> int:
-        names.append(name)
-        groups.append(group)
-        return len(names) - 1
-
-    # Aggregates: one coefficient per kind of work, shared by every layer.
-    f_pw = add("pw_macs", "aggregate")
-    f_dw = {int(k): add(f"dw{k}_macs", "aggregate") for k in ks}
-    f_act = add("act_elems", "aggregate")
-    f_se = add("se_elems", "aggregate")
-    f_ops = add("layers", "aggregate")
-    f_stem = add("stem_area", "aggregate")
-    f_head = add("head_area", "aggregate")
-    f_one = add("const", "aggregate")
-    # Stage splits: how the cost of the same work differs with the tensor shapes of a stage.
-    # (stage-major, so that the features a slot can touch are two contiguous runs)
-    f_s_exp, f_s_proj, f_s_dw, f_s_act, f_s_ops, f_s_se = [], [], [], [], [], []
-    for s in range(n_st):
-        f_s_exp.append(add(f"s{s}_expand_macs", "stage"))
-        f_s_proj.append(add(f"s{s}_project_macs", "stage"))
-        f_s_dw.append({int(k): add(f"s{s}_dw{k}_macs", "stage") for k in ks})
-        f_s_act.append(add(f"s{s}_act_elems", "stage"))
-        f_s_ops.append(add(f"s{s}_layers", "stage"))
-        f_s_se.append(add(f"s{s}_se_elems", "stage") if spec.stages[s].se else -1)
-    # Position splits: the same, per layer slot (a learned per-slot lookup table).
-    f_j_dw = [add(f"l{j}_dw_macs", "slot") for j in range(sp.n_layers)]
-    f_j_pw = [add(f"l{j}_pw_macs", "slot") for j in range(sp.n_layers)]
-
-    n_f = len(names)
+    c = _columns(sp, ks)
+    n_f = len(c.names)
     n_r, n_l = len(res), sp.n_layers
     layer = np.zeros((n_r, n_l, len(ks), len(es), n_f))
     macs_layer = np.zeros((n_r, n_l, len(ks), len(es)))
@@ -217,42 +251,29 @@ def _layer_features(space_name: str) -> LayerFeatures:
         for ki, k in enumerate(ks):
             for ei, e in enumerate(es):
                 mid = sp.mid_channels(cin, int(e))
-                f = layer[:, j, ki, ei]
-                exp_m = hw**2 * cin * mid * scale
-                proj_m = hw_out**2 * mid * cout * scale
-                dw_m = hw_out**2 * mid * k * k * scale
-                act = (hw**2 * mid + hw_out**2 * mid + hw_out**2 * cout) * scale
-                se_el = hw_out**2 * mid * scale if se else 0.0
+                work = {
+                    "exp": hw**2 * cin * mid * scale,
+                    "proj": hw_out**2 * mid * cout * scale,
+                    "dw": hw_out**2 * mid * k * k * scale,
+                    "act": (hw**2 * mid + hw_out**2 * mid + hw_out**2 * cout) * scale,
+                    "se": hw_out**2 * mid * scale if se else 0.0,
+                }
                 se_macs = 2 * mid * sp.se_channels(mid) * scale if se else 0.0
-                macs_layer[:, j, ki, ei] = exp_m + proj_m + dw_m + se_macs
-                f[:, f_pw] = exp_m + proj_m
-                f[:, f_dw[int(k)]] = dw_m
-                f[:, f_act] = act
-                f[:, f_se] = se_el
-                f[:, f_ops] = 1.0
-                f[:, f_s_exp[s]] = exp_m
-                f[:, f_s_proj[s]] = proj_m
-                f[:, f_s_dw[s][int(k)]] = dw_m
-                f[:, f_s_act[s]] = act
-                f[:, f_s_ops[s]] = 1.0
-                if se:
-                    f[:, f_s_se[s]] = se_el
-                f[:, f_j_dw[j]] = dw_m
-                f[:, f_j_pw[j]] = exp_m + proj_m
+                macs_layer[:, j, ki, ei] = work["exp"] + work["proj"] + work["dw"] + se_macs
+                _fill_layer(layer[:, j, ki, ei], c, s, j, int(k), work, se)
         if i == sp.max_depth - 1:
             stage_in = stage_out
-    hw_last = stage_in
-    fixed[:, f_stem] = hw0**2 * scale
-    fixed[:, f_head] = hw_last**2 * scale
-    fixed[:, f_one] = 1.0
+    fixed[:, c.agg["stem"]] = hw0**2 * scale
+    fixed[:, c.agg["head"]] = stage_in**2 * scale
+    fixed[:, c.agg["one"]] = 1.0
     small = sp.to_arrays([sp.smallest(int(r)) for r in res])
-    c = sp.costs(small)
-    macs_fixed = (c["macs"] - c["stage_macs"].sum(1)) * scale
+    costs = sp.costs(small)
+    macs_fixed = (costs["macs"] - costs["stage_macs"].sum(1)) * scale
     for arr in (layer, fixed, macs_layer, macs_fixed, hw_in_all):
         arr.setflags(write=False)  # shared by every predictor of the space
     return LayerFeatures(
-        space=sp.name, names=tuple(names), layer=layer, fixed=fixed, resolutions=res,
-        kernel_sizes=ks, expand_ratios=es, hw_in=hw_in_all, groups=tuple(groups),
+        space=sp.name, names=tuple(c.names), layer=layer, fixed=fixed, resolutions=res,
+        kernel_sizes=ks, expand_ratios=es, hw_in=hw_in_all, groups=tuple(c.groups),
         macs_layer=macs_layer, macs_fixed=macs_fixed,
     )
 

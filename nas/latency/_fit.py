@@ -10,11 +10,13 @@ import numpy as np
 from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError, NASError
 from nas.latency._metrics import regression_metrics
+from nas.latency._noise import noise_floor_from_db
 from nas.latency._predictors import (
+    DEFAULT_KIND,
     PREDICTORS,
     LatencyPredictor,
-    _predictor_class,
-    make_predictor,
+    baseline_class,
+    predictor_class,
     predictor_from_state,
 )
 from nas.space import Architecture, get_space
@@ -102,36 +104,6 @@ def _split(n: int, holdout: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(perm[n_test:]), np.sort(perm[:n_test])
 
 
-def _stored_table(db: LatencyDB, device: str, space: str,
-                  lut_resolutions: int | None) -> dict[str, Any] | None:
-    """The newest lookup table stored with a predictor of (device, space) on that grid."""
-    from nas.latency._lut import lut_grid
-
-    grid = lut_grid(space, lut_resolutions)
-    for rec in reversed(db.list_predictors(device, space)):
-        table = rec.state.get("table")
-        if isinstance(table, dict) and table.get("resolutions") == grid:
-            return table
-    return None
-
-
-def _lut_table(store: LatencyDB, device: str, space: str, kind: str, params: dict[str, Any],
-               progress: bool) -> dict[str, Any]:
-    """A stored lookup table for the predictor's grid, or a newly timed one."""
-    from nas.latency._lut import build_lut, lut_grid
-    from nas.latency._measure import TimingConfig, _lock_dir
-
-    defaults = _predictor_class(kind)(space=space).get_params()  # type: ignore[call-arg]
-    res = params.get("lut_resolutions", defaults["lut_resolutions"])
-    table = _stored_table(store, device, space, res)
-    if table is not None:
-        return table
-    quick = params.get("lut_timing", defaults["lut_timing"]) == "quick"
-    return build_lut(device, space, resolutions=lut_grid(space, res),
-                     config=TimingConfig.quick() if quick else TimingConfig(),
-                     progress=progress, lock_dir=str(_lock_dir(store)))
-
-
 def fit_predictor(
     device: str | DeviceProfile, space: str, kind: str, *, db: LatencyDB | str | None = None,
     holdout: float = 0.2, seed: int = 0, params: dict[str, Any] | None = None,
@@ -162,9 +134,7 @@ def fit_predictor(
         ``flops`` (the baseline on the same split), ``noise`` (or None), ``n_train``,
         ``n_test``, ``holdout``, ``seed``.
     """
-    from nas.latency._measure import noise_floor_from_db
-
-    _predictor_class(kind)
+    cls = predictor_class(kind)
     store = _open_db(db)
     name = _name(device)
     sp = get_space(space)
@@ -172,21 +142,17 @@ def fit_predictor(
     tr, te = _split(len(data), holdout, seed)
     train = data.subset(tr)
     test = data.subset(te) if len(te) else train
-    p = dict(params or {})
-    if kind in ("lut", "hybrid") and p.get("table") is None:
-        p["table"] = _lut_table(store, name, sp.name, kind, p, progress)
-    est = make_predictor(kind, sp.name, device=name, **p)
-    est.fit(train.archs, train.y)
+    p = cls.prepare_params(dict(params or {}), db=store, device=name, space=sp.name,
+                           progress=progress)
+    est = cls.create(sp.name, device=name, **p).fit(train.archs, train.y)
     scored = "test" if len(te) else "train"
     metrics: dict[str, Any] = {
         scored: regression_metrics(test.y, est.predict(test.archs)),
         "n_train": len(train), "n_test": len(te), "holdout": holdout, "seed": seed,
     }
-    if kind == "flops":
-        metrics["flops"] = metrics[scored]
-    else:
-        base = make_predictor("flops", sp.name).fit(train.archs, train.y)
-        metrics["flops"] = regression_metrics(test.y, base.predict(test.archs))
+    base = baseline_class()
+    metrics[base.kind] = (metrics[scored] if cls.is_baseline else regression_metrics(
+        test.y, base.create(sp.name).fit(train.archs, train.y).predict(test.archs)))
     nf = noise_floor_from_db(name, sp.name, store)
     metrics["noise"] = nf.to_dict() if nf is not None else None
     if save:
@@ -214,7 +180,7 @@ def load_predictor(
     name = _name(device)
     sp = get_space(space)
     if kind is not None:
-        _predictor_class(kind)
+        predictor_class(kind)
         rec = store.load_predictor(name, sp.name, kind)
     else:
         recs = [r for k in PREDICTORS if (r := store.load_predictor(name, sp.name, k))]
@@ -230,10 +196,10 @@ def load_predictor(
         what = f"{kind!r} predictor" if kind else "predictor"
         raise NASError(
             f"no {what} for space {sp.name} on device {name} yet; run `nas latency fit "
-            f"--device {name} --space {sp.name} --kind {kind or 'additive'}` first"
+            f"--device {name} --space {sp.name} --kind {kind or DEFAULT_KIND}` first"
         )
     refit = None
-    if not _predictor_class(rec.kind).restores_from_state:
+    if not predictor_class(rec.kind).restores_from_state:
         data = training_data(name, sp.name, store, ids=rec.measurement_ids)
         refit = (data.archs, data.y)
     return predictor_from_state(rec.kind, rec.params, rec.state, refit_data=refit)

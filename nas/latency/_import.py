@@ -21,15 +21,15 @@ from __future__ import annotations
 
 import csv
 import importlib.util
+import io
 import json
 import math
-import os
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nas._io import atomic_path, read_text
 from nas.db import LatencyDB
 from nas.db import validate_measurement as _validate_measurement
 from nas.devices import DeviceProfile, add_device, check_device_name, get_device
@@ -114,42 +114,44 @@ def _records(path: Path) -> Iterator[tuple[str, dict[str, Any], bool]]:
     if suffix == ".parquet":
         yield from _parquet_records(path)
         return
+    # newline="" as for a file opened so: the csv module sees the line endings as written
+    fh = io.StringIO(read_text(path, "import file", error=DataError), newline="")
+    if suffix in _JSONL_SUFFIXES:
+        yield from _jsonl_records(path, fh)
+        return
     try:
-        fh = path.open(encoding="utf-8", newline="")
-    except OSError as exc:
-        raise DataError(f"cannot import {path}: {exc.strerror}") from None
-    with fh:
+        yield from _csv_records(path, fh)
+    except csv.Error as exc:
+        raise DataError(f"{path}: malformed CSV ({exc})") from None
+
+
+def _jsonl_records(path: Path, lines: Iterable[str]
+                   ) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
         try:
-            if suffix in _JSONL_SUFFIXES:
-                for n, line in enumerate(fh, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        obj = json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise DataError(
-                            f"{path}: line {n}: not valid JSON ({exc.msg} at column {exc.colno})"
-                        ) from None
-                    if not isinstance(obj, dict):
-                        raise DataError(
-                            f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}"
-                        )
-                    yield f"line {n}", obj, False
-            else:
-                reader = csv.DictReader(fh)
-                if not reader.fieldnames:
-                    raise DataError(f"{path}: empty file; expected a header line")
-                for row in reader:
-                    if None in row:  # more cells than header names
-                        raise DataError(
-                            f"{path}: line {reader.line_num}: {len(row) - 1 + len(row[None])} "
-                            f"cells but the header has {len(reader.fieldnames)} columns"
-                        )
-                    yield f"line {reader.line_num}", row, True
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: not UTF-8 text ({exc.reason})") from None
-        except csv.Error as exc:
-            raise DataError(f"{path}: malformed CSV ({exc})") from None
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                f"{path}: line {n}: not valid JSON ({exc.msg} at column {exc.colno})"
+            ) from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
+        yield f"line {n}", obj, False
+
+
+def _csv_records(path: Path, fh: io.StringIO) -> Iterator[tuple[str, dict[str, Any], bool]]:
+    reader = csv.DictReader(fh)
+    if not reader.fieldnames:
+        raise DataError(f"{path}: empty file; expected a header line")
+    for row in reader:
+        if None in row:  # more cells than header names
+            raise DataError(
+                f"{path}: line {reader.line_num}: {len(row) - 1 + len(row[None])} "
+                f"cells but the header has {len(reader.fieldnames)} columns"
+            )
+        yield f"line {reader.line_num}", row, True
 
 
 def _parquet_records(path: Path) -> Iterator[tuple[str, dict[str, Any], bool]]:
@@ -317,6 +319,14 @@ def _require_pandas(what: str) -> Any:
     return pd
 
 
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS)
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({**r, "created_at": r["created_at"].isoformat()})
+
+
 def export_measurements(
     db: LatencyDB,
     path: Path | str,
@@ -352,30 +362,16 @@ def export_measurements(
     rows = db.measurement_rows(device, space)
     for r in rows:
         r["env"] = json.dumps(r["env"], sort_keys=True, separators=(",", ":"))
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    except OSError as exc:
-        raise DataError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        if pd is None:
-            with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-                writer = csv.DictWriter(fh, fieldnames=EXPORT_COLUMNS)
-                writer.writeheader()
-                for r in rows:
-                    writer.writerow({**r, "created_at": r["created_at"].isoformat()})
-        else:
-            os.close(fd)
-            df = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
-            for col in ("latency_ms", "p10", "p90"):
-                df[col] = df[col].astype("float64")
-            df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
-            df.to_parquet(tmp, index=False)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            if pd is None:
+                _write_csv(tmp, rows)
+            else:
+                df = pd.DataFrame(rows, columns=list(EXPORT_COLUMNS))
+                for col in ("latency_ms", "p10", "p90"):
+                    df[col] = df[col].astype("float64")
+                df["created_at"] = pd.to_datetime(df["created_at"], utc=True)
+                df.to_parquet(tmp, index=False)
     except OSError as exc:
         raise DataError(f"cannot write {path}: {exc.strerror or exc}") from None
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return len(rows)

@@ -5,7 +5,7 @@ expand, stride, squeeze-excite, activation, input size)``, and in these spaces t
 of a slot is a function of the resolution. A table holds the latency of each distinct block
 configuration, of the stem (with the fixed first block) per resolution and of the head per
 final feature-map size, each exported alone and timed with the protocol of
-:mod:`nas.latency._measure`. A subnet's estimate is the sum over its blocks.
+:mod:`nas.latency._timing`. A subnet's estimate is the sum over its blocks.
 
 Every ``sess.run`` carries a fixed overhead (Python binding, input/output copies) that a
 network pays once but a sum of blocks pays once per block; it is measured on a trivial graph
@@ -25,17 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from nas._term import progress_bar
 from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError
+from nas.latency._environment import environment_fingerprint
 from nas.latency._features import LayerFeatures, _conv_out, layer_features
-from nas.latency._measure import (
-    Timer,
-    TimingConfig,
-    _one_torch_thread,
-    _progress,
-    environment_fingerprint,
-    prepare_model,
-)
+from nas.latency._placement import Timer
+from nas.latency._prepare import one_torch_thread, prepare_model
+from nas.latency._timing import TimingConfig
 from nas.space import SearchSpace, get_space
 
 __all__ = ["LUT_VERSION", "build_lut", "lut_grid", "lut_keys", "lut_to_arrays"]
@@ -95,7 +92,7 @@ def _module(space: SearchSpace, spec_entry: dict[str, Any]) -> Any:
     import torch
     from torch import nn
 
-    from nas.supernet._static import MBConv, conv_bn_act
+    from nas.supernet import MBConv, conv_bn_act
 
     sp = space.spec
     torch.manual_seed(0)
@@ -184,8 +181,9 @@ def build_lut(
     t0 = time.perf_counter()
     overhead = timer(_trivial_model(), 1, input_shape=(1,)).median_ms
     entries: dict[str, float] = {}
-    with _one_torch_thread(), \
-            _progress(progress, len(keys), f"LUT {sp.name} on {profile.name}") as advance:
+    with one_torch_thread(), progress_bar(
+            f"LUT {sp.name} on {profile.name}", len(keys), enabled=progress,
+            fields={"status": ""}, field_format="{task.fields[status]}") as advance:
         for key, entry in keys.items():
             shape = tuple(entry["shape"])
             model = prepare_model(_export(_module(sp, entry), shape), profile, 0,

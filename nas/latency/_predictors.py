@@ -5,7 +5,7 @@ JSON) or as :class:`~nas.space.ArchArrays`, and ``y`` in ms. Hyper-parameters ar
 constructor arguments, learned state lives in attributes ending in ``_``, so ``clone``,
 ``get_params`` and scikit-learn's model selection work.
 
-Kinds (:data:`PREDICTORS`):
+Kinds (:data:`PREDICTORS`, built in :mod:`nas.latency._kinds`):
 
 ``flops``
     The baseline: latency linear in MACs.
@@ -38,46 +38,103 @@ and never pickled. ``flops``, ``lut``, ``additive`` and ``hybrid`` restore exact
 JSON state (coefficients, lookup tables). ``gbdt`` is restored by a deterministic re-fit
 (fixed ``random_state``) on the stored measurement ids; its state keeps a few probe
 predictions to check that the re-fit reproduced the original.
+
+Adding a kind is one class and one decorator; the contract suite
+(``tests/latency/test_predictor_contract.py``) then tests it too::
+
+    @PREDICTORS.register
+    class MyPredictor(LatencyPredictor):
+        kind = "mine"
+        summary = "what it is, in one line"
+
+        def __init__(self, *, space: str = "ofa_mbv3") -> None:
+            self.space = space
+
+        def _fit(self, a, y): ...
+        def _predict(self, a): ...
+        def _state(self): ...
+        def _set_state(self, state): ...
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 from sklearn.base import BaseEstimator, RegressorMixin
 
-from nas.errors import ConfigError, NASError, NotFittedError
+from nas._registry import Registry
+from nas.errors import ConfigError, NASError, NotFittedError, UnknownNameError
 from nas.latency._features import ArchLike, LayerFeatures, as_arrays, layer_features
 from nas.space import ArchArrays, get_space
 
+if TYPE_CHECKING:
+    from nas.db import LatencyDB
+
 __all__ = [
+    "DEFAULT_KIND",
     "PREDICTORS",
-    "AdditivePredictor",
-    "FlopsPredictor",
-    "GBDTPredictor",
-    "HybridPredictor",
-    "LUTPredictor",
     "LatencyPredictor",
+    "baseline_class",
     "make_predictor",
+    "predictor_class",
     "predictor_from_state",
 ]
 
-_DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-5, 3, 17))
+#: The kinds, by name; filled by ``@PREDICTORS.register`` on each class.
+PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
+    "latency predictor kind", key="kind", builtins=["nas.latency._kinds"]
+)
+#: The kind a user is pointed to first (the CLI's default).
+DEFAULT_KIND = "additive"
 
 
 class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     """Base of the latency predictors (see the module docstring).
 
-    Subclasses set ``kind``, implement ``_fit(a, y)`` and ``_predict(a)`` on
-    :class:`~nas.space.ArchArrays`, and ``get_state`` / ``_set_state`` for storage.
+    A kind is a subclass registered with ``@PREDICTORS.register`` that sets ``kind`` and
+    ``summary``, takes its hyper-parameters keyword-only in ``__init__`` (``space`` among
+    them), implements ``_fit(a, y)`` and ``_predict(a)`` on :class:`~nas.space.ArchArrays`,
+    and ``_state`` / ``_set_state`` for storage. Whatever else is particular to a kind
+    (a device, a lookup table to prepare, restoring by re-fitting) it says by overriding the
+    class attributes and class methods below; nothing outside the class asks for its kind.
     """
 
+    #: the kind's name in the registry, the database and the CLI
     kind: ClassVar[str] = ""
+    #: one line for the CLI's help
+    summary: ClassVar[str] = ""
+    #: printed before a fit from the CLI when fitting takes a while (timing a table)
+    fit_note: ClassVar[str] = ""
     #: True when the JSON state alone restores the predictor; False: re-fit on stored ids.
     restores_from_state: ClassVar[bool] = True
+    #: True for the MACs-linear baseline every other kind is scored against.
+    is_baseline: ClassVar[bool] = False
+    #: True when fitting needs a lookup table of timed blocks (``table=`` parameter).
+    needs_table: ClassVar[bool] = False
+    #: parameters kept in the state rather than in ``json_params`` (large inputs)
+    state_params: ClassVar[tuple[str, ...]] = ()
     space: str
+
+    # -------------------------------------------------------------- construction
+    @classmethod
+    def create(cls, space: str, device: str | None = None,
+               **params: Any) -> LatencyPredictor:
+        """A new, unfitted predictor of this kind for ``space``; ``device`` is for kinds
+        that time something on it (the others ignore it)."""
+        return cls(space=space, **params)
+
+    @classmethod
+    def default_params(cls) -> dict[str, Any]:
+        """The hyper-parameters and their defaults."""
+        return dict(cls().get_params(deep=False))
+
+    @classmethod
+    def prepare_params(cls, params: dict[str, Any], *, db: LatencyDB, device: str,
+                       space: str, progress: bool) -> dict[str, Any]:
+        """``params`` completed for a fit on stored measurements of ``device`` (e.g. with a
+        lookup table from ``db`` or timed anew); by default unchanged."""
+        return params
 
     # -------------------------------------------------------------- sklearn protocol
     def fit(self, X: ArchLike, y: Any) -> LatencyPredictor:
@@ -131,22 +188,48 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return {"kind": self.kind, "n_train": int(self.n_train_), "floor_ms": self.floor_,
                 **self._state()}
 
+    def json_params(self) -> dict[str, Any]:
+        """``get_params()`` made JSON-serialisable (tuples as lists, large inputs left out)."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in self.get_params(deep=False).items()
+                if k not in self.state_params}
+
+    @classmethod
+    def init_params(cls, params: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+        """Constructor arguments from stored ``json_params`` (lists back to tuples) and, for
+        ``state_params``, the stored state.
+
+        Raises:
+            ConfigError: a parameter this kind does not have.
+        """
+        out = {k: tuple(v) if isinstance(v, list) else v for k, v in params.items()}
+        known = set(cls.default_params())
+        unknown = set(out) - known
+        if unknown:
+            raise ConfigError(
+                f"stored {cls.kind!r} predictor has unknown parameter(s) {sorted(unknown)}"
+            )
+        out.update({k: state[k] for k in cls.state_params if k in state})
+        return out
+
+    @classmethod
+    def from_state(cls, params: dict[str, Any], state: dict[str, Any],
+                   refit_data: tuple[ArchLike, Any] | None = None) -> LatencyPredictor:
+        """A fitted predictor from its stored ``json_params`` and ``get_state`` (see
+        :func:`predictor_from_state`); kinds that do not restore from state override it."""
+        est = cls(**cls.init_params(params, state))
+        est._set_state(state)
+        est.n_train_ = int(state.get("n_train", 0))
+        est.floor_ = float(state.get("floor_ms", 0.0))
+        return est
+
+    # -------------------------------------------------------------- subclass hooks
     def _state(self) -> dict[str, Any]:
         raise NotImplementedError
 
     def _set_state(self, state: dict[str, Any]) -> None:
         raise NotImplementedError
 
-    def json_params(self) -> dict[str, Any]:
-        """``get_params()`` made JSON-serialisable (tuples as lists, large inputs left out)."""
-        out = {}
-        for k, v in self.get_params(deep=False).items():
-            if k == "table":
-                continue  # stored in the state
-            out[k] = list(v) if isinstance(v, tuple) else v
-        return out
-
-    # -------------------------------------------------------------- subclass hooks
     def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
         raise NotImplementedError
 
@@ -157,470 +240,23 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         return layer_features(self.space)
 
 
-def _check_space(space: Any) -> str:
-    if not isinstance(space, str):
-        raise ConfigError(f"space must be a search-space name, got {space!r}")
-    return get_space(space).name
+# ---------------------------------------------------------------------- by kind
+def predictor_class(kind: str) -> type[LatencyPredictor]:
+    """The class of ``kind``.
 
-
-def _weights(y: np.ndarray, weighting: str) -> np.ndarray:
-    if weighting == "relative":
-        return 1.0 / y**2
-    if weighting == "none":
-        return np.ones_like(y)
-    raise ConfigError(f"weighting must be 'relative' or 'none', got {weighting!r}")
-
-
-# ---------------------------------------------------------------------- ridge machinery
-def _ridge_loo(
-    X: np.ndarray, y: np.ndarray, w: np.ndarray, penalty: np.ndarray,
-    alphas: Sequence[float],
-) -> tuple[np.ndarray, float, float]:
-    """Weighted ridge with a per-column penalty, its strength chosen by leave-one-out error.
-
-    Minimises ``sum w (y - X b)^2 + alpha * sum penalty b^2`` over columns scaled to unit
-    weighted RMS; the exact LOO residuals of a linear smoother, ``e_i / (1 - h_ii)``, pick
-    ``alpha``. Returns the coefficients in the original scale, alpha and the LOO RMS error
-    (relative, when ``w = 1/y^2``).
+    Raises:
+        UnknownNameError: ``kind`` is not one of :data:`PREDICTORS` (listing them).
     """
-    sw = np.sqrt(w)
-    Xw = X * sw[:, None]
-    yw = y * sw
-    scale = np.sqrt(np.mean(Xw**2, axis=0))
-    scale[scale == 0] = 1.0
-    Z = Xw / scale
-    G = Z.T @ Z
-    b = Z.T @ yw
-    jitter = 1e-8 * np.trace(G) / len(G)
-    best: tuple[float, float, np.ndarray] | None = None
-    for alpha in alphas:
-        A = G + np.diag(alpha * penalty + jitter)
-        try:
-            inv = np.linalg.inv(A)
-        except np.linalg.LinAlgError:
-            continue
-        coef = inv @ b
-        h = np.einsum("ij,jk,ik->i", Z, inv, Z)
-        resid = (yw - Z @ coef) / np.clip(1.0 - h, 1e-6, None)
-        loo = float(np.sqrt(np.mean(resid**2)))
-        if best is None or loo < best[0] - 1e-12:
-            best = (loo, float(alpha), coef)
-    if best is None:
-        raise NASError("every ridge solve failed; the features are degenerate")
-    loo, alpha, coef = best
-    return coef / scale, alpha, loo
-
-
-# ---------------------------------------------------------------------- flops
-class FlopsPredictor(LatencyPredictor):
-    """Latency linear in the subnet's MACs: ``a * MACs + b`` (the baseline).
-
-    Args:
-        space: the search space.
-        weighting: ``"relative"`` (least squares on relative error) or ``"none"``.
-    """
-
-    kind = "flops"
-
-    def __init__(self, *, space: str = "ofa_mbv3", weighting: str = "relative") -> None:
-        self.space = space
-        self.weighting = weighting
-
-    def _macs(self, a: ArchArrays) -> np.ndarray:
-        lf = self._features()
-        return lf.gather_sum(lf.macs_layer, lf.macs_fixed, a)
-
-    def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
-        _check_space(self.space)
-        X = np.stack([self._macs(a), np.ones(len(a))], axis=1)
-        sw = np.sqrt(_weights(y, self.weighting))
-        coef, *_ = np.linalg.lstsq(X * sw[:, None], y * sw, rcond=None)
-        self.coef_ = float(coef[0])
-        self.intercept_ = float(coef[1])
-
-    def _predict(self, a: ArchArrays) -> np.ndarray:
-        return self.coef_ * self._macs(a) + self.intercept_
-
-    def _state(self) -> dict[str, Any]:
-        return {"coef": self.coef_, "intercept": self.intercept_,
-                "units": "ms per million MACs"}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.coef_ = float(state["coef"])
-        self.intercept_ = float(state["intercept"])
-
-
-# ---------------------------------------------------------------------- additive
-class AdditivePredictor(LatencyPredictor):
-    """A learned lookup table: latency linear in per-layer-type work (see the module doc).
-
-    Args:
-        space: the search space.
-        groups: feature groups: ``"aggregate"`` (network-wide coefficients, unpenalised),
-            ``"stage"`` (per-stage corrections) and ``"slot"`` (per-layer-slot corrections),
-            the latter two ridge-penalised.
-        slot_penalty: penalty of the per-slot corrections relative to the per-stage ones.
-        alphas: ridge strengths to choose from by leave-one-out error.
-        weighting: ``"relative"`` (fit relative error) or ``"none"``.
-    """
-
-    kind = "additive"
-
-    def __init__(
-        self, *, space: str = "ofa_mbv3",
-        groups: tuple[str, ...] = ("aggregate", "stage", "slot"),
-        slot_penalty: float = 10.0, alphas: tuple[float, ...] | None = None,
-        weighting: str = "relative",
-    ) -> None:
-        self.space = space
-        self.groups = groups
-        self.slot_penalty = slot_penalty
-        self.alphas = alphas
-        self.weighting = weighting
-
-    def _columns(self) -> np.ndarray:
-        lf = self._features()
-        allowed = {"aggregate", "stage", "slot"}
-        bad = [g for g in self.groups if g not in allowed]
-        if bad or "aggregate" not in self.groups:
-            raise ConfigError(
-                f"groups must include 'aggregate' and be from {sorted(allowed)}, got "
-                f"{list(self.groups)}"
-            )
-        return np.asarray([i for i, g in enumerate(lf.groups) if g in self.groups])
-
-    def _penalty(self, cols: np.ndarray, extra_unpenalised: int = 0) -> np.ndarray:
-        lf = self._features()
-        pen = {"aggregate": 0.0, "stage": 1.0, "slot": float(self.slot_penalty)}
-        return np.concatenate([np.zeros(extra_unpenalised),
-                               np.asarray([pen[lf.groups[i]] for i in cols])])
-
-    def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
-        _check_space(self.space)
-        lf = self._features()
-        cols = self._columns()
-        X = lf.transform(a)[:, cols]
-        coef, alpha, loo = _ridge_loo(X, y, _weights(y, self.weighting), self._penalty(cols),
-                                      self.alphas or _DEFAULT_ALPHAS)
-        self.feature_names_ = [lf.names[i] for i in cols]
-        self.coef_ = coef
-        self.alpha_ = alpha
-        self.loo_error_ = loo
-        self._compile()
-
-    def _compile(self) -> None:
-        lf = self._features()
-        cols = np.asarray([lf.names.index(n) for n in self.feature_names_])
-        self.table_ = lf.layer[..., cols] @ self.coef_  # (R, L, K, E) ms per layer
-        self.fixed_ = lf.fixed[:, cols] @ self.coef_  # (R,) ms of stem, head, constant
-
-    def _predict(self, a: ArchArrays) -> np.ndarray:
-        return self._features().gather_sum(self.table_, self.fixed_, a)
-
-    def _state(self) -> dict[str, Any]:
-        return {"features": list(self.feature_names_), "coef": self.coef_.tolist(),
-                "alpha": self.alpha_, "loo_rel_rmse": self.loo_error_}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self.feature_names_ = list(state["features"])
-        self.coef_ = np.asarray(state["coef"], dtype=np.float64)
-        self.alpha_ = float(state["alpha"])
-        self.loo_error_ = float(state.get("loo_rel_rmse", float("nan")))
-        self._compile()
-
-
-# ---------------------------------------------------------------------- gbdt
-class GBDTPredictor(LatencyPredictor):
-    """Gradient-boosted trees (scikit-learn's histogram GBDT) on the architecture features.
-
-    With ``base="flops"`` the trees fit ``log(y / flops(x))``, the relative residual of the
-    MACs-linear baseline, so that with few measurements the model stays close to it and
-    with more it learns what MACs miss; with ``base=None`` they fit ``log(y)`` (or ``y``
-    with ``log_target=False``). Boosting runs on one thread: the data are small, and
-    OpenMP threads on a busy machine cost more than they bring.
-
-    Restored by a deterministic re-fit on the stored measurements (``random_state`` fixed,
-    no early stopping), not from JSON.
-
-    Args:
-        space: the search space.
-        groups: feature groups, as for :class:`AdditivePredictor`.
-        base: ``"flops"`` or None (see above).
-        log_target: fit in log space (trees then split on relative differences).
-        max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization:
-            passed to ``HistGradientBoostingRegressor``.
-        random_state: seed of the boosting.
-    """
-
-    kind = "gbdt"
-    restores_from_state = False
-
-    def __init__(
-        self, *, space: str = "ofa_mbv3", groups: tuple[str, ...] = ("aggregate", "stage"),
-        base: str | None = "flops", log_target: bool = True, max_iter: int = 100,
-        learning_rate: float = 0.1, max_leaf_nodes: int = 8, min_samples_leaf: int = 5,
-        l2_regularization: float = 1.0, random_state: int = 0,
-    ) -> None:
-        self.space = space
-        self.groups = groups
-        self.base = base
-        self.log_target = log_target
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.l2_regularization = l2_regularization
-        self.random_state = random_state
-
-    def _cols(self) -> np.ndarray:
-        lf = self._features()
-        return np.asarray([i for i, g in enumerate(lf.groups) if g in self.groups])
-
-    def _X(self, a: ArchArrays) -> np.ndarray:
-        lf = self._features()
-        return lf.gather_sum(self._layer_, lf.fixed[:, self._cols()], a)
-
-    def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
-        from sklearn.ensemble import HistGradientBoostingRegressor
-        from threadpoolctl import threadpool_limits
-
-        _check_space(self.space)
-        if self.base not in (None, "flops"):
-            raise ConfigError(f"base must be 'flops' or None, got {self.base!r}")
-        if self.base is not None and not self.log_target:
-            raise ConfigError("base='flops' needs log_target=True (the residual is a ratio)")
-        lf = self._features()
-        self._layer_ = np.ascontiguousarray(lf.layer[..., self._cols()])
-        target = np.log(y) if self.log_target else y
-        if self.base == "flops":
-            self.base_ = FlopsPredictor(space=self.space).fit(a, y)
-            target = target - np.log(np.clip(self.base_._predict(a), 1e-9, None))
-        model = HistGradientBoostingRegressor(
-            max_iter=self.max_iter, learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
-            l2_regularization=self.l2_regularization, early_stopping=False,
-            random_state=self.random_state,
-        )
-        with threadpool_limits(1):
-            model.fit(self._X(a), target)
-        self.model_ = model
-
-    def _predict(self, a: ArchArrays) -> np.ndarray:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(1):
-            out = self.model_.predict(self._X(a))
-        if self.base == "flops":
-            out = out + np.log(np.clip(self.base_._predict(a), 1e-9, None))
-        return np.exp(out) if self.log_target else out
-
-    def _state(self) -> dict[str, Any]:
-        sp = get_space(self.space)
-        probe = sp.sample_many(8, seed=12345)
-        return {"refit": True, "probe": [a.to_dict() for a in probe],
-                "probe_predictions": self._predict(sp.to_arrays(probe)).tolist()}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        raise NASError("a gbdt predictor is restored by re-fitting on its measurements")
-
-
-# ---------------------------------------------------------------------- LUT-based
-class _LUTMixin:
-    """Builds or reuses the lookup table and turns it into dense arrays."""
-
-    space: str
-    device: str | None
-    table: dict[str, Any] | None
-    lut_resolutions: int | None
-    lut_timing: str
-
-    def _ensure_table(self) -> dict[str, Any]:
-        from nas.latency._lut import build_lut, lut_grid
-        from nas.latency._measure import TimingConfig
-
-        if self.table is not None:
-            if self.table.get("space") != get_space(self.space).name:
-                raise ConfigError(
-                    f"table is a LUT of space {self.table.get('space')!r}, not {self.space!r}"
-                )
-            return self.table
-        if not self.device:
-            raise ConfigError(
-                f"a {type(self).__name__} needs device= (to time its lookup table) or table="
-            )
-        if self.lut_timing not in ("default", "quick"):
-            raise ConfigError(f"lut_timing must be 'default' or 'quick', got {self.lut_timing!r}")
-        cfg = TimingConfig.quick() if self.lut_timing == "quick" else TimingConfig()
-        return build_lut(self.device, self.space,
-                         resolutions=lut_grid(self.space, self.lut_resolutions), config=cfg,
-                         progress=False)
-
-    def _set_table(self, table: dict[str, Any]) -> None:
-        from nas.latency._lut import lut_to_arrays
-
-        self.table_ = table
-        self.lut_cost_, self.lut_fixed_ = lut_to_arrays(table, self.space)
-
-    def _lut_sum(self, a: ArchArrays) -> np.ndarray:
-        return layer_features(self.space).gather_sum(self.lut_cost_, self.lut_fixed_, a)
-
-
-class LUTPredictor(_LUTMixin, LatencyPredictor):
-    """Once-for-All's lookup table: the sum of separately timed blocks, stem and head.
-
-    ``fit`` times the table on ``device`` unless ``table`` (a table from
-    :func:`~nas.latency._lut.build_lut` or an earlier predictor's state) is given, then
-    calibrates ``a * sum + b`` on the measurements (``calibrate=False``: the raw sum).
-
-    Args:
-        space: the search space.
-        device: the device to time the blocks on.
-        table: a ready table (skips the timing).
-        lut_resolutions: how many resolutions to time (evenly spread; None: all); the others
-            are interpolated.
-        lut_timing: ``"default"`` protocol or ``"quick"`` (tests).
-        calibrate: fit a scale and offset on the measurements.
-    """
-
-    kind = "lut"
-
-    def __init__(
-        self, *, space: str = "ofa_mbv3", device: str | None = None,
-        table: dict[str, Any] | None = None, lut_resolutions: int | None = 7,
-        lut_timing: str = "default", calibrate: bool = True,
-    ) -> None:
-        self.space = space
-        self.device = device
-        self.table = table
-        self.lut_resolutions = lut_resolutions
-        self.lut_timing = lut_timing
-        self.calibrate = calibrate
-
-    def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
-        _check_space(self.space)
-        self._set_table(self._ensure_table())
-        s = self._lut_sum(a)
-        if self.calibrate:
-            w = np.sqrt(_weights(y, "relative"))
-            X = np.stack([s, np.ones_like(s)], axis=1)
-            coef, *_ = np.linalg.lstsq(X * w[:, None], y * w, rcond=None)
-            self.coef_, self.intercept_ = float(coef[0]), float(coef[1])
-        else:
-            self.coef_, self.intercept_ = 1.0, 0.0
-
-    def _predict(self, a: ArchArrays) -> np.ndarray:
-        return self.coef_ * self._lut_sum(a) + self.intercept_
-
-    def _state(self) -> dict[str, Any]:
-        return {"coef": self.coef_, "intercept": self.intercept_, "table": self.table_}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._set_table(state["table"])
-        self.coef_ = float(state["coef"])
-        self.intercept_ = float(state["intercept"])
-
-
-class HybridPredictor(_LUTMixin, AdditivePredictor):
-    """The lookup table plus a learned residual on the additive features.
-
-    ``latency = a * LUT + b + sum_f c_f x_f`` with ``a`` and ``b`` unpenalised and the
-    ``c_f`` ridge-penalised toward zero (strength by leave-one-out error), so with few
-    measurements it stays close to the calibrated table and with many it corrects the
-    table's systematic errors (fusion across blocks, cache effects).
-
-    Args:
-        space, device, table, lut_resolutions, lut_timing: as for :class:`LUTPredictor`.
-        groups, slot_penalty, alphas, weighting: as for :class:`AdditivePredictor`
-            (every feature group is penalised here).
-    """
-
-    kind = "hybrid"
-
-    def __init__(
-        self, *, space: str = "ofa_mbv3", device: str | None = None,
-        table: dict[str, Any] | None = None, lut_resolutions: int | None = 7,
-        lut_timing: str = "default", groups: tuple[str, ...] = ("aggregate", "stage"),
-        slot_penalty: float = 10.0, alphas: tuple[float, ...] | None = None,
-        weighting: str = "relative",
-    ) -> None:
-        self.space = space
-        self.device = device
-        self.table = table
-        self.lut_resolutions = lut_resolutions
-        self.lut_timing = lut_timing
-        self.groups = groups
-        self.slot_penalty = slot_penalty
-        self.alphas = alphas
-        self.weighting = weighting
-
-    def _penalty(self, cols: np.ndarray, extra_unpenalised: int = 0) -> np.ndarray:
-        lf = self._features()
-        pen = {"aggregate": 1.0, "stage": 1.0, "slot": float(self.slot_penalty)}
-        return np.concatenate([np.zeros(extra_unpenalised),
-                               np.asarray([pen[lf.groups[i]] for i in cols])])
-
-    def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
-        _check_space(self.space)
-        self._set_table(self._ensure_table())
-        lf = self._features()
-        cols = self._columns()
-        cols = cols[[lf.names[i] != "const" for i in cols]]
-        X = np.concatenate([self._lut_sum(a)[:, None], np.ones((len(a), 1)),
-                            lf.transform(a)[:, cols]], axis=1)
-        coef, alpha, loo = _ridge_loo(X, y, _weights(y, self.weighting),
-                                      self._penalty(cols, extra_unpenalised=2),
-                                      self.alphas or _DEFAULT_ALPHAS)
-        self.lut_coef_, self.intercept_ = float(coef[0]), float(coef[1])
-        self.feature_names_ = [lf.names[i] for i in cols]
-        self.coef_ = coef[2:]
-        self.alpha_ = alpha
-        self.loo_error_ = loo
-        self._compile()
-
-    def _compile(self) -> None:
-        lf = self._features()
-        cols = np.asarray([lf.names.index(n) for n in self.feature_names_], dtype=np.intp)
-        self.table_residual_ = (lf.layer[..., cols] @ self.coef_ if len(cols)
-                                else np.zeros(lf.layer.shape[:4]))
-        fixed = lf.fixed[:, cols] @ self.coef_ if len(cols) else np.zeros(len(lf.fixed))
-        self.combined_ = self.lut_coef_ * self.lut_cost_ + self.table_residual_
-        self.combined_fixed_ = self.lut_coef_ * self.lut_fixed_ + fixed + self.intercept_
-
-    def _predict(self, a: ArchArrays) -> np.ndarray:
-        return self._features().gather_sum(self.combined_, self.combined_fixed_, a)
-
-    def _state(self) -> dict[str, Any]:
-        return {"lut_coef": self.lut_coef_, "intercept": self.intercept_,
-                "features": list(self.feature_names_), "coef": self.coef_.tolist(),
-                "alpha": self.alpha_, "loo_rel_rmse": self.loo_error_, "table": self.table_}
-
-    def _set_state(self, state: dict[str, Any]) -> None:
-        self._set_table(state["table"])
-        self.lut_coef_ = float(state["lut_coef"])
-        self.intercept_ = float(state["intercept"])
-        self.feature_names_ = list(state["features"])
-        self.coef_ = np.asarray(state["coef"], dtype=np.float64)
-        self.alpha_ = float(state["alpha"])
-        self.loo_error_ = float(state.get("loo_rel_rmse", float("nan")))
-        self._compile()
-
-
-# ---------------------------------------------------------------------- registry
-PREDICTORS: dict[str, type[LatencyPredictor]] = {
-    cls.kind: cls
-    for cls in (FlopsPredictor, LUTPredictor, AdditivePredictor, GBDTPredictor, HybridPredictor)
-}
-
-
-def _predictor_class(kind: str) -> type[LatencyPredictor]:
-    try:
-        return PREDICTORS[kind]
-    except KeyError:
-        from nas.errors import UnknownNameError
-
+    if kind not in PREDICTORS:
         raise UnknownNameError(
-            f"unknown predictor kind {kind!r}; known kinds: {', '.join(PREDICTORS)}"
-        ) from None
+            f"unknown predictor kind {kind!r}; known kinds: {', '.join(PREDICTORS.names())}"
+        )
+    return PREDICTORS.get(kind)
+
+
+def baseline_class() -> type[LatencyPredictor]:
+    """The kind every other kind is scored against (the one marked ``is_baseline``)."""
+    return next(cls for _, cls in PREDICTORS.items() if cls.is_baseline)
 
 
 def make_predictor(kind: str, space: str, device: str | None = None,
@@ -630,24 +266,7 @@ def make_predictor(kind: str, space: str, device: str | None = None,
     Raises:
         UnknownNameError: ``kind`` is not one of :data:`PREDICTORS`.
     """
-    cls = _predictor_class(kind)
-    if kind in ("lut", "hybrid"):
-        params.setdefault("device", device)
-    return cls(space=space, **params)
-
-
-def _from_json_params(cls: type[LatencyPredictor], params: dict[str, Any]) -> dict[str, Any]:
-    out = dict(params)
-    for key in ("groups", "alphas"):
-        if isinstance(out.get(key), list):
-            out[key] = tuple(out[key])
-    known = set(cls().get_params(deep=False))  # type: ignore[call-arg]
-    unknown = set(out) - known
-    if unknown:
-        raise ConfigError(
-            f"stored {cls.kind!r} predictor has unknown parameter(s) {sorted(unknown)}"
-        )
-    return out
+    return predictor_class(kind).create(space, device, **params)
 
 
 def predictor_from_state(
@@ -666,27 +285,4 @@ def predictor_from_state(
         NASError: a re-fit kind without ``refit_data``, or a re-fit that does not reproduce
             the stored probe predictions (e.g. another scikit-learn version).
     """
-    cls = _predictor_class(kind)
-    kwargs = _from_json_params(cls, params)
-    if "table" in state and "table" in cls().get_params(deep=False):  # type: ignore[call-arg]
-        kwargs["table"] = state["table"]
-    est = cls(**kwargs)
-    if cls.restores_from_state:
-        est._set_state(state)
-        est.n_train_ = int(state.get("n_train", 0))
-        est.floor_ = float(state.get("floor_ms", 0.0))
-        return est
-    if refit_data is None:
-        raise NASError(f"a {kind!r} predictor is restored by re-fitting; pass refit_data")
-    est.fit(*refit_data)
-    probe = state.get("probe")
-    if probe:
-        got = est.predict(probe)
-        want = np.asarray(state["probe_predictions"])
-        if not np.allclose(got, want, rtol=1e-6, atol=1e-9):
-            raise NASError(
-                f"re-fitting the stored {kind!r} predictor did not reproduce its predictions "
-                f"(max difference {np.max(np.abs(got - want)):.3g} ms); the library versions "
-                f"differ from when it was fitted: fit it again with `nas latency fit`"
-            )
-    return est
+    return predictor_class(kind).from_state(params, state, refit_data)

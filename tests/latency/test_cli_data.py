@@ -1,4 +1,5 @@
-"""``nas devices ...`` and ``nas latency import|export``, through typer's test runner."""
+"""``nas latency import|export``, through typer's test runner (the ``nas devices`` commands
+are tested in tests/devices)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import typer
 from typer.testing import CliRunner
 
 from nas.db import LatencyDB
-from nas.errors import ConfigError, DataError, NASError, UnknownNameError
-from nas.latency import _cli_data
+from nas.errors import ConfigError, DataError, NASError
+from nas.latency import _cli
 from nas.space import get_space
 
 SPACE = "tiny"
@@ -22,9 +23,7 @@ def app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> typer.Typer:
     monkeypatch.setenv("NAS_DEVICES_DIR", str(tmp_path / "devices"))
     monkeypatch.delenv("NAS_DB_URL", raising=False)
     root = typer.Typer(no_args_is_help=True)
-    latency = typer.Typer(no_args_is_help=True)
-    root.add_typer(latency, name="latency")
-    _cli_data.register(root, latency)
+    _cli.register(root)
     return root
 
 
@@ -48,8 +47,6 @@ def fails(app: typer.Typer, exc_type: type[NASError], *args: str) -> NASError:
 @pytest.mark.parametrize(
     "args, words",
     [
-        (["devices", "--help"], ["list", "show", "add"]),
-        (["devices", "add", "--help"], ["--threads", "--precision", "--ray-resource"]),
         (["latency", "import", "--help"], ["--device", "--space", "--db", ".jsonl"]),
         (["latency", "export", "--help"], ["--out", "parquet", "--db"]),
     ],
@@ -58,53 +55,6 @@ def test_help(app: typer.Typer, args: list[str], words: list[str]) -> None:
     out = ok(app, *args)
     for w in words:
         assert w in out
-
-
-def test_devices_list_and_show(app: typer.Typer) -> None:
-    listed = json.loads(ok(app, "devices", "list", "--json"))
-    assert {"cpu-1t", "cpu-2t", "cpu-1t-int8"} <= {d["name"] for d in listed}
-    assert "cpu-1t-int8" in ok(app, "devices", "list")
-    shown = json.loads(ok(app, "devices", "show", "cpu-2t", "--json"))
-    assert shown["intra_op_threads"] == 2 and shown["file"].endswith("cpu-2t.yaml")
-    assert "intra_op_threads" in ok(app, "devices", "show", "cpu-1t")
-    err = fails(app, UnknownNameError, "devices", "show", "nope")
-    assert "known devices" in str(err)
-
-
-def test_devices_add(app: typer.Typer, tmp_path: Path) -> None:
-    out = ok(
-        app, "devices", "add", "pi4-4t", "--threads", "4", "--precision", "int8",
-        "--ray-resource", "device:pi4", "--description", "Raspberry Pi 4", "--json",
-    )  # fmt: skip
-    added = json.loads(out)
-    assert added["placement"] == "ray" and added["precision"] == "int8"
-    assert Path(added["file"]) == tmp_path / "devices" / "pi4-4t.yaml"
-    shown = json.loads(ok(app, "devices", "show", "pi4-4t", "--json"))
-    assert shown["intra_op_threads"] == 4 and shown["ray_resource"] == "device:pi4"
-    assert "pi4-4t" in {d["name"] for d in json.loads(ok(app, "devices", "list", "--json"))}
-    fails(app, ConfigError, "devices", "add", "pi4-4t", "--threads", "2")
-    ok(app, "devices", "add", "pi4-4t", "--threads", "2", "--overwrite")
-    assert json.loads(ok(app, "devices", "show", "pi4-4t", "--json"))["intra_op_threads"] == 2
-
-
-def test_devices_add_from_file_and_bad_values(app: typer.Typer, tmp_path: Path) -> None:
-    src = tmp_path / "gpu.yaml"
-    src.write_text("provider: CUDAExecutionProvider\nbatch_size: 8\nintra_op_threads: 2\n")
-    ok(app, "devices", "add", "gpu-b8", "--from-file", str(src), "--threads", "6")
-    shown = json.loads(ok(app, "devices", "show", "gpu-b8", "--json"))
-    assert (shown["provider"], shown["batch_size"], shown["intra_op_threads"]) == (
-        "CUDAExecutionProvider",
-        8,
-        6,
-    )
-    ok(app, "devices", "add", "trt", "--provider", "tensorrt")
-    err = fails(app, ConfigError, "devices", "add", "x", "--precision", "fp16")
-    assert "'precision'" in str(err) and "'fp16'" in str(err)
-    err = fails(app, ConfigError, "devices", "add", "x", "--threads", "0")
-    assert "intra_op_threads" in str(err)
-    err = fails(app, ConfigError, "devices", "add", "x", "--provider", "Foo")
-    assert "provider" in str(err) and "CPUExecutionProvider" in str(err)
-    assert not (tmp_path / "devices" / "x.yaml").exists()
 
 
 def test_import_export(app: typer.Typer, tmp_path: Path) -> None:

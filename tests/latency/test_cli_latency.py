@@ -18,9 +18,10 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    latency_app = typer.Typer(no_args_is_help=True)
-    _cli.register(latency_app)
-    return latency_app
+    """The ``latency`` group as ``register`` adds it to a root app."""
+    root = typer.Typer(no_args_is_help=True)
+    _cli.register(root)
+    return next(g.typer_instance for g in root.registered_groups if g.name == "latency")
 
 
 @pytest.fixture(scope="module")

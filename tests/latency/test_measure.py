@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -15,7 +14,10 @@ from nas.errors import ConfigError, NASError
 from nas.latency import (
     DeviceProfile,
     TimingConfig,
+    _lock,
     _measure,
+    _session,
+    _timing,
     measure_architectures,
     noise_floor,
     quantize_int8,
@@ -44,13 +46,13 @@ class _FakeClock:
 
 def test_stopping_rule_stops_early_on_a_stable_median(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    monkeypatch.setattr(_timing.time, "perf_counter_ns", clock)
 
     def run() -> None:
         clock.now += 1_000_000  # exactly 1 ms every run
 
     cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=20, max_runs=400, round_runs=10)
-    res = _measure.time_session(run, cfg)
+    res = _timing.time_session(run, cfg)
     assert res.converged
     assert res.n_runs == 20
     assert res.median_ms == pytest.approx(1.0)
@@ -59,7 +61,7 @@ def test_stopping_rule_stops_early_on_a_stable_median(monkeypatch: pytest.Monkey
 
 def test_stopping_rule_caps_runs_on_a_noisy_median(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    monkeypatch.setattr(_timing.time, "perf_counter_ns", clock)
     rng = np.random.default_rng(0)
 
     def run() -> None:
@@ -67,7 +69,7 @@ def test_stopping_rule_caps_runs_on_a_noisy_median(monkeypatch: pytest.MonkeyPat
 
     cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=10, max_runs=60, max_s=60.0,
                        round_runs=10)
-    res = _measure.time_session(run, cfg)
+    res = _timing.time_session(run, cfg)
     assert not res.converged
     assert res.n_runs == 60
     assert res.p10_ms < res.median_ms < res.p90_ms
@@ -78,7 +80,7 @@ def test_interleaved_reference_cancels_a_drifting_machine(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    monkeypatch.setattr(_timing.time, "perf_counter_ns", clock)
     calls = [0]
 
     def runner(ms: float):  # type: ignore[no-untyped-def]
@@ -89,7 +91,7 @@ def test_interleaved_reference_cancels_a_drifting_machine(
 
     cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=140, max_runs=200, max_s=1e9,
                        round_runs=10)
-    (target, ref), _ = _measure._time_runs([runner(2.0), runner(1.0)], cfg)
+    (target, ref), _ = _timing._time_runs([runner(2.0), runner(1.0)], cfg)
     assert len(target) == len(ref) == 140  # blocks of 10 runs each, alternating
     assert float(np.median(target)) == pytest.approx(2.8)  # the raw median moved 40%...
     assert float(np.median(target) / np.median(ref)) == pytest.approx(2.0)  # ...the ratio to
@@ -100,7 +102,7 @@ def test_block_warmup_keeps_cold_runs_out_of_the_record(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     clock = _FakeClock()
-    monkeypatch.setattr(_measure.time, "perf_counter_ns", clock)
+    monkeypatch.setattr(_timing.time, "perf_counter_ns", clock)
     last = [""]
 
     def runner(name: str, ms: float):  # type: ignore[no-untyped-def]
@@ -113,7 +115,7 @@ def test_block_warmup_keeps_cold_runs_out_of_the_record(
     def times(block_warmup: int) -> list[np.ndarray]:
         cfg = TimingConfig(warmup_runs=1, warmup_s=0.0, min_runs=40, max_runs=40,
                            round_runs=4, block_warmup=block_warmup)
-        return _measure._time_runs([runner("t", 1.0), runner("r", 2.0)], cfg)[0]
+        return _timing._time_runs([runner("t", 1.0), runner("r", 2.0)], cfg)[0]
 
     cold_t, _ = times(0)
     assert cold_t.max() == pytest.approx(3.0)  # every block starts cold...
@@ -130,7 +132,7 @@ def test_block_warmup_keeps_cold_runs_out_of_the_record(
 def tiny_pair() -> tuple:
     """The tiny space's smallest and middle (reference) subnets, exported: (small, mid,
     models by arch)."""
-    from nas.export._onnx import onnx_bytes
+    from nas.export import onnx_bytes
     from nas.supernet import OFASupernet
 
     net = OFASupernet("tiny").eval()
@@ -144,15 +146,15 @@ def test_relative_timing_scales_to_the_anchor(tiny_pair: tuple) -> None:
     cfg = TimingConfig(warmup_runs=5, warmup_s=0.0, min_runs=30, max_runs=200, max_s=1.0,
                        target_rel_ci=0.02, retries=0)
     # the reference timed against itself comes out at its anchor, whatever the anchor
-    ref = _measure.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
-    res = _measure.time_onnx(models[mid], prof, mid.r, cfg, reference=ref)
+    ref = _session.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
+    res = _session.time_onnx(models[mid], prof, mid.r, cfg, reference=ref)
     assert res.median_ms == pytest.approx(5.0, rel=0.15)
     env = res.env["reference"]
     assert env["arch"] == mid.hash and env["anchor_ms"] == 5.0
     assert env["ratio"] == pytest.approx(res.median_ms / 5.0, rel=1e-4)
     assert res.p10_ms <= res.median_ms <= res.p90_ms
     # a smaller subnet is faster than the reference, on the anchor's scale
-    small_res = _measure.time_onnx(models[small], prof, small.r, cfg, reference=ref)
+    small_res = _session.time_onnx(models[small], prof, small.r, cfg, reference=ref)
     assert small_res.env["reference"]["ratio"] < 1
     assert small_res.median_ms == pytest.approx(
         5.0 * small_res.env["reference"]["raw_median_ms"]
@@ -162,10 +164,10 @@ def test_relative_timing_scales_to_the_anchor(tiny_pair: tuple) -> None:
 def test_several_sessions_combine_into_their_median(tiny_pair: tuple) -> None:
     small, mid, models = tiny_pair
     prof = DeviceProfile("t-1t")
-    ref = _measure.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
+    ref = _session.Reference(models[mid], mid.r, anchor_ms=5.0, arch_hash=mid.hash)
     cfg = TimingConfig(warmup_runs=3, warmup_s=0.0, min_runs=20, max_runs=60, max_s=0.5,
                        target_rel_ci=0.05, retries=0, sessions=3)
-    res = _measure.time_onnx(models[small], prof, small.r, cfg, reference=ref)
+    res = _session.time_onnx(models[small], prof, small.r, cfg, reference=ref)
     env = res.env
     # three fresh session pairs, each with its own ratio; the result is their median
     assert len(env["sessions"]) == 3 and len(env["reference"]["ratios"]) == 3
@@ -175,10 +177,10 @@ def test_several_sessions_combine_into_their_median(tiny_pair: tuple) -> None:
     assert res.median_ms == pytest.approx(5.0 * env["reference"]["ratio"], rel=1e-4)
     assert res.n_runs >= 3 * 20 and res.p10_ms <= res.median_ms <= res.p90_ms
     # without a reference too, and one session is the plain protocol
-    solo = _measure.time_onnx(models[small], prof, small.r,
-                              dataclasses.replace(cfg, reference=False, sessions=2))
+    solo = _session.time_onnx(models[small], prof, small.r,
+                              cfg.replace(reference=False, sessions=2))
     assert len(solo.env["sessions"]) == 2 and "reference" not in solo.env
-    one = _measure.time_onnx(models[small], prof, small.r, dataclasses.replace(cfg, sessions=1),
+    one = _session.time_onnx(models[small], prof, small.r, cfg.replace(sessions=1),
                              reference=ref)
     assert "sessions" not in one.env
     with pytest.raises(ConfigError, match="sessions"):
@@ -204,7 +206,7 @@ def test_relative_measurements_share_one_stored_anchor(db: LatencyDB) -> None:
     assert len(recs) == 3
     for i in ids:
         env = recs[i].env
-        assert env["protocol"] == _measure.PROTOCOL_VERSION
+        assert env["protocol"] == _timing.PROTOCOL_VERSION
         assert env["reference"]["anchor_ms"] == pytest.approx(anchor, rel=1e-5)
         assert recs[i].latency_ms == pytest.approx(anchor * env["reference"]["ratio"],
                                                    rel=1e-4)
@@ -216,8 +218,8 @@ def test_median_ci_shrinks_with_more_runs() -> None:
     rng = np.random.default_rng(1)
     few = np.sort(rng.normal(10, 0.5, 20))
     many = np.sort(rng.normal(10, 0.5, 2000))
-    assert _measure._median_rel_ci(many) < _measure._median_rel_ci(few)
-    assert _measure._median_rel_ci(np.full(30, 2.0)) == 0.0
+    assert _timing._median_rel_ci(many) < _timing._median_rel_ci(few)
+    assert _timing._median_rel_ci(np.full(30, 2.0)) == 0.0
 
 
 def test_timing_config_rejects_bad_values() -> None:
@@ -249,14 +251,14 @@ def test_real_measurement_lands_in_db_with_sane_fields(db: LatencyDB) -> None:
 def test_session_options_follow_the_profile() -> None:
     import onnxruntime as ort
 
-    from nas.export._onnx import onnx_bytes
+    from nas.export import onnx_bytes
     from nas.supernet import OFASupernet
 
     net = OFASupernet("tiny").eval()
     model = onnx_bytes(net.extract(net.space.smallest()), 16)
     prof = DeviceProfile("t-2t", intra_op_threads=2, graph_optimization="basic",
                          allow_spinning=False)
-    sess = _measure.make_session(model, prof)
+    sess = _session.make_session(model, prof)
     opts = sess.get_session_options()
     assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -268,7 +270,7 @@ def test_session_options_follow_the_profile() -> None:
 def test_int8_end_to_end_on_tiny(db: LatencyDB) -> None:
     import onnx
 
-    from nas.export._onnx import onnx_bytes
+    from nas.export import onnx_bytes
     from nas.supernet import OFASupernet
 
     sp = get_space("tiny")
@@ -354,7 +356,7 @@ def test_device_lock_serialises_measurements(tmp_path: Path) -> None:
     held = threading.Event()
 
     def first() -> None:
-        with _measure.device_lock(prof, tmp_path):
+        with _lock.device_lock(prof, tmp_path):
             held.set()
             order.append("a-start")
             time.sleep(0.3)
@@ -363,13 +365,13 @@ def test_device_lock_serialises_measurements(tmp_path: Path) -> None:
     t = threading.Thread(target=first)
     t.start()
     held.wait(5)
-    with _measure.device_lock(prof, tmp_path):
+    with _lock.device_lock(prof, tmp_path):
         order.append("b")
     t.join()
     assert order == ["a-start", "a-end", "b"]
     # local CPU profiles share the host's cores, hence one lock
     other = DeviceProfile("lock-test-2t", intra_op_threads=2)
-    assert _measure._lock_key(prof) == _measure._lock_key(other)
+    assert _lock._lock_key(prof) == _lock._lock_key(other)
 
 
 @pytest.mark.ray

@@ -1,0 +1,122 @@
+"""Models as a device runs them: fp32 as exported, or statically quantized to int8.
+
+Subnets and lookup-table blocks are exported with one torch thread
+(:func:`one_torch_thread`): OpenMP workers left spinning after a parallel export would
+otherwise compete with the timing that follows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from nas.devices import DeviceProfile
+from nas.errors import ConfigError
+from nas.latency._timing import TimingError
+
+__all__ = ["one_torch_thread", "prepare_model", "quantize_int8"]
+
+
+class _RandomReader:
+    """Calibration batches for ``quantize_static``: standardised random images.
+
+    Inputs of the networks are normalised images, so standard-normal pixels have the right
+    range; latency does not depend on the calibrated scales anyway.
+    """
+
+    def __init__(self, input_name: str, shape: tuple[int, ...], n_batches: int, seed: int):
+        rng = np.random.default_rng(seed)
+        self._batches = iter(
+            [{input_name: rng.standard_normal(shape).astype(np.float32)}
+             for _ in range(n_batches)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._batches, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not used by MinMax calibration
+        pass
+
+
+def quantize_int8(
+    model: bytes, resolution: int, *, per_channel: bool = True, n_batches: int = 4,
+    seed: int = 0, input_name: str = "input", input_shape: tuple[int, ...] | None = None,
+) -> bytes:
+    """Static QDQ int8 quantization of an fp32 ONNX model with ORT's quantization tool.
+
+    Pre-processing (shape inference and ORT's graph optimisation) first, as ORT recommends;
+    then u8 activations and s8 weights (the x86 / ARM fast path), per-channel weight scales
+    (the accuracy a deployment would want; it costs no latency), MinMax calibration on
+    ``n_batches`` random batches.
+
+    Raises:
+        TimingError: if quantization fails.
+    """
+    from onnxruntime.quantization import (
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:
+        src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(model)
+        shape = tuple(input_shape) if input_shape is not None else (3, resolution, resolution)
+        reader = _RandomReader(input_name, (1, *shape), n_batches, seed)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_static(
+                str(pre), str(out), reader, quant_format=QuantFormat.QDQ,
+                per_channel=per_channel, activation_type=QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+            )
+        except Exception as exc:  # the quantization tool raises many types
+            raise TimingError(
+                f"int8 quantization failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return out.read_bytes()
+
+
+def prepare_model(
+    model: bytes, profile: DeviceProfile, resolution: int, *, input_name: str = "input",
+    input_shape: tuple[int, ...] | None = None,
+) -> bytes:
+    """The model as the device runs it: unchanged for fp32, quantized for int8."""
+    if profile.precision == "fp32":
+        return model
+    if profile.precision == "int8":
+        return quantize_int8(model, resolution, input_name=input_name, input_shape=input_shape)
+    raise ConfigError(
+        f"precision must be 'fp32' or 'int8', got {profile.precision!r} (device {profile.name})"
+    )
+
+
+def prepare_cached(profile: DeviceProfile, fp32: bytes, resolution: int,
+                   cache: dict[str, bytes] | None = None) -> bytes:
+    """``prepare_model``, keeping one model per precision in ``cache`` (one subnet's models
+    shared by its devices)."""
+    if cache is None:
+        return prepare_model(fp32, profile, resolution)
+    if profile.precision not in cache:
+        cache[profile.precision] = prepare_model(fp32, profile, resolution)
+    return cache[profile.precision]
+
+
+@contextlib.contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Export with one torch thread: the graphs are small, and idle OpenMP workers that spin
+    after a parallel export would compete with the timing that follows it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -1,0 +1,246 @@
+"""Timing an ONNX model in ONNX Runtime sessions: session options from the device profile,
+fresh sessions per measurement, retries of disturbed ones and relative timing against a
+reference subnet (protocol steps 1, 2, 5 and 7 of :mod:`nas.latency._timing`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from nas.devices import DeviceProfile
+from nas.errors import ConfigError
+from nas.latency._environment import environment_fingerprint
+from nas.latency._timing import TimingConfig, TimingError, TimingResult, _result, _time_runs
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+__all__ = ["Reference", "make_session", "time_onnx"]
+
+_GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
+              "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
+
+
+def _session_options(profile: DeviceProfile) -> ort.SessionOptions:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = int(profile.intra_op_threads)
+    opts.inter_op_num_threads = int(profile.inter_op_threads)
+    if profile.graph_optimization not in _GRAPH_OPT:
+        raise ConfigError(
+            f"graph_optimization must be one of {sorted(_GRAPH_OPT)}, got "
+            f"{profile.graph_optimization!r} (device {profile.name})"
+        )
+    opts.graph_optimization_level = getattr(
+        ort.GraphOptimizationLevel, _GRAPH_OPT[profile.graph_optimization]
+    )
+    if profile.execution_mode not in ("sequential", "parallel"):
+        raise ConfigError(
+            f"execution_mode must be 'sequential' or 'parallel', got "
+            f"{profile.execution_mode!r} (device {profile.name})"
+        )
+    opts.execution_mode = (ort.ExecutionMode.ORT_SEQUENTIAL
+                           if profile.execution_mode == "sequential"
+                           else ort.ExecutionMode.ORT_PARALLEL)
+    spin = "1" if profile.allow_spinning else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spin)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spin)
+    opts.log_severity_level = 3
+    return opts
+
+
+def make_session(model: bytes, profile: DeviceProfile) -> ort.InferenceSession:
+    """An ``InferenceSession`` with every option the profile fixes set explicitly."""
+    import onnxruntime as ort
+
+    opts = _session_options(profile)
+    available = ort.get_available_providers()
+    if profile.provider not in available:
+        raise TimingError(
+            f"execution provider {profile.provider!r} of device {profile.name} is not "
+            f"available here; available: {available}"
+        )
+    try:
+        return ort.InferenceSession(model, opts, providers=[profile.provider])
+    except Exception as exc:  # ORT raises its own exception types
+        raise TimingError(f"cannot create an ORT session: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The reference subnet a measurement is timed against (protocol step 7).
+
+    Attributes:
+        model: its ONNX model, prepared for the device (quantized for int8 profiles).
+        resolution: its input side.
+        anchor_ms: its latency on the device, from fresh sessions (the scale of the results).
+        arch_hash: its architecture hash, recorded with each measurement.
+    """
+
+    model: bytes
+    resolution: int
+    anchor_ms: float
+    arch_hash: str = ""
+
+
+def _disturbed(res: TimingResult, cfg: TimingConfig) -> bool:
+    return (res.p90_ms > cfg.max_spread * res.p10_ms
+            and res.p90_ms - res.p10_ms > cfg.min_disturbance_ms)
+
+
+def _input(profile: DeviceProfile, shape: tuple[int, ...], seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal(
+        (profile.batch_size, *shape)).astype(np.float32)
+
+
+def _runner(model: bytes, profile: DeviceProfile, x: np.ndarray) -> Callable[[], Any]:
+    sess = make_session(model, profile)
+    feed = {sess.get_inputs()[0].name: x}
+    outputs = [o.name for o in sess.get_outputs()]
+
+    def run() -> Any:
+        return sess.run(outputs, feed)
+
+    return run
+
+
+def time_onnx(
+    model: bytes, profile: DeviceProfile, resolution: int,
+    config: TimingConfig | None = None, input_shape: tuple[int, ...] | None = None,
+    reference: Reference | None = None,
+) -> TimingResult:
+    """Time an ONNX model (already quantized for int8 profiles) on ``profile``.
+
+    Creates fresh sessions (``config.sessions`` of them, each with its own reference
+    session), so repeated calls measure independent sessions (what the noise floor needs).
+
+    Args:
+        model: the serialised ONNX model, with one float32 input.
+        profile: the device profile that fixes the session options and batch size.
+        resolution: side of the input image, for ``(batch, 3, r, r)``.
+        config: the protocol's settings.
+        input_shape: the input's shape without the batch dimension, instead of
+            ``(3, r, r)`` (single blocks for lookup tables).
+        reference: time the model alternately with this reference and scale the result to
+            the reference's anchor (protocol step 7); p10 and p90 are scaled alike.
+    """
+    cfg = config or TimingConfig()
+    if cfg.sessions == 1:
+        return _time_onnx_session(model, profile, resolution, cfg, input_shape, reference)
+    t_start = time.perf_counter()
+    parts = [_time_onnx_session(model, profile, resolution, cfg, input_shape, reference)
+             for _ in range(cfg.sessions)]
+    return _combine_sessions(parts, time.perf_counter() - t_start)
+
+
+def _combine_sessions(parts: list[TimingResult], total_s: float) -> TimingResult:
+    """One result from measurements of one model in several fresh sessions: medians of the
+    statistics (the mean of two), runs and seconds summed, the spread of the medians and of
+    the ratios (with a reference) kept in the environment."""
+    def med(values: Iterable[float]) -> float:
+        return float(np.median(np.fromiter(values, dtype=np.float64)))
+
+    median_ms = med(r.median_ms for r in parts)
+    env = dict(parts[0].env)
+    env.update(
+        sessions=[round(r.median_ms, 6) for r in parts],
+        rel_ci=round(med(r.rel_ci for r in parts) / np.sqrt(len(parts)), 6),
+        seconds=round(sum(r.seconds for r in parts), 3), total_s=round(total_s, 3),
+        spreads=[s for r in parts for s in r.env.get("spreads", [])],
+        disturbed=any(r.env.get("disturbed", False) for r in parts),
+        converged=all(r.converged for r in parts),
+    )
+    refs = [r.env["reference"] for r in parts if "reference" in r.env]
+    if len(refs) == len(parts) and refs:
+        env["reference"] = {
+            **refs[0],
+            "raw_median_ms": round(med(x["raw_median_ms"] for x in refs), 6),
+            "reference_median_ms": round(med(x["reference_median_ms"] for x in refs), 6),
+            "ratio": round(med(x["ratio"] for x in refs), 6),
+            "ratios": [x["ratio"] for x in refs],
+            "reference_rel_ci": round(med(x["reference_rel_ci"] for x in refs), 6),
+        }
+    return TimingResult(
+        median_ms, med(r.p10_ms for r in parts), med(r.p90_ms for r in parts),
+        sum(r.n_runs for r in parts), env["rel_ci"], env["converged"], env["seconds"], env)
+
+
+def _least_disturbed(
+    model: bytes, profile: DeviceProfile, x: np.ndarray, cfg: TimingConfig,
+    reference: Reference | None, x_ref: np.ndarray | None,
+) -> tuple[TimingResult, TimingResult | None, list[float]]:
+    """Time in fresh sessions until one is undisturbed (or the retries run out); the least
+    spread attempt, its reference's result and every attempt's spread (protocol step 5)."""
+    best: TimingResult | None = None
+    best_ref: TimingResult | None = None
+    spreads = []
+    for attempt in range(cfg.retries + 1):
+        if attempt:
+            time.sleep(cfg.retry_sleep_s)
+        runs = [_runner(model, profile, x)]
+        if reference is not None:
+            runs.append(_runner(reference.model, profile, x_ref))  # type: ignore[arg-type]
+        try:
+            arrays, elapsed = _time_runs(runs, cfg)
+        except Exception as exc:
+            raise TimingError(f"ORT run failed: {type(exc).__name__}: {exc}") from exc
+        res = _result(arrays[0], cfg, elapsed)
+        spread = res.p90_ms / res.p10_ms
+        spreads.append(round(spread, 4))
+        if best is None or spread < best.p90_ms / best.p10_ms:
+            best = res
+            best_ref = _result(arrays[1], cfg, elapsed) if reference is not None else None
+        del runs
+        if not _disturbed(res, cfg):
+            break
+    if best is None:  # pragma: no cover - the loop runs at least once
+        raise TimingError("no timing attempt ran")
+    return best, best_ref, spreads
+
+
+def _relative(best: TimingResult, best_ref: TimingResult, reference: Reference,
+              env: dict[str, Any]) -> TimingResult:
+    """``best`` on the anchor's scale: times the ratio of the anchor to the reference's
+    median in the same window (protocol step 7)."""
+    scale = reference.anchor_ms / best_ref.median_ms
+    env["reference"] = {
+        "arch": reference.arch_hash, "anchor_ms": round(reference.anchor_ms, 6),
+        "raw_median_ms": round(best.median_ms, 6),
+        "reference_median_ms": round(best_ref.median_ms, 6),
+        "ratio": round(best.median_ms / best_ref.median_ms, 6),
+        "reference_rel_ci": round(best_ref.rel_ci, 6),
+    }
+    rel_ci = float(np.hypot(best.rel_ci, best_ref.rel_ci))
+    env["rel_ci"] = round(rel_ci, 6)
+    return dataclasses.replace(
+        best, median_ms=best.median_ms * scale, p10_ms=best.p10_ms * scale,
+        p90_ms=best.p90_ms * scale, rel_ci=rel_ci,
+        converged=best.converged and best_ref.converged, env=env,
+    )
+
+
+def _time_onnx_session(
+    model: bytes, profile: DeviceProfile, resolution: int, cfg: TimingConfig,
+    input_shape: tuple[int, ...] | None, reference: Reference | None,
+) -> TimingResult:
+    """``time_onnx`` in one fresh session (pair, with a reference)."""
+    shape = tuple(input_shape) if input_shape is not None else (3, resolution, resolution)
+    x = _input(profile, shape, cfg.seed)
+    x_ref = (_input(profile, (3, reference.resolution, reference.resolution), cfg.seed + 1)
+             if reference is not None else None)
+    t_start = time.perf_counter()
+    best, best_ref, spreads = _least_disturbed(model, profile, x, cfg, reference, x_ref)
+    env = environment_fingerprint(profile, cfg)
+    env.update(rel_ci=round(best.rel_ci, 6), converged=best.converged,
+               seconds=round(best.seconds, 3), resolution=resolution, spreads=spreads,
+               disturbed=_disturbed(best, cfg),
+               total_s=round(time.perf_counter() - t_start, 3))
+    if reference is None or best_ref is None:
+        return dataclasses.replace(best, env=env)
+    return _relative(best, best_ref, reference, env)
