@@ -96,7 +96,7 @@ class TPE(SearchSampler):
 @SAMPLERS.register
 class NSGA2(SearchSampler):
     name = "nsga2"
-    description = "Optuna's NSGA-II genetic algorithm (population: population)"
+    description = "Optuna's NSGA-II genetic algorithm (its population: the config's population)"
 
     @classmethod
     def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
@@ -133,7 +133,7 @@ class GP(SearchSampler):
 @SAMPLERS.register
 class Evolution(SearchSampler):
     name = "evolution"
-    description = "Once-for-All's evolutionary search (population: population)"
+    description = "Once-for-All's evolutionary search (its population: the config's population)"
 
     @classmethod
     def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
