@@ -91,7 +91,7 @@ def _fail(loc: tuple[str | int, ...], value: Any, message: str) -> ValidationErr
 
 
 class _Part(ConfigModel):
-    what = "training config"
+    what = "config file"  # "config file not found: x.yaml", as before the shared format
 
 
 class DataConfig(_Part):
