@@ -326,10 +326,18 @@ def _one_of(values: tuple[str, ...]) -> Callable[[Any], Any]:
     return check
 
 
-@functools.cache
 def _options_model(cls: type[Proxy]) -> type[ConfigModel]:
-    """The pydantic model of ``cls``'s options: their types and defaults, and the choices."""
+    """The pydantic model of ``cls``'s options: their types and defaults, and the choices
+    (built again when the choices change, e.g. a new accuracy predictor kind)."""
     choices = cls.option_choices()
+    return _build_options_model(cls, tuple(sorted(choices.items())))
+
+
+@functools.cache
+def _build_options_model(
+    cls: type[Proxy], choice_items: tuple[tuple[str, tuple[str, ...]], ...]
+) -> type[ConfigModel]:
+    choices = dict(choice_items)
     fields: dict[str, Any] = {}
     for key, default in cls.options.items():
         checks: list[Any] = [BeforeValidator(_coercer(default))]
