@@ -56,7 +56,7 @@ def _synthetic(space: str, n: int, seed: int = 0) -> tuple[list[Any], np.ndarray
 
 
 def _kind_params(kind: str, space: str) -> dict[str, Any]:
-    return {"table": _fake_table(space)} if kind in ("lut", "hybrid") else {}
+    return {"table": _fake_table(space)} if PREDICTORS.get(kind).needs_table else {}
 
 
 @pytest.mark.parametrize("kind", list(PREDICTORS))
@@ -165,8 +165,8 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> LatencyDB:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(PREDICTORS))
 def test_each_kind_ranks_held_out_subnets(measured: LatencyDB, kind: str) -> None:
-    params = {"lut_timing": "quick", "lut_resolutions": None} if kind in ("lut", "hybrid") \
-        else None
+    params = ({"lut_timing": "quick", "lut_resolutions": None}
+              if PREDICTORS.get(kind).needs_table else None)
     est, metrics = fit_predictor("cpu-1t", "cifar_mbv3", kind, db=measured, holdout=0.3,
                                  params=params)
     test = metrics["test"]
