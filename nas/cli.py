@@ -32,9 +32,9 @@ def _register_all() -> None:
         return
     _REGISTERED = True
     from nas import _cli_core
+    from nas.devices import _cli as devices_cli
     from nas.export import _cli as export_cli
     from nas.latency import _cli as latency_cli
-    from nas.latency import _cli_data as latency_cli_data
     from nas.proxies import _cli as proxies_cli
     from nas.report import _cli as report_cli
     from nas.search import _cli as search_cli
@@ -47,13 +47,8 @@ def _register_all() -> None:
     space_cli.register(app)
     supernet_cli.register(app)
     export_cli.register(app)
-    latency_app = typer.Typer(
-        help="Measure latencies, import and export them, fit and query predictors.",
-        no_args_is_help=True,
-    )
-    app.add_typer(latency_app, name="latency")
-    latency_cli_data.register(app, latency_app)
-    latency_cli.register(latency_app)
+    devices_cli.register(app)
+    latency_cli.register(app)
     train_cli.register(app)
     proxies_cli.register(app)
     search_cli.register(app)

@@ -1,25 +1,49 @@
-"""Export of subnets: ONNX + weights + manifest, verified against torch."""
+"""Export of subnets: ONNX + weights + manifest, verified against torch.
 
-from nas.export._onnx import INPUT_NAME, OUTPUT_NAME, export_onnx, onnx_bytes, verify_onnx
-from nas.export._package import (
-    MANIFEST_FORMAT,
-    ExportResult,
-    export_subnet,
-    load_export,
-    sha256_file,
-    verify_export,
+Submodules are imported on first use of a name (torch is slow to import), so commands that
+need none of it (`nas --help`) stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nas.export._onnx import (
+        INPUT_NAME,
+        OUTPUT_NAME,
+        export_onnx,
+        onnx_bytes,
+        verify_onnx,
+    )
+    from nas.export._package import (
+        MANIFEST_FORMAT,
+        ExportResult,
+        export_subnet,
+        load_export,
+        sha256_file,
+        verify_export,
+    )
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.export._onnx": [
+            "INPUT_NAME",
+            "OUTPUT_NAME",
+            "export_onnx",
+            "onnx_bytes",
+            "verify_onnx",
+        ],
+        "nas.export._package": [
+            "MANIFEST_FORMAT",
+            "ExportResult",
+            "export_subnet",
+            "load_export",
+            "sha256_file",
+            "verify_export",
+        ],
+    },
 )
-
-__all__ = [
-    "INPUT_NAME",
-    "MANIFEST_FORMAT",
-    "OUTPUT_NAME",
-    "ExportResult",
-    "export_onnx",
-    "export_subnet",
-    "load_export",
-    "onnx_bytes",
-    "sha256_file",
-    "verify_export",
-    "verify_onnx",
-]

@@ -14,7 +14,6 @@ from rich.table import Table
 
 from nas._cli_utils import DbOpt, DeviceOpt, JsonOpt, SpaceOpt, console, err_console, print_json
 from nas.errors import ConfigError
-from nas.latency._predictors import DEFAULT_KIND, PREDICTORS, baseline_class, predictor_class
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
@@ -50,9 +49,10 @@ _ReferenceOpt = Annotated[bool, typer.Option(
     help="Time each subnet alternately with the space's reference subnet and store it "
     "relative to that (cancels the machine's drift; the default), or time it alone.")]
 _ProgressOpt = Annotated[bool, typer.Option(help="Show a progress bar.")]
-_KindOpt = Annotated[str, typer.Option(
+_KindOpt = Annotated[str | None, typer.Option(
     "--kind", "-k",
-    help=f"Predictor kind, or all. {PREDICTORS.help(lambda cls: cls.summary)}.")]
+    help="Predictor kind, or all (`nas latency kinds` lists the registered kinds; default: "
+    "the default kind it marks).")]
 _HoldoutOpt = Annotated[float, typer.Option(
     min=0.0, max=0.95, help="Share of the measured subnets held out to score the fit (0: fit "
     "on everything; the metrics are then in-sample).")]
@@ -82,8 +82,14 @@ _OnlySpaceOpt = Annotated[str | None, typer.Option(
     "--space", help="Only this search space (default: all).")]
 
 
-def _kinds(kind: str) -> list[str]:
+def _kinds(kind: str | None) -> list[str]:
+    # The predictors import scikit-learn: only commands that use them pay for it, so that
+    # `nas --help` stays fast.
     from nas.errors import UnknownNameError
+    from nas.latency._predictors import DEFAULT_KIND, PREDICTORS
+
+    if kind is None:
+        return [DEFAULT_KIND]
 
     if kind == "all":
         return PREDICTORS.names()
@@ -192,6 +198,8 @@ def _metrics_table(results: dict[str, Any], kinds: list[str], title: str) -> Tab
     """Each fitted kind's metrics, the baseline's and the noise floor's, one row a metric."""
     first = next(iter(results.values()))
     split = "test" if first["n_test"] else "train"
+    from nas.latency._predictors import baseline_class
+
     base = baseline_class().kind
     cols = [k for k in kinds if k != base] + [base]
     table = Table(title=title)
@@ -228,7 +236,7 @@ def _print_fitted(results: dict[str, Any], kinds: list[str], device: str, space:
 
 
 def fit(
-    device: DeviceOpt, space: SpaceOpt, kind: _KindOpt = DEFAULT_KIND,
+    device: DeviceOpt, space: SpaceOpt, kind: _KindOpt = None,
     holdout: _HoldoutOpt = 0.2, seed: _SplitSeedOpt = 0, db: DbOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
@@ -248,6 +256,8 @@ def fit(
     profile = get_device(device)
     sp = get_space(space)
     store = _db(db)
+    from nas.latency._predictors import predictor_class
+
     results: dict[str, Any] = {}
     for k in kinds:
         note = predictor_class(k).fit_note
@@ -346,6 +356,27 @@ def export_cmd(
     console.print(f"exported {n} measurement(s) from {url} -> {out}")
 
 
+def kinds_cmd(json_: JsonOpt = False) -> None:
+    """List the registered latency predictor kinds: what each is, whether it needs a lookup
+    table timed on the device, and which one `nas latency fit` uses by default."""
+    from nas.latency._predictors import DEFAULT_KIND, PREDICTORS
+
+    rows: list[dict[str, Any]] = [
+        {"kind": name, "summary": cls.summary, "default": name == DEFAULT_KIND,
+         "needs_table": bool(getattr(cls, "needs_table", False)),
+         "restores_from_state": bool(cls.restores_from_state)}
+        for name, cls in PREDICTORS.items()
+    ]
+    if json_:
+        print_json(rows)
+        return
+    table = Table("kind", "what it is", "lookup table", title="latency predictor kinds")
+    for r in rows:
+        table.add_row(str(r["kind"]) + (" (default)" if r["default"] else ""), str(r["summary"]),
+                      "timed on the device" if r["needs_table"] else "-")
+    console.print(table)
+
+
 # ---------------------------------------------------------------------- registration
 def _help(doc: str | None) -> str:
     """A docstring as help text: paragraphs kept, the lines inside each joined."""
@@ -364,4 +395,5 @@ def register(app: typer.Typer) -> None:
         latency_app.command(name, help=_help(fn.__doc__))(fn)
     latency_app.command("import")(import_cmd)
     latency_app.command("export")(export_cmd)
+    latency_app.command("kinds", help=_help(kinds_cmd.__doc__))(kinds_cmd)
     app.add_typer(latency_app, name="latency")

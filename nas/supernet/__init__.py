@@ -1,30 +1,57 @@
-"""Elastic modules, the once-for-all supernet, subnet extraction and checkpoints."""
+"""Elastic modules, the once-for-all supernet, subnet extraction and checkpoints.
 
-from nas.supernet._checkpoint import load_supernet, read_checkpoint_meta, save_supernet
-from nas.supernet._dynamic import (
-    DynamicBatchNorm2d,
-    DynamicLinear,
-    DynamicMBConv,
-    DynamicPointwiseConv2d,
-    DynamicSE,
-    DynamicSeparableConv2d,
+Submodules are imported on first use of a name (torch is slow to import), so commands that
+need none of it (`nas --help`) stay fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from nas._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from nas.supernet._checkpoint import load_supernet, read_checkpoint_meta, save_supernet
+    from nas.supernet._dynamic import (
+        DynamicBatchNorm2d,
+        DynamicLinear,
+        DynamicMBConv,
+        DynamicPointwiseConv2d,
+        DynamicSE,
+        DynamicSeparableConv2d,
+    )
+    from nas.supernet._ofa import OFASupernet
+    from nas.supernet._static import (
+        MBConv,
+        SqueezeExcite,
+        SubNet,
+        conv_bn_act,
+    )
+
+__getattr__, __dir__, __all__ = lazy_exports(
+    __name__,
+    {
+        "nas.supernet._checkpoint": [
+            "load_supernet",
+            "read_checkpoint_meta",
+            "save_supernet",
+        ],
+        "nas.supernet._dynamic": [
+            "DynamicBatchNorm2d",
+            "DynamicLinear",
+            "DynamicMBConv",
+            "DynamicPointwiseConv2d",
+            "DynamicSE",
+            "DynamicSeparableConv2d",
+        ],
+        "nas.supernet._ofa": [
+            "OFASupernet",
+        ],
+        "nas.supernet._static": [
+            "MBConv",
+            "SqueezeExcite",
+            "SubNet",
+            "conv_bn_act",
+        ],
+    },
 )
-from nas.supernet._ofa import OFASupernet
-from nas.supernet._static import MBConv, SqueezeExcite, SubNet, conv_bn_act
-
-__all__ = [
-    "DynamicBatchNorm2d",
-    "DynamicLinear",
-    "DynamicMBConv",
-    "DynamicPointwiseConv2d",
-    "DynamicSE",
-    "DynamicSeparableConv2d",
-    "MBConv",
-    "OFASupernet",
-    "SqueezeExcite",
-    "SubNet",
-    "conv_bn_act",
-    "load_supernet",
-    "read_checkpoint_meta",
-    "save_supernet",
-]

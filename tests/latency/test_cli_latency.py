@@ -115,3 +115,16 @@ def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path:
         assert text in message and "\n" not in message
     res = runner.invoke(app, ["predict", "-d", "cpu-1t", "-s", "tiny", "--db", measured_db])
     assert res.exit_code == 2 and "exactly one of --arch or --arch-file" in res.output
+
+
+def test_kinds_lists_the_registry_and_marks_the_default(app: typer.Typer) -> None:
+    from nas.latency import PREDICTORS
+
+    res = runner.invoke(app, ["kinds", "--json"])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert [r["kind"] for r in rows] == PREDICTORS.names()
+    assert sum(r["default"] for r in rows) == 1
+    assert all(r["summary"] for r in rows)
+    table = runner.invoke(app, ["kinds"])
+    assert table.exit_code == 0 and all(k in table.stdout for k in PREDICTORS.names())
