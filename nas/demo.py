@@ -156,10 +156,11 @@ class _Demo:
 
     def summary(self) -> dict[str, Any]:
         """Print the front and the steps; the summary as a dict."""
-        from nas.search._cli import print_front
+        from nas.search import front_summary, front_table
 
-        print_front(self.res, title=f"Pareto front: accuracy ({self.cfg.proxy}) vs "
-                    f"{self.profile.name} latency")
+        console.print(front_table(self.res, title=f"Pareto front: accuracy ({self.cfg.proxy}) "
+                                  f"vs {self.profile.name} latency"))
+        console.print(front_summary(self.res))
         table = Table("step", "seconds", "result", title="nas demo")
         for name, secs, msg in self.steps:
             table.add_row(name, f"{secs:.1f}", msg)
