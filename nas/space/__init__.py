@@ -1,11 +1,12 @@
 """Search spaces and architectures."""
 
 from nas.space._arch import Architecture
-from nas.space._registry import get_space, list_spaces, register_space
+from nas.space._registry import SPACES, get_space, list_spaces, register_space
 from nas.space._space import ArchArrays, SearchSpace, make_divisible
 from nas.space._spec import SpaceSpec, load_spec
 
 __all__ = [
+    "SPACES",
     "ArchArrays",
     "Architecture",
     "SearchSpace",
