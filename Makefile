@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pytest options (e.g. make test PYTEST_ARGS="-k export")
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test fuzz lint bench clean
 
 install: $(STAMP)
 
@@ -25,6 +25,12 @@ test: $(STAMP)
 	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
 
 # ruff, mypy, and the import contracts of pyproject.toml (what may import what: ARCHITECTURE.md)
+# The property-based and API fuzz suites at nightly size (1,000 examples a property; `make test`
+# runs the same suites at 40): FUZZ_ARGS="-x" etc. pass through to pytest.
+FUZZ_ARGS ?=
+fuzz: $(STAMP)
+	$(PY) -m pytest -q -ra -m fuzz --hypothesis-profile=nightly -p no:cacheprovider $(FUZZ_ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check nas tests experiments
 	$(VENV)/bin/mypy

@@ -6,7 +6,20 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import torch
+from hypothesis import HealthCheck, settings
 from torch import nn
+
+# Property-based fuzzing: bounded in `make test` (the default profile), longer in `make fuzz`
+# (`--hypothesis-profile=nightly`). No deadline: this shared 2-core VM's speed wanders.
+settings.register_profile(
+    "default", max_examples=40, deadline=None, derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "nightly", max_examples=1000, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("default")
 
 
 @pytest.fixture
