@@ -22,9 +22,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
-from nas._io import mask_url
 from nas.db import _schema as S
-from nas.db._url import default_db_url, resolve_db_url
+from nas.db._url import default_db_url, resolve_db_url, url_for_display
 from nas.errors import DatabaseError, NASError
 
 __all__ = ["Database", "dialect_insert", "inserted_id", "now", "utc"]
@@ -100,7 +99,7 @@ class Database:
             raise DatabaseError(f"busy_timeout_s must be a number >= 0, got {busy_timeout_s!r}")
         self.url = resolve_db_url(url)
         self.busy_timeout_s = float(busy_timeout_s)
-        self._shown = mask_url(self.url)
+        self._shown = url_for_display(self.url)
         self._engine = self._make_engine()
         try:
             self._init_schema()
@@ -113,7 +112,8 @@ class Database:
 
     @property
     def display_url(self) -> str:
-        """The URL with any password masked, for messages and logs."""
+        """The database as messages name it: a SQLite file by its path, any other URL with
+        its password masked."""
         return self._shown
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -12,8 +12,11 @@ from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.export._onnx import (
+        DEFAULT_RTOL,
         INPUT_NAME,
         OUTPUT_NAME,
+        SCALE_FLOOR,
+        TOLERANCE_RULE,
         export_onnx,
         onnx_bytes,
         verify_onnx,
@@ -31,8 +34,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "nas.export._onnx": [
+            "DEFAULT_RTOL",
             "INPUT_NAME",
             "OUTPUT_NAME",
+            "SCALE_FLOOR",
+            "TOLERANCE_RULE",
             "export_onnx",
             "onnx_bytes",
             "verify_onnx",

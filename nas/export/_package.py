@@ -1,7 +1,13 @@
 """Export of a subnet as a self-describing folder: ONNX, weights and a manifest.
 
 The folder is built next to ``out`` and renamed into place only after verification passed, so
-a failed export leaves nothing half-written behind.
+a failed export leaves nothing half-written behind. The temporary folder's name carries the
+host and process id of its writer (``.<out>.tmp-<host>-<pid>-<random>``); a process killed
+mid-export cannot remove it, so the next export to that parent folder removes the temporary
+folders of writers that are no longer running.
+
+``overwrite`` replaces an export folder only: one that holds nothing but an export's own
+files. Anything else in ``out`` is the user's, and is never deleted.
 """
 
 from __future__ import annotations
@@ -9,17 +15,29 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nas import _io
+from nas._config import format_validation_error
 from nas.errors import ExportError
-from nas.export._onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAME, onnx_bytes, verify_onnx
+from nas.export._onnx import (
+    DEFAULT_OPSET,
+    DEFAULT_RTOL,
+    INPUT_NAME,
+    OUTPUT_NAME,
+    SCALE_FLOOR,
+    onnx_bytes,
+    verify_onnx,
+)
 from nas.space import Architecture
 
 __all__ = [
@@ -35,6 +53,8 @@ MANIFEST_FORMAT = "nas.export/1"
 MODEL_FILE = "model.onnx"
 WEIGHTS_FILE = "weights.safetensors"
 MANIFEST_FILE = "manifest.json"
+#: everything an export folder holds; ``overwrite`` replaces a folder of these only
+EXPORT_FILES = frozenset({MODEL_FILE, WEIGHTS_FILE, MANIFEST_FILE})
 
 
 @dataclass(frozen=True)
@@ -62,19 +82,109 @@ def _versions() -> dict[str, str]:
             "onnxruntime": onnxruntime.__version__}
 
 
-def _check_out(out: Path, overwrite: bool) -> None:
-    if out.exists():
+def _host() -> str:
+    # a host name with a "-" would be ambiguous in the temporary folder's name
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _clean_stale(out: Path) -> None:
+    """Remove what exports of ``out`` killed on this host left beside it.
+
+    ``.<name>.tmp-<host>-<pid>-*`` is a folder being built; ``.<name>.old-<host>-<pid>`` an
+    export being replaced (put back if the kill came between the two renames).
+    """
+    name = re.escape(out.name)
+    pattern = re.compile(rf"^\.{name}\.(?:(tmp)-([\w.]+)-(\d+)-\w+|(old)-([\w.]+)-(\d+))$")
+    try:
+        entries = list(out.parent.iterdir())
+    except OSError:
+        return
+    host = _host()
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if not m:
+            continue
+        kind, owner, pid = (m.group(1, 2, 3) if m.group(1) else m.group(4, 5, 6))
+        if owner != host or _pid_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists() and entry.is_dir():
+            os.replace(entry, out)
+        else:
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _check_out(out: Path, overwrite: bool) -> Path:
+    """``out`` as an absolute, normalised path, refused where an export must not go.
+
+    ``sub/..`` is the working folder (and creates no ``sub/``); the working folder, a folder
+    that holds it and the file system's root are refused.
+    """
+    out = Path(os.path.normpath(Path.cwd() / out))
+    if not out.name or out == out.parent:
+        raise ExportError(f"--out {out} is the root of the file system; name a folder")
+    cwd = Path.cwd().resolve()
+    resolved = out.resolve()
+    if resolved == cwd or resolved in cwd.parents:
+        raise ExportError(f"--out {out} is the working folder or holds it; name a new folder "
+                          "(e.g. --out export/)")
+    if out.exists() or out.is_symlink():
         if not out.is_dir():
             raise ExportError(f"--out {out} exists and is not a folder")
-        if any(out.iterdir()) and not overwrite:
+        try:
+            held = sorted(p.name for p in out.iterdir())
+        except OSError as exc:
+            raise ExportError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
+        if held and not overwrite:
             raise ExportError(
                 f"--out {out} exists and is not empty; pass --overwrite to replace it"
             )
+        foreign = [n for n in held if n not in EXPORT_FILES or not (out / n).is_file()]
+        if foreign:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise ExportError(
+                f"--out {out} holds files that are not part of an export ({shown}); "
+                "--overwrite replaces an export folder only: move them away or choose "
+                "another --out"
+            )
+    return out
+
+
+def _make_parent(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; returns those created, deepest first."""
+    created = []
+    p = folder
+    while not p.exists() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _remove_empty(created)
+        raise ExportError(f"cannot create {folder}: {exc.strerror or exc}") from None
+    return created
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for f in folders:
+        try:
+            f.rmdir()
+        except OSError:
+            return
 
 
 def export_subnet(
     supernet: Any, arch: Architecture | dict[str, Any] | str, out: Path | str, *,
-    opset: int = DEFAULT_OPSET, atol: float = 1e-4, overwrite: bool = False,
+    opset: int = DEFAULT_OPSET, rtol: float = DEFAULT_RTOL, overwrite: bool = False,
     extra: dict[str, Any] | None = None, checkpoint: Path | str | None = None,
 ) -> ExportResult:
     """Extract ``arch`` from ``supernet`` and write a verified export folder.
@@ -84,27 +194,38 @@ def export_subnet(
     params, input/output names and shapes, preprocessing, opset, package versions, sha256 of
     each file, the verification result, and ``extra``).
 
+    Args:
+        rtol: ONNX Runtime and torch must agree within ``rtol * max(10, max|torch|)``
+            (:data:`nas.export.TOLERANCE_RULE`); the manifest states the bound applied.
+        overwrite: replace ``out`` if it is an export folder (nothing but an export's files).
+
     Raises:
-        ExportError: if ``out`` is not empty (without ``overwrite``), the ONNX checker rejects
-            the graph, or ONNX Runtime disagrees with torch by more than ``atol``. ``out`` is
-            then left as it was.
+        ExportError: if ``out`` is not empty (without ``overwrite``) or holds files that are
+            not an export's, the ONNX checker rejects the graph, or ONNX Runtime disagrees
+            with torch by more than the tolerance. ``out`` is then left as it was, and no
+            folder is created.
     """
     from safetensors.torch import save_file
 
     space = supernet.space
     canon: Architecture = space.parse(arch)
-    out = Path(out)
-    _check_out(out, overwrite)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    sub = supernet.extract(canon).eval()
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    out = _check_out(Path(out), overwrite)
+    created = _make_parent(out.parent)
+    _clean_stale(out)
+    try:
+        sub = supernet.extract(canon).eval()
+        tmp = Path(tempfile.mkdtemp(dir=out.parent,
+                                    prefix=f".{out.name}.tmp-{_host()}-{os.getpid()}-"))
+    except BaseException:
+        _remove_empty(created)
+        raise
     try:
         data = onnx_bytes(sub, canon.r, opset)
         (tmp / MODEL_FILE).write_bytes(data)
         state = {k: v.detach().contiguous() for k, v in sub.state_dict().items()}
         save_file(state, str(tmp / WEIGHTS_FILE),
                   metadata={"space": space.name, "arch": canon.to_json()})
-        verification = verify_onnx(data, sub, canon.r, atol=atol)
+        verification = verify_onnx(data, sub, canon.r, rtol=rtol)
         manifest = _manifest(space, canon, tmp, opset, verification)
         if checkpoint is not None:
             ck = Path(checkpoint)
@@ -115,6 +236,7 @@ def export_subnet(
         _move_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        _remove_empty(created)
         raise
     return ExportResult(out, manifest)
 
@@ -158,7 +280,7 @@ def _manifest(space: Any, canon: Architecture, folder: Path, opset: int,
 def _move_into_place(tmp: Path, out: Path) -> None:
     """Swap the finished folder ``tmp`` in for ``out`` (``nas._io`` has files, not folders)."""
     if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        old = out.with_name(f".{out.name}.old-{_host()}-{os.getpid()}")
         os.replace(out, old)
         try:
             os.replace(tmp, out)
@@ -170,6 +292,29 @@ def _move_into_place(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+class _FileEntry(BaseModel):
+    sha256: str
+    bytes: int | None = None
+
+
+class _Verification(BaseModel):
+    rtol: float | None = Field(default=None, gt=0, allow_inf_nan=False)
+    floor: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class _Manifest(BaseModel):
+    """The parts of a manifest that loading and verifying an export read (the rest is kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["nas.export/1"]
+    space: str
+    arch: dict[str, Any]
+    resolution: Annotated[int, Field(ge=1, le=4096)]
+    files: dict[Literal["model.onnx", "weights.safetensors"], _FileEntry]
+    verification: _Verification = _Verification()
+
+
 def _read_manifest(folder: Path) -> dict[str, Any]:
     path = folder / MANIFEST_FILE
     if not path.is_file():
@@ -178,11 +323,26 @@ def _read_manifest(folder: Path) -> dict[str, Any]:
         manifest = json.loads(_io.read_text(path, "manifest", error=ExportError))
     except json.JSONDecodeError as exc:
         raise ExportError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError):  # over 4300 digits, or nested too deep
+        raise ExportError(f"{path} is not a manifest (a number too long or nesting too "
+                          "deep)") from None
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{path} is not a manifest: a JSON object was expected, got "
+                          f"{type(manifest).__name__}")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ExportError(
-            f"{path}: format {manifest.get('format')!r} is not {MANIFEST_FORMAT!r}"
+            f"{path}: format {_short(manifest.get('format'))} is not {MANIFEST_FORMAT!r}"
         )
+    try:
+        _Manifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise ExportError(format_validation_error(exc, str(path))) from None
     return manifest
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_export(folder: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -195,23 +355,36 @@ def load_export(folder: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     folder = Path(folder)
     manifest = _read_manifest(folder)
     skeleton = OFASupernet(manifest["space"])
-    sub = skeleton.extract(manifest["arch"])
+    arch = skeleton.space.parse(manifest["arch"])
+    if arch.r != manifest["resolution"]:
+        raise ExportError(f"{folder / MANIFEST_FILE}: resolution {manifest['resolution']} is "
+                          f"not the arch's r={arch.r}")
+    sub = skeleton.extract(arch)
     try:
         sub.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    except (SafetensorError, OSError, RuntimeError) as exc:
-        raise ExportError(f"cannot load {folder / WEIGHTS_FILE}: {exc}") from None
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"cannot load {folder / WEIGHTS_FILE}: {first[:300]}") from None
     return sub.eval(), manifest
 
 
-def verify_export(folder: Path | str, *, atol: float = 1e-4) -> dict[str, Any]:
+def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str, Any]:
     """Check an export folder: file hashes, the ONNX graph, and ONNX Runtime against torch.
+
+    Args:
+        rtol: the tolerance of the comparison (see :func:`nas.export.verify_onnx`); default
+            the one the manifest states, else :data:`nas.export.DEFAULT_RTOL`.
 
     Raises:
         ExportError: naming the first thing that does not match.
     """
     folder = Path(folder)
     manifest = _read_manifest(folder)
-    for name, info in manifest.get("files", {}).items():
+    files = manifest["files"]
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        if name not in files:
+            raise ExportError(f"{folder / MANIFEST_FILE}: files has no entry for {name}")
+    for name, info in files.items():
         path = folder / name
         if not path.is_file():
             raise ExportError(f"{path} is missing")
@@ -219,9 +392,12 @@ def verify_export(folder: Path | str, *, atol: float = 1e-4) -> dict[str, Any]:
         if digest != info["sha256"]:
             raise ExportError(
                 f"{path}: sha256 {digest[:12]}... does not match the manifest's "
-                f"{info['sha256'][:12]}... (file changed or truncated)"
+                f"{str(info['sha256'])[:12]}... (file changed or truncated)"
             )
     sub, manifest = load_export(folder)
-    result = verify_onnx(folder / MODEL_FILE, sub, manifest["resolution"], atol=atol)
-    return {"folder": str(folder), "space": manifest["space"], "arch_hash": manifest["arch_hash"],
-            **result}
+    stated = _Manifest.model_validate(manifest).verification
+    result = verify_onnx(folder / MODEL_FILE, sub, manifest["resolution"],
+                         rtol=rtol or stated.rtol or DEFAULT_RTOL,
+                         floor=SCALE_FLOOR if stated.floor is None else stated.floor)
+    return {"folder": str(folder), "space": manifest["space"],
+            "arch_hash": manifest.get("arch_hash"), **result}

@@ -113,7 +113,7 @@ def test_onnx_model_has_dynamic_batch_and_matches_torch(tiny_net, tmp_path):
 def test_failed_verification_leaves_nothing_behind(tiny_net, tmp_path):
     out = tmp_path / "e"
     with pytest.raises(ExportError, match="differs from torch"):
-        export_subnet(tiny_net, tiny_net.space.sample(3), out, atol=-1.0)
+        export_subnet(tiny_net, tiny_net.space.sample(3), out, rtol=-1.0)
     assert not out.exists()
     assert list(tmp_path.iterdir()) == []
 
@@ -125,16 +125,25 @@ def test_nonempty_out_is_refused_and_kept(tiny_net, tmp_path):
     with pytest.raises(ExportError, match="not empty"):
         export_subnet(tiny_net, tiny_net.space.sample(4), out)
     assert (out / "precious.txt").read_text() == "keep me"
-    export_subnet(tiny_net, tiny_net.space.sample(4), out, overwrite=True)
-    assert not (out / "precious.txt").exists()
-    assert (out / "model.onnx").is_file()
+    # --overwrite replaces an export folder, never a folder of the user's files
+    with pytest.raises(ExportError, match=r"not part of an export \(precious\.txt\)"):
+        export_subnet(tiny_net, tiny_net.space.sample(4), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["precious.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+    (out / "precious.txt").unlink()
+    export_subnet(tiny_net, tiny_net.space.sample(4), out)
+    first = json.loads((out / "manifest.json").read_text())
+    export_subnet(tiny_net, tiny_net.space.sample(8), out, overwrite=True)
+    assert json.loads((out / "manifest.json").read_text())["arch_hash"] != first["arch_hash"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "manifest.json", "model.onnx", "weights.safetensors"]
 
 
 def test_failed_overwrite_keeps_previous_export(tiny_net, tmp_path):
     out = tmp_path / "e"
     first = export_subnet(tiny_net, tiny_net.space.sample(5), out).manifest
     with pytest.raises(ExportError):
-        export_subnet(tiny_net, tiny_net.space.sample(6), out, overwrite=True, atol=-1.0)
+        export_subnet(tiny_net, tiny_net.space.sample(6), out, overwrite=True, rtol=-1.0)
     assert json.loads((out / "manifest.json").read_text()) == first
     verify_export(out)
 
