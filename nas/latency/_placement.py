@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from nas._ray import start_ray
 from nas._settings import ray_address
 from nas.devices import DeviceProfile, get_device
 from nas.errors import NASError
@@ -47,9 +48,8 @@ class _RayRunner:
             import ray
         except ImportError as exc:  # pragma: no cover - ray is a dependency
             raise NASError("Ray placement needs ray: pip install 'ray[default]'") from exc
-        if not ray.is_initialized():
-            ray.init(address=address, ignore_reinit_error=True, log_to_driver=False,
-                     include_dashboard=False)
+        # bound to loopback when local; stopped with the process (its watchdog reaps it)
+        start_ray(address)
         self._ray = ray
         self._remote = ray.remote(_time_task)
 

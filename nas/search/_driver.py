@@ -34,7 +34,7 @@ from optuna.trial import Trial
 from nas.errors import ConfigError, NASError
 from nas.search._config import SearchConfig
 from nas.search._params import arch_from_params, distributions
-from nas.search._pool import EvaluatorPool, cause, start_ray
+from nas.search._pool import EvaluatorPool, cause, start_ray, stop_ray
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.search._samplers import SAMPLERS
 from nas.search._study import RUN_FIELDS, Ledger, load_ledger, open_study
@@ -170,8 +170,6 @@ class _Search:
         self.open()
         if self.ledger.counted >= self.cfg.n_trials:
             return result_from_study(self.study, self.cfg.storage_url)
-        import ray
-
         started = start_ray(self.cfg.address)
         try:
             self.start_workers()
@@ -181,7 +179,7 @@ class _Search:
             if self.pool is not None:
                 self.pool.shutdown()
             if started:
-                ray.shutdown()
+                stop_ray()
         return result_from_study(self.study, self.cfg.storage_url)
 
     # ------------------------------------------------------------------ steps

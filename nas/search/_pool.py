@@ -1,38 +1,19 @@
-"""The Ray side of a search, kept thin: starting or joining Ray, and the evaluator actors."""
+"""The Ray side of a search, kept thin: the evaluator actors (Ray itself is started by
+:mod:`nas._ray`, bound to loopback unless a cluster address is given)."""
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
-from nas._settings import ray_address
-from nas.errors import ConfigError, NASError
+from nas._ray import start_ray, stop_ray
+from nas.errors import NASError
 from nas.search._config import SearchConfig
 from nas.search._worker import Evaluator, error_line
 
-__all__ = ["MAX_STARTUP_DEATHS", "EvaluatorPool", "cause", "start_ray"]
+__all__ = ["MAX_STARTUP_DEATHS", "EvaluatorPool", "cause", "start_ray", "stop_ray"]
 
 #: stop when this many replacement actors in a row die before finishing any batch
 MAX_STARTUP_DEATHS = 3
-
-
-def start_ray(address: str | None) -> bool:
-    """Start or join Ray; True when this call started it (and so should stop it)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    addr = ray_address(address)
-    try:
-        if addr:
-            ray.init(address=addr, log_to_driver=False, logging_level=logging.ERROR)
-        else:
-            # "local": a new instance here, never a stale `ray start` cluster's address
-            ray.init(address="local", include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
-    except ConnectionError as exc:
-        raise ConfigError(f"cannot join the Ray cluster at {addr}: {error_line(exc)}") from None
-    return True
 
 
 def cause(exc: BaseException) -> str:

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from nas._settings import ray_address
+from nas._ray import start_ray
 from nas.errors import ConfigError, MissingDependencyError, TrainingError
 from nas.train._config import TrainConfig, config_from_dict
 from nas.train._trainer import Progress, TrainResult, load_data
@@ -84,7 +84,6 @@ def train_distributed(
     if workers < 1:
         raise ConfigError(f"workers must be >= 1, got {workers}")
     try:
-        import ray
         from ray.train import FailureConfig, RunConfig, ScalingConfig
         from ray.train.torch import TorchTrainer
     except ImportError:
@@ -96,14 +95,9 @@ def train_distributed(
     load_data(config)
     if cpus_per_worker is None:
         cpus_per_worker = max(1, (os.cpu_count() or 1) // workers)
-    if not ray.is_initialized():
-        addr = ray_address(address)
-        if addr is None:
-            ray.init(address="local",  # never a stale `ray start` cluster's address
-                     num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
-                     log_to_driver=True, logging_level=logging.WARNING)
-        else:
-            ray.init(address=addr)
+    # a local instance is bound to loopback and reaped with this process (nas._ray)
+    start_ray(address, num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
+              log_to_driver=True, logging_level=logging.WARNING)
     trainer = TorchTrainer(
         _worker,  # type: ignore[arg-type]
         train_loop_config={"config": config.to_dict(), "out": str(out), "device": device,
