@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = [
     "ProxyContext",
     "get_proxy",
     "list_proxies",
+    "parse_proxy_spec",
     "proxy_class",
     "register_proxy",
 ]
@@ -196,19 +198,52 @@ class Proxy(ABC):
     uses_eval_settings: ClassVar[bool] = False
 
     def __init__(self, **options: Any) -> None:
-        unknown = sorted(set(options) - set(self.options))
-        if unknown:
-            allowed = str(sorted(self.options)) if self.options else "none"
-            raise ConfigError(f"proxy {self.name!r} has no option(s) {unknown}; allowed: "
-                              f"{allowed}")
-        model = _options_model(type(self))
-        self.opts: dict[str, Any] = validate(model, options, f"proxy {self.name!r}").model_dump()
+        self.opts: dict[str, Any] = self.check_options(options)
 
     @classmethod
     def option_choices(cls) -> dict[str, tuple[str, ...]]:
         """Allowed values of string options (:attr:`choices`; a proxy whose choices come
         from elsewhere, e.g. a registry, overrides this)."""
         return dict(cls.choices)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """``options`` validated as :meth:`__init__` does (typed, defaults filled in),
+        without building the proxy.
+
+        Raises:
+            ConfigError: an unknown option or a value of the wrong type.
+        """
+        unknown = sorted(set(options) - set(cls.options))
+        if unknown:
+            allowed = str(sorted(cls.options)) if cls.options else "none"
+            raise ConfigError(f"proxy {cls.name!r} has no option(s) {unknown}; allowed: "
+                              f"{allowed}")
+        model = _options_model(cls)
+        checked: dict[str, Any] = validate(model, options, f"proxy {cls.name!r}").model_dump()
+        return checked
+
+    @staticmethod
+    def check_spec(spec: str) -> tuple[type[Proxy], dict[str, Any]]:
+        """The class a spec names and its options, validated and typed (defaults filled in),
+        read by :func:`parse_proxy_spec`; nothing is built or read from disk.
+
+        Raises:
+            UnknownNameError: listing the known proxies.
+            ConfigError: a malformed spec, an unknown option or a value of the wrong type.
+        """
+        name, parsed = parse_proxy_spec(spec)
+        cls = proxy_class(name)
+        return cls, cls.check_options(parsed)
+
+    @classmethod
+    def free_text_options(cls) -> tuple[str, ...]:
+        """Options whose value is free text (a string without a fixed set of choices), such
+        as ``predictor``'s ``path``: whoever accepts specs from others must treat these as
+        file names."""
+        choices = cls.option_choices()
+        return tuple(k for k, default in cls.options.items()
+                     if isinstance(default, str) and k not in choices)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.opts.items())})"
@@ -369,21 +404,52 @@ def proxy_class(name: str) -> type[Proxy]:
     return PROXIES.get(name)
 
 
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_proxy_spec(spec: str) -> tuple[str, dict[str, str]]:
+    """The one reading of ``name`` or ``name:key=value,key=value``: the name and the options
+    as text, each key and value stripped of surrounding blanks.
+
+    Everything that reads a proxy spec goes through here (:func:`get_proxy`,
+    :meth:`Proxy.check_spec`, the service's check of paths), so ``path =FILE`` means the same
+    option everywhere.
+
+    Raises:
+        ConfigError: an empty name, an item without ``=``, a key that is not an identifier,
+            or a key given twice.
+    """
+    if not isinstance(spec, str):
+        raise ConfigError(f"a proxy spec must be text, got {type(spec).__name__}")
+    name, _, rest = spec.partition(":")
+    name = name.strip()
+    if not name:
+        raise ConfigError(f"proxy spec {spec!r} has no proxy name (e.g. 'inherited' or "
+                          "'predictor:kind=mlp')")
+    parsed: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in rest.split(","))):
+        k, eq, v = item.partition("=")
+        k = k.strip()
+        if not eq:
+            raise ConfigError(f"proxy options must be key=value, got {item!r} in {spec!r}")
+        if not _KEY_RE.match(k):
+            raise ConfigError(f"proxy option name {k!r} in {spec!r} is not a name (letters, "
+                              "digits and '_')")
+        if k in parsed:
+            raise ConfigError(f"proxy option {k!r} is given twice in {spec!r}")
+        parsed[k] = v.strip()
+    return name, parsed
+
+
 def get_proxy(spec: str, **options: Any) -> Proxy:
     """A proxy from ``name`` or ``name:key=value,key=value`` (plus keyword options).
 
     Raises:
         UnknownNameError: listing the known proxies.
-        ConfigError: an unknown option or a value of the wrong type.
+        ConfigError: a malformed spec, an unknown option or a value of the wrong type.
     """
-    name, _, rest = spec.partition(":")
-    parsed: dict[str, Any] = {}
-    for item in filter(None, (s.strip() for s in rest.split(","))):
-        k, eq, v = item.partition("=")
-        if not eq:
-            raise ConfigError(f"proxy options must be key=value, got {item!r} in {spec!r}")
-        parsed[k.strip()] = v.strip()
-    return proxy_class(name.strip())(**{**parsed, **options})
+    name, parsed = parse_proxy_spec(spec)
+    return proxy_class(name)(**{**parsed, **options})
 
 
 def list_proxies(pattern: str = "*") -> list[str]:

@@ -31,6 +31,8 @@ from pydantic import (
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
+    StrictBool,
+    StrictInt,
     field_validator,
     model_validator,
 )
@@ -38,19 +40,22 @@ from pydantic_core import core_schema
 
 from nas._config import ConfigModel
 from nas._io import read_yaml
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 from nas.search._samplers import SAMPLERS
 
 __all__ = [
     "SAMPLERS",
     "Objective",
     "OneOf",
+    "ProxyOptions",
     "SearchConfig",
     "default_storage",
     "parse_metric",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
+#: a device name is also a file name (``latency_db/devices/<name>.yaml``): no separators
+_DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _METRICS = ("accuracy", "macs", "params")
 
 
@@ -98,6 +103,9 @@ def parse_metric(text: str) -> tuple[str, str | None]:
         if not sep or not device:
             raise ConfigError(f"objective/constraint {text!r}: latency needs a device, e.g. "
                               "'latency:cpu-1t'")
+        if not _DEVICE_RE.match(device) or ".." in device:
+            raise ConfigError(f"objective/constraint {text!r}: {device!r} is not a device "
+                              "name (letters, digits, '_', '.', '-'; `nas devices list`)")
         return "latency", device
     if name in _METRICS and not sep:
         return name, None
@@ -130,6 +138,45 @@ class Objective(BaseModel):
                    direction="maximize" if metric == "accuracy" else "minimize")
 
 
+def _space_names() -> list[str]:
+    from nas.space import SPACES
+
+    return SPACES.names()
+
+
+def _latency_kinds() -> list[str]:
+    from nas.latency import PREDICTORS
+
+    return list(PREDICTORS)
+
+
+class ProxyOptions(ConfigModel):
+    """Settings of the accuracy proxy's context (:class:`~nas.proxies.ProxyContext`), as
+    ``proxy_options`` of a search config. Strict types: ``"yes"`` is not a boolean, ``5.0``
+    not a count.
+
+    Attributes:
+        seed: fixes the batches and initial weights zero-cost proxies use.
+        channels_last: run the supernet in channels-last memory format.
+        val_limit: score ``inherited`` on at most this many validation images (None: all).
+        bn_batches, bn_batch_size: BatchNorm recalibration before ``inherited``.
+        eval_batch_size: images per evaluation batch.
+        device: torch device of the proxy (``cpu``, ``cuda``, ``cuda:1``...).
+        cache: keep scores in the proxy cache (off e.g. to time evaluations).
+    """
+
+    what = "proxy options"
+
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
+    channels_last: StrictBool = True
+    val_limit: StrictInt | None = Field(default=None, ge=1)
+    bn_batches: StrictInt = Field(default=8, ge=0, le=100_000)
+    bn_batch_size: StrictInt = Field(default=128, ge=1, le=65_536)
+    eval_batch_size: StrictInt = Field(default=256, ge=1, le=65_536)
+    device: str = Field(default="cpu", pattern=r"^(cpu|cuda(:[0-9]{1,2})?|mps)$")
+    cache: StrictBool = True
+
+
 class SearchConfig(ConfigModel):
     """Everything a search needs; see the module docstring for the YAML form.
 
@@ -159,14 +206,14 @@ class SearchConfig(ConfigModel):
 
     what = "search config"
 
-    space: str
+    space: Annotated[str, OneOf(_space_names)]
     checkpoint: str | None = None
     data: str | None = None
     proxy: str = "inherited"
     proxy_options: dict[str, Any] = Field(default_factory=dict)
     objectives: list[str] = Field(default_factory=lambda: ["accuracy", "latency:cpu-1t"])
     constraints: dict[str, float] = Field(default_factory=dict)
-    latency_kind: str | None = None
+    latency_kind: Annotated[str, OneOf(_latency_kinds)] | None = None
     db: str | None = None
     sampler: Annotated[str, OneOf(SAMPLERS.names)] = "tpe"
     n_trials: int = Field(default=100, ge=1, le=1_000_000)
@@ -189,6 +236,27 @@ class SearchConfig(ConfigModel):
             raise ValueError(f"objectives repeat: {v}")
         return keys
 
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, v: str) -> str:
+        # read by the one spec parser, so that what is checked here is what the workers
+        # build (names and option types; nothing is loaded)
+        from nas.proxies import Proxy
+
+        try:
+            Proxy.check_spec(v)
+        except NASError as exc:  # an unknown name too: one line naming the field
+            raise ValueError(str(exc)) from None
+        return v
+
+    @field_validator("proxy_options")
+    @classmethod
+    def _proxy_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        # checked by a strict model, but kept as given (only the keys set): the workers
+        # pass them on to ProxyContext, whose defaults rule otherwise
+        opts: ProxyOptions = ProxyOptions.model_validate(v)
+        return opts.model_dump(exclude_unset=True)
+
     @field_validator("constraints")
     @classmethod
     def _constraints(cls, v: dict[str, float]) -> dict[str, float]:
@@ -198,7 +266,7 @@ class SearchConfig(ConfigModel):
             if metric == "accuracy":
                 raise ValueError("accuracy cannot be a constraint (constraints are upper bounds "
                                  "on latency:<device>, macs or params)")
-            if not bound > 0:
+            if not bound > 0:  # NaN and inf are refused before (allow_inf_nan=False)
                 raise ValueError(f"{key}: the bound must be > 0, got {bound}")
             out[f"latency:{device}" if device else metric] = float(bound)
         return out

@@ -8,18 +8,22 @@ vectorised ``predict`` call with ``@serve.batch``, and runs the searches and exp
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from ray import serve
 
 from nas.errors import ArchitectureError, NASError, UnknownNameError
 from nas.serve._guard import Guard
 from nas.serve._schemas import (
+    ERRORS,
     DeviceOut,
     HealthOut,
     PredictRequest,
@@ -32,7 +36,7 @@ if TYPE_CHECKING:
     from nas.latency import LatencyPredictor
     from nas.space import Architecture
 
-__all__ = ["NASService", "build_api", "field_error"]
+__all__ = ["NASService", "build_api", "field_error", "json_safe"]
 
 # Above this many architectures a predict call runs in a worker thread, so the event loop
 # keeps accepting requests meanwhile; below, the thread hop costs more than the call.
@@ -44,6 +48,57 @@ PredictorKey = tuple[str, str, str | None]
 def field_error(loc: Sequence[str | int], msg: str, status: int = 422) -> HTTPException:
     """An error in FastAPI's own validation format, naming the field at ``loc``."""
     return HTTPException(status, detail=[{"loc": list(loc), "msg": msg, "type": "value_error"}])
+
+
+def json_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as strict JSON can hold it: a non-finite float as its text (``"nan"``,
+    ``"inf"``), bytes decoded, anything else unknown as ``str``; nesting cut at 32 levels.
+
+    A request's own input is echoed in its 422; JSON has no NaN, so without this a body with
+    ``NaN`` in it would end in a 500 while its error was being written.
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return repr(value)
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if depth >= 32:
+        return "..."
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v, depth + 1) for v in value]
+    if isinstance(value, bytes):
+        return value.decode(errors="replace")
+    return str(value)
+
+
+def _validation_error(exc: RequestValidationError) -> JSONResponse:
+    """FastAPI's 422 body (``loc``, ``msg``, ``type``, ``input``), always valid JSON."""
+    detail = []
+    for err in exc.errors():
+        item = {"loc": [x if isinstance(x, int) else str(x) for x in err.get("loc", ())],
+                "msg": str(err.get("msg", "")).removeprefix("Value error, "),
+                "type": str(err.get("type", ""))}
+        if "input" in err:
+            item["input"] = json_safe(err["input"])
+        detail.append(item)
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def _openapi(api: FastAPI, token: bool) -> dict[str, Any]:
+    """The OpenAPI schema, saying (when the service has a token) that every route but
+    ``/health`` needs ``Authorization: Bearer <token>``."""
+    if api.openapi_schema is None:
+        schema = get_openapi(title=api.title, version=api.version,
+                             description=api.description, routes=api.routes)
+        if token:
+            schema.setdefault("components", {})["securitySchemes"] = {
+                "bearer": {"type": "http", "scheme": "bearer"}}
+            schema["security"] = [{"bearer": []}]
+            for method in schema["paths"].get("/health", {}).values():
+                method["security"] = []
+        api.openapi_schema = schema
+    return api.openapi_schema
 
 
 @dataclass(frozen=True)
@@ -212,7 +267,13 @@ def build_api(svc: NASService) -> FastAPI:
         description="Hardware-aware NAS: latency predictions, searches, exports and reports. "
         "Every route but /health needs `Authorization: Bearer <token>` when the service is "
         "not bound to loopback.",
+        responses=ERRORS,
     )
+    api.openapi = lambda: _openapi(api, settings.token is not None)  # type: ignore[method-assign]
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(_: Any, exc: RequestValidationError) -> JSONResponse:
+        return _validation_error(exc)
 
     @api.exception_handler(NASError)
     async def _nas_error(_: Any, exc: NASError) -> JSONResponse:

@@ -11,7 +11,7 @@ import secrets
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-__all__ = ["PUBLIC_PATHS", "Guard"]
+__all__ = ["PUBLIC_PATHS", "RAY_PATHS_PREFIX", "Guard", "RayPathsClosed", "ray_middlewares"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -21,6 +21,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 #: Routes that never need the token.
 PUBLIC_PATHS = frozenset({"/health"})
+#: Ray Serve answers ``/-/routes`` and ``/-/healthz`` itself, before the app and its token
+#: check, on every port it opens (its HTTP proxy's and the replica's own).
+RAY_PATHS_PREFIX = "/-/"
 
 
 async def _reply(send: Send, status: int, detail: str,
@@ -103,3 +106,34 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+class RayPathsClosed:
+    """Answers 404 to Ray Serve's own ``/-/...`` routes, on every port Serve opens.
+
+    Serve answers those itself, outside the app and so outside :class:`Guard`'s token check;
+    nothing here needs them (liveness is ``/health``). Installed in front of each of Serve's
+    HTTP servers by :func:`ray_middlewares`; everything else passes through.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path = scope.get("path", "")
+            root = scope.get("root_path", "")
+            if root and path.startswith(root):
+                path = path[len(root):] or "/"
+            if path.startswith(RAY_PATHS_PREFIX):
+                await _reply(send, 404, "not found")
+                return
+        await self.app(scope, receive, send)
+
+
+def ray_middlewares() -> list[Any]:
+    """Ray Serve's HTTP callback (``RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH``): the
+    middlewares it puts in front of every HTTP server it starts, in its own processes."""
+    from starlette.middleware import Middleware
+
+    return [Middleware(RayPathsClosed)]

@@ -70,6 +70,65 @@ def checked_path(value: str, roots: tuple[Path, ...], loc: tuple[str | int, ...]
     return str(resolved)
 
 
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _validated(model: Any, raw: dict[str, Any]) -> Any:
+    """``model.from_dict(raw)``; a bad field is a 422 naming it (the first part of the
+    one-line ``where: field = value: message`` form)."""
+    try:
+        return model.from_dict(raw, where="search config")
+    except ConfigError as exc:
+        msg = str(exc).removeprefix("search config: ")
+        field = re.match(r"^([A-Za-z_][\w.:-]*)(?: = |: )", msg)
+        loc: tuple[str | int, ...] = ("body",)
+        if field and field.group(1).split(".")[0] in model.model_fields:
+            loc = ("body", *field.group(1).split(".", 1))
+        raise RequestError(loc, msg) from None
+
+
+def _checked_proxy(spec: str, roots: tuple[Path, ...]) -> str:
+    """``spec`` with each free-text option (a file name, e.g. ``predictor``'s ``path``)
+    checked against ``roots`` and resolved; read by the same parser the workers use."""
+    from nas.proxies import Proxy
+
+    try:
+        cls, opts = Proxy.check_spec(spec)
+    except NASError as exc:
+        raise RequestError(("body", "proxy"), _one_line(exc)) from None
+    changed = dict(opts)
+    for key in cls.free_text_options():
+        if opts[key]:
+            changed[key] = checked_path(str(opts[key]), roots, ("body", "proxy"))
+    if changed == opts:
+        return spec
+    extra = {k: v for k, v in changed.items() if v != cls.options[k]}
+    rebuilt = cls.name + (":" + ",".join(f"{k}={v}" for k, v in sorted(extra.items()))
+                          if extra else "")
+    try:
+        same = Proxy.check_spec(rebuilt)[1] == changed
+    except NASError:
+        same = False
+    if not same:  # e.g. a resolved path with a ',' in it: refused rather than misread
+        raise RequestError(("body", "proxy"), "a path in the proxy spec cannot be written "
+                           "back as one option (no ',' or leading/trailing blanks)")
+    return rebuilt
+
+
+def _check_devices(config: Any) -> None:
+    """Every device the search prices is a known profile (a 422 listing them if not)."""
+    from nas.latency import get_device
+
+    for dev in config.devices:
+        try:
+            get_device(dev)
+        except NASError as exc:
+            field = "objectives" if f"latency:{dev}" in config.objectives else "constraints"
+            raise RequestError(("body", field), _one_line(exc)) from None
+
+
 @dataclass
 class SearchJob:
     id: str
@@ -104,44 +163,46 @@ class Jobs:
 
     # ------------------------------------------------------------------ searches
     def prepare(self, raw: dict[str, Any]) -> Any:
-        """A validated :class:`~nas.search.SearchConfig` for a submitted one: service fields
-        refused, paths checked, the study name made unique."""
+        """A validated :class:`~nas.search.SearchConfig` for a submitted one, or a
+        :class:`RequestError` naming the field before anything runs.
+
+        The config is validated first (registered space, proxy, predictor kind and sampler;
+        strict types); then every path it names (the checkpoint, the data, and each
+        free-text option of the proxy as the one spec parser reads it) must lie inside an
+        allowed root once symlinks are resolved, and is replaced by its resolved form; the
+        devices it prices must be known, and the search must pass the driver's own checks.
+        """
         from nas.search import SearchConfig
 
         for key in _SERVICE_FIELDS:
             if raw.get(key) is not None:
                 raise RequestError(("body", key), f"{key} is set by the service, not by a "
                                    "request; leave it out")
-        for key, value in (raw.get("proxy_options") or {}).items():
+        opts = raw.get("proxy_options") or {}
+        for key in opts if isinstance(opts, dict) else ():
             if key not in _PROXY_OPTIONS:
                 raise RequestError(("body", "proxy_options", key), f"unknown proxy option "
                                    f"{key!r}; allowed: {', '.join(_PROXY_OPTIONS)}")
-            if not isinstance(value, bool | int | float) and value is not None:
-                raise RequestError(("body", "proxy_options", key), "must be a number or a "
-                                   f"boolean, got {type(value).__name__}")
-        cfg = dict(raw)
+        cfg = {**raw, "storage": self.settings.search_storage, "db": self.settings.db}
+        config = _validated(SearchConfig, cfg)
         roots = self.settings.roots
-        if cfg.get("checkpoint") is not None:
-            cfg["checkpoint"] = checked_path(str(cfg["checkpoint"]), roots,
-                                             ("body", "checkpoint"))
-        proxy = str(cfg.get("proxy") or "")
-        name, _, opts = proxy.partition(":")
-        if any(o.strip().startswith("path=") for o in opts.split(",")):
-            # predictor:path=FILE reads a file: the same rule as checkpoint and data
-            rest = [o for o in opts.split(",") if not o.strip().startswith("path=")]
-            paths = [o.strip()[5:] for o in opts.split(",") if o.strip().startswith("path=")]
-            if len(paths) > 1:
-                raise RequestError(("body", "proxy"), "give path= once")
-            path = checked_path(paths[0], roots, ("body", "proxy"))
-            cfg["proxy"] = f"{name}:" + ",".join([*rest, f"path={path}"])
-        if cfg.get("data") is not None and cfg["data"] not in _BUILTIN_DATA:
-            cfg["data"] = checked_path(str(cfg["data"]), roots, ("body", "data"))
-        cfg["storage"] = self.settings.search_storage
-        cfg["db"] = self.settings.db
+        updates: dict[str, Any] = {}
+        if config.checkpoint is not None:
+            updates["checkpoint"] = checked_path(config.checkpoint, roots,
+                                                 ("body", "checkpoint"))
+        if config.data is not None and config.data not in _BUILTIN_DATA:
+            updates["data"] = checked_path(config.data, roots, ("body", "data"))
+        proxy = _checked_proxy(config.proxy, roots)
+        if proxy != config.proxy:
+            updates["proxy"] = proxy
+        config = _validated(SearchConfig, {**config.model_dump(exclude_unset=True), **updates})
+        _check_devices(config)
+        from nas.search import check_config
+
         try:
-            config = SearchConfig.from_dict(cfg, where="search config")
-        except ConfigError as exc:
-            raise RequestError(("body",), str(exc)) from None
+            check_config(config)
+        except NASError as exc:
+            raise RequestError(("body",), _one_line(exc)) from None
         try:
             import ray
 
@@ -199,8 +260,7 @@ class Jobs:
         try:
             run_search(job.config, progress=False, stop=job.stop, on_trial=on_trial)
         except Exception as exc:
-            job.error = str(exc).strip().splitlines()[0][:500] if str(exc).strip() \
-                else type(exc).__name__
+            job.error = _one_line(exc)
             job.status = "failed"
             return
         job.status = "cancelled" if job.stop.is_set() else "completed"

@@ -8,7 +8,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from nas.search import SearchConfig
-from nas.serve._schemas import ExportOut, ExportRequest, SearchCreated, SearchOut
+from nas.serve._schemas import (
+    SEARCH_ERRORS,
+    ExportOut,
+    ExportRequest,
+    SearchCreated,
+    SearchOut,
+)
 
 __all__ = ["add_job_routes"]
 
@@ -50,7 +56,8 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
         return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": str(exc),
                                          "type": "value_error"}]}, status_code=exc.status)
 
-    @api.post("/searches", response_model=SearchCreated, status_code=201, tags=["search"])
+    @api.post("/searches", response_model=SearchCreated, status_code=201, tags=["search"],
+              responses=SEARCH_ERRORS)
     def create_search(config: SearchConfig) -> dict[str, Any]:
         """Start a search (a search config, as in `nas search --config`); returns its id.
 

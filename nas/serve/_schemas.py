@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from nas.search import OneOf
 
 __all__ = [
+    "ERRORS",
     "ID_PATTERN",
     "NAME_PATTERN",
+    "SEARCH_ERRORS",
     "ArchIn",
     "DeviceOut",
+    "ErrorOut",
     "ExportOut",
     "ExportRequest",
     "HealthOut",
@@ -48,6 +51,30 @@ def _predictor_kinds() -> list[str]:
 Kind = Annotated[str, OneOf(_predictor_kinds)]
 
 
+class ErrorOut(BaseModel):
+    """An error: a message, or a list of fields (``loc``) with what is wrong (``msg``)."""
+
+    detail: str | list[dict[str, Any]]
+
+
+def _error(text: str) -> dict[str, Any]:
+    return {"model": ErrorOut, "description": text}
+
+
+#: Errors any route may answer (the bearer-token check and the size limit come first).
+ERRORS: dict[int | str, dict[str, Any]] = {
+    400: _error("a request the service cannot read (e.g. a body that is not JSON text)"),
+    401: _error("missing or wrong bearer token (when the service has one)"),
+    404: _error("no such route, search, export or file"),
+    413: _error("request body above the service's limit"),
+}
+#: Errors of POST /searches besides those.
+SEARCH_ERRORS: dict[int | str, dict[str, Any]] = {
+    409: _error("the study name is taken"),
+    429: _error("as many searches run as the service allows; retry later"),
+}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -73,7 +100,8 @@ class PredictRequest(_Strict):
         default=None,
         description="predictor kind; default: the stored one with the best held-out MAPE",
     )
-    hashes: bool = Field(default=False, description="also return each arch's canonical hash")
+    hashes: StrictBool = Field(default=False,
+                               description="also return each arch's canonical hash")
 
     model_config = ConfigDict(
         extra="forbid",

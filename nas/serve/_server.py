@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import socket
@@ -15,7 +16,7 @@ from typing import Any
 from nas.errors import ConfigError, NASError
 from nas.serve._settings import ServiceSettings
 
-__all__ = ["RunningService", "ray_env", "start"]
+__all__ = ["RunningService", "check_port_free", "ray_env", "start"]
 
 APP_NAME = "nas"
 
@@ -27,6 +28,27 @@ def _free_port(host: str) -> int:
         return int(s.getsockname()[1])
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse at once a port that something already listens on (before minutes of starting
+    Ray and Serve end in a traceback).
+
+    Raises:
+        ConfigError: the port is taken, or ``host`` is not an address of this machine.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        # as the server will: a port left in TIME_WAIT by an earlier service is free
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host.strip("[]"), port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                raise ConfigError(f"port {port} on {host} is in use (another `nas serve`?); "
+                                  "stop it or choose another --port") from None
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+                              ) from None
+
+
 def ray_env(settings: ServiceSettings) -> dict[str, str]:
     """Environment the Ray processes need for ``settings.ingress``; read when Ray starts.
 
@@ -35,9 +57,14 @@ def ray_env(settings: ServiceSettings) -> dict[str, str]:
     ``settings.port``. Draining on shutdown is off (a single local replica has no load
     balancer to drain from), and so is the quarantine of released ports.
     """
+    # Serve's own /-/routes and /-/healthz are answered before the app's token check, on
+    # every port Serve opens: this callback closes them in each of its HTTP servers
+    closed = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "nas.serve._guard.ray_middlewares"}
     if settings.ingress == "proxy":
-        return {"RAY_SERVE_THROUGHPUT_OPTIMIZED": "0", "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
+        return {**closed, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
+                "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
     return {
+        **closed,
         "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1",
         "RAY_SERVE_ENABLE_DIRECT_INGRESS": "1",
         "RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT": str(settings.port),
@@ -140,11 +167,12 @@ def start(settings: ServiceSettings, *, num_cpus: int | None = None,
         timeout_s: how long to wait for the service to answer.
 
     Raises:
-        ConfigError: Ray already runs in this process without the environment
-            ``settings.ingress`` needs (call ``ray.shutdown()`` first, or use
+        ConfigError: the port is in use; or Ray already runs in this process without the
+            environment ``settings.ingress`` needs (call ``ray.shutdown()`` first, or use
             ``ingress="proxy"``).
         NASError: the service did not come up.
     """
+    check_port_free(settings.host, settings.port)
     import ray
 
     env = ray_env(settings)
