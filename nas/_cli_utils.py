@@ -8,13 +8,15 @@ contract in ``pyproject.toml``).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from nas._term import console, err_console, print_json
+from nas.errors import ConfigError
 
 __all__ = [
+    "SEED_MAX",
     "ArchOpt",
     "CheckpointOpt",
     "DbOpt",
@@ -24,6 +26,7 @@ __all__ = [
     "console",
     "err_console",
     "print_json",
+    "seed_option",
 ]
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of tables.")]
@@ -46,3 +49,26 @@ DbOpt = Annotated[
 DeviceOpt = Annotated[
     str, typer.Option("--device", "-d", help="Device profile name (`nas devices list`).")
 ]
+
+
+#: the largest seed: NumPy's and torch's generators take 0 .. 2**32 - 1 everywhere
+SEED_MAX = 2**32 - 1
+
+
+def _check_seed(ctx: typer.Context, param: typer.CallbackParam, value: int | None) -> Any:
+    # A NASError, not click's BadParameter: the user sees the one `error:` line every other
+    # bad value gets.
+    if value is not None and not 0 <= value <= SEED_MAX:
+        name = param.opts[0] if param.opts else "--seed"
+        raise ConfigError(f"{name} = {value}: must be an integer in 0..{SEED_MAX} (2**32 - 1)")
+    return value
+
+
+def seed_option(help_text: str, *param_decls: str) -> Any:
+    """A ``--seed`` option bounded to 0..2**32 - 1 (``Annotated[int, seed_option("...")]``).
+
+    Args:
+        help_text: what the seed seeds.
+        param_decls: other option names (default ``--seed``).
+    """
+    return typer.Option(*param_decls, help=f"{help_text} (0..2**32 - 1)", callback=_check_seed)

@@ -12,7 +12,16 @@ import numpy as np
 import typer
 from rich.table import Table
 
-from nas._cli_utils import DbOpt, DeviceOpt, JsonOpt, SpaceOpt, console, err_console, print_json
+from nas._cli_utils import (
+    DbOpt,
+    DeviceOpt,
+    JsonOpt,
+    SpaceOpt,
+    console,
+    err_console,
+    print_json,
+    seed_option,
+)
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,7 +42,7 @@ _METRIC_ROWS = (
 _NOpt = Annotated[int, typer.Option(
     "--n", "-n", min=0, help="How many new subnets to measure (half uniform, half spread over "
     "the MAC range; subnets already measured on the device are skipped).")]
-_SampleSeedOpt = Annotated[int, typer.Option(help="Seed of the sample.")]
+_SampleSeedOpt = Annotated[int, seed_option("Seed of the sample")]
 _NoiseOpt = Annotated[int, typer.Option(
     "--noise", min=0, help="Then re-measure this many measured subnets in fresh sessions and "
     "report the noise floor.")]
@@ -56,7 +65,7 @@ _KindOpt = Annotated[str | None, typer.Option(
 _HoldoutOpt = Annotated[float, typer.Option(
     min=0.0, max=0.95, help="Share of the measured subnets held out to score the fit (0: fit "
     "on everything; the metrics are then in-sample).")]
-_SplitSeedOpt = Annotated[int, typer.Option(help="Seed of the holdout split.")]
+_SplitSeedOpt = Annotated[int, seed_option("Seed of the holdout split")]
 _OneArchOpt = Annotated[str | None, typer.Option(
     "--arch", "-a", help='One architecture in OFA format: JSON text \'{"ks": [...], '
     '"e": [...], "d": [...], "r": 224}\' or @file.json.')]
@@ -318,10 +327,12 @@ def import_cmd(
     the whole import with its line number; nothing is written.
     """
     from nas.db import LatencyDB
-    from nas.latency._import import import_measurements
+    from nas.latency._import import read_measurements, store_measurements
 
+    # the whole file is checked before the database is opened (or created)
+    rows = read_measurements(device, space, file)
     with LatencyDB(db) as store:
-        report = import_measurements(store, device, space, file)
+        report = store_measurements(store, device, space, file, rows)
         url = store.display_url
     if json_:
         print_json({**report.to_dict(), "db": url})

@@ -24,6 +24,7 @@ import importlib.util
 import io
 import json
 import math
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -131,13 +132,17 @@ def _jsonl_records(path: Path, lines: Iterable[str]
         if not line.strip():
             continue
         try:
-            obj = json.loads(line)
+            obj = _loads(line)
         except json.JSONDecodeError as exc:
             raise DataError(
                 f"{path}: line {n}: not valid JSON ({exc.msg} at column {exc.colno})"
             ) from None
+        except ValueError as exc:
+            raise DataError(f"{path}: line {n}: {exc}") from None
         if not isinstance(obj, dict):
-            raise DataError(f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}")
+            raise DataError(
+                f"{path}: line {n}: expected a JSON object, got {type(obj).__name__}"
+            )
         yield f"line {n}", obj, False
 
 
@@ -169,12 +174,31 @@ def _missing(v: Any, text: bool) -> bool:
     return v is None or (text and isinstance(v, str) and not v.strip())
 
 
+def _loads(text: str) -> Any:
+    """``json.loads``; a number of over 4300 digits or nesting too deep for the parser is a
+    ``ValueError`` that says so (Python raises its own ``ValueError``/``RecursionError``)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        raise ValueError(f"not valid JSON (a number of over {sys.get_int_max_str_digits()} "
+                         "digits)") from None
+    except RecursionError:
+        raise ValueError("not valid JSON (nested too deep)") from None
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
 def _json_field(v: Any, field: str, text: bool) -> Any:
     if text or isinstance(v, str):
         try:
-            return json.loads(v)
-        except json.JSONDecodeError:
-            raise DataError(f"field {field!r} must be JSON, got {v!r}") from None
+            return _loads(v)
+        except ValueError:
+            raise DataError(f"field {field!r} must be JSON, got {_shown(v)}") from None
     return v.tolist() if hasattr(v, "tolist") else v
 
 
@@ -183,15 +207,20 @@ def _number(v: Any, field: str, text: bool) -> float | None:
         return None
     if text:
         try:
-            return float(v)
+            out = float(v)
         except ValueError:
-            raise DataError(f"field {field!r} must be a number, got {v!r}") from None
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        if hasattr(v, "item"):  # numpy scalar from Parquet
-            v = v.item()
+            raise DataError(f"field {field!r} must be a number, got {_shown(v)}") from None
+    else:
         if isinstance(v, bool) or not isinstance(v, int | float):
-            raise DataError(f"field {field!r} must be a number, got {v!r}")
-    return float(v)
+            if hasattr(v, "item"):  # numpy scalar from Parquet
+                v = v.item()
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                raise DataError(f"field {field!r} must be a number, got {_shown(v)}")
+        try:
+            out = float(v)
+        except OverflowError:  # an int beyond float's range: refused as infinite
+            out = math.inf
+    return out  # NaN and infinity are refused by validate_measurement, naming the field
 
 
 def _convert(
@@ -202,8 +231,8 @@ def _convert(
         got = rec.get(key)
         if not _missing(got, text) and str(got) != expected:
             raise DataError(
-                f"field {key!r} is {got!r} but this import is for {key} {expected!r}; "
-                f"split the file or pass --{key} {got}"
+                f"field {key!r} is {_shown(got)} but this import is for {key} {expected!r}; "
+                f"split the file or pass --{key} {_shown(str(got))}"
             )
     if not _missing(rec.get("arch"), text):
         arch_obj = _json_field(rec["arch"], "arch", text)
@@ -217,7 +246,7 @@ def _convert(
     if isinstance(arch_obj, dict):
         arch_obj = {k: v.tolist() if hasattr(v, "tolist") else v for k, v in arch_obj.items()}
     if not isinstance(arch_obj, dict):
-        raise DataError(f"field 'arch' must be a JSON object, got {arch_obj!r}")
+        raise DataError(f"field 'arch' must be a JSON object, got {_shown(arch_obj)}")
     arch = get_space(space_name).parse(arch_obj)
 
     if "latency_ms" not in rec:
@@ -228,14 +257,14 @@ def _convert(
     elif math.isfinite(n_runs_f) and n_runs_f.is_integer():
         n_runs = int(n_runs_f)
     else:
-        raise DataError(f"field 'n_runs' must be an integer >= 0, got {rec.get('n_runs')!r}")
+        raise DataError(f"field 'n_runs' must be an integer >= 0, got {_shown(rec.get('n_runs'))}")
     status = "ok" if _missing(rec.get("status"), text) else rec["status"]
     error = None if _missing(rec.get("error"), text) else str(rec["error"])
     env: dict[str, Any] = {}
     if not _missing(rec.get("env"), text):
         env_obj = _json_field(rec["env"], "env", text)
         if not isinstance(env_obj, dict):
-            raise DataError(f"field 'env' must be a JSON object, got {rec['env']!r}")
+            raise DataError(f"field 'env' must be a JSON object, got {_shown(rec['env'])}")
         env.update(env_obj)
     env["imported_from"] = source_file
     return {
@@ -272,6 +301,15 @@ def import_measurements(db: LatencyDB, device: str, space: str, path: Path | str
         DataError: the file is unreadable, empty, or a record is bad (naming its line, the
             field and the value); nothing is written.
     """
+    return store_measurements(db, device, space, path, read_measurements(device, space, path))
+
+
+def read_measurements(device: str, space: str, path: Path | str) -> list[dict[str, Any]]:
+    """Read and validate every record of ``path`` (nothing is written).
+
+    Raises:
+        DataError: as :func:`import_measurements`.
+    """
     path = Path(path)
     check_device_name(device)
     get_space(space)  # an unknown space fails before the file is read
@@ -284,7 +322,13 @@ def import_measurements(db: LatencyDB, device: str, space: str, path: Path | str
             raise DataError(f"{path}: {where}: {exc}") from None
     if not rows:
         raise DataError(f"{path}: no measurements found")
+    return rows
 
+
+def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
+                       rows: list[dict[str, Any]]) -> ImportReport:
+    """Store rows :func:`read_measurements` returned, in one transaction."""
+    path = Path(path)
     ensure: DeviceProfile | None = None
     created, profile_path = False, None
     if device not in db.devices():

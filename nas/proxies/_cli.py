@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import CheckpointOpt, JsonOpt, SpaceOpt, console, print_json
+from nas._cli_utils import CheckpointOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
 from nas.errors import ArchitectureError, ConfigError
 
 __all__ = ["register"]
@@ -23,8 +23,8 @@ DataOpt = Annotated[str | None, typer.Option(
     "'digits' (default: the one the checkpoint was trained on). Proxies see its training "
     "images and validation slice only.")]
 TorchDeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the batches and initial weights "
-                                      "the proxies use.")]
+SeedOpt = Annotated[int, seed_option("Seed of the batches and initial weights the proxies use",
+                                     "--seed")]
 ValLimitOpt = Annotated[int | None, typer.Option(
     "--val-limit", min=1, help="Score accuracy on at most this many validation images.")]
 BnOpt = Annotated[int, typer.Option("--bn-batches", min=1, help="Training batches for "

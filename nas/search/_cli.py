@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nas._cli_utils import JsonOpt, console, err_console, print_json
+from nas._cli_utils import JsonOpt, console, err_console, print_json, seed_option
 from nas.errors import ConfigError
 from nas.search._samplers import SAMPLERS
 
@@ -96,7 +96,7 @@ def search_cmd(
     n_trials: NTrialsOpt = None,
     workers: Annotated[int | None, typer.Option(help="Ray actors evaluating subnets.")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Subnets per actor call.")] = None,
-    seed: Annotated[int | None, typer.Option(help="Sampler seed.")] = None,
+    seed: Annotated[int | None, seed_option("Sampler seed")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default from the config).")
                      ] = None,
     storage: StorageOpt = None,

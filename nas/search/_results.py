@@ -16,6 +16,7 @@ import numpy as np
 import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from nas._config import validate
 from nas._io import mask_url
@@ -103,17 +104,30 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if "://" not in url:
         path = Path(url)
+        if path.is_dir():
+            raise ConfigError(f"storage {url} is a folder; name a journal file "
+                              "(e.g. runs/studies/NAME.journal) or a database URL")
         if not create and not path.is_file():
             raise ConfigError(f"storage {url} does not exist (no search has written to it)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             backend = _JournalFile(str(path))
-            return optuna.storages.JournalStorage(backend)
         except OSError as exc:
             raise ConfigError(f"cannot open journal storage {url}: {exc}") from None
+        try:
+            # Optuna replays the whole journal here: a file that is not one fails with
+            # whatever the first bad record raises.
+            return optuna.storages.JournalStorage(backend)
+        except OSError as exc:
+            raise ConfigError(f"cannot read journal storage {url}: {exc}") from None
+        except Exception as exc:
+            raise ConfigError(f"journal storage {url} is corrupt or not an Optuna journal "
+                              f"({_first_line(exc)}); move it away or name another "
+                              "--storage") from None
     kwargs: dict[str, Any] = {}
     if url.startswith("sqlite:///"):
-        file = Path(url.removeprefix("sqlite:///"))
+        # the URL's own decoding: %3F in the URL is a ? in the file name
+        file = Path(make_url(url).database or "")
         if not create and not file.is_file():
             raise ConfigError(f"storage {url} does not exist (no search has written to it)")
         file.parent.mkdir(parents=True, exist_ok=True)
@@ -127,6 +141,12 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach storage {mask_url(url)}: {reason[:300]}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    text = lines[0].strip() if lines else ""
+    return f"{type(exc).__name__}: {text[:200]}" if text else type(exc).__name__
 
 
 @dataclass
@@ -327,9 +347,15 @@ def result_from_study(st: optuna.Study, url: str) -> SearchResult:
     cfg = validate(SearchConfig, ua[CONFIG_KEY],
                    where=f"stored config of study {st.study_name!r}")
     objectives = cfg.objective_list
-    verified = dict(ua.get(VERIFIED_KEY) or {})
-    retried = set(ua.get(RETRIED_KEY) or [])
-    trials = [_record(t, objectives, verified, retried) for t in st.get_trials(deepcopy=False)]
+    try:
+        verified = dict(ua.get(VERIFIED_KEY) or {})
+        retried = set(ua.get(RETRIED_KEY) or [])
+        trials = [_record(t, objectives, verified, retried)
+                  for t in st.get_trials(deepcopy=False)]
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        # a study edited by hand, or written by another program under our keys
+        raise ConfigError(f"study {st.study_name!r} in {mask_url(url)} holds records `nas "
+                          f"search` did not write ({_first_line(exc)})") from None
     return SearchResult(study_name=st.study_name, storage=url, config=cfg,
                         objectives=objectives, trials=trials,
                         predictors=dict(ua.get(PREDICTORS_KEY) or {}))

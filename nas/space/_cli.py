@@ -7,7 +7,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json
+from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
 
 __all__ = ["register"]
 
@@ -94,7 +94,7 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
 def spaces_sample(
     name: Annotated[str, typer.Argument(help="Space name.")],
     n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many architectures.")] = 1,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same sample).")] = 0,
+    seed: Annotated[int, seed_option("Random seed: same seed, same sample")] = 0,
     largest: Annotated[bool, typer.Option("--largest", help="The largest subnet.")] = False,
     smallest: Annotated[bool, typer.Option("--smallest", help="The smallest subnet.")] = False,
     json_out: JsonOpt = False,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
@@ -107,7 +108,7 @@ class SearchSpace:
                 obj = _read_json_file(Path(text[1:]))
             else:
                 try:
-                    obj = json.loads(text)
+                    obj = _loads(text)
                 except json.JSONDecodeError as exc:
                     raise ArchitectureError(
                         f"arch is not valid JSON ({exc.msg} at line {exc.lineno} column "
@@ -155,21 +156,25 @@ class SearchSpace:
         rows: list[tuple[int, Any]] = []
         if stripped.startswith("["):
             try:
-                rows = list(enumerate(json.loads(stripped), 1))
+                rows = list(enumerate(_loads(stripped), 1))
             except json.JSONDecodeError as exc:
                 raise ArchitectureError(
                     f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})"
                 ) from None
+            except ArchitectureError as exc:
+                raise ArchitectureError(f"{path}: {exc}") from None
         else:
             for n, line in enumerate(text.splitlines(), 1):
                 if not line.strip() or line.lstrip().startswith("#"):
                     continue
                 try:
-                    rows.append((n, json.loads(line)))
+                    rows.append((n, _loads(line)))
                 except json.JSONDecodeError as exc:
                     raise ArchitectureError(
                         f"{path} line {n} is not valid JSON ({exc.msg})"
                     ) from None
+                except ArchitectureError as exc:
+                    raise ArchitectureError(f"{path} line {n}: {exc}") from None
         archs = []
         for n, item in rows:
             if isinstance(item, dict) and isinstance(item.get("arch"), dict):
@@ -514,10 +519,26 @@ def _fmt_choices(values: Sequence[int]) -> str:
     return str(vals)
 
 
+def _loads(text: str) -> Any:
+    """``json.loads``, but a number of over 4300 digits or nesting too deep for the parser
+    (Python's ``ValueError``/``RecursionError``) is an :class:`ArchitectureError`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except ValueError:
+        raise ArchitectureError(f"arch is not valid JSON (a number of over "
+                                f"{sys.get_int_max_str_digits()} digits)") from None
+    except RecursionError:
+        raise ArchitectureError("arch is not valid JSON (nested too deep)") from None
+
+
 def _read_json_file(path: Path) -> Any:
     text = read_text(path, "arch file", error=ArchitectureError)
     try:
-        return json.loads(text)
+        return _loads(text)
+    except ArchitectureError as exc:
+        raise ArchitectureError(f"arch file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ArchitectureError(
             f"arch file {path} is not valid JSON ({exc.msg} at line {exc.lineno})"

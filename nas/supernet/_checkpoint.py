@@ -26,12 +26,21 @@ def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = No
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a folder; name a file to write "
+                              "(e.g. supernet.safetensors)")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise CheckpointError(f"cannot write checkpoint {path}: {blocking} is a file, not a "
+                              "folder")
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": VERSION, "space": model.space.name,
                 "extra": json.dumps(meta or {}, default=str)}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=metadata)
+    try:
+        with atomic_path(path) as tmp:
+            save_file(tensors, str(tmp), metadata=metadata)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     return path
 
 
@@ -54,7 +63,19 @@ def read_checkpoint_meta(path: Path | str) -> dict[str, Any]:
             f"{path} is not a supernet checkpoint (format {meta.get('format')!r}, "
             f"expected {FORMAT!r}); write one with `nas supernet init`"
         )
-    meta["extra"] = json.loads(meta.get("extra") or "{}")
+    space = meta.get("space")
+    if not space:
+        raise CheckpointError(f"checkpoint {path} names no search space in its metadata; "
+                              "write one with `nas supernet init` or `nas train`")
+    try:
+        extra = json.loads(meta.get("extra") or "{}")
+    except (ValueError, RecursionError):  # bad JSON, 4300+ digits, deep nesting
+        extra = None
+    if not isinstance(extra, dict):
+        raise CheckpointError(f"checkpoint {path}: metadata 'extra' is not a JSON object; the "
+                              "file was not written by nas")
+    meta["extra"] = extra
+    meta.setdefault("version", "?")
     return meta
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import JsonOpt, SpaceOpt, console, print_json
+from nas._cli_utils import JsonOpt, SpaceOpt, console, print_json, seed_option
 
 __all__ = ["register"]
 
@@ -20,7 +20,7 @@ def supernet_init(
     space: SpaceOpt,
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write "
                                       "(.safetensors).")],
-    seed: Annotated[int, typer.Option(help="Random seed of the initialisation.")] = 0,
+    seed: Annotated[int, seed_option("Random seed of the initialisation")] = 0,
     calibrate: Annotated[bool, typer.Option(help="Set BatchNorm statistics from random inputs "
                                             "so eval outputs are of order 1.")] = True,
 ) -> None:

@@ -64,6 +64,8 @@ Int = Annotated[int, Strict()]
 Bool = Annotated[bool, Strict()]
 Str = Annotated[str, Strict()]
 Float = Annotated[float, Strict()]
+#: NumPy's and torch's generators take seeds of 0 .. 2**32 - 1
+Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
 
 
 def _listed(value: Any) -> Any:
@@ -113,7 +115,7 @@ class DataConfig(_Part):
     source: Str
     format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
     val_size: Annotated[Int, Field(ge=0)] = 5000
-    val_seed: Int = 0
+    val_seed: Seed = 0
     train_limit: Annotated[Int, Field(ge=1)] | None = None
     test_limit: Annotated[Int, Field(ge=1)] | None = None
     cache_dir: Str | None = None
@@ -223,7 +225,7 @@ class TrainConfig(_Part):
     phases: Annotated[tuple[PhaseConfig, ...], Field(min_length=1)]
     out: Str = "runs/train"
     init: Str | None = None
-    seed: Int = 0
+    seed: Seed = 0
     batch_size: Annotated[Int, Field(ge=1)] = 128
     elastic_resolution: Bool = True
     channels_last: Bool = True
