@@ -1,0 +1,110 @@
+"""Two workers never evaluate one subnet twice: not in a plain search, not after a driver
+killed mid-search is resumed. The shipped tiny supernet trained on the digits, real Ray."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from nas._data import shipped_supernet
+from nas.search import SearchConfig, run_search
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def _config(make_config: Any, **kw: Any) -> dict[str, Any]:
+    # evolution with 2 parents on the 800 subnets of tiny proposes many repeats, some of them
+    # while the first proposal is still with the other worker
+    return make_config(checkpoint=str(shipped_supernet()), data="digits", sampler="evolution",
+                       population=4, workers=2, batch_size=6, **kw)
+
+
+def _study(cfg: dict[str, Any]) -> optuna.Study:
+    storage = optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(cfg["storage"]))
+    return optuna.load_study(study_name=cfg["study"], storage=storage)
+
+
+def _evaluations(study: optuna.Study) -> Counter[str]:
+    """How many times each architecture was evaluated: trials that ran an evaluation and
+    were told its result (not repeats told a stored one, not a dead worker's retried ones)."""
+    return Counter(
+        t.user_attrs["arch_hash"] for t in study.trials
+        if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+        and "arch_hash" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
+        and not t.user_attrs.get("retried"))
+
+
+def _twice(counts: Counter[str]) -> dict[str, int]:
+    return {h[:10]: n for h, n in counts.items() if n > 1}
+
+
+def test_two_workers_evaluate_each_subnet_once(local_ray, make_config) -> None:
+    cfg = _config(make_config, n_trials=150, study="once")
+    res = run_search(SearchConfig.model_validate(cfg), progress=False)
+    assert len(res.budget_trials) == 150
+    study = _study(cfg)
+    counts = _evaluations(study)
+    assert not _twice(counts), f"evaluated more than once: {_twice(counts)}"
+    trials = {t.number: t for t in study.trials}
+    waited = [t for t in study.trials if t.user_attrs.get("duplicate_of") is not None
+              and trials[t.user_attrs["duplicate_of"]].datetime_complete > t.datetime_start]
+    assert waited, "no repeat of a subnet in flight was proposed: the test proves nothing"
+    pids = {t.user_attrs.get("worker_pid") for t in study.trials} - {None}
+    assert len(pids) == 2
+
+
+def test_resume_after_a_killed_driver_with_two_workers(local_ray, make_config,
+                                                       tmp_path: Path) -> None:
+    """SIGKILL the driver (and the Ray it started) with two batches in flight, then resume:
+    the budget is spent, nothing completed is lost or changed, nothing is evaluated twice."""
+    cfg = _config(make_config, n_trials=50, study="resume2")
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "nas.cli", "search", "--config", str(path), "--no-progress"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 180
+        done: list[optuna.trial.FrozenTrial] = []
+        while time.time() < deadline and proc.poll() is None:
+            try:
+                done = [t for t in _study(cfg).trials
+                        if t.state == optuna.trial.TrialState.COMPLETE]
+            except KeyError:
+                done = []
+            if len(done) >= 12:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+            time.sleep(0.05)
+        proc.wait(30)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    study = _study(cfg)
+    before = {t.number: (tuple(t.values), t.user_attrs["arch_hash"]) for t in study.trials
+              if t.state == optuna.trial.TrialState.COMPLETE}
+    running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
+    assert 12 <= len(before) < 50 and running, "the driver died with nothing in flight"
+
+    res = run_search(SearchConfig.model_validate(cfg), resume=True, progress=False)
+    assert len(res.budget_trials) == 50
+    after = {t.number: t for t in res.trials}
+    for n, (values, h) in before.items():
+        assert after[n].state == "COMPLETE" and after[n].arch_hash == h
+        assert tuple(after[n].values.values()) == values
+    counts = _evaluations(_study(cfg))
+    assert not _twice(counts), f"evaluated more than once: {_twice(counts)}"
