@@ -10,6 +10,7 @@ from nas.devices._files import (
     device_path,
     get_device,
     list_devices,
+    load_devices,
     user_devices_dir,
 )
 from nas.devices._profile import (
@@ -35,5 +36,6 @@ __all__ = [
     "device_path",
     "get_device",
     "list_devices",
+    "load_devices",
     "user_devices_dir",
 ]

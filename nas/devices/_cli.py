@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import JsonOpt, console, print_json
+from nas._cli_utils import JsonOpt, console, err_console, print_json
 from nas.devices import (
     PROVIDERS,
     DeviceProfile,
@@ -17,6 +17,7 @@ from nas.devices import (
     device_path,
     get_device,
     list_devices,
+    load_devices,
 )
 
 __all__ = ["register"]
@@ -151,8 +152,11 @@ def _profile_from_options(
 
 # ---------------------------------------------------------------------------- commands
 def list_cmd(json_: JsonOpt = False) -> None:
-    """List the known device profiles, shipped and user-added."""
-    profiles = [get_device(n) for n in list_devices()]
+    """List the known device profiles, shipped and user-added (a broken file is reported
+    in one line on stderr, and the others are listed)."""
+    profiles, errors = load_devices()
+    for line in errors:
+        err_console.print(f"warning: skipped {line}", markup=False, soft_wrap=True)
     if json_:
         print_json([p.to_dict() for p in profiles])
     else:
@@ -190,7 +194,7 @@ def add_cmd(
     overwrite: OverwriteOpt = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Add a device profile (written to $NAS_DEVICES_DIR or latency_db/devices/).
+    """Add a device profile (written to $NAS_DEVICES_DIR, else ~/.local/share/nas/devices).
 
     Example: nas devices add pi4-4t --threads 4 --ray-resource device:pi4
     """
@@ -208,9 +212,12 @@ def add_cmd(
         "external": external,
         "description": description,
     })
+    existed = not overwrite and name in list_devices()
     path = add_device(profile, overwrite=overwrite)
     if json_:
         print_json({**profile.to_dict(), "file": str(path)})
+    elif existed:  # add_device refuses a profile with other settings
+        console.print(f"device [bold]{profile.name}[/bold] exists with these settings: {path}")
     else:
         console.print(f"added device [bold]{profile.name}[/bold] -> {path}")
 
@@ -219,7 +226,8 @@ def register(app: typer.Typer) -> None:
     """Add the ``devices`` group (``list``, ``show``, ``add``) to the root ``app``."""
     devices = typer.Typer(
         help="Device profiles: how and where latency is measured "
-        "(latency_db/devices/*.yaml, plus $NAS_DEVICES_DIR).",
+        "(shipped in latency_db/devices/, yours in $NAS_DEVICES_DIR or "
+        "~/.local/share/nas/devices).",
         no_args_is_help=True,
     )
     devices.command("list")(list_cmd)

@@ -1,10 +1,15 @@
 """Where device profiles live: one YAML file per device, shipped or added by a user.
 
-Shipped profiles live in ``latency_db/devices/*.yaml`` (``nas._data.devices`` in a wheel).
-Profiles added by users are written to a writable folder: ``$NAS_DEVICES_DIR`` if set, else
-the repository's ``latency_db/devices/`` when it is writable, else
-``~/.local/share/nas/devices`` (``$XDG_DATA_HOME/nas/devices``). A user profile with the name
-of a shipped one shadows it (only with ``overwrite=True``).
+Shipped profiles live in ``latency_db/devices/*.yaml`` (``nas._data.devices`` in a wheel) and
+are only read. Profiles added by users (``nas devices add``, or an import for a new external
+device) are written to the user folder: ``$NAS_DEVICES_DIR`` if set, else
+``~/.local/share/nas/devices`` (``$XDG_DATA_HOME/nas/devices``), never into the package's
+shipped data. A user profile with the name of a shipped one shadows it (only with
+``overwrite=True``).
+
+Adding a profile is safe under concurrency: of several processes adding one name at once,
+those whose settings equal the profile already there succeed (the first description is
+kept), and one whose settings differ gets the "already exists" error; no file is clobbered.
 
 Example:
     >>> add_device(DeviceProfile("pi4-1t", placement="ray", ray_resource="device:pi4"))
@@ -15,13 +20,14 @@ Example:
 from __future__ import annotations
 
 import os
+import tempfile
 from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from nas._data import data_dir
-from nas._io import atomic_path, read_yaml
+from nas._io import atomic_write, read_yaml
 from nas._settings import data_home, devices_dir_from_env
 from nas.devices._profile import DeviceProfile
 from nas.errors import ConfigError, UnknownNameError
@@ -32,25 +38,17 @@ __all__ = [
     "device_path",
     "get_device",
     "list_devices",
+    "load_devices",
     "user_devices_dir",
 ]
 
 
 # ---------------------------------------------------------------------------- folders
-def _repo_devices_dir() -> Path | None:
-    shipped = data_dir("devices")
-    return shipped if isinstance(shipped, Path) else None
-
-
 def user_devices_dir() -> Path:
-    """The folder new profiles are written to (see the module docstring for the order)."""
+    """The folder new profiles are written to: ``$NAS_DEVICES_DIR``, else
+    ``$XDG_DATA_HOME/nas/devices`` (never the shipped ``latency_db/devices/``)."""
     env = devices_dir_from_env()
-    if env is not None:
-        return env
-    repo = _repo_devices_dir()
-    if repo is not None and os.access(repo, os.W_OK):
-        return repo
-    return data_home() / "devices"
+    return env if env is not None else data_home() / "devices"
 
 
 def _sources() -> list[Traversable]:
@@ -88,6 +86,19 @@ def _read(path: Path, stem: str) -> DeviceProfile:
 def list_devices() -> list[str]:
     """Names of all known device profiles, shipped and user-added, sorted."""
     return sorted(_entries())
+
+
+def load_devices() -> tuple[list[DeviceProfile], list[str]]:
+    """Every known profile that reads, sorted by name, and one error line for each that
+    does not (a broken file in the devices folder hides nothing else)."""
+    profiles: list[DeviceProfile] = []
+    errors: list[str] = []
+    for name in list_devices():
+        try:
+            profiles.append(get_device(name))
+        except ConfigError as exc:
+            errors.append(str(exc))
+    return profiles, errors
 
 
 def device_path(name: str) -> Traversable:
@@ -139,31 +150,32 @@ def device_from_file(path: str | Path) -> DeviceProfile:
 def add_device(profile: DeviceProfile, overwrite: bool = False) -> Path:
     """Write ``profile`` to the user devices folder, atomically.
 
+    Adding a profile whose settings equal those of the existing one of that name (the
+    description aside: it is a note, not a setting) changes nothing and returns the existing
+    file, so concurrent creators of one device all succeed.
+
     Args:
         profile: the profile to save as ``<name>.yaml``.
         overwrite: replace (or shadow, for a shipped one) an existing device of that name.
 
     Returns:
-        The path of the written file.
+        The path of the written (or already present, equal) file.
 
     Raises:
-        ConfigError: a device of that name exists and ``overwrite`` is false, or the folder
-            cannot be written.
+        ConfigError: a device of that name exists with other settings and ``overwrite`` is
+            false, or the folder cannot be written.
     """
     if not isinstance(profile, DeviceProfile):
         raise ConfigError(f"profile must be a DeviceProfile, got {type(profile).__name__}")
     folder = user_devices_dir()
     target = folder / f"{profile.name}.yaml"
     if not overwrite and profile.name in _entries():
-        raise _exists(profile.name, device_path(profile.name))
+        return _same_or_raise(profile, device_path(profile.name))
     try:
-        with atomic_path(target) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(profile.to_yaml())
-                fh.flush()
-                os.fsync(fh.fileno())
-            if not overwrite:
-                _claim(tmp, target, profile.name)
+        if overwrite:
+            atomic_write(target, profile.to_yaml())
+        elif not _create(target, profile.to_yaml()):
+            return _same_or_raise(profile, target)
     except OSError as exc:
         raise ConfigError(
             f"cannot write device profile to {folder}: {exc.strerror or exc}; set "
@@ -172,19 +184,39 @@ def add_device(profile: DeviceProfile, overwrite: bool = False) -> Path:
     return target
 
 
-def _claim(tmp: Path, target: Path, name: str) -> None:
-    """Link the written file to ``target`` unless a file appeared there since the check.
-
-    Two processes adding the same name at once: one wins, the other gets the error, and no
-    profile is silently clobbered. (``atomic_path`` then renames ``tmp`` onto its own link,
-    which changes nothing, and removes it.)
-    """
+def _create(target: Path, text: str) -> bool:
+    """Create ``target`` holding ``text``, whole or not at all; False when a file appeared
+    there since the check (another process adding the same name), which is left as it is."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
-        os.link(tmp, target)
-    except FileExistsError:
-        raise _exists(name, target) from None
-    except OSError:  # file systems without hard links: atomic_path's replace writes it
-        pass
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        try:
+            os.link(tmp, target)  # fails if the name exists: no clobbering
+        except FileExistsError:
+            return False
+        except OSError:  # a file system without hard links: replace it into place
+            os.replace(tmp, target)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _same_or_raise(profile: DeviceProfile, existing: Traversable) -> Path:
+    """The existing file when its profile has ``profile``'s settings; else the error."""
+    with resources.as_file(existing) as path:
+        current = _read(path, profile.name)
+        if _settings(current) == _settings(profile):
+            return Path(path)
+    raise _exists(profile.name, existing)
+
+
+def _settings(profile: DeviceProfile) -> dict[str, Any]:
+    return {k: v for k, v in profile.to_dict().items() if k != "description"}
 
 
 def _exists(name: str, where: object) -> ConfigError:

@@ -105,7 +105,10 @@ def test_duplicates_need_overwrite(devices_dir: Path) -> None:
     add_device(DeviceProfile("box", intra_op_threads=3), overwrite=True)
     assert get_device("box").intra_op_threads == 3
     with pytest.raises(ConfigError, match="'cpu-1t' already exists"):
-        add_device(DeviceProfile("cpu-1t"))
+        add_device(DeviceProfile("cpu-1t", intra_op_threads=4))
+    # the shipped settings again: nothing to write, the shipped file is the answer
+    assert add_device(DeviceProfile("cpu-1t")) == Path(str(device_path("cpu-1t")))
+    assert not (devices_dir / "cpu-1t.yaml").exists()
     add_device(DeviceProfile("cpu-1t", description="mine"), overwrite=True)  # shadows shipped
     assert get_device("cpu-1t").description == "mine"
 
