@@ -101,6 +101,8 @@ def read_yaml(path: Path | str, what: str = "file", *,
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
         raise error(f"{what} {path} is not valid YAML{where}") from None
+    except RecursionError:  # PyYAML's parser recurses once per level of nesting
+        raise error(f"{what} {path} is not valid YAML (nested too deep)") from None
 
 
 def sha256_file(path: Path | str, what: str = "file", *,
