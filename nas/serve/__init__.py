@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from nas.serve._server import RunningService, ray_env, start
+    from nas.serve._server import RunningService, check_port_free, ray_env, start
     from nas.serve._settings import INGRESS_MODES, ServiceSettings, is_loopback, resolve_token
 
 __getattr__, __dir__, __all__ = lazy_exports(__name__, {
-    "nas.serve._server": ["RunningService", "ray_env", "start"],
+    "nas.serve._server": ["RunningService", "check_port_free", "ray_env", "start"],
     "nas.serve._settings": ["INGRESS_MODES", "ServiceSettings", "is_loopback", "resolve_token"],
 })

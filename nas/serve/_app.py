@@ -91,6 +91,15 @@ def _openapi(api: FastAPI, token: bool) -> dict[str, Any]:
     if api.openapi_schema is None:
         schema = get_openapi(title=api.title, version=api.version,
                              description=api.description, routes=api.routes)
+        for operations in schema["paths"].values():
+            for op in operations.values():
+                for status, response in op.get("responses", {}).items():
+                    content = response.get("content", {})
+                    # errors are JSON whatever the route returns on success (FastAPI
+                    # documents them in the route's media type, e.g. the report's HTML)
+                    if status[:1] in "45" and "application/json" not in content:
+                        response["content"] = {"application/json": next(
+                            iter(content.values()), {})}
         if token:
             schema.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}}

@@ -46,7 +46,7 @@ def serve_cmd(
     GET|DELETE /searches/{id}, GET /searches/{id}/report; POST /exports,
     GET /exports/{id}/{file}. Starts a local Ray instance.
     """
-    from nas.serve import ServiceSettings, resolve_token, start
+    from nas.serve import ServiceSettings, check_port_free, resolve_token, start
 
     token, generated = resolve_token(host)
     settings = ServiceSettings(
@@ -54,6 +54,7 @@ def serve_cmd(
         allowed_roots=tuple(str(p) for p in (allow_root or [])), max_archs=max_archs,
         max_body_bytes=max_body, ingress=ingress,
     )
+    check_port_free(host, port)  # at once, not after a minute of starting Ray
     err_console.print("[dim]starting Ray and Ray Serve...[/dim]")
     svc = start(settings, num_cpus=num_cpus)
     stop = threading.Event()

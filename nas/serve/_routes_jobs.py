@@ -118,7 +118,8 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
         return _export_out(svc.jobs_or_create().export_record(export_id))
 
     @api.get("/exports/{export_id}/{file}", tags=["export"],
-             responses={200: {"content": {"application/octet-stream": {}}}})
+             responses={200: {"content": {"application/octet-stream": {},
+                                          "application/json": {}}}})
     def get_export_file(export_id: str, file: str) -> FileResponse:
         """One file of an export: `model.onnx`, `weights.safetensors` or `manifest.json`."""
         path = svc.jobs_or_create().export_file(export_id, file)

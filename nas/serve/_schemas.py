@@ -51,6 +51,18 @@ def _predictor_kinds() -> list[str]:
 Kind = Annotated[str, OneOf(_predictor_kinds)]
 
 
+def _devices() -> list[str]:
+    from nas.latency import list_devices
+
+    return list_devices()
+
+
+def _spaces() -> list[str]:
+    from nas.space import SPACES
+
+    return SPACES.names()
+
+
 class ErrorOut(BaseModel):
     """An error: a message, or a list of fields (``loc``) with what is wrong (``msg``)."""
 
@@ -93,8 +105,10 @@ class ArchIn(_Strict):
 
 
 class PredictRequest(_Strict):
-    device: str = Field(pattern=NAME_PATTERN, description="device profile (GET /devices)")
-    space: str = Field(pattern=NAME_PATTERN, description="search space (GET /spaces)")
+    device: Annotated[str, OneOf(_devices)] = Field(
+        pattern=NAME_PATTERN, description="device profile (GET /devices)")
+    space: Annotated[str, OneOf(_spaces)] = Field(
+        pattern=NAME_PATTERN, description="search space (GET /spaces)")
     archs: list[ArchIn] = Field(min_length=1, max_length=_HARD_MAX_ARCHS)
     kind: Kind | None = Field(
         default=None,

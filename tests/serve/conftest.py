@@ -1,16 +1,26 @@
 """Fixtures of the service tests: a latency DB with real fitted predictors, a tiny supernet,
-and the service itself on real Ray Serve (started once for the package)."""
+the service itself on real Ray Serve (started once for the package, in this process), and a
+real ``nas serve`` process with its default limits and a token (started once, when a test
+asks for it)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
+import signal
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import requests
 import torch
 
 from nas.db import LatencyDB
@@ -86,3 +96,74 @@ def service(service_env: dict[str, Any]) -> Iterator[Any]:
             os.environ.pop("NAS_CACHE_DIR", None)
         else:
             os.environ["NAS_CACHE_DIR"] = before
+
+
+@dataclass
+class ServeProcess:
+    """A real ``nas serve`` in its own process group: its URL, token, process and settings."""
+
+    url: str
+    port: int
+    token: str
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def _nas() -> list[str]:
+    exe = Path(sys.executable).with_name("nas")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "nas.cli"]
+
+
+@pytest.fixture(scope="package")
+def nas_command() -> list[str]:
+    """The ``nas`` command of this environment, as a subprocess argument list."""
+    return _nas()
+
+
+@pytest.fixture(scope="package")
+def nas_serve(service_env: dict[str, Any],
+              tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
+    """``nas serve`` started as a user starts it (default limits, loopback, a token from
+    $NAS_API_TOKEN, one CPU), in its own process group; stopped with SIGINT like Ctrl-C."""
+    root = tmp_path_factory.mktemp("nas-serve")
+    port = free_port()
+    token = secrets.token_urlsafe(24)
+    env = {**os.environ, "NAS_API_TOKEN": token, "NAS_CACHE_DIR": str(root / "cache")}
+    env.pop("RAY_ADDRESS", None)
+    log = (root / "serve.log").open("wb")
+    proc = subprocess.Popen(
+        [*_nas(), "serve", "--port", str(port), "--db", service_env["db"], "--state-dir",
+         str(root / "state"), "--allow-root", str(service_env["allowed"]), "--num-cpus", "1"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 180
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"nas serve exited with {proc.returncode}: "
+                                   f"{(root / 'serve.log').read_text()[-3000:]}")
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.RequestException:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"nas serve did not answer: "
+                                   f"{(root / 'serve.log').read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield ServeProcess(url, port, token, proc, root / "state")
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):  # Ray's processes, if any were left
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
