@@ -22,6 +22,10 @@ __all__ = ["ArchArrays", "SearchSpace", "make_divisible"]
 
 SeedLike = int | np.random.Generator | None
 
+#: the input sizes ``parse(..., off_grid=True)`` accepts besides the space's search grid: a
+#: deployment choice (e.g. a published subnet fine-tuned at 260), never sampled or searched
+OFF_GRID_RESOLUTIONS = (32, 1024)
+
 
 def make_divisible(v: float, divisor: int = 8) -> int:
     """Round ``v`` to a multiple of ``divisor`` without going more than 10% below it.
@@ -84,12 +88,16 @@ class SearchSpace:
         return f"SearchSpace({self.name!r})"
 
     # ------------------------------------------------------------------ validation
-    def parse(self, obj: Architecture | dict[str, Any] | str | Path) -> Architecture:
+    def parse(self, obj: Architecture | dict[str, Any] | str | Path, *,
+              off_grid: bool = False) -> Architecture:
         """Validate an architecture and return it in canonical form.
 
         Args:
             obj: an ``Architecture``, a dict in OFA's format, JSON text, or ``@path`` to a
                 JSON file.
+            off_grid: also accept a resolution off the space's search grid (any int in
+                :data:`OFF_GRID_RESOLUTIONS`): a deployment choice, such as the input size
+                a published subnet was fine-tuned at. Sampling and search keep to the grid.
 
         Raises:
             ArchitectureError: naming the field, the bad value and what is allowed.
@@ -120,7 +128,7 @@ class SearchSpace:
                 f"arch must be a JSON object with keys ks, e, d, r; got {type(obj).__name__}"
             )
         try:
-            return self._validate(obj)
+            return self._validate(obj, off_grid=off_grid)
         except ArchitectureError as exc:
             other = self._other_space_of(obj)
             if other is None:
@@ -185,7 +193,7 @@ class SearchSpace:
                 raise ArchitectureError(f"{path} line {n}: {exc}") from None
         return archs
 
-    def _validate(self, raw: dict[str, Any]) -> Architecture:
+    def _validate(self, raw: dict[str, Any], off_grid: bool = False) -> Architecture:
         # Accept OFA's "wid" key (always None in its MobileNetV3 configs) and ignore it.
         unknown = set(raw) - {"ks", "e", "d", "r", "wid", "space"}
         if unknown:
@@ -203,7 +211,11 @@ class SearchSpace:
         e = _int_seq(raw["e"], "e", self.n_layers)
         d = _int_seq(raw["d"], "d", self.n_stages)
         r = raw["r"]
-        if not _is_int(r) or r not in self.resolutions:
+        lo, hi = OFF_GRID_RESOLUTIONS
+        if off_grid and _is_int(r) and not lo <= r <= hi:
+            raise ArchitectureError(f"r must be an int in [{lo}, {hi}] (off the search grid "
+                                    f"of space {self.name}), got {r!r}")
+        if not _is_int(r) or (r not in self.resolutions and not off_grid):
             raise ArchitectureError(
                 f"r must be one of {_fmt_choices(self.resolutions)} for space {self.name}, "
                 f"got {r!r}"
