@@ -97,6 +97,8 @@ class DeviceProfile(ConfigModel):
         ray_resource: with ``placement="ray"``, a Ray custom resource the task requests, so
             it lands on the node that is the device (e.g. ``"device:pi4"``).
         external: measurements are imported only; nothing can be measured from here.
+        resolutions: the input resolutions its latency can be predicted at (e.g. those of a
+            lookup table measured elsewhere), increasing; ``None``: any resolution.
         description: free text shown by ``nas devices list``.
     """
 
@@ -114,6 +116,7 @@ class DeviceProfile(ConfigModel):
     placement: str = "local"
     ray_resource: str | None = None
     external: bool = False
+    resolutions: list[int] | None = None
     description: str = ""
 
     def __init__(self, name: Any = _NO_NAME, /, **fields: Any) -> None:
@@ -179,6 +182,17 @@ class DeviceProfile(ConfigModel):
         if value is not None and placement is not None and placement != "ray":
             raise ValueError(f"needs placement 'ray', got placement {placement!r}")
         return value
+
+    @field_validator("resolutions", mode="before")
+    @classmethod
+    def _check_resolutions(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        ok = isinstance(value, list | tuple) and len(value) > 0 and all(
+            isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 4096 for v in value)
+        if not ok or list(value) != sorted(set(value)):
+            raise ValueError("must be null or a non-empty increasing list of ints in [1, 4096]")
+        return list(value)
 
     @field_validator("description", mode="before")
     @classmethod
