@@ -8,6 +8,7 @@ opened in ``optuna-dashboard`` shows the same thing, and ``nas results`` needs n
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import optuna
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from nas._config import validate
 from nas._io import mask_url
@@ -32,6 +34,9 @@ __all__ = [
     "open_storage",
     "result_from_study",
 ]
+
+# a scheme, then "://": only that makes a storage a URL; anything else is a journal's path
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 
 #: study user attribute keys
 CONFIG_KEY = "nas_config"
@@ -102,7 +107,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
         ConfigError: the storage cannot be reached or opened (one line, password hidden).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if "://" not in url:
+    if not _URL.match(url):
         path = Path(url)
         if path.is_dir():
             raise ConfigError(f"storage {url} is a folder; name a journal file "
@@ -125,17 +130,32 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
                               f"({_first_line(exc)}); move it away or name another "
                               "--storage") from None
     kwargs: dict[str, Any] = {}
-    if url.startswith("sqlite:///"):
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise ConfigError(f"storage {mask_url(url)} is neither a database URL nor a journal "
+                          "file") from None
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database in (None, "", ":memory:"):
+            if create:
+                return optuna.storages.RDBStorage(url)
+            # an in-memory database is new and empty: no search to read
+            raise ConfigError(f"storage {url} is an in-memory database; name a file "
+                              "(sqlite:///runs/studies.sqlite) or a journal")
         # the URL's own decoding: %3F in the URL is a ? in the file name
-        file = Path(make_url(url).database or "")
+        file = Path(str(parsed.database))
         if not create and not file.is_file():
             raise ConfigError(f"storage {url} does not exist (no search has written to it)")
-        file.parent.mkdir(parents=True, exist_ok=True)
-    elif url.startswith("postgresql"):
+        try:
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create the folder of storage {url}: "
+                              f"{exc.strerror or exc}") from None
+    elif parsed.get_backend_name() == "postgresql":
         kwargs = {"connect_args": {"connect_timeout": 5}}
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        if url.startswith("sqlite:"):
+        if parsed.get_backend_name() == "sqlite":
             _sqlite_pragmas(storage)
         return storage
     except Exception as exc:

@@ -180,6 +180,19 @@ def test_corrupt_journal_is_one_line(tmp_path, run_nas, content):
     assert files_in(tmp_path) == ["x.journal"]
 
 
+@pytest.mark.parametrize("storage", [
+    "sqlite://", "sqlite:///:memory:", "sqlite+pysqlite:///{tmp}/x.db",
+    "sqlite+pysqlite:///{tmp}/new/x.db", "x://a", "sqlite://a/x.db", "{tmp}/n/x.journal",
+])
+def test_reading_a_storage_creates_nothing(tmp_path, run_nas, storage):
+    # found by test_fuzz_cli.py: an in-memory URL was a traceback, and a sqlite+driver URL
+    # created the database it was asked to read
+    storage = storage.replace("{tmp}", str(tmp_path))
+    for study in ([], ["--study", "s"]):
+        one_error(run_nas(["results", "--storage", storage, *study]))
+    assert files_in(tmp_path) == []
+
+
 def test_storage_that_is_a_folder(tmp_path, run_nas):
     one_error(run_nas(["results", "--storage", str(tmp_path)]), "is a folder")
 
@@ -187,3 +200,10 @@ def test_storage_that_is_a_folder(tmp_path, run_nas):
 def test_shipped_supernet_info_still_works(run_nas):
     code, out, err = run_nas(["supernet", "info", str(shipped_supernet()), "--json"])
     assert code == 0 and json.loads(out)["space"] == "tiny", err
+
+
+@pytest.mark.xfail(strict=True, reason="nas/cli.py prints a NASError's text as is: a line "
+                   "break in a path the message names makes two lines (fix: escape \\n, \\r "
+                   "there, the one place every message passes)")
+def test_line_break_in_a_path_is_still_one_line(tmp_path, run_nas):
+    one_error(run_nas(["results", "--storage", str(tmp_path / "a\nb.journal")]))
