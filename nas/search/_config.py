@@ -40,7 +40,7 @@ from pydantic_core import core_schema
 
 from nas._config import ConfigModel
 from nas._io import read_yaml
-from nas.errors import ConfigError, NASError
+from nas.errors import ConfigError
 from nas.search._samplers import SAMPLERS
 
 __all__ = [
@@ -185,7 +185,10 @@ class SearchConfig(ConfigModel):
         checkpoint: trained supernet (needed by proxies that use weights and by export).
         data: data for the accuracy proxy (``inherited``...): an image folder, archive,
             ``.npz``, CIFAR-10 folder or ``digits``.
-        proxy: accuracy proxy spec, e.g. ``inherited`` or ``predictor:kind=mlp``.
+        proxy: accuracy proxy spec, e.g. ``inherited`` or ``predictor:kind=mlp`` (read by
+            ``nas.proxies``' one spec parser where it is used: the driver's
+            :func:`~nas.search.check_config` and the service; not here, so that reading a
+            stored config does not import torch).
         proxy_options: ProxyContext settings (``val_limit``, ``bn_batches``...).
         objectives: see the module docstring.
         constraints: upper bounds, e.g. ``{"latency:cpu-1t": 4.0, "params": 3e6}``.
@@ -235,19 +238,6 @@ class SearchConfig(ConfigModel):
         if len(set(keys)) != len(keys):
             raise ValueError(f"objectives repeat: {v}")
         return keys
-
-    @field_validator("proxy")
-    @classmethod
-    def _proxy(cls, v: str) -> str:
-        # read by the one spec parser, so that what is checked here is what the workers
-        # build (names and option types; nothing is loaded)
-        from nas.proxies import Proxy
-
-        try:
-            Proxy.check_spec(v)
-        except NASError as exc:  # an unknown name too: one line naming the field
-            raise ValueError(str(exc)) from None
-        return v
 
     @field_validator("proxy_options")
     @classmethod

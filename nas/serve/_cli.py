@@ -28,8 +28,9 @@ def serve_cmd(
         "--storage", help="Optuna storage URL of the searches (default: SQLite in "
         "--state-dir).")] = None,
     allow_root: Annotated[list[Path] | None, typer.Option(
-        "--allow-root", help="A folder that submitted search configs may name checkpoints and "
-        "datasets in (repeatable); paths outside these are refused.")] = None,
+        "--allow-root", help="A folder that submitted search configs may name files in: "
+        "checkpoint, data, a proxy's path= (repeatable); a path outside these once symlinks "
+        "are resolved is refused.")] = None,
     max_archs: Annotated[int, typer.Option(
         "--max-archs", min=1, max=100_000, help="Most architectures per predict request.")] = 1000,
     max_body: Annotated[int, typer.Option(

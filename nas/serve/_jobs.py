@@ -4,7 +4,10 @@ written under one fixed folder.
 
 Nothing a request names reaches the file system unchecked: the service chooses the study
 storage, the latency database and every output path; ids are tokens it made (16 hex digits);
-the checkpoint and dataset a config names must lie inside the folders the operator allowed.
+every path a config names (checkpoint, data, each free-text option of the proxy, read by the
+same spec parser the workers use) must lie inside the folders the operator allowed once
+symlinks are resolved, and the search then gets the resolved path. Whether a file outside
+them exists is never said.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
+from nas._ray import start_ray, stop_ray
+from nas._settings import ray_address
 from nas.errors import ConfigError, NASError
 from nas.serve._settings import ServiceSettings
 
@@ -112,13 +114,12 @@ class RunningService:
         self.settings = settings
 
     def stop(self) -> None:
-        import ray
         from ray import serve
 
         with contextlib.suppress(Exception):
             serve.shutdown()
         if self.started_ray:
-            ray.shutdown()
+            stop_ray()  # Ray's processes too: none is left behind
             _restore(self.env_before)
 
 
@@ -158,8 +159,9 @@ def _deploy(settings: ServiceSettings) -> None:
 
 def start(settings: ServiceSettings, *, num_cpus: int | None = None,
           timeout_s: float = 120.0) -> RunningService:
-    """Start Ray (locally, unless already started), Serve and the service; return once it
-    answers on ``http://host:port``.
+    """Start Ray (a local instance bound to loopback, through :func:`nas._ray.start_ray`,
+    unless Ray already runs in this process), Serve and the service; return once it answers
+    on ``http://host:port``.
 
     Args:
         settings: where to bind and what to serve.
@@ -167,7 +169,8 @@ def start(settings: ServiceSettings, *, num_cpus: int | None = None,
         timeout_s: how long to wait for the service to answer.
 
     Raises:
-        ConfigError: the port is in use; or Ray already runs in this process without the
+        ConfigError: the port is in use; ``$RAY_ADDRESS`` names a cluster (the service
+            starts its own instance); or Ray already runs in this process without the
             environment ``settings.ingress`` needs (call ``ray.shutdown()`` first, or use
             ``ingress="proxy"``).
         NASError: the service did not come up.
@@ -187,11 +190,18 @@ def start(settings: ServiceSettings, *, num_cpus: int | None = None,
                 "ingress='proxy'"
             )
     else:
+        if ray_address() is not None:
+            # Serve's ingress settings must reach the Ray processes as they start; a
+            # cluster that runs already never sees them (the replica would listen elsewhere)
+            raise ConfigError("nas serve starts its own Ray instance (bound to loopback); "
+                              "unset RAY_ADDRESS to run it")
+        # kept set while the service runs: a second start in this process checks them above
         os.environ.update(env)
-        # address="local": a new instance even when `ray start` left one on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
-        started_ray = True
+        try:
+            started_ray = start_ray(None, num_cpus=num_cpus, logging_level=logging.WARNING)
+        except BaseException:
+            _restore(env_before)
+            raise
     from ray import serve
 
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
@@ -209,7 +219,7 @@ def start(settings: ServiceSettings, *, num_cpus: int | None = None,
         with contextlib.suppress(Exception):
             serve.shutdown()
         if started_ray:
-            ray.shutdown()
+            stop_ray()
             _restore(env_before)
         raise
     return RunningService(url=url, settings=settings, started_ray=started_ray,

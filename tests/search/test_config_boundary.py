@@ -58,8 +58,6 @@ def test_free_text_options_are_the_ones_that_may_name_files() -> None:
     ({"latency_kind": "magic"}, "latency_kind = 'magic': must be one of"),
     ({"objectives": ["latency:../../etc/passwd"]}, "is not a device name"),
     ({"constraints": {"latency:a/b": 1.0}}, "is not a device name"),
-    ({"proxy": "predictor:path =/a,path=/b"}, "proxy = "),
-    ({"proxy": "magic"}, "unknown proxy 'magic'"),
     ({"proxy_options": {"val_limit": -5}}, "proxy_options.val_limit = -5"),
     ({"proxy_options": {"val_limit": 5.0}}, "proxy_options.val_limit = 5.0"),
     ({"proxy_options": {"channels_last": "yes"}}, "proxy_options.channels_last = 'yes'"),
@@ -84,6 +82,19 @@ def test_proxy_options_keep_only_what_was_given() -> None:
     cfg = SearchConfig(space="tiny", proxy_options={"val_limit": 100, "bn_batches": 0})
     assert cfg.proxy_options == {"val_limit": 100, "bn_batches": 0}
     assert SearchConfig(space="tiny").proxy_options == {}
+
+
+@pytest.mark.parametrize(("spec", "needle"), [
+    ("predictor:path =/a,path=/b", "given twice"),
+    ("magic", "unknown proxy 'magic'"),
+])
+def test_a_bad_proxy_spec_stops_the_cli_before_anything_starts(
+        run_nas: Any, tmp_path: Path, spec: str, needle: str) -> None:
+    storage = tmp_path / "s.journal"
+    code, _, err = run_nas(["search", "--space", "tiny", "-O", "accuracy", "--proxy", spec,
+                            "--storage", str(storage), "--no-progress"])
+    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert not storage.exists()
 
 
 @pytest.mark.ray

@@ -82,6 +82,7 @@ def service(service_env: dict[str, Any]) -> Iterator[Any]:
         ray.shutdown()
     before = os.environ.get("NAS_CACHE_DIR")
     os.environ["NAS_CACHE_DIR"] = str(service_env["root"] / "cache")  # the workers' caches
+    address = os.environ.pop("RAY_ADDRESS", None)  # the service starts its own Ray
     settings = ServiceSettings(
         port=free_port(), db=service_env["db"], state_dir=str(service_env["root"] / "state"),
         allowed_roots=(str(service_env["allowed"]),), max_archs=50,
@@ -92,6 +93,8 @@ def service(service_env: dict[str, Any]) -> Iterator[Any]:
         yield svc
     finally:
         svc.stop()
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
         if before is None:
             os.environ.pop("NAS_CACHE_DIR", None)
         else:
