@@ -387,7 +387,7 @@ def _build_options_model(
 # ---------------------------------------------------------------------- registry
 #: every proxy by name; the built-in ones register themselves when their module is imported
 PROXIES: Registry[type[Proxy]] = Registry(
-    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost"])
+    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost", "nas.proxies._ofa"])
 
 
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:

@@ -226,6 +226,29 @@ def _fit_and_test(est: Any, ctx: Any, zc: list[Any], n_train: int, n_test: int,
     return res, y
 
 
+@accuracy_app.command("import-ofa")
+def accuracy_import_ofa(
+    src: Annotated[Path, typer.Argument(help="OFA's acc_predictor.pth (a torch state_dict).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Our predictor file to write "
+                                      "(JSON; use it as --proxy predictor:path=FILE).")],
+    space: Annotated[str, typer.Option("--space", help="The space it predicts for.")] = "ofa_mbv3",
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert Once-for-All's accuracy predictor (acc_predictor.pth) into ours.
+
+    Read with torch.load(weights_only=True): tensors only, never objects. OFA's own file is
+    shipped converted: --proxy ofa-imagenet.
+    """
+    from nas.proxies._ofa import import_ofa_accuracy_predictor
+
+    path = import_ofa_accuracy_predictor(src, out, space)
+    if json_out:
+        print_json({"out": str(path), "space": space, "kind": "ofa"})
+    else:
+        console.print(f"converted {src} -> {path} (kind ofa, space {space}); use it as "
+                      f"--proxy predictor:path={path}")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``proxies`` and ``accuracy`` groups to the root app."""
     app.add_typer(proxies_app, name="proxies")

@@ -88,13 +88,13 @@ class PredictorProxy(Proxy):
                 if model.space not in (None, ctx.space.name):
                     raise ConfigError(f"accuracy predictor {path} is for space {model.space!r}"
                                       f", not {ctx.space.name!r}")
-                want = ctx.space.encoding_size(model.encoding)
+                model.space = ctx.space.name
+                want = model.encoding_size()
                 if model.n_features_in_ != want:
                     raise ConfigError(
                         f"accuracy predictor {path} takes {model.n_features_in_} features, not "
                         f"the {want} of the {model.encoding} encoding (was it fitted with "
                         "zero-cost features? those cannot be used as a proxy)")
-                model.space = ctx.space.name
                 ctx._memo[key] = model
             return ctx._memo[key].predict(list(archs))  # type: ignore[no-any-return]
         train = ctx.space.sample_many(self.opts["n_train"], seed=self.opts["sample_seed"])

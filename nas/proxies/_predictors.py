@@ -94,17 +94,29 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     space: str | None
     encoding: str
 
+    def encode(self, archs: Sequence[Any] | ArchArrays) -> np.ndarray:
+        """Architectures of the predictor's ``space`` (or their arrays) as its features: the
+        space's ``encoding`` by default; a kind with an encoding of its own overrides this and
+        :meth:`encoding_size`."""
+        if self.space is None:
+            raise ConfigError(f"{type(self).__name__}(space=None) takes a feature matrix; "
+                              "set space= to pass architectures")
+        sp = get_space(self.space)
+        arrs = archs if isinstance(archs, ArchArrays) else [sp.parse(a) for a in archs]
+        return sp.encode(arrs, kind=self.encoding)
+
+    def encoding_size(self) -> int:
+        """The number of columns :meth:`encode` gives in the predictor's ``space``."""
+        if self.space is None:
+            raise ConfigError(f"{type(self).__name__}(space=None) has no encoding; set space=")
+        return get_space(self.space).encoding_size(self.encoding)
+
     def _features(self, X: Any) -> np.ndarray:
         if isinstance(X, np.ndarray) and X.dtype.kind in "fiub":
             F = X.astype(np.float32)
         elif isinstance(X, ArchArrays) or (isinstance(X, Sequence) and not isinstance(X, str)
                                            and len(X) and not _is_number_row(X[0])):
-            if self.space is None:
-                raise ConfigError(f"{type(self).__name__}(space=None) takes a feature matrix; "
-                                  "set space= to pass architectures")
-            sp = get_space(self.space)
-            arrs = X if isinstance(X, ArchArrays) else [sp.parse(a) for a in X]
-            F = sp.encode(arrs, kind=self.encoding)
+            F = self.encode(X)
         else:
             F = np.asarray(X, dtype=np.float32)
         if F.ndim != 2:
@@ -162,7 +174,7 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
 
 #: every accuracy predictor by ``kind``
 ACCURACY_PREDICTORS: Registry[type[AccuracyPredictor]] = Registry(
-    "accuracy predictor", key="kind")
+    "accuracy predictor", key="kind", builtins=["nas.proxies._ofa"])
 
 
 def _is_number_row(row: Any) -> bool:

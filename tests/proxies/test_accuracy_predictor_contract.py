@@ -68,8 +68,8 @@ def test_fit_and_predict_shapes(kind: str, data) -> None:
     assert est.fit(archs, y) is est
     pred = est.predict(probe)
     assert pred.shape == (10,) and pred.dtype == np.float64 and np.all(np.isfinite(pred))
-    assert est.n_train_ == 40 and est.n_features_in_ == SP.encoding_size(est.encoding)
-    X = SP.encode(probe, kind=est.encoding)
+    assert est.n_train_ == 40 and est.n_features_in_ == est.encoding_size()
+    X = est.encode(probe)
     np.testing.assert_allclose(est.predict(X), pred)
     assert est.predict([]).shape == (0,)
 
