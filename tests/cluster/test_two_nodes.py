@@ -105,7 +105,7 @@ def test_a_search_spans_both_nodes_and_survives_losing_one(cluster, latency_db,
                         if t.state == optuna.trial.TrialState.COMPLETE]
             except KeyError:
                 done = []
-            pids = {t.user_attrs.get("worker_pid") for t in done} - {None}
+            pids = {int(t.user_attrs["worker_pid"]) for t in done if "worker_pid" in t.user_attrs}
             nodes = _node_of(cluster, pids)
             if len(done) >= 6 and set(nodes.values()) == {0, 1}:
                 killed_pids = {p for p, n in nodes.items() if n == 1}
