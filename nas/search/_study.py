@@ -48,10 +48,16 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
     if existing is not None:
         _refuse_existing(cfg, existing)
     objs = cfg.objective_list
-    study = optuna.create_study(
-        study_name=name, storage=storage, directions=[o.direction for o in objs],
-        sampler=SAMPLERS.get(cfg.sampler).create(cfg, len(objs)),
-    )
+    try:
+        study = optuna.create_study(
+            study_name=name, storage=storage, directions=[o.direction for o in objs],
+            sampler=SAMPLERS.get(cfg.sampler).create(cfg, len(objs)),
+        )
+    except optuna.exceptions.DuplicatedStudyError:
+        # another driver created it between the check above and here: one driver per study
+        raise ConfigError(f"study {name!r} was just created in {mask_url(cfg.storage_url)} "
+                          "by another search; one search drives a study: choose another "
+                          "--study, or --resume it once that search has ended") from None
     cfg = cfg.model_copy(update={"study": name, "storage": cfg.storage_url})
     study.set_user_attr(CONFIG_KEY, cfg.model_dump())
     study.set_user_attr(PREDICTORS_KEY, predictor_info)

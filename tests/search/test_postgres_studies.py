@@ -1,0 +1,83 @@
+"""Two search drivers sharing one PostgreSQL study storage, at the same time.
+
+What the design allows: one driver per study. Two drivers of two studies in one storage both
+finish, each with its whole budget and nothing of the other's; two drivers started at once on
+one study name: one runs it, the other stops at once with one line (whichever of the "exists"
+check and Optuna's unique name caught it), and no trial of the study is lost or doubled.
+(``--resume`` is for a study whose driver has ended: it fails the trials left RUNNING.)
+
+Needs ``NAS_TEST_POSTGRES_URL`` (``eval "$(.ci/postgres.sh)"``).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+import yaml
+
+from nas.search import load_results
+
+pytestmark = [pytest.mark.postgres, pytest.mark.ray, pytest.mark.slow]
+
+POSTGRES_URL = os.environ.get("NAS_TEST_POSTGRES_URL", "").strip()
+
+
+@pytest.fixture
+def pg_url() -> str:
+    if not POSTGRES_URL:
+        pytest.skip('NAS_TEST_POSTGRES_URL is not set (eval "$(.ci/postgres.sh)")')
+    return POSTGRES_URL
+
+
+def _drivers(cfgs: list[dict[str, Any]], tmp_path: Path) -> list[tuple[int, str]]:
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env["NAS_CACHE_DIR"] = str(tmp_path / "cache")
+    procs = []
+    for i, cfg in enumerate(cfgs):
+        path = tmp_path / f"d{i}.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "nas.cli", "search", "--config", str(path), "--no-progress"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    return [(p.wait(300), p.stderr.read().decode() if p.stderr else "") for p in procs]
+
+
+def _counts(study: str, url: str) -> tuple[int, int]:
+    """(trials, distinct trial numbers) stored for ``study``."""
+    st = optuna.load_study(study_name=study, storage=url)
+    return len(st.trials), len({t.number for t in st.trials})
+
+
+def test_two_drivers_two_studies_one_storage(pg_url: str, make_config, tmp_path) -> None:
+    tag = secrets.token_hex(3)
+    names = [f"pg-a-{tag}", f"pg-b-{tag}"]
+    cfgs = [make_config(objectives=["macs", "latency:cpu-1t"], checkpoint=None, data=None,
+                        n_trials=16, workers=1, batch_size=2, study=n, storage=pg_url, seed=i)
+            for i, n in enumerate(names)]
+    results = _drivers(cfgs, tmp_path)
+    assert [code for code, _ in results] == [0, 0], [err[-1000:] for _, err in results]
+    for name in names:
+        res = load_results(name, pg_url)
+        assert len(res.budget_trials) == 16 and all(t.state == "COMPLETE" for t in res.trials)
+        assert _counts(name, pg_url) == (16, 16)
+
+
+def test_two_drivers_one_study_one_runs_it(pg_url: str, make_config, tmp_path) -> None:
+    name = f"pg-same-{secrets.token_hex(3)}"
+    cfg = make_config(objectives=["macs", "latency:cpu-1t"], checkpoint=None, data=None,
+                      n_trials=12, workers=1, batch_size=2, study=name, storage=pg_url)
+    results = _drivers([cfg, cfg], tmp_path)
+    codes = sorted(code for code, _ in results)
+    assert codes == [0, 2], [err[-1000:] for _, err in results]
+    (err,) = [e for code, e in results if code == 2]
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert name in err and "Traceback" not in err
+    res = load_results(name, pg_url)
+    assert len(res.budget_trials) == 12 and _counts(name, pg_url) == (12, 12)
