@@ -12,6 +12,7 @@ files. Anything else in ``out`` is the user's, and is never deleted.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -118,9 +119,14 @@ def _clean_stale(out: Path) -> None:
         if owner != host or _pid_alive(int(pid)):
             continue
         if kind == "old" and not out.exists() and entry.is_dir():
-            os.replace(entry, out)
+            with contextlib.suppress(OSError):  # put back; if that fails, leave it be
+                os.replace(entry, out)
         else:
             shutil.rmtree(entry, ignore_errors=True)
+
+
+def _normalise(out: Path) -> Path:
+    return Path(os.path.normpath(Path.cwd() / out))
 
 
 def _check_out(out: Path, overwrite: bool) -> Path:
@@ -129,7 +135,7 @@ def _check_out(out: Path, overwrite: bool) -> Path:
     ``sub/..`` is the working folder (and creates no ``sub/``); the working folder, a folder
     that holds it and the file system's root are refused.
     """
-    out = Path(os.path.normpath(Path.cwd() / out))
+    out = _normalise(out)
     if not out.name or out == out.parent:
         raise ExportError(f"--out {out} is the root of the file system; name a folder")
     cwd = Path.cwd().resolve()
@@ -209,9 +215,9 @@ def export_subnet(
 
     space = supernet.space
     canon: Architecture = space.parse(arch)
+    _clean_stale(_normalise(Path(out)))  # first: it may put back an export a kill took away
     out = _check_out(Path(out), overwrite)
     created = _make_parent(out.parent)
-    _clean_stale(out)
     try:
         sub = supernet.extract(canon).eval()
         tmp = Path(tempfile.mkdtemp(dir=out.parent,

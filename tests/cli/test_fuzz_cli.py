@@ -494,3 +494,50 @@ def test_storage_option(run_nas: Run, prefix: str, path: str, study: str | None)
         outcome(run_nas(["results", "--storage", prefix + path,
                          *(["--study", study] if study is not None else []), "--json"]))
         assert snapshot(base) == before
+
+
+ODD_VALUES = ["nan", "NaN", "inf", "-inf", "-1", "0", "1", "1e999", "-1e999", "1e-320", HUGE,
+              "-" + HUGE, "", " ", "abc", "%41", "..", "we?ird", "ünï", "0x10", "1_000"]
+# Commands that do no work (no Ray, no timing, no training) whatever the value; each value
+# goes where {v} is. {db} is a fresh database path, {ck} the shipped supernet.
+OPTION_CASES = [
+    ["spaces", "show", "{v}", "--json"],
+    ["spaces", "sample", "{v}", "--jsonl"],
+    ["spaces", "sample", "tiny", "--n", "{v}", "--jsonl"],
+    ["devices", "show", "{v}", "--json"],
+    ["latency", "fit", "--device", "cpu-1t", "--space", "tiny", "--db", "{db}",
+     "--holdout", "{v}"],
+    ["latency", "fit", "--device", "{v}", "--space", "tiny", "--db", "{db}"],
+    ["latency", "predict", "--device", "cpu-1t", "--space", "tiny", "--db", "{db}",
+     "--arch", "{v}"],
+    ["latency", "export", "--out", "{tmp}/m.csv", "--db", "{db}", "--device", "{v}"],
+    ["proxies", "eval", "-s", "tiny", "-f", "{archs}", "-p", "macs", "--no-cache",
+     "--val-limit", "{v}"],
+    ["proxies", "eval", "-s", "tiny", "-f", "{archs}", "-p", "{v}", "--no-cache"],
+    ["supernet", "info", "{v}"],
+    ["verify", "{v}"],
+    ["export", "-s", "tiny", "-c", "{ck}", "--arch", _dumps(GOOD_ARCH), "--out", "{tmp}/e",
+     "--opset", "{v}"],
+    ["export", "-s", "{v}", "-c", "{ck}", "--arch", _dumps(GOOD_ARCH), "--out", "{tmp}/e"],
+    ["results", "--study", "{v}", "--storage", "{tmp}/none.journal"],
+    ["search", "--space", "tiny", "--seed", "{v}", "--n-trials", "0"],
+    ["search", "--space", "{v}", "--n-trials", "0"],
+    ["search", "--space", "tiny", "--workers", "{v}", "--n-trials", "0"],
+    ["latency", "measure", "--device", "cpu-1t", "--space", "tiny", "--db", "{db}",
+     "--n", "{v}", "--seed", "-1"],
+]
+
+
+@given(case=st.sampled_from(OPTION_CASES),
+       value=st.sampled_from(ODD_VALUES) | st.text(max_size=10))
+@scaled(1.0)
+def test_option_values(run_nas: Run, case: list[str], value: str) -> None:
+    with scratch() as tmp:
+        archs = tmp / "a.jsonl"
+        archs.write_text(_dumps(GOOD_ARCH) + "\n")
+        argv = [a.replace("{v}", value).replace("{db}", str(tmp / "l.sqlite"))
+                .replace("{tmp}", str(tmp)).replace("{archs}", str(archs))
+                .replace("{ck}", str(shipped_supernet())) for a in case]
+        before = snapshot(tmp)
+        if outcome(run_nas(argv)) == "error":
+            assert snapshot(tmp) == before

@@ -160,3 +160,16 @@ def test_verify_refuses_a_bad_manifest_in_one_line(tmp_path, run_nas, manifest):
     code, out, err = run_nas(["verify", str(tmp_path)])
     assert code == 2 and out == ""
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+
+
+def test_export_a_kill_took_away_mid_replace_is_put_back(shipped, tmp_path):
+    """Killed between its two renames, an overwrite leaves the old export as .e.old-*."""
+    first = export_subnet(shipped, SMALL_TINY, tmp_path / "e").manifest
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    os.replace(tmp_path / "e", tmp_path / f".e.old-{_host()}-{dead.pid}")
+    with pytest.raises(ExportError, match="not empty"):  # it is back, and not overwritten
+        export_subnet(shipped, LARGEST_TINY, tmp_path / "e")
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text()) == first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+    verify_export(tmp_path / "e")
