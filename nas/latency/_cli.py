@@ -258,14 +258,18 @@ def fit(
     time (minutes) and reuse it after.
     """
     from nas.devices import get_device
-    from nas.latency._fit import fit_predictor
+    from nas.latency._fit import check_fit, fit_predictor
+    from nas.latency._predictors import PREDICTORS, predictor_class
     from nas.space import get_space
 
     kinds = _kinds(kind)
     profile = get_device(device)
+    if kind == "all":  # those that can be fitted for this device
+        kinds = [k for k in kinds if PREDICTORS.get(k).check_fit_ok(profile)]
+    for k in kinds:  # refused before anything is read or timed
+        check_fit(k, profile)
     sp = get_space(space)
     store = _db(db)
-    from nas.latency._predictors import predictor_class
 
     results: dict[str, Any] = {}
     for k in kinds:
@@ -345,6 +349,32 @@ def import_cmd(
         console.print(f"created external device {report.device!r} -> {report.profile_path}")
 
 
+def import_lut_cmd(
+    folder: Annotated[Path, typer.Argument(help="Folder of {r}_lookup_table.yaml files in "
+                                           "Once-for-All's format (e.g. OFA's note10/).")],
+    device: Annotated[str, typer.Option("--device", help="The device they were measured on "
+                                        "(add it first: nas devices add NAME --external).")],
+    space: SpaceOpt, db: DbOpt = None, json_: JsonOpt = False,
+) -> None:
+    """Import latency lookup tables in Once-for-All's format as the device's 'table' predictor.
+
+    Each table is summed as it is, at its resolutions only (OFA's LatencyTable). The whole
+    folder is checked before anything is stored.
+    """
+    from nas.latency._table import import_lut
+
+    est = import_lut(folder, device, space, db=db)
+    table = est.table or {}
+    out = {"device": device, "space": space, "kind": "table",
+           "resolutions": table.get("resolutions"), "keyed_by": table.get("keyed_by")}
+    if json_:
+        print_json(out)
+        return
+    console.print(f"imported {folder} as the 'table' predictor of {space} on "
+                  f"[bold]{device}[/bold] (resolutions {out['resolutions']}, keyed by "
+                  f"{out['keyed_by']}'s network)")
+
+
 def export_cmd(
     out: _OutOpt, device: _OnlyDeviceOpt = None, space: _OnlySpaceOpt = None,
     db: DbOpt = None, json_: JsonOpt = False,
@@ -405,6 +435,7 @@ def register(app: typer.Typer) -> None:
     for name, fn in (("measure", measure), ("fit", fit), ("predict", predict)):
         latency_app.command(name, help=_help(fn.__doc__))(fn)
     latency_app.command("import")(import_cmd)
+    latency_app.command("import-lut", help=_help(import_lut_cmd.__doc__))(import_lut_cmd)
     latency_app.command("export")(export_cmd)
     latency_app.command("kinds", help=_help(kinds_cmd.__doc__))(kinds_cmd)
     app.add_typer(latency_app, name="latency")

@@ -67,7 +67,14 @@ def as_arrays(space: SearchSpace, X: ArchLike) -> ArchArrays:
             archs.append(a)
         else:
             archs.append(space.parse(a))
-    return space.to_arrays(archs)
+    arrays = space.to_arrays(archs)
+    off = ~np.isin(arrays.r, space.resolutions)
+    if off.any():  # a deployment resolution (parse(off_grid=True)): no table row for it
+        i = int(np.flatnonzero(off)[0])
+        raise ArchitectureError(
+            f"r = {int(arrays.r[i])} is off the search grid of space {space.name} (row {i}); "
+            f"latency predictors price its resolutions only")
+    return arrays
 
 
 @dataclass(frozen=True)

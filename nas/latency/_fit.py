@@ -24,7 +24,7 @@ from nas.space import Architecture, get_space
 if TYPE_CHECKING:
     from nas.db import LatencyDB
 
-__all__ = ["TrainingData", "fit_predictor", "load_predictor", "training_data"]
+__all__ = ["TrainingData", "check_fit", "fit_predictor", "load_predictor", "training_data"]
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,7 @@ def fit_predictor(
         ``n_test``, ``holdout``, ``seed``.
     """
     cls = predictor_class(kind)
+    check_fit(kind, device)
     store = _open_db(db)
     name = _name(device)
     sp = get_space(space)
@@ -163,11 +164,31 @@ def fit_predictor(
     return est, metrics
 
 
+def check_fit(kind: str, device: str | DeviceProfile) -> None:
+    """Raise at once, before anything is read or timed, when ``kind`` cannot be fitted for
+    ``device``; the message lists the kinds that can.
+
+    Raises:
+        ConfigError: e.g. ``lut`` (it times blocks) for an external device.
+    """
+    profile = device if isinstance(device, DeviceProfile) else get_device(device)
+    try:
+        predictor_class(kind).check_fit(profile)
+    except ConfigError as exc:
+        ok = [k for k, c in PREDICTORS.items() if c.check_fit_ok(profile)]
+        raise ConfigError(f"{exc}; kinds that can be fitted for {profile.name}: "
+                          f"{', '.join(ok) or 'none'}") from None
+
+
 def load_predictor(
     device: str | DeviceProfile, space: str, kind: str | None = None,
     db: LatencyDB | str | None = None,
 ) -> LatencyPredictor:
     """The newest stored predictor of (device, space), fitted and ready to ``predict``.
+
+    With none stored (of ``kind``, when ``kind`` is None or ``"table"``), the lookup table
+    the package ships for the device (``nas/_data/tables/<device>.json``, e.g. ``note10``:
+    OFA's Note10 tables), if any.
 
     With ``kind=None`` the best kind is chosen: among the newest predictor of each kind, the
     one with the lowest held-out MAPE (predictors fitted with ``holdout=0`` count by their
@@ -192,6 +213,12 @@ def load_predictor(
             return (1, float((m.get("train") or {}).get("mape", np.inf)))
 
         rec = min(recs, key=score) if recs else None
+    if rec is None and kind in (None, "table"):
+        from nas.latency._table import shipped_table
+
+        shipped = shipped_table(name, sp.name)
+        if shipped is not None:
+            return shipped
     if rec is None:
         what = f"{kind!r} predictor" if kind else "predictor"
         raise NASError(

@@ -18,6 +18,7 @@ from nas.space import ArchArrays, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
+    from nas.devices import DeviceProfile
 
 __all__ = [
     "AdditivePredictor",
@@ -349,6 +350,13 @@ class _LUTKind(LatencyPredictor):
                **params: Any) -> LatencyPredictor:
         params.setdefault("device", device)
         return cls(space=space, **params)
+
+    @classmethod
+    def check_fit(cls, profile: DeviceProfile) -> None:
+        if profile.external:
+            raise ConfigError(
+                f"kind {cls.kind!r} times blocks on the device, and {profile.name} is external "
+                "(nothing is timed from here)")
 
     @classmethod
     def prepare_params(cls, params: dict[str, Any], *, db: LatencyDB, device: str,

@@ -70,6 +70,7 @@ from nas.space import ArchArrays, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
+    from nas.devices import DeviceProfile
 
 __all__ = [
     "DEFAULT_KIND",
@@ -83,7 +84,7 @@ __all__ = [
 
 #: The kinds, by name; filled by ``@PREDICTORS.register`` on each class.
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
-    "latency predictor kind", key="kind", builtins=["nas.latency._kinds"]
+    "latency predictor kind", key="kind", builtins=["nas.latency._kinds", "nas.latency._table"]
 )
 #: The kind a user is pointed to first (the CLI's default).
 DEFAULT_KIND = "additive"
@@ -128,6 +129,21 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     def default_params(cls) -> dict[str, Any]:
         """The hyper-parameters and their defaults."""
         return dict(cls().get_params(deep=False))
+
+    @classmethod
+    def check_fit(cls, profile: DeviceProfile) -> None:
+        """Raise :class:`~nas.errors.ConfigError` at once when this kind cannot be fitted for
+        the device ``profile`` (e.g. it times blocks, and the device is external); by
+        default any device."""
+
+    @classmethod
+    def check_fit_ok(cls, profile: DeviceProfile) -> bool:
+        """Whether :meth:`check_fit` lets this kind be fitted for ``profile``."""
+        try:
+            cls.check_fit(profile)
+        except ConfigError:
+            return False
+        return True
 
     @classmethod
     def prepare_params(cls, params: dict[str, Any], *, db: LatencyDB, device: str,
