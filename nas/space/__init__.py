@@ -1,6 +1,7 @@
 """Search spaces and architectures."""
 
 from nas.space._arch import Architecture
+from nas.space._ofa import arch_from_ofa_config, read_ofa_subnet
 from nas.space._registry import SPACES, get_space, list_spaces, register_space
 from nas.space._space import ArchArrays, SearchSpace, make_divisible
 from nas.space._spec import SpaceSpec, load_spec
@@ -11,9 +12,11 @@ __all__ = [
     "Architecture",
     "SearchSpace",
     "SpaceSpec",
+    "arch_from_ofa_config",
     "get_space",
     "list_spaces",
     "load_spec",
     "make_divisible",
+    "read_ofa_subnet",
     "register_space",
 ]

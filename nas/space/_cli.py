@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -152,6 +153,37 @@ def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None
     console.print(f"canonical: {a.to_json()}")
 
 
+
+
+@arch_app.command("from-ofa")
+def arch_from_ofa(
+    path: Annotated[Path, typer.Argument(help="A published OFA subnet: a folder with net.config "
+                                         "and run.config (OFA's ofa_specialized/<name>/).")],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the architecture as "
+                                             "JSON to this file (for --arch @FILE).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert a subnet Once-for-All specialized (net.config + run.config) into an architecture.
+
+    MobileNetV3 configs convert to ofa_mbv3 (w1.0) or ofa_mbv3_w12 (w1.2); ProxylessNAS ones
+    are refused (not supported yet). A resolution off the space's search grid is kept: it is
+    the size the subnet was fine-tuned at.
+    """
+    from nas._io import atomic_write
+    from nas.space import get_space, read_ofa_subnet
+
+    a = read_ofa_subnet(path)
+    sp = get_space(a.space)
+    row = {"space": sp.name, **_arch_row(sp, a), "on_grid": a.r in sp.resolutions}
+    if out is not None:
+        atomic_write(out, a.to_json() + "\n")
+    if json_out:
+        print_json(row)
+        return
+    grid = "" if row["on_grid"] else " (off the search grid: a deployment resolution)"
+    console.print(f"[bold]{sp.name}[/bold] arch {a.hash}  r={a.r}{grid}  "
+                  f"{row['macs'] / 1e6:.1f}M MACs  {row['params'] / 1e6:.3f}M params")
+    console.print(a.to_json() if out is None else f"written to {out}")
 
 
 def register(app: typer.Typer) -> None:
