@@ -28,3 +28,5 @@ def test_wheel_ships_specs_and_device_profiles(tmp_path):
     assert {f"nas/_data/devices/{n}" for n in devices} <= names
     assert "nas/py.typed" in names
     assert "nas/_data/supernets/tiny-digits.safetensors" in names  # make demo's supernet
+    # OFA's accuracy predictor and Note10 tables, converted (--proxy ofa-imagenet, note10)
+    assert {"nas/_data/predictors/ofa-imagenet.json", "nas/_data/tables/note10.json"} <= names
