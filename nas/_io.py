@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,9 @@ def read_yaml(path: Path | str, what: str = "file", *,
         raise error(f"{what} {path} is not valid YAML{where}") from None
     except RecursionError:  # PyYAML's parser recurses once per level of nesting
         raise error(f"{what} {path} is not valid YAML (nested too deep)") from None
+    except ValueError:  # an int of more digits than Python converts (sys.int_info)
+        raise error(f"{what} {path} is not valid YAML (a number of over "
+                    f"{sys.get_int_max_str_digits()} digits)") from None
 
 
 def sha256_file(path: Path | str, what: str = "file", *,

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,8 @@ def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = No
     """
     from safetensors.torch import save_file
 
-    path = Path(path)
+    # normalised as the OS will not: "new/.." is the working folder, and creates no "new/"
+    path = Path(os.path.normpath(path))
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; name a file to write "
                               "(e.g. supernet.safetensors)")
@@ -36,11 +39,18 @@ def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = No
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": VERSION, "space": model.space.name,
                 "extra": json.dumps(meta or {}, default=str)}
+    missing = [p for p in path.parents if not p.exists()]  # deepest first
     try:
         with atomic_path(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-    except OSError as exc:
-        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+    except BaseException as exc:
+        for folder in missing:  # a failed write leaves no folders behind either
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        if isinstance(exc, OSError):
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
+        raise
     return path
 
 
