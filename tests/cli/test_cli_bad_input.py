@@ -137,6 +137,23 @@ def test_supernet_init_out_a_folder(tmp_path, run_nas):
     assert files_in(tmp_path) == ["d", "f"]
 
 
+def test_supernet_init_out_new_dotdot_creates_no_folder(tmp_path, monkeypatch, run_nas):
+    # found by test_fuzz_cli.py: "new/.." made new/, then failed to write
+    monkeypatch.chdir(tmp_path)
+    one_error(run_nas(["supernet", "init", "-s", "tiny", "--out", "new/.."]), "is a folder")
+    assert files_in(tmp_path) == []
+
+
+@pytest.mark.parametrize("text", ["seed: " + HUGE + "\n", "a: " + "[" * 5000 + "\n"])
+@pytest.mark.parametrize("command", ["train", "search"])
+def test_yaml_with_huge_numbers_or_deep_nesting(tmp_path, run_nas, text, command):
+    # found by test_fuzz_cli.py: PyYAML's own ValueError and RecursionError
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(text)
+    one_error(run_nas([command, "--config", str(cfg)]), "not valid YAML")
+    assert files_in(tmp_path) == ["c.yaml"]
+
+
 # ---------------------------------------------------------------------- checkpoints
 def _safetensors_with(path: Path, meta: dict[str, str]) -> Path:
     header = json.dumps({"__metadata__": meta}).encode()
