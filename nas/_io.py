@@ -10,6 +10,7 @@ names the file, so no traceback reaches a user for a missing or unreadable file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 import sys
@@ -25,6 +26,7 @@ from nas.errors import ConfigError, NASError
 __all__ = [
     "atomic_path",
     "atomic_write",
+    "check_path",
     "mask_url",
     "read_bytes",
     "read_text",
@@ -60,6 +62,28 @@ def atomic_write(path: Path | str, data: str | bytes, *, mode: int = 0o644) -> P
         fh.flush()
         os.fsync(fh.fileno())
     return Path(path)
+
+
+def check_path(path: Path | str, what: str = "path", *,
+               error: type[NASError] = ConfigError) -> Path:
+    """``path``, if the operating system can name it at all.
+
+    ``Path.exists()``, ``is_file()`` and ``is_dir()`` answer False for a missing file but
+    raise for a name the system refuses: a component over ``NAME_MAX`` bytes (255 on
+    Linux), a path over ``PATH_MAX``, a NUL byte. Checked once at the boundary, such a path is
+    one ``error`` line instead of an ``OSError`` from the first of those calls.
+    """
+    path = Path(path)
+    shown = str(path) if len(str(path)) <= 80 else str(path)[:77] + "..."
+    try:
+        os.lstat(path)
+    except ValueError:  # embedded NUL
+        raise error(f"{what} {shown!r} contains a NUL byte") from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise error(f"{what} {shown} is too long a name for the file system "
+                        f"({exc.strerror})") from None
+    return path
 
 
 def _open_error(path: Path, what: str, exc: OSError, error: type[NASError]) -> NASError:

@@ -35,7 +35,9 @@ def sqlite_url(path: Path | str) -> str:
     >>> sqlite_url("/t/we?ird/lat.sqlite")
     'sqlite:////t/we%3Fird/lat.sqlite'
     """
-    database = str(Path(path).expanduser().resolve())
+    # os.path.expanduser on the text as given: pathlib drops a leading "./", so
+    # Path("./~/x").expanduser() would be $HOME/x, not the folder named "~" here
+    database = str(Path(os.path.expanduser(os.fspath(path))).resolve())
     return URL.create("sqlite", database=database).render_as_string(hide_password=False)
 
 

@@ -126,7 +126,7 @@ def _clean_stale(out: Path) -> None:
 
 
 def _normalise(out: Path) -> Path:
-    return Path(os.path.normpath(Path.cwd() / out))
+    return _io.check_path(os.path.normpath(Path.cwd() / out), "--out", error=ExportError)
 
 
 def _check_out(out: Path, overwrite: bool) -> Path:
@@ -322,7 +322,7 @@ class _Manifest(BaseModel):
 
 
 def _read_manifest(folder: Path) -> dict[str, Any]:
-    path = folder / MANIFEST_FILE
+    path = _io.check_path(folder / MANIFEST_FILE, "export folder", error=ExportError)
     if not path.is_file():
         raise ExportError(f"{folder} is not an export folder: {MANIFEST_FILE} is missing")
     try:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from nas._io import atomic_path, read_text
+from nas._io import atomic_path, check_path, read_text
 from nas.db import LatencyDB
 from nas.db import validate_measurement as _validate_measurement
 from nas.devices import DeviceProfile, add_device, check_device_name, get_device
@@ -110,7 +110,7 @@ def _records(path: Path) -> Iterator[tuple[str, dict[str, Any], bool]]:
             f"cannot import {path}: unknown format {path.suffix or '(no suffix)'!r}; "
             f"expected one of {', '.join(_SUFFIXES)}"
         )
-    if not path.is_file():
+    if not check_path(path, "import file", error=DataError).is_file():
         raise DataError(f"cannot import {path}: no such file")
     if suffix == ".parquet":
         yield from _parquet_records(path)

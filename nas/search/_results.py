@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from nas._config import validate
-from nas._io import mask_url
+from nas._io import check_path, mask_url
 from nas.errors import ConfigError, NASError
 from nas.search._config import Objective, SearchConfig, default_storage
 from nas.search._pareto import hypervolume, pareto_mask
@@ -108,7 +107,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not _URL.match(url):
-        path = Path(url)
+        path = check_path(url, "storage")
         if path.is_dir():
             raise ConfigError(f"storage {url} is a folder; name a journal file "
                               "(e.g. runs/studies/NAME.journal) or a database URL")
@@ -143,7 +142,7 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
             raise ConfigError(f"storage {url} is an in-memory database; name a file "
                               "(sqlite:///runs/studies.sqlite) or a journal")
         # the URL's own decoding: %3F in the URL is a ? in the file name
-        file = Path(str(parsed.database))
+        file = check_path(str(parsed.database), "storage")
         if not create and not file.is_file():
             raise ConfigError(f"storage {url} does not exist (no search has written to it)")
         try:

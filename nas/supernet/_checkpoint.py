@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from nas._io import atomic_path
+from nas._io import atomic_path, check_path
 from nas.errors import CheckpointError
 from nas.space import SearchSpace, get_space
 
@@ -28,7 +28,7 @@ def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = No
     from safetensors.torch import save_file
 
     # normalised as the OS will not: "new/.." is the working folder, and creates no "new/"
-    path = Path(os.path.normpath(path))
+    path = check_path(os.path.normpath(path), "checkpoint", error=CheckpointError)
     if path.is_dir():
         raise CheckpointError(f"checkpoint {path} is a folder; name a file to write "
                               "(e.g. supernet.safetensors)")
@@ -58,7 +58,7 @@ def read_checkpoint_meta(path: Path | str) -> dict[str, Any]:
     """The checkpoint's metadata (``space``, ``format``, ``version``, ``extra``)."""
     from safetensors import SafetensorError, safe_open
 
-    path = Path(path)
+    path = check_path(path, "checkpoint", error=CheckpointError)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:

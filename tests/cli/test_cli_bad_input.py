@@ -224,3 +224,26 @@ def test_shipped_supernet_info_still_works(run_nas):
                    "there, the one place every message passes)")
 def test_line_break_in_a_path_is_still_one_line(tmp_path, run_nas):
     one_error(run_nas(["results", "--storage", str(tmp_path / "a\nb.journal")]))
+
+
+LONG = "9" * 300  # over NAME_MAX (255 bytes)
+
+
+@pytest.mark.parametrize("argv", [
+    ["supernet", "info", LONG],
+    ["supernet", "init", "-s", "tiny", "--out", LONG],
+    ["supernet", "init", "-s", "tiny", "--out", f"{LONG}/ck.safetensors"],
+    ["verify", LONG],
+    ["export", "-s", "tiny", "-c", str(shipped_supernet()), "--arch", ARCH, "--out", LONG],
+    ["export", "-s", "tiny", "-c", LONG, "--arch", ARCH, "--out", "e"],
+    ["latency", "import", f"{LONG}.jsonl", "--space", "tiny", "--device", "cpu-1t",
+     "--db", "l.sqlite"],
+    ["results", "--storage", LONG],
+    ["results", "--storage", f"sqlite:///{LONG}"],
+    ["report", "--study", "s", "--storage", LONG],
+], ids=lambda a: " ".join(a[:2]))
+def test_name_too_long_for_the_file_system(tmp_path, monkeypatch, run_nas, argv):
+    # found by test_fuzz_cli.py: Path.is_file() raises ENAMETOOLONG instead of answering
+    monkeypatch.chdir(tmp_path)
+    one_error(run_nas(argv))
+    assert files_in(tmp_path) == []

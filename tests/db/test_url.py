@@ -81,3 +81,14 @@ def test_cli_db_option_writes_where_it_says(tmp_path, run_nas):
     assert code == 0, err
     assert db.is_file() and str(db) in out
     assert not Path(str(tmp_path / "we")).exists()
+
+
+def test_a_folder_named_tilde_is_not_home(tmp_path, monkeypatch):
+    # found by test_fuzz_cli.py: "./~/a" was written to $HOME/a
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "~").mkdir()
+    LatencyDB("./~/a.sqlite").close()
+    assert (tmp_path / "~" / "a.sqlite").is_file()
+    assert not (tmp_path / "home").exists()
+    assert resolve_db_url("~/b.sqlite") == resolve_db_url(str(tmp_path / "home" / "b.sqlite"))
