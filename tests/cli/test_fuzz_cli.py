@@ -252,6 +252,15 @@ def _new_entries(base: Path, before: dict[str, Any]) -> set[str]:
     return set(snapshot(base)) - set(before)
 
 
+def _only_made(base: Path, before: dict[str, Any], target: Path) -> None:
+    """What the command created is ``target`` (with its contents) and the folders above it:
+    no temporary file or folder is left beside it."""
+    allowed = {target, *target.parents}
+    stray = [p for p in _new_entries(base, before)
+             if not ({base / p, *(base / p).parents} & {target} or base / p in allowed)]
+    assert not stray, stray
+
+
 @given(path=rel_paths)
 @scaled(0.5)
 def test_db_path(run_nas: Run, path: str) -> None:
@@ -287,7 +296,7 @@ def test_checkpoint_out_path(run_nas: Run, path: str) -> None:
         if outcome(result) == "ok":
             target = Path(os.path.normpath(work / path))
             assert target.is_file()
-            assert not [p for p in _new_entries(base, before) if ".tmp" in p]
+            _only_made(base, before, target)
         else:
             assert snapshot(base) == before
 
@@ -305,8 +314,7 @@ def test_export_out_path(run_nas: Run, path: str, overwrite: bool) -> None:
             target = Path(os.path.normpath(work / path))
             assert sorted(p.name for p in target.iterdir()) == [
                 "manifest.json", "model.onnx", "weights.safetensors"]
-            new = _new_entries(base, before)
-            assert not [p for p in new if ".tmp-" in p or ".old-" in p]
+            _only_made(base, before, target)
             assert (work / "keep.txt").read_text() == "mine"
         else:
             assert snapshot(base) == before
