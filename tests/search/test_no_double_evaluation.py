@@ -3,18 +3,11 @@ killed mid-search is resumed. The shipped tiny supernet trained on the digits, r
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
-import yaml
 
 from nas._data import shipped_supernet
 from nas.search import SearchConfig, run_search
@@ -64,47 +57,6 @@ def test_two_workers_evaluate_each_subnet_once(local_ray, make_config) -> None:
     assert len(pids) == 2
 
 
-def test_resume_after_a_killed_driver_with_two_workers(local_ray, make_config,
-                                                       tmp_path: Path) -> None:
-    """SIGKILL the driver (and the Ray it started) with two batches in flight, then resume:
-    the budget is spent, nothing completed is lost or changed, nothing is evaluated twice."""
-    cfg = _config(make_config, n_trials=30, study="resume2")
-    path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "nas.cli", "search", "--config", str(path), "--no-progress"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 180
-        done: list[optuna.trial.FrozenTrial] = []
-        while time.time() < deadline and proc.poll() is None:
-            try:
-                done = [t for t in _study(cfg).trials
-                        if t.state == optuna.trial.TrialState.COMPLETE]
-            except KeyError:
-                done = []
-            if len(done) >= 8:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-            time.sleep(0.05)
-        proc.wait(30)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-    study = _study(cfg)
-    before = {t.number: (tuple(t.values), t.user_attrs["arch_hash"]) for t in study.trials
-              if t.state == optuna.trial.TrialState.COMPLETE}
-    running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
-    assert 8 <= len(before) < 30 and running, "the driver died with nothing in flight"
-
-    res = run_search(SearchConfig.model_validate(cfg), resume=True, progress=False)
-    assert len(res.budget_trials) == 30
-    after = {t.number: t for t in res.trials}
-    for n, (values, h) in before.items():
-        assert after[n].state == "COMPLETE" and after[n].arch_hash == h
-        assert tuple(after[n].values.values()) == values
-    counts = _evaluations(_study(cfg))
-    assert not _twice(counts), f"evaluated more than once: {_twice(counts)}"
+# A driver killed with two workers, then --resume: tests/cluster/test_two_nodes.py
+# (test_a_driver_killed_with_two_workers_resumes) holds it on a real two-node cluster, and
+# tests/search/test_search_ray.py on a local Ray.
