@@ -62,7 +62,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="nas")
     except NASError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        # One line, whatever the message quotes (a path may hold a line break).
+        text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
+        print(f"error: {text}", file=sys.stderr)
         sys.exit(2)
 
 

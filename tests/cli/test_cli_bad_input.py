@@ -219,9 +219,6 @@ def test_shipped_supernet_info_still_works(run_nas):
     assert code == 0 and json.loads(out)["space"] == "tiny", err
 
 
-@pytest.mark.xfail(strict=True, reason="nas/cli.py prints a NASError's text as is: a line "
-                   "break in a path the message names makes two lines (fix: escape \\n, \\r "
-                   "there, the one place every message passes)")
 def test_line_break_in_a_path_is_still_one_line(tmp_path, run_nas):
     one_error(run_nas(["results", "--storage", str(tmp_path / "a\nb.journal")]))
 
