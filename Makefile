@@ -26,7 +26,7 @@ test: $(STAMP)
 
 # ruff, mypy, and the import contracts of pyproject.toml (what may import what: ARCHITECTURE.md)
 # The property-based and API fuzz suites at nightly size (1,000 examples a property; `make test`
-# runs the same suites at 40): FUZZ_ARGS="-x" etc. pass through to pytest.
+# runs the same suites at 20): FUZZ_ARGS="-x" etc. pass through to pytest.
 FUZZ_ARGS ?=
 fuzz: $(STAMP)
 	$(PY) -m pytest -q -ra -m fuzz --hypothesis-profile=nightly -p no:cacheprovider $(FUZZ_ARGS)

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import JsonOpt, print_json
+from nas._cli_utils import JsonOpt, print_json, seed_option
 
 __all__ = ["register"]
 
@@ -28,7 +28,7 @@ def demo_cmd(
         "--n-latency", min=4, help="Subnets to measure for the latency predictor.")] = 40,
     n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Search budget.")] = 60,
     workers: Annotated[int, typer.Option(min=1, help="Ray actors of the search.")] = 2,
-    seed: Annotated[int, typer.Option(help="Seed of the samples and the sampler.")] = 0,
+    seed: Annotated[int, seed_option("Seed of the samples and the sampler.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:
     """The main job on the embedded default, end to end, with a summary.

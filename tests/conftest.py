@@ -9,10 +9,11 @@ import torch
 from hypothesis import HealthCheck, settings
 from torch import nn
 
-# Property-based fuzzing: bounded in `make test` (the default profile), longer in `make fuzz`
+# Property-based fuzzing: bounded in `make test` (the default profile, 20 examples a property),
+# longer in `make fuzz`
 # (`--hypothesis-profile=nightly`). No deadline: this shared 2-core VM's speed wanders.
 settings.register_profile(
-    "default", max_examples=40, deadline=None, derandomize=True,
+    "default", max_examples=20, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.register_profile(

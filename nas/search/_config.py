@@ -223,7 +223,7 @@ class SearchConfig(ConfigModel):
     workers: int = Field(default=1, ge=1, le=1024)
     batch_size: int = Field(default=4, ge=1, le=4096)
     worker_threads: int = Field(default=1, ge=1, le=256)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**32 - 1)
     study: str | None = None
     storage: str | None = None
     address: str | None = None
