@@ -29,6 +29,19 @@ from nas.errors import DatabaseError, NASError
 __all__ = ["Database", "dialect_insert", "inserted_id", "now", "utc"]
 
 _DRIVER_MODULES = {"psycopg2", "psycopg", "pg8000"}
+#: PostgreSQL's deadlock_detected and serialization_failure: the server aborted one of two
+#: transactions that crossed; running it again is the documented remedy.
+_RETRYABLE_SQLSTATES = {"40P01", "40001"}
+
+
+class RetryableError(DatabaseError):
+    """A transaction the server aborted to break a deadlock; it may simply be run again."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    orig = getattr(exc, "orig", None) or exc
+    code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
+    return code in _RETRYABLE_SQLSTATES
 _PG_LOCK_KEY = 736201945  # serialises first opens of one PostgreSQL database
 
 
@@ -183,7 +196,7 @@ class Database:
             )
         else:
             msg = f"latency database {self._shown}: {what} failed: {text}"
-        return DatabaseError(msg)
+        return RetryableError(msg) if _retryable(exc) else DatabaseError(msg)
 
     @contextmanager
     def _tx(self, what: str, *, write: bool) -> Iterator[Connection]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,12 +12,15 @@ from sqlalchemy.engine import Connection
 
 from nas.db import _schema as S
 from nas.db._devices import DeviceTable
-from nas.db._engine import dialect_insert, inserted_id, now, utc
+from nas.db._engine import RetryableError, dialect_insert, inserted_id, now, utc
 from nas.db._records import SOURCES, STATUSES, MeasurementRecord
 from nas.db._validate import validate_measurement, validate_rows
 from nas.devices import DeviceProfile
 from nas.errors import MeasurementError
 from nas.space import Architecture, get_space
+
+#: tries of a write the server aborted to break a deadlock
+_ATTEMPTS = 5
 
 __all__ = ["MeasurementTable"]
 
@@ -91,28 +95,42 @@ class MeasurementTable(DeviceTable):
         """
         if not rows:
             return []
+        what = f"adding measurements for {device!r}"
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._tx(what, write=True) as conn:
+                    return self._insert_in(conn, device, rows, ensure)
+            except RetryableError:
+                # Concurrent imports for a new device can deadlock on PostgreSQL; the server
+                # aborted this one, nothing of it is stored: run it again after a short pause.
+                if attempt + 1 == _ATTEMPTS:
+                    raise
+                time.sleep(0.05 * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _insert_in(self, conn: Connection, device: str, rows: list[dict[str, Any]],
+                   ensure: DeviceProfile | None) -> list[int]:
         stamp = now()
-        with self._tx(f"adding measurements for {device!r}", write=True) as conn:
-            if ensure is not None:
-                self._upsert_device(conn, ensure)
-            self._require_device(conn, device)
-            ids = self._arch_ids(conn, [r["arch"] for r in rows])
-            values = [
-                {
-                    **{k: v for k, v in r.items() if k != "arch"},
-                    "device": device,
-                    "arch_id": ids[(r["arch"].space, r["arch"].hash)],
-                    "created_at": stamp,
-                }
-                for r in rows
-            ]
-            stmt = insert(S.measurements)
-            if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
-                result = conn.execute(
-                    stmt.returning(S.measurements.c.id, sort_by_parameter_order=True), values
-                )
-                return [int(r[0]) for r in result]
-            return [inserted_id(conn.execute(stmt, v)) for v in values]
+        if ensure is not None:
+            self._upsert_device(conn, ensure)
+        self._require_device(conn, device)
+        ids = self._arch_ids(conn, [r["arch"] for r in rows])
+        values = [
+            {
+                **{k: v for k, v in r.items() if k != "arch"},
+                "device": device,
+                "arch_id": ids[(r["arch"].space, r["arch"].hash)],
+                "created_at": stamp,
+            }
+            for r in rows
+        ]
+        stmt = insert(S.measurements)
+        if conn.dialect.insert_executemany_returning_sort_by_parameter_order:
+            result = conn.execute(
+                stmt.returning(S.measurements.c.id, sort_by_parameter_order=True), values
+            )
+            return [int(r[0]) for r in result]
+        return [inserted_id(conn.execute(stmt, v)) for v in values]
 
     def _arch_ids(self, conn: Connection, archs: list[Architecture]) -> dict[tuple[str, str], int]:
         """Ids of the architectures' rows, inserting the missing ones."""
