@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -24,8 +24,11 @@ class Architecture:
         space: name of the search space the architecture belongs to.
         ks: kernel size per layer slot (``n_stages * max_depth`` entries).
         e: expand ratio per layer slot.
-        d: depth per stage.
+        d: depth per stage of elastic depth.
         r: input resolution (square).
+        fixed_depth: layers of the space's fixed-depth last stage, whose slots follow the
+            elastic stages' in ``ks`` and ``e`` and always run (0: none). A property of the
+            space, not of the architecture: no part of equality, hashes or ``to_dict``.
     """
 
     space: str
@@ -33,6 +36,7 @@ class Architecture:
     e: tuple[int, ...]
     d: tuple[int, ...]
     r: int
+    fixed_depth: int = field(default=0, compare=False, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """OFA's own format: ``{"ks": [...], "e": [...], "d": [...], "r": int}``."""
@@ -48,14 +52,16 @@ class Architecture:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
     def max_depth(self) -> int:
-        return len(self.ks) // len(self.d)
+        return (len(self.ks) - self.fixed_depth) // len(self.d)
 
     def active_layers(self) -> list[tuple[int, int, int, int]]:
-        """``(stage, index_in_stage, kernel, expand)`` for every layer that runs."""
+        """``(stage, index_in_stage, kernel, expand)`` for every layer that runs (the
+        fixed-depth last stage's, if any, as stage ``len(d)``)."""
         md = self.max_depth()
+        depths = [*self.d, self.fixed_depth] if self.fixed_depth else list(self.d)
         return [
             (s, i, self.ks[s * md + i], self.e[s * md + i])
-            for s, depth in enumerate(self.d)
+            for s, depth in enumerate(depths)
             for i in range(depth)
         ]
 

@@ -67,6 +67,15 @@ class ArchArrays:
 class SearchSpace:
     """A once-for-all MobileNetV3-family search space built from a :class:`SpaceSpec`.
 
+    Layer slots are ``stage * max_depth + layer`` for the stages with an elastic depth (one
+    entry of ``d`` each), followed by the slots of a last stage of fixed depth, if the spec
+    has one (OFA's ProxylessNAS: one block, always run, with elastic kernel and expand).
+
+    Attributes:
+        n_stages: stages with an elastic depth: the entries of an architecture's ``d``.
+        fixed_depth: layers of the fixed-depth last stage (0: every stage is elastic).
+        n_layers: layer slots: ``n_stages * max_depth + fixed_depth`` (entries of ks, e).
+
     Example:
         >>> space = get_space("ofa_mbv3")
         >>> arch = space.parse({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 224})
@@ -76,9 +85,11 @@ class SearchSpace:
     def __init__(self, spec: SpaceSpec) -> None:
         self.spec = spec
         self.name = spec.name
-        self.n_stages = len(spec.stages)
+        last = spec.stages[-1]
+        self.fixed_depth = last.depth or 0
+        self.n_stages = len(spec.stages) - (1 if last.depth is not None else 0)
         self.max_depth = max(spec.depths)
-        self.n_layers = self.n_stages * self.max_depth
+        self.n_layers = self.n_stages * self.max_depth + self.fixed_depth
         self.resolutions = spec.resolutions
         self.kernel_sizes = spec.kernel_sizes
         self.expand_ratios = spec.expand_ratios
@@ -209,7 +220,7 @@ class SearchSpace:
                 raise ArchitectureError(f"arch is missing field {key!r} (space {self.name})")
         ks = _int_seq(raw["ks"], "ks", self.n_layers)
         e = _int_seq(raw["e"], "e", self.n_layers)
-        d = _int_seq(raw["d"], "d", self.n_stages)
+        d = self._depths(raw["d"])
         r = raw["r"]
         lo, hi = OFF_GRID_RESOLUTIONS
         if off_grid and _is_int(r) and not lo <= r <= hi:
@@ -244,7 +255,44 @@ class SearchSpace:
                 else:  # canonical filler for layers that do not run
                     ks_c.append(self.kernel_sizes[0])
                     e_c.append(self.expand_ratios[0])
-        return Architecture(self.name, tuple(ks_c), tuple(e_c), tuple(d), int(r))
+        s = self.n_stages
+        for i in range(self.fixed_depth):  # the fixed-depth last stage: every layer runs
+            j = s * self.max_depth + i
+            if ks[j] not in self.kernel_sizes:
+                raise ArchitectureError(
+                    f"kernel size must be one of {list(self.kernel_sizes)}, got {ks[j]!r} at "
+                    f"ks[{j}] (stage {s + 1}, layer {i + 1})")
+            if e[j] not in self.expand_ratios:
+                raise ArchitectureError(
+                    f"expand ratio must be one of {list(self.expand_ratios)}, got {e[j]!r} at "
+                    f"e[{j}] (stage {s + 1}, layer {i + 1})")
+            ks_c.append(ks[j])
+            e_c.append(e[j])
+        return Architecture(self.name, tuple(ks_c), tuple(e_c), tuple(d), int(r),
+                            fixed_depth=self.fixed_depth)
+
+    def _depths(self, value: Any) -> list[int]:
+        """``d``: one depth per elastic stage; OFA's form with one more entry for the
+        fixed-depth last stage is accepted when that entry is the stage's depth (and dropped)."""
+        if self.fixed_depth and isinstance(value, list | tuple) \
+                and len(value) == self.n_stages + 1:
+            last = value[-1]
+            if not _is_int(last) or last != self.fixed_depth:
+                raise ArchitectureError(
+                    f"d[{self.n_stages}] must be {self.fixed_depth}, got {last!r} (stage "
+                    f"{self.n_stages + 1} has a fixed depth; d may leave it out)")
+            value = list(value)[:-1]
+        if self.fixed_depth and isinstance(value, list | tuple) \
+                and len(value) != self.n_stages:
+            raise ArchitectureError(
+                f"d must have {self.n_stages} entries (one per stage of elastic depth; OFA's "
+                f"form adds {self.fixed_depth} for stage {self.n_stages + 1}), got {len(value)}")
+        return _int_seq(value, "d", self.n_stages)
+
+    def stage_depths(self, arch: Architecture) -> tuple[int, ...]:
+        """Depth of every stage of the spec: ``arch.d`` and the fixed depth of the last
+        stage, if it has one (so ``zip(spec.stages, stage_depths(a))`` covers the network)."""
+        return tuple(arch.d) + ((self.fixed_depth,) if self.fixed_depth else ())
 
     def arch(self, ks: Sequence[int], e: Sequence[int], d: Sequence[int], r: int) -> Architecture:
         """Shorthand for ``parse({"ks": ks, "e": e, "d": d, "r": r})``."""
@@ -346,7 +394,7 @@ class SearchSpace:
         """Number of distinct architectures (networks), optionally times the resolutions."""
         per_layer = len(self.kernel_sizes) * len(self.expand_ratios)
         per_stage = sum(per_layer**depth for depth in self.depths)
-        n = per_stage**self.n_stages
+        n = per_stage**self.n_stages * per_layer**self.fixed_depth
         return n * len(self.resolutions) if with_resolution else n
 
     # ------------------------------------------------------------------ arrays & encodings
@@ -372,7 +420,11 @@ class SearchSpace:
 
     def _active_mask(self, d: np.ndarray) -> np.ndarray:
         idx = np.arange(self.max_depth)
-        return (idx[None, None, :] < d[:, :, None]).reshape(len(d), self.n_layers)
+        n = len(d)
+        mask = (idx[None, None, :] < d[:, :, None]).reshape(n, self.n_stages * self.max_depth)
+        if self.fixed_depth:  # the fixed-depth stage's layers always run
+            mask = np.concatenate([mask, np.ones((n, self.fixed_depth), dtype=bool)], axis=1)
+        return mask
 
     def encode(
         self, archs: Iterable[Architecture] | ArchArrays, kind: str = "onehot"
@@ -409,11 +461,13 @@ class SearchSpace:
     # ------------------------------------------------------------------ channel plan
     @cached_property
     def layer_plan(self) -> list[tuple[int, int, int, int, int, bool]]:
-        """Per layer slot: ``(stage, index, in_channels, out_channels, stride, se)``."""
+        """Per layer slot: ``(stage, index, in_channels, out_channels, stride, se)``.
+
+        ``stage`` indexes ``spec.stages``: the fixed-depth last stage's slots come last."""
         plan = []
         cin = self.spec.first_block.channels
         for s, st in enumerate(self.spec.stages):
-            for i in range(self.max_depth):
+            for i in range(st.depth or self.max_depth):
                 plan.append((s, i, cin if i == 0 else st.channels, st.channels,
                              st.stride if i == 0 else 1, st.se))
             cin = st.channels
@@ -435,7 +489,7 @@ class SearchSpace:
 
         Returns:
             ``macs`` and ``params`` (``(n,)`` int64), and ``stage_macs`` and ``stage_params``
-            (``(n, n_stages)``).
+            (``(n, len(spec.stages))``: a fixed-depth last stage has a column too).
         """
         a = archs if isinstance(archs, ArchArrays) else self.to_arrays(archs)
         n = len(a)
@@ -449,8 +503,8 @@ class SearchSpace:
                                      hw, sp.first_block.se, False, self)
         macs = macs + fb_m
         params = params + fb_p
-        stage_macs = np.zeros((n, self.n_stages), dtype=np.int64)
-        stage_params = np.zeros((n, self.n_stages), dtype=np.int64)
+        stage_macs = np.zeros((n, len(sp.stages)), dtype=np.int64)
+        stage_params = np.zeros((n, len(sp.stages)), dtype=np.int64)
         for j, (s, _i, cin, cout, stride, se) in enumerate(self.layer_plan):
             active = a.ks[:, j] > 0
             m = np.zeros(n, dtype=np.int64)
@@ -471,8 +525,12 @@ class SearchSpace:
         macs = macs + stage_macs.sum(1)
         params = params + stage_params.sum(1)
         cl, fe, fm = sp.stages[-1].channels, sp.head.final_expand, sp.head.feature_mix
-        macs = macs + hw**2 * cl * fe + fe * fm + fm * sp.num_classes
-        params = params + cl * fe + 2 * fe + fe * fm + fm * sp.num_classes + sp.num_classes
+        if fe is None:  # ProxylessNAS: 1x1 conv + BN to feature_mix before the pooling
+            macs = macs + hw**2 * cl * fm + fm * sp.num_classes
+            params = params + cl * fm + 2 * fm + fm * sp.num_classes + sp.num_classes
+        else:  # MobileNetV3: final expand (conv + BN), pooling, feature mix (conv, no BN)
+            macs = macs + hw**2 * cl * fe + fe * fm + fm * sp.num_classes
+            params = params + cl * fe + 2 * fe + fe * fm + fm * sp.num_classes + sp.num_classes
         return {"macs": macs.astype(np.int64), "params": params.astype(np.int64),
                 "stage_macs": stage_macs, "stage_params": stage_params}
 

@@ -3,7 +3,12 @@
 A bad spec raises one :class:`~nas.errors.ConfigError` line naming the file, the field, the
 value and what is allowed (the shared format of :mod:`nas._config`)::
 
-    search_spaces/x.yaml: stem.act = 'gelu': Input should be 'relu' or 'h_swish'
+    search_spaces/x.yaml: stem.act = 'gelu': Input should be 'relu', 'relu6' or 'h_swish'
+
+Two families of layout are described: OFA's MobileNetV3 (``head.final_expand`` before the
+pooling, a feature mix without BatchNorm after it) and OFA's ProxylessNAS (``head.final_expand``
+absent, ``head.feature_mix_before_pool: true``: the feature mix, with BatchNorm and the head's
+activation, before the pooling; its last stage has a fixed ``depth``).
 """
 
 from __future__ import annotations
@@ -11,15 +16,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, Strict
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Strict,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from nas._config import ConfigModel
 
 __all__ = ["HeadSpec", "LayerSpec", "Preprocessing", "SpaceSpec", "StageSpec", "load_spec"]
 
-ACTIVATIONS = ("relu", "h_swish")
+ACTIVATIONS = ("relu", "relu6", "h_swish")
 
-Act = Literal["relu", "h_swish"]
+Act = Literal["relu", "relu6", "h_swish"]
 PosInt = Annotated[int, Strict(), Field(gt=0)]
 
 
@@ -69,18 +82,42 @@ class LayerSpec(_Part):
 
 
 class StageSpec(_Part):
-    """One elastic stage: output width, stride of its first layer, activation, squeeze-excite."""
+    """One stage: output width, stride of its first layer, activation, squeeze-excite.
+
+    ``depth`` fixes the number of layers (only the last stage may, as OFA's ProxylessNAS
+    space does with its single 320-channel block): that stage's depth is then no search
+    variable, but its layers' kernels and expand ratios are elastic.
+    """
 
     channels: PosInt
     stride: PosInt
     act: Act
     se: bool = False
+    depth: PosInt | None = None
 
 
 class HeadSpec(_Part):
-    final_expand: PosInt
+    """The layers after the last stage.
+
+    MobileNetV3 (``feature_mix_before_pool`` false): ``final_expand`` (1x1 conv + BN + act),
+    global average pooling, ``feature_mix`` (1x1 conv without BN + act), classifier.
+    ProxylessNAS (true, no ``final_expand``): ``feature_mix`` (1x1 conv + BN + act), pooling,
+    classifier. ``act`` is the activation of the head's convolutions.
+    """
+
+    final_expand: PosInt | None = None
     feature_mix: PosInt
+    feature_mix_before_pool: bool = False
+    act: Act = "h_swish"
     dropout: Annotated[float, Field(ge=0.0, lt=1.0)] = 0.0
+
+    @model_validator(mode="after")
+    def _one_layout(self) -> HeadSpec:
+        if self.feature_mix_before_pool and self.final_expand is not None:
+            raise ValueError("final_expand must be absent when feature_mix_before_pool is true")
+        if not self.feature_mix_before_pool and self.final_expand is None:
+            raise ValueError("final_expand is required unless feature_mix_before_pool is true")
+        return self
 
 
 class Preprocessing(_Part):
@@ -116,6 +153,26 @@ class SpaceSpec(_Part):
     preprocessing: Preprocessing
     se_reduction: PosInt = 4
     channel_divisor: PosInt = 8
+    #: BatchNorm epsilon of every layer (OFA: 1e-5 in MobileNetV3, 1e-3 in ProxylessNAS)
+    bn_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+
+    @field_validator("stages")
+    @classmethod
+    def _fixed_depth_last(cls, stages: tuple[StageSpec, ...],
+                          info: ValidationInfo) -> tuple[StageSpec, ...]:
+        # Keeping the fixed-depth stage last keeps layer slot j of an elastic stage at
+        # stage * max_depth + layer, the layout every consumer of ks/e indexes by.
+        depths = info.data.get("depths") or (1,)
+        for s, st in enumerate(stages):
+            if st.depth is None:
+                continue
+            if s != len(stages) - 1 or s == 0:
+                raise ValueError(f"stage {s}: only the last stage (of two or more) may have "
+                                 "a fixed depth")
+            if st.depth > max(depths):
+                raise ValueError(f"stage {s}: depth {st.depth} is more than max(depths) = "
+                                 f"{max(depths)}")
+        return stages
 
 
 def spec_from_dict(raw: Any, where: str = "<dict>") -> SpaceSpec:

@@ -203,19 +203,19 @@ class DynamicMBConv(nn.Module):
 
     def __init__(
         self, cin: int, cout: int, kernel_sizes: Sequence[int], mid_of: dict[int, int],
-        stride: int, act: str, se_mid_of: dict[int, int] | None,
+        stride: int, act: str, se_mid_of: dict[int, int] | None, eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.cin, self.cout, self.stride, self.act_name = cin, cout, stride, act
         self.mid_of = dict(mid_of)
         max_mid = max(self.mid_of.values())
         self.expand_conv = DynamicPointwiseConv2d(cin, max_mid)
-        self.expand_bn = DynamicBatchNorm2d(max_mid)
+        self.expand_bn = DynamicBatchNorm2d(max_mid, eps=eps)
         self.depthwise = DynamicSeparableConv2d(max_mid, kernel_sizes, stride)
-        self.depthwise_bn = DynamicBatchNorm2d(max_mid)
+        self.depthwise_bn = DynamicBatchNorm2d(max_mid, eps=eps)
         self.se = DynamicSE(max_mid, se_mid_of) if se_mid_of else None
         self.project_conv = DynamicPointwiseConv2d(max_mid, cout)
-        self.project_bn = nn.BatchNorm2d(cout)
+        self.project_bn = nn.BatchNorm2d(cout, eps=eps)
         self.act = make_act(act)
         self.residual = stride == 1 and cin == cout
         self.active_kernel = max(kernel_sizes)
@@ -233,7 +233,8 @@ class DynamicMBConv(nn.Module):
     def extract(self, kernel: int, expand: int) -> MBConv:
         mid = self.mid_of[expand]
         block = MBConv(self.cin, mid, self.cout, kernel, self.stride, self.act_name,
-                       self.se.mid_of[mid] if self.se is not None else None)
+                       self.se.mid_of[mid] if self.se is not None else None,
+                       eps=self.project_bn.eps)
         assert block.expand is not None
         block.expand[0] = self.expand_conv.extract(self.cin, mid)
         block.expand[1] = self.expand_bn.extract(mid)

@@ -1,4 +1,4 @@
-"""The once-for-all MobileNetV3-family supernet."""
+"""The once-for-all MobileNetV3-family supernet (OFA's MobileNetV3 and ProxylessNAS layouts)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,18 @@ from torch import nn
 
 from nas.space import Architecture, SearchSpace, get_space
 from nas.supernet._dynamic import DynamicLinear, DynamicMBConv
-from nas.supernet._static import MBConv, SubNet, conv_bn_act
+from nas.supernet._static import MBConv, SubNet, conv_bn_act, make_act
 
 __all__ = ["OFASupernet"]
 
 
 class OFASupernet(nn.Module):
     """Elastic kernel size, expand ratio and depth; any input resolution of its space.
+
+    Modules: ``stem``, ``first_block``, ``blocks`` (one per layer slot of the space, the
+    fixed-depth last stage's included), then the head: ``final_expand`` (None in the
+    ProxylessNAS layout), ``feature_mix`` (conv + act after the pooling, or conv + BN + act
+    before it with ``spec.head.feature_mix_before_pool``) and ``classifier``.
 
     Example:
         >>> net = OFASupernet("cifar_mbv3")
@@ -29,12 +34,14 @@ class OFASupernet(nn.Module):
         super().__init__()
         self.space = get_space(space)
         sp = self.space.spec
-        self.stem = conv_bn_act(3, sp.stem.channels, sp.stem.kernel, sp.stem.stride, sp.stem.act)
+        eps = sp.bn_eps
+        self.stem = conv_bn_act(3, sp.stem.channels, sp.stem.kernel, sp.stem.stride, sp.stem.act,
+                                eps=eps)
         fb = sp.first_block
         c0 = sp.stem.channels
         self.first_block = MBConv(
             c0, c0, fb.channels, fb.kernel, fb.stride, fb.act,
-            self.space.se_channels(c0) if fb.se else None, has_expand=False,
+            self.space.se_channels(c0) if fb.se else None, has_expand=False, eps=eps,
         )
         blocks = []
         for _s, _i, cin, cout, stride, se in self.space.layer_plan:
@@ -42,14 +49,20 @@ class OFASupernet(nn.Module):
             mid_of = {e: self.space.mid_channels(cin, e) for e in self.space.expand_ratios}
             se_mid_of = {m: self.space.se_channels(m) for m in mid_of.values()} if se else None
             blocks.append(DynamicMBConv(cin, cout, self.space.kernel_sizes, mid_of, stride,
-                                        st.act, se_mid_of))
+                                        st.act, se_mid_of, eps=eps))
         self.blocks = nn.ModuleList(blocks)
-        last = sp.stages[-1].channels
-        self.final_expand = conv_bn_act(last, sp.head.final_expand, 1, 1, "h_swish")
+        last, head = sp.stages[-1].channels, sp.head
+        self.final_expand: nn.Module | None = None
+        if head.final_expand is None:  # ProxylessNAS: conv + BN + act, then the pooling
+            self.feature_mix: nn.Module = conv_bn_act(last, head.feature_mix, 1, 1, head.act,
+                                                      eps=eps)
+        else:  # MobileNetV3: final expand, pooling, feature mix without BN
+            self.final_expand = conv_bn_act(last, head.final_expand, 1, 1, head.act, eps=eps)
+            self.feature_mix = nn.Sequential(
+                nn.Conv2d(head.final_expand, head.feature_mix, 1, bias=False),
+                make_act(head.act))
+        self.mix_before_pool = head.feature_mix_before_pool
         self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_mix = nn.Sequential(
-            nn.Conv2d(sp.head.final_expand, sp.head.feature_mix, 1, bias=False), nn.Hardswish()
-        )
         self.dropout = nn.Dropout(sp.head.dropout)
         self.classifier = DynamicLinear(sp.head.feature_mix, sp.num_classes)
         self._init_weights()
@@ -90,7 +103,7 @@ class OFASupernet(nn.Module):
     def active_blocks(self) -> list[DynamicMBConv]:
         md = self.space.max_depth
         out: list[DynamicMBConv] = []
-        for s, depth in enumerate(self.active_arch.d):
+        for s, depth in enumerate(self.space.stage_depths(self.active_arch)):
             out.extend(self.blocks[s * md + i] for i in range(depth))  # type: ignore[misc]
         return out
 
@@ -99,9 +112,13 @@ class OFASupernet(nn.Module):
         x = self.first_block(x)
         for block in self.active_blocks():
             x = block(x)
-        x = self.final_expand(x)
+        if self.final_expand is not None:
+            x = self.final_expand(x)
+        if self.mix_before_pool:
+            x = self.feature_mix(x)  # (b, feature_mix, h, w)
         x = self.pool(x)  # (b, c, 1, 1)
-        x = self.feature_mix(x)
+        if not self.mix_before_pool:
+            x = self.feature_mix(x)
         x = torch.flatten(x, 1)  # (b, feature_mix)
         return self.classifier(self.dropout(x))
 
@@ -116,7 +133,7 @@ class OFASupernet(nn.Module):
         arch = self.active_arch if arch is None else self.space.parse(arch)
         md = self.space.max_depth
         blocks: list[nn.Module] = [copy.deepcopy(self.first_block)]
-        for s, depth in enumerate(arch.d):
+        for s, depth in enumerate(self.space.stage_depths(arch)):
             for i in range(depth):
                 j = s * md + i
                 block = self.blocks[j]
@@ -127,6 +144,7 @@ class OFASupernet(nn.Module):
             copy.deepcopy(self.feature_mix),
             self.classifier.extract(self.space.spec.head.feature_mix),
             self.space.spec.head.dropout, space=self.space.name, arch=arch.to_dict(),
+            mix_before_pool=self.mix_before_pool,
         )
         return sub.train(self.training)
 

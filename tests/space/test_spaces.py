@@ -12,7 +12,7 @@ import yaml
 from nas.errors import ConfigError, NASError, UnknownNameError
 from nas.space import SearchSpace, _registry, get_space, list_spaces, load_spec, make_divisible
 
-SHIPPED = ("ofa_mbv3", "ofa_mbv3_w12", "cifar_mbv3", "tiny")
+SHIPPED = ("ofa_mbv3", "ofa_mbv3_w12", "ofa_proxyless", "cifar_mbv3", "tiny")
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,7 +33,7 @@ def test_list_spaces_has_the_shipped_spaces() -> None:
 
 
 def test_list_spaces_filters_by_pattern() -> None:
-    assert list_spaces("ofa_*") == ["ofa_mbv3", "ofa_mbv3_w12"]
+    assert list_spaces("ofa_*") == ["ofa_mbv3", "ofa_mbv3_w12", "ofa_proxyless"]
     assert list_spaces("no_such_*") == []
 
 
