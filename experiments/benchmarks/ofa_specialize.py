@@ -387,12 +387,9 @@ def published(args: argparse.Namespace, R: Reference, st: State, log: Any
 
     ofa_acc = load_accuracy_predictor(shipped_accuracy_predictor_path("ofa-imagenet"))
     rows = []
-    for folder in sorted((args.ofa_files / "ofa_specialized").glob("note10_*"),
-                         key=lambda p: int(_NAME.match(p.name).group(1)) if _NAME.match(p.name)
-                         else 0):
-        m = _NAME.match(folder.name)
-        if m is None:
-            continue
+    found = [(m, p) for p in (args.ofa_files / "ofa_specialized").glob("note10_*")
+             if (m := _NAME.match(p.name)) is not None]
+    for m, folder in sorted(found, key=lambda mp: int(mp[0].group(1))):
         arch = read_ofa_subnet(folder)
         sp = get_space(arch.space)
         pred = load_predictor(DEVICE, arch.space, kind="table")
@@ -443,23 +440,24 @@ def _f(v: float | None, nd: int = 2) -> str:
     return "—" if v is None else f"{v:.{nd}f}"
 
 
+def _cells(rec: dict[str, Any] | None, nd_s: int) -> list[str]:
+    """Accuracy, latency, within, seconds of one run (blank when it did not run)."""
+    if rec is None:
+        return ["—", "—", "", "—"]
+    return [_f(rec["accuracy"], 4), _f(rec["latency_ms"]),
+            "yes" if rec["within"] else "**no**", _f(rec["seconds"], nd_s)]
+
+
 def summarize(args: argparse.Namespace, st: State) -> dict[str, Any]:
-    per_budget, run_rows = [], []
-    fronts = [st.get("front", args.front_budget, s) for s in args.seeds]
-    fronts = [f for f in fronts if f is not None]
+    per_budget: list[dict[str, Any]] = []
+    run_rows: list[list[object]] = []
+    fronts = [f for s in args.seeds if (f := st.get("front", args.front_budget, s)) is not None]
     for b in args.budgets:
-        o = [st.get("ofa", b, s) for s in args.seeds]
-        u = [st.get("ours", b, s) for s in args.seeds]
-        for s, a, c in zip(args.seeds, o, u, strict=True):
-            run_rows.append([f"{b:g}", s,
-                             _f(a and a["accuracy"], 4), _f(a and a["latency_ms"]),
-                             "" if a is None else ("yes" if a["within"] else "**no**"),
-                             _f(a and a["seconds"], 1),
-                             _f(c and c["accuracy"], 4), _f(c and c["latency_ms"]),
-                             "" if c is None else ("yes" if c["within"] else "**no**"),
-                             _f(c and c["seconds"], 3)])
-        o = [a for a in o if a is not None]
-        u = [c for c in u if c is not None]
+        for s in args.seeds:
+            run_rows.append([f"{b:g}", s, *_cells(st.get("ofa", b, s), 1),
+                             *_cells(st.get("ours", b, s), 3)])
+        o = [a for s in args.seeds if (a := st.get("ofa", b, s)) is not None]
+        u = [c for s in args.seeds if (c := st.get("ours", b, s)) is not None]
         if not o or not u:
             continue
         oa = median([a["accuracy"] for a in o])
