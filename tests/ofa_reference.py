@@ -80,3 +80,28 @@ def ofa_latency_table(folder: Path, resolutions: tuple[int, ...] = (160, 176, 19
     table.latency_tables = {r: t.LatencyEstimator(url=str(folder / f"{r}_lookup_table.yaml"))
                             for r in resolutions}
     return table
+
+
+def ofa_elastic_networks() -> types.SimpleNamespace:
+    """``OFAMobileNetV3`` and ``OFAProxylessNASNets``, the supernets of the installed ``ofa``.
+
+    ``ofa.utils`` imports ``ofa.utils.my_dataloader`` (ImageNet data loading), which imports
+    torchvision; the networks use none of it, so that one module is an empty stub. Skips the
+    calling test when ``ofa`` is not installed.
+    """
+    pytest.importorskip("ofa", reason="the ofa package (pip install --no-deps ofa) is the "
+                                      "reference implementation")
+    name = "ofa.utils.my_dataloader"
+    if "ofa.imagenet_classification.elastic_nn.networks" not in sys.modules:
+        saved = sys.modules.get(name)
+        sys.modules[name] = types.ModuleType(name)
+        try:
+            importlib.import_module("ofa.imagenet_classification.elastic_nn.networks")
+        finally:
+            if saved is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = saved
+    nets = sys.modules["ofa.imagenet_classification.elastic_nn.networks"]
+    return types.SimpleNamespace(OFAMobileNetV3=nets.OFAMobileNetV3,
+                                 OFAProxylessNASNets=nets.OFAProxylessNASNets)

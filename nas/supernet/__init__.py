@@ -12,6 +12,13 @@ from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.supernet._checkpoint import load_supernet, read_checkpoint_meta, save_supernet
+    from nas.supernet._convert import (
+        OFA_SPACES,
+        export_ofa_checkpoint,
+        import_ofa_checkpoint,
+        ofa_state_dict,
+        read_ofa_state_dict,
+    )
     from nas.supernet._dynamic import (
         DynamicBatchNorm2d,
         DynamicLinear,
@@ -35,6 +42,13 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "load_supernet",
             "read_checkpoint_meta",
             "save_supernet",
+        ],
+        "nas.supernet._convert": [
+            "OFA_SPACES",
+            "export_ofa_checkpoint",
+            "import_ofa_checkpoint",
+            "ofa_state_dict",
+            "read_ofa_state_dict",
         ],
         "nas.supernet._dynamic": [
             "DynamicBatchNorm2d",

@@ -1,10 +1,11 @@
-"""``nas supernet ...``: create and inspect supernet checkpoints."""
+"""``nas supernet ...``: create, inspect and convert supernet checkpoints."""
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -12,7 +13,8 @@ from nas._cli_utils import JsonOpt, SpaceOpt, console, print_json, seed_option
 
 __all__ = ["register"]
 
-supernet_app = typer.Typer(help="Create and inspect supernet checkpoints.", no_args_is_help=True)
+supernet_app = typer.Typer(help="Create, inspect and convert supernet checkpoints (OFA's too).",
+                           no_args_is_help=True)
 
 
 @supernet_app.command("init")
@@ -52,6 +54,87 @@ def supernet_info(
         console.print(f"{checkpoint}: space {meta['space']}, format {meta['format']} "
                       f"v{meta['version']}, {json.dumps(meta['extra'])}")
 
+
+_OFA_HELP = ("ofa_mbv3 (OFAMobileNetV3, width 1.0), ofa_mbv3_w12 (width 1.2) or ofa_proxyless "
+             "(OFAProxylessNASNets, width 1.3)")
+
+
+def supernet_import_ofa(
+    ofa_file: Annotated[Path, typer.Argument(
+        metavar="OFA_FILE", help="Once-for-All supernet checkpoint: torch.save of the "
+        "state_dict of OFA's network, bare or under 'state_dict' (e.g. "
+        "ofa_mbv3_d234_e346_k357_w1.0).")],
+    space: Annotated[str, typer.Option("--space", "-s", help=f"The space it belongs to: "
+                                       f"{_OFA_HELP}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write "
+                                      "(.safetensors).")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert a Once-for-All supernet checkpoint into ours (.safetensors).
+
+    The file is read with torch.load(weights_only=True): tensors only, never Python objects (a
+    pickle that names any is refused unread). Every OFA tensor (weights, BatchNorm statistics,
+    squeeze-excite, kernel-transform matrices, classifier) is matched to ours by name and
+    shape; a file of another space, or with missing or extra tensors, is refused in one line
+    and nothing is written. The checkpoint's metadata records the source file's name and
+    sha256. Subnets extracted from the result give OFA's get_active_subnet logits.
+    """
+    from nas.supernet import import_ofa_checkpoint, save_supernet
+
+    net = import_ofa_checkpoint(ofa_file, space)
+    meta: dict[str, Any] = dict(getattr(net, "checkpoint_meta", {}))
+    path = save_supernet(net, out, meta=meta)
+    n_tensors = len(net.state_dict())
+    n_params = sum(p.numel() for p in net.parameters())
+    if json_out:
+        print_json({"checkpoint": str(path), "space": net.space.name, **meta,
+                    "tensors": n_tensors, "parameters": n_params})
+    else:
+        console.print(f"converted {ofa_file} ({meta['ofa_class']} width "
+                      f"{meta['ofa_width_mult']}, sha256 {meta['ofa_sha256'][:12]}...) to {path} "
+                      f"(space {net.space.name}, {n_tensors} tensors, "
+                      f"{n_params / 1e6:.2f}M parameters)")
+
+
+def supernet_export_ofa(
+    checkpoint: Annotated[Path, typer.Argument(help="Our supernet checkpoint (.safetensors) "
+                                               f"of {_OFA_HELP}.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="File to write (.pth).")],
+    wrap: Annotated[bool | None, typer.Option(
+        "--wrap/--no-wrap", help="Write {'state_dict': ...} as OFA publishes them, or the bare "
+        "state_dict. Default: as the OFA file it was converted from, else wrapped.",
+        show_default=False)] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a supernet checkpoint as Once-for-All's (torch.save of OFA's state_dict).
+
+    OFA's own network loads it with load_state_dict(torch.load(f)["state_dict"]):
+    OFAMobileNetV3(width_mult=1.0, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+    depth_list=[2, 3, 4]) for ofa_mbv3, width_mult=1.2 for ofa_mbv3_w12, and
+    OFAProxylessNASNets(width_mult=1.3, ...) for ofa_proxyless. A checkpoint converted from
+    OFA comes back exactly: the same names, order, tensors and serialization.
+    """
+    from nas.supernet import export_ofa_checkpoint, load_supernet, ofa_state_dict
+
+    net = load_supernet(checkpoint)
+    path = export_ofa_checkpoint(net, out, wrap=wrap)
+    n = len(ofa_state_dict(net))
+    if json_out:
+        print_json({"file": str(path), "space": net.space.name, "tensors": n,
+                    "source": (net.checkpoint_meta or {}).get("source")})
+    else:
+        console.print(f"wrote {path} ({n} tensors of OFA's {net.space.name} supernet)")
+
+
+def _help(doc: str | None) -> str:
+    """A docstring as help text: paragraphs kept, the lines inside each joined."""
+    paragraphs = [" ".join(line.strip() for line in p.splitlines())
+                  for p in inspect.cleandoc(doc or "").split("\n\n")]
+    return "\n\n".join(p for p in paragraphs if p)
+
+
+supernet_app.command("import-ofa", help=_help(supernet_import_ofa.__doc__))(supernet_import_ofa)
+supernet_app.command("export-ofa", help=_help(supernet_export_ofa.__doc__))(supernet_export_ofa)
 
 
 def register(app: typer.Typer) -> None:
