@@ -241,14 +241,15 @@ def _claimed_latency(entry: dict[str, Any]) -> float | None:
 
 
 def _best_entry(res: Any, budget: float) -> dict[str, Any] | None:
-    """The subnet the search itself calls its best under ``budget``."""
+    """The subnet the search itself calls its best under ``budget`` (``res.best`` is keyed
+    like ``"latency:note10<=20"``), else the most accurate of its front within it."""
     best = getattr(res, "best", None)
     if isinstance(best, dict) and best:
+        key = f"{METRIC}<={budget:g}"
+        if key in best:
+            return best[key]  # type: ignore[no-any-return]
         if len(best) == 1:
             return next(iter(best.values()))  # type: ignore[no-any-return]
-        for key, entry in best.items():
-            if DEVICE in str(key) and entry is not None:
-                return entry  # type: ignore[no-any-return]
     feasible = [e for e in res.front if (_claimed_latency(e) or 0.0) <= budget]
     return max(feasible, key=lambda e: float(e["accuracy"]), default=None)
 
