@@ -29,6 +29,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -97,6 +98,9 @@ def ofa_table_keys(space: str | SearchSpace, r: int) -> tuple[list[str], list[li
                                act) for e in sp.expand_ratios] for k in sp.kernel_sizes])
         hw = hw_out
     last, fe, fm = spec.stages[-1].channels, spec.head.final_expand, spec.head.feature_mix
+    if fe is None:
+        raise ConfigError(f"space {sp.name}: OFA's lookup tables price MobileNetV3 networks "
+                          "(final expand, pooling, feature mix); this space's head differs")
     fixed += [f"Conv_1-input:{_shape(hw, hw, last)}-output:{_shape(hw, hw, fe)}",
               f"AvgPool2D-input:{_shape(hw, hw, fe)}-output:{_shape(1, 1, fe)}",
               f"Conv_2-input:{_shape(1, 1, fe)}-output:{_shape(1, 1, fm)}",
@@ -193,6 +197,14 @@ def ofa_table(folder: Path | str, space: str, device: str,
             "resolutions": sorted(entries), "entries": kept, "sha256": sums, **info}
 
 
+def _choice_index(choices: Sequence[int], values: np.ndarray) -> np.ndarray:
+    """The index of each value in ``choices`` (0 for values that are not choices, e.g. the
+    zeros of layers that do not run), by one gather in a small lookup array."""
+    lut = np.zeros(max(choices) + 1, np.intp)
+    lut[np.asarray(choices)] = np.arange(len(choices))
+    return lut[np.clip(values, 0, len(lut) - 1)]  # type: ignore[no-any-return]
+
+
 # ---------------------------------------------------------------------- the kind
 @PREDICTORS.register
 class TablePredictor(LatencyPredictor):
@@ -201,11 +213,20 @@ class TablePredictor(LatencyPredictor):
     ``table`` is OFA's tables converted (:func:`ofa_table`, format ``nas.ofa_lut/1``) or a
     table of our own format (:func:`~nas.latency.build_lut`). Nothing is learned: ``fit`` only
     checks the table against the space (the measurements are not used), and a subnet at a
-    resolution the table lacks is refused, naming the ones it has.
+    resolution the table lacks is refused, naming the ones it has, unless ``interpolate``.
+
+    **Interpolation** (``interpolate=True``, opt-in): a resolution between two of the table's
+    is priced block by block, each block's entry interpolated linearly in the number of
+    pixels (``r**2``) between the two neighbouring tables (a layer's work grows with its
+    feature map's area), and the sums added as at a table resolution. Resolutions outside
+    the table's range are still refused (that would be extrapolation). How well it does on
+    OFA's Note10 tables: ``experiments/benchmarks/table_interpolation.py`` predicts the
+    176 and 208 tables from their neighbours (RESULTS.md).
 
     Args:
         space: the space whose subnets it prices.
         table: the table (kept in the stored state).
+        interpolate: price resolutions between the table's (see above).
     """
 
     kind = "table"
@@ -213,9 +234,11 @@ class TablePredictor(LatencyPredictor):
     needs_table = True
     state_params = ("table",)
 
-    def __init__(self, *, space: str = "ofa_mbv3", table: dict[str, Any] | None = None) -> None:
+    def __init__(self, *, space: str = "ofa_mbv3", table: dict[str, Any] | None = None,
+                 interpolate: bool = False) -> None:
         self.space = space
         self.table = table
+        self.interpolate = interpolate
 
     @classmethod
     def check_fit(cls, profile: DeviceProfile) -> None:
@@ -258,21 +281,32 @@ class TablePredictor(LatencyPredictor):
 
     def _predict(self, a: ArchArrays) -> np.ndarray:
         res = np.asarray(self.resolutions_)
-        ri = np.searchsorted(res, a.r)
-        bad = (ri >= len(res)) | (res[np.minimum(ri, len(res) - 1)] != a.r)
+        hi = np.minimum(np.searchsorted(res, a.r), len(res) - 1)
+        exact = res[hi] == a.r
+        bad = ~exact
+        if self.interpolate:
+            bad &= (a.r < res[0]) | (a.r > res[-1])
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
-            raise ArchitectureError(f"r must be one of {self.resolutions_} for this lookup "
-                                    f"table, got {int(a.r[i])} (row {i})")
+            where = (f"in [{res[0]}, {res[-1]}] (interpolated between {self.resolutions_})"
+                     if self.interpolate else f"one of {self.resolutions_}")
+            raise ArchitectureError(f"r must be {where} for this lookup table, got "
+                                    f"{int(a.r[i])} (row {i})")
         sp = get_space(self.space)
-        kmap = {k: i for i, k in enumerate(sp.kernel_sizes)}
-        emap = {e: i for i, e in enumerate(sp.expand_ratios)}
         active = a.ks > 0
-        ki = np.vectorize(lambda v: kmap.get(int(v), 0), otypes=[np.intp])(a.ks)
-        ei = np.vectorize(lambda v: emap.get(int(v), 0), otypes=[np.intp])(a.e)
+        ki, ei = _choice_index(sp.kernel_sizes, a.ks), _choice_index(sp.expand_ratios, a.e)
         slots = np.arange(a.ks.shape[1])[None, :]
-        blocks = self.cost_[ri[:, None], slots, ki, ei] * active
-        return self.fixed_[ri] + blocks.sum(axis=1)  # type: ignore[no-any-return]
+
+        def price(ri: np.ndarray) -> np.ndarray:
+            blocks = self.cost_[ri[:, None], slots, ki, ei] * active
+            return self.fixed_[ri] + blocks.sum(axis=1)  # type: ignore[no-any-return]
+
+        if exact.all():
+            return price(hi)
+        lo = np.where(exact, hi, hi - 1)
+        area, r2 = res.astype(np.float64) ** 2, a.r.astype(np.float64) ** 2
+        w = np.where(exact, 0.0, (r2 - area[lo]) / np.maximum(area[hi] - area[lo], 1.0))
+        return (1.0 - w) * price(lo) + w * price(hi)  # type: ignore[no-any-return]
 
     def _state(self) -> dict[str, Any]:
         return {"table": self.table, "resolutions": self.resolutions_}

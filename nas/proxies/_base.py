@@ -32,7 +32,7 @@ from nas._config import ConfigModel, validate
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError
 from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
-from nas.space import Architecture, SearchSpace, get_space
+from nas.space import ArchArrays, Architecture, SearchSpace, get_space
 from nas.train import BatchLoader, DataSplits, Preprocess
 
 __all__ = [
@@ -315,6 +315,17 @@ class Proxy(ABC):
     @abstractmethod
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         """Scores of ``archs`` (already parsed), higher = predicted better."""
+
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray] | None:
+        """A function scoring whole batches of ``space``'s architectures as arrays, in this
+        process, with no supernet, data or context: what a predictor or an analytic proxy
+        can do, and what lets a search run at predictor speed (no Ray actors). None (the
+        default) when the proxy needs a model.
+
+        Raises:
+            ConfigError: the proxy cannot score ``space`` at all.
+        """
+        return None
 
 
 # ---------------------------------------------------------------------- options

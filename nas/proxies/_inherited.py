@@ -13,14 +13,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
 from nas.errors import ConfigError
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
-from nas.space import Architecture
+from nas.space import ArchArrays, Architecture, SearchSpace
 
 __all__ = ["InheritedProxy", "PredictorProxy"]
 
@@ -77,25 +77,39 @@ class PredictorProxy(Proxy):
             self.needs_data = False  # type: ignore[misc]
             self.cacheable = False  # type: ignore[misc]
 
+    def _load(self, space: SearchSpace) -> Any:
+        """The saved predictor of ``path=``, checked against ``space``."""
+        from nas.proxies._predictors import load_accuracy_predictor
+
+        path = self.opts["path"]
+        model = load_accuracy_predictor(path)
+        if model.space not in (None, space.name):
+            raise ConfigError(f"accuracy predictor {path} is for space {model.space!r}"
+                              f", not {space.name!r}")
+        model.space = space.name
+        want = model.encoding_size()
+        if model.n_features_in_ != want:
+            raise ConfigError(
+                f"accuracy predictor {path} takes {model.n_features_in_} features, not "
+                f"the {want} of the {model.encoding} encoding (was it fitted with "
+                "zero-cost features? those cannot be used as a proxy)")
+        return model
+
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray] | None:
+        """A saved predictor (``path=``) scores arrays; one fitted on the fly needs the
+        supernet and data."""
+        if not self.opts["path"]:
+            return None
+        return self._load(space).predict  # type: ignore[no-any-return]
+
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
-        from nas.proxies._predictors import load_accuracy_predictor, make_accuracy_predictor
+        from nas.proxies._predictors import make_accuracy_predictor
 
         path = self.opts["path"]
         if path:
             key = ("accuracy_predictor", path)
             if key not in ctx._memo:
-                model = load_accuracy_predictor(path)
-                if model.space not in (None, ctx.space.name):
-                    raise ConfigError(f"accuracy predictor {path} is for space {model.space!r}"
-                                      f", not {ctx.space.name!r}")
-                model.space = ctx.space.name
-                want = model.encoding_size()
-                if model.n_features_in_ != want:
-                    raise ConfigError(
-                        f"accuracy predictor {path} takes {model.n_features_in_} features, not "
-                        f"the {want} of the {model.encoding} encoding (was it fitted with "
-                        "zero-cost features? those cannot be used as a proxy)")
-                ctx._memo[key] = model
+                ctx._memo[key] = self._load(ctx.space)
             return ctx._memo[key].predict(list(archs))  # type: ignore[no-any-return]
         train = ctx.space.sample_many(self.opts["n_train"], seed=self.opts["sample_seed"])
         y = InheritedProxy().score(train, ctx)

@@ -25,7 +25,7 @@ import io
 import pickle
 import re
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -338,6 +338,11 @@ class OFAImageNetProxy(Proxy):
             raise ConfigError(f"proxy {cls.name!r} predicts for space "
                               f"{', '.join(cls.spaces)} only (OFA's ImageNet predictor), "
                               f"not {space!r}")
+
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
+        self.check_space(space.name)
+        model = load_accuracy_predictor(shipped_accuracy_predictor_path())
+        return model.predict
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         self.check_space(ctx.space.name)

@@ -22,7 +22,7 @@ published; ``weights=inherited`` scores the subnet with the trained supernet's w
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
-from nas.space import Architecture
+from nas.space import ArchArrays, Architecture, SearchSpace
 
 __all__ = ["MacsProxy", "NaswotProxy", "ParamsProxy", "SynflowProxy", "ZicoProxy"]
 
@@ -45,6 +45,9 @@ class ParamsProxy(Proxy):
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         return ctx.space.costs(archs)["params"].astype(np.float64)
 
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
+        return lambda a: space.costs(a)["params"].astype(np.float64)
+
 
 @register_proxy
 class MacsProxy(Proxy):
@@ -54,6 +57,9 @@ class MacsProxy(Proxy):
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         return ctx.space.costs(archs)["macs"].astype(np.float64)
+
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
+        return lambda a: space.costs(a)["macs"].astype(np.float64)
 
 
 class _ZeroCost(Proxy):

@@ -25,6 +25,13 @@ if TYPE_CHECKING:
         run_search,
     )
     from nas.search._evolution import EvolutionSampler, nondomination_rank
+    from nas.search._fast import (
+        Specialization,
+        choose_engine,
+        run_predictor_search,
+        search_resolutions,
+        specialize,
+    )
     from nas.search._params import arch_from_params, distributions, params_from_arch
     from nas.search._pareto import hypervolume, pareto_mask
     from nas.search._results import (
@@ -47,6 +54,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "nas.search._driver": ["check_config", "load_latency_predictors", "make_sampler",
                                "run_search"],
         "nas.search._evolution": ["EvolutionSampler", "nondomination_rank"],
+        "nas.search._fast": ["Specialization", "choose_engine", "run_predictor_search",
+                             "search_resolutions", "specialize"],
         "nas.search._pareto": ["hypervolume", "pareto_mask"],
         "nas.search._params": ["arch_from_params", "distributions", "params_from_arch"],
         "nas.search._results": ["SearchResult", "TrialRecord", "load_results", "load_study",

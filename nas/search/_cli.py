@@ -54,7 +54,22 @@ ConstraintOpt = Annotated[list[str] | None, typer.Option(
     "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, macs=N.")]
 SamplerOpt = Annotated[str | None, typer.Option(
     help=f"Search strategy: {SAMPLERS.help(lambda c: c.description)}.")]
-NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", "-n", help="Trial budget.")]
+NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", "-n", help=(
+    "Trial budget (Ray engine); with the predictor engine, the trials stored: the front and "
+    "a sample of what was scored."))]
+EngineOpt = Annotated[str | None, typer.Option(
+    "--engine", help="auto (default): at predictor speed in this process when every objective "
+    "and constraint is a predictor (ofa-imagenet, predictor:path=FILE, latency, macs, params), "
+    "else on Ray; predictor or ray to insist.")]
+GenerationsOpt = Annotated[int | None, typer.Option(
+    "--generations", help="Predictor engine: generations of its NSGA-II (default 300).")]
+PopulationOpt = Annotated[int | None, typer.Option(
+    "--population", help="Population of the predictor engine (default 100) or of the nsga2 "
+                         "and evolution samplers (default 20).")]
+InterpolateOpt = Annotated[bool | None, typer.Option(
+    "--interpolate/--no-interpolate", help="On devices priced at a few resolutions only (a "
+    "lookup table, e.g. note10), also search the resolutions in between, priced by "
+    "interpolation (default: keep to the table's).")]
 AddressOpt = Annotated[str | None, typer.Option(
     help="Ray cluster address (default RAY_ADDRESS, else a local Ray).")]
 LatencyKindOpt = Annotated[str | None, typer.Option(
@@ -103,27 +118,41 @@ def search_cmd(
     address: AddressOpt = None,
     db: Annotated[str | None, typer.Option(help="Latency database URL or file.")] = None,
     latency_kind: LatencyKindOpt = None,
+    engine: EngineOpt = None,
+    generations: GenerationsOpt = None,
+    population: PopulationOpt = None,
+    interpolate: InterpolateOpt = None,
     resume: ResumeOpt = False,
     verify: VerifyOpt = 0,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Search the space for the accuracy/latency Pareto front (or the best subnet under a
-    budget), with an Optuna study driven here and subnets scored by Ray actors.
+    budget), stored as an Optuna study.
 
-    Starts Ray in-process unless --address or RAY_ADDRESS names a cluster. The study is
-    stored (journal file under runs/studies/ by default) and opens in optuna-dashboard;
-    `nas results --study NAME` prints the front again, `nas export --study NAME --pareto`
-    exports it.
+    Two engines, picked by themselves (and said on stderr): when every objective and
+    constraint is a predictor (e.g. --proxy ofa-imagenet with latency on note10), whole
+    generations are scored in this process by a vectorised NSGA-II, in about a second; when
+    the accuracy proxy needs the supernet (inherited, zero-cost), subnets are scored by Ray
+    actors (in-process Ray unless --address or RAY_ADDRESS names a cluster).
+
+    The study is stored (journal file under runs/studies/ by default) and opens in
+    optuna-dashboard; `nas results --study NAME` prints the front again, `nas report` draws
+    it, `nas export --study NAME --pareto` exports it.
     """
-    from nas.search import load_results, run_search, verify_trials
+    from nas.search import choose_engine, load_results, run_search, verify_trials
 
     cfg = _search_config(config, resume, dict(
         space=space, checkpoint=checkpoint, data=data, proxy=proxy, objectives=objective,
         constraints=_parse_constraints(constraint), sampler=sampler, n_trials=n_trials,
         workers=workers, batch_size=batch_size, seed=seed, study=study, storage=storage,
-        address=address, db=db, latency_kind=latency_kind,
+        address=address, db=db, latency_kind=latency_kind, engine=engine,
+        generations=generations, population=population, interpolate=interpolate,
     ))
+    chosen, why = choose_engine(cfg)
+    if not json_out:
+        where = "in this process" if chosen == "predictor" else "on Ray actors"
+        err_console.print(f"engine: {chosen} ({why}): scoring {where}")
     res = run_search(cfg, resume=resume, progress=progress and not json_out)
     if verify:
         verify_trials(res.study_name, res.storage, verify, progress=progress and not json_out)

@@ -204,7 +204,17 @@ class SearchConfig(ConfigModel):
         study: study name (default: derived from space, objectives and seed).
         storage: Optuna storage URL or journal file (default ``runs/studies/<study>.journal``).
         address: Ray cluster address (default: ``RAY_ADDRESS``, else a local Ray).
-        population: population size of ``nsga2`` and ``evolution``.
+        population: population size of ``nsga2`` and ``evolution`` (default 20) and of the
+            predictor engine's evolution (default 100).
+        engine: ``auto`` (the default) searches at predictor speed, in this process, when
+            every objective and constraint is a predictor (an accuracy predictor such as
+            ``ofa-imagenet``, latency predictors, MACs, params), and on Ray actors otherwise;
+            ``predictor`` insists on the first (an error says what needs a model), ``ray``
+            on the second (e.g. to use an Optuna sampler).
+        generations: generations of the predictor engine (``population`` subnets each).
+        interpolate: let a search that prices a device with a fixed set of resolutions (a
+            lookup table such as ``note10``) pick the space's resolutions in between, priced
+            by interpolation (``nas latency kinds``: ``table``).
     """
 
     what = "search config"
@@ -227,7 +237,10 @@ class SearchConfig(ConfigModel):
     study: str | None = None
     storage: str | None = None
     address: str | None = None
-    population: int = Field(default=20, ge=2, le=100_000)
+    population: int | None = Field(default=None, ge=2, le=100_000)
+    engine: Literal["auto", "predictor", "ray"] = "auto"
+    generations: int = Field(default=300, ge=1, le=100_000)
+    interpolate: bool = False
 
     @field_validator("objectives")
     @classmethod

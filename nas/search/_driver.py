@@ -114,18 +114,23 @@ def check_config(cfg: SearchConfig) -> None:
 
 
 def check_feasible(cfg: SearchConfig, space: SearchSpace, predictors: dict[str, Any],
-                   n_sample: int = 2000) -> None:
+                   n_sample: int = 2000, resolutions: list[int] | None = None) -> None:
     """Refuse at once a constraint that no subnet can meet.
 
     MACs and params are exact (their minimum is the smallest subnet). Latency is judged by
-    the predictor over the smallest subnet at every resolution plus ``n_sample`` random
-    subnets: when none is predicted within the budget, no search will find one.
+    the predictor over the smallest subnet at every resolution the search may pick
+    (``resolutions``, default the space's) plus ``n_sample`` random subnets at those: when
+    none is predicted within the budget, no search will find one.
     """
     if not cfg.constraints:
         return
-    archs = [space.smallest(r) for r in space.resolutions]
-    archs += space.sample_many(min(n_sample, space.size(True) - len(archs)), seed=0,
-                               unique=False)
+    from nas.search._evolve import GenomeCodec
+
+    res = list(resolutions or space.resolutions)
+    codec = GenomeCodec(space, res)
+    smallest = codec.encode(space.to_arrays([space.smallest(r) for r in res]))
+    archs = codec.decode(np.concatenate([smallest,
+                                         codec.random(n_sample, np.random.default_rng(0))]))
     costs = space.costs(archs)
     for key, bound in cfg.constraints.items():
         if key in ("macs", "params"):
@@ -192,14 +197,20 @@ class _Search:
                                           predictor_info=info)
         if self.resume:
             self._prepare(self.cfg)
+        from nas.search._fast import search_resolutions
+
         self.space: SearchSpace = get_space(self.cfg.space)
-        self.dists = distributions(self.space)
+        self.dists = distributions(self.space, search_resolutions(self.cfg, self.space))
         self.ledger: Ledger = load_ledger(self.cfg, self.study)
 
     def _prepare(self, cfg: SearchConfig) -> dict[str, Any]:
+        from nas.search._fast import search_resolutions
+
         check_config(cfg)
         self.predictors, info = load_latency_predictors(cfg)
-        check_feasible(cfg, get_space(cfg.space), self.predictors)
+        space = get_space(cfg.space)
+        check_feasible(cfg, space, self.predictors,
+                       resolutions=search_resolutions(cfg, space))
         return info
 
     def start_workers(self) -> None:
@@ -314,6 +325,10 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search until its trial budget is spent; returns the stored result.
 
+    The engine is chosen by :func:`~nas.search.choose_engine`: at predictor speed in this
+    process when every objective and constraint is a predictor
+    (:func:`~nas.search.run_predictor_search`), on Ray actors otherwise.
+
     Args:
         resume: continue the stored study ``cfg.study_name`` (see
             :func:`~nas.search._study.open_study`).
@@ -327,4 +342,9 @@ def run_search(
             space, an unreachable storage, a constraint no subnet can meet, a study name that
             exists (with other objectives, or without ``resume``).
     """
+    from nas.search._fast import choose_engine, run_predictor_search
+
+    if choose_engine(cfg)[0] == "predictor":
+        return run_predictor_search(cfg, resume=resume, progress=progress, stop=stop,
+                                    on_trial=on_trial)
     return _Search(cfg, resume=resume, progress=progress, stop=stop, on_trial=on_trial).run()

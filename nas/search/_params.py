@@ -37,9 +37,15 @@ def _slot(space: SearchSpace, j: int) -> str:
     return f"{j // space.max_depth + 1}.{j % space.max_depth + 1}"
 
 
-def distributions(space: SearchSpace) -> dict[str, BaseDistribution]:
-    """Parameter name -> distribution, in a fixed order."""
-    out: dict[str, BaseDistribution] = {"r": _dist(space.resolutions)}
+def distributions(space: SearchSpace, resolutions: Sequence[int] | None = None
+                  ) -> dict[str, BaseDistribution]:
+    """Parameter name -> distribution, in a fixed order.
+
+    Args:
+        resolutions: the resolutions a search may pick (default: the space's grid), e.g.
+            those a device's lookup table prices.
+    """
+    out: dict[str, BaseDistribution] = {"r": _dist(resolutions or space.resolutions)}
     for s in range(space.n_stages):
         out[f"d{s + 1}"] = _dist(space.depths)
     for j in range(space.n_layers):

@@ -102,7 +102,7 @@ class NSGA2(SearchSampler):
     def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
         from optuna.samplers import NSGAIISampler
 
-        return NSGAIISampler(seed=cfg.seed, population_size=cfg.population)
+        return NSGAIISampler(seed=cfg.seed, population_size=cfg.population or 20)
 
 
 @SAMPLERS.register
@@ -139,4 +139,4 @@ class Evolution(SearchSampler):
     def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
         from nas.search._evolution import EvolutionSampler
 
-        return EvolutionSampler(seed=cfg.seed, population=cfg.population)
+        return EvolutionSampler(seed=cfg.seed, population=cfg.population or 20)

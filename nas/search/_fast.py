@@ -1,0 +1,439 @@
+"""Searches at predictor speed: whole populations scored in one call, in this process.
+
+When every objective and constraint of a search is a predictor (an accuracy predictor such
+as ``ofa-imagenet``, latency predictors, MACs, params), a subnet costs microseconds to score
+and a Ray round trip per trial (11 to 25 ms) would be nearly all of the search. The
+predictor engine instead evolves genomes with vectorised NSGA-II
+(:mod:`nas.search._evolve`), scoring each generation with one call per predictor, and
+stores the result as a plain Optuna study: the feasible front and a bounded sample of what
+was scored (``n_trials`` trials in all, the front always whole), in the order they were
+scored, with the same trial attributes as a search on Ray. ``nas results``, ``nas report``,
+``nas export --study`` and optuna-dashboard read it as any other study.
+
+:func:`specialize` is the same search without storage, for answers in well under a second
+(``POST /specialize``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import optuna
+
+from nas.errors import ConfigError
+from nas.search._config import SearchConfig
+from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec
+from nas.search._params import distributions, params_from_arch
+from nas.search._results import SearchResult, open_storage, result_from_study
+from nas.space import ArchArrays, SearchSpace, get_space
+
+__all__ = ["PREDICTOR_POPULATION", "Scorer", "Specialization", "choose_engine",
+           "run_predictor_search", "search_resolutions", "specialize"]
+
+#: the predictor engine's population when the config sets none (Once-for-All's)
+PREDICTOR_POPULATION = 100
+#: the key of the study attribute that says how a predictor search ran
+ENGINE_KEY = "engine"
+
+
+# ---------------------------------------------------------------------- which engine
+def _needs_model(cfg: SearchConfig, space: SearchSpace) -> str | None:
+    """Why the search needs a model (a reason for Ray), or None when predictors do."""
+    if "accuracy" not in cfg.objectives:
+        return None
+    from nas.proxies import get_proxy
+
+    proxy = get_proxy(cfg.proxy)
+    if proxy.array_scorer(space) is None:
+        return f"proxy {cfg.proxy!r} scores subnets with a model"
+    return None
+
+
+def choose_engine(cfg: SearchConfig) -> tuple[str, str]:
+    """``("predictor" | "ray", why)`` for ``cfg`` (its ``engine`` field decides when set).
+
+    Raises:
+        ConfigError: ``engine: predictor`` for a search that needs a model.
+    """
+    space = get_space(cfg.space)
+    reason = _needs_model(cfg, space)
+    if cfg.engine == "ray":
+        return "ray", "engine 'ray' asked for"
+    if reason is None:
+        return "predictor", "every objective and constraint is a predictor"
+    if cfg.engine == "predictor":
+        raise ConfigError(f"engine = 'predictor': {reason}; use engine 'auto' or 'ray', or a "
+                          "predictor proxy (ofa-imagenet, predictor:path=FILE, macs, params)")
+    return "ray", reason
+
+
+def search_resolutions(cfg: SearchConfig, space: SearchSpace) -> list[int]:
+    """The resolutions a search may pick: the space's grid, narrowed to those every priced
+    device declares (``resolutions`` of its profile), or with ``interpolate`` to the
+    space's resolutions within each such device's range.
+
+    Raises:
+        ConfigError: no resolution is left.
+    """
+    from nas.devices import get_device
+
+    res = list(space.resolutions)
+    for dev in cfg.devices:
+        allowed = get_device(dev).resolutions
+        if not allowed:
+            continue
+        if cfg.interpolate:
+            res = [r for r in res if min(allowed) <= r <= max(allowed)]
+        else:
+            res = [r for r in res if r in allowed]
+        if not res:
+            how = (f"within {min(allowed)}..{max(allowed)}" if cfg.interpolate
+                   else f"among {sorted(allowed)}")
+            raise ConfigError(f"devices {', '.join(cfg.devices)}: no resolution of space "
+                              f"{space.name} is {how} (device {dev} prices only those)")
+    return res
+
+
+# ---------------------------------------------------------------------- scoring
+@dataclass
+class Scorer:
+    """Every metric of a search for batches of architectures, vectorised.
+
+    Attributes:
+        accuracy: the proxy's array scorer (None without an accuracy objective).
+        latency: the latency predictor per device.
+    """
+
+    cfg: SearchConfig
+    space: SearchSpace
+    accuracy: Callable[[ArchArrays], np.ndarray] | None
+    latency: dict[str, Any]
+    signs: np.ndarray = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.signs = np.array([-1.0 if o.direction == "maximize" else 1.0
+                               for o in self.cfg.objective_list])
+        self.bounds = [(k, float(b)) for k, b in self.cfg.constraints.items()]
+        keys = [*self.cfg.objectives, *self.cfg.constraints]
+        self.need_costs = any(k in ("macs", "params") for k in keys)
+
+    @classmethod
+    def build(cls, cfg: SearchConfig, predictors: Mapping[str, Any]) -> Scorer:
+        space = get_space(cfg.space)
+        acc = None
+        if "accuracy" in cfg.objectives:
+            from nas.proxies import get_proxy
+
+            acc = get_proxy(cfg.proxy).array_scorer(space)
+        lat = dict(predictors)
+        if cfg.interpolate:
+            for est in lat.values():
+                if "interpolate" in est.get_params(deep=False):
+                    est.set_params(interpolate=True)
+        return cls(cfg=cfg, space=space, accuracy=acc, latency=lat)
+
+    def metrics(self, a: ArchArrays) -> dict[str, np.ndarray]:
+        """``accuracy``, ``latency:<device>``, ``macs``, ``params`` (those the search uses)."""
+        out: dict[str, np.ndarray] = {}
+        if self.accuracy is not None:
+            out["accuracy"] = np.asarray(self.accuracy(a), np.float64)
+        for dev, est in self.latency.items():
+            out[f"latency:{dev}"] = np.asarray(est.predict(a), np.float64)
+        if self.need_costs:
+            costs = self.space.costs(a)
+            out["macs"] = costs["macs"].astype(np.float64)
+            out["params"] = costs["params"].astype(np.float64)
+        return out
+
+    def objectives_and_violation(self, m: Mapping[str, np.ndarray]
+                                 ) -> tuple[np.ndarray, np.ndarray]:
+        """Objectives to minimise ``(n, k)`` and total relative violation ``(n,)``."""
+        F = np.column_stack([m[k] for k in self.cfg.objectives]) * self.signs
+        V = np.zeros(len(F))
+        for key, bound in self.bounds:
+            V += np.maximum(0.0, (m[key] - bound) / bound)
+        if not np.all(np.isfinite(F)):
+            bad = [k for k in self.cfg.objectives if not np.all(np.isfinite(m[k]))]
+            raise ConfigError(f"the predictor of {bad[0]} gave a non-finite value")
+        return F, V
+
+
+def _initial(codec: GenomeCodec, space: SearchSpace) -> np.ndarray:
+    """The smallest and the largest subnet at every resolution (a tight budget has a
+    feasible parent at once; a loose one a strong one)."""
+    rows = []
+    for r in codec.resolutions.tolist():
+        rows += [space.smallest(int(r)), space.largest(int(r))]
+    return codec.encode(space.to_arrays(rows))
+
+
+def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: bool,
+            stop: threading.Event | None = None,
+            on_trial: Callable[[int], None] | None = None) -> tuple[EvolutionResult, float]:
+    """Run the evolution; returns it and its wall time in seconds."""
+    from nas._term import progress_bar
+
+    def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return scorer.objectives_and_violation(scorer.metrics(codec.decode(X)))
+
+    evo = Evolution(codec, evaluate, population=cfg.population or PREDICTOR_POPULATION,
+                    seed=cfg.seed, initial=_initial(codec, scorer.space))
+    first = cfg.objective_list[0]
+    t0 = time.perf_counter()
+    label = f"search {cfg.study_name} (predictor engine)"
+    with _one_torch_thread(), progress_bar(
+            label, cfg.generations, enabled=progress, fields={"best": "-"},
+            field_format=f"best {first.name} {{task.fields[best]}}") as advance:
+        def on_generation(g: int, F: np.ndarray, V: np.ndarray) -> None:
+            if stop is not None and stop.is_set():
+                raise _Stopped
+            if on_trial is not None:
+                on_trial(g)
+            if progress:
+                ok = V <= 0
+                advance(best=f"{scorer.signs[0] * F[ok, 0].min():.4g}" if ok.any() else "-")
+
+        try:
+            res = evo.run(cfg.generations, on_generation)
+        except _Stopped:
+            res = evo.result()
+    return res, time.perf_counter() - t0
+
+
+@contextlib.contextmanager
+def _one_torch_thread() -> Iterator[None]:
+    """Torch on one thread while predictors score generations: their matrices are small
+    (a generation of 100), and a second thread only waits for the first (on this 2-core
+    machine, the OFA predictor took 7.4 s on two threads for what one does in 0.9 s)."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class _Stopped(Exception):
+    """Raised inside the evolution when ``stop`` is set."""
+
+
+# ---------------------------------------------------------------------- storing
+def _stored_indices(res: EvolutionResult, n_trials: int, seed: int) -> np.ndarray:
+    """The front, then a uniform sample of the rest, up to ``n_trials`` in all (the front
+    always whole), in the order they were scored."""
+    front = res.front()
+    rest = np.setdiff1d(np.arange(res.n_scored), front)
+    room = max(0, n_trials - len(front))
+    sample = np.random.default_rng(seed).choice(rest, size=min(room, len(rest)),
+                                                replace=False)
+    return np.sort(np.concatenate([front, sample]).astype(np.int64))
+
+
+def _trials(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
+            idx: np.ndarray) -> list[optuna.trial.FrozenTrial]:
+    """The stored subnets as completed Optuna trials, with the attributes of a Ray search."""
+    space = scorer.space
+    a = codec.decode(res.X[idx])
+    m = scorer.metrics(a)
+    costs = space.costs(a)
+    dists = distributions(space, codec.resolutions.tolist())
+    out = []
+    for row, i in enumerate(idx.tolist()):
+        arch = _arch(space, a, row)
+        lat = {dev: float(m[f"latency:{dev}"][row]) for dev in scorer.latency}
+        ua: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
+                              "macs": int(costs["macs"][row]),
+                              "params": int(costs["params"][row]), "scored_index": int(i)}
+        if "accuracy" in m:
+            ua["accuracy"] = float(m["accuracy"][row])
+        if lat:
+            ua["latency_ms"] = lat
+        cons = {k: (float(m[k][row]) - b) / b for k, b in scorer.bounds}
+        out.append(optuna.trial.create_trial(
+            params=params_from_arch(space, arch), distributions=dists,
+            values=[float(m[k][row]) for k in cfg.objectives], user_attrs=ua,
+            constraints=cons or None))
+    return out
+
+
+def _arch(space: SearchSpace, a: ArchArrays, row: int) -> Any:
+    """Row ``row`` of ``a`` as a canonical architecture (the values of layers that do not
+    run are the space's smallest choices, as the canonical form has them)."""
+    ks = np.where(a.ks[row] > 0, a.ks[row], min(space.kernel_sizes))
+    e = np.where(a.e[row] > 0, a.e[row], min(space.expand_ratios))
+    return space.arch(ks=ks.tolist(), e=e.tolist(), d=a.d[row].tolist(), r=int(a.r[row]))
+
+
+# ---------------------------------------------------------------------- the two entry points
+def _prepare(cfg: SearchConfig) -> tuple[Scorer, GenomeCodec, dict[str, Any]]:
+    """Check ``cfg``, load its predictors, and refuse a constraint no subnet can meet."""
+    from nas.search._driver import check_config, check_feasible, load_latency_predictors
+
+    check_config(cfg)
+    space = get_space(cfg.space)
+    resolutions = search_resolutions(cfg, space)
+    predictors, info = load_latency_predictors(cfg)
+    scorer = Scorer.build(cfg, predictors)
+    check_feasible(cfg, space, scorer.latency, resolutions=resolutions)
+    return scorer, GenomeCodec(space, resolutions), info
+
+
+def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: bool = True,
+                         stop: threading.Event | None = None,
+                         on_trial: Callable[[int, int], None] | None = None) -> SearchResult:
+    """Run a search whose every objective is a predictor in this process, and store it.
+
+    ``on_trial(done, total)`` is called after each generation (``done`` generations of
+    ``total``). A study that already holds this search's trials is returned as it is with
+    ``resume`` (the search runs in one go: there is nothing to continue); one created but
+    left empty by a killed run is searched again from its seed.
+
+    Raises:
+        ConfigError: as :func:`~nas.search.run_search`.
+    """
+    from nas.search._study import open_study
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    info: dict[str, Any] = {}
+    if not resume:
+        scorer, codec, info = _prepare(cfg)
+    storage = open_storage(cfg.storage_url)
+    study, cfg = open_study(cfg, storage, resume=resume, predictor_info=info)
+    if resume:
+        if study.get_trials(deepcopy=False):
+            return result_from_study(study, cfg.storage_url)
+        scorer, codec, _ = _prepare(cfg)
+    gens = cfg.generations
+
+    def report(g: int) -> None:
+        if on_trial is not None:
+            on_trial(g, gens)
+
+    res, seconds = _evolve(cfg, scorer, codec, progress=progress, stop=stop, on_trial=report)
+    idx = _stored_indices(res, cfg.n_trials, cfg.seed)
+    study.add_trials(_trials(cfg, scorer, codec, res, idx))
+    study.set_user_attr(ENGINE_KEY, {
+        "engine": "predictor", "algorithm": "NSGA-II (nas.search._evolve)",
+        "population": cfg.population or PREDICTOR_POPULATION, "generations": res.generations,
+        "scored": res.n_scored, "stored": len(idx), "seconds": round(seconds, 4),
+        "resolutions": codec.resolutions.tolist(),
+    })
+    return result_from_study(study, cfg.storage_url)
+
+
+@dataclass
+class Specialization:
+    """What :func:`specialize` found.
+
+    Attributes:
+        front: the feasible Pareto front (one subnet with one objective), best first by the
+            first objective: dicts with ``arch``, ``arch_hash``, ``accuracy``,
+            ``latency_ms`` per device, ``macs``, ``params``.
+        best: per budget (``"latency:note10<=20"``), the best subnet of the front within it
+            by the first objective (None when none is).
+        n_scored: distinct subnets scored; seconds: wall time of the search.
+    """
+
+    space: str
+    objectives: list[str]
+    constraints: dict[str, float]
+    front: list[dict[str, Any]]
+    best: dict[str, dict[str, Any] | None]
+    n_scored: int
+    generations: int
+    population: int
+    seconds: float
+    resolutions: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _budget_key(key: str, bound: float) -> str:
+    return f"{key}<={bound:g}"
+
+
+def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
+               constraints: Mapping[str, float] | None = None,
+               budgets: Mapping[str, Sequence[float]] | None = None,
+               proxy: str = "ofa-imagenet", seed: int = 0, population: int | None = None,
+               generations: int = 300, db: str | None = None,
+               latency_kind: str | None = None, interpolate: bool = False) -> Specialization:
+    """Search ``space`` at predictor speed and return the front, storing nothing.
+
+    Example:
+        >>> res = specialize("ofa_mbv3", objectives=["accuracy", "latency:note10"],
+        ...                  constraints={"latency:note10": 40}, budgets={"latency:note10":
+        ...                  [15, 20, 30]})
+        >>> res.best["latency:note10<=20"]["arch"]
+
+    Args:
+        budgets: extra upper bounds at which to pick the best subnet of the front (the
+            constraints' bounds are always among them).
+
+    Raises:
+        ConfigError: a bad argument (one line naming it), an objective that needs a model,
+            a constraint no subnet can meet.
+    """
+    from nas._config import validate
+
+    cfg = validate(SearchConfig, {
+        "space": space, "proxy": proxy, "objectives": list(objectives),
+        "constraints": dict(constraints or {}), "seed": seed, "population": population,
+        "generations": generations, "db": db, "latency_kind": latency_kind,
+        "interpolate": interpolate, "engine": "predictor", "study": "specialize",
+    }, where="specialize")
+    choose_engine(cfg)
+    scorer, codec, _ = _prepare(cfg)
+    levels: dict[str, list[float]] = {k: [b] for k, b in cfg.constraints.items()}
+    for key, values in (budgets or {}).items():
+        if key not in [*cfg.objectives, *cfg.constraints] or key == "accuracy":
+            raise ConfigError(f"budgets: {key!r} is not a latency, macs or params objective "
+                              "or constraint of this search")
+        for v in values:
+            if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
+                raise ConfigError(f"budgets.{key} = {v!r}: must be a number > 0")
+        levels.setdefault(key, []).extend(float(v) for v in values)
+    res, seconds = _evolve(cfg, scorer, codec, progress=False)
+    idx = res.front()
+    a = codec.decode(res.X[idx])
+    m = scorer.metrics(a)
+    costs = scorer.space.costs(a)
+    front = []
+    for row in range(len(idx)):
+        arch = _arch(scorer.space, a, row)
+        item: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
+                                "macs": int(costs["macs"][row]),
+                                "params": int(costs["params"][row]),
+                                "latency_ms": {d: float(m[f"latency:{d}"][row])
+                                               for d in scorer.latency}}
+        if "accuracy" in m:
+            item["accuracy"] = float(m["accuracy"][row])
+        front.append(item)
+    first = cfg.objective_list[0]
+    sign = -1.0 if first.direction == "maximize" else 1.0
+    best: dict[str, dict[str, Any] | None] = {}
+    for key, values in levels.items():
+        vals = m[key]
+        for b in sorted(set(values)):
+            ok = np.flatnonzero(vals <= b)
+            best[_budget_key(key, b)] = (
+                front[int(ok[np.argmin(sign * m[first.name][ok])])] if len(ok) else None)
+    return Specialization(
+        space=cfg.space, objectives=list(cfg.objectives), constraints=dict(cfg.constraints),
+        front=front, best=best, n_scored=res.n_scored, generations=res.generations,
+        population=cfg.population or PREDICTOR_POPULATION, seconds=round(seconds, 4),
+        resolutions=codec.resolutions.tolist())
