@@ -214,7 +214,9 @@ def export_subnet(
     from safetensors.torch import save_file
 
     space = supernet.space
-    canon: Architecture = space.parse(arch)
+    # the resolution is a deployment choice: a published subnet fine-tuned off the search
+    # grid (OFA's at 260, say) exports at its own size
+    canon: Architecture = space.parse(arch, off_grid=True)
     _clean_stale(_normalise(Path(out)))  # first: it may put back an export a kill took away
     out = _check_out(Path(out), overwrite)
     created = _make_parent(out.parent)
@@ -361,7 +363,7 @@ def load_export(folder: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     folder = Path(folder)
     manifest = _read_manifest(folder)
     skeleton = OFASupernet(manifest["space"])
-    arch = skeleton.space.parse(manifest["arch"])
+    arch = skeleton.space.parse(manifest["arch"], off_grid=True)
     if arch.r != manifest["resolution"]:
         raise ExportError(f"{folder / MANIFEST_FILE}: resolution {manifest['resolution']} is "
                           f"not the arch's r={arch.r}")

@@ -196,8 +196,9 @@ def _columns(sp: SearchSpace, ks: np.ndarray) -> _Columns:
                       ("stem", "stem_area"), ("head", "head_area"), ("one", "const")):
         c.agg[key] = c.add(name, "aggregate")
     # Stage splits: how the cost of the same work differs with the tensor shapes of a stage.
-    # (stage-major, so that the features a slot can touch are two contiguous runs)
-    for s in range(sp.n_stages):
+    # (stage-major, so that the features a slot can touch are two contiguous runs; every
+    # stage of the spec, a fixed-depth last one included)
+    for s in range(len(sp.spec.stages)):
         cols = {"exp": c.add(f"s{s}_expand_macs", "stage"),
                 "proj": c.add(f"s{s}_project_macs", "stage")}
         c.stage_dw.append({int(k): c.add(f"s{s}_dw{k}_macs", "stage") for k in ks})
@@ -249,7 +250,8 @@ def _layer_features(space_name: str) -> LayerFeatures:
     scale = 1e-6  # MACs and elements in millions keep the solvers well conditioned
     hw0 = _conv_out(res, spec.stem.stride)
     stage_in = _conv_out(hw0, spec.first_block.stride)
-    for j, (s, i, cin, cout, stride, se) in enumerate(sp.layer_plan):
+    plan = sp.layer_plan
+    for j, (s, i, cin, cout, stride, se) in enumerate(plan):
         if i == 0:
             stage_out = _conv_out(stage_in, stride)
         hw = stage_in if i == 0 else stage_out
@@ -268,7 +270,7 @@ def _layer_features(space_name: str) -> LayerFeatures:
                 se_macs = 2 * mid * sp.se_channels(mid) * scale if se else 0.0
                 macs_layer[:, j, ki, ei] = work["exp"] + work["proj"] + work["dw"] + se_macs
                 _fill_layer(layer[:, j, ki, ei], c, s, j, int(k), work, se)
-        if i == sp.max_depth - 1:
+        if j + 1 == len(plan) or plan[j + 1][1] == 0:  # the stage's last slot
             stage_in = stage_out
     fixed[:, c.agg["stem"]] = hw0**2 * scale
     fixed[:, c.agg["head"]] = stage_in**2 * scale

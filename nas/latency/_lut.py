@@ -84,8 +84,8 @@ def lut_keys(space: str | SearchSpace, resolutions: Sequence[int]) -> dict[str, 
 
 
 def _last_hw(sp: SearchSpace, lf: LayerFeatures, ri: int) -> int:
-    stride = sp.layer_plan[-1][4] if sp.max_depth == 1 else 1
-    return int(_conv_out(lf.hw_in[ri, -1], stride))
+    # the last slot's stride, whether or not it is its stage's first layer (it is 1 else)
+    return int(_conv_out(lf.hw_in[ri, -1], sp.layer_plan[-1][4]))
 
 
 def _module(space: SearchSpace, spec_entry: dict[str, Any]) -> Any:
@@ -106,11 +106,19 @@ def _module(space: SearchSpace, spec_entry: dict[str, Any]) -> Any:
                    space.se_channels(c0) if fb.se else None, has_expand=False),
         )
     if part == "head":
+        head, last = sp.head, sp.stages[-1].channels
+        if head.final_expand is None:  # ProxylessNAS: feature mix (conv + BN) before pooling
+            return nn.Sequential(
+                conv_bn_act(last, head.feature_mix, 1, 1, head.act),
+                nn.AdaptiveAvgPool2d(1), nn.Flatten(1),
+                nn.Linear(head.feature_mix, sp.num_classes),
+            )
+        act = {"relu": nn.ReLU, "relu6": nn.ReLU6, "h_swish": nn.Hardswish}[head.act]
         return nn.Sequential(
-            conv_bn_act(sp.stages[-1].channels, sp.head.final_expand, 1, 1, "h_swish"),
+            conv_bn_act(last, head.final_expand, 1, 1, head.act),
             nn.AdaptiveAvgPool2d(1),
-            nn.Conv2d(sp.head.final_expand, sp.head.feature_mix, 1, bias=False),
-            nn.Hardswish(), nn.Flatten(1), nn.Linear(sp.head.feature_mix, sp.num_classes),
+            nn.Conv2d(head.final_expand, head.feature_mix, 1, bias=False),
+            act(), nn.Flatten(1), nn.Linear(head.feature_mix, sp.num_classes),
         )
     return MBConv(spec_entry["cin"], spec_entry["mid"], spec_entry["cout"], spec_entry["k"],
                   spec_entry["stride"], spec_entry["act"], spec_entry["se_mid"] or None)

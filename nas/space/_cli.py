@@ -82,9 +82,12 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
                   s.first_block.act, "yes" if s.first_block.se else "-", "1")
     for i, st in enumerate(s.stages, 1):
         table.add_row(str(i), str(st.channels), str(st.stride), st.act,
-                      "yes" if st.se else "-", "/".join(map(str, sp.depths)))
-    table.add_row("head", f"{s.head.final_expand} -> {s.head.feature_mix} -> {s.num_classes}",
-                  "", "h_swish", "", "")
+                      "yes" if st.se else "-",
+                      f"{st.depth} (fixed)" if st.depth else "/".join(map(str, sp.depths)))
+    h = s.head
+    widths = (f"{h.feature_mix} (before pooling) -> {s.num_classes}" if h.final_expand is None
+              else f"{h.final_expand} -> {h.feature_mix} -> {s.num_classes}")
+    table.add_row("head", widths, "", h.act, "", "")
     console.print(table)
     for label, key in (("largest", "largest"), ("smallest", "smallest")):
         row = info[key]
@@ -144,7 +147,7 @@ def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None
     console.print(f"[bold]{sp.name}[/bold] arch {a.hash}  r={a.r}  "
                   f"{info['macs'] / 1e6:.2f}M MACs  {info['params'] / 1e6:.3f}M params")
     table = Table("stage", "depth", "kernels", "expands", "MACs (M)", "params (K)")
-    for s, depth in enumerate(a.d):
+    for s, depth in enumerate(sp.stage_depths(a)):
         sl = slice(s * sp.max_depth, s * sp.max_depth + depth)
         table.add_row(str(s + 1), str(depth), " ".join(map(str, a.ks[sl])),
                       " ".join(map(str, a.e[sl])), f"{info['stage_macs'][s] / 1e6:.2f}",
@@ -165,9 +168,9 @@ def arch_from_ofa(
 ) -> None:
     """Convert a subnet Once-for-All specialized (net.config + run.config) into an architecture.
 
-    MobileNetV3 configs convert to ofa_mbv3 (w1.0) or ofa_mbv3_w12 (w1.2); ProxylessNAS ones
-    are refused (not supported yet). A resolution off the space's search grid is kept: it is
-    the size the subnet was fine-tuned at.
+    MobileNetV3 configs convert to ofa_mbv3 (w1.0) or ofa_mbv3_w12 (w1.2), ProxylessNAS ones
+    to ofa_proxyless (w1.3; other widths are refused). A resolution off the space's search
+    grid is kept: it is the size the subnet was fine-tuned at.
     """
     from nas._io import atomic_write
     from nas.space import get_space, read_ofa_subnet

@@ -2,13 +2,13 @@
 
 OFA publishes 50 subnets it specialized for devices (``han-cai/files``, folder
 ``ofa/ofa_specialized/<name>/``, MIT licence with OFA's code) as full network configs: OFA's
-``MobileNetV3`` JSON (every block with its kernel, expand ratio, channels, stride,
-activation and squeeze-excite) and ``run.config`` with the ``image_size`` it was fine-tuned at.
-:func:`arch_from_ofa_config` reads such a config back into ``{ks, e, d, r}`` of the space whose
-network it is (``ofa_mbv3``: stem 16, final expand 960; ``ofa_mbv3_w12``: stem 24, 1152),
-checking every block against the space. The resolution is a deployment choice: one off the
-space's search grid is kept (``parse(off_grid=True)``). ProxylessNAS configs (OFA's third
-supernet) are refused: that space is not supported yet.
+``MobileNetV3`` or ``ProxylessNASNets`` JSON (every block with its kernel, expand ratio,
+channels, stride, activation and squeeze-excite) and ``run.config`` with the ``image_size``
+it was fine-tuned at. :func:`arch_from_ofa_config` reads such a config back into
+``{ks, e, d, r}`` of the space whose network it is (``ofa_mbv3``: stem 16, final expand 960;
+``ofa_mbv3_w12``: stem 24, 1152; ``ofa_proxyless``: stem 40, feature mix 1664, the
+ProxylessNAS space at width 1.3), checking every block against the space. The resolution is a
+deployment choice: one off the space's search grid is kept (``parse(off_grid=True)``).
 """
 
 from __future__ import annotations
@@ -40,34 +40,48 @@ def _int(obj: Any, key: str, where: str) -> int:
 
 
 def _space_of(cfg: dict[str, Any], where: str) -> SearchSpace:
+    """The ImageNet space of OFA's layout ``cfg["name"]`` with the config's stem and head
+    widths."""
+    proxyless = cfg["name"] == "ProxylessNASNets"
+    head_layer = "feature_mix_layer" if proxyless else "final_expand_layer"
     stem = _int(_get(cfg, "first_conv", where), "out_channels", f"{where} first_conv")
-    head = _int(_get(cfg, "final_expand_layer", where), "out_channels",
-                f"{where} final_expand_layer")
-    known = []
+    head = _int(_get(cfg, head_layer, where), "out_channels", f"{where} {head_layer}")
+    known: list[tuple[str, int, int]] = []
     for name in list_spaces():
         sp = get_space(name)
-        if sp.n_stages == 5 and sp.spec.num_classes == 1000:
-            known.append(f"{name}: {sp.spec.stem.channels}/{sp.spec.head.final_expand}")
-            if (sp.spec.stem.channels, sp.spec.head.final_expand) == (stem, head):
-                return sp
-    raise ArchitectureError(f"{where}: first_conv.out_channels/final_expand_layer.out_channels "
-                            f"= {stem}/{head}: matches no space ({'; '.join(known)})")
+        h = sp.spec.head
+        if sp.spec.num_classes != 1000 or h.feature_mix_before_pool != proxyless:
+            continue
+        width = h.feature_mix if proxyless else h.final_expand
+        assert width is not None
+        known.append((name, sp.spec.stem.channels, width))
+        if (sp.spec.stem.channels, width) == (stem, head):
+            return sp
+    if proxyless and len(known) == 1:  # name the field that differs
+        name, want_stem, want_head = known[0]
+        field, got, want = (("first_conv", stem, want_stem) if stem != want_stem
+                            else (head_layer, head, want_head))
+        raise ArchitectureError(f"{where}: {field}.out_channels = {got}: space {name} (OFA's "
+                                f"ProxylessNAS at width 1.3) has {want}; other widths are not "
+                                "supported")
+    spaces = "; ".join(f"{n}: {a}/{b}" for n, a, b in known)
+    raise ArchitectureError(f"{where}: first_conv.out_channels/{head_layer}.out_channels "
+                            f"= {stem}/{head}: matches no space ({spaces})")
 
 
 def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
                          where: str = "net.config") -> Architecture:
-    """The architecture of an OFA ``MobileNetV3`` network config at ``image_size``.
+    """The architecture of an OFA ``MobileNetV3`` or ``ProxylessNASNets`` network config at
+    ``image_size``.
 
     Raises:
-        ArchitectureError: one line naming the field: a ProxylessNAS config (not supported
-            yet), a network of no registered space, or a block the space cannot hold.
+        ArchitectureError: one line naming the field: a network of no registered space (a
+            ProxylessNAS width other than 1.3, say), or a block the space cannot hold.
     """
     name = _get(net_config, "name", where)
-    if name == "ProxylessNASNets":
-        raise ArchitectureError(f"{where}: name = 'ProxylessNASNets': OFA's ProxylessNAS space "
-                                "(ofa_proxyless) is not supported yet; MobileNetV3 configs are")
-    if name != "MobileNetV3":
-        raise ArchitectureError(f"{where}: name = {name!r}: must be 'MobileNetV3'")
+    if name not in ("MobileNetV3", "ProxylessNASNets"):
+        raise ArchitectureError(f"{where}: name = {name!r}: must be 'MobileNetV3' or "
+                                "'ProxylessNASNets'")
     sp = _space_of(net_config, where)
     spec = sp.spec
     blocks = _get(net_config, "blocks", where)
@@ -89,6 +103,7 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
     j = 1
     cin = spec.first_block.channels
     for s, st in enumerate(spec.stages):
+        allowed, most = ((st.depth,), st.depth) if st.depth else (sp.depths, sp.max_depth)
         depth = 0
         while j < len(convs) and convs[j].get("out_channels") == st.channels:
             at = f"{where} blocks[{j}]"
@@ -104,9 +119,8 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
                     f"{at}: act_func/use_se = {c.get('act_func')}/{c.get('use_se')}: stage "
                     f"{s + 1} of space {sp.name} has {st.act}/{st.se}")
             k, x = _int(c, "kernel_size", at), c.get("expand_ratio")
-            if depth >= sp.max_depth:
-                raise ArchitectureError(f"{at}: stage {s + 1} has more than {sp.max_depth} "
-                                        "blocks")
+            if depth >= most:
+                raise ArchitectureError(f"{at}: stage {s + 1} has more than {most} blocks")
             if k not in sp.kernel_sizes:
                 raise ArchitectureError(f"{at}: kernel_size = {k}: must be one of "
                                         f"{list(sp.kernel_sizes)}")
@@ -121,10 +135,11 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
             ks[s * sp.max_depth + depth], e[s * sp.max_depth + depth] = k, x
             depth += 1
             j += 1
-        if depth not in sp.depths:
+        if depth not in allowed:
             raise ArchitectureError(f"{where}: stage {s + 1} ({st.channels} channels) has "
-                                    f"{depth} blocks: must be one of {list(sp.depths)}")
-        d.append(depth)
+                                    f"{depth} blocks: must be one of {list(allowed)}")
+        if st.depth is None:  # a fixed-depth stage has no entry in d
+            d.append(depth)
         cin = st.channels
     if j != len(convs):
         raise ArchitectureError(f"{where}: blocks[{j}].out_channels = "

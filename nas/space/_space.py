@@ -223,7 +223,7 @@ class SearchSpace:
         d = self._depths(raw["d"])
         r = raw["r"]
         lo, hi = OFF_GRID_RESOLUTIONS
-        if off_grid and _is_int(r) and not lo <= r <= hi:
+        if off_grid and _is_int(r) and r not in self.resolutions and not lo <= r <= hi:
             raise ArchitectureError(f"r must be an int in [{lo}, {hi}] (off the search grid "
                                     f"of space {self.name}), got {r!r}")
         if not _is_int(r) or (r not in self.resolutions and not off_grid):
@@ -535,10 +535,11 @@ class SearchSpace:
                 "stage_macs": stage_macs, "stage_params": stage_params}
 
     def macs(self, arch: Architecture) -> int:
-        return int(self.costs([self.parse(arch)])["macs"][0])
+        """MACs of ``arch`` (at its resolution, on the search grid or not)."""
+        return int(self.costs([self.parse(arch, off_grid=True)])["macs"][0])
 
     def params(self, arch: Architecture) -> int:
-        return int(self.costs([self.parse(arch)])["params"][0])
+        return int(self.costs([self.parse(arch, off_grid=True)])["params"][0])
 
 
 def _conv_out_arr(size: np.ndarray, stride: int) -> np.ndarray:

@@ -129,8 +129,10 @@ class OFASupernet(nn.Module):
 
         The result has no elastic code: plain Conv2d, BatchNorm2d, Linear and activations,
         ready for ``torch.onnx.export``. It is in the same train/eval mode as the supernet.
+        ``arch`` may have a resolution off the search grid (a deployment choice: the subnet
+        runs at any input size).
         """
-        arch = self.active_arch if arch is None else self.space.parse(arch)
+        arch = self.active_arch if arch is None else self.space.parse(arch, off_grid=True)
         md = self.space.max_depth
         blocks: list[nn.Module] = [copy.deepcopy(self.first_block)]
         for s, depth in enumerate(self.space.stage_depths(arch)):

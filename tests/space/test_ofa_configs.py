@@ -1,16 +1,19 @@
-"""OFA's published specialized subnets (net.config + run.config) convert to architectures."""
+"""OFA's published specialized subnets (net.config + run.config) convert to architectures,
+and export."""
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
 from pathlib import Path
 
 import pytest
+import torch
 
 from nas.errors import ArchitectureError
-from nas.space import arch_from_ofa_config, get_space, read_ofa_subnet
+from nas.space import Architecture, arch_from_ofa_config, get_space, read_ofa_subnet
 
 SPECIALIZED = Path(__file__).resolve().parents[3] / "shared" / "ofa" / "ofa_specialized"
 FOLDERS = sorted(SPECIALIZED.iterdir()) if SPECIALIZED.is_dir() else []
@@ -22,34 +25,90 @@ def _name(cfg_dir: Path) -> str:
 
 
 @needs_files
-def test_the_34_mobilenetv3_configs_convert_and_the_16_proxylessnas_are_refused() -> None:
-    done, refused = [], []
+def test_all_50_published_configs_convert() -> None:
+    done: dict[str, list[Architecture]] = {"MobileNetV3": [], "ProxylessNASNets": []}
     for folder in FOLDERS:
-        if _name(folder) == "ProxylessNASNets":
-            with pytest.raises(ArchitectureError, match=r"ofa_proxyless.*not supported yet"):
-                read_ofa_subnet(folder)
-            refused.append(folder)
-            continue
         a = read_ofa_subnet(folder)
         sp = get_space(a.space)
         cfg = json.loads((folder / "net.config").read_text())
         r = json.loads((folder / "run.config").read_text())["image_size"]
-        assert a.r == r and sum(a.d) == len(cfg["blocks"]) - 1
+        assert a.r == r and len(a.active_layers()) == len(cfg["blocks"]) - 1
         assert [(k, x) for _s, _i, k, x in a.active_layers()] == [
             (b["mobile_inverted_conv"]["kernel_size"], b["mobile_inverted_conv"]["expand_ratio"])
             for b in cfg["blocks"][1:]]
+        # the stage of every block: its width is the stage's
+        assert [sp.spec.stages[s].channels for s, _i, _k, _x in a.active_layers()] == [
+            b["mobile_inverted_conv"]["out_channels"] for b in cfg["blocks"][1:]]
         # priced without a model: the FLOPs budgets OFA published are our MACs
         macs = int(sp.costs([a])["macs"][0])
         m = re.match(r"flops-(\d+)M", folder.name)
         if m:
             assert round(macs / 1e6) == int(m.group(1))
-        done.append(a)
+        done[cfg["name"]].append(a)
     # (OFA publishes 34 + 16, not the 30 + 20 its folder README says)
-    assert len(done) == 34 and len(refused) == 16
-    spaces = {a.space for a in done}
-    assert spaces == {"ofa_mbv3", "ofa_mbv3_w12"}
-    off = [a for a in done if a.r not in get_space(a.space).resolutions]
+    assert len(done["MobileNetV3"]) == 34 and len(done["ProxylessNASNets"]) == 16
+    assert {a.space for a in done["MobileNetV3"]} == {"ofa_mbv3", "ofa_mbv3_w12"}
+    assert {a.space for a in done["ProxylessNASNets"]} == {"ofa_proxyless"}
+    assert all(len(a.d) == 5 and len(a.ks) == 21 for a in done["ProxylessNASNets"])
+    off = [a for v in done.values() for a in v if a.r not in get_space(a.space).resolutions]
     assert sorted(a.r for a in off) == [228, 236, 240, 260]
+
+
+@pytest.fixture(scope="module")
+def supernets() -> dict[str, object]:
+    """One random-weight, calibrated supernet per OFA space (order-1 logits, so that a
+    verification compares something)."""
+    from nas.supernet import OFASupernet
+
+    nets = {}
+    for i, name in enumerate(("ofa_mbv3", "ofa_mbv3_w12", "ofa_proxyless")):
+        torch.manual_seed(i)
+        net = OFASupernet(name)
+        net.calibrate_random(n_batches=1, batch_size=2)
+        nets[name] = net.eval()
+    return nets
+
+
+#: set to 1 to export every published subnet to ONNX (46 distinct: ~22 s of CPU, ~0.45 s a
+#: subnet, nearly all of it torch.onnx.export's TorchScript passes, whatever the resolution);
+#: by default the representative ones (:func:`_representative`) are
+ALL_EXPORTS = os.environ.get("NAS_TEST_ALL_OFA_EXPORTS") == "1"
+
+
+def _representative(archs: list[Architecture]) -> list[Architecture]:
+    """The shallowest and deepest ProxylessNAS subnets, the shallowest MobileNetV3 one and
+    one fine-tuned off the search grid (ofa_mbv3_w12 at 260; what the other off-grid ones
+    add is their input size, which changes no code path)."""
+    def depth(a: Architecture) -> tuple[int, int]:
+        return len(a.active_layers()), a.r
+
+    proxyless = [a for a in archs if a.space == "ofa_proxyless"]
+    mbv3 = [a for a in archs if a.space == "ofa_mbv3"]
+    return [min(proxyless, key=depth), max(proxyless, key=depth), min(mbv3, key=depth),
+            next(a for a in archs if a.r == 260)]
+
+
+@needs_files
+@pytest.mark.usefixtures("one_torch_thread")
+def test_published_subnets_export_to_onnx_and_verify(supernets, tmp_path) -> None:
+    """Published subnets to ONNX and through ONNX Runtime against torch at batch 1: the
+    representative ones (all 46 with NAS_TEST_ALL_OFA_EXPORTS=1); the off-grid one through
+    the whole export folder (files, manifest, reloaded at 260 and verified again)."""
+    from nas.export import export_subnet, onnx_bytes, verify_export, verify_onnx
+
+    archs = list(dict.fromkeys(read_ofa_subnet(f) for f in FOLDERS))
+    assert len(archs) == 46  # OFA published 4 architectures twice
+    *picked, off = _representative(archs)
+    with torch.no_grad():
+        for a in archs if ALL_EXPORTS else picked:
+            sub = supernets[a.space].extract(a).eval()
+            assert sum(p.numel() for p in sub.parameters()) == get_space(a.space).params(a)
+            v = verify_onnx(onnx_bytes(sub, a.r), sub, a.r, batch=1)
+            assert v["max_abs_diff"] <= v["allowed"] and v["output_abs_mean"] > 1e-2, a
+    res = export_subnet(supernets[off.space], off, tmp_path / "off")
+    assert res.manifest["arch"] == off.to_dict() and res.manifest["resolution"] == 260
+    assert res.manifest["verification"]["output_abs_mean"] > 1e-2
+    assert verify_export(tmp_path / "off")["space"] == "ofa_mbv3_w12"
 
 
 @needs_files
@@ -94,6 +153,40 @@ def test_bad_configs_are_one_line_naming_the_field(change, message) -> None:
     assert "\n" not in str(info.value)
 
 
+def _proxyless_cfg() -> dict:
+    folder = next(f for f in FOLDERS if f.name.startswith("cpu_lat-10ms"))
+    return json.loads((folder / "net.config").read_text())
+
+
+def _conv(c: dict, i: int) -> dict:
+    return c["blocks"][i]["mobile_inverted_conv"]
+
+
+@needs_files
+@pytest.mark.parametrize(("change", "message"), [
+    # ProxylessNAS at width 1.0 (OFA's ofa_proxyless_d234_e346_k357_w1): another space
+    (lambda c: c["first_conv"].update(out_channels=32),
+     r"first_conv\.out_channels = 32: space ofa_proxyless .*width 1\.3.* has 40"),
+    (lambda c: c["feature_mix_layer"].update(out_channels=1280),
+     r"feature_mix_layer\.out_channels = 1280: space ofa_proxyless .* has 1664"),
+    (lambda c: c.pop("feature_mix_layer"), "missing field 'feature_mix_layer'"),
+    (lambda c: _conv(c, 1).update(in_channels=16), r"blocks\[1\]: in_channels = 16"),
+    (lambda c: _conv(c, 1).update(act_func="h_swish"), "act_func/use_se = h_swish"),
+    (lambda c: _conv(c, 1).update(mid_channels=100),
+     r"blocks\[1\]: mid_channels = 100: space ofa_proxyless has 96"),
+    (lambda c: c["blocks"].append(copy.deepcopy(c["blocks"][-1])),
+     r"blocks\[13\]: in_channels = 248: stage 6 of space ofa_proxyless has 416"),
+    (lambda c: c["blocks"].pop(), r"stage 6 \(416 channels\) has 0 blocks: must be one of \[1\]"),
+])
+def test_bad_proxylessnas_configs_are_one_line_naming_the_field(change, message) -> None:
+    cfg = copy.deepcopy(_proxyless_cfg())
+    assert arch_from_ofa_config(cfg, 144).space == "ofa_proxyless"
+    change(cfg)
+    with pytest.raises(ArchitectureError, match=message) as info:
+        arch_from_ofa_config(cfg, 144)
+    assert "\n" not in str(info.value)
+
+
 @needs_files
 def test_resolutions_off_the_grid_convert_but_searches_keep_to_the_grid() -> None:
     a = arch_from_ofa_config(_cfg(), 260)
@@ -120,6 +213,20 @@ def test_cli_from_ofa(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert json.loads((tmp_path / "a.json").read_text()) == row["arch"]
     proxyless = next(f for f in FOLDERS if _name(f) == "ProxylessNASNets")
     with pytest.raises(SystemExit) as done:
-        main(["arch", "from-ofa", str(proxyless)])
+        main(["arch", "from-ofa", str(proxyless), "--json"])
+    assert done.value.code == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["space"] == "ofa_proxyless" and row["on_grid"]
+    assert get_space("ofa_proxyless").parse(row["arch"]) == read_ofa_subnet(proxyless)
+    # a ProxylessNAS of another width: one line naming the field, nothing written
+    bad = tmp_path / "w10"
+    bad.mkdir()
+    cfg = json.loads((proxyless / "net.config").read_text())
+    cfg["first_conv"]["out_channels"] = 32
+    (bad / "net.config").write_text(json.dumps(cfg))
+    (bad / "run.config").write_text((proxyless / "run.config").read_text())
+    with pytest.raises(SystemExit) as done:
+        main(["arch", "from-ofa", str(bad), "--out", str(tmp_path / "b.json")])
     err = capsys.readouterr().err
-    assert done.value.code == 2 and err.count("\n") == 1 and "not supported yet" in err
+    assert done.value.code == 2 and err.count("\n") == 1
+    assert "first_conv.out_channels = 32" in err and not (tmp_path / "b.json").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import random
 
 import pytest
 import torch
@@ -19,7 +20,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def nets() -> dict[str, OFASupernet]:
     torch.manual_seed(0)
-    return {name: OFASupernet(name) for name in ("tiny", "cifar_mbv3", "ofa_mbv3")}
+    return {name: OFASupernet(name)
+            for name in ("tiny", "cifar_mbv3", "ofa_mbv3", "ofa_proxyless")}
 
 
 def check_extraction(net: OFASupernet, arch, liven, make_input, seed: int) -> None:
@@ -58,6 +60,66 @@ def test_extraction_keeps_the_function_on_ofa_mbv3(nets, liven, make_input) -> N
              *(space.parse({**a.to_dict(), "r": 128}) for a in space.sample_many(2, seed=2))]
     for i, arch in enumerate(archs):
         check_extraction(nets["ofa_mbv3"], arch, liven, make_input, seed=i)
+
+
+def test_extraction_keeps_the_function_on_ofa_proxyless(nets, liven, make_input) -> None:
+    space = get_space("ofa_proxyless")
+    archs = [space.largest(r=128), space.smallest(),
+             *(space.parse({**a.to_dict(), "r": 128}) for a in space.sample_many(2, seed=3))]
+    for i, arch in enumerate(archs):
+        check_extraction(nets["ofa_proxyless"], arch, liven, make_input, seed=i)
+        sub = nets["ofa_proxyless"].extract(arch)
+        assert len(sub.blocks) == 1 + sum(arch.d) + 1  # first block, elastic stages, last
+        assert sub.final_expand is None and sub.mix_before_pool
+
+
+def _counts(module: nn.Module) -> tuple[int, int]:
+    """Parameters and buffer elements of a module."""
+    return (sum(p.numel() for p in module.parameters()),
+            sum(b.numel() for b in module.buffers() if b.dim() > 0))
+
+
+def test_ofa_proxyless_has_the_structure_of_ofas_supernet(nets) -> None:
+    """Layer by layer the same parameters as the ofa package's OFAProxylessNASNets(w1.3),
+    and the same subnets for the same architecture dicts, in both directions."""
+    from ofa_reference import ofa_elastic_networks
+
+    ref = ofa_elastic_networks().OFAProxylessNASNets(
+        width_mult=1.3, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6], depth_list=[2, 3, 4])
+    net = nets["ofa_proxyless"]
+    space = net.space
+    assert _counts(net) == _counts(ref)
+    assert _counts(net.stem) == _counts(ref.first_conv)
+    assert _counts(net.first_block) == _counts(ref.blocks[0])
+    assert len(net.blocks) == len(ref.blocks) - 1 == space.n_layers == 21
+    for j, (ours, theirs) in enumerate(zip(net.blocks, ref.blocks[1:], strict=True)):
+        conv = theirs.conv
+        for a, b in ((ours.expand_conv, conv.inverted_bottleneck.conv),
+                     (ours.expand_bn, conv.inverted_bottleneck.bn),
+                     (ours.depthwise, conv.depth_conv.conv),
+                     (ours.depthwise_bn, conv.depth_conv.bn),
+                     (ours.project_conv, conv.point_linear.conv),
+                     (ours.project_bn, conv.point_linear.bn)):
+            assert _counts(a) == _counts(b), j
+        assert ours.residual == (theirs.shortcut is not None), j
+        assert ours.project_bn.eps == conv.point_linear.bn.bn.eps == 1e-3
+    assert _counts(net.feature_mix) == _counts(ref.feature_mix_layer)
+    assert _counts(net.classifier) == _counts(ref.classifier)
+    assert [len(g) for g in ref.block_group_info] == [4, 4, 4, 4, 4, 1]
+    # OFA's own samples (d for all six stages, the last 1) parse, and ours drive OFA's
+    # set_active_subnet: the subnets have the same parameters
+    random_state = random.getstate()
+    random.seed(0)
+    try:
+        theirs = [ref.sample_active_subnet() for _ in range(3)]
+    finally:
+        random.setstate(random_state)
+    archs = [space.largest(), space.smallest(),
+             *(space.parse({**t, "r": 224}) for t in theirs)]
+    for arch in archs:
+        ref.set_active_subnet(**{k: v for k, v in arch.to_dict().items() if k != "r"})
+        sub = ref.get_active_subnet(preserve_weight=False)
+        assert _counts(sub)[0] == space.params(arch) == _counts(net.extract(arch))[0]
 
 
 def test_training_mode_matches_the_extracted_subnet(make_input) -> None:
