@@ -19,7 +19,8 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def supernets() -> dict[str, OFASupernet]:
     torch.manual_seed(0)
-    return {name: OFASupernet(name).eval() for name in ("tiny", "cifar_mbv3", "ofa_mbv3")}
+    return {name: OFASupernet(name).eval()
+            for name in ("tiny", "cifar_mbv3", "ofa_mbv3", "ofa_proxyless")}
 
 
 def hook_count(model: nn.Module, r: int) -> tuple[int, dict[str, int]]:
@@ -64,8 +65,9 @@ def check_against_hooks(space: SearchSpace, net: OFASupernet, archs: list) -> No
         assert costs["macs"][i] == macs, arch
         assert costs["params"][i] == n_params(sub), arch
         # per stage: blocks.0 is the fixed first block, then the running layers in order
+        # (a fixed-depth last stage's too)
         start = 1
-        for s, depth in enumerate(arch.d):
+        for s, depth in enumerate(space.stage_depths(arch)):
             names = [f"blocks.{start + i}" for i in range(depth)]
             assert costs["stage_macs"][i, s] == sum(per_module[n] for n in names), (arch, s)
             assert costs["stage_params"][i, s] == sum(
@@ -93,14 +95,21 @@ def test_macs_and_params_match_hooks_on_ofa_mbv3(supernets) -> None:
     check_against_hooks(space, supernets["ofa_mbv3"], archs)
 
 
+def test_macs_and_params_match_hooks_on_ofa_proxyless(supernets) -> None:
+    # (the ProxylessNAS head: feature mix with BN before the pooling; a fixed last stage)
+    space = get_space("ofa_proxyless")
+    archs = [space.largest(r=128), space.smallest(), space.sample(seed=4)]
+    check_against_hooks(space, supernets["ofa_proxyless"], archs)
+
+
 def test_single_calls_agree_with_the_batch() -> None:
-    for name in ("tiny", "cifar_mbv3", "ofa_mbv3"):
+    for name in ("tiny", "cifar_mbv3", "ofa_mbv3", "ofa_proxyless"):
         space = get_space(name)
         archs = space.sample_many(40, seed=3)  # mixed resolutions and depths in one batch
         batch = space.costs(archs)
         assert batch["macs"].dtype == np.int64 and batch["params"].dtype == np.int64
         assert batch["macs"].shape == batch["params"].shape == (40,)
-        assert batch["stage_macs"].shape == (40, space.n_stages)
+        assert batch["stage_macs"].shape == (40, len(space.spec.stages))
         assert list(batch["macs"]) == [space.macs(a) for a in archs]
         assert list(batch["params"]) == [space.params(a) for a in archs]
         again = space.costs(space.to_arrays(archs))

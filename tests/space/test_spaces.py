@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nas.errors import ConfigError, NASError, UnknownNameError
+from nas.errors import ArchitectureError, ConfigError, NASError, UnknownNameError
 from nas.space import SearchSpace, _registry, get_space, list_spaces, load_spec, make_divisible
 
 SHIPPED = ("ofa_mbv3", "ofa_mbv3_w12", "ofa_proxyless", "cifar_mbv3", "tiny")
@@ -117,9 +117,16 @@ def _tiny_raw() -> dict:
         (lambda raw: raw.update(depths=[1, "two"]), ["depths", "two"]),
         (lambda raw: raw["stem"].update(act="gelu"), ["act", "gelu", "relu", "h_swish"]),
         (lambda raw: raw.update(resolution={"min": 32, "max": 16, "step": 4}), ["resolution"]),
+        (lambda raw: raw["stages"][0].update(depth=1), ["stages", "only the last stage"]),
+        (lambda raw: raw["stages"][1].update(depth=3), ["stages", "depth 3", "max(depths) = 2"]),
+        (lambda raw: raw["head"].update(feature_mix_before_pool=True),
+         ["head", "final_expand must be absent"]),
+        (lambda raw: raw["head"].pop("final_expand"), ["head", "final_expand is required"]),
+        (lambda raw: raw.update(bn_eps=0), ["bn_eps", "greater than 0"]),
     ],
     ids=["missing-stages", "even-kernel", "empty-expand", "non-int-depth", "bad-act",
-         "empty-range"],
+         "empty-range", "fixed-depth-not-last", "fixed-depth-too-deep", "head-both",
+         "head-neither", "bn-eps"],
 )
 def test_bad_spec_files_raise_config_error(tmp_path: Path, change, words: list[str]) -> None:
     raw = _tiny_raw()
@@ -204,6 +211,57 @@ def test_ofa_mbv3_w12_widths_are_ofa_scaled_by_1_2() -> None:
     assert [st.stride for st in wide.stages] == [st.stride for st in base.stages]
     assert [st.se for st in wide.stages] == [st.se for st in base.stages]
     assert wide.resolutions == base.resolutions
+
+
+def test_ofa_proxyless_is_ofas_proxylessnas_space_at_width_1_3() -> None:
+    """OFAProxylessNASNets(width_mult=1.3, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+    depth_list=[2, 3, 4]); tests/supernet/test_extract.py compares the network itself."""
+    space = get_space("ofa_proxyless")
+    spec = space.spec
+
+    def scaled(c: int) -> int:
+        return make_divisible(c * 1.3, 8)
+
+    assert [st.channels for st in spec.stages] == [scaled(c) for c in (24, 40, 80, 96, 192, 320)]
+    assert [st.channels for st in spec.stages] == [32, 56, 104, 128, 248, 416]
+    assert [st.stride for st in spec.stages] == [2, 2, 2, 1, 2, 1]
+    assert [st.depth for st in spec.stages] == [None] * 5 + [1]
+    assert {st.act for st in spec.stages} == {"relu6"} and not any(st.se for st in spec.stages)
+    assert (spec.stem.channels, spec.stem.stride, spec.stem.act) == (scaled(32), 2, "relu6")
+    assert (spec.first_block.channels, spec.first_block.act) == (scaled(16), "relu6")
+    assert spec.head.final_expand is None and spec.head.feature_mix_before_pool
+    assert (spec.head.feature_mix, spec.head.act) == (scaled(1280), "relu6") == (1664, "relu6")
+    assert spec.bn_eps == 1e-3 and spec.num_classes == 1000
+    assert space.resolutions == get_space("ofa_mbv3").resolutions
+    assert (space.n_stages, space.max_depth, space.fixed_depth, space.n_layers) == (5, 4, 1, 21)
+    # five elastic stages as in OFA's MobileNetV3 space, times 9 settings of the last block
+    assert space.size() == 7371**5 * 9
+
+
+def test_a_fixed_depth_stage_is_no_depth_gene() -> None:
+    space = get_space("ofa_proxyless")
+    a = space.sample(seed=0)
+    assert len(a.ks) == len(a.e) == 21 and len(a.d) == 5 and len(a.to_dict()["d"]) == 5
+    assert space.stage_depths(a) == (*a.d, 1)
+    assert a.active_layers()[-1] == (5, 0, a.ks[20], a.e[20])
+    assert len(a.active_layers()) == sum(a.d) + 1
+    # OFA's form: a depth for every stage, the last 1 (its set_active_subnet clamps it)
+    assert space.parse({**a.to_dict(), "d": [*a.d, 1]}) == a
+    for d, words in (([*a.d, 2], "d[5] must be 1, got 2 (stage 6 has a fixed depth"),
+                     (list(a.d)[:4], "d must have 5 entries (one per stage of elastic depth"),
+                     ([*a.d, 1, 1], "d must have 5 entries")):
+        with pytest.raises(ArchitectureError) as info:
+            space.parse({**a.to_dict(), "d": d})
+        assert words in str(info.value)
+    # the last slot always runs: its kernel is checked, and it takes part in the encodings
+    with pytest.raises(ArchitectureError, match=r"ks\[20\] \(stage 6, layer 1\)"):
+        space.parse({**a.to_dict(), "ks": [*a.ks[:20], 4]})
+    b = space.parse({**a.to_dict(), "ks": [*a.ks[:20], 10 - a.ks[20]]})
+    assert b != a and b.hash != a.hash
+    onehot = space.encode([a, b])
+    assert onehot.shape == (2, 21 * 6 + 25) and not (onehot[0] == onehot[1]).all()
+    assert space.to_arrays([a]).ks[0, 20] == a.ks[20]
+    assert len({space.mutate(a, seed=i, prob=1.0).ks[20] for i in range(20)}) > 1
 
 
 @pytest.mark.parametrize(

@@ -71,6 +71,10 @@ def test_extraction_keeps_the_function_on_ofa_proxyless(nets, liven, make_input)
         sub = nets["ofa_proxyless"].extract(arch)
         assert len(sub.blocks) == 1 + sum(arch.d) + 1  # first block, elastic stages, last
         assert sub.final_expand is None and sub.mix_before_pool
+        bns = [m for m in sub.modules() if isinstance(m, nn.BatchNorm2d)]
+        assert {m.eps for m in bns} == {1e-3}  # OFA's ProxylessNAS BatchNorm epsilon
+        assert {type(m) for m in sub.modules()} >= {nn.ReLU6} and nn.Hardswish not in {
+            type(m) for m in sub.modules()}
 
 
 def _counts(module: nn.Module) -> tuple[int, int]:
