@@ -14,6 +14,8 @@ import html
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from nas._io import atomic_write, mask_url
 
 if TYPE_CHECKING:
@@ -104,6 +106,28 @@ def _pairs(res: SearchResult) -> list[tuple[str, str]]:
     return [("trial", keys[0])]
 
 
+def _plane_front(res: SearchResult, x: str, y: str) -> list[TrialRecord]:
+    """The search's front, or, when the search prices several devices and this plot is
+    accuracy against one device's latency, the feasible trials not dominated on that plane
+    (the front a user of that device alone would see)."""
+    if not (len(res.config.devices) > 1 and x.startswith("latency:") and y == "accuracy"):
+        return res.front
+    from nas.search import pareto_mask
+
+    feas = [t for t in res.trials if t.feasible and _metric(t, x) is not None
+            and _metric(t, y) is not None]
+    if not feas:
+        return res.front
+    pts = np.array([[_metric(t, x), -float(_metric(t, y) or 0.0)] for t in feas], float)
+    seen: set[str | None] = set()
+    out = []
+    for t, keep in zip(feas, pareto_mask(pts), strict=True):
+        if keep and t.arch_hash not in seen:
+            seen.add(t.arch_hash)
+            out.append(t)
+    return out
+
+
 def _figure_html(fig: Any, div_id: str) -> str:
     import plotly.io as pio
 
@@ -144,11 +168,22 @@ def _front_figure(res: SearchResult, x: str, y: str) -> Any:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=name, marker=style,
                                      text=text, hovertemplate="%{text}<br>%{x:.4g}, "
                                      "%{y:.4g}<extra></extra>"))
-    front = sorted(res.front, key=lambda t: (_metric(t, x) or 0.0) if x != "trial"
-                   else t.number)
+    front = sorted(_plane_front(res, x, y), key=lambda t: (_metric(t, x) or 0.0)
+                   if x != "trial" else t.number)
     xs, ys, text = xy(front)
+    name = "Pareto front"
+    if front is not res.front and len(res.config.devices) > 1:
+        # several devices: each plot's front is that device's (accuracy against its latency)
+        name = f"front on {x.split(':', 1)[1]}"
+        others = [t for t in res.front if t not in front]
+        oxs, oys, otext = xy(others)
+        if oxs:
+            fig.add_trace(go.Scatter(x=oxs, y=oys, mode="markers", name="search front",
+                                     marker={"color": _FRONT, "size": 8, "symbol": "circle-open"},
+                                     text=otext, hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}"
+                                     "<extra>search front</extra>"))
     if xs:
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name="Pareto front",
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines+markers", name=name,
                                  marker={"color": _FRONT, "size": 10},
                                  line={"color": _FRONT, "shape": "hv" if x != "trial"
                                        else "linear"},

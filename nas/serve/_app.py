@@ -336,6 +336,8 @@ def build_api(svc: NASService) -> FastAPI:
         })
 
     from nas.serve._routes_jobs import add_job_routes
+    from nas.serve._routes_specialize import add_specialize_route
 
     add_job_routes(api, svc)
+    add_specialize_route(api, svc)
     return api

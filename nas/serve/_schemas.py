@@ -29,6 +29,8 @@ __all__ = [
     "SearchCreated",
     "SearchOut",
     "SpaceOut",
+    "SpecializeOut",
+    "SpecializeRequest",
     "TrialOut",
 ]
 
@@ -203,3 +205,50 @@ class ExportOut(BaseModel):
     trial: int
     files: list[str] = Field(description="file names, each at GET /exports/{id}/{file}")
     manifest: dict[str, Any]
+
+
+class SpecializeRequest(_Strict):
+    """A search at predictor speed, answered in the response (nothing is stored)."""
+
+    space: Annotated[str, OneOf(_spaces)] = Field(
+        pattern=NAME_PATTERN, description="search space (GET /spaces)")
+    proxy: str = Field(default="ofa-imagenet", max_length=500, description=(
+        "accuracy predictor: ofa-imagenet, predictor:path=FILE (inside an allowed root), "
+        "macs, params; proxies that need the supernet run through POST /searches"))
+    objectives: list[str] = Field(default_factory=lambda: ["accuracy"], min_length=1,
+                                  max_length=8, description=(
+        "accuracy, latency:<device>, macs, params (several: the Pareto front)"))
+    constraints: dict[str, float] = Field(default_factory=dict, max_length=16, description=(
+        "upper bounds, e.g. {\"latency:note10\": 20}"))
+    budgets: dict[str, list[float]] = Field(default_factory=dict, max_length=16, description=(
+        "more bounds at which to pick the best subnet of the front, e.g. "
+        "{\"latency:note10\": [15, 20, 30]}"))
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
+    population: StrictInt | None = Field(default=None, ge=2, le=1000,
+                                         description="default 100")
+    generations: StrictInt = Field(default=300, ge=1, le=2000)
+    interpolate: StrictBool = Field(default=False, description=(
+        "also search resolutions between a lookup table's, priced by interpolation"))
+    latency_kind: Kind | None = Field(default=None, description="predictor kind per device")
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{
+        "space": "ofa_mbv3", "proxy": "ofa-imagenet",
+        "objectives": ["accuracy", "latency:note10"],
+        "constraints": {"latency:note10": 40}, "budgets": {"latency:note10": [15, 20, 30]},
+    }]})
+
+
+class SpecializeOut(BaseModel):
+    space: str
+    objectives: list[str]
+    constraints: dict[str, float]
+    front: list[dict[str, Any]] = Field(description=(
+        "the feasible Pareto front (one subnet for one objective), best first: arch, "
+        "arch_hash, accuracy, latency_ms per device, macs, params"))
+    best: dict[str, dict[str, Any] | None] = Field(description=(
+        "per bound (\"latency:note10<=20\"), the best subnet of the front within it"))
+    n_scored: int
+    generations: int
+    population: int
+    seconds: float = Field(description="wall time of the search")
+    resolutions: list[int] = Field(description="the resolutions searched")
