@@ -150,8 +150,13 @@ def read_ofa_lut(folder: Path | str) -> dict[int, dict[str, float]]:
 
 
 def _compatible(a: SearchSpace, b: SearchSpace) -> bool:
-    return (a.n_stages, a.max_depth, tuple(a.kernel_sizes), tuple(a.expand_ratios)) == \
-        (b.n_stages, b.max_depth, tuple(b.kernel_sizes), tuple(b.expand_ratios))
+    """Whether subnets of ``a`` have counterparts in ``b``'s network (same choices, same
+    layer slots, same kind of head)."""
+    def shape(s: SearchSpace) -> tuple[Any, ...]:
+        return (s.n_stages, s.max_depth, s.n_layers, tuple(s.kernel_sizes),
+                tuple(s.expand_ratios), s.spec.head.final_expand is None)
+
+    return shape(a) == shape(b)
 
 
 def _missing(entries: dict[int, dict[str, float]], space: str) -> list[str]:

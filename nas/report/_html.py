@@ -255,12 +255,17 @@ def _arch_grid(arch: dict[str, Any], space: Any) -> str:
     """Layers (rows) by stage (columns): kernel and expand ratio of each running layer,
     its colour the kernel's hue, darker for a larger expand ratio; layers beyond the stage's
     depth are greyed."""
-    ks, es, ds = arch["ks"], arch["e"], arch["d"]
+    ks, es, ds = arch["ks"], arch["e"], list(arch["d"])
+    md = len(ks) // max(1, len(ds))
+    fixed = len(ks) - md * len(ds)  # the slots of a fixed-depth last stage (ProxylessNAS)
+    if fixed:
+        ds.append(fixed)
     n_stages = len(ds)
-    md = len(ks) // max(1, n_stages)
     kernels = sorted(space.kernel_sizes) if space is not None else sorted(set(ks))
     expands = sorted(space.expand_ratios) if space is not None else sorted(set(es))
-    head = "".join(f"<th>stage {s + 1}<br>depth {ds[s]}</th>" for s in range(n_stages))
+    head = "".join(f"<th>stage {s + 1}<br>depth {ds[s]}"
+                   f"{' (fixed)' if fixed and s == n_stages - 1 else ''}</th>"
+                   for s in range(n_stages))
     rows = []
     for i in range(md):
         cells = []
