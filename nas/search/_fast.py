@@ -305,6 +305,9 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
     from nas.search._study import open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if cfg.study is None:  # named after the engine, not the (unused) sampler
+        objs = "-".join(o.replace(":", "_") for o in cfg.objectives)
+        cfg = cfg.model_copy(update={"study": f"{cfg.space}-{objs}-predictor-s{cfg.seed}"})
     info: dict[str, Any] = {}
     if not resume:
         scorer, codec, info = _prepare(cfg)

@@ -108,9 +108,8 @@ def test_search_with_the_ofa_predictor_runs_on_note10_from_nothing(tmp_path: Pat
     out = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "engine: predictor" in out.stderr
-    res = load_results("ofa_mbv3-accuracy-latency_note10-tpe-s0",
-                       str(tmp_path / "runs/studies/ofa_mbv3-accuracy-latency_note10-tpe-s0"
-                                       ".journal"))
+    name = "ofa_mbv3-accuracy-latency_note10-predictor-s0"
+    res = load_results(name, str(tmp_path / f"runs/studies/{name}.journal"))
     assert len(res.front) >= 5 and len(res.trials) >= 100
     assert all(t.latency_ms["note10"] <= 20 and t.arch["r"] in NOTE10_RES for t in res.front)
     # the stored values are the predictors' own
