@@ -501,6 +501,7 @@ def summarize(args: argparse.Namespace, st: State) -> dict[str, Any]:
             "front_accuracy": median(fa_acc) if fa_acc else None,
             "front_delta": (median(fa_acc) - oa) if fa_acc else None,
             "ofa_n_scored": median([a["n_scored"] for a in o]),
+            "ofa_n_priced": median([a["n_priced"] for a in o]),
             "ours_n_scored": median([c["n_scored"] for c in u])
             if all(c["n_scored"] is not None for c in u) else None,
         })
@@ -555,7 +556,10 @@ def report(args: argparse.Namespace, summary: dict[str, Any], pub: list[dict[str
                  "OFA s", "ours s", "time ours/OFA", "whole front: acc", "front - OFA"], rows))
         n_o = pb[0]["ofa_n_scored"]
         n_u = pb[0]["ours_n_scored"]
-        p(f"\nsubnets scored per run: OFA {n_o:,.0f}" + (f", ours {n_u:,.0f}" if n_u else ""))
+        p(f"\nsubnets scored per run: OFA {n_o:,.0f}" + (f", ours {n_u:,.0f}" if n_u else "")
+          + "; OFA's latency lookups per run (median; its rejection sampling redraws every "
+          "child over budget): " + ", ".join(f"{x['budget']:g} ms {x['ofa_n_priced']:,.0f}"
+                                              for x in pb))
     if summary["checks"]:
         p("\n### The issue's targets\n")
         for name, ok in summary["checks"].items():
