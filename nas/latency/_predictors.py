@@ -25,6 +25,9 @@ Kinds (:data:`PREDICTORS`, built in :mod:`nas.latency._kinds`):
 ``hybrid``
     The lookup table plus a learned residual: the LUT sum and a constant unpenalised, the
     additive features ridge-penalised.
+``transfer`` (:mod:`nas.latency._transfer`)
+    Few-shot: the other devices' predictors mixed and calibrated on a few measurements of
+    a new device, falling back to ``flops`` or ``additive`` (by leave-one-out error).
 
 Why ``additive`` is the default learned model: latency in ONNX Runtime on a CPU is a sum of
 per-operator times, and each operator's time is close to linear in its work for a given
@@ -84,7 +87,8 @@ __all__ = [
 
 #: The kinds, by name; filled by ``@PREDICTORS.register`` on each class.
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
-    "latency predictor kind", key="kind", builtins=["nas.latency._kinds", "nas.latency._table"]
+    "latency predictor kind", key="kind",
+    builtins=["nas.latency._kinds", "nas.latency._table", "nas.latency._transfer"],
 )
 #: The kind a user is pointed to first (the CLI's default).
 DEFAULT_KIND = "additive"
@@ -113,6 +117,9 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     is_baseline: ClassVar[bool] = False
     #: True when fitting needs a lookup table of timed blocks (``table=`` parameter).
     needs_table: ClassVar[bool] = False
+    #: True when fitting uses the other devices' predictors (``prepare_params`` gathers them
+    #: from the database); such a kind is never itself one of them.
+    uses_prior_devices: ClassVar[bool] = False
     #: parameters kept in the state rather than in ``json_params`` (large inputs)
     state_params: ClassVar[tuple[str, ...]] = ()
     space: str
