@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from nas.devices import DeviceProfile, add_device, get_device, list_devices
     from nas.latency._environment import environment_fingerprint
     from nas.latency._fit import TrainingData, fit_predictor, load_predictor, training_data
+    from nas.latency._import import import_results
     from nas.latency._kinds import (
         AdditivePredictor,
         FlopsPredictor,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
         HybridPredictor,
         LUTPredictor,
     )
+    from nas.latency._kit import KitReport, KitResults, read_kit_results, write_kit
     from nas.latency._lock import device_lock
     from nas.latency._lut import build_lut
     from nas.latency._measure import (
@@ -51,7 +53,12 @@ if TYPE_CHECKING:
         predictor_from_state,
     )
     from nas.latency._prepare import prepare_model, quantize_int8
-    from nas.latency._sampling import sample_for_measurement
+    from nas.latency._sampling import (
+        SELECT_METHODS,
+        Selection,
+        sample_for_measurement,
+        select_for_measurement,
+    )
     from nas.latency._session import Reference, make_session, time_onnx
     from nas.latency._timing import (
         PROTOCOL_VERSION,
@@ -71,6 +78,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "nas.latency._kinds": ["AdditivePredictor", "FlopsPredictor", "GBDTPredictor",
                                "HybridPredictor", "LUTPredictor"],
         "nas.latency._lock": ["device_lock"],
+        "nas.latency._import": ["import_results"],
+        "nas.latency._kit": ["KitReport", "KitResults", "read_kit_results", "write_kit"],
         "nas.latency._lut": ["build_lut"],
         "nas.latency._measure": ["ANCHOR_SESSIONS", "measure_architectures",
                                  "measure_on_devices", "reference_anchor"],
@@ -81,7 +90,8 @@ __getattr__, __dir__, __all__ = lazy_exports(
                                     "baseline_class", "make_predictor", "predictor_class",
                                     "predictor_from_state"],
         "nas.latency._prepare": ["prepare_model", "quantize_int8"],
-        "nas.latency._sampling": ["sample_for_measurement"],
+        "nas.latency._sampling": ["SELECT_METHODS", "Selection", "sample_for_measurement",
+                                  "select_for_measurement"],
         "nas.latency._session": ["Reference", "make_session", "time_onnx"],
         "nas.latency._timing": ["PROTOCOL_VERSION", "TimingConfig", "TimingError",
                                 "TimingResult", "time_session"],

@@ -1,4 +1,4 @@
-"""The ``nas latency`` commands: ``measure | fit | predict | import | export``."""
+"""The ``nas latency`` commands: ``measure | kit | fit | predict | import | export``."""
 
 from __future__ import annotations
 
@@ -40,8 +40,17 @@ _METRIC_ROWS = (
 
 # ---------------------------------------------------------------------- option types
 _NOpt = Annotated[int, typer.Option(
-    "--n", "-n", min=0, help="How many new subnets to measure (half uniform, half spread over "
-    "the MAC range; subnets already measured on the device are skipped).")]
+    "--n", "-n", min=0, help="How many new subnets to measure (chosen by --select; subnets "
+    "already measured on the device are skipped).")]
+_SELECT_HELP = (
+    "How to choose the subnets. mixed: half uniform, half spread over the MAC range; spread: "
+    "all spread over the MAC range; informative: spread over the MAC range, and in each MAC "
+    "bin the subnet the other devices' fitted predictors rank most differently (needs 2 or "
+    "more such devices, else spread); auto: informative for a device with fewer than 50 "
+    "measurements, else {many}.")
+_MeasureSelectOpt = Annotated[str, typer.Option(
+    "--select", help=_SELECT_HELP.format(many="mixed") + " With fewer than 2 prior devices, "
+    "auto keeps mixed for a device with few measurements too.")]
 _SampleSeedOpt = Annotated[int, seed_option("Seed of the sample")]
 _NoiseOpt = Annotated[int, typer.Option(
     "--noise", min=0, help="Then re-measure this many measured subnets in fresh sessions and "
@@ -77,12 +86,31 @@ _StoredKindOpt = Annotated[str | None, typer.Option(
     "MAPE).")]
 _ImportFileArg = Annotated[Path, typer.Argument(
     help='Measurements: .jsonl ({"arch": {...}, "latency_ms": x} per line), .csv (columns '
-    "arch or ks,e,d,r, and latency_ms) or .parquet.")]
-_ImportDeviceOpt = Annotated[str, typer.Option(
+    "arch or ks,e,d,r, and latency_ms) or .parquet; or a measurement kit's results.jsonl "
+    "(its manifest.json beside it), or the kit's folder.")]
+_ImportDeviceOpt = Annotated[str | None, typer.Option(
     "--device", help="Device they were measured on; an unknown one is created as an external "
-    "profile.")]
-_ImportSpaceOpt = Annotated[str, typer.Option(
-    "--space", help="Search space of the architectures.")]
+    "profile. Required, except for a kit's results (the kit names it).")]
+_ImportSpaceOpt = Annotated[str | None, typer.Option(
+    "--space", help="Search space of the architectures. Required, except for a kit's "
+    "results.")]
+_ImportKitOpt = Annotated[Path | None, typer.Option(
+    "--kit", help="The kit folder the results belong to, when the results file is not in it.")]
+# kit options
+_KitNOpt = Annotated[int, typer.Option(
+    "--n", "-n", min=1, help="How many subnets the kit times (the reference subnet comes on "
+    "top; 10 to 50 for a new device).")]
+_KitOutOpt = Annotated[Path, typer.Option(
+    "--out", "-o", help="New folder to write the kit into (must not exist, or be empty).")]
+_KitDeviceOpt = Annotated[str, typer.Option(
+    "--device", "-d", help="The device it is for: a profile (`nas devices list`) or a new name "
+    "(an external profile is written into the kit and created on import).")]
+_KitSelectOpt = Annotated[str, typer.Option("--select", help=_SELECT_HELP.format(many="mixed"))]
+_KitThreadsOpt = Annotated[int | None, typer.Option(
+    "--threads", min=1, help="ONNX Runtime intra-op threads of a new device (default 1); a "
+    "known device keeps its profile's.")]
+_KitRepeatsOpt = Annotated[int, typer.Option(
+    "--repeats", min=1, max=1000, help="Passes over all models the runner makes by default.")]
 _OutOpt = Annotated[Path, typer.Option(
     "--out", help="Output file: .csv or .parquet (needs pyarrow).")]
 _OnlyDeviceOpt = Annotated[str | None, typer.Option(
@@ -109,6 +137,13 @@ def _kinds(kind: str | None) -> list[str]:
     return [kind]
 
 
+def _check_select(select: str) -> None:
+    from nas.latency._sampling import SELECT_METHODS
+
+    if select not in SELECT_METHODS:
+        raise ConfigError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
+
+
 def _db(url: str | None) -> LatencyDB:
     from nas.db import LatencyDB
 
@@ -116,18 +151,33 @@ def _db(url: str | None) -> LatencyDB:
 
 
 # ---------------------------------------------------------------------- measure
+def _measure_selection(sp: SearchSpace, store: LatencyDB, device: str, n: int, seed: int,
+                       select: str, done: set[Any]) -> tuple[list[Any], dict[str, Any]]:
+    """The subnets ``measure`` times: ``auto`` is informative for a device with few
+    measurements when prior devices have predictors, and the mixed sample otherwise (as
+    before ``--select`` existed)."""
+    from nas.latency._sampling import FEW_MEASUREMENTS, select_for_measurement
+
+    n_ok = sum(1 for r in store.measurements(device, sp.name)
+               if r.source in ("measured", "imported"))
+    sel = select_for_measurement(sp, n, seed, method=select, db=store, device=device,
+                                 exclude=done, n_measured=n_ok)
+    if select == "auto" and sel.method == "spread" and n_ok < FEW_MEASUREMENTS:
+        sel = select_for_measurement(sp, n, seed, method="mixed", exclude=done)
+    return sel.archs, {**sel.to_dict(), "requested": select}
+
+
 def _measure_summary(
     profile: DeviceProfile, sp: SearchSpace, store: LatencyDB, *, n: int, seed: int,
-    noise: int, address: str | None, cfg: TimingConfig, progress: bool,
+    noise: int, address: str | None, cfg: TimingConfig, progress: bool, select: str = "auto",
 ) -> dict[str, Any]:
-    """Sample ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
+    """Choose ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
     from nas.latency._measure import measure_architectures
     from nas.latency._noise import noise_floor
-    from nas.latency._sampling import sample_for_measurement
 
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
             if r.source in ("measured", "imported")}
-    archs = sample_for_measurement(sp, n, seed, exclude=done)
+    archs, selection = _measure_selection(sp, store, profile.name, n, seed, select, done)
     ids = measure_architectures(profile, sp, archs, store, progress=progress,
                                 address=address, config=cfg)
     recs = {r.id: r for r in store.measurements(profile.name, sp.name, status=None)}
@@ -135,7 +185,7 @@ def _measure_summary(
     failed = [recs[i] for i in ids if recs[i].status != "ok"]
     out: dict[str, Any] = {"device": profile.name, "space": sp.name, "measured": len(ok),
                            "failed": len(failed), "skipped_already_measured": len(done),
-                           "db": str(store)}
+                           "selection": selection, "db": str(store)}
     if ok:
         lat = sorted(r.latency_ms for r in ok if r.latency_ms is not None)
         out["latency_ms"] = {"min": lat[0], "median": lat[len(lat) // 2], "max": lat[-1]}
@@ -167,7 +217,7 @@ def measure(
     device: DeviceOpt, space: SpaceOpt, n: _NOpt = 100, seed: _SampleSeedOpt = 0,
     noise: _NoiseOpt = 0, db: DbOpt = None, address: _AddressOpt = None,
     quick: _QuickOpt = False, reference: _ReferenceOpt = True, progress: _ProgressOpt = True,
-    json_out: JsonOpt = False,
+    select: _MeasureSelectOpt = "auto", json_out: JsonOpt = False,
 ) -> None:
     """Measure the latency of sampled subnets on a device and store it in the database.
 
@@ -194,8 +244,9 @@ def measure(
     store = _db(db)
     cfg = TimingConfig.preset("quick" if quick else "default")
     cfg = cfg.replace(reference=reference and not quick)
+    _check_select(select)
     out = _measure_summary(profile, sp, store, n=n, seed=seed, noise=noise, address=address,
-                           cfg=cfg, progress=progress)
+                           cfg=cfg, progress=progress, select=select)
     if json_out:
         print_json(out)
     else:
@@ -322,21 +373,30 @@ def predict(
 
 # ---------------------------------------------------------------------- import / export
 def import_cmd(
-    file: _ImportFileArg, device: _ImportDeviceOpt, space: _ImportSpaceOpt,
-    db: DbOpt = None, json_: JsonOpt = False,
+    file: _ImportFileArg, device: _ImportDeviceOpt = None, space: _ImportSpaceOpt = None,
+    kit: _ImportKitOpt = None, db: DbOpt = None, json_: JsonOpt = False,
 ) -> None:
     """Import latencies measured elsewhere, all or nothing (source "imported").
 
-    Optional fields: p10, p90, n_runs, status (ok/failed), error, env. A bad record fails
-    the whole import with its line number; nothing is written.
+    A file needs --device and --space. Optional fields: p10, p90, n_runs, status
+    (ok/failed), error, env. A bad record fails the whole import with its line number;
+    nothing is written.
+
+    A measurement kit's results (`nas latency kit`; the kit folder, or its results.jsonl
+    with the kit's manifest.json beside it) need neither: each result is checked against the
+    kit's manifest, and results for models that are not the kit's (file name or sha256),
+    from another kit or a modified run.py, timed with other threads, duplicated, or with a
+    latency that is not a finite number > 0 are refused in one line, nothing stored. Models
+    without a result are listed and the rest is imported; a kit is imported once. Stored
+    with the device's environment line in each measurement's env.
     """
     from nas.db import LatencyDB
-    from nas.latency._import import read_measurements, store_measurements
+    from nas.latency._import import read_import, store_import
 
     # the whole file is checked before the database is opened (or created)
-    rows = read_measurements(device, space, file)
+    pending = read_import(file, device, space, kit=kit)
     with LatencyDB(db) as store:
-        report = store_measurements(store, device, space, file, rows)
+        report = store_import(store, pending)
         url = store.display_url
     if json_:
         print_json({**report.to_dict(), "db": url})
@@ -345,8 +405,50 @@ def import_cmd(
         f"imported {report.n_rows} measurement(s) of {report.space} on "
         f"[bold]{report.device}[/bold] ({report.n_failed} failed) into {url}"
     )
+    if report.kit_id is not None:
+        console.print(f"from kit {report.kit_id}" + (
+            f"; {len(report.missing)} of its models had no result: "
+            f"{', '.join(report.missing[:5])}{' ...' if len(report.missing) > 5 else ''}"
+            if report.missing else "; every model of the kit had a result"))
     if report.device_created:
         console.print(f"created external device {report.device!r} -> {report.profile_path}")
+
+
+# ---------------------------------------------------------------------- kit
+def kit_cmd(
+    space: SpaceOpt, device: _KitDeviceOpt, out: _KitOutOpt, n: _KitNOpt = 20,
+    select: _KitSelectOpt = "auto", seed: _SampleSeedOpt = 0, threads: _KitThreadsOpt = None,
+    repeats: _KitRepeatsOpt = 5, db: DbOpt = None, progress: _ProgressOpt = True,
+    json_: JsonOpt = False,
+) -> None:
+    """Write a measurement kit: subnets to time on a device nothing here can reach.
+
+    The folder holds the N subnets as ONNX files (exported from one randomly initialised
+    supernet: latency does not depend on the weights) and the space's reference subnet,
+    run.py (needs only Python >= 3.9, numpy and onnxruntime; it applies the timing protocol
+    of `nas latency measure` and writes results.jsonl with an environment fingerprint),
+    manifest.json (the kit's id, space, device, each model's file, sha256 and architecture)
+    and README.txt (what to run on the device, what to send back).
+
+    On the device: `python run.py` (options --threads, --repeats, --out). Back here: `nas
+    latency import DIR/results.jsonl` (or DIR). Subnets the device already has measurements
+    of are left out; --select says how the others are chosen.
+    """
+    from nas.latency._kit import write_kit
+
+    _check_select(select)
+    with _db(db) as store:
+        report = write_kit(space, device, n, out, seed=seed, select=select, db=store,
+                           threads=threads, repeats=repeats, progress=progress and not json_)
+    if json_:
+        print_json(report.to_dict())
+        return
+    sel = report.selection
+    console.print(f"wrote kit {report.kit_id} -> {report.path}: {report.n_models} subnets of "
+                  f"{report.space} + the reference for [bold]{report.device.name}[/bold] "
+                  f"({report.device.intra_op_threads} thread(s), {report.bytes / 1e6:.1f} MB)")
+    console.print(f"chosen: {sel['method']} ({sel['rule']})")
+    console.print(f"on the device: python run.py   then: nas latency import {report.path}")
 
 
 def import_lut_cmd(
@@ -434,7 +536,8 @@ def register(app: typer.Typer) -> None:
     )
     for name, fn in (("measure", measure), ("fit", fit), ("predict", predict)):
         latency_app.command(name, help=_help(fn.__doc__))(fn)
-    latency_app.command("import")(import_cmd)
+    latency_app.command("kit", help=_help(kit_cmd.__doc__))(kit_cmd)
+    latency_app.command("import", help=_help(import_cmd.__doc__))(import_cmd)
     latency_app.command("import-lut", help=_help(import_lut_cmd.__doc__))(import_lut_cmd)
     latency_app.command("export")(export_cmd)
     latency_app.command("kinds", help=_help(kinds_cmd.__doc__))(kinds_cmd)

@@ -15,11 +15,17 @@ under one. The files :func:`export_measurements` writes can be imported again.
 
 The whole file is validated before anything is written, and written in one transaction: a bad
 record fails the import with one message naming its line, the field and the value.
+
+A measurement kit's results (``nas latency kit``; the kit folder, or its ``results.jsonl``
+with the kit's ``manifest.json`` beside it) are recognised by :func:`read_import` and checked
+against the kit's manifest instead (:func:`nas.latency._kit.read_kit_results`): the device and
+space come from the manifest, and results that are not the kit's are refused.
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import importlib.util
 import io
 import json
@@ -34,10 +40,25 @@ from nas._io import atomic_path, check_path, read_text
 from nas.db import LatencyDB
 from nas.db import validate_measurement as _validate_measurement
 from nas.devices import DeviceProfile, add_device, check_device_name, get_device
-from nas.errors import DataError, MissingDependencyError, NASError, UnknownNameError
+from nas.errors import (
+    ConfigError,
+    DataError,
+    MissingDependencyError,
+    NASError,
+    UnknownNameError,
+)
 from nas.space import get_space
 
-__all__ = ["EXPORT_COLUMNS", "ImportReport", "export_measurements", "import_measurements"]
+__all__ = [
+    "EXPORT_COLUMNS",
+    "ImportReport",
+    "PendingImport",
+    "export_measurements",
+    "import_measurements",
+    "import_results",
+    "read_import",
+    "store_import",
+]
 
 #: Columns of an exported file, in order.
 EXPORT_COLUMNS = (
@@ -75,6 +96,8 @@ class ImportReport:
         measurement_ids: ids of the new measurements, in file order.
         device_created: the device was unknown and was created as an external profile.
         profile_path: the YAML profile written for a created device, else ``None``.
+        kit_id: the measurement kit the results came from, else ``None``.
+        missing: the kit's model files that had no result (kit imports only).
     """
 
     device: str
@@ -85,9 +108,14 @@ class ImportReport:
     measurement_ids: tuple[int, ...]
     device_created: bool
     profile_path: Path | None
+    kit_id: str | None = None
+    missing: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready summary (without the ids)."""
+        """JSON-ready summary (without the ids); a kit import adds ``kit_id`` and
+        ``missing``."""
+        kit = {} if self.kit_id is None else {"kit_id": self.kit_id,
+                                               "missing": list(self.missing)}
         return {
             "device": self.device,
             "space": self.space,
@@ -98,6 +126,7 @@ class ImportReport:
             "last_id": self.measurement_ids[-1] if self.measurement_ids else None,
             "device_created": self.device_created,
             "profile_path": None if self.profile_path is None else str(self.profile_path),
+            **kit,
         }
 
 
@@ -326,8 +355,14 @@ def read_measurements(device: str, space: str, path: Path | str) -> list[dict[st
 
 
 def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
-                       rows: list[dict[str, Any]]) -> ImportReport:
-    """Store rows :func:`read_measurements` returned, in one transaction."""
+                       rows: list[dict[str, Any]], *,
+                       profile: DeviceProfile | None = None) -> ImportReport:
+    """Store rows :func:`read_measurements` returned, in one transaction.
+
+    Args:
+        profile: the settings of a device to create when it is unknown (a kit's device);
+            created external. Default: an external profile with the default settings.
+    """
     path = Path(path)
     ensure: DeviceProfile | None = None
     created, profile_path = False, None
@@ -335,11 +370,14 @@ def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
         try:
             ensure = get_device(device)
         except UnknownNameError:
-            ensure = DeviceProfile(
+            base = {} if profile is None else profile.to_dict()
+            base.update(
                 name=device,
                 external=True,
-                description=f"External device; latencies imported from {path.name}",
+                description=base.get("description")
+                or f"External device; latencies imported from {path.name}",
             )
+            ensure = DeviceProfile.from_dict(base)
             profile_path = add_device(ensure)
             created = True
     ids = db._insert_measurements(device, rows, ensure=ensure)
@@ -353,6 +391,78 @@ def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
         device_created=created,
         profile_path=profile_path,
     )
+
+
+@dataclass(frozen=True)
+class PendingImport:
+    """Measurements read and validated by :func:`read_import`, not yet stored.
+
+    Attributes:
+        device: the device they go to.
+        space: their search space.
+        path: the file read.
+        rows: validated measurement rows.
+        profile: the device's settings, when known from a kit (used to create it).
+        kit_id: the kit they came from, else ``None``.
+        missing: a kit's model files without a result.
+    """
+
+    device: str
+    space: str
+    path: Path
+    rows: list[dict[str, Any]]
+    profile: DeviceProfile | None = None
+    kit_id: str | None = None
+    missing: tuple[str, ...] = ()
+
+
+def read_import(path: Path | str, device: str | None = None, space: str | None = None, *,
+                kit: Path | str | None = None) -> PendingImport:
+    """Read and check everything ``nas latency import`` would store; nothing is written.
+
+    A kit folder, or a kit's results file (its manifest beside it, or in ``kit``), is read
+    as kit results (device and space from the manifest; when given they must match it); any
+    other file as measurements of ``device`` and ``space``, which are then required.
+
+    Raises:
+        DataError: a bad file or record, results that are not the kit's (one line).
+        ConfigError: ``device`` or ``space`` missing for a file that is not a kit's.
+    """
+    from nas.latency._kit import kit_files, read_kit_results
+
+    if kit is not None or kit_files(path) is not None:
+        res = read_kit_results(path, kit=kit, device=device, space=space)
+        return PendingImport(res.device.name, res.space, res.results, res.rows,
+                             profile=res.device, kit_id=res.kit_id, missing=res.missing)
+    if device is None or space is None:
+        absent = " and ".join(f"--{k}" for k, v in (("device", device), ("space", space))
+                              if v is None)
+        raise ConfigError(f"{absent} needed: {path} is not a latency kit's results, so it does "
+                          "not say which device and space it was measured on")
+    return PendingImport(device, space, Path(path), read_measurements(device, space, path))
+
+
+def store_import(db: LatencyDB, pending: PendingImport) -> ImportReport:
+    """Store what :func:`read_import` read, in one transaction.
+
+    Raises:
+        DataError: the kit's results are already in ``db`` (nothing stored twice).
+    """
+    if pending.kit_id is not None:
+        n = sum(1 for r in db.measurements(pending.device, pending.space, status=None)
+                if isinstance(r.env.get("kit"), dict) and r.env["kit"].get("id") == pending.kit_id)
+        if n:
+            raise DataError(f"kit {pending.kit_id} is already imported ({n} measurement(s) of "
+                            f"{pending.space} on {pending.device}); nothing imported")
+    report = store_measurements(db, pending.device, pending.space, pending.path, pending.rows,
+                                profile=pending.profile)
+    return dataclasses.replace(report, kit_id=pending.kit_id, missing=pending.missing)
+
+
+def import_results(db: LatencyDB, path: Path | str, device: str | None = None,
+                   space: str | None = None, *, kit: Path | str | None = None) -> ImportReport:
+    """Import measurements or a kit's results (:func:`read_import`), all or nothing."""
+    return store_import(db, read_import(path, device, space, kit=kit))
 
 
 def _require_pandas(what: str) -> Any:

@@ -1,0 +1,535 @@
+"""Measurement kits: latency for devices outside the cluster.
+
+``nas latency kit`` writes a folder to copy onto a device nothing here can reach (a phone, a
+Raspberry Pi, a Jetson)::
+
+    manifest.json   the kit: its id, space, device profile, timing settings, and per model the
+                    file, its sha256, its architecture (OFA format) and the architecture hash
+    run.py          the runner (nas/latency/_kit_runner.py): Python >= 3.9, numpy, onnxruntime
+    README.txt      what to run on the device and what to send back
+    reference.onnx  the space's reference subnet (every dimension at its middle choice)
+    000_<hash>.onnx ...  the subnets to time
+
+The runner writes ``results.jsonl`` (an environment line, then one line per model) and
+``nas latency import`` takes it back (:func:`read_kit_results`): every line is checked against
+the manifest beside it, and results that are not the kit's are refused, nothing stored.
+
+Models are exported from one randomly initialised supernet: latency does not depend on the
+weights, only on the graph, so the kit needs no trained checkpoint. Kit results are stored
+with source :data:`KIT_SOURCE` and ``env["kit"]`` naming the kit (its id, the model file, its
+sha256, the block medians) and ``env["fingerprint"]`` the device's environment line.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nas._io import check_path, read_text
+from nas.devices import DeviceProfile, check_device_name, get_device
+from nas.errors import ConfigError, DataError, NASError, UnknownNameError
+from nas.space import Architecture, SearchSpace, get_space
+
+if TYPE_CHECKING:
+    from nas.db import LatencyDB
+    from nas.latency._sampling import Selection
+
+__all__ = [
+    "KIT_FORMAT",
+    "KIT_SOURCE",
+    "MAX_KIT_MODELS",
+    "RESULTS_FORMAT",
+    "KitReport",
+    "KitResults",
+    "kit_files",
+    "read_kit_results",
+    "runner_source",
+    "write_kit",
+]
+
+KIT_FORMAT = "nas-latency-kit/1"
+RESULTS_FORMAT = "nas-latency-kit-results/1"
+#: The source kit results are stored with. ``"imported"``: the database's sources and the
+#: predictors' training data know no other for measurements made elsewhere (``env["kit"]``
+#: tells kit results apart).
+KIT_SOURCE = "imported"
+#: The most subnets one kit holds (a kit is copied to small devices).
+MAX_KIT_MODELS = 2000
+#: The runner's timing settings, written into the manifest (the runner reads them there).
+DEFAULT_TIMING: dict[str, Any] = {"repeats": 5, "round_runs": 10, "block_warmup": 2,
+                                  "warmup_runs": 5, "warmup_s": 0.1, "seed": 0}
+_WEIGHTS_NOTE = ("random: every model is extracted from one randomly initialised supernet; "
+                 "latency depends on the graph (layers, shapes), not on the weights")
+_RESULTS = "results.jsonl"
+_MANIFEST = "manifest.json"
+
+
+def runner_source() -> str:
+    """The runner's source, as written into each kit as ``run.py``."""
+    return resources.files("nas.latency").joinpath("_kit_runner.py").read_text(encoding="utf-8")
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# ---------------------------------------------------------------------- writing a kit
+@dataclass(frozen=True)
+class KitReport:
+    """What :func:`write_kit` wrote.
+
+    Attributes:
+        path: the kit folder.
+        kit_id: the kit's id (every result line carries it).
+        space: the search space.
+        device: the device profile the kit times under.
+        n_models: subnets in the kit (the reference not counted).
+        selection: how they were chosen.
+        bytes: size of the kit's files.
+    """
+
+    path: Path
+    kit_id: str
+    space: str
+    device: DeviceProfile
+    n_models: int
+    selection: dict[str, Any]
+    bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary."""
+        return {"path": str(self.path), "kit_id": self.kit_id, "space": self.space,
+                "device": self.device.name, "threads": self.device.intra_op_threads,
+                "n_models": self.n_models, "selection": self.selection, "bytes": self.bytes,
+                "run": "python run.py", "send_back": _RESULTS}
+
+
+def _kit_profile(device: str, threads: int | None) -> DeviceProfile:
+    """The device's profile, or a new external one for an unknown name."""
+    try:
+        profile = get_device(device)
+    except UnknownNameError:
+        check_device_name(device)
+        return DeviceProfile(device, external=True, intra_op_threads=threads or 1,
+                             description="External device, timed with a latency kit")
+    if threads is not None and threads != profile.intra_op_threads:
+        raise ConfigError(
+            f"--threads {threads}: device {device}'s profile has intra_op_threads "
+            f"{profile.intra_op_threads}; leave --threads out or name another device"
+        )
+    return profile
+
+
+def _check_out(out: Path) -> Path:
+    out = check_path(out, "--out", error=ConfigError)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty folder; choose a new one")
+    return out
+
+
+def _readme(manifest: dict[str, Any]) -> str:
+    dev = manifest["device"]
+    t = manifest["timing"]
+    n = len(manifest["models"])
+    return f"""Latency measurement kit {manifest['kit_id']}
+search space {manifest['space']}, device {dev['name']}, {n} subnets + 1 reference
+
+What to do on the device
+------------------------
+1. Copy this whole folder onto the device.
+2. Install Python >= 3.9, numpy and onnxruntime (nothing else is needed):
+       pip install numpy onnxruntime
+3. Close what else runs on the device (it is being timed), then, in this folder:
+       python run.py
+   (about {_eta(manifest):.0f} s on a desktop CPU, longer on a small device). Options:
+       --threads T   ONNX Runtime intra-op threads (default {dev['intra_op_threads']}, the
+                     kit's device profile). Results timed with another count are refused
+                     on import: ask for a kit made for T threads instead.
+       --repeats R   passes over all models (default {t['repeats']}; more is steadier)
+       --out FILE    where to write the results (default: results.jsonl here)
+       --quiet       no progress lines
+4. Send back results.jsonl, unchanged (one JSON line per model, and one line that
+   describes the device: onnxruntime, numpy, platform, CPU, Python, threads, time).
+
+Back home, with results.jsonl put into the kit's folder:
+       nas latency import KIT_FOLDER/results.jsonl     (or: nas latency import KIT_FOLDER)
+
+How it times (the protocol of `nas latency measure`): session options set explicitly
+from the device profile; a fixed random input; warm-up of every model; {t['repeats']}
+passes, each over all models in a shuffled order, each model a block of {t['round_runs']}
+timed runs (after {t['block_warmup']} untimed) preceded by a block of the reference model;
+the latency is the model's median ratio to the reference times the reference's median
+over the whole run, so the device slowing down for a minute does not move it.
+
+Do not edit the .onnx files, manifest.json or run.py: every result carries the sha256
+of the model it timed and the import refuses what does not match this kit.
+Weights: {_WEIGHTS_NOTE}.
+"""
+
+
+def _eta(manifest: dict[str, Any]) -> float:
+    """A rough duration of the run on a fast machine (for the README)."""
+    t = manifest["timing"]
+    per_block_s = 0.003 * (t["round_runs"] + t["block_warmup"])
+    n = len(manifest["models"])
+    return (n + 1) * t["warmup_s"] + 2 * n * t["repeats"] * per_block_s + 1
+
+
+def _entry(file: str, data: bytes, arch: Architecture, macs: int) -> dict[str, Any]:
+    return {"file": file, "sha256": _sha256(data), "arch": arch.to_dict(), "hash": arch.hash,
+            "resolution": arch.r, "macs": int(macs)}
+
+
+def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architecture],
+                   folder: Path, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Export the reference and ``archs`` into ``folder``; their manifest entries."""
+    from nas._term import progress_bar
+    from nas.latency._measure import _default_supernet, _export
+    from nas.latency._prepare import one_torch_thread, prepare_model
+
+    ref_arch = sp.middle()
+    macs = sp.costs([ref_arch, *archs])["macs"]
+    entries = []
+    with one_torch_thread(), progress_bar(f"exporting {sp.name} subnets", len(archs) + 1,
+                                          enabled=progress) as advance:
+        net = _default_supernet(sp)
+        for i, arch in enumerate([ref_arch, *archs]):
+            model = prepare_model(_export(net, arch), profile, arch.r)
+            name = "reference.onnx" if i == 0 else f"{i - 1:03d}_{arch.hash[:12]}.onnx"
+            (folder / name).write_bytes(model)
+            entries.append(_entry(name, model, arch, macs[i]))
+            advance()
+    return entries[0], entries[1:]
+
+
+def _measured(db: LatencyDB, device: str, space: str) -> list[Architecture]:
+    return [r.arch for r in db.measurements(device, space)
+            if r.source in ("measured", "imported")]
+
+
+def write_kit(
+    space: str | SearchSpace, device: str, n: int, out: Path | str, *, seed: int = 0,
+    select: str = "auto", db: LatencyDB | None = None, threads: int | None = None,
+    repeats: int | None = None, progress: bool = False,
+) -> KitReport:
+    """Write a measurement kit for ``device`` into the new folder ``out``.
+
+    The subnets are chosen by :func:`~nas.latency._sampling.select_for_measurement` (by
+    default, for a device with few measurements, those the other devices' predictors in
+    ``db`` disagree on most, spread over the MAC range), never one the device already has a
+    measurement of, nor the reference. The folder is written whole or not at all.
+
+    Args:
+        space: the search space.
+        device: a device profile's name; an unknown name gets an external profile (written
+            into the manifest; the import creates it).
+        n: subnets to time (1 .. :data:`MAX_KIT_MODELS`).
+        out: a folder that does not exist yet (or is empty).
+        seed: seed of the choice.
+        select: ``auto``, ``mixed``, ``spread`` or ``informative``.
+        db: the latency database (the device's measurements, the other devices' predictors);
+            ``None``: choose without it.
+        threads: intra-op threads of an unknown device (default 1); for a known one it must
+            equal its profile's.
+        repeats: the runner's default passes (default 5).
+        progress: show a progress bar while exporting.
+
+    Raises:
+        ConfigError: a bad argument or an ``out`` that is in use; nothing is written.
+    """
+    from nas.latency._sampling import select_for_measurement
+
+    sp = get_space(space)
+    if not 1 <= n <= MAX_KIT_MODELS:
+        raise ConfigError(f"--n must be in 1..{MAX_KIT_MODELS}, got {n}")
+    if repeats is not None and not 1 <= repeats <= 1000:
+        raise ConfigError(f"--repeats must be in 1..1000, got {repeats}")
+    profile = _kit_profile(device, threads)
+    out = _check_out(Path(out))
+    done = _measured(db, profile.name, sp.name) if db is not None else []
+    sel: Selection = select_for_measurement(
+        sp, n, seed, method=select, db=db, device=profile.name,
+        exclude=[*done, sp.middle()], n_measured=len(done))
+    kit_id = uuid.uuid4().hex[:16]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would keep the kit from whoever copies it
+        ref, models = _export_models(sp, profile, sel.archs, tmp, progress)
+        runner = runner_source().encode("utf-8")
+        (tmp / "run.py").write_bytes(runner)
+        manifest = {
+            "format": KIT_FORMAT, "kit_id": kit_id,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "space": sp.name, "device": profile.to_dict(),
+            "timing": {**DEFAULT_TIMING, **({"repeats": repeats} if repeats else {})},
+            "weights": _WEIGHTS_NOTE,
+            "selection": {**sel.to_dict(), "seed": seed, "n": n,
+                          "device_measurements": len(done)},
+            "runner": {"file": "run.py", "sha256": _sha256(runner)},
+            "reference": ref, "models": models,
+        }
+        (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+        (tmp / "README.txt").write_text(_readme(manifest), encoding="utf-8")
+        size = sum(p.stat().st_size for p in tmp.iterdir())
+        if out.exists():
+            out.rmdir()  # empty, checked above
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return KitReport(out, kit_id, sp.name, profile, len(models), manifest["selection"], size)
+
+
+# ---------------------------------------------------------------------- reading results
+@dataclass(frozen=True)
+class KitResults:
+    """A kit's results, checked against its manifest, as rows ready to store.
+
+    Attributes:
+        kit_id: the kit's id.
+        space: its search space.
+        device: the device profile it was made for.
+        results: the results file.
+        rows: one validated measurement row per result (reference included).
+        missing: model files of the kit with no result line.
+        environment: the device's environment line.
+    """
+
+    kit_id: str
+    space: str
+    device: DeviceProfile
+    results: Path
+    rows: list[dict[str, Any]]
+    missing: tuple[str, ...]
+    environment: dict[str, Any]
+
+
+def _read_json(path: Path, what: str) -> Any:
+    text = read_text(path, what, error=DataError)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
+
+
+def _is_kit_manifest(path: Path) -> bool:
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(obj, dict) and obj.get("format") == KIT_FORMAT
+
+
+def _looks_like_results(path: Path) -> bool:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            first = json.loads(fh.readline())
+    except (OSError, ValueError):
+        return False
+    return isinstance(first, dict) and first.get("format") == RESULTS_FORMAT
+
+
+def kit_files(path: Path | str, kit: Path | str | None = None) -> tuple[Path, Path] | None:
+    """``(results, manifest)`` when ``path`` is a kit folder or a kit's results file (its
+    manifest beside it, or in ``kit``); ``None`` for any other file.
+
+    Raises:
+        DataError: a kit folder without results, or kit results without their manifest.
+    """
+    path = check_path(Path(path), "import path", error=DataError)
+    if kit is not None:
+        folder = check_path(Path(kit), "--kit", error=DataError)
+        if not (folder / _MANIFEST).is_file():
+            raise DataError(f"--kit {folder}: no {_MANIFEST} there; give the kit's folder")
+        results = path / _RESULTS if path.is_dir() else path
+        return results, folder / _MANIFEST
+    if path.is_dir():
+        if not (path / _MANIFEST).is_file():
+            raise DataError(f"{path} is a folder but not a latency kit (no {_MANIFEST})")
+        if not (path / _RESULTS).is_file():
+            raise DataError(f"{path}: no {_RESULTS} in the kit yet; run `python run.py` on "
+                            "the device and copy its results.jsonl here")
+        return path / _RESULTS, path / _MANIFEST
+    beside = path.parent / _MANIFEST
+    if beside.is_file() and _is_kit_manifest(beside):
+        return path, beside
+    if path.is_file() and _looks_like_results(path):
+        raise DataError(f"{path} holds a latency kit's results but no kit manifest is beside "
+                        "it; put it in the kit's folder or pass --kit DIR")
+    return None
+
+
+def _manifest(path: Path) -> dict[str, Any]:
+    m = _read_json(path, "kit manifest")
+    if not isinstance(m, dict) or m.get("format") != KIT_FORMAT:
+        got = m.get("format") if isinstance(m, dict) else type(m).__name__
+        raise DataError(f"{path}: format {got!r} is not a latency kit's ({KIT_FORMAT!r})")
+    for key in ("kit_id", "space", "device", "runner", "reference", "models"):
+        if key not in m:
+            raise DataError(f"{path}: kit manifest without {key!r}")
+    return m
+
+
+def _finite_positive(v: Any) -> bool:
+    return (isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            and v > 0)
+
+
+def _check_env(env: dict[str, Any], m: dict[str, Any], where: str) -> None:
+    if env.get("kit") != m["kit_id"]:
+        raise DataError(f"{where}: results of kit {env.get('kit')!r}, but the manifest is "
+                        f"kit {m['kit_id']!r} (results from another kit); nothing imported")
+    if env.get("runner_sha256") != m["runner"]["sha256"]:
+        raise DataError(f"{where}: written by a run.py that is not the kit's (sha256 "
+                        f"{str(env.get('runner_sha256'))[:12]}..., the kit's "
+                        f"{m['runner']['sha256'][:12]}...); run the kit's own run.py")
+    threads = (env.get("threads") or {}).get("intra_op")
+    want = m["device"].get("intra_op_threads", 1)
+    if threads != want:
+        raise DataError(f"{where}: timed with {threads} intra-op thread(s) but the kit's device "
+                        f"{m['device']['name']} has {want}; make a kit with --threads "
+                        f"{threads} for a device of that name, or run without --threads")
+
+
+def _model_row(rec: dict[str, Any], entry: dict[str, Any], sp: SearchSpace,
+               env: dict[str, Any], source_file: str, where: str) -> dict[str, Any]:
+    """One result line as a validated measurement row."""
+    from nas.db import validate_measurement
+
+    name = entry["file"]
+    if rec.get("sha256") != entry["sha256"]:
+        raise DataError(f"{where}: model {name}: sha256 {str(rec.get('sha256'))[:12]}... is not "
+                        f"the kit's ({entry['sha256'][:12]}...): the model timed is not the "
+                        "kit's; nothing imported")
+    arch = sp.parse(entry["arch"])
+    if arch.hash != entry["hash"]:
+        raise DataError(f"{where}: model {name}: the manifest's architecture hashes to "
+                        f"{arch.hash}, not {entry['hash']}; the manifest was edited")
+    status = rec.get("status")
+    kit = {"id": env["kit"], "file": name, "sha256": entry["sha256"], "role": rec.get("role")}
+    if status == "failed":
+        return validate_measurement(
+            arch, None, status="failed", error=str(rec.get("error") or "failed on the device"),
+            source=KIT_SOURCE, env={"kit": kit, "fingerprint": env,
+                                    "imported_from": source_file})
+    if status != "ok":
+        raise DataError(f"{where}: model {name}: status must be 'ok' or 'failed', got "
+                        f"{status!r}")
+    lat = rec.get("latency_ms")
+    if not _finite_positive(lat):
+        raise DataError(f"{where}: model {name}: latency_ms must be a finite number > 0, got "
+                        f"{lat!r}; nothing imported")
+    blocks = rec.get("block_medians_ms")
+    if not isinstance(blocks, list) or not blocks or not all(map(_finite_positive, blocks)):
+        raise DataError(f"{where}: model {name}: block_medians_ms must be a non-empty list of "
+                        f"finite numbers > 0, got {str(blocks)[:60]}; nothing imported")
+    for key in ("raw_median_ms", "ratio", "p10_ms", "p90_ms"):
+        if key in rec and not _finite_positive(rec[key]):
+            raise DataError(f"{where}: model {name}: {key} must be a finite number > 0, got "
+                            f"{rec[key]!r}; nothing imported")
+    kit.update(raw_median_ms=rec.get("raw_median_ms"), ratio=rec.get("ratio"),
+               block_medians_ms=blocks)
+    if "drift" in rec:
+        kit["drift"] = rec["drift"]
+    n_runs = rec.get("n_runs", 0)
+    try:
+        return validate_measurement(
+            arch, float(lat), p10=rec.get("p10_ms"), p90=rec.get("p90_ms"),
+            n_runs=n_runs if isinstance(n_runs, int) else -1, status="ok", source=KIT_SOURCE,
+            env={"kit": kit, "fingerprint": env, "imported_from": source_file})
+    except NASError as exc:
+        raise DataError(f"{where}: model {name}: {exc}; nothing imported") from None
+
+
+def read_kit_results(
+    path: Path | str, *, kit: Path | str | None = None, device: str | None = None,
+    space: str | None = None,
+) -> KitResults:
+    """Read a kit's ``results.jsonl`` and check it against the kit's manifest; nothing is
+    written.
+
+    Refused, in one line naming the line and the model: a result whose model file is not one
+    of the kit's, whose sha256 is not the manifest's for that file, a second result for one
+    model, a latency that is not a finite number > 0, results of another kit (their kit id),
+    of a modified runner, or timed with another thread count than the kit's device. Models
+    with no result line are not an error: what is there is imported and the missing files
+    are listed (a model the device could not run has a ``failed`` line instead, stored as
+    a failed measurement).
+
+    Args:
+        path: the kit folder or its results file.
+        kit: the kit folder, when the results file is elsewhere.
+        device: when given, must be the kit's device.
+        space: when given, must be the kit's space.
+
+    Raises:
+        DataError: as above; nothing is written.
+    """
+    files = kit_files(path, kit)
+    if files is None:
+        raise DataError(f"{path} is not a latency kit's results (no kit manifest beside it)")
+    results, mpath = files
+    m = _manifest(mpath)
+    for key, given, have in (("device", device, m["device"].get("name")),
+                             ("space", space, m["space"])):
+        if given is not None and given != have:
+            raise DataError(f"--{key} {given}: the kit in {mpath.parent} is for {key} {have!r}; "
+                            f"leave --{key} out")
+    sp = get_space(m["space"])
+    profile = DeviceProfile.from_dict(m["device"], where=f"{mpath}: device")
+    entries = {e["file"]: e for e in [m["reference"], *m["models"]]}
+    env: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    text = read_text(results, "kit results", error=DataError)
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{results}: line {n}"
+        try:
+            rec = json.loads(line)
+        except ValueError as exc:
+            raise DataError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(rec, dict):
+            raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+        if rec.get("type") == "environment":
+            if env is not None:
+                raise DataError(f"{where}: a second environment line (results of two runs "
+                                "concatenated?); nothing imported")
+            _check_env(rec, m, where)
+            env = {k: v for k, v in rec.items() if k not in ("type",)}
+            continue
+        if env is None:
+            raise DataError(f"{where}: a result before the environment line; the file is not "
+                            "what run.py writes")
+        if rec.get("type") != "model":
+            raise DataError(f"{where}: type must be 'environment' or 'model', got "
+                            f"{rec.get('type')!r}")
+        name = rec.get("file")
+        if rec.get("kit") != m["kit_id"]:
+            raise DataError(f"{where}: model {name}: a result of kit {rec.get('kit')!r}, not of "
+                            f"kit {m['kit_id']!r}; nothing imported")
+        if name not in entries:
+            raise DataError(f"{where}: model {name!r} is not one of the kit's "
+                            f"{len(entries)} models; nothing imported")
+        if name in seen:
+            raise DataError(f"{where}: model {name}: a second result; nothing imported")
+        seen.add(name)
+        rows.append(_model_row(rec, entries[name], sp, env, results.name, where))
+    if env is None:
+        raise DataError(f"{results}: no environment line; the file is not what run.py writes")
+    if not rows:
+        raise DataError(f"{results}: no results")
+    missing = tuple(f for f in entries if f not in seen)
+    return KitResults(m["kit_id"], sp.name, profile, results, rows, missing, env)
