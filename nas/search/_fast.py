@@ -29,7 +29,7 @@ import optuna
 
 from nas.errors import ConfigError
 from nas.search._config import SearchConfig
-from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec
+from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec, nondominated_ranks
 from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.space import ArchArrays, SearchSpace, get_space
@@ -369,12 +369,53 @@ def _budget_key(key: str, bound: float) -> str:
     return f"{key}<={bound:g}"
 
 
+def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Subnets as the dicts :class:`Specialization` returns."""
+    costs = scorer.space.costs(a)
+    out = []
+    for row in range(len(a)):
+        arch = _arch(scorer.space, a, row)
+        item: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
+                                "macs": int(costs["macs"][row]),
+                                "params": int(costs["params"][row]),
+                                "latency_ms": {d: float(m[f"latency:{d}"][row])
+                                               for d in scorer.latency}}
+        if "accuracy" in m:
+            item["accuracy"] = float(m["accuracy"][row])
+        out.append(item)
+    return out
+
+
+def _refine(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
+            key: str, bound: float) -> tuple[np.ndarray | None, int]:
+    """The best subnet by the first objective with ``key <= bound`` (and the search's
+    constraints), by a short search of its own warm-started from the front's subnets within
+    the bound and the final population; returns its genome (None if none is feasible) and
+    how many subnets it scored. A front spread over a wide range of ``key`` is thin at each
+    single bound; this closes most of that gap (RESULTS.md) for a fifth of the generations."""
+    col = cfg.objective_list[0].name
+
+    def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m = scorer.metrics(codec.decode(X))
+        _, V = scorer.objectives_and_violation(m)
+        return (scorer.signs[0] * m[col])[:, None], V + np.maximum(0.0, m[key] / bound - 1)
+
+    front = res.front()
+    within = front[scorer.metrics(codec.decode(res.X[front]))[key] <= bound]
+    evo = Evolution(codec, evaluate, population=cfg.population or PREDICTOR_POPULATION,
+                    seed=cfg.seed, initial=res.X[np.concatenate([within, res.population])])
+    r = evo.run(max(10, cfg.generations // 5))
+    top = r.population[0]
+    return (r.X[top] if r.V[top] <= 0 else None), r.n_scored
+
+
 def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
                constraints: Mapping[str, float] | None = None,
                budgets: Mapping[str, Sequence[float]] | None = None,
                proxy: str = "ofa-imagenet", seed: int = 0, population: int | None = None,
                generations: int = 300, db: str | None = None,
-               latency_kind: str | None = None, interpolate: bool = False) -> Specialization:
+               latency_kind: str | None = None, interpolate: bool = False,
+               refine: bool = False) -> Specialization:
     """Search ``space`` at predictor speed and return the front, storing nothing.
 
     Example:
@@ -386,6 +427,10 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
     Args:
         budgets: extra upper bounds at which to pick the best subnet of the front (the
             constraints' bounds are always among them).
+        refine: search again under each bound, briefly, warm-started from the front (a
+            front is thin at any single bound of a wide range: at 50 ms on note10 the
+            front's pick was 0.0029 below OFA's search for that budget alone); the picks
+            join the front. Costs about a fifth of the search per bound.
 
     Raises:
         ConfigError: a bad argument (one line naming it), an objective that needs a model,
@@ -411,21 +456,26 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
                 raise ConfigError(f"budgets.{key} = {v!r}: must be a number > 0")
         levels.setdefault(key, []).extend(float(v) for v in values)
     res, seconds = _evolve(cfg, scorer, codec, progress=False)
-    idx = res.front()
-    a = codec.decode(res.X[idx])
+    X, n_scored = res.X[res.front()], res.n_scored
+    if refine:
+        t0 = time.perf_counter()
+        with _one_torch_thread():
+            for key, values in levels.items():
+                for b in sorted(set(values)):
+                    x, n = _refine(cfg, scorer, codec, res, key, b)
+                    n_scored += n
+                    if x is not None:
+                        X = np.concatenate([X, x[None, :]])
+        seconds += time.perf_counter() - t0
+    a = codec.decode(X)
     m = scorer.metrics(a)
-    costs = scorer.space.costs(a)
-    front = []
-    for row in range(len(idx)):
-        arch = _arch(scorer.space, a, row)
-        item: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
-                                "macs": int(costs["macs"][row]),
-                                "params": int(costs["params"][row]),
-                                "latency_ms": {d: float(m[f"latency:{d}"][row])
-                                               for d in scorer.latency}}
-        if "accuracy" in m:
-            item["accuracy"] = float(m["accuracy"][row])
-        front.append(item)
+    F, _ = scorer.objectives_and_violation(m)
+    keep = np.flatnonzero(nondominated_ranks(F) == 0)  # refined picks join the front
+    _, first_seen = np.unique(codec.keys(X[keep]), return_index=True)
+    keep = keep[np.sort(first_seen)]
+    keep = keep[np.lexsort(F[keep].T[::-1])]
+    a, m = codec.decode(X[keep]), {k: v[keep] for k, v in m.items()}
+    front = _items(scorer, a, m)
     first = cfg.objective_list[0]
     sign = -1.0 if first.direction == "maximize" else 1.0
     best: dict[str, dict[str, Any] | None] = {}
@@ -437,6 +487,6 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
                 front[int(ok[np.argmin(sign * m[first.name][ok])])] if len(ok) else None)
     return Specialization(
         space=cfg.space, objectives=list(cfg.objectives), constraints=dict(cfg.constraints),
-        front=front, best=best, n_scored=res.n_scored, generations=res.generations,
+        front=front, best=best, n_scored=n_scored, generations=res.generations,
         population=cfg.population or PREDICTOR_POPULATION, seconds=round(seconds, 4),
         resolutions=codec.resolutions.tolist())

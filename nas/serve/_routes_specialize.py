@@ -31,10 +31,13 @@ def add_specialize_route(api: FastAPI, svc: Any) -> None:
         from nas.search import SearchConfig, choose_engine, specialize
 
         pop = req.population or 100
-        if pop * req.generations > MAX_EVALUATIONS:
-            raise RequestError(("body", "generations"), f"population x generations = "
-                               f"{pop * req.generations} is above this route's "
-                               f"{MAX_EVALUATIONS}; use POST /searches for longer searches")
+        bounds = len(req.constraints) + sum(len(v) for v in req.budgets.values())
+        passes = 1 + (bounds / 5 if req.refine else 0)  # each refinement: a fifth
+        if pop * req.generations * passes > MAX_EVALUATIONS:
+            raise RequestError(("body", "generations"), f"population x generations "
+                               f"(x refinements) = {pop * req.generations * passes:.0f} is "
+                               f"above this route's {MAX_EVALUATIONS}; use POST /searches "
+                               "for longer searches")
         proxy = _checked_proxy(req.proxy, svc.settings.roots)
         try:
             cfg = SearchConfig.from_dict(
@@ -60,7 +63,8 @@ def add_specialize_route(api: FastAPI, svc: Any) -> None:
                 cfg.space, objectives=cfg.objectives, constraints=cfg.constraints,
                 budgets=req.budgets, proxy=proxy, seed=req.seed, population=req.population,
                 generations=req.generations, db=svc.settings.db,
-                latency_kind=req.latency_kind, interpolate=req.interpolate)
+                latency_kind=req.latency_kind, interpolate=req.interpolate,
+                refine=req.refine)
         except NASError as exc:
             raise RequestError(("body",), _one_line(exc)) from None
         return res.to_json()

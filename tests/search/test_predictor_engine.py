@@ -196,3 +196,18 @@ def test_resume_of_a_finished_predictor_search_changes_nothing(tmp_path: Path) -
     assert len(first.trials) == len(again.trials) == 30
     assert first.front[0].arch_hash == again.front[0].arch_hash
     assert first.front[0].latency_ms["note10"] <= 20
+
+
+def test_refined_picks_are_no_worse_and_join_the_front(tmp_path: Path) -> None:
+    kw: dict[str, Any] = {"objectives": ["accuracy", "latency:note10"],
+                          "constraints": {"latency:note10": 50},
+                          "budgets": {"latency:note10": [30]}, "generations": 30,
+                          "db": f"sqlite:///{tmp_path / 'e.sqlite'}"}
+    plain = specialize("ofa_mbv3", **kw)
+    refined = specialize("ofa_mbv3", refine=True, **kw)
+    assert refined.n_scored > plain.n_scored
+    hashes = {f["arch_hash"] for f in refined.front}
+    for key, pick in refined.best.items():
+        assert pick is not None and pick["arch_hash"] in hashes
+        assert pick["latency_ms"]["note10"] <= float(key.split("<=")[1])
+        assert pick["accuracy"] >= plain.best[key]["accuracy"]  # type: ignore[index]
