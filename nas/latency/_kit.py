@@ -268,7 +268,7 @@ def write_kit(
         ref, models = _export_models(sp, profile, sel.archs, tmp, progress)
         runner = runner_source().encode("utf-8")
         (tmp / "run.py").write_bytes(runner)
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": KIT_FORMAT, "kit_id": kit_id,
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "space": sp.name, "device": profile.to_dict(),
@@ -426,7 +426,7 @@ def _model_row(rec: dict[str, Any], entry: dict[str, Any], sp: SearchSpace,
     if status != "ok":
         raise DataError(f"{where}: model {name}: status must be 'ok' or 'failed', got "
                         f"{status!r}")
-    lat = rec.get("latency_ms")
+    lat: Any = rec.get("latency_ms")
     if not _finite_positive(lat):
         raise DataError(f"{where}: model {name}: latency_ms must be a finite number > 0, got "
                         f"{lat!r}; nothing imported")
@@ -516,11 +516,11 @@ def read_kit_results(
         if rec.get("type") != "model":
             raise DataError(f"{where}: type must be 'environment' or 'model', got "
                             f"{rec.get('type')!r}")
-        name = rec.get("file")
+        name: Any = rec.get("file")
         if rec.get("kit") != m["kit_id"]:
             raise DataError(f"{where}: model {name}: a result of kit {rec.get('kit')!r}, not of "
                             f"kit {m['kit_id']!r}; nothing imported")
-        if name not in entries:
+        if not isinstance(name, str) or name not in entries:
             raise DataError(f"{where}: model {name!r} is not one of the kit's "
                             f"{len(entries)} models; nothing imported")
         if name in seen:
