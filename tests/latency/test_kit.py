@@ -303,3 +303,9 @@ def test_informative_selection(db: LatencyDB) -> None:
         "mixed")
     one = select_for_measurement(SPACE, 4, 0, db=db, device="prior-work")
     assert one.method == "spread" and "fell back to spread" in one.rule
+    # `nas latency measure --select auto`: informative for a new device with priors, and the
+    # mixed sample it always used when there are none
+    _, info = _cli._measure_selection(sp, db, "new-device", 4, 0, "auto", set())
+    assert info["method"] == "informative"
+    _, info = _cli._measure_selection(sp, db, "prior-work", 4, 0, "auto", set())
+    assert info["method"] == "mixed"
