@@ -214,8 +214,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5, help="draws of k subnets per device")
     args = ap.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        handlers=[logging.FileHandler(args.log), logging.StreamHandler()])
+    log = logging.getLogger("fewshot")  # ours only: the quantiser logs every bias it copies
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    for h in (logging.FileHandler(args.log), logging.StreamHandler()):
+        h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        log.addHandler(h)
     for d in (*HOST_DEVICES, TABLE_DEVICE):
         get_device(d)  # every profile exists before anything is timed
     if args.phase == "measure":
