@@ -38,7 +38,9 @@ runner = CliRunner()
 def _latency_app() -> typer.Typer:
     root = typer.Typer(no_args_is_help=True)
     _cli.register(root)
-    return next(g.typer_instance for g in root.registered_groups if g.name == "latency")
+    app = next(g.typer_instance for g in root.registered_groups if g.name == "latency")
+    assert app is not None
+    return app
 
 SPACE = "tiny"
 PRIORS = {"cpu-1t": 1.0, "cpu-2t": 2.0, "cpu-1t-int8": 0.5}
