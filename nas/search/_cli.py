@@ -140,7 +140,7 @@ def search_cmd(
     optuna-dashboard; `nas results --study NAME` prints the front again, `nas report` draws
     it, `nas export --study NAME --pareto` exports it.
     """
-    from nas.search import choose_engine, load_results, run_search, verify_trials
+    from nas.search import load_results, run_search, verify_trials
 
     cfg = _search_config(config, resume, dict(
         space=space, checkpoint=checkpoint, data=data, proxy=proxy, objectives=objective,
@@ -149,11 +149,13 @@ def search_cmd(
         address=address, db=db, latency_kind=latency_kind, engine=engine,
         generations=generations, population=population, interpolate=interpolate,
     ))
-    chosen, why = choose_engine(cfg)
-    if not json_out:
-        where = "in this process" if chosen == "predictor" else "on Ray actors"
-        err_console.print(f"engine: {chosen} ({why}): scoring {where}")
-    res = run_search(cfg, resume=resume, progress=progress and not json_out)
+    def announce(engine: str, why: str) -> None:  # once the config passed its checks
+        if not json_out:
+            where = "in this process" if engine == "predictor" else "on Ray actors"
+            err_console.print(f"engine: {engine} ({why}): scoring {where}")
+
+    res = run_search(cfg, resume=resume, progress=progress and not json_out,
+                     on_start=announce)
     if verify:
         verify_trials(res.study_name, res.storage, verify, progress=progress and not json_out)
         res = load_results(res.study_name, res.storage)

@@ -154,8 +154,10 @@ class _Search:
 
     def __init__(self, cfg: SearchConfig, *, resume: bool, progress: bool,
                  stop: threading.Event | None,
-                 on_trial: Callable[[int, int], None] | None) -> None:
+                 on_trial: Callable[[int, int], None] | None,
+                 on_start: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
+        self.on_start = on_start
         self.resume = resume
         self.progress = progress
         self.stop = stop
@@ -173,6 +175,8 @@ class _Search:
         (or ``stop`` is set), record the run; returns the stored result."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.open()
+        if self.on_start is not None:
+            self.on_start()
         if self.ledger.counted >= self.cfg.n_trials:
             return result_from_study(self.study, self.cfg.storage_url)
         started = start_ray(self.cfg.address)
@@ -322,6 +326,7 @@ def run_search(
     cfg: SearchConfig, *, resume: bool = False, progress: bool = True,
     stop: threading.Event | None = None,
     on_trial: Callable[[int, int], None] | None = None,
+    on_start: Callable[[str, str], None] | None = None,
 ) -> SearchResult:
     """Run (or resume) a search until its trial budget is spent; returns the stored result.
 
@@ -336,6 +341,8 @@ def run_search(
         stop: when set, the driver stops asking, waits for the batches in flight, and
             returns what is stored (resume later to finish the budget).
         on_trial: called as ``on_trial(done, budget)`` after each counted trial.
+        on_start: called as ``on_start(engine, why)`` once the configuration has passed its
+            checks, before the search starts (e.g. to say which engine runs it).
 
     Raises:
         ConfigError: bad configuration, unknown device or proxy, a checkpoint of another
@@ -344,7 +351,12 @@ def run_search(
     """
     from nas.search._fast import choose_engine, run_predictor_search
 
-    if choose_engine(cfg)[0] == "predictor":
+    engine, why = choose_engine(cfg)
+    if engine == "predictor":
         return run_predictor_search(cfg, resume=resume, progress=progress, stop=stop,
-                                    on_trial=on_trial)
-    return _Search(cfg, resume=resume, progress=progress, stop=stop, on_trial=on_trial).run()
+                                    on_trial=on_trial,
+                                    on_start=None if on_start is None else
+                                    lambda: on_start(engine, why))
+    return _Search(cfg, resume=resume, progress=progress, stop=stop, on_trial=on_trial,
+                   on_start=None if on_start is None else lambda: on_start(engine, why)
+                   ).run()

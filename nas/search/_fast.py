@@ -291,7 +291,8 @@ def _prepare(cfg: SearchConfig) -> tuple[Scorer, GenomeCodec, dict[str, Any]]:
 
 def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: bool = True,
                          stop: threading.Event | None = None,
-                         on_trial: Callable[[int, int], None] | None = None) -> SearchResult:
+                         on_trial: Callable[[int, int], None] | None = None,
+                         on_start: Callable[[], None] | None = None) -> SearchResult:
     """Run a search whose every objective is a predictor in this process, and store it.
 
     ``on_trial(done, total)`` is called after each generation (``done`` generations of
@@ -317,6 +318,8 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
         if study.get_trials(deepcopy=False):
             return result_from_study(study, cfg.storage_url)
         scorer, codec, _ = _prepare(cfg)
+    if on_start is not None:
+        on_start()
     gens = cfg.generations
 
     def report(g: int) -> None:
