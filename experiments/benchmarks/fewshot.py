@@ -21,8 +21,11 @@ Phases:
     For every device D and k in 5, 10, 20, 50, over ``--repeats`` draws of k training
     subnets from a pool: fits ``flops``, ``additive`` and ``gbdt`` on the k (the best of
     the latter two on the held-out set is "best single"; it is chosen with hindsight, which
-    favours it) and ``transfer`` with the other devices' ``additive`` predictors fitted on
-    their own measurements of the pool (never of the held-out subnets) as priors; scores
+    favours it) and ``transfer`` with the other devices' predictors as priors (``flops`` or
+    ``additive``, the better on a 20% holdout, fitted on their own measurements: of every
+    subnet with ``--prior-data all``, the default, as a database that knows those devices
+    well has them, or of the pool only; ``note10``'s lookup table), never a measurement of
+    the held-out device outside the k; scores
     each on the held-out subnets (Spearman rho, Kendall tau, MAPE, share within +-10%).
     Uses the subnets every device has measured so far.
 
@@ -96,13 +99,17 @@ def measure(args: argparse.Namespace) -> None:
 
 
 def _measured(db: LatencyDB, device: str) -> dict[Architecture, float]:
+    """The device's latency of each subnet measured once: a subnet measured twice was timed
+    while two campaigns ran at once (a restart that left the first running), and is left
+    out, both timings being disturbed."""
     from nas.latency import training_data
 
     try:
         data = training_data(device, SPACE, db)
     except Exception:
         return {}
-    return dict(zip(data.archs, data.y.tolist(), strict=True))
+    return {a: float(v) for a, v, ids in zip(data.archs, data.y, data.ids, strict=True)
+            if len(ids) == 1}
 
 
 def dataset(db_url: str, n: int, seed: int) -> tuple[list[Architecture], dict[str, np.ndarray]]:
@@ -127,20 +134,37 @@ def _fit_score(kind: str, archs: list[Architecture], y: np.ndarray, tr: np.ndarr
     return regression_metrics(y[te], est.predict([archs[i] for i in te])), est
 
 
+def _prior(archs: list[Architecture], y: np.ndarray, idx: np.ndarray) -> Any:
+    """A device's predictor as the database would hold it: of ``flops`` and ``additive``,
+    the one with the lower MAPE on a 20% holdout (``load_predictor``'s rule), fitted on
+    ``idx``."""
+    from nas.latency import make_predictor
+
+    perm = np.random.default_rng(0).permutation(idx)
+    te, tr = perm[:len(perm) // 5], perm[len(perm) // 5:]
+    mape = {kind: _fit_score(kind, archs, y, tr, te)[0]["mape"] for kind in ("flops", "additive")}
+    kind = min(mape, key=mape.__getitem__)
+    return make_predictor(kind, SPACE).fit([archs[i] for i in idx], y[idx])
+
+
 def report(args: argparse.Namespace) -> str:
-    from nas.latency import AdditivePredictor
+    from nas.latency import load_predictor
     from nas.latency._transfer import prior_entry
 
     archs, ys = dataset(args.db, args.n, args.seed)
     n = len(archs)
     if n < 60:
         raise SystemExit(f"only {n} subnets measured on every device; measure more first")
-    n_pool = min(args.pool, n // 4)
+    n_pool = min(args.pool, n // 2)  # partial campaigns: half for the pool at most
     pool, test = np.arange(n_pool), np.arange(n_pool, n)
     devices = list(ys)
-    # each device's prior: an additive fitted on its own measurements of the pool
-    priors = {d: prior_entry(d, AdditivePredictor(space=SPACE).fit(
-        [archs[i] for i in pool], ys[d][pool])) for d in devices}
+    # each device's prior: an additive fitted on its own measurements (of every subnet, as a
+    # database that knows the device well has them, or of the pool only); note10's is its
+    # lookup table, the predictor the database has for it
+    fit_on = pool if args.prior_data == "pool" else np.arange(n)
+    priors = {d: prior_entry(d, _prior(archs, ys[d], fit_on)) for d in HOST_DEVICES}
+    priors[TABLE_DEVICE] = prior_entry(
+        TABLE_DEVICE, load_predictor(TABLE_DEVICE, SPACE, "table", db=args.db))
     rows = []
     summary: dict[tuple[str, int], list[float]] = {}
     raw: dict[str, Any] = {}
@@ -184,7 +208,10 @@ def report(args: argparse.Namespace) -> str:
            f"Space {SPACE}, {n} subnets measured on all {len(devices)} devices "
            f"({', '.join(devices)}); k training subnets drawn from a pool of {n_pool}, "
            f"scored on the other {len(test)}; mean over {args.repeats} draws. Priors of "
-           "`transfer`: the other devices' `additive` fitted on their pool measurements. "
+           "`transfer`: the other devices' `flops` or `additive` (the better on a 20% "
+           "holdout) fitted on their measurements of "
+           f"{'all' if args.prior_data == 'all' else 'the pool'} subnets "
+           "(note10's: its lookup table). "
            "\"best single\": the better of `additive` and `gbdt` (k >= 20) on the held-out "
            "set, chosen with hindsight.", "",
            table(["held-out device", "k", "predictor", "Spearman", "Kendall", "MAPE",
@@ -211,6 +238,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--chunk", type=int, default=10, help="subnets between log lines")
     ap.add_argument("--pool", type=int, default=100, help="subnets the k are drawn from")
+    ap.add_argument("--prior-data", choices=("all", "pool"), default="all",
+                    help="the other devices' predictors are fitted on all their measurements "
+                    "(the held-out subnets' too: never the held-out device's) or the pool's")
     ap.add_argument("--repeats", type=int, default=5, help="draws of k subnets per device")
     args = ap.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)

@@ -24,7 +24,9 @@ measure every kind here minimises):
     the mix plus the ``additive`` kind's network-wide features (ridge-penalised): what no
     other device explains, learned when ``k >= residual_min`` (20 by default);
 ``flops``, ``additive``
-    the single-device kinds fitted on the k measurements alone.
+    the single-device kinds fitted on the k measurements alone (``additive`` once ``k``
+    exceeds its unpenalised coefficients by 2: below, it interpolates, and its
+    leave-one-out error is luck).
 
 So with no other devices it *is* the better of ``flops`` and ``additive`` at that ``k`` (by
 leave-one-out error), and with many measurements it keeps ``additive`` when that fits better:
@@ -189,7 +191,11 @@ class TransferPredictor(LatencyPredictor):
         if "additive" in self.models:
             add = AdditivePredictor(space=sp.name)
             cols = add._columns()
-            out["additive"] = (lf.transform(a)[:, cols], add._penalty(cols), _DEFAULT_ALPHAS)
+            pen = add._penalty(cols)
+            # with no more measurements than free coefficients (+2) it interpolates, and its
+            # leave-one-out error on a handful of points is luck: not a candidate
+            if len(y) > int(np.sum(pen == 0)) + 2:
+                out["additive"] = (lf.transform(a)[:, cols], pen, _DEFAULT_ALPHAS)
         if not self.priors_:
             return out
         z = self._z(a)
