@@ -17,6 +17,9 @@ Phases:
     database (``--db``, default ``runs/fewshot/latency.sqlite``). Resumable: what is
     measured is skipped; progress goes to ``--log`` (default ``runs/fewshot/measure.log``).
     Devices are timed one after the other, one thread configuration at a time.
+``noise``
+    Re-times ``--noise`` (20) measured subnets in fresh sessions on every host device, for
+    the noise floor the report prints (run it after ``measure``).
 ``report``
     For every device D and k in 5, 10, 20, 50, over ``--repeats`` draws of k training
     subnets from a pool: fits ``flops``, ``additive`` and ``gbdt`` on the k (the best of
@@ -31,6 +34,7 @@ Phases:
 
 Run:
     nohup .venv/bin/python experiments/benchmarks/fewshot.py --phase measure &
+    .venv/bin/python experiments/benchmarks/fewshot.py --phase noise
     .venv/bin/python experiments/benchmarks/fewshot.py --phase report
 """
 
@@ -96,6 +100,19 @@ def measure(args: argparse.Namespace) -> None:
         log.info("%d/%d subnets done (chunk %.0f s, total %.1f min)", done, len(archs),
                  time.time() - t1, (time.time() - t0) / 60)
     log.info("campaign complete")
+
+
+def noise(args: argparse.Namespace) -> None:
+    """Re-time ``--noise`` of the measured subnets in fresh sessions on every host device
+    (source ``"noise"``: no predictor trains on them), for the noise floor of the report."""
+    log = logging.getLogger("fewshot")
+    db = LatencyDB(args.db)
+    done = _measured(db, HOST_DEVICES[-1])
+    archs = [a for a in sample(args.n, args.seed) if a in done][:args.noise]
+    log.info("re-timing %d subnets on %s for the noise floor", len(archs), HOST_DEVICES)
+    measure_on_devices(list(HOST_DEVICES), SPACE, archs, db, config=CAMPAIGN_TIMING,
+                       source="noise", skip_measured=True, progress=False)
+    log.info("noise repeats complete")
 
 
 def _measured(db: LatencyDB, device: str) -> dict[Architecture, float]:
@@ -216,6 +233,20 @@ def report(args: argparse.Namespace) -> str:
            "set, chosen with hindsight.", "",
            table(["held-out device", "k", "predictor", "Spearman", "Kendall", "MAPE",
                   "within ±10%"], rows), ""]
+    from nas.latency import noise_floor_from_db
+
+    floors = []
+    for d in HOST_DEVICES:
+        nf = noise_floor_from_db(d, SPACE, LatencyDB(args.db))
+        if nf is not None:
+            floors.append([d, nf.n, f"{100 * nf.median:.1f}%", f"{100 * nf.p90:.1f}%",
+                           f"{nf.metrics['spearman_rho']:.3f}",
+                           f"{100 * nf.metrics['within_10']:.0f}%"])
+    if floors:
+        out += ["Noise floor of the campaign (subnets re-timed in fresh sessions, "
+                "`--phase noise`; the truth itself repeats no better):", "",
+                table(["device", "pairs", "median |a-b|/mean", "p90", "Spearman of a repeat",
+                       "repeat within ±10%"], floors), ""]
     means = [[label, k, f"{np.mean(v):.3f}", f"{np.min(v):.3f}"]
              for (label, k), v in sorted(summary.items(), key=lambda t: (t[0][1], t[0][0]))]
     out += ["Mean and worst Spearman over the held-out devices:", "",
@@ -230,12 +261,13 @@ def report(args: argparse.Namespace) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--phase", choices=("measure", "report"), default="report")
+    ap.add_argument("--phase", choices=("measure", "noise", "report"), default="report")
     ap.add_argument("--db", default=f"sqlite:///{ROOT / 'runs/fewshot/latency.sqlite'}")
     ap.add_argument("--log", default=str(ROOT / "runs/fewshot/measure.log"))
     ap.add_argument("--out", default=str(ROOT / "runs/fewshot/report.md"))
     ap.add_argument("--n", type=int, default=600, help="subnets to measure")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--noise", type=int, default=20, help="subnets re-timed (noise phase)")
     ap.add_argument("--chunk", type=int, default=10, help="subnets between log lines")
     ap.add_argument("--pool", type=int, default=100, help="subnets the k are drawn from")
     ap.add_argument("--prior-data", choices=("all", "pool"), default="all",
@@ -254,6 +286,8 @@ def main() -> None:
         get_device(d)  # every profile exists before anything is timed
     if args.phase == "measure":
         measure(args)
+    elif args.phase == "noise":
+        noise(args)
     else:
         print(report(args))
 
