@@ -151,16 +151,17 @@ def _fit_score(kind: str, archs: list[Architecture], y: np.ndarray, tr: np.ndarr
     return regression_metrics(y[te], est.predict([archs[i] for i in te])), est
 
 
-def _prior(archs: list[Architecture], y: np.ndarray, idx: np.ndarray) -> Any:
-    """A device's predictor as the database would hold it: of ``flops`` and ``additive``,
-    the one with the lower MAPE on a 20% holdout (``load_predictor``'s rule), fitted on
-    ``idx``."""
+def _prior(archs: list[Architecture], y: np.ndarray, idx: np.ndarray, kind: str) -> Any:
+    """A device's predictor fitted on ``idx``: of ``kind``, or with ``kind="best"`` as the
+    database would hold it: of ``flops`` and ``additive``, the one with the lower MAPE on a
+    20% holdout (``load_predictor``'s rule)."""
     from nas.latency import make_predictor
 
-    perm = np.random.default_rng(0).permutation(idx)
-    te, tr = perm[:len(perm) // 5], perm[len(perm) // 5:]
-    mape = {kind: _fit_score(kind, archs, y, tr, te)[0]["mape"] for kind in ("flops", "additive")}
-    kind = min(mape, key=mape.__getitem__)
+    if kind == "best":
+        perm = np.random.default_rng(0).permutation(idx)
+        te, tr = perm[:len(perm) // 5], perm[len(perm) // 5:]
+        mape = {k: _fit_score(k, archs, y, tr, te)[0]["mape"] for k in ("flops", "additive")}
+        kind = min(mape, key=mape.__getitem__)
     return make_predictor(kind, SPACE).fit([archs[i] for i in idx], y[idx])
 
 
@@ -179,7 +180,8 @@ def report(args: argparse.Namespace) -> str:
     # database that knows the device well has them, or of the pool only); note10's is its
     # lookup table, the predictor the database has for it
     fit_on = pool if args.prior_data == "pool" else np.arange(n)
-    priors = {d: prior_entry(d, _prior(archs, ys[d], fit_on)) for d in HOST_DEVICES}
+    priors = {d: prior_entry(d, _prior(archs, ys[d], fit_on, args.prior_kind))
+              for d in HOST_DEVICES}
     priors[TABLE_DEVICE] = prior_entry(
         TABLE_DEVICE, load_predictor(TABLE_DEVICE, SPACE, "table", db=args.db))
     rows = []
@@ -225,8 +227,9 @@ def report(args: argparse.Namespace) -> str:
            f"Space {SPACE}, {n} subnets measured on all {len(devices)} devices "
            f"({', '.join(devices)}); k training subnets drawn from a pool of {n_pool}, "
            f"scored on the other {len(test)}; mean over {args.repeats} draws. Priors of "
-           "`transfer`: the other devices' `flops` or `additive` (the better on a 20% "
-           "holdout) fitted on their measurements of "
+           "`transfer`: the other devices' "
+           + ("`flops` or `additive` (the better on a 20% holdout)" if args.prior_kind == "best"
+              else f"`{args.prior_kind}`") + " fitted on their measurements of "
            f"{'all' if args.prior_data == 'all' else 'the pool'} subnets "
            "(note10's: its lookup table). "
            "\"best single\": the better of `additive` and `gbdt` (k >= 20) on the held-out "
@@ -273,6 +276,9 @@ def main() -> None:
     ap.add_argument("--prior-data", choices=("all", "pool"), default="all",
                     help="the other devices' predictors are fitted on all their measurements "
                     "(the held-out subnets' too: never the held-out device's) or the pool's")
+    ap.add_argument("--prior-kind", choices=("best", "additive", "flops"), default="best",
+                    help="the other devices' predictors: as the database would choose, or "
+                    "one kind")
     ap.add_argument("--repeats", type=int, default=5, help="draws of k subnets per device")
     args = ap.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)
