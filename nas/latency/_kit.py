@@ -321,12 +321,14 @@ def _read_json(path: Path, what: str) -> Any:
         return json.loads(text)
     except ValueError as exc:
         raise DataError(f"{what} {path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise DataError(f"{what} {path}: JSON nested too deep") from None
 
 
 def _is_kit_manifest(path: Path) -> bool:
     try:
         obj = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # deep nesting: not ours either
         return False
     return isinstance(obj, dict) and obj.get("format") == KIT_FORMAT
 
@@ -335,7 +337,7 @@ def _looks_like_results(path: Path) -> bool:
     try:
         with open(path, encoding="utf-8") as fh:
             first = json.loads(fh.readline())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # deep nesting: not a kit's results
         return False
     return isinstance(first, dict) and first.get("format") == RESULTS_FORMAT
 
@@ -501,6 +503,8 @@ def read_kit_results(
             rec = json.loads(line)
         except ValueError as exc:
             raise DataError(f"{where}: not valid JSON ({exc})") from None
+        except RecursionError:
+            raise DataError(f"{where}: JSON nested too deep") from None
         if not isinstance(rec, dict):
             raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
         if rec.get("type") == "environment":
