@@ -36,30 +36,32 @@ from nas.space import ArchArrays, Architecture, SearchSpace
 __all__ = ["MacsProxy", "NaswotProxy", "ParamsProxy", "SynflowProxy", "ZicoProxy"]
 
 
+class _CostProxy(Proxy):
+    """An analytic cost of the subnet (``space.costs``) as its score: no model, so it also
+    scores arrays at predictor speed."""
+
+    cost: ClassVar[str] = ""
+    cacheable = False
+
+    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        return ctx.space.costs(archs)[self.cost].astype(np.float64)
+
+    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
+        return lambda a: space.costs(a)[self.cost].astype(np.float64)
+
+
 @register_proxy
-class ParamsProxy(Proxy):
+class ParamsProxy(_CostProxy):
     name = "params"
     description = "parameter count of the subnet (analytic; more = better)"
-    cacheable = False
-
-    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
-        return ctx.space.costs(archs)["params"].astype(np.float64)
-
-    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
-        return lambda a: space.costs(a)["params"].astype(np.float64)
+    cost = "params"
 
 
 @register_proxy
-class MacsProxy(Proxy):
+class MacsProxy(_CostProxy):
     name = "macs"
     description = "multiply-accumulates at the subnet's resolution (analytic; more = better)"
-    cacheable = False
-
-    def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
-        return ctx.space.costs(archs)["macs"].astype(np.float64)
-
-    def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
-        return lambda a: space.costs(a)["macs"].astype(np.float64)
+    cost = "macs"
 
 
 class _ZeroCost(Proxy):
