@@ -102,3 +102,21 @@ def test_scores_on_the_shipped_tiny_supernet(cls: type[Proxy],
     assert np.all(np.isfinite(scores))
     np.testing.assert_allclose(proxy.score(archs[::-1], ctx), scores[::-1])
     assert proxy.score([], ctx).shape == (0,)
+
+
+def test_an_array_scorer_agrees_with_score(cls: type[Proxy],
+                                           shipped_ctx: ProxyContext) -> None:
+    """A proxy that scores arrays (what lets a search run at predictor speed) gives the
+    scores ``score`` gives; one that needs a model says None."""
+    proxy = cls(**FAST.get(cls.name, {}))
+    spaces = getattr(cls, "spaces", None)
+    ctx = shipped_ctx if spaces is None or "tiny" in spaces else \
+        ProxyContext(space=get_space(spaces[0]))
+    fn = proxy.array_scorer(ctx.space)
+    if proxy.needs_supernet or proxy.needs_data:
+        assert fn is None  # what needs the supernet or data cannot score arrays alone
+    if fn is None:
+        return
+    archs = ctx.space.sample_many(5, seed=9)
+    np.testing.assert_allclose(fn(ctx.space.to_arrays(archs)), proxy.score(archs, ctx),
+                               rtol=1e-6)
