@@ -87,10 +87,15 @@ def load_latency_predictors(cfg: SearchConfig) -> tuple[dict[str, Any], dict[str
 
 
 def check_config(cfg: SearchConfig) -> None:
-    """Fail fast, before Ray starts, on what would otherwise fail inside every worker."""
+    """Fail fast, before Ray starts, on what would otherwise fail inside every worker (and,
+    for a predictor search, on a search too large to keep in memory)."""
     from pathlib import Path
 
+    from nas.search._fast import check_effort, choose_engine
+
     space = get_space(cfg.space)
+    if choose_engine(cfg)[0] == "predictor":
+        check_effort(cfg)
     needs_acc = "accuracy" in cfg.objectives
     if needs_acc:
         from nas.proxies import get_proxy

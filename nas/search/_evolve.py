@@ -251,8 +251,10 @@ class Evolution:
         self.mutate_prob = (2.0 / codec.n_genes) if mutate_prob is None else float(mutate_prob)
         self.rng = np.random.default_rng(seed)
         self.initial = initial
-        # the archive: every genome scored, in growing buffers (doubled when full)
-        self._X = np.zeros((0, codec.n_genes), np.int64)
+        # the archive: every genome scored, in growing buffers (doubled when full); genes
+        # are choice indices, so a byte each keeps a search of millions in memory
+        self._dtype = np.int8 if codec.sizes.max() < 128 else np.int64
+        self._X = np.zeros((0, codec.n_genes), self._dtype)
         self._F = np.zeros((0, 0))
         self._V = np.zeros(0)
         self._seen: set[int] = set()
@@ -265,7 +267,7 @@ class Evolution:
         if end > len(self._X):
             cap = max(end, 2 * len(self._X), 1024)
             grow = cap - len(self._X)
-            self._X = np.concatenate([self._X, np.zeros((grow, X.shape[1]), np.int64)])
+            self._X = np.concatenate([self._X, np.zeros((grow, X.shape[1]), self._dtype)])
             F0 = self._F if self._F.shape[1] == F.shape[1] else np.zeros((len(self._F),
                                                                            F.shape[1]))
             self._F = np.concatenate([F0, np.zeros((grow, F.shape[1]))])

@@ -34,7 +34,8 @@ from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.space import ArchArrays, SearchSpace, get_space
 
-__all__ = ["PREDICTOR_POPULATION", "Scorer", "Specialization", "choose_engine",
+__all__ = ["MAX_SCORED", "PREDICTOR_POPULATION", "Scorer", "Specialization", "check_effort",
+           "choose_engine",
            "run_predictor_search", "search_resolutions", "specialize"]
 
 #: the predictor engine's population when the config sets none (Once-for-All's)
@@ -72,6 +73,24 @@ def choose_engine(cfg: SearchConfig) -> tuple[str, str]:
         raise ConfigError(f"engine = 'predictor': {reason}; use engine 'auto' or 'ray', or a "
                           "predictor proxy (ofa-imagenet, predictor:path=FILE, macs, params)")
     return "ray", reason
+
+
+#: subnets one predictor search may score (population x generations): its archive keeps
+#: every one (about 100 MB at this size), and it runs for about a minute here
+MAX_SCORED = 2_000_000
+
+
+def check_effort(cfg: SearchConfig) -> None:
+    """Refuse a predictor search larger than :data:`MAX_SCORED` subnets, in one line.
+
+    Raises:
+        ConfigError: population x generations above the bound.
+    """
+    pop = cfg.population or PREDICTOR_POPULATION
+    if pop * cfg.generations > MAX_SCORED:
+        raise ConfigError(f"population x generations = {pop} x {cfg.generations} = "
+                          f"{pop * cfg.generations:,} subnets: the predictor engine scores at "
+                          f"most {MAX_SCORED:,} a search (lower either)")
 
 
 def search_resolutions(cfg: SearchConfig, space: SearchSpace) -> list[int]:
@@ -281,6 +300,7 @@ def _prepare(cfg: SearchConfig) -> tuple[Scorer, GenomeCodec, dict[str, Any]]:
     from nas.search._driver import check_config, check_feasible, load_latency_predictors
 
     check_config(cfg)
+    check_effort(cfg)
     space = get_space(cfg.space)
     resolutions = search_resolutions(cfg, space)
     predictors, info = load_latency_predictors(cfg)

@@ -19,6 +19,7 @@ from nas.errors import ConfigError
 from nas.latency import fit_predictor, get_device, load_predictor
 from nas.search import (
     SearchConfig,
+    check_config,
     choose_engine,
     load_results,
     nondomination_rank,
@@ -128,6 +129,11 @@ def test_engine_choice_and_refusal() -> None:
         choose_engine(cfg.model_copy(update={"engine": "predictor"}))
     with pytest.raises(ConfigError, match="predictor proxy"):
         specialize("tiny", proxy="synflow", objectives=["accuracy"])
+    # what it would keep in memory is bounded, refused before anything runs
+    huge = cfg.model_copy(update={"proxy": "params", "population": 10_000,
+                                  "generations": 1_000})
+    with pytest.raises(ConfigError, match="scores at most 2,000,000"):
+        check_config(huge)
 
 
 def test_several_devices_meet_every_budget(tmp_path: Path) -> None:
