@@ -1,4 +1,5 @@
-"""Supernet training: datasets, progressive shrinking / sandwich training, evaluation.
+"""Supernet training: datasets, progressive shrinking / sandwich training, evaluation, and
+fine-tuning of exported subnets (``finetune``).
 
 Example:
     >>> from nas.train import load_config, train_supernet
@@ -41,6 +42,7 @@ if TYPE_CHECKING:
         recalibrate_bn,
         subnet_by_name,
     )
+    from nas.train._finetune import FinetuneConfig, FinetuneResult, finetune, work_dir_for
     from nas.train._formats import FORMATS, detect_format
     from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
 
@@ -69,6 +71,12 @@ __getattr__, __dir__, __all__ = lazy_exports(
         ],
         "nas.train._distributed": [
             "train_distributed",
+        ],
+        "nas.train._finetune": [
+            "FinetuneConfig",
+            "FinetuneResult",
+            "finetune",
+            "work_dir_for",
         ],
         "nas.train._formats": [
             "FORMATS",

@@ -1,0 +1,527 @@
+"""Fine-tuning an exported subnet as a standalone network, distilled from its supernet.
+
+Once-for-All fine-tunes every subnet it ships: inherited weights are a good start, not the
+end. :func:`finetune` reads an export folder (what ``nas export`` writes), trains its static
+subnet for a few epochs on the given data, with knowledge distillation from the largest
+subnet of the supernet it came from (the checkpoint the manifest names, or ``teacher``), and
+writes a new verified export whose manifest records what was done (``extra.finetune``).
+
+Everything that can be wrong with the input (a tampered export, a teacher of another space, a
+dataset with another number of classes, a missing teacher, no epochs) is refused in one line
+before anything is written. The run keeps its state in a work folder beside the output
+(``<out>.finetune/``: ``checkpoint.pt`` after every epoch, written atomically, and
+``metrics.csv``), so ``resume`` after a crash loses at most the epoch in progress; batches,
+augmentation and dropout are seeded by (seed, epoch, step), so a resumed run does what the
+uninterrupted one would have done.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from nas._config import ConfigModel
+from nas._io import atomic_path, atomic_write
+from nas.errors import ConfigError, DataError, ExportError, TrainingError
+from nas.space import get_space
+from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
+from nas.train._eval import evaluate, recalibrate_bn
+from nas.train._formats import FORMATS
+from nas.train._trainer import _soft_ce, epoch_seed
+
+__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "work_dir_for"]
+
+CHECKPOINT_FILE = "checkpoint.pt"
+METRICS_FILE = "metrics.csv"
+_CKPT_FORMAT = "nas.finetune/1"
+METRICS_COLUMNS = ("epoch", "train_loss", "val_acc", "val_loss", "lr", "seconds")
+
+
+class FinetuneConfig(ConfigModel):
+    """How a subnet is fine-tuned (every field has a default but ``epochs``).
+
+    Attributes:
+        epochs: passes over the training set (at least 1).
+        lr: peak learning rate of SGD (Nesterov momentum), decayed to 0 by a cosine over all
+            steps; a fine-tuned network starts trained, so it is lower than from scratch.
+        kd: distil from the teacher (loss ``CE + kd_ratio * soft-CE(student, teacher / T)``).
+        val_size, val_seed: the validation slice held out of the training images; default
+            the supernet checkpoint's own (so the slice is one it never trained on), else
+            5000 and 0.
+        train_limit, test_limit: use at most this many training / test images.
+        bn_batches: training batches that recalibrate the teacher's BatchNorm statistics
+            at the student's resolution before it teaches.
+    """
+
+    what = "finetune"
+
+    epochs: Annotated[int, Field(ge=1)]
+    lr: Annotated[float, Field(gt=0)] = 0.01
+    batch_size: Annotated[int, Field(ge=1)] = 64
+    kd: bool = True
+    kd_ratio: Annotated[float, Field(gt=0)] = 1.0
+    temperature: Annotated[float, Field(gt=0)] = 1.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Field(ge=0)] = 4e-5
+    label_smoothing: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    crop_padding: Annotated[int, Field(ge=0)] = 4
+    flip: bool = True
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
+    data_format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    val_size: Annotated[int, Field(ge=0)] | None = None
+    val_seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
+    train_limit: Annotated[int, Field(ge=1)] | None = None
+    test_limit: Annotated[int, Field(ge=1)] | None = None
+    bn_batches: Annotated[int, Field(ge=1)] = 8
+    eval_batch_size: Annotated[int, Field(ge=1)] = 256
+
+
+@dataclass
+class FinetuneResult:
+    """What :func:`finetune` wrote: the new export, its manifest, and the per-epoch rows."""
+
+    out: Path
+    work: Path
+    manifest: dict[str, Any]
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def record(self) -> dict[str, Any]:
+        """The manifest's ``extra.finetune`` entry."""
+        return dict(self.manifest.get("extra", {}).get("finetune", {}))
+
+
+def work_dir_for(out: Path | str) -> Path:
+    """The work folder of a fine-tuning run writing ``out``: ``<out>.finetune`` beside it."""
+    out = Path(out)
+    return out.with_name(out.name + ".finetune")
+
+
+class _Static:
+    """Stands in for a supernet in :func:`nas.export.export_subnet`: its one subnet."""
+
+    def __init__(self, space: Any, arch: Any, module: nn.Module) -> None:
+        self.space, self._arch, self._module = space, arch, module
+
+    def extract(self, arch: Any) -> nn.Module:
+        if arch.hash != self._arch.hash or arch.r != self._arch.r:  # a bug, not user input
+            raise ExportError(f"fine-tuned subnet is {self._arch.hash}, not {arch.hash}")
+        return self._module
+
+
+def finetune(
+    source: Path | str,
+    out: Path | str,
+    config: FinetuneConfig | dict[str, Any],
+    *,
+    data: DataSplits | str | Path | None = None,
+    teacher: Path | str | None = None,
+    device: str | torch.device = "cpu",
+    test: bool = False,
+    resume: bool = False,
+    overwrite: bool = False,
+    work: Path | str | None = None,
+    origin: dict[str, Any] | None = None,
+    progress: bool = True,
+    console: Any = None,
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+) -> FinetuneResult:
+    """Fine-tune the subnet of the export ``source`` and write a new verified export ``out``.
+
+    Example:
+        >>> finetune("export/trial-0012-ab34", "export/ft-0012", {"epochs": 3},
+        ...          data="../shared/data/cifar10-jpeg.tar.gz", test=True).record["after"]
+        {'val_acc': 0.91, 'val_loss': 0.31, 'test_acc': 0.905, ...}
+
+    Args:
+        source: an export folder (``model.onnx``, ``weights.safetensors``,
+            ``manifest.json``); it is verified (checksums, ONNX against torch) first.
+        out: the new export folder (missing or empty, unless ``overwrite``).
+        config: a :class:`FinetuneConfig` or its fields as a dict.
+        data: a source for :func:`nas.train.load_dataset` (folder, archive, ``.npz``, CIFAR-10
+            folder, ``"digits"``) or loaded splits; default the data the teacher checkpoint
+            was trained on.
+        teacher: supernet checkpoint whose largest subnet teaches; default the checkpoint
+            the manifest names. Needed unless ``config.kd`` is False.
+        test: also measure accuracy on the test split, before and after.
+        resume: continue the run in the work folder (a fresh start when there is none).
+        work: the work folder (default :func:`work_dir_for` ``(out)``).
+        origin: how ``source`` was obtained (e.g. ``{"study": ..., "trial": ...}``), recorded.
+        on_epoch_end: called with each epoch's metrics row after its checkpoint is written.
+
+    Raises:
+        ConfigError: bad options, no epochs, a teacher or data that do not fit the export,
+            a run in the work folder without ``resume``, or a finished one with other options.
+        ExportError: ``source`` is missing, not an export or fails verification; ``out`` is
+            not empty.
+        CheckpointError: the teacher checkpoint is missing or corrupt.
+        DataError: the data cannot be read.
+        TrainingError: the loss became NaN or infinite (the last checkpoint is kept).
+    """
+    from nas.export import load_export, verify_export
+
+    cfg: FinetuneConfig = (config if isinstance(config, FinetuneConfig)
+                           else FinetuneConfig.from_dict(dict(config)))
+    t_start = time.perf_counter()
+    source = Path(source)
+    out = Path(out)
+    if not source.is_dir():
+        raise ExportError(f"export folder not found: {source}")
+    try:
+        same_place = out.resolve() == source.resolve()
+    except OSError:
+        same_place = False
+    if same_place:
+        raise ConfigError(f"--out {out} is the source export; name a new folder")
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
+        raise ExportError(f"--out {out} exists and is not an empty folder; pass --overwrite "
+                          "to replace an export, or choose another --out")
+    verify_export(source)  # checksums and ONNX against torch: a tampered export stops here
+    student, manifest = load_export(source)
+    space = get_space(manifest["space"])
+    arch = space.parse(manifest["arch"], off_grid=True)
+
+    teacher_path = _teacher_path(teacher, manifest, source, cfg.kd)
+    teacher_net, ck_meta = _load_teacher(teacher_path, space.name)
+    splits = _load_data(data, cfg, ck_meta, space, teacher_path)
+    if splits.num_classes != space.spec.num_classes:
+        raise ConfigError(
+            f"data {splits.source} has {splits.num_classes} classes but space {space.name} "
+            f"(the export's) has {space.spec.num_classes}; fine-tune on data of the same "
+            "classes"
+        )
+    if test and (splits.test is None or len(splits.test) == 0):
+        raise DataError(f"--test: {splits.source} has no test split")
+    if len(splits.val) == 0:
+        raise DataError(f"{splits.source}: the validation slice is empty (val_size 0); the "
+                        "before and after accuracy need one")
+    n_batches = len(splits.train) // cfg.batch_size
+    if n_batches == 0:
+        raise ConfigError(f"batch_size = {cfg.batch_size}: larger than the training set "
+                          f"({len(splits.train)} images); lower it")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
+                          "--device cpu")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device = {str(device)!r}: must be cpu or cuda")
+
+    work_dir = Path(work) if work is not None else work_dir_for(out)
+    fingerprint = _fingerprint(cfg, manifest, splits, teacher_path)
+    state = _read_checkpoint(work_dir, fingerprint, resume)
+
+    # everything the user gave was checked: from here on, files are written
+    run = _Run(cfg, student, arch, space, splits, dev, teacher_net, progress, console)
+    if state is None:
+        before = run.accuracy(test)
+        start, metrics = 0, []
+        run.say(f"fine-tuning {space.name}:{arch.hash} r={arch.r} from {source} for "
+                f"{cfg.epochs} epochs on {splits.describe()}; "
+                + (f"teacher: largest subnet of {teacher_path}" if run.teacher is not None
+                   else "no distillation") + f"; before: val acc {before['val_acc']:.4f}")
+    else:
+        run.load(state)
+        before, start, metrics = state["before"], int(state["epoch"]), list(state["metrics"])
+        run.say(f"resuming the fine-tuning in {work_dir} after epoch {start}/{cfg.epochs}")
+    for epoch in range(start, cfg.epochs):
+        row = run.epoch(epoch)
+        metrics.append(row)
+        _save_checkpoint(work_dir, {
+            "format": _CKPT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+            "before": before, "metrics": metrics, "model": run.student.state_dict(),
+            "optimizer": run.opt.state_dict(),
+        })
+        _write_metrics(work_dir / METRICS_FILE, metrics)
+        run.say(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val acc "
+                f"{row['val_acc']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+
+    after = run.accuracy(test)
+    record: dict[str, Any] = {
+        "source": {"folder": str(source), "arch_hash": manifest.get("arch_hash"),
+                   "weights_sha256": manifest["files"]["weights.safetensors"]["sha256"],
+                   **({"origin": origin} if origin else {})},
+        "data": {"source": splits.source, "format": splits.format, "key": splits.key,
+                 "classes": splits.num_classes, "train": len(splits.train),
+                 "val": len(splits.val),
+                 "test": len(splits.test) if splits.test is not None else None,
+                 "val_size": len(splits.val), "val_seed": _val_seed(cfg, ck_meta)},
+        "epochs": cfg.epochs,
+        "teacher": ({"checkpoint": str(teacher_path), "subnet": "largest",
+                     "kd_ratio": cfg.kd_ratio, "temperature": cfg.temperature}
+                    if run.teacher is not None and teacher_path is not None else None),
+        "lr": cfg.lr, "schedule": "cosine", "optimizer": "sgd-nesterov",
+        "config": cfg.model_dump(mode="json"),
+        "device": dev.type,
+        "before": before, "after": after,
+        "metrics": metrics,
+        "seconds": round(time.perf_counter() - t_start, 2),
+        "work": str(work_dir),
+    }
+    extra = {k: v for k, v in (manifest.get("extra") or {}).items() if k != "finetune"}
+    previous = (manifest.get("extra") or {}).get("finetune")
+    if previous:
+        record["previous"] = previous
+    extra["finetune"] = record
+    from nas.export import export_subnet
+
+    final = run.student.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    ck_for_manifest = teacher_path if teacher_path is not None and teacher_path.is_file() \
+        else None
+    res = export_subnet(_Static(space, arch, final), arch, out, overwrite=overwrite,
+                        extra=extra, checkpoint=ck_for_manifest)
+    run.say(f"done: {out}/ (verified); val acc {before['val_acc']:.4f} -> "
+            f"{after['val_acc']:.4f}"
+            + (f", test acc {before['test_acc']:.4f} -> {after['test_acc']:.4f}" if test
+               else ""))
+    return FinetuneResult(res.out, work_dir, res.manifest, metrics)
+
+
+# ---------------------------------------------------------------------- inputs
+def _teacher_path(teacher: Path | str | None, manifest: dict[str, Any], source: Path,
+                  kd: bool) -> Path | None:
+    """The teacher checkpoint: ``teacher``, else the manifest's (None without distillation
+    when neither names one)."""
+    if teacher is not None:
+        path = Path(teacher)
+        if not path.is_file():
+            raise ConfigError(f"--teacher {path}: no such checkpoint file")
+        return path
+    named = (manifest.get("checkpoint") or {}).get("path")
+    if named:
+        path = Path(named)
+        if path.is_file():
+            return path
+        if kd:
+            raise ConfigError(f"the teacher {path} named in {source}/manifest.json is missing; "
+                              "pass --teacher CKPT (the supernet the export came from) or "
+                              "--no-kd")
+        return None
+    if kd:
+        raise ConfigError(f"{source}/manifest.json names no supernet checkpoint to distil "
+                          "from; pass --teacher CKPT or --no-kd")
+    return None
+
+
+def _load_teacher(path: Path | None, space: str) -> tuple[Any, dict[str, Any]]:
+    """The teacher supernet (or None) and its checkpoint's metadata."""
+    if path is None:
+        return None, {}
+    from nas.supernet import load_supernet, read_checkpoint_meta
+
+    meta = read_checkpoint_meta(path)
+    if meta.get("space") != space:
+        raise ConfigError(f"teacher {path} is a supernet of space {meta.get('space')!r} but "
+                          f"the export is of space {space!r}; pass the export's own supernet "
+                          "with --teacher")
+    return load_supernet(path, space=space), dict(meta.get("extra") or {})
+
+
+def _val_seed(cfg: FinetuneConfig, ck_meta: dict[str, Any]) -> int:
+    if cfg.val_seed is not None:
+        return cfg.val_seed
+    return int((ck_meta.get("data") or {}).get("val_seed", 0))
+
+
+def _load_data(data: DataSplits | str | Path | None, cfg: FinetuneConfig,
+               ck_meta: dict[str, Any], space: Any, teacher: Path | None) -> DataSplits:
+    if isinstance(data, DataSplits):
+        return data
+    trained_on = dict(ck_meta.get("data") or {})
+    if data is None:
+        data = trained_on.get("source")
+        if not data:
+            raise ConfigError("no data: pass --data (an image folder, archive, .npz, CIFAR-10 "
+                              "folder or 'digits')"
+                              + ("" if teacher is None
+                                 else f"; the checkpoint {teacher} does not name its own"))
+    same = trained_on.get("source") == str(data)
+    val_size = cfg.val_size if cfg.val_size is not None \
+        else int(trained_on.get("val_size", 5000))
+    return load_dataset(
+        data, format=cfg.data_format if cfg.data_format != "auto" or not same
+        else trained_on.get("format", "auto"),
+        val_size=val_size, val_seed=_val_seed(cfg, ck_meta), train_limit=cfg.train_limit,
+        test_limit=cfg.test_limit, image_size=max(space.resolutions),
+    )
+
+
+def _fingerprint(cfg: FinetuneConfig, manifest: dict[str, Any], data: DataSplits,
+                 teacher: Path | None) -> str:
+    """Hash of what changes the run (options, source weights, data, teacher)."""
+    d = {"config": cfg.model_dump(mode="json"),
+         "weights": manifest["files"]["weights.safetensors"]["sha256"],
+         "arch": manifest.get("arch_hash"), "resolution": manifest["resolution"],
+         "data": data.key, "teacher": str(teacher) if teacher is not None else None}
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------- the work folder
+def _read_checkpoint(work: Path, fingerprint: str, resume: bool) -> dict[str, Any] | None:
+    path = work / CHECKPOINT_FILE
+    if not path.is_file():
+        return None
+    if not resume:
+        raise ConfigError(f"{work} holds a fine-tuning run; pass --resume to continue it, or "
+                          "choose another --out (or --work)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a truncated file
+        raise TrainingError(f"cannot resume: {path} is unreadable ({type(exc).__name__}); "
+                            "delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != _CKPT_FORMAT:
+        raise TrainingError(f"cannot resume: {path} is not a fine-tuning checkpoint")
+    if state.get("fingerprint") != fingerprint:
+        raise ConfigError(f"the run in {work} was made with other options, source or data "
+                          f"(fingerprint {state.get('fingerprint')} != {fingerprint}); use "
+                          "the same ones, or choose another --out (or --work)")
+    return state
+
+
+def _save_checkpoint(work: Path, state: dict[str, Any]) -> None:
+    with atomic_path(work / CHECKPOINT_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(METRICS_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
+# ---------------------------------------------------------------------- training
+class _Run:
+    """The student, its teacher and optimizer, and one epoch of training at a time."""
+
+    def __init__(self, cfg: FinetuneConfig, student: nn.Module, arch: Any, space: Any,
+                 data: DataSplits, device: torch.device, teacher_net: Any, progress: bool,
+                 console: Any) -> None:
+        self.cfg, self.arch, self.space, self.data, self.device = cfg, arch, space, data, device
+        self.show_progress = progress
+        self.console = console
+        self.student = student.to(device)
+        self.pre_train = Preprocess.for_space(space, crop_padding=cfg.crop_padding,
+                                              flip=cfg.flip, channels_last=False, device=device)
+        self.pre_eval = Preprocess.for_space(space, channels_last=False, device=device)
+        self.loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                  drop_last=True)
+        self.teacher: nn.Module | None = None
+        if teacher_net is not None and cfg.kd:
+            self.teacher = self._make_teacher(teacher_net)
+        self.opt = self._optimizer()
+
+    def _make_teacher(self, net: Any) -> nn.Module:
+        """The supernet's largest subnet at the student's resolution, BatchNorm recalibrated
+        there (the statistics a supernet holds are those of whatever subnet ran last)."""
+        big = self.space.parse({**self.space.largest().to_dict(), "r": self.arch.r},
+                               off_grid=True)
+        teacher: nn.Module = net.extract(big).to(self.device)
+        loader = BatchLoader(self.data.train, self.cfg.batch_size, shuffle=True,
+                             seed=self.cfg.seed)
+        recalibrate_bn(teacher, big, loader.epoch(0), self.cfg.bn_batches,
+                       preprocess=self.pre_eval)
+        for p in teacher.parameters():
+            p.requires_grad_(False)
+        return teacher.eval()
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        # no weight decay on BatchNorm parameters and biases, as in supernet training
+        decay = [p for p in self.student.parameters() if p.ndim > 1]
+        no_decay = [p for p in self.student.parameters() if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum,
+                               nesterov=self.cfg.momentum > 0)
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["optimizer"])
+
+    def lr_at(self, step: int) -> float:
+        total = self.cfg.epochs * len(self.loader)
+        return 0.5 * self.cfg.lr * (1 + math.cos(math.pi * step / max(1, total)))
+
+    def loss(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator | None,
+             train: bool = True) -> torch.Tensor:
+        """The fine-tuning loss of a uint8 batch (augmented when ``gen`` is given)."""
+        x = (self.pre_train(xb, self.arch.r, train=True, generator=gen) if train
+             else self.pre_eval(xb, self.arch.r))  # (b, 3, r, r)
+        y = yb.to(self.device)
+        logits = self.student(x)  # (b, classes)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
+        if self.teacher is not None:
+            with torch.no_grad():
+                soft = F.softmax(self.teacher(x) / self.cfg.temperature, dim=1)
+            loss = loss + self.cfg.kd_ratio * _soft_ce(logits, soft, self.cfg.temperature)
+        return loss
+
+    def epoch(self, epoch: int) -> dict[str, Any]:
+        from nas._term import progress_bar
+
+        cfg = self.cfg
+        torch.manual_seed(epoch_seed(cfg.seed, 0, epoch))  # dropout
+        self.student.train()
+        n = len(self.loader)
+        total, t0, lr = 0.0, time.perf_counter(), cfg.lr
+        with progress_bar(f"fine-tune {epoch + 1}/{cfg.epochs}", n,
+                          enabled=self.show_progress,
+                          fields={"loss": float("nan")},
+                          field_format="loss {task.fields[loss]:.4f}",
+                          transient=True) as advance:
+            for b, (xb, yb) in enumerate(self.loader.epoch(epoch_seed(cfg.seed, 0, epoch))):
+                lr = self.lr_at(epoch * n + b)
+                for g in self.opt.param_groups:
+                    g["lr"] = lr
+                rng = np.random.default_rng([cfg.seed, epoch, b])
+                gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
+                loss = self.loss(xb, yb, gen)
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    raise TrainingError(
+                        f"loss is {value} at epoch {epoch + 1} step {b + 1}; stopped (the "
+                        "checkpoint of the last finished epoch is kept): lower --lr and run "
+                        "again with --resume")
+                self.opt.zero_grad(set_to_none=True)
+                loss.backward()
+                self.opt.step()
+                total += value
+                advance(loss=value)
+        seconds = time.perf_counter() - t0
+        val = evaluate(self.student, self.data.val, self.arch.r, self.pre_eval,
+                       batch_size=cfg.eval_batch_size)
+        return {"epoch": epoch + 1, "train_loss": round(total / max(1, n), 5),
+                "val_acc": round(val["acc"], 5), "val_loss": round(val["loss"], 5),
+                "lr": round(lr, 8), "seconds": round(seconds, 2)}
+
+    def accuracy(self, test: bool) -> dict[str, float]:
+        """Accuracy and loss of the student as it is, on the validation slice (and test)."""
+        res = {}
+        splits = [("val", self.data.val)]
+        if test and self.data.test is not None:
+            splits.append(("test", self.data.test))
+        for name, images in splits:
+            r = evaluate(self.student, images, self.arch.r, self.pre_eval,
+                         batch_size=self.cfg.eval_batch_size)
+            res[f"{name}_acc"], res[f"{name}_loss"] = round(r["acc"], 5), round(r["loss"], 5)
+        return res
+
+    def say(self, message: str) -> None:
+        if self.console is not None:
+            self.console.print(message, soft_wrap=True, markup=False)
