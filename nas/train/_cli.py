@@ -1,4 +1,5 @@
-"""``nas train``: supernet training from an experiment's YAML configuration."""
+"""``nas train`` (supernet training from an experiment's YAML configuration) and ``nas finetune``
+(an exported subnet trained standalone)."""
 
 from __future__ import annotations
 
@@ -67,6 +68,140 @@ def train_cmd(
                     "last_epoch": result.metrics[-1] if result.metrics else None})
 
 
+def finetune_cmd(
+    source: Annotated[Path | None, typer.Argument(
+        help="Export folder to fine-tune (what `nas export` writes); or use --study/--trial.",
+        show_default=False)] = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="New export folder to write (missing or empty, unless "
+        "--overwrite). The run's checkpoint and metrics.csv go to OUT.finetune/ beside it.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(
+        "--epochs", "-e", help="Passes over the training set (at least 1).")] = None,
+    data: Annotated[str | None, typer.Option(
+        "--data", "-d", help="Dataset: image folder, .tar/.tar.gz, CIFAR-10 folder/archive, "
+        ".npz or 'digits' (default: the one the teacher checkpoint was trained on).")] = None,
+    study: Annotated[str | None, typer.Option(
+        help="Fine-tune a subnet of this search (with --trial), exported first with "
+        "inherited weights and recalibrated BatchNorm, as `nas export --study` does.")] = None,
+    trial: Annotated[int | None, typer.Option(
+        "--trial", "-t", help="Trial number of --study.")] = None,
+    storage: Annotated[str | None, typer.Option(
+        help="The search's storage (default runs/studies/<study>.journal).")] = None,
+    checkpoint: Annotated[Path | None, typer.Option(
+        "--checkpoint", "-c", help="With --study: the supernet checkpoint (default the "
+        "search's); it is also the teacher.")] = None,
+    teacher: Annotated[Path | None, typer.Option(
+        "--teacher", help="Supernet checkpoint whose largest subnet teaches (default: the "
+        "checkpoint the export's manifest names).")] = None,
+    kd: Annotated[bool, typer.Option(
+        "--kd/--no-kd", help="Distil from the teacher (CE + kd-ratio x soft cross-entropy).")
+    ] = True,
+    kd_ratio: Annotated[float, typer.Option("--kd-ratio", help="Weight of the distillation "
+                                            "loss.")] = 1.0,
+    temperature: Annotated[float, typer.Option(help="Distillation temperature.")] = 1.0,
+    lr: Annotated[float, typer.Option(
+        "--lr", help="Peak learning rate (SGD, Nesterov momentum 0.9, cosine to 0).")] = 0.01,
+    batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")] = 64,
+    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    test: Annotated[bool, typer.Option(
+        "--test", help="Also measure accuracy on the test split, before and after.")] = False,
+    val_size: Annotated[int | None, typer.Option(
+        "--val-size", help="Training images held out as the validation slice (default: the "
+        "teacher checkpoint's, else 5000).")] = None,
+    train_limit: Annotated[int | None, typer.Option(
+        "--train-limit", help="Train on at most this many images.")] = None,
+    test_limit: Annotated[int | None, typer.Option(
+        "--test-limit", help="Test on at most this many images.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of batch order, augmentation, dropout.")] = 0,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue the run in OUT.finetune/ after an interruption (loses at "
+        "most the epoch in progress); starts it when there is none.")] = False,
+    overwrite: Annotated[bool, typer.Option(
+        help="Replace --out if it is an export folder.")] = False,
+    work: Annotated[Path | None, typer.Option(
+        "--work", help="Work folder for the checkpoint and metrics.csv (default "
+        "OUT.finetune).")] = None,
+    threads: Annotated[int | None, typer.Option(
+        "--threads", min=1, help="torch CPU threads.")] = None,
+    progress: Annotated[bool, typer.Option(
+        "--progress/--no-progress", help="Show a progress bar per epoch.")] = True,
+    json_out: JsonOpt = False,
+) -> None:
+    """Fine-tune an exported subnet as a standalone network; write a new verified export.
+
+    Starts from the subnet's inherited weights and trains it for --epochs on --data with the
+    training pipeline's augmentation (random crop, flip), SGD with a cosine schedule, and
+    knowledge distillation from the largest subnet of its supernet (--no-kd: plain labels).
+    Accuracy on the validation slice is measured before and after (and on the test split
+    with --test). The output is an export like `nas export`'s (model.onnx,
+    weights.safetensors, manifest.json, verified against torch) whose manifest's
+    extra.finetune records the source, data, epochs, teacher, learning rate and the
+    accuracies. Bad input (a tampered export, a teacher or data that do not fit it, no
+    epochs) is refused before anything is written.
+
+    Example: nas finetune export/trial-0012-ab34 --out export/ft --epochs 3 --test
+    """
+    import shutil
+    import tempfile
+
+    import torch
+
+    from nas.errors import ConfigError
+    from nas.train import FinetuneConfig, finetune
+
+    if out is None:
+        raise ConfigError("missing --out: the new export folder to write")
+    if epochs is None:
+        raise ConfigError("missing --epochs: how many passes over the training set")
+    cfg = FinetuneConfig.from_dict({
+        "epochs": epochs, "lr": lr, "batch_size": batch_size, "kd": kd, "kd_ratio": kd_ratio,
+        "temperature": temperature, "seed": seed, "val_size": val_size,
+        "train_limit": train_limit, "test_limit": test_limit}, where="nas finetune")
+    if device not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: must be cpu or cuda")
+    if threads:
+        torch.set_num_threads(threads)
+    show = progress and not json_out
+    say = None if json_out else console
+    tmp: Path | None = None
+    origin = None
+    try:
+        if study is not None:
+            if source is not None:
+                raise ConfigError("give an export folder or --study with --trial, not both")
+            if trial is None:
+                raise ConfigError("--study needs --trial N (the subnet to fine-tune)")
+            from nas.search import export_trials
+
+            tmp = Path(tempfile.mkdtemp(prefix="nas-finetune-"))
+            source = export_trials(study, storage, tmp, [trial],
+                                   checkpoint=str(checkpoint) if checkpoint else None,
+                                   progress=False)[0]
+            teacher = teacher or checkpoint
+            origin = {"study": study, "trial": trial, "storage": storage}
+        elif source is None:
+            raise ConfigError("say what to fine-tune: an export folder, or --study NAME "
+                              "--trial N")
+        elif checkpoint is not None or trial is not None:
+            raise ConfigError("--checkpoint and --trial go with --study; for an export "
+                              "folder, name the teacher with --teacher")
+        res = finetune(source, out, cfg, data=data, teacher=teacher, device=device, test=test,
+                       resume=resume, overwrite=overwrite, work=work, origin=origin,
+                       progress=show, console=say)
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+    if json_out:
+        rec = res.record
+        print_json({"out": str(res.out), "work": str(res.work), "space": res.manifest["space"],
+                    "arch_hash": res.manifest.get("arch_hash"), "epochs": rec["epochs"],
+                    "teacher": rec["teacher"], "before": rec["before"],
+                    "after": rec["after"], "seconds": rec["seconds"],
+                    "metrics": res.metrics, "verification": res.manifest["verification"]})
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``train`` to the root app."""
+    """Add ``train`` and ``finetune`` to the root app."""
     app.command("train")(train_cmd)
+    app.command("finetune")(finetune_cmd)

@@ -280,7 +280,7 @@ def finetune(
     extra["finetune"] = record
     from nas.export import export_subnet
 
-    final = run.student.to("cpu").to(memory_format=torch.contiguous_format).eval()
+    final = run.student.to("cpu").eval()
     ck_for_manifest = teacher_path if teacher_path is not None and teacher_path.is_file() \
         else None
     res = export_subnet(_Static(space, arch, final), arch, out, overwrite=overwrite,
