@@ -159,6 +159,8 @@ def finetune(
             the manifest names. Needed unless ``config.kd`` is False.
         test: also measure accuracy on the test split, before and after.
         resume: continue the run in the work folder (a fresh start when there is none).
+        overwrite: replace ``out`` if it is an export folder and, without ``resume``, start
+            a run found in the work folder over.
         work: the work folder (default :func:`work_dir_for` ``(out)``).
         origin: how ``source`` was obtained (e.g. ``{"study": ..., "trial": ...}``), recorded.
         on_epoch_end: called with each epoch's metrics row after its checkpoint is written.
@@ -196,7 +198,7 @@ def finetune(
     arch = space.parse(manifest["arch"], off_grid=True)
 
     teacher_path = _teacher_path(teacher, manifest, source, cfg.kd)
-    teacher_net, ck_meta = _load_teacher(teacher_path, space.name)
+    teacher_net, ck_meta = _load_teacher(teacher_path, space.name, cfg.kd)
     splits = _load_data(data, cfg, ck_meta, space, teacher_path)
     if splits.num_classes != space.spec.num_classes:
         raise ConfigError(
@@ -222,7 +224,7 @@ def finetune(
 
     work_dir = Path(work) if work is not None else work_dir_for(out)
     fingerprint = _fingerprint(cfg, manifest, splits, teacher_path)
-    state = _read_checkpoint(work_dir, fingerprint, resume)
+    state = _read_checkpoint(work_dir, fingerprint, resume, overwrite)
 
     # everything the user gave was checked: from here on, files are written
     run = _Run(cfg, student, arch, space, splits, dev, teacher_net, progress, console)
@@ -252,6 +254,10 @@ def finetune(
             on_epoch_end(row)
 
     after = run.accuracy(test)
+    teacher_sha = _sha256(teacher_path) if teacher_path is not None else None
+    exported_from = manifest.get("checkpoint")
+    if not isinstance(exported_from, dict):
+        exported_from = {}
     record: dict[str, Any] = {
         "source": {"folder": str(source), "arch_hash": manifest.get("arch_hash"),
                    "weights_sha256": manifest["files"]["weights.safetensors"]["sha256"],
@@ -262,8 +268,11 @@ def finetune(
                  "test": len(splits.test) if splits.test is not None else None,
                  "val_size": len(splits.val), "val_seed": _val_seed(cfg, ck_meta)},
         "epochs": cfg.epochs,
-        "teacher": ({"checkpoint": str(teacher_path), "subnet": "largest",
-                     "kd_ratio": cfg.kd_ratio, "temperature": cfg.temperature}
+        "teacher": ({"checkpoint": str(teacher_path), "sha256": teacher_sha,
+                     # the supernet the export's weights came from, or another one
+                     "same_as_export": teacher_sha == exported_from.get("sha256"),
+                     "subnet": "largest", "kd_ratio": cfg.kd_ratio,
+                     "temperature": cfg.temperature}
                     if run.teacher is not None and teacher_path is not None else None),
         "lr": cfg.lr, "schedule": "cosine", "optimizer": "sgd-nesterov",
         "config": cfg.model_dump(mode="json"),
@@ -302,8 +311,9 @@ def _teacher_path(teacher: Path | str | None, manifest: dict[str, Any], source: 
         if not path.is_file():
             raise ConfigError(f"--teacher {path}: no such checkpoint file")
         return path
-    named = (manifest.get("checkpoint") or {}).get("path")
-    if named:
+    entry = manifest.get("checkpoint")
+    named = entry.get("path") if isinstance(entry, dict) else None
+    if isinstance(named, str) and named:
         path = Path(named)
         if path.is_file():
             return path
@@ -318,8 +328,9 @@ def _teacher_path(teacher: Path | str | None, manifest: dict[str, Any], source: 
     return None
 
 
-def _load_teacher(path: Path | None, space: str) -> tuple[Any, dict[str, Any]]:
-    """The teacher supernet (or None) and its checkpoint's metadata."""
+def _load_teacher(path: Path | None, space: str, kd: bool) -> tuple[Any, dict[str, Any]]:
+    """The teacher supernet (None without one or without distillation) and its checkpoint's
+    metadata (which names the data it was trained on)."""
     if path is None:
         return None, {}
     from nas.supernet import load_supernet, read_checkpoint_meta
@@ -329,7 +340,14 @@ def _load_teacher(path: Path | None, space: str) -> tuple[Any, dict[str, Any]]:
         raise ConfigError(f"teacher {path} is a supernet of space {meta.get('space')!r} but "
                           f"the export is of space {space!r}; pass the export's own supernet "
                           "with --teacher")
-    return load_supernet(path, space=space), dict(meta.get("extra") or {})
+    extra = dict(meta.get("extra") or {})
+    return (load_supernet(path, space=space) if kd else None), extra
+
+
+def _sha256(path: Path) -> str:
+    from nas.export import sha256_file
+
+    return sha256_file(path)
 
 
 def _val_seed(cfg: FinetuneConfig, ck_meta: dict[str, Any]) -> int:
@@ -372,13 +390,16 @@ def _fingerprint(cfg: FinetuneConfig, manifest: dict[str, Any], data: DataSplits
 
 
 # ---------------------------------------------------------------------- the work folder
-def _read_checkpoint(work: Path, fingerprint: str, resume: bool) -> dict[str, Any] | None:
+def _read_checkpoint(work: Path, fingerprint: str, resume: bool,
+                     overwrite: bool) -> dict[str, Any] | None:
+    """The state to resume from (None: start over; ``overwrite`` without ``resume`` starts
+    over a run that is there)."""
     path = work / CHECKPOINT_FILE
-    if not path.is_file():
+    if not path.is_file() or (overwrite and not resume):
         return None
     if not resume:
-        raise ConfigError(f"{work} holds a fine-tuning run; pass --resume to continue it, or "
-                          "choose another --out (or --work)")
+        raise ConfigError(f"{work} holds a fine-tuning run; pass --resume to continue it, "
+                          "--overwrite to start it over, or choose another --out (or --work)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many kinds for a truncated file

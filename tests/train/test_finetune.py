@@ -71,6 +71,7 @@ def test_finetune_lowers_the_loss_and_writes_a_verified_export(src, tmp_path):
     assert rec["epochs"] == 2 and rec["lr"] == SMALL["lr"] and rec["schedule"] == "cosine"
     assert rec["source"]["folder"] == str(src)
     assert rec["teacher"]["checkpoint"] == str(shipped_supernet())
+    assert rec["teacher"]["same_as_export"] is True
     assert rec["data"]["source"] == "digits" and rec["data"]["classes"] == 10
     assert set(rec["before"]) == set(rec["after"]) == {"val_acc", "val_loss", "test_acc",
                                                        "test_loss"}
@@ -112,9 +113,16 @@ def test_resume_continues_where_it_stopped(src, tmp_path):
     b, _ = load_export(tmp_path / "whole")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
+    # --overwrite replaces the export and starts the run over: one epoch, one row
+    again = finetune(src, out, {**cfg, "epochs": 1}, data="digits", progress=False,
+                     overwrite=True)
+    assert again.record["epochs"] == 1
+    assert [r["epoch"] for r in _rows(work_dir_for(out) / "metrics.csv")] == ["1"]
 
 
-def test_bad_input_is_refused_in_one_line_and_writes_nothing(src, tmp_path, data_files):
+def test_bad_input_is_refused_in_one_line_and_writes_nothing(src, tmp_path, data_files,
+                                                             monkeypatch):
+    monkeypatch.setenv("NAS_CACHE_DIR", str(tmp_path / "cache"))  # decoded image folders
     tampered = tmp_path / "tampered"
     shutil.copytree(src, tampered)
     raw = bytearray((tampered / "weights.safetensors").read_bytes())
