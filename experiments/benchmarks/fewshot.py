@@ -201,7 +201,8 @@ def report(args: argparse.Namespace) -> str:
                     if kind == "gbdt" and k < 20:
                         continue
                     acc.setdefault(kind, []).append(_fit_score(kind, archs, ys[d], tr, test)[0])
-                m, est = _fit_score("transfer", archs, ys[d], tr, test, priors=others)
+                m, est = _fit_score("transfer", archs, ys[d], tr, test, priors=others,
+                                    selection=args.selection)
                 acc.setdefault("transfer", []).append(m)
                 chosen.append(est.model_)
                 m0, _ = _fit_score("transfer", archs, ys[d], tr, test, priors=[])
@@ -279,6 +280,8 @@ def main() -> None:
     ap.add_argument("--prior-kind", choices=("best", "additive", "flops"), default="best",
                     help="the other devices' predictors: as the database would choose, or "
                     "one kind")
+    ap.add_argument("--selection", choices=("min", "one_se"), default="min",
+                    help="transfer's choice among its candidates")
     ap.add_argument("--repeats", type=int, default=5, help="draws of k subnets per device")
     args = ap.parse_args()
     Path(args.log).parent.mkdir(parents=True, exist_ok=True)

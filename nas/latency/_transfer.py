@@ -31,7 +31,10 @@ measure every kind here minimises):
 So with no other devices it *is* the better of ``flops`` and ``additive`` at that ``k`` (by
 leave-one-out error), and with many measurements it keeps ``additive`` when that fits better:
 it degrades to what a device alone supports. Leave-one-out error on 5 to 10 points is itself
-noisy; ``experiments/benchmarks/fewshot.py`` measures how often the choice pays.
+noisy; ``selection="one_se"`` takes the candidate with the fewest coefficients within one
+standard error of the best instead (more often ``flops``: safer when the other devices know
+little beyond the MACs, slower to leave ``flops`` when they do);
+``experiments/benchmarks/fewshot.py`` measures both.
 
 **Where the other devices come from.** :meth:`TransferPredictor.prepare_params` (called by
 ``nas latency fit``) takes, for every other device of the database with the same space whose
@@ -72,6 +75,8 @@ __all__ = ["MODELS", "TransferPredictor", "prior_devices", "prior_entry"]
 
 #: The candidate models, in the order they are tried (see the module docstring).
 MODELS = ("prior", "nearest", "prior+residual", "flops", "additive")
+#: the candidates by the number of coefficients they fit (the one-standard-error rule's order)
+SIMPLEST_FIRST = ("flops", "nearest", "prior", "additive", "prior+residual")
 #: ridge strengths, up to strong enough to pin the mix to the equal one
 _ALPHAS = (*_DEFAULT_ALPHAS, 1e4, 1e6)
 #: measurements a device needs for an ``additive`` fitted on the fly to serve as a prior
@@ -112,6 +117,8 @@ class TransferPredictor(LatencyPredictor):
         models: the candidates to choose from, a subset of :data:`MODELS`.
         residual_min: measurements from which ``prior+residual`` is a candidate.
         residual_penalty: penalty of the residual features relative to the deviations.
+        selection: ``"min"``: the candidate of least leave-one-out error; ``"one_se"``: the
+            simplest within one standard error of it.
     """
 
     kind = "transfer"
@@ -122,13 +129,14 @@ class TransferPredictor(LatencyPredictor):
     def __init__(
         self, *, space: str = "ofa_mbv3", priors: list[dict[str, Any]] | None = None,
         models: tuple[str, ...] = MODELS, residual_min: int = 20,
-        residual_penalty: float = 1.0,
+        residual_penalty: float = 1.0, selection: str = "min",
     ) -> None:
         self.space = space
         self.priors = priors
         self.models = models
         self.residual_min = residual_min
         self.residual_penalty = residual_penalty
+        self.selection = selection
 
     # -------------------------------------------------------------- the other devices
     @classmethod
@@ -230,7 +238,8 @@ class TransferPredictor(LatencyPredictor):
         assert best is not None
         return best[1], 0.0, best[2]
 
-    def _loo(self, model: str, design: tuple[Any, ...], y: np.ndarray, w: np.ndarray) -> float:
+    def _loo(self, model: str, design: tuple[Any, ...], y: np.ndarray,
+             w: np.ndarray) -> np.ndarray:
         """Leave-one-out relative RMSE, every choice (ridge strength, device) made again
         without the left-out measurement: a closed form does not hold when a candidate has
         as many free coefficients as measurements."""
@@ -244,7 +253,7 @@ class TransferPredictor(LatencyPredictor):
             row = X[j, i] if model == "nearest" else X[i]
             err[i] = (y[i] - row @ coef) / y[i]
             keep[i] = True
-        return float(np.sqrt(np.mean(err**2)))
+        return err
 
     def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
         bad = [m for m in self.models if m not in MODELS]
@@ -257,8 +266,19 @@ class TransferPredictor(LatencyPredictor):
             raise ConfigError(f"models {list(self.models)} need other devices (priors), and "
                               "none were given")
         w = 1.0 / y**2
-        self.loo_ = {m: self._loo(m, d, y, w) for m, d in designs.items()}
-        best = min(self.loo_, key=lambda m: (self.loo_[m], MODELS.index(m)))
+        errs = {m: self._loo(m, d, y, w) for m, d in designs.items()}
+        self.loo_ = {m: float(np.sqrt(np.mean(e**2))) for m, e in errs.items()}
+        best = min(self.loo_, key=lambda m: (self.loo_[m], SIMPLEST_FIRST.index(m)))
+        if self.selection == "one_se":
+            # the simplest candidate within one standard error of the best: k leave-one-out
+            # errors rank candidates that differ by less than that by chance
+            sq = errs[best] ** 2
+            se = float(np.std(sq, ddof=1) / np.sqrt(len(sq)) / (2 * self.loo_[best] + 1e-12)) \
+                if len(sq) > 1 else 0.0
+            best = next(m for m in SIMPLEST_FIRST
+                        if m in self.loo_ and self.loo_[m] <= self.loo_[best] + se)
+        elif self.selection != "min":
+            raise ConfigError(f"selection must be 'min' or 'one_se', got {self.selection!r}")
         self.model_ = best
         if best in ("flops", "additive"):
             cls = FlopsPredictor if best == "flops" else AdditivePredictor

@@ -96,11 +96,13 @@ def _scores(world: dict[str, Any], k: int, draws: int = 3,
 
 def test_with_related_devices_transfer_beats_flops_and_additive_at_10(world: dict) -> None:
     s = _scores(world, 10, flops={}, additive={},
-                transfer={"priors": world["priors"]})
-    for other in ("flops", "additive"):
-        assert s["transfer"]["spearman_rho"] > s[other]["spearman_rho"], s
-        assert s["transfer"]["mape"] < s[other]["mape"], s
-    assert s["transfer"]["spearman_rho"] > 0.95, s
+                transfer={"priors": world["priors"]},
+                one_se={"kind": "transfer", "priors": world["priors"], "selection": "one_se"})
+    for mine in ("transfer", "one_se"):
+        for other in ("flops", "additive"):
+            assert s[mine]["spearman_rho"] > s[other]["spearman_rho"], s
+            assert s[mine]["mape"] < s[other]["mape"], s
+        assert s[mine]["spearman_rho"] > 0.95, s
 
 
 def test_without_other_devices_it_is_the_better_single_device_kind(world: dict) -> None:
@@ -149,6 +151,8 @@ def test_bad_priors_are_refused_in_one_line(world: dict) -> None:
         assert "\n" not in str(exc.value)
     with pytest.raises(ConfigError, match="models must be"):
         TransferPredictor(space=SPACE, models=("magic",)).fit(archs[:10], y[:10])
+    with pytest.raises(ConfigError, match="selection must be 'min' or 'one_se', got 'x'"):
+        TransferPredictor(space=SPACE, selection="x").fit(archs[:10], y[:10])
 
 
 def test_fit_from_the_database_uses_the_other_devices(world: dict, tmp_path: Path) -> None:
