@@ -119,7 +119,7 @@ def test_constrained_search_returns_only_feasible_subnets(local_ray, make_config
 def test_every_sampler_spends_its_budget(local_ray, make_config, sampler: str) -> None:
     cfg = SearchConfig.model_validate(make_config(
         objectives=["macs", "latency:cpu-1t"], sampler=sampler, population=4, n_trials=10,
-        study=f"s-{sampler}", checkpoint=None, data=None))
+        study=f"s-{sampler}", checkpoint=None, data=None, engine="ray"))
     res = run_search(cfg, progress=False)
     assert len(res.budget_trials) == 10 and res.n_complete == 10
     assert res.front
@@ -240,7 +240,7 @@ def test_the_study_opens_in_optuna_dashboard(local_ray, make_config, tmp_path) -
     pytest.importorskip("optuna_dashboard")
     cfg = SearchConfig.model_validate(make_config(
         objectives=["macs", "latency:cpu-1t"], n_trials=4, study="dash", checkpoint=None,
-        data=None))
+        data=None, engine="ray"))
     run_search(cfg, progress=False)
     import socket
 
@@ -273,7 +273,7 @@ def test_the_study_opens_in_optuna_dashboard(local_ray, make_config, tmp_path) -
 def test_results_without_a_study_lists_the_studies(local_ray, make_config, run_nas) -> None:
     cfg = SearchConfig.model_validate(make_config(
         objectives=["params", "latency:cpu-1t"], n_trials=3, study="listed", checkpoint=None,
-        data=None))
+        data=None, engine="ray"))
     run_search(cfg, progress=False)
     code, out, _ = run_nas(["results", "--storage", cfg.storage_url, "--json"])
     assert code == 0

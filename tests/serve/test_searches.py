@@ -116,7 +116,7 @@ def test_search_completes_and_its_export_downloads_and_verifies(
 def test_cancel_stops_a_search_and_keeps_what_it_stored(service: Any,
                                                         service_env: dict[str, Any]) -> None:
     cfg = _config(service_env, study="http-cancel", n_trials=5000, batch_size=2,
-                  objectives=["latency:cpu-1t", "params"], proxy_options={})
+                  objectives=["latency:cpu-1t", "params"], proxy_options={}, engine="ray")
     r = requests.post(f"{service.url}/searches", json=cfg, timeout=60)
     assert r.status_code == 201, r.text
     sid = r.json()["id"]
