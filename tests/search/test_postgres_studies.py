@@ -59,7 +59,8 @@ def test_two_drivers_two_studies_one_storage(pg_url: str, make_config, tmp_path)
     tag = secrets.token_hex(3)
     names = [f"pg-a-{tag}", f"pg-b-{tag}"]
     cfgs = [make_config(objectives=["macs", "latency:cpu-1t"], checkpoint=None, data=None,
-                        engine="ray", n_trials=16, workers=1, batch_size=2, study=n, storage=pg_url, seed=i)
+                        engine="ray", n_trials=16, workers=1, batch_size=2, study=n,
+                        storage=pg_url, seed=i)
             for i, n in enumerate(names)]
     results = _drivers(cfgs, tmp_path)
     assert [code for code, _ in results] == [0, 0], [err[-1000:] for _, err in results]
@@ -72,7 +73,8 @@ def test_two_drivers_two_studies_one_storage(pg_url: str, make_config, tmp_path)
 def test_two_drivers_one_study_one_runs_it(pg_url: str, make_config, tmp_path) -> None:
     name = f"pg-same-{secrets.token_hex(3)}"
     cfg = make_config(objectives=["macs", "latency:cpu-1t"], checkpoint=None, data=None,
-                      engine="ray", n_trials=12, workers=1, batch_size=2, study=name, storage=pg_url)
+                      engine="ray", n_trials=12, workers=1, batch_size=2, study=name,
+                      storage=pg_url)
     results = _drivers([cfg, cfg], tmp_path)
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], [err[-1000:] for _, err in results]
