@@ -8,6 +8,7 @@ from nas.db._records import (
     MAX_LATENCY_MS,
     SOURCES,
     STATUSES,
+    TIMED_SOURCES,
     MeasurementRecord,
     PredictorRecord,
 )
@@ -21,6 +22,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SOURCES",
     "STATUSES",
+    "TIMED_SOURCES",
     "LatencyDB",
     "MeasurementRecord",
     "PredictorRecord",

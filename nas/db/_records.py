@@ -8,11 +8,15 @@ from typing import Any
 
 from nas.space import Architecture
 
-__all__ = ["MAX_LATENCY_MS", "SOURCES", "STATUSES", "MeasurementRecord", "PredictorRecord"]
+__all__ = ["MAX_LATENCY_MS", "SOURCES", "STATUSES", "TIMED_SOURCES", "MeasurementRecord",
+           "PredictorRecord"]
 
 #: Allowed values of a measurement's ``status`` and ``source``.
 STATUSES = ("ok", "failed")
-SOURCES = ("measured", "imported", "noise", "reference")
+SOURCES = ("measured", "imported", "kit", "noise", "reference")
+#: Sources whose latencies are a subnet's own timing on the device (what predictors fit on):
+#: measured here, imported from elsewhere, or returned by a measurement kit.
+TIMED_SOURCES = ("measured", "imported", "kit")
 #: A latency at or above this (about 17 minutes per image) is a unit or timing bug.
 MAX_LATENCY_MS = 1e6
 
@@ -32,7 +36,8 @@ class MeasurementRecord:
         n_runs: timed runs behind the statistics (0 when unknown, e.g. imported).
         status: ``"ok"`` or ``"failed"``.
         error: why it failed, or ``None``.
-        source: ``"measured"``, ``"imported"`` or ``"noise"`` (synthetic).
+        source: ``"measured"``, ``"imported"``, ``"kit"`` (a measurement kit's results),
+            ``"noise"`` (synthetic) or ``"reference"``.
         env: fingerprint of where it was measured (CPU model, onnxruntime version, profile...).
         created_at: when it was stored (UTC).
     """

@@ -156,10 +156,11 @@ def _measure_selection(sp: SearchSpace, store: LatencyDB, device: str, n: int, s
     """The subnets ``measure`` times: ``auto`` is informative for a device with few
     measurements when prior devices have predictors, and the mixed sample otherwise (as
     before ``--select`` existed)."""
+    from nas.db import TIMED_SOURCES
     from nas.latency._sampling import FEW_MEASUREMENTS, select_for_measurement
 
     n_ok = sum(1 for r in store.measurements(device, sp.name)
-               if r.source in ("measured", "imported"))
+               if r.source in TIMED_SOURCES)
     sel = select_for_measurement(sp, n, seed, method=select, db=store, device=device,
                                  exclude=done, n_measured=n_ok)
     if select == "auto" and sel.method == "spread" and n_ok < FEW_MEASUREMENTS:
@@ -172,11 +173,12 @@ def _measure_summary(
     noise: int, address: str | None, cfg: TimingConfig, progress: bool, select: str = "auto",
 ) -> dict[str, Any]:
     """Choose ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
+    from nas.db import TIMED_SOURCES
     from nas.latency._measure import measure_architectures
     from nas.latency._noise import noise_floor
 
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
-            if r.source in ("measured", "imported")}
+            if r.source in TIMED_SOURCES}
     archs, selection = _measure_selection(sp, store, profile.name, n, seed, select, done)
     ids = measure_architectures(profile, sp, archs, store, progress=progress,
                                 address=address, config=cfg)

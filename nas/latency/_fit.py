@@ -71,12 +71,14 @@ def training_data(
     Raises:
         NASError: there are none (the message says which command measures some).
     """
+    from nas.db import TIMED_SOURCES
+
     name = _name(device)
     sp = get_space(space)
     want = set(ids) if ids is not None else None
     groups: dict[Architecture, list[tuple[int, float]]] = {}
     for rec in db.measurements(name, sp.name, status="ok"):
-        if rec.source not in ("measured", "imported") or rec.latency_ms is None:
+        if rec.source not in TIMED_SOURCES or rec.latency_ms is None:
             continue
         if want is not None and rec.id not in want:
             continue

@@ -57,10 +57,8 @@ __all__ = [
 
 KIT_FORMAT = "nas-latency-kit/1"
 RESULTS_FORMAT = "nas-latency-kit-results/1"
-#: The source kit results are stored with. ``"imported"``: the database's sources and the
-#: predictors' training data know no other for measurements made elsewhere (``env["kit"]``
-#: tells kit results apart).
-KIT_SOURCE = "imported"
+#: The source kit results are stored with (``env["kit"]`` also names the kit).
+KIT_SOURCE = "kit"
 #: The most subnets one kit holds (a kit is copied to small devices).
 MAX_KIT_MODELS = 2000
 #: The runner's timing settings, written into the manifest (the runner reads them there).
@@ -213,8 +211,10 @@ def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architec
 
 
 def _measured(db: LatencyDB, device: str, space: str) -> list[Architecture]:
+    from nas.db import TIMED_SOURCES
+
     return [r.arch for r in db.measurements(device, space)
-            if r.source in ("measured", "imported")]
+            if r.source in TIMED_SOURCES]
 
 
 def write_kit(

@@ -249,10 +249,12 @@ def select_for_measurement(
     seen = set(exclude)
     chosen = method
     if method == "auto":
+        from nas.db import TIMED_SOURCES
+
         if n_measured is None:
             n_measured = 0 if db is None or device is None else sum(
                 1 for r in db.measurements(device, sp.name)
-                if r.source in ("measured", "imported"))
+                if r.source in TIMED_SOURCES)
         chosen = "informative" if n_measured < few else "mixed"
     if chosen != "informative":
         share = 0.5 if chosen == "mixed" else 0.0

@@ -154,7 +154,7 @@ def test_import_kit_results(kit: dict[str, Any], db: LatencyDB, tmp_path: Path) 
     assert set(by_file) == {x["file"] for x in lines[1:]}
     for x in lines[1:]:
         r = by_file[x["file"]]
-        assert r.latency_ms == pytest.approx(x["latency_ms"]) and r.source == "imported"
+        assert r.latency_ms == pytest.approx(x["latency_ms"]) and r.source == "kit"
         assert r.env["kit"]["id"] == m["kit_id"] and r.env["kit"]["sha256"] == x["sha256"]
         assert r.env["kit"]["block_medians_ms"] == x["block_medians_ms"]
         assert r.env["fingerprint"]["onnxruntime"] == lines[0]["onnxruntime"]
