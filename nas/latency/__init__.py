@@ -52,7 +52,7 @@ if TYPE_CHECKING:
         predictor_class,
         predictor_from_state,
     )
-    from nas.latency._prepare import prepare_model, quantize_int8
+    from nas.latency._prepare import one_torch_thread, prepare_model, quantize_int8
     from nas.latency._sampling import (
         SELECT_METHODS,
         Selection,
@@ -89,7 +89,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "nas.latency._predictors": ["DEFAULT_KIND", "PREDICTORS", "LatencyPredictor",
                                     "baseline_class", "make_predictor", "predictor_class",
                                     "predictor_from_state"],
-        "nas.latency._prepare": ["prepare_model", "quantize_int8"],
+        "nas.latency._prepare": ["one_torch_thread", "prepare_model", "quantize_int8"],
         "nas.latency._sampling": ["SELECT_METHODS", "Selection", "sample_for_measurement",
                                   "select_for_measurement"],
         "nas.latency._session": ["Reference", "make_session", "time_onnx"],

@@ -16,11 +16,9 @@ scored, with the same trial attributes as a search on Ray. ``nas results``, ``na
 
 from __future__ import annotations
 
-import contextlib
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,6 +196,7 @@ def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: 
             on_trial: Callable[[int], None] | None = None) -> tuple[EvolutionResult, float]:
     """Run the evolution; returns it and its wall time in seconds."""
     from nas._term import progress_bar
+    from nas.latency import one_torch_thread
 
     def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return scorer.objectives_and_violation(scorer.metrics(codec.decode(X)))
@@ -207,7 +206,7 @@ def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: 
     first = cfg.objective_list[0]
     t0 = time.perf_counter()
     label = f"search {cfg.study_name} (predictor engine)"
-    with _one_torch_thread(), progress_bar(
+    with one_torch_thread(only_if_loaded=True), progress_bar(
             label, cfg.generations, enabled=progress, fields={"best": "-"},
             field_format=f"best {first.name} {{task.fields[best]}}") as advance:
         def on_generation(g: int, F: np.ndarray, V: np.ndarray) -> None:
@@ -224,23 +223,6 @@ def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: 
         except _Stopped:
             res = evo.result()
     return res, time.perf_counter() - t0
-
-
-@contextlib.contextmanager
-def _one_torch_thread() -> Iterator[None]:
-    """Torch on one thread while predictors score generations: their matrices are small
-    (a generation of 100), and a second thread only waits for the first (on this 2-core
-    machine, the OFA predictor took 7.4 s on two threads for what one does in 0.9 s)."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 class _Stopped(Exception):
@@ -482,7 +464,9 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
     X, n_scored = res.X[res.front()], res.n_scored
     if refine:
         t0 = time.perf_counter()
-        with _one_torch_thread():
+        from nas.latency import one_torch_thread
+
+        with one_torch_thread(only_if_loaded=True):
             for key, values in levels.items():
                 for b in sorted(set(values)):
                     x, n = _refine(cfg, scorer, codec, res, key, b)
