@@ -247,24 +247,15 @@ def _trials(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, res: Evolutio
     space = scorer.space
     a = codec.decode(res.X[idx])
     m = scorer.metrics(a)
-    costs = space.costs(a)
     dists = distributions(space, codec.resolutions.tolist())
     out = []
-    for row, i in enumerate(idx.tolist()):
-        arch = _arch(space, a, row)
-        lat = {dev: float(m[f"latency:{dev}"][row]) for dev in scorer.latency}
-        ua: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
-                              "macs": int(costs["macs"][row]),
-                              "params": int(costs["params"][row]), "scored_index": int(i)}
-        if "accuracy" in m:
-            ua["accuracy"] = float(m["accuracy"][row])
-        if lat:
-            ua["latency_ms"] = lat
+    for row, (i, (arch, item)) in enumerate(zip(idx.tolist(), _items(scorer, a, m),
+                                                strict=True)):
         cons = {k: (float(m[k][row]) - b) / b for k, b in scorer.bounds}
         out.append(optuna.trial.create_trial(
             params=params_from_arch(space, arch), distributions=dists,
-            values=[float(m[k][row]) for k in cfg.objectives], user_attrs=ua,
-            constraints=cons or None))
+            values=[float(m[k][row]) for k in cfg.objectives],
+            user_attrs={**item, "scored_index": int(i)}, constraints=cons or None))
     return out
 
 
@@ -374,8 +365,10 @@ def _budget_key(key: str, bound: float) -> str:
     return f"{key}<={bound:g}"
 
 
-def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]) -> list[dict[str, Any]]:
-    """Subnets as the dicts :class:`Specialization` returns."""
+def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]
+           ) -> list[tuple[Any, dict[str, Any]]]:
+    """Each subnet of ``a`` as its canonical architecture and the dict :class:`Specialization`
+    returns (the attributes a stored trial also carries)."""
     costs = scorer.space.costs(a)
     out = []
     for row in range(len(a)):
@@ -387,7 +380,7 @@ def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]) -> list[d
                                                for d in scorer.latency}}
         if "accuracy" in m:
             item["accuracy"] = float(m["accuracy"][row])
-        out.append(item)
+        out.append((arch, item))
     return out
 
 
@@ -482,7 +475,7 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
     keep = keep[np.sort(first_seen)]
     keep = keep[np.lexsort(F[keep].T[::-1])]
     a, m = codec.decode(X[keep]), {k: v[keep] for k, v in m.items()}
-    front = _items(scorer, a, m)
+    front = [item for _, item in _items(scorer, a, m)]
     first = cfg.objective_list[0]
     sign = -1.0 if first.direction == "maximize" else 1.0
     best: dict[str, dict[str, Any] | None] = {}
