@@ -21,6 +21,7 @@ the ``ofa-imagenet`` proxy uses: no supernet, no data, space ``ofa_mbv3`` only.
 from __future__ import annotations
 
 import base64
+import functools
 import io
 import pickle
 import re
@@ -319,6 +320,14 @@ def import_ofa_accuracy_predictor(src: Path | str, out: Path | str,
 
 
 # ---------------------------------------------------------------------- the proxy
+@functools.cache
+def _shipped_model() -> AccuracyPredictor:
+    """The shipped predictor, read once per process: package data does not change under a
+    running process, and a search asks for it several times (engine choice, checks, scoring;
+    about 30 ms a read)."""
+    return load_accuracy_predictor(shipped_accuracy_predictor_path())
+
+
 @register_proxy
 class OFAImageNetProxy(Proxy):
     """OFA's published ImageNet accuracy predictor (shipped, converted): a predicted top-1
@@ -341,13 +350,13 @@ class OFAImageNetProxy(Proxy):
 
     def array_scorer(self, space: SearchSpace) -> Callable[[ArchArrays], np.ndarray]:
         self.check_space(space.name)
-        model = load_accuracy_predictor(shipped_accuracy_predictor_path())
+        model = _shipped_model()
         return model.predict
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         self.check_space(ctx.space.name)
         key = ("accuracy_predictor", self.name)
         if key not in ctx._memo:
-            ctx._memo[key] = load_accuracy_predictor(shipped_accuracy_predictor_path())
+            ctx._memo[key] = _shipped_model()
         model: AccuracyPredictor = ctx._memo[key]
         return model.predict(list(archs))
