@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -211,7 +211,6 @@ class EvolutionResult:
     V: np.ndarray
     population: np.ndarray
     generations: int
-    extra: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def n_scored(self) -> int:
