@@ -25,7 +25,7 @@ def demo_cmd(
     device: Annotated[str, typer.Option(help="Device profile to measure and search for.")
                       ] = "cpu-1t",
     n_latency: Annotated[int, typer.Option(
-        "--n-latency", min=4, help="Subnets to measure for the latency predictor.")] = 40,
+        "--n-latency", min=4, help="Subnets to measure for the latency predictor.")] = 80,
     n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Search budget.")] = 60,
     workers: Annotated[int, typer.Option(min=1, help="Ray actors of the search.")] = 2,
     seed: Annotated[int, seed_option("Seed of the samples and the sampler.")] = 0,

@@ -3,7 +3,8 @@
 The shipped small supernet (``tiny`` trained on scikit-learn's bundled digits, nothing is
 downloaded) is the starting point: measure a sample of its subnets on a device in ONNX
 Runtime, fit a latency predictor, run a constrained accuracy/latency search on a local Ray,
-export and verify the chosen subnet, and check its predicted latency against a measurement.
+export and verify the chosen subnet, and check its predicted latency against a measurement
+taken with the same protocol, next to the device's noise floor.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ __all__ = ["run_demo"]
 
 def run_demo(
     workdir: Path = Path("runs/demo"), checkpoint: Path | None = None, data: str = "digits",
-    device: str = "cpu-1t", n_latency: int = 40, n_trials: int = 60, workers: int = 2,
+    device: str = "cpu-1t", n_latency: int = 80, n_trials: int = 60, workers: int = 2,
     seed: int = 0, progress: bool = True,
 ) -> dict[str, Any]:
     """Run the pipeline in ``workdir`` (its latency DB and study storage live there, so a
@@ -143,16 +144,24 @@ class _Demo:
                    f"(max |onnx - torch| = {ver['max_abs_diff']:.1e})")
 
     def check(self) -> None:
-        from nas.latency import time_onnx
+        from nas.latency import check_agreement
 
         t = time.perf_counter()
         arch = self.space.parse(self.chosen.arch)  # type: ignore[arg-type]
         self.predicted = float(self.chosen.latency_ms[self.profile.name])
-        onnx = (self.out / "model.onnx").read_bytes()
-        self.measured = time_onnx(onnx, self.profile, arch.r).median_ms
+        # Timed now with the protocol the predictor was fitted on (relative to the reference
+        # subnet, on the device's scale; the median of three fresh sessions), next to the
+        # noise floor: ten measured subnets timed again in fresh sessions.
+        self.agreement = check_agreement(self.profile, self.space, self.db, archs=[arch],
+                                         predictor=self.predictor, progress=self.progress)
+        self.measured = float(self.agreement.measured[0])
         self.err = 100 * (self.predicted / self.measured - 1)
+        nf = self.agreement.noise
+        floor = (f"noise floor p90 {100 * nf.p90:.1f}% ({nf.n} repeats): "
+                 + ("agree" if abs(self.err) <= 100 * nf.p90 else "[red]outside the floor[/red]")
+                 if nf is not None else "noise floor not measured")
         self._step("check", t, f"predicted {self.predicted:.4f} ms, measured "
-                   f"{self.measured:.4f} ms ({self.err:+.1f}%)")
+                   f"{self.measured:.4f} ms ({self.err:+.1f}%); {floor}")
 
     def summary(self) -> dict[str, Any]:
         """Print the front and the steps; the summary as a dict."""
@@ -178,6 +187,10 @@ class _Demo:
             "n_front": len(self.res.front),
             "latency": {"predicted_ms": self.predicted, "measured_ms": self.measured,
                         "error_pct": self.err, "heldout_mape": float(self.test["mape"]),
-                        "kind": self.predictor.kind},
+                        "kind": self.predictor.kind,
+                        "noise": (self.agreement.noise.to_dict()
+                                  if self.agreement.noise is not None else None),
+                        "scale": (self.agreement.scale.to_dict()
+                                  if self.agreement.scale is not None else None)},
             "steps": [{"step": s, "seconds": round(x, 3)} for s, x, _ in self.steps],
         }

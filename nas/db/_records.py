@@ -13,7 +13,7 @@ __all__ = ["MAX_LATENCY_MS", "SOURCES", "STATUSES", "TIMED_SOURCES", "Measuremen
 
 #: Allowed values of a measurement's ``status`` and ``source``.
 STATUSES = ("ok", "failed")
-SOURCES = ("measured", "imported", "kit", "noise", "reference")
+SOURCES = ("measured", "imported", "kit", "noise", "reference", "check")
 #: Sources whose latencies are a subnet's own timing on the device (what predictors fit on):
 #: measured here, imported from elsewhere, or returned by a measurement kit.
 TIMED_SOURCES = ("measured", "imported", "kit")
@@ -37,7 +37,9 @@ class MeasurementRecord:
         status: ``"ok"`` or ``"failed"``.
         error: why it failed, or ``None``.
         source: ``"measured"``, ``"imported"``, ``"kit"`` (a measurement kit's results),
-            ``"noise"`` (synthetic) or ``"reference"``.
+            ``"noise"`` (a repeat, for the noise floor), ``"reference"`` (the reference
+            subnet's anchor sessions) or ``"check"`` (fresh timings a predictor is checked
+            against, ``nas latency check``).
         env: fingerprint of where it was measured (CPU model, onnxruntime version, profile...).
         created_at: when it was stored (UTC).
     """

@@ -21,6 +21,7 @@ from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from nas.devices import DeviceProfile, add_device, get_device, list_devices
+    from nas.latency._agree import Agreement, check_agreement, held_out_subnets
     from nas.latency._environment import environment_fingerprint
     from nas.latency._fit import TrainingData, fit_predictor, load_predictor, training_data
     from nas.latency._import import import_results
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
         sample_for_measurement,
         select_for_measurement,
     )
+    from nas.latency._scale import Scale, device_scale, on_scale
     from nas.latency._session import Reference, make_session, time_onnx
     from nas.latency._timing import (
         PROTOCOL_VERSION,
@@ -72,6 +74,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
         "nas.devices": ["DeviceProfile", "add_device", "get_device", "list_devices"],
+        "nas.latency._agree": ["Agreement", "check_agreement", "held_out_subnets"],
         "nas.latency._environment": ["environment_fingerprint"],
         "nas.latency._fit": ["TrainingData", "fit_predictor", "load_predictor",
                              "training_data"],
@@ -90,6 +93,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
                                     "baseline_class", "make_predictor", "predictor_class",
                                     "predictor_from_state"],
         "nas.latency._prepare": ["one_torch_thread", "prepare_model", "quantize_int8"],
+        "nas.latency._scale": ["Scale", "device_scale", "on_scale"],
         "nas.latency._sampling": ["SELECT_METHODS", "Selection", "sample_for_measurement",
                                   "select_for_measurement"],
         "nas.latency._session": ["Reference", "make_session", "time_onnx"],

@@ -1,4 +1,4 @@
-"""The ``nas latency`` commands: ``measure | kit | fit | predict | import | export``."""
+"""The ``nas latency`` commands: ``measure | kit | fit | predict | check | import | export``."""
 
 from __future__ import annotations
 
@@ -176,6 +176,7 @@ def _measure_summary(
     from nas.db import TIMED_SOURCES
     from nas.latency._measure import measure_architectures
     from nas.latency._noise import noise_floor
+    from nas.latency._scale import device_scale, on_scale
 
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
             if r.source in TIMED_SOURCES}
@@ -189,7 +190,8 @@ def _measure_summary(
                            "failed": len(failed), "skipped_already_measured": len(done),
                            "selection": selection, "db": str(store)}
     if ok:
-        lat = sorted(r.latency_ms for r in ok if r.latency_ms is not None)
+        scale = device_scale(profile, sp, store)
+        lat = sorted(v for r in ok if (v := on_scale(r, scale)) is not None)
         out["latency_ms"] = {"min": lat[0], "median": lat[len(lat) // 2], "max": lat[-1]}
     if failed:
         out["first_error"] = failed[0].error
@@ -227,10 +229,12 @@ def measure(
     the weights), exported to ONNX, quantized for int8 profiles, and timed in ONNX Runtime with
     the profile's session settings: warm-up, then runs until the median is known to 0.5%, in
     blocks of 10 runs (after 2 unrecorded ones) alternating with the space's reference subnet
-    (every dimension at its middle choice). The stored latency is the ratio of the two medians
-    times the reference's anchor latency, measured once per device and database, so a machine
-    that slows down for a while slows both and the result does not move. A subnet that fails to
-    export or run is stored as failed and the run goes on.
+    (every dimension at its middle choice). The latency is the ratio of the two medians times
+    the reference's latency over the device's whole record (the median of its anchor sessions
+    and of its blocks in every measurement), so a machine that slows down for a while slows
+    both and the result does not move, and no one moment sets the scale. A subnet that fails
+    to export or run is stored as failed and the run goes on. `nas latency check` compares a
+    fitted predictor with subnets timed later.
     """
     from nas.devices import get_device
     from nas.latency._timing import TimingConfig
@@ -371,6 +375,90 @@ def predict(
             out.write(json.dumps({"hash": a.hash, "latency_ms": float(v)}) + "\n")
         else:
             out.write(f"{float(v):.6g}\n")
+
+
+# ---------------------------------------------------------------------- check
+_CheckNOpt = Annotated[int, typer.Option(
+    "--n", "-n", min=1, max=1000, help="How many subnets the device has not measured to time "
+    "now (ignored with --arch/--arch-file).")]
+_CheckNoiseOpt = Annotated[int, typer.Option(
+    "--noise", min=0, max=1000, help="When fewer repeats than this are stored, re-measure "
+    "measured subnets for the noise floor first (0: use what is stored).")]
+_SessionsOpt = Annotated[int, typer.Option(
+    "--sessions", min=1, max=20, help="Fresh sessions per checked subnet (their median is "
+    "kept).")]
+_StrictOpt = Annotated[bool, typer.Option(
+    "--strict", help="Exit with status 1 when the median error is outside the noise floor's "
+    "p90 (for scripts and CI).")]
+
+
+def _print_agreement(out: dict[str, Any]) -> None:
+    table = Table("subnet", "predicted (ms)", "measured (ms)", "error",
+                  title=f"{out['space']} on {out['device']}: {out['kind']} predictor against "
+                  "timings taken now")
+    for r in out["subnets"]:
+        table.add_row(r["hash"], f"{r['predicted_ms']:.4g}", f"{r['measured_ms']:.4g}",
+                      f"{r['error']:+.1%}")
+    console.print(table)
+    rho = out["spearman_rho"]
+    console.print(f"median error {out['median_error']:+.1%} (median |error| "
+                  f"{out['median_abs_error']:.1%})"
+                  + (f", Spearman rho {rho:.3f}" if rho is not None else ""))
+    sc = out["scale"]
+    if sc:
+        console.print(f"scale: the reference subnet's median over {sc['n']} timings, "
+                      f"{sc['ms']:.4g} ms (p10 {sc['p10']:.4g}, p90 {sc['p90']:.4g})")
+    nd = out["noise"]
+    if nd is None:
+        console.print("noise floor: not measured (pass --noise 10)")
+        return
+    verdict = ("within" if out["within_noise"] else "[red]outside[/red]")
+    console.print(f"noise floor over {nd['n']} repeats: |a-b|/mean median {nd['median']:.1%}, "
+                  f"p90 {nd['p90']:.1%}; the median error is {verdict} it")
+
+
+def check(
+    device: DeviceOpt, space: SpaceOpt, n: _CheckNOpt = 10, arch: _OneArchOpt = None,
+    arch_file: _ArchFileOpt = None, kind: _StoredKindOpt = None, noise: _CheckNoiseOpt = 10,
+    seed: _SampleSeedOpt = 0, sessions: _SessionsOpt = 3, db: DbOpt = None,
+    address: _AddressOpt = None, progress: _ProgressOpt = True, strict: _StrictOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check a stored predictor against subnets timed now.
+
+    Times subnets the device has not measured (or --arch / --arch-file) with the protocol the
+    predictor was fitted on (relative to the reference subnet, on the device's scale: the
+    reference's median over every stored timing) and prints predicted against measured, the
+    median error, the rank correlation and the noise floor beside them. The fresh timings are
+    stored with source "check" (never trained on).
+    """
+    from nas.devices import get_device
+    from nas.latency._agree import check_agreement
+    from nas.space import get_space
+
+    if arch is not None and arch_file is not None:
+        raise typer.BadParameter("give at most one of --arch or --arch-file")
+    if kind is not None:
+        _kinds(kind)
+    profile = get_device(device)
+    if profile.external:
+        raise ConfigError(
+            f"device {profile.name} is external: nothing can be timed from here; check it "
+            f"with a measurement kit (`nas latency kit`, then `nas latency import`)")
+    sp = get_space(space)
+    archs = ([sp.parse(arch)] if arch is not None
+             else sp.parse_file(arch_file) if arch_file is not None else None)
+    store = _db(db)
+    res = check_agreement(profile, sp, store, archs=archs, n=n, seed=seed, kind=kind,
+                          noise=noise, sessions=sessions, address=address,
+                          progress=progress and not json_out)
+    out = res.to_dict()
+    if json_out:
+        print_json(out)
+    else:
+        _print_agreement(out)
+    if strict and not res.within_noise:
+        raise typer.Exit(1)
 
 
 # ---------------------------------------------------------------------- import / export
@@ -536,7 +624,8 @@ def register(app: typer.Typer) -> None:
         help="Measure latencies, import and export them, fit and query predictors.",
         no_args_is_help=True,
     )
-    for name, fn in (("measure", measure), ("fit", fit), ("predict", predict)):
+    for name, fn in (("measure", measure), ("fit", fit), ("predict", predict),
+                     ("check", check)):
         latency_app.command(name, help=_help(fn.__doc__))(fn)
     latency_app.command("kit", help=_help(kit_cmd.__doc__))(kit_cmd)
     latency_app.command("import", help=_help(import_cmd.__doc__))(import_cmd)

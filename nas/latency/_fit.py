@@ -19,6 +19,7 @@ from nas.latency._predictors import (
     predictor_class,
     predictor_from_state,
 )
+from nas.latency._scale import device_scale, on_scale
 from nas.space import Architecture, get_space
 
 if TYPE_CHECKING:
@@ -66,7 +67,8 @@ def training_data(
     ids: list[int] | None = None,
 ) -> TrainingData:
     """Successful measurements (measured or imported, not noise repeats) of ``space`` on
-    ``device``; only those with ``ids`` when given.
+    ``device``; only those with ``ids`` when given. Relative measurements are put on the
+    device's current scale (:func:`~nas.latency._scale.on_scale`).
 
     Raises:
         NASError: there are none (the message says which command measures some).
@@ -77,12 +79,14 @@ def training_data(
     sp = get_space(space)
     want = set(ids) if ids is not None else None
     groups: dict[Architecture, list[tuple[int, float]]] = {}
-    for rec in db.measurements(name, sp.name, status="ok"):
+    recs = db.measurements(name, sp.name, status="ok")
+    scale = device_scale(name, sp, db, records=recs)
+    for rec in recs:
         if rec.source not in TIMED_SOURCES or rec.latency_ms is None:
             continue
         if want is not None and rec.id not in want:
             continue
-        groups.setdefault(rec.arch, []).append((rec.id, float(rec.latency_ms)))
+        groups.setdefault(rec.arch, []).append((rec.id, on_scale(rec, scale)))  # type: ignore[arg-type]
     if not groups:
         raise NASError(
             f"no measurements of space {sp.name} on device {name} yet; run "
@@ -158,6 +162,8 @@ def fit_predictor(
         test.y, base.create(sp.name).fit(train.archs, train.y).predict(test.archs)))
     nf = noise_floor_from_db(name, sp.name, store)
     metrics["noise"] = nf.to_dict() if nf is not None else None
+    scale = device_scale(name, sp, store)
+    metrics["scale"] = scale.to_dict() if scale is not None else None
     if save:
         store.ensure_device(get_device(name))
         store.save_predictor(name, sp.name, kind, params=est.json_params(),

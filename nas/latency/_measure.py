@@ -3,7 +3,9 @@ with the protocol (:mod:`nas.latency._timing`), store every result, failures inc
 
 With relative timing (the default), the first measurement of a (device, space) in a database
 also times the space's reference subnet in ``ANCHOR_SESSIONS`` fresh sessions and stores its
-anchor latency (source ``"reference"``), the scale every later measurement is put on.
+anchor latency (source ``"reference"``). Later measurements are stored on the scale of
+everything recorded so far (:func:`nas.latency._scale.device_scale`: those sessions and the
+reference's block medians of every relative measurement), and read back on the latest one.
 """
 
 from __future__ import annotations
@@ -13,14 +15,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
 from nas._settings import ray_address
 from nas._term import progress_bar
 from nas.devices import DeviceProfile
 from nas.latency._lock import lock_dir_for
 from nas.latency._placement import Timer, resolve_device
 from nas.latency._prepare import one_torch_thread, prepare_cached
+from nas.latency._scale import device_scale
 from nas.latency._session import Reference
 from nas.latency._timing import PROTOCOL_VERSION, TimingConfig, TimingError
 from nas.space import Architecture, SearchSpace, get_space
@@ -65,14 +66,12 @@ def _export(supernet: OFASupernet, arch: Architecture) -> bytes:
 def reference_anchor(
     device: str | DeviceProfile, space: str | SearchSpace, db: LatencyDB
 ) -> float | None:
-    """The reference subnet's stored anchor latency on a device (median of its fresh-session
-    measurements, source ``"reference"``), or None before the first relative measurement."""
-    sp = get_space(space)
-    name = device.name if isinstance(device, DeviceProfile) else device
-    vals = [float(r.latency_ms) for r in db.measurements(name, sp.name, status="ok",
-                                                          source="reference")
-            if r.latency_ms is not None]
-    return float(np.median(vals)) if vals else None
+    """The reference subnet's latency on a device, the scale relative measurements are put
+    on: the median of all its stored timings (fresh-session anchors and the block medians of
+    every relative measurement; :func:`~nas.latency._scale.device_scale`), or None before the
+    first relative measurement."""
+    scale = device_scale(device, space, db)
+    return scale.ms if scale is not None else None
 
 
 def _reference(

@@ -13,6 +13,7 @@ from nas.errors import NASError
 from nas.latency._measure import measure_architectures
 from nas.latency._metrics import regression_metrics
 from nas.latency._placement import resolve_device
+from nas.latency._scale import device_scale, on_scale
 from nas.latency._timing import TimingConfig, TimingError
 from nas.space import Architecture, SearchSpace, get_space
 
@@ -64,14 +65,16 @@ def noise_floor_from_db(
     """
     sp = get_space(space)
     name = device.name if isinstance(device, DeviceProfile) else device
+    recs = db.measurements(name, sp.name, status="ok")
+    scale = device_scale(name, sp, db, records=recs)
     first: dict[Architecture, float] = {}
-    for rec in db.measurements(name, sp.name, status="ok", source="measured"):
-        if rec.latency_ms is not None:
-            first.setdefault(_arch_of(rec, sp), float(rec.latency_ms))
+    for rec in recs:
+        if rec.source == "measured" and (v := on_scale(rec, scale)) is not None:
+            first.setdefault(_arch_of(rec, sp), v)
     pairs = [
-        (first[a], float(rec.latency_ms))
-        for rec in db.measurements(name, sp.name, status="ok", source="noise")
-        if rec.latency_ms is not None and (a := _arch_of(rec, sp)) in first
+        (first[a], v) for rec in recs
+        if rec.source == "noise" and (v := on_scale(rec, scale)) is not None
+        and (a := _arch_of(rec, sp)) in first
     ]
     if not pairs:
         return None

@@ -187,7 +187,7 @@ def test_several_sessions_combine_into_their_median(tiny_pair: tuple) -> None:
         TimingConfig(sessions=0)
 
 
-def test_relative_measurements_share_one_stored_anchor(db: LatencyDB) -> None:
+def test_relative_measurements_are_put_on_the_campaigns_scale(db: LatencyDB) -> None:
     sp = get_space("tiny")
     rel = TimingConfig(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=40, max_s=0.3,
                        target_rel_ci=0.02, round_runs=5, retries=0)  # quick, but relative
@@ -197,21 +197,33 @@ def test_relative_measurements_share_one_stored_anchor(db: LatencyDB) -> None:
     anchors = db.measurements("cpu-1t", "tiny", source="reference")
     assert len(anchors) == _measure.ANCHOR_SESSIONS
     assert {a.arch for a in anchors} == {sp.middle()}
-    anchor = _measure.reference_anchor("cpu-1t", sp, db)
-    assert anchor == pytest.approx(float(np.median([a.latency_ms for a in anchors])))
+    first = float(np.median([a.latency_ms for a in anchors]))
+    recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", source="measured")}
+    blocks = [recs[i].env["reference"]["reference_median_ms"] for i in ids]
+    for i in ids:  # the first measurements are stored on the anchor sessions' scale
+        env = recs[i].env
+        assert env["protocol"] == _timing.PROTOCOL_VERSION
+        assert env["reference"]["anchor_ms"] == pytest.approx(first, rel=1e-5)
+        assert recs[i].latency_ms == pytest.approx(first * env["reference"]["ratio"], rel=1e-4)
+    # the scale is now every timing of the reference: the sessions and both blocks
+    scale = _measure.reference_anchor("cpu-1t", sp, db)
+    assert scale == pytest.approx(
+        float(np.median([a.latency_ms for a in anchors] + blocks)), rel=1e-9)
     measure_architectures("cpu-1t", sp, archs[2:], db, progress=False, config=rel)
     assert len(db.measurements("cpu-1t", "tiny", source="reference")) == \
         _measure.ANCHOR_SESSIONS  # measured once per (device, space, database)
     recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", source="measured")}
     assert len(recs) == 3
-    for i in ids:
-        env = recs[i].env
-        assert env["protocol"] == _timing.PROTOCOL_VERSION
-        assert env["reference"]["anchor_ms"] == pytest.approx(anchor, rel=1e-5)
-        assert recs[i].latency_ms == pytest.approx(anchor * env["reference"]["ratio"],
-                                                   rel=1e-4)
-    # the anchor's timings are neither training data nor counted as measured subnets
-    assert len(training_data("cpu-1t", "tiny", db)) == 3
+    (third,) = (r for i, r in recs.items() if i not in ids)
+    assert third.env["reference"]["anchor_ms"] == pytest.approx(scale, rel=1e-4)
+    # read back, all three are on the latest scale: ratio x the median of all five sessions
+    # and three blocks (the anchor's timings are neither training data nor measured subnets)
+    final = _measure.reference_anchor("cpu-1t", sp, db)
+    data = training_data("cpu-1t", "tiny", db)
+    assert len(data) == 3
+    for a, y in zip(data.archs, data.y, strict=True):
+        (rec,) = (r for r in recs.values() if r.arch == a)
+        assert y == pytest.approx(final * rec.env["reference"]["ratio"], rel=1e-4)
 
 
 def test_median_ci_shrinks_with_more_runs() -> None:
