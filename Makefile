@@ -22,7 +22,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nas demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
 
 # ruff, mypy, and the import contracts of pyproject.toml (what may import what: ARCHITECTURE.md)
 # The property-based and API fuzz suites at nightly size (1,000 examples a property; `make test`

@@ -82,7 +82,7 @@ def test_absolute_and_foreign_latencies_pass_through(db: LatencyDB) -> None:
 def test_fresh_measurements_agree_with_predictions_within_the_noise_floor(
         db: LatencyDB) -> None:
     sp = get_space("tiny")
-    measure_architectures("cpu-1t", sp, sample_for_measurement(sp, 40, seed=3), db,
+    measure_architectures("cpu-1t", sp, sample_for_measurement(sp, 30, seed=3), db,
                           progress=False)
     fit_predictor("cpu-1t", "tiny", "additive", db=db, holdout=0.0)
     res = check_agreement("cpu-1t", sp, db, n=8, seed=4, noise=8, progress=False)
@@ -97,12 +97,12 @@ def test_fresh_measurements_agree_with_predictions_within_the_noise_floor(
     # the check's timings are stored as such, never trained on, and join the scale
     checks = db.measurements("cpu-1t", "tiny", source="check")
     assert {r.arch.hash for r in checks} == set(res.hashes)
-    assert len(training_data("cpu-1t", "tiny", db)) == 40
+    assert len(training_data("cpu-1t", "tiny", db)) == 30
     again = noise_floor_from_db("cpu-1t", sp, db)
     assert again is not None and again.n == res.noise.n
     assert again.p90 == pytest.approx(res.noise.p90, rel=1e-6)
     scale = device_scale("cpu-1t", sp, db)
-    assert scale is not None and scale.n == 5 + 40 + res.noise.n + 8
+    assert scale is not None and scale.n == 5 + 30 + res.noise.n + 8
 
 
 def test_cli_check_reports_and_refuses(tmp_path: Path, run_nas) -> None:
@@ -113,14 +113,14 @@ def test_cli_check_reports_and_refuses(tmp_path: Path, run_nas) -> None:
             "--no-progress"]
     code, _, err = run_nas(base)
     assert code != 0 and "nas latency fit" in err
-    measure_architectures("cpu-1t", sp, sample_for_measurement(sp, 20, seed=5), db,
+    measure_architectures("cpu-1t", sp, sample_for_measurement(sp, 12, seed=5), db,
                           progress=False)
     fit_predictor("cpu-1t", "tiny", "flops", db=db, holdout=0.0)
     code, out, err = run_nas([*base, "--n", "3", "--noise", "4", "--json"])
     assert code == 0, err
     got = json.loads(out)
     assert got["kind"] == "flops" and len(got["subnets"]) == 3
-    assert got["noise"]["n"] >= 4 and got["scale"]["n"] > 20
+    assert got["noise"]["n"] >= 4 and got["scale"]["n"] > 12
     assert all(r["measured_ms"] > 0 for r in got["subnets"])
     arch = tmp_path / "a.json"
     arch.write_text(sp.largest().to_json())

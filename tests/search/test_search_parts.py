@@ -218,14 +218,14 @@ def test_evolution_sampler_improves_on_random_at_equal_budget() -> None:
 
     def run(sampler: optuna.samplers.BaseSampler) -> float:
         study = optuna.create_study(direction="maximize", sampler=sampler)
-        for _ in range(300):
+        for _ in range(150):
             t = study.ask(dists)
             arch = arch_from_params(sp, t.params)
             study.tell(t, float(sum(arch.ks) + 2 * sum(arch.e) + 3 * sum(arch.d)))
         return float(study.best_value)
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    evo = [run(EvolutionSampler(population=30, seed=s)) for s in range(3)]
+    evo = [run(EvolutionSampler(population=20, seed=s)) for s in range(3)]
     rnd = [run(optuna.samplers.RandomSampler(seed=s)) for s in range(3)]
     assert np.median(evo) > np.median(rnd), (evo, rnd)
 
