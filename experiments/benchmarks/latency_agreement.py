@@ -67,21 +67,19 @@ def measure(db: Path, n: int) -> None:
                     "--n", str(n), "--noise", "20", "--db", f"sqlite:///{db}"], check=True)
 
 
-def _plain(models: dict[str, bytes], inputs: dict[str, np.ndarray], passes: int, runs: int,
-           seed: int) -> dict[str, float]:
-    """Each model's median latency over ``passes`` shuffled passes of fresh sessions."""
-    import onnxruntime as ort
+def _plain(models: dict[str, bytes], inputs: dict[str, np.ndarray], profile: Any,
+           passes: int, runs: int, seed: int) -> dict[str, float]:
+    """Each model's median latency over ``passes`` shuffled passes of fresh sessions with the
+    profile's session options (threads, optimisation level), no reference."""
+    from nas.latency import make_session
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.inter_op_num_threads = 1
     rng = np.random.default_rng(seed)
     names = list(models)
     got: dict[str, list[float]] = {k: [] for k in names}
     for p in range(passes):
         for i in rng.permutation(len(names)):
             key = names[i]
-            sess = ort.InferenceSession(models[key], opts, providers=["CPUExecutionProvider"])
+            sess = make_session(models[key], profile)
             feed = {sess.get_inputs()[0].name: inputs[key]}
             for _ in range(5):
                 sess.run(None, feed)
@@ -105,27 +103,31 @@ def _anchor_scale_y(recs: list[Any], anchor: float, ref_hash: str) -> dict[Any, 
     return {a: float(np.mean(v)) for a, v in out.items()}
 
 
-def check(db_path: Path, n: int, passes: int, runs: int, seed: int) -> None:
+def check(db_path: Path, n: int, passes: int, runs: int, seed: int, device: str = DEVICE,
+          relative: bool = True) -> None:
     from scipy.stats import spearmanr
 
     from nas.db import LatencyDB
+    from nas.devices import get_device
     from nas.latency import (
         check_agreement,
         device_scale,
         make_predictor,
+        prepare_model,
         training_data,
     )
     from nas.latency._measure import _default_supernet, _export
     from nas.space import get_space
 
     sp = get_space(SPACE)
+    profile = get_device(device)
     db = LatencyDB(f"sqlite:///{db_path}")
-    recs = [r for r in db.measurements(DEVICE, SPACE, status="ok") if r.source == "measured"]
-    anchors = [float(r.latency_ms) for r in db.measurements(DEVICE, SPACE, source="reference")]
-    scale = device_scale(DEVICE, sp, db)
+    recs = [r for r in db.measurements(device, SPACE, status="ok") if r.source == "measured"]
+    anchors = [float(r.latency_ms) for r in db.measurements(device, SPACE, source="reference")]
+    scale = device_scale(device, sp, db)
     assert scale is not None and anchors, "run --phase measure first"
     t_first, t_last = min(r.created_at for r in recs), max(r.created_at for r in recs)
-    data = training_data(DEVICE, SPACE, db)
+    data = training_data(device, SPACE, db)
     old_y = _anchor_scale_y(recs, float(np.median(anchors)), sp.middle().hash)
     fits = {}
     for kind in KINDS:
@@ -133,27 +135,31 @@ def check(db_path: Path, n: int, passes: int, runs: int, seed: int) -> None:
         fits[(kind, "anchor")] = make_predictor(kind, SPACE).fit(
             data.archs, np.asarray([old_y[a] for a in data.archs]))
 
-    seen = {r.arch for r in db.measurements(DEVICE, SPACE, status=None)}
+    seen = {r.arch for r in db.measurements(device, SPACE, status=None)}
     held = [a for a in sp.sample_many(4 * n, seed=seed) if a not in seen][:n]
     net = _default_supernet(sp)
     import torch
 
     torch.set_num_threads(1)
-    models = {a.hash: _export(net, a) for a in held}
     ref = sp.middle()
-    models["reference"] = _export(net, ref)
-    inputs = {a.hash: np.random.default_rng(0).standard_normal((1, 3, a.r, a.r))
+    models = {a.hash: prepare_model(_export(net, a), profile, a.r) for a in held}
+    models["reference"] = prepare_model(_export(net, ref), profile, ref.r)
+    b = profile.batch_size
+    inputs = {a.hash: np.random.default_rng(0).standard_normal((b, 3, a.r, a.r))
               .astype(np.float32) for a in held}
     inputs["reference"] = np.random.default_rng(0).standard_normal(
-        (1, 3, ref.r, ref.r)).astype(np.float32)
-    t_check = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    plain = _plain(models, inputs, passes, runs, seed)
+        (b, 3, ref.r, ref.r)).astype(np.float32)
+    t_check = dt.datetime.now(dt.UTC)
+    if t_last.tzinfo is None:  # SQLite gives naive UTC times
+        t_first, t_last = (t.replace(tzinfo=dt.UTC) for t in (t_first, t_last))
+    plain = _plain(models, inputs, profile, passes, runs, seed)
     y = np.asarray([plain[a.hash] for a in held])
 
-    print(header("Predictions against plain ONNX Runtime timings taken later",
-                 f"experiments/benchmarks/latency_agreement.py --phase check --n {n}"))
-    print(f"Campaign: {len(recs)} subnets of {SPACE} on {DEVICE} measured "
-          f"{t_first:%H:%M} to {t_last:%H:%M} UTC (`nas latency measure`, relative protocol); "
+    print(header(f"Predictions against plain ONNX Runtime timings taken later: {device}",
+                 f"experiments/benchmarks/latency_agreement.py --phase check --n {n} "
+                 f"--device {device} --passes {passes} --runs {runs} --db {db_path}"))
+    print(f"Campaign: {len(recs)} subnets of {SPACE} on {device} measured "
+          f"{t_first:%H:%M} to {t_last:%H:%M} UTC (relative protocol); "
           f"plain timings of {len(held)} held-out subnets from {t_check:%H:%M} UTC, "
           f"{(t_check - t_last).total_seconds() / 60:.0f} minutes after its end. Reference "
           f"subnet: anchor (5 fresh sessions at the start) {np.median(anchors):.3f} ms; "
@@ -171,13 +177,15 @@ def check(db_path: Path, n: int, passes: int, runs: int, seed: int) -> None:
     print(table(["kind", "scale", "median error", "median |error|", "within ±10%",
                  "Spearman"], rows))
 
+    if not relative:
+        return
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "latency.sqlite"
         shutil.copy(db_path, copy)
         cdb = LatencyDB(f"sqlite:///{copy}")
         est = fits[("additive", "campaign")]
-        res = check_agreement(DEVICE, sp, cdb, archs=held[:10], predictor=est, noise=20,
-                              progress=False)
+        res = check_agreement(device, sp, cdb, archs=held[:10], predictor=est, noise=20,
+                              supernet=net, progress=False)
     nf = res.noise
     print(f"\nThe same protocol (`nas latency check`: relative to the reference, on the "
           f"campaign's scale, median of 3 sessions) on the first 10 held-out subnets: median "
@@ -288,13 +296,17 @@ def main() -> None:
     ap.add_argument("--passes", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--device", default=DEVICE, help="check: the device profile")
+    ap.add_argument("--no-relative", action="store_true",
+                    help="check: skip the relative check (plain timings only)")
     args = ap.parse_args()
     if args.phase == "tiny":
         tiny(args.repeats, args.seed, args.neighbour)
     elif args.phase == "measure":
         measure(args.db, args.n or 200)
     else:
-        check(args.db, args.n or 30, args.passes, args.runs, args.seed)
+        check(args.db, args.n or 30, args.passes, args.runs, args.seed, args.device,
+              not args.no_relative)
 
 
 if __name__ == "__main__":
