@@ -103,16 +103,22 @@ class Database:
         url: SQLAlchemy URL or path of a SQLite file; ``None`` means ``$NAS_DB_URL`` or the
             default file (see :func:`~nas.db.resolve_db_url`).
         busy_timeout_s: how long a SQLite writer waits for another's lock before giving up.
+        create: create a missing SQLite file (the default); with ``False`` (commands that
+            only read) a missing file other than the default one is an error, so that a
+            mistyped path is not answered from a new empty database, left behind.
     """
 
     url: str
 
-    def __init__(self, url: str | None = None, *, busy_timeout_s: float = 30.0) -> None:
+    def __init__(self, url: str | None = None, *, busy_timeout_s: float = 30.0,
+                 create: bool = True) -> None:
         if not (isinstance(busy_timeout_s, int | float) and busy_timeout_s >= 0):
             raise DatabaseError(f"busy_timeout_s must be a number >= 0, got {busy_timeout_s!r}")
         self.url = resolve_db_url(url)
         self.busy_timeout_s = float(busy_timeout_s)
         self._shown = url_for_display(self.url)
+        if not create:
+            self._check_exists()
         self._engine = self._make_engine()
         try:
             self._init_schema()
@@ -144,6 +150,17 @@ class Database:
         self._engine.dispose()
 
     # ------------------------------------------------------------------ engine
+    def _check_exists(self) -> None:
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            return  # _make_engine says what is wrong with it
+        if (parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:")
+                and self.url != default_db_url() and not Path(parsed.database).is_file()):
+            raise DatabaseError(
+                f"no latency database at {self._shown}: check --db (or $NAS_DB_URL); "
+                f"`nas latency measure` or `nas latency import` creates one")
+
     def _make_engine(self) -> Engine:
         try:
             parsed = make_url(self.url)

@@ -144,10 +144,10 @@ def _check_select(select: str) -> None:
         raise ConfigError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
 
 
-def _db(url: str | None) -> LatencyDB:
+def _db(url: str | None, create: bool = True) -> LatencyDB:
     from nas.db import LatencyDB
 
-    return LatencyDB(url)
+    return LatencyDB(url, create=create)
 
 
 # ---------------------------------------------------------------------- measure
@@ -326,7 +326,7 @@ def fit(
     for k in kinds:  # refused before anything is read or timed
         check_fit(k, profile)
     sp = get_space(space)
-    store = _db(db)
+    store = _db(db, create=False)
 
     results: dict[str, Any] = {}
     for k in kinds:
@@ -360,7 +360,7 @@ def predict(
     profile = get_device(device)
     sp = get_space(space)
     archs = [sp.parse(arch)] if arch is not None else sp.parse_file(arch_file)  # type: ignore[arg-type]
-    pred = load_predictor(profile, sp.name, kind, db=_db(db))
+    pred = load_predictor(profile, sp.name, kind, db=_db(db, create=False))
     ms = pred.predict(archs) if archs else np.zeros(0)
     if arch is not None:
         if json_out:
@@ -448,7 +448,7 @@ def check(
     sp = get_space(space)
     archs = ([sp.parse(arch)] if arch is not None
              else sp.parse_file(arch_file) if arch_file is not None else None)
-    store = _db(db)
+    store = _db(db, create=False)
     res = check_agreement(profile, sp, store, archs=archs, n=n, seed=seed, kind=kind,
                           noise=noise, sessions=sessions, address=address,
                           progress=progress and not json_out)
@@ -580,7 +580,7 @@ def export_cmd(
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--out must end in .csv or .parquet, got {str(out)!r}")
-    with LatencyDB(db) as store:
+    with LatencyDB(db, create=False) as store:
         n = export_measurements(store, out, device=device, space=space)
         url = store.display_url
     if json_:

@@ -76,11 +76,22 @@ def test_cli_db_option_writes_where_it_says(tmp_path, run_nas):
     folder = tmp_path / "we?ird"
     folder.mkdir()
     db = folder / "lat.sqlite"
-    code, out, err = run_nas(["latency", "export", "--out", str(tmp_path / "m.csv"),
-                              "--db", str(db)])
+    rows = tmp_path / "m.jsonl"
+    rows.write_text('{"arch": {"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [2, 2], "r": 16}, '
+                    '"latency_ms": 0.05}\n')
+    code, out, err = run_nas(["latency", "import", str(rows), "--device", "cpu-1t",
+                              "--space", "tiny", "--db", str(db)])
     assert code == 0, err
     assert db.is_file() and str(db) in out
     assert not Path(str(tmp_path / "we")).exists()
+    # a command that only reads names it too, and does not create one at a wrong path
+    code, out, err = run_nas(["latency", "export", "--out", str(tmp_path / "m.csv"),
+                              "--db", str(db)])
+    assert code == 0 and str(db) in out, err
+    code, _, err = run_nas(["latency", "export", "--out", str(tmp_path / "n.csv"),
+                            "--db", str(folder / "lat2.sqlite")])
+    assert code == 2 and "no latency database at" in err
+    assert not (folder / "lat2.sqlite").exists()
 
 
 def test_a_folder_named_tilde_is_not_home(tmp_path, monkeypatch):

@@ -94,7 +94,12 @@ def test_predict_one_and_a_file(app: typer.Typer, measured_db: str, tmp_path: Pa
 
 
 def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path: Path) -> None:
+    from nas.db import LatencyDB
+    from nas.errors import DatabaseError
+
     empty = f"sqlite:///{tmp_path / 'empty.sqlite'}"
+    LatencyDB(empty).close()  # exists, holds nothing
+    typo = tmp_path / "tpyo.sqlite"
     cases = [
         (["fit", "-d", "nope", "-s", "tiny", "--db", empty], UnknownNameError, "known devices"),
         (["fit", "-d", "cpu-1t", "-s", "tiny", "--kind", "magic", "--db", empty],
@@ -106,6 +111,12 @@ def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path:
          ArchitectureError, "it is an architecture of space cifar_mbv3"),
         (["predict", "-d", "cpu-1t", "-s", "tiny", "--kind", "gbdt", "--arch",
           get_space("tiny").smallest().to_json(), "--db", empty], NASError, "nas latency fit"),
+        # commands that only read do not answer from a new empty file at a mistyped path
+        (["predict", "-d", "cpu-1t", "-s", "tiny", "--arch",
+          get_space("tiny").smallest().to_json(), "--db", str(typo)], DatabaseError,
+         f"no latency database at {typo}"),
+        (["fit", "-d", "cpu-1t", "-s", "tiny", "--db", str(typo)], DatabaseError,
+         "`nas latency measure` or `nas latency import` creates one"),
     ]
     for args, exc_type, text in cases:
         res = runner.invoke(app, args)
@@ -113,6 +124,7 @@ def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path:
         assert isinstance(res.exception, exc_type), (args, res.exception)
         message = str(res.exception)
         assert text in message and "\n" not in message
+    assert not typo.exists()
     res = runner.invoke(app, ["predict", "-d", "cpu-1t", "-s", "tiny", "--db", measured_db])
     assert res.exit_code == 2 and "exactly one of --arch or --arch-file" in res.output
 
