@@ -24,8 +24,10 @@ import yaml
 from nas.errors import ConfigError, NASError
 
 __all__ = [
+    "atomic_new_file",
     "atomic_path",
     "atomic_write",
+    "check_output_file",
     "check_path",
     "mask_url",
     "read_bytes",
@@ -53,6 +55,36 @@ def atomic_path(path: Path | str, *, mode: int = 0o644) -> Iterator[Path]:
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_new_file(path: Path | str, *, mode: int = 0o644) -> Iterator[Path]:
+    """:func:`atomic_path`, and on failure the folders it created for ``path`` are removed
+    again: a failed write leaves neither a file nor folders behind."""
+    path = Path(path)
+    missing = [p for p in path.parents if not p.exists()]  # deepest first
+    try:
+        with atomic_path(path, mode=mode) as tmp:
+            yield tmp
+    except BaseException:
+        for folder in missing:
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def check_output_file(path: Path | str, what: str, *, example: str,
+                      error: type[NASError] = ConfigError) -> Path:
+    """``path`` as a file to write, normalised as the operating system will not (``new/..``
+    is the working folder and creates no ``new/``); refused in one ``error`` line when it is
+    a folder or a file stands where one of its folders should be."""
+    path = check_path(os.path.normpath(path), what, error=error)
+    if path.is_dir():
+        raise error(f"{what} {path} is a folder; name a file to write (e.g. {example})")
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise error(f"cannot write {what} {path}: {blocking} is a file, not a folder")
+    return path
 
 
 def atomic_write(path: Path | str, data: str | bytes, *, mode: int = 0o644) -> Path:

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
-from nas._io import atomic_path, check_path
+from nas._io import atomic_new_file, check_output_file, check_path
 from nas.errors import CheckpointError
 from nas.space import SearchSpace, get_space
 
@@ -27,30 +25,16 @@ def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = No
     """
     from safetensors.torch import save_file
 
-    # normalised as the OS will not: "new/.." is the working folder, and creates no "new/"
-    path = check_path(os.path.normpath(path), "checkpoint", error=CheckpointError)
-    if path.is_dir():
-        raise CheckpointError(f"checkpoint {path} is a folder; name a file to write "
-                              "(e.g. supernet.safetensors)")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise CheckpointError(f"cannot write checkpoint {path}: {blocking} is a file, not a "
-                              "folder")
+    path = check_output_file(path, "checkpoint", example="supernet.safetensors",
+                             error=CheckpointError)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": FORMAT, "version": VERSION, "space": model.space.name,
                 "extra": json.dumps(meta or {}, default=str)}
-    missing = [p for p in path.parents if not p.exists()]  # deepest first
     try:
-        with atomic_path(path) as tmp:
+        with atomic_new_file(path) as tmp:
             save_file(tensors, str(tmp), metadata=metadata)
-    except BaseException as exc:
-        for folder in missing:  # a failed write leaves no folders behind either
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        if isinstance(exc, OSError):
-            raise CheckpointError(
-                f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-        raise
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
     return path
 
 

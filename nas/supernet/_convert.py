@@ -14,10 +14,8 @@ run code).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
 import pickle
 import re
 import warnings
@@ -27,7 +25,7 @@ from typing import Any
 
 import torch
 
-from nas._io import atomic_path, check_path, read_bytes
+from nas._io import atomic_new_file, check_output_file, check_path, read_bytes
 from nas.errors import CheckpointError, ConfigError, UnknownNameError
 from nas.space import get_space
 from nas.supernet._ofa import OFASupernet
@@ -397,26 +395,12 @@ def export_ofa_checkpoint(
     if wrap is None:
         wrap = meta.get("ofa_wrapped", True) is not False
     legacy = meta.get("ofa_serialization") == "legacy"
-    path = check_path(os.path.normpath(out), "output", error=CheckpointError)
-    if path.is_dir():
-        raise CheckpointError(f"--out {path} is a folder; name a file to write "
-                              "(e.g. ofa_mbv3.pth)")
-    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if blocking is not None:
-        raise CheckpointError(f"cannot write {path}: {blocking} is a file, not a folder")
-    missing = [p for p in path.parents if not p.exists()]  # deepest first
+    path = check_output_file(out, "--out", example="ofa_mbv3.pth", error=CheckpointError)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_new_file(path) as tmp:
             torch.save({"state_dict": state} if wrap else state, tmp,
                        _use_new_zipfile_serialization=not legacy)
-    except BaseException as exc:
-        for folder in missing:  # a failed write leaves no folders behind either
-            with contextlib.suppress(OSError):
-                folder.rmdir()
-        # torch's zip writer reports a full disk as a RuntimeError
-        if isinstance(exc, OSError | RuntimeError):
-            reason = exc.strerror if isinstance(exc, OSError) else None
-            raise CheckpointError(f"cannot write {path}: {reason or _first_line(exc)}"
-                                  ) from None
-        raise
+    except (OSError, RuntimeError) as exc:  # torch's zip writer reports a full disk so
+        reason = exc.strerror if isinstance(exc, OSError) else None
+        raise CheckpointError(f"cannot write {path}: {reason or _first_line(exc)}") from None
     return path
