@@ -189,8 +189,9 @@ def _measure_summary(
     out: dict[str, Any] = {"device": profile.name, "space": sp.name, "measured": len(ok),
                            "failed": len(failed), "skipped_already_measured": len(done),
                            "selection": selection, "db": str(store)}
+    scale = device_scale(profile, sp, store)
+    out["scale"] = scale.to_dict() if scale is not None else None
     if ok:
-        scale = device_scale(profile, sp, store)
         lat = sorted(v for r in ok if (v := on_scale(r, scale)) is not None)
         out["latency_ms"] = {"min": lat[0], "median": lat[len(lat) // 2], "max": lat[-1]}
     if failed:
@@ -202,6 +203,11 @@ def _measure_summary(
     return out
 
 
+def _scale_line(sc: dict[str, Any]) -> str:
+    return (f"scale: the reference subnet's median over {sc['n']} timings, {sc['ms']:.4g} ms "
+            f"(p10 {sc['p10']:.4g}, p90 {sc['p90']:.4g}); relative latencies are ratios to it")
+
+
 def _print_measured(out: dict[str, Any]) -> None:
     console.print(f"{out['measured']} subnets of {out['space']} measured on {out['device']}, "
                   f"{out['failed']} failed; stored in {out['db']}")
@@ -211,6 +217,8 @@ def _print_measured(out: dict[str, Any]) -> None:
                       f"(median {lat_d['median']:.3f} ms)")
     if out["failed"]:
         err_console.print(f"first failure: {out['first_error']}")
+    if out.get("scale"):
+        console.print(_scale_line(out["scale"]))
     if "noise" in out:
         nd = out["noise"]
         console.print(f"noise floor over {nd['n']} repeats: |a-b|/mean median "
@@ -404,10 +412,8 @@ def _print_agreement(out: dict[str, Any]) -> None:
     console.print(f"median error {out['median_error']:+.1%} (median |error| "
                   f"{out['median_abs_error']:.1%})"
                   + (f", Spearman rho {rho:.3f}" if rho is not None else ""))
-    sc = out["scale"]
-    if sc:
-        console.print(f"scale: the reference subnet's median over {sc['n']} timings, "
-                      f"{sc['ms']:.4g} ms (p10 {sc['p10']:.4g}, p90 {sc['p90']:.4g})")
+    if out["scale"]:
+        console.print(_scale_line(out["scale"]))
     nd = out["noise"]
     if nd is None:
         console.print("noise floor: not measured (pass --noise 10)")

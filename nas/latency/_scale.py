@@ -35,7 +35,11 @@ from nas.space import SearchSpace, get_space
 if TYPE_CHECKING:
     from nas.db import LatencyDB, MeasurementRecord
 
-__all__ = ["Scale", "device_scale", "on_scale"]
+__all__ = ["POOL_SOURCES", "Scale", "device_scale", "on_scale"]
+
+#: Sources whose reference blocks make the scale: timings this database's own runs took
+#: (imported rows are put on the scale, but do not set it).
+POOL_SOURCES = ("measured", "noise", "check")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,8 @@ class Scale:
 
     Attributes:
         ms: the median of every timing of the reference (the scale).
-        n: how many timings: anchor sessions plus one block median per relative measurement.
+        n: how many timings: anchor sessions plus one block median per relative measurement
+            taken here (:data:`POOL_SOURCES`).
         p10, p90: their 10th and 90th percentiles (how much the machine's speed wandered).
         anchor_ms: the median of the fresh-session anchor timings alone (None without any).
         arch_hash: the reference subnet.
@@ -97,6 +102,8 @@ def device_scale(
         if rec.source == "reference":
             if rec.arch.hash == ref_hash:
                 anchors.append(float(rec.latency_ms))
+            continue
+        if rec.source not in POOL_SOURCES:
             continue
         ref = _reference_env(rec, ref_hash)
         if ref is not None:

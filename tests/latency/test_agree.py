@@ -63,10 +63,12 @@ def test_one_slow_moment_does_not_set_the_scale(db: LatencyDB) -> None:
 def test_absolute_and_foreign_latencies_pass_through(db: LatencyDB) -> None:
     sp = get_space("tiny")
     db.ensure_device(get_device("cpu-1t"))
-    a, b, c, d, e = sample_for_measurement(sp, 5, seed=2)
+    a, b, c, d, e, f = sample_for_measurement(sp, 6, seed=2)
     db.add_measurement("cpu-1t", a, latency_ms=2.0, source="imported")  # absolute
     _relative(db, b, 1.0, 4.0, 8.0, sp.middle().hash)                  # on the scale: 4.0
     _relative(db, c, 1.0, 400.0, 3.0, "another-reference")             # not this space's
+    # imported relative rows are put on the scale but do not set it
+    _relative(db, f, 0.5, 900.0, 8.0, sp.middle().hash, source="imported")
     # hostile environments: unusable numbers leave the stored latency as it is
     for arch, bad in ((d, "x"), (e, float("inf"))):
         db.add_measurement("cpu-1t", arch, latency_ms=7.0, source="measured",
@@ -75,7 +77,7 @@ def test_absolute_and_foreign_latencies_pass_through(db: LatencyDB) -> None:
     scale = device_scale("cpu-1t", sp, db)
     assert scale is not None and scale.n == 1 and scale.ms == 4.0 and scale.anchor_ms is None
     y = dict(zip(*(lambda t: (t.archs, t.y))(training_data("cpu-1t", "tiny", db)), strict=True))
-    assert y == {a: 2.0, b: 4.0, c: 3.0, d: 7.0, e: 7.0}
+    assert y == {a: 2.0, b: 4.0, c: 3.0, d: 7.0, e: 7.0, f: 2.0}
     assert device_scale("cpu-2t", sp, db) is None
 
 
