@@ -188,7 +188,7 @@ def _measure_summary(
     failed = [recs[i] for i in ids if recs[i].status != "ok"]
     out: dict[str, Any] = {"device": profile.name, "space": sp.name, "measured": len(ok),
                            "failed": len(failed), "skipped_already_measured": len(done),
-                           "selection": selection, "db": str(store)}
+                           "selection": selection, "db": store.display_url}
     scale = device_scale(profile, sp, store)
     out["scale"] = scale.to_dict() if scale is not None else None
     if ok:
@@ -306,7 +306,7 @@ def _print_fitted(results: dict[str, Any], kinds: list[str], device: str, space:
     else:
         console.print("noise floor: not measured (run `nas latency measure ... --n 0 "
                       "--noise 20`)")
-    console.print(f"saved in {store}")
+    console.print(f"saved in {store.display_url}")
 
 
 def fit(
