@@ -13,6 +13,11 @@ before anything is written. The run keeps its state in a work folder beside the 
 ``metrics.csv``), so ``resume`` after a crash loses at most the epoch in progress; batches,
 augmentation and dropout are seeded by (seed, epoch, step), so a resumed run does what the
 uninterrupted one would have done.
+
+The training itself is supernet training's loop (:mod:`nas.train._loop`: the same optimizer,
+learning-rate schedule, distillation loss and steps), run as one phase whose one subnet is the
+static student: fine-tuning a subnet and a supernet run that trains only that subnet, with
+the same weights, settings and seed, end with the same weights.
 """
 
 from __future__ import annotations
@@ -21,16 +26,14 @@ import csv
 import hashlib
 import io
 import json
-import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NoReturn
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -38,10 +41,11 @@ from nas._config import ConfigModel
 from nas._io import atomic_path, atomic_write
 from nas.errors import ConfigError, DataError, ExportError, TrainingError
 from nas.space import get_space
+from nas.train._config import DistillConfig, OptimConfig
 from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
 from nas.train._eval import evaluate, recalibrate_bn
 from nas.train._formats import FORMATS
-from nas.train._trainer import _soft_ce, epoch_seed
+from nas.train._loop import Schedule, TrainingLoop
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "work_dir_for"]
 
@@ -88,6 +92,18 @@ class FinetuneConfig(ConfigModel):
     test_limit: Annotated[int, Field(ge=1)] | None = None
     bn_batches: Annotated[int, Field(ge=1)] = 8
     eval_batch_size: Annotated[int, Field(ge=1)] = 256
+
+    def optim_config(self) -> OptimConfig:
+        """The optimizer settings of supernet training that these fields are."""
+        return OptimConfig(momentum=self.momentum, nesterov=True,
+                           weight_decay=self.weight_decay, no_decay_bn_bias=True,
+                           label_smoothing=self.label_smoothing, grad_clip=None)
+
+    def distill_config(self) -> DistillConfig:
+        """The distillation settings of supernet training that these fields are (a ratio of
+        0 without ``kd``)."""
+        return DistillConfig(kd_ratio=self.kd_ratio if self.kd else 0.0,
+                             temperature=self.temperature)
 
 
 @dataclass
@@ -428,25 +444,27 @@ def _write_metrics(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 # ---------------------------------------------------------------------- training
-class _Run:
-    """The student, its teacher and optimizer, and one epoch of training at a time."""
+class _Run(TrainingLoop):
+    """The student, its teacher and optimizer, and one epoch of training at a time: phase 0
+    of the supernet training loop, whose one subnet is the static student."""
 
     def __init__(self, cfg: FinetuneConfig, student: nn.Module, arch: Any, space: Any,
                  data: DataSplits, device: torch.device, teacher_net: Any, progress: bool,
                  console: Any) -> None:
-        self.cfg, self.arch, self.space, self.data, self.device = cfg, arch, space, data, device
-        self.show_progress = progress
-        self.console = console
-        self.student = student.to(device)
-        self.pre_train = Preprocess.for_space(space, crop_padding=cfg.crop_padding,
-                                              flip=cfg.flip, channels_last=False, device=device)
+        super().__init__(seed=cfg.seed, batch_size=cfg.batch_size, optim=cfg.optim_config(),
+                         distill=cfg.distill_config(), device=device, progress=progress,
+                         console=console)
+        self.cfg, self.arch, self.space, self.data = cfg, arch, space, data
+        self.student = self.net = student.to(device)
+        self.pre = Preprocess.for_space(space, crop_padding=cfg.crop_padding, flip=cfg.flip,
+                                        channels_last=False, device=device)
         self.pre_eval = Preprocess.for_space(space, channels_last=False, device=device)
         self.loader = BatchLoader(data.train, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                   drop_last=True)
         self.teacher: nn.Module | None = None
         if teacher_net is not None and cfg.kd:
             self.teacher = self._make_teacher(teacher_net)
-        self.opt = self._optimizer()
+        self.opt = self.make_optimizer()
 
     def _make_teacher(self, net: Any) -> nn.Module:
         """The supernet's largest subnet at the student's resolution, BatchNorm recalibrated
@@ -462,74 +480,35 @@ class _Run:
             p.requires_grad_(False)
         return teacher.eval()
 
-    def _optimizer(self) -> torch.optim.Optimizer:
-        # no weight decay on BatchNorm parameters and biases, as in supernet training
-        decay = [p for p in self.student.parameters() if p.ndim > 1]
-        no_decay = [p for p in self.student.parameters() if p.ndim <= 1]
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.SGD(groups, lr=self.cfg.lr, momentum=self.cfg.momentum,
-                               nesterov=self.cfg.momentum > 0)
-
     def load(self, state: dict[str, Any]) -> None:
         self.student.load_state_dict(state["model"])
         self.opt.load_state_dict(state["optimizer"])
 
-    def lr_at(self, step: int) -> float:
-        total = self.cfg.epochs * len(self.loader)
-        return 0.5 * self.cfg.lr * (1 + math.cos(math.pi * step / max(1, total)))
+    # ------------------------------------------------------------------ the loop's hooks
+    def _draw(self, phase: int, rng: np.random.Generator) -> tuple[int, list[None]]:
+        return self.arch.r, [None]  # the student, at its resolution
 
-    def loss(self, xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator | None,
-             train: bool = True) -> torch.Tensor:
-        """The fine-tuning loss of a uint8 batch (augmented when ``gen`` is given)."""
-        x = (self.pre_train(xb, self.arch.r, train=True, generator=gen) if train
-             else self.pre_eval(xb, self.arch.r))  # (b, 3, r, r)
-        y = yb.to(self.device)
-        logits = self.student(x)  # (b, classes)
-        loss = F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing)
-        if self.teacher is not None:
-            with torch.no_grad():
-                soft = F.softmax(self.teacher(x) / self.cfg.temperature, dim=1)
-            loss = loss + self.cfg.kd_ratio * _soft_ce(logits, soft, self.cfg.temperature)
-        return loss
+    def _forward(self, subnet: None, x: torch.Tensor) -> torch.Tensor:
+        return self.student(x)  # type: ignore[no-any-return]
+
+    def _diverged(self, value: float, where: tuple[int, int, int],
+                  subnets: Sequence[Any]) -> NoReturn:
+        _phase, epoch, b = where
+        raise TrainingError(
+            f"loss is {value} at epoch {epoch + 1} step {b + 1}; stopped (the checkpoint of "
+            "the last finished epoch is kept): lower --lr and run again with --resume")
 
     def epoch(self, epoch: int) -> dict[str, Any]:
-        from nas._term import progress_bar
-
         cfg = self.cfg
-        torch.manual_seed(epoch_seed(cfg.seed, 0, epoch))  # dropout
-        self.student.train()
-        n = len(self.loader)
-        total, t0, lr = 0.0, time.perf_counter(), cfg.lr
-        with progress_bar(f"fine-tune {epoch + 1}/{cfg.epochs}", n,
-                          enabled=self.show_progress,
-                          fields={"loss": float("nan")},
-                          field_format="loss {task.fields[loss]:.4f}",
-                          transient=True) as advance:
-            for b, (xb, yb) in enumerate(self.loader.epoch(epoch_seed(cfg.seed, 0, epoch))):
-                lr = self.lr_at(epoch * n + b)
-                for g in self.opt.param_groups:
-                    g["lr"] = lr
-                rng = np.random.default_rng([cfg.seed, epoch, b])
-                gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                loss = self.loss(xb, yb, gen)
-                value = float(loss.detach())
-                if not math.isfinite(value):
-                    raise TrainingError(
-                        f"loss is {value} at epoch {epoch + 1} step {b + 1}; stopped (the "
-                        "checkpoint of the last finished epoch is kept): lower --lr and run "
-                        "again with --resume")
-                self.opt.zero_grad(set_to_none=True)
-                loss.backward()
-                self.opt.step()
-                total += value
-                advance(loss=value)
-        seconds = time.perf_counter() - t0
+        stats = self.train_epoch(self.opt, phase=0, epoch=epoch,
+                                 schedule=Schedule(cfg.lr, cfg.epochs),
+                                 label=f"fine-tune {epoch + 1}/{cfg.epochs}",
+                                 teacher=self.teacher)
         val = evaluate(self.student, self.data.val, self.arch.r, self.pre_eval,
                        batch_size=cfg.eval_batch_size)
-        return {"epoch": epoch + 1, "train_loss": round(total / max(1, n), 5),
+        return {"epoch": epoch + 1, "train_loss": round(stats.loss, 5),
                 "val_acc": round(val["acc"], 5), "val_loss": round(val["loss"], 5),
-                "lr": round(lr, 8), "seconds": round(seconds, 2)}
+                "lr": round(stats.lr, 8), "seconds": round(stats.seconds, 2)}
 
     def accuracy(self, test: bool) -> dict[str, float]:
         """Accuracy and loss of the student as it is, on the validation slice (and test)."""
@@ -544,5 +523,4 @@ class _Run:
         return res
 
     def say(self, message: str) -> None:
-        if self.console is not None:
-            self.console.print(message, soft_wrap=True, markup=False)
+        self._say(message)

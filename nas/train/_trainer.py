@@ -18,17 +18,14 @@ step), so a resumed run does what the uninterrupted run would have done.
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from nas.errors import ConfigError, TrainingError
@@ -37,6 +34,7 @@ from nas.supernet import OFASupernet, load_supernet
 from nas.train._config import PhaseConfig, TrainConfig
 from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
 from nas.train._eval import evaluate_subnet, subnet_by_name
+from nas.train._loop import Schedule, TrainingLoop
 from nas.train._run_files import Progress, RunFiles
 
 __all__ = ["Progress", "TrainResult", "Trainer", "load_data", "train_supernet"]
@@ -68,14 +66,12 @@ def train_supernet(
     return Trainer(config, out, **kwargs).run(resume=resume)
 
 
-def _soft_ce(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy against soft targets (OFA's ``cross_entropy_loss_with_soft_target``)."""
-    logp = F.log_softmax(logits / temperature, dim=1)
-    return -(soft * logp).sum(1).mean() * temperature**2
-
-
-class Trainer:
+class Trainer(TrainingLoop):
     """One training run of a supernet (one process, or one rank of a data-parallel group).
+
+    The epoch and step loop, the optimizer, the learning-rate schedule and the distillation
+    loss are :class:`~nas.train._loop.TrainingLoop`'s, shared with fine-tuning; a step here
+    draws a resolution and the subnets of its phase.
 
     Args:
         config: the run.
@@ -100,25 +96,23 @@ class Trainer:
         on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
         console: Any = None, log_every_s: float = 300.0,
     ) -> None:
-        self.config = config
-        self.log_every_s = log_every_s
-        self.out = Path(out if out is not None else config.out)
-        self.files = RunFiles(config, self.out)
-        self.ckpt_dir = self.files.ckpt_dir
-        self.device = torch.device(device)
-        if self.device.type == "cuda" and not torch.cuda.is_available():
+        dev = torch.device(device)
+        if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
                               "--device cpu")
-        self.rank, self.world_size = rank, world_size
-        self.main = rank == 0
-        self.show_progress = progress and self.main
-        self._data = data
-        self.on_epoch_end = on_epoch_end
         if console is None:
             from rich.console import Console
 
             console = Console(highlight=False)
-        self.console = console
+        super().__init__(seed=config.seed, batch_size=config.batch_size, optim=config.optim,
+                         distill=config.distill, device=dev, rank=rank, world_size=world_size,
+                         progress=progress, console=console, log_every_s=log_every_s)
+        self.config = config
+        self.out = Path(out if out is not None else config.out)
+        self.files = RunFiles(config, self.out)
+        self.ckpt_dir = self.files.ckpt_dir
+        self._data = data
+        self.on_epoch_end = on_epoch_end
         self.net: OFASupernet
         self.teacher: nn.Module | None = None
         self.metrics: list[dict[str, Any]] = []
@@ -236,7 +230,7 @@ class Trainer:
                 self._begin_phase(pi)
                 state = None
             self._ensure_teacher(pi)
-            opt = self._make_optimizer()
+            opt = self.make_optimizer()
             if state is not None and state.get("optimizer") is not None \
                     and state["progress"]["phase"] == pi:
                 opt.load_state_dict(state["optimizer"])
@@ -326,55 +320,33 @@ class Trainer:
         res = self.net.space.resolutions
         return int(rng.choice(res)) if self.config.elastic_resolution else max(res)
 
-    # ------------------------------------------------------------------ optimisation
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        o = self.config.optim
-        decay: list[nn.Parameter] = []
-        no_decay: list[nn.Parameter] = []
-        for _name, p in self.net.named_parameters():
-            if not p.requires_grad:
-                continue
-            (no_decay if o.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
-        groups = [{"params": decay, "weight_decay": o.weight_decay},
-                  {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.SGD(groups, lr=0.0, momentum=o.momentum,
-                               nesterov=o.nesterov and o.momentum > 0)
+    def _draw(self, phase: int, rng: np.random.Generator) -> tuple[int, list[Architecture]]:
+        r = self._resolution(rng)
+        return r, self._sample_archs(self.config.phases[phase], r, rng)
 
-    def _lr(self, phase: PhaseConfig, epoch: int, batch: int) -> float:
-        per = len(self.loader)
-        t, total = epoch * per + batch, phase.epochs * per
-        warm = int(phase.warmup_epochs * per)
-        if t < warm:
-            return phase.lr * (t + 1) / warm
-        return 0.5 * phase.lr * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
+    def _forward(self, subnet: Architecture, x: torch.Tensor) -> torch.Tensor:
+        self.net.set_active(subnet)
+        return self._logits(x)
 
+    def _after_step(self, loss: float) -> None:
+        self.progress.step += 1
+
+    # ------------------------------------------------------------------ an epoch
     def _train_epoch(self, pi: int, epoch: int, opt: torch.optim.Optimizer) -> None:
-        cfg, phase, prog = self.config, self.config.phases[pi], self.progress
-        torch.manual_seed(epoch_seed(cfg.seed + 7919 * self.rank, pi, epoch))  # dropout
-        self.net.train()
-        n_steps = len(self.loader)
-        loss_sum, images, t0 = 0.0, 0, time.perf_counter()
-        lr = 0.0
-        with self._progress_bar(f"{phase.name} {epoch + 1}/{phase.epochs}", n_steps) as tick:
-            batches = self.loader.epoch(epoch_seed(cfg.seed, pi, epoch))
-            for b, (xb, yb) in enumerate(batches):
-                lr = self._lr(phase, epoch, b)
-                for g in opt.param_groups:
-                    g["lr"] = lr
-                step_seed = [cfg.seed, pi, epoch, b]
-                loss = self._step(phase, xb, yb, step_seed, opt, where=(pi, epoch, b))
-                loss_sum += loss
-                images += len(yb) * self.world_size
-                prog.step += 1
-                tick(loss)
-        seconds = time.perf_counter() - t0
-        prog.epoch, prog.images, prog.seconds = epoch + 1, prog.images + images, \
+        phase, prog = self.config.phases[pi], self.progress
+        # the frozen teacher of progressive shrinking; sandwich distils in place instead
+        teacher = self.teacher if phase.task in ("kernel", "depth", "expand") else None
+        stats = self.train_epoch(opt, phase=pi, epoch=epoch, schedule=Schedule.of(phase),
+                                 label=f"{phase.name} {epoch + 1}/{phase.epochs}",
+                                 teacher=teacher, in_place=phase.task == "sandwich")
+        seconds = stats.seconds
+        prog.epoch, prog.images, prog.seconds = epoch + 1, prog.images + stats.images, \
             prog.seconds + seconds
         row: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "phase_index": pi, "phase": phase.name,
             "task": phase.task, "epoch": epoch + 1, "step": prog.step,
-            "train_loss": round(loss_sum / max(1, n_steps), 5), "lr": round(lr, 7),
-            "epoch_seconds": round(seconds, 2), "images_per_s": round(images / seconds, 1),
+            "train_loss": round(stats.loss, 5), "lr": round(stats.lr, 7),
+            "epoch_seconds": round(seconds, 2), "images_per_s": round(stats.images / seconds, 1),
         }
         if self.main:
             row.update(self._validate())
@@ -393,55 +365,12 @@ class Trainer:
         if self.on_epoch_end is not None:
             self.on_epoch_end(row)
 
-    def _step(
-        self, phase: PhaseConfig, xb: torch.Tensor, yb: torch.Tensor, step_seed: list[int],
-        opt: torch.optim.Optimizer, where: tuple[int, int, int],
-    ) -> float:
-        cfg = self.config
-        rng = np.random.default_rng(step_seed)
-        gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
-        r = self._resolution(rng)
-        archs = self._sample_archs(phase, r, rng)
-        x = self.pre(xb, r, train=True, generator=gen)  # (b, 3, r, r)
-        y = yb.to(self.device)
-        kd, temp = cfg.distill.kd_ratio, cfg.distill.temperature
-        ls = cfg.optim.label_smoothing
-        soft = None
-        if kd > 0 and self.teacher is not None and phase.task != "full" \
-                and phase.task != "sandwich":
-            with torch.no_grad():
-                soft = F.softmax(self.teacher(x) / temp, dim=1)
-        opt.zero_grad(set_to_none=True)
-        total = torch.zeros((), device=self.device)
-        for j, arch in enumerate(archs):
-            self.net.set_active(arch)
-            out = self._logits(x)  # (b, classes)
-            if phase.task == "sandwich" and j > 0 and kd > 0:
-                assert soft is not None
-                loss = kd * _soft_ce(out, soft, temp)  # in-place distillation only
-            else:
-                loss = F.cross_entropy(out, y, label_smoothing=ls)
-                if soft is not None:
-                    loss = loss + kd * _soft_ce(out, soft, temp)
-            loss.backward()
-            if phase.task == "sandwich" and j == 0 and kd > 0:
-                soft = F.softmax(out.detach() / temp, dim=1)
-            total = total + loss.detach()
-        total = self._sync_grads(total) / len(archs)
-        value = float(total)
-        if not math.isfinite(value):
-            self._diverged(value, where, archs)
-        if cfg.optim.grad_clip:
-            nn.utils.clip_grad_norm_(self.net.parameters(), cfg.optim.grad_clip)
-        opt.step()
-        return value
-
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         """The active subnet's logits ``(b, classes)`` (a seam for tests that inject faults)."""
         return self.net(x)  # type: ignore[no-any-return]
 
     def _diverged(self, value: float, where: tuple[int, int, int],
-                  archs: list[Architecture]) -> None:
+                  subnets: Sequence[Architecture]) -> NoReturn:
         pi, epoch, b = where
         latest = self.files.read_latest()
         kept = (f"the last good checkpoint {self.ckpt_dir / latest['supernet']} (phase "
@@ -450,44 +379,8 @@ class Trainer:
                 if latest else "no checkpoint was written yet; lower the learning rate")
         raise TrainingError(
             f"loss is {value} at phase {self.config.phases[pi].name} epoch {epoch + 1} step "
-            f"{b + 1} (subnets {', '.join(a.hash for a in archs)}); stopped: {kept}"
+            f"{b + 1} (subnets {', '.join(a.hash for a in subnets)}); stopped: {kept}"
         )
-
-    # ------------------------------------------------------------------ distributed
-    def _sync_grads(self, loss: torch.Tensor) -> torch.Tensor:
-        """Average gradients (and the loss) over the group: one all-reduce per step.
-
-        Every rank draws the same subnets (seeded by the step), so the parameters with a
-        gradient are the same on every rank.
-        """
-        if self.world_size == 1:
-            return loss
-        import torch.distributed as dist
-
-        grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-        flat = torch.cat([g.reshape(-1) for g in grads] + [loss.reshape(1)])
-        dist.all_reduce(flat)
-        flat /= self.world_size
-        offset = 0
-        for g in grads:
-            n = g.numel()
-            g.copy_(flat[offset : offset + n].view_as(g))
-            offset += n
-        return flat[-1]
-
-    def _broadcast_weights(self) -> None:
-        if self.world_size == 1:
-            return
-        import torch.distributed as dist
-
-        for t in list(self.net.parameters()) + list(self.net.buffers()):
-            dist.broadcast(t.data, 0)
-
-    def _barrier(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
 
     # ------------------------------------------------------------------ validation
     def _validate(self) -> dict[str, float]:
@@ -510,38 +403,3 @@ class Trainer:
     def _eval_pre(self) -> Preprocess:
         return Preprocess.for_space(self.net.space, channels_last=self.config.channels_last,
                                     device=self.device)
-
-    # ------------------------------------------------------------------ display
-    def _say(self, message: str) -> None:
-        self.console.print(message, soft_wrap=True, markup=False)
-
-    @contextlib.contextmanager
-    def _progress_bar(self, label: str, total: int) -> Iterator[Callable[[float], None]]:
-        from nas._term import progress_bar
-
-        if self.main and not self.show_progress:  # a log file: a plain line now and then
-            t0 = last = time.perf_counter()
-            done = 0
-
-            def line(loss: float) -> None:
-                nonlocal done, last
-                done += 1
-                now = time.perf_counter()
-                if now - last >= self.log_every_s and done < total:
-                    last = now
-                    rate = done / (now - t0)
-                    self._say(f"[{label}] step {done}/{total}  loss {loss:.4f}  "
-                              f"{rate * self.config.batch_size * self.world_size:.0f} img/s  "
-                              f"{(total - done) / rate / 60:.1f} min left in the epoch")
-
-            yield line
-            return
-        with progress_bar(label, total, enabled=self.show_progress, console=self.console,
-                          fields={"loss": float("nan")},
-                          field_format="loss {task.fields[loss]:.4f}", transient=True) as adv:
-            yield lambda loss: adv(loss=loss)
-
-
-def epoch_seed(seed: int, phase: int, epoch: int) -> int:
-    """The seed of an epoch's batch order (distinct per phase and epoch)."""
-    return int(np.random.default_rng([seed, phase, epoch]).integers(2**31))
