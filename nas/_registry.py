@@ -24,6 +24,7 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
+from nas._entry_points import load_entry_points, note_registered
 from nas.errors import ConfigError, UnknownNameError
 
 __all__ = ["Registry"]
@@ -38,13 +39,18 @@ class Registry(Generic[T]):
         what: what a plug-in is, for messages (``"latency predictor kind"``).
         key: the class attribute holding a plug-in's name (``"name"`` or ``"kind"``).
         builtins: modules that register the built-in plug-ins when imported.
+        checks: ``"module:attr"`` of this registry's own contract checks (a sequence of
+            functions of a plug-in, or a function returning one), run by :mod:`nas.testing`
+            after the checks every plug-in passes.
     """
 
-    def __init__(self, what: str, *, key: str = "name", builtins: Sequence[str] = ()) -> None:
+    def __init__(self, what: str, *, key: str = "name", builtins: Sequence[str] = (),
+                 checks: str = "") -> None:
         self.what = what
         self.key = key
+        self.checks = checks
         self._builtins = tuple(builtins)
-        self._loaded = not self._builtins
+        self._loaded = False
         self._items: dict[str, T] = {}
 
     # ------------------------------------------------------------------ filling
@@ -61,9 +67,11 @@ class Registry(Generic[T]):
         """Register ``item`` under ``name`` (for plug-ins that are not classes, e.g. spaces)."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.what} {item!r} has no {self.key!r} to register it under")
+        self._load()  # the built-ins first, so that a plug-in cannot take their names
         if name in self._items:
             raise ConfigError(f"{self.what} {name!r} is already registered")
         self._items[name] = item
+        note_registered(item)
         return item
 
     def unregister(self, name: str) -> None:
@@ -72,10 +80,13 @@ class Registry(Generic[T]):
         del self._items[name]
 
     def _load(self) -> None:
+        """The built-in plug-ins, then every package's ``nas.plugins`` entry points (once per
+        process; see :mod:`nas._entry_points`)."""
         if not self._loaded:
             self._loaded = True
             for module in self._builtins:
                 importlib.import_module(module)
+            load_entry_points()
 
     # ------------------------------------------------------------------ lookup
     def get(self, name: str) -> T:
