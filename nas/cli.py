@@ -1,17 +1,37 @@
 """The ``nas`` command line.
 
 Each pipeline stage keeps its commands next to its code (``nas/<stage>/_cli.py``) and exposes
-``register(app)``; this module only assembles them. A ``NASError`` becomes one line on stderr
-and exit code 2; anything else is a bug and keeps its traceback.
+``register(app)``; this module only assembles them. A command may import its own package and
+the ones below it; what it needs from a package above it (the search's exporter, for
+``nas export --study`` and ``nas finetune --study``) this module hands over as the context's
+``obj`` (:class:`Wiring`). A ``NASError`` becomes one line on stderr and exit code 2; anything
+else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 import typer
 
 from nas.errors import NASError
+
+
+class Wiring:
+    """What commands get from the packages above their own: ``ctx.obj`` of every command.
+
+    Imports happen on use, so ``nas --help`` stays free of the heavy packages.
+    """
+
+    @property
+    def export_trials(self) -> Callable[..., list[Path]]:
+        """:func:`nas.search.export_trials`: a search's subnets to verified export folders."""
+        from nas.search import export_trials
+
+        return export_trials
+
 
 app = typer.Typer(
     name="nas",
@@ -19,6 +39,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    context_settings={"obj": Wiring()},
 )
 
 

@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Protocol
 
 import typer
 
 from nas._cli_utils import JsonOpt, console, print_json
+from nas.errors import ConfigError
 
-__all__ = ["register"]
+__all__ = ["TrialExporter", "register"]
+
+
+class TrialExporter(Protocol):
+    """``nas.search.export_trials``: a search's subnets to verified export folders."""
+
+    def __call__(self, study: str, storage: str | None, out_dir: Path | str,
+                 trials: list[int] | None = None, pareto: bool = False, *,
+                 checkpoint: str | None = None, overwrite: bool = False,
+                 progress: bool = True) -> list[Path]: ...
 
 
 def export_cmd(
+    ctx: typer.Context,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (must be empty or "
                                       "missing, unless --overwrite); with --study, the folder "
                                       "that receives one trial-NNNN-<hash>/ per subnet.")],
@@ -48,35 +59,48 @@ def export_cmd(
     diff 1e-5 of the logits' scale, at least 1e-4; the manifest states the bound); on
     failure nothing is written. --overwrite replaces an export folder only.
     """
-    from nas.errors import ConfigError
-    from nas.export import export_subnet
-
     if study is not None:
         if arch is not None:
             raise ConfigError("--arch and --study exclude each other")
-        from nas.search import export_trials
-
-        t0 = time.perf_counter()
-        dirs = export_trials(study, storage, out, trial, pareto,
-                             checkpoint=str(checkpoint) if checkpoint else None,
-                             overwrite=overwrite, progress=not json_out)
-        if json_out:
-            print_json({"out": [str(d) for d in dirs],
-                        "seconds": round(time.perf_counter() - t0, 3)})
-            return
-        for d in dirs:
-            console.print(f"exported {d}/ (verified)")
+        # The search sits above export: `nas.cli` hands its exporter to the commands below it.
+        exporter: TrialExporter = ctx.obj.export_trials
+        _export_study(exporter, study, storage, out, trial, pareto, checkpoint=checkpoint,
+                      overwrite=overwrite, json_out=json_out)
         return
-    missing = [n for n, v in (("--space", space), ("--checkpoint", checkpoint),
-                              ("--arch", arch)) if v is None]
-    if missing:
+    if space is None or checkpoint is None or arch is None:
+        missing = [n for n, v in (("--space", space), ("--checkpoint", checkpoint),
+                                  ("--arch", arch)) if v is None]
         raise ConfigError(f"missing {', '.join(missing)} (or export a search's subnets with "
                           "--study NAME --trial N | --pareto)")
+    _export_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
+                 json_out=json_out)
+
+
+def _export_study(exporter: TrialExporter, study: str, storage: str | None, out: Path,
+                  trials: list[int] | None, pareto: bool, *, checkpoint: Path | None,
+                  overwrite: bool, json_out: bool) -> None:
+    """``nas export --study``: a search's subnets, one verified folder each."""
+    t0 = time.perf_counter()
+    dirs = exporter(study, storage, out, trials, pareto,
+                    checkpoint=str(checkpoint) if checkpoint else None,
+                    overwrite=overwrite, progress=not json_out)
+    if json_out:
+        print_json({"out": [str(d) for d in dirs],
+                    "seconds": round(time.perf_counter() - t0, 3)})
+        return
+    for d in dirs:
+        console.print(f"exported {d}/ (verified)")
+
+
+def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: int,
+                 overwrite: bool, json_out: bool) -> None:
+    """``nas export --space --checkpoint --arch``: one architecture of a supernet."""
+    from nas.export import export_subnet
     from nas.supernet import load_supernet
 
     t0 = time.perf_counter()
-    net = load_supernet(checkpoint, space=space)  # type: ignore[arg-type]
-    res = export_subnet(net, arch, out, opset=opset, overwrite=overwrite,  # type: ignore[arg-type]
+    net = load_supernet(checkpoint, space=space)
+    res = export_subnet(net, arch, out, opset=opset, overwrite=overwrite,
                         checkpoint=checkpoint)
     m = res.manifest
     if json_out:
@@ -103,7 +127,6 @@ def verify_cmd(
     else:
         console.print(f"{folder}: OK ({res['space']}:{res['arch_hash']}, max |onnx - torch| = "
                       f"{res['max_abs_diff']:.2e}, allowed {res['allowed']:.2e})")
-
 
 
 def register(app: typer.Typer) -> None:

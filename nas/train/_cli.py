@@ -69,6 +69,7 @@ def train_cmd(
 
 
 def finetune_cmd(
+    ctx: typer.Context,
     source: Annotated[Path | None, typer.Argument(
         help="Export folder to fine-tune (what `nas export` writes); or use --study/--trial.",
         show_default=False)] = None,
@@ -125,8 +126,7 @@ def finetune_cmd(
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="torch CPU threads.")] = None,
     progress: Annotated[bool, typer.Option(
-        "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
-        "progress line every 5 minutes, for logs).")] = True,
+        "--progress/--no-progress", help="Show a progress bar per epoch.")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Fine-tune an exported subnet as a standalone network; write a new verified export.
@@ -173,8 +173,8 @@ def finetune_cmd(
                 raise ConfigError("give an export folder or --study with --trial, not both")
             if trial is None:
                 raise ConfigError("--study needs --trial N (the subnet to fine-tune)")
-            from nas.search import export_trials
-
+            # The search sits above training: `nas.cli` hands its exporter over (`ctx.obj`).
+            export_trials = ctx.obj.export_trials
             tmp = Path(tempfile.mkdtemp(prefix="nas-finetune-"))
             source = export_trials(study, storage, tmp, [trial],
                                    checkpoint=str(checkpoint) if checkpoint else None,
