@@ -77,7 +77,7 @@ class _Demo:
 
     def measure(self, n_latency: int) -> None:
         from nas.db import LatencyDB
-        from nas.latency import measure_architectures, sample_for_measurement
+        from nas.measure import measure_architectures, sample_for_measurement
 
         self.db_path = self.workdir / "latency.sqlite"
         self.db = LatencyDB(str(self.db_path))

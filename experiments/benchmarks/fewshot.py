@@ -54,7 +54,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, table
 
 from nas.db import LatencyDB
-from nas.latency import TimingConfig, get_device, measure_on_devices, regression_metrics
+from nas.devices import get_device
+from nas.measure import TimingConfig, measure_on_devices, regression_metrics
 from nas.space import Architecture, get_space
 
 SPACE = "ofa_mbv3"
@@ -237,7 +238,7 @@ def report(args: argparse.Namespace) -> str:
            "set, chosen with hindsight.", "",
            table(["held-out device", "k", "predictor", "Spearman", "Kendall", "MAPE",
                   "within ±10%"], rows), ""]
-    from nas.latency import noise_floor_from_db
+    from nas.measure import noise_floor_from_db
 
     floors = []
     for d in HOST_DEVICES:

@@ -2,7 +2,7 @@
 checked against held-out subnets timed in plain ONNX Runtime sessions an hour (or more)
 afterwards, with the absolute scale taken the old way (the reference subnet's anchor: five
 fresh sessions at the campaign's start) and the new way (the reference's median over every
-timing of the campaign, :mod:`nas.latency._scale`).
+timing of the campaign, :mod:`nas.measure._scale`).
 
 Phases:
 
@@ -71,7 +71,7 @@ def _plain(models: dict[str, bytes], inputs: dict[str, np.ndarray], profile: Any
            passes: int, runs: int, seed: int) -> dict[str, float]:
     """Each model's median latency over ``passes`` shuffled passes of fresh sessions with the
     profile's session options (threads, optimisation level), no reference."""
-    from nas.latency import make_session
+    from nas.measure import make_session
 
     rng = np.random.default_rng(seed)
     names = list(models)
@@ -109,14 +109,9 @@ def check(db_path: Path, n: int, passes: int, runs: int, seed: int, device: str 
 
     from nas.db import LatencyDB
     from nas.devices import get_device
-    from nas.latency import (
-        check_agreement,
-        device_scale,
-        make_predictor,
-        prepare_model,
-        training_data,
-    )
-    from nas.latency._measure import _default_supernet, _export
+    from nas.latency import check_agreement, make_predictor, training_data
+    from nas.measure import device_scale, prepare_model
+    from nas.measure._measure import _default_supernet, _export
     from nas.space import get_space
 
     sp = get_space(SPACE)
@@ -224,16 +219,14 @@ def tiny(repeats: int, seed: int, neighbour: bool = False) -> None:
 
 def _tiny(repeats: int, neighbour: bool) -> None:
     from nas.db import LatencyDB
-    from nas.latency import (
-        check_agreement,
+    from nas.latency import check_agreement, make_predictor, training_data
+    from nas.measure import (
         device_scale,
-        make_predictor,
         measure_architectures,
         sample_for_measurement,
         time_onnx,
-        training_data,
     )
-    from nas.latency._measure import _default_supernet, _export
+    from nas.measure._measure import _default_supernet, _export
     from nas.space import get_space
 
     sp = get_space("tiny")

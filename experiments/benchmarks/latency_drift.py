@@ -108,14 +108,9 @@ def reference_test(sessions: int, runs: int) -> None:
 def protocols_test(n: int, sessions: int) -> None:
     import torch
 
+    from nas.devices import get_device
     from nas.export import onnx_bytes
-    from nas.latency import (
-        Reference,
-        TimingConfig,
-        get_device,
-        sample_for_measurement,
-        time_onnx,
-    )
+    from nas.measure import Reference, TimingConfig, sample_for_measurement, time_onnx
     from nas.supernet import OFASupernet
 
     torch.set_num_threads(1)
@@ -168,14 +163,9 @@ def noise_test(n: int, variants: list[str]) -> None:
     benchmark's repeats are), the variants' order rotated subnet by subnet."""
     import torch
 
+    from nas.devices import get_device
     from nas.export import onnx_bytes
-    from nas.latency import (
-        Reference,
-        TimingConfig,
-        get_device,
-        sample_for_measurement,
-        time_onnx,
-    )
+    from nas.measure import Reference, TimingConfig, sample_for_measurement, time_onnx
     from nas.supernet import OFASupernet
 
     torch.set_num_threads(1)

@@ -36,22 +36,19 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, table
 
 from nas.db import LatencyDB
-from nas.latency import (
-    PREDICTORS,
+from nas.devices import get_device
+from nas.latency import PREDICTORS, build_lut, make_predictor, training_data
+from nas.latency._lut import _export, _module, lut_grid, lut_keys
+from nas.measure import (
     Timer,
     TimingConfig,
-    build_lut,
-    get_device,
-    make_predictor,
     measure_on_devices,
     noise_floor,
     noise_floor_from_db,
     prepare_model,
     regression_metrics,
     sample_for_measurement,
-    training_data,
 )
-from nas.latency._lut import _export, _module, lut_grid, lut_keys
 from nas.space import ArchArrays, SearchSpace, get_space
 
 ROOT = Path(__file__).resolve().parents[2]

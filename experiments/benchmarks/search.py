@@ -44,12 +44,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _ensure_predictor(db_url: str, space: str, device: str, n: int = 24) -> None:
     """A fitted latency predictor for (device, space) in ``db_url``; measures if needed."""
     from nas.db import LatencyDB
-    from nas.latency import (
-        TimingConfig,
-        fit_predictor,
-        measure_architectures,
-        sample_for_measurement,
-    )
+    from nas.latency import fit_predictor
+    from nas.measure import TimingConfig, measure_architectures, sample_for_measurement
 
     db = LatencyDB(db_url)
     if db.load_predictor(device, space, "additive") is not None:

@@ -35,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _common import header, table
 
 from nas.db import LatencyDB
-from nas.latency import fit_predictor, get_device, load_predictor
+from nas.devices import get_device
+from nas.latency import fit_predictor, load_predictor
 from nas.serve import ServiceSettings, start
 from nas.space import get_space
 

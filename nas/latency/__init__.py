@@ -1,8 +1,15 @@
-"""Latency: measurement in ONNX Runtime, and per-device latency predictors.
+"""Latency prediction: per-device latency predictors fitted on measured subnets.
+
+Predictor kinds (a registry, :data:`PREDICTORS`), their features and lookup tables, fitting
+and loading them from the database, transfer from other devices, and the check of a stored
+predictor against subnets timed now. Measuring is :mod:`nas.measure`'s (which never imports
+this package); its names, and the device profiles of :mod:`nas.devices`, are re-exported here
+so that ``from nas.latency import measure_architectures`` keeps working.
 
 Example:
     >>> from nas.db import LatencyDB
-    >>> from nas.latency import fit_predictor, measure_architectures, sample_for_measurement
+    >>> from nas.latency import fit_predictor
+    >>> from nas.measure import measure_architectures, sample_for_measurement
     >>> db = LatencyDB()
     >>> archs = sample_for_measurement("ofa_mbv3", 200, seed=0)
     >>> measure_architectures("cpu-1t", "ofa_mbv3", archs, db)
@@ -10,7 +17,7 @@ Example:
     >>> predictor.predict(archs[:3])  # milliseconds
 
 Submodules are imported on first use of a name (scikit-learn and ONNX Runtime are slow to
-import). Device profiles live in :mod:`nas.devices`; their names are re-exported here.
+import).
 """
 
 from __future__ import annotations
@@ -22,9 +29,13 @@ from nas._lazy import lazy_exports
 if TYPE_CHECKING:
     from nas.devices import DeviceProfile, add_device, get_device, list_devices
     from nas.latency._agree import Agreement, check_agreement, held_out_subnets
-    from nas.latency._environment import environment_fingerprint
-    from nas.latency._fit import TrainingData, fit_predictor, load_predictor, training_data
-    from nas.latency._import import import_results
+    from nas.latency._fit import (
+        TrainingData,
+        fit_predictor,
+        load_predictor,
+        prior_predictions,
+        training_data,
+    )
     from nas.latency._kinds import (
         AdditivePredictor,
         FlopsPredictor,
@@ -32,18 +43,7 @@ if TYPE_CHECKING:
         HybridPredictor,
         LUTPredictor,
     )
-    from nas.latency._kit import KitReport, KitResults, read_kit_results, write_kit
-    from nas.latency._lock import device_lock
     from nas.latency._lut import build_lut
-    from nas.latency._measure import (
-        ANCHOR_SESSIONS,
-        measure_architectures,
-        measure_on_devices,
-        reference_anchor,
-    )
-    from nas.latency._metrics import regression_metrics
-    from nas.latency._noise import NoiseFloor, noise_floor, noise_floor_from_db
-    from nas.latency._placement import Timer
     from nas.latency._predictors import (
         DEFAULT_KIND,
         PREDICTORS,
@@ -53,21 +53,41 @@ if TYPE_CHECKING:
         predictor_class,
         predictor_from_state,
     )
-    from nas.latency._prepare import one_torch_thread, prepare_model, quantize_int8
-    from nas.latency._sampling import (
-        SELECT_METHODS,
-        Selection,
-        sample_for_measurement,
-        select_for_measurement,
-    )
-    from nas.latency._scale import Scale, device_scale, on_scale
-    from nas.latency._session import Reference, make_session, time_onnx
-    from nas.latency._timing import (
+    from nas.measure import (
+        ANCHOR_SESSIONS,
         PROTOCOL_VERSION,
+        SELECT_METHODS,
+        KitReport,
+        KitResults,
+        NoiseFloor,
+        Reference,
+        Scale,
+        Selection,
+        Timer,
         TimingConfig,
         TimingError,
         TimingResult,
+        device_lock,
+        device_scale,
+        environment_fingerprint,
+        import_results,
+        make_session,
+        measure_architectures,
+        measure_on_devices,
+        noise_floor,
+        noise_floor_from_db,
+        on_scale,
+        one_torch_thread,
+        prepare_model,
+        quantize_int8,
+        read_kit_results,
+        reference_anchor,
+        regression_metrics,
+        sample_for_measurement,
+        select_for_measurement,
+        time_onnx,
         time_session,
+        write_kit,
     )
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -75,29 +95,24 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         "nas.devices": ["DeviceProfile", "add_device", "get_device", "list_devices"],
         "nas.latency._agree": ["Agreement", "check_agreement", "held_out_subnets"],
-        "nas.latency._environment": ["environment_fingerprint"],
         "nas.latency._fit": ["TrainingData", "fit_predictor", "load_predictor",
-                             "training_data"],
+                             "prior_predictions", "training_data"],
         "nas.latency._kinds": ["AdditivePredictor", "FlopsPredictor", "GBDTPredictor",
                                "HybridPredictor", "LUTPredictor"],
-        "nas.latency._lock": ["device_lock"],
-        "nas.latency._import": ["import_results"],
-        "nas.latency._kit": ["KitReport", "KitResults", "read_kit_results", "write_kit"],
         "nas.latency._lut": ["build_lut"],
-        "nas.latency._measure": ["ANCHOR_SESSIONS", "measure_architectures",
-                                 "measure_on_devices", "reference_anchor"],
-        "nas.latency._metrics": ["regression_metrics"],
-        "nas.latency._noise": ["NoiseFloor", "noise_floor", "noise_floor_from_db"],
-        "nas.latency._placement": ["Timer"],
         "nas.latency._predictors": ["DEFAULT_KIND", "PREDICTORS", "LatencyPredictor",
                                     "baseline_class", "make_predictor", "predictor_class",
                                     "predictor_from_state"],
-        "nas.latency._prepare": ["one_torch_thread", "prepare_model", "quantize_int8"],
-        "nas.latency._scale": ["Scale", "device_scale", "on_scale"],
-        "nas.latency._sampling": ["SELECT_METHODS", "Selection", "sample_for_measurement",
-                                  "select_for_measurement"],
-        "nas.latency._session": ["Reference", "make_session", "time_onnx"],
-        "nas.latency._timing": ["PROTOCOL_VERSION", "TimingConfig", "TimingError",
-                                "TimingResult", "time_session"],
+        # measurement, re-exported for users of the package before it was split; nas.measure
+        # owns these names
+        "nas.measure": ["ANCHOR_SESSIONS", "PROTOCOL_VERSION", "SELECT_METHODS", "KitReport",
+                        "KitResults", "NoiseFloor", "Reference", "Scale", "Selection", "Timer",
+                        "TimingConfig", "TimingError", "TimingResult", "device_lock",
+                        "device_scale", "environment_fingerprint", "import_results",
+                        "make_session", "measure_architectures", "measure_on_devices",
+                        "noise_floor", "noise_floor_from_db", "on_scale", "one_torch_thread",
+                        "prepare_model", "quantize_int8", "read_kit_results",
+                        "reference_anchor", "regression_metrics", "sample_for_measurement",
+                        "select_for_measurement", "time_onnx", "time_session", "write_kit"],
     },
 )

@@ -3,7 +3,7 @@ protocol and on the same scale the predictor was fitted on, and compare, next to
 floor (how well a measurement of one subnet repeats, the disagreement nobody can beat).
 
 The fresh timings are stored with source ``"check"``: kept, never trained on, and their
-reference blocks join the device's scale (:mod:`nas.latency._scale`).
+reference blocks join the device's scale (:mod:`nas.measure._scale`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,18 @@ import numpy as np
 
 from nas.devices import DeviceProfile
 from nas.errors import NASError
-from nas.latency._measure import Exporter, measure_on_devices
-from nas.latency._noise import NoiseFloor, noise_floor, noise_floor_from_db
-from nas.latency._placement import resolve_device
-from nas.latency._scale import Scale, device_scale, on_scale
-from nas.latency._timing import TimingConfig
+from nas.measure import (
+    Exporter,
+    NoiseFloor,
+    Scale,
+    TimingConfig,
+    device_scale,
+    measure_on_devices,
+    noise_floor,
+    noise_floor_from_db,
+    on_scale,
+    resolve_device,
+)
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
@@ -137,7 +144,7 @@ def check_agreement(
             kept (a session carries an offset of its own of about 1%), so that what is
             compared is the predictor, not one session's luck.
         supernet, exporter, config, address, progress: as for
-            :func:`~nas.latency.measure_on_devices`.
+            :func:`~nas.measure.measure_on_devices`.
 
     Raises:
         NASError: no predictor stored, or every fresh measurement failed.

@@ -22,8 +22,8 @@ import numpy as np
 from nas.errors import ArchitectureError, NASError, NotFittedError
 from nas.latency._features import layer_features
 from nas.latency._lut import lut_grid, lut_keys, lut_to_arrays
-from nas.latency._metrics import regression_metrics
 from nas.latency._predictors import LatencyPredictor, predictor_class, predictor_from_state
+from nas.measure import regression_metrics
 from nas.space import Architecture, get_space
 
 __all__ = ["predictor_checks", "synthetic_table"]

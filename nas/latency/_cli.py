@@ -27,7 +27,7 @@ from nas.errors import ConfigError
 if TYPE_CHECKING:
     from nas.db import LatencyDB
     from nas.devices import DeviceProfile
-    from nas.latency._timing import TimingConfig
+    from nas.measure import TimingConfig
     from nas.space import SearchSpace
 
 __all__ = ["register"]
@@ -138,7 +138,7 @@ def _kinds(kind: str | None) -> list[str]:
 
 
 def _check_select(select: str) -> None:
-    from nas.latency._sampling import SELECT_METHODS
+    from nas.measure import SELECT_METHODS
 
     if select not in SELECT_METHODS:
         raise ConfigError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
@@ -157,12 +157,13 @@ def _measure_selection(sp: SearchSpace, store: LatencyDB, device: str, n: int, s
     measurements when prior devices have predictors, and the mixed sample otherwise (as
     before ``--select`` existed)."""
     from nas.db import TIMED_SOURCES
-    from nas.latency._sampling import FEW_MEASUREMENTS, select_for_measurement
+    from nas.latency._fit import prior_predictions
+    from nas.measure import FEW_MEASUREMENTS, select_for_measurement
 
     n_ok = sum(1 for r in store.measurements(device, sp.name)
                if r.source in TIMED_SOURCES)
     sel = select_for_measurement(sp, n, seed, method=select, db=store, device=device,
-                                 exclude=done, n_measured=n_ok)
+                                 priors=prior_predictions, exclude=done, n_measured=n_ok)
     if select == "auto" and sel.method == "spread" and n_ok < FEW_MEASUREMENTS:
         sel = select_for_measurement(sp, n, seed, method="mixed", exclude=done)
     return sel.archs, {**sel.to_dict(), "requested": select}
@@ -174,9 +175,7 @@ def _measure_summary(
 ) -> dict[str, Any]:
     """Choose ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
     from nas.db import TIMED_SOURCES
-    from nas.latency._measure import measure_architectures
-    from nas.latency._noise import noise_floor
-    from nas.latency._scale import device_scale, on_scale
+    from nas.measure import device_scale, measure_architectures, noise_floor, on_scale
 
     done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
             if r.source in TIMED_SOURCES}
@@ -245,7 +244,7 @@ def measure(
     fitted predictor with subnets timed later.
     """
     from nas.devices import get_device
-    from nas.latency._timing import TimingConfig
+    from nas.measure import TimingConfig
     from nas.space import get_space
 
     profile = get_device(device)
@@ -487,7 +486,7 @@ def import_cmd(
     with the device's environment line in each measurement's env.
     """
     from nas.db import LatencyDB
-    from nas.latency._import import read_import, store_import
+    from nas.measure import read_import, store_import
 
     # the whole file is checked before the database is opened (or created)
     pending = read_import(file, device, space, kit=kit)
@@ -530,12 +529,14 @@ def kit_cmd(
     latency import DIR/results.jsonl` (or DIR). Subnets the device already has measurements
     of are left out; --select says how the others are chosen.
     """
-    from nas.latency._kit import write_kit
+    from nas.latency._fit import prior_predictions
+    from nas.measure import write_kit
 
     _check_select(select)
     with _db(db) as store:
         report = write_kit(space, device, n, out, seed=seed, select=select, db=store,
-                           threads=threads, repeats=repeats, progress=progress and not json_)
+                           priors=prior_predictions, threads=threads, repeats=repeats,
+                           progress=progress and not json_)
     if json_:
         print_json(report.to_dict())
         return
@@ -582,7 +583,7 @@ def export_cmd(
     The file can be imported again with `nas latency import`.
     """
     from nas.db import LatencyDB
-    from nas.latency._import import export_measurements
+    from nas.measure import export_measurements
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--out must end in .csv or .parquet, got {str(out)!r}")

@@ -9,8 +9,6 @@ import numpy as np
 
 from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError, NASError
-from nas.latency._metrics import regression_metrics
-from nas.latency._noise import noise_floor_from_db
 from nas.latency._predictors import (
     DEFAULT_KIND,
     PREDICTORS,
@@ -19,13 +17,26 @@ from nas.latency._predictors import (
     predictor_class,
     predictor_from_state,
 )
-from nas.latency._scale import device_scale, on_scale
-from nas.space import Architecture, get_space
+from nas.measure import (
+    PriorPredictions,
+    device_scale,
+    noise_floor_from_db,
+    on_scale,
+    regression_metrics,
+)
+from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
 
-__all__ = ["TrainingData", "check_fit", "fit_predictor", "load_predictor", "training_data"]
+__all__ = [
+    "TrainingData",
+    "check_fit",
+    "fit_predictor",
+    "load_predictor",
+    "prior_predictions",
+    "training_data",
+]
 
 
 @dataclass(frozen=True)
@@ -68,7 +79,7 @@ def training_data(
 ) -> TrainingData:
     """Successful measurements (measured or imported, not noise repeats) of ``space`` on
     ``device``; only those with ``ids`` when given. Relative measurements are put on the
-    device's current scale (:func:`~nas.latency._scale.on_scale`).
+    device's current scale (:func:`~nas.measure.on_scale`).
 
     Raises:
         NASError: there are none (the message says which command measures some).
@@ -238,3 +249,39 @@ def load_predictor(
         data = training_data(name, sp.name, store, ids=rec.measurement_ids)
         refit = (data.archs, data.y)
     return predictor_from_state(rec.kind, rec.params, rec.state, refit_data=refit)
+
+
+def prior_predictions(
+    space: SearchSpace, pool: list[Architecture], db: LatencyDB | None, device: str | None,
+) -> PriorPredictions:
+    """Each other device's best stored predictor's predictions on ``pool``: the ``priors`` of
+    :func:`nas.measure.select_for_measurement`'s ``informative`` choice (a
+    :class:`nas.measure.PriorSource`).
+
+    Args:
+        space: the pool's search space.
+        pool: the candidate subnets.
+        db: where the predictors are stored (None: there are none).
+        device: the device being measured, left out.
+
+    Returns:
+        The predictions of every device of ``space`` with a stored predictor; a device whose
+        predictor cannot price the pool (e.g. a table with only some resolutions) is in
+        ``skipped`` with the reason.
+    """
+    out = PriorPredictions()
+    if db is None:
+        return out
+    for name in sorted({r.device for r in db.list_predictors(space=space.name)} - {device}):
+        try:
+            pred = load_predictor(name, space.name, db=db)
+            y = np.asarray(pred.predict(pool), dtype=np.float64)
+        except NASError as exc:
+            out.skipped[name] = str(exc)
+            continue
+        if y.shape != (len(pool),) or not np.all(np.isfinite(y) & (y > 0)):
+            out.skipped[name] = "predictions not finite and positive on the pool"
+            continue
+        out.predictions[name] = y
+        out.kinds[name] = pred.kind
+    return out

@@ -10,10 +10,9 @@ import numpy as np
 
 from nas.errors import ConfigError, NASError
 from nas.latency._features import ArchLike, layer_features
-from nas.latency._lock import lock_dir_for
 from nas.latency._lut import build_lut, lut_grid, lut_to_arrays
 from nas.latency._predictors import PREDICTORS, LatencyPredictor
-from nas.latency._timing import TimingConfig
+from nas.measure import TimingConfig, lock_dir_for
 from nas.space import ArchArrays, get_space
 
 if TYPE_CHECKING:

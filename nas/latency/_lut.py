@@ -5,7 +5,7 @@ expand, stride, squeeze-excite, activation, input size)``, and in these spaces t
 of a slot is a function of the resolution. A table holds the latency of each distinct block
 configuration, of the stem (with the fixed first block) per resolution and of the head per
 final feature-map size, each exported alone and timed with the protocol of
-:mod:`nas.latency._timing`. A subnet's estimate is the sum over its blocks.
+:mod:`nas.measure._timing`. A subnet's estimate is the sum over its blocks.
 
 Every ``sess.run`` carries a fixed overhead (Python binding, input/output copies) that a
 network pays once but a sum of blocks pays once per block; it is measured on a trivial graph
@@ -28,11 +28,14 @@ import numpy as np
 from nas._term import progress_bar
 from nas.devices import DeviceProfile, get_device
 from nas.errors import ConfigError
-from nas.latency._environment import environment_fingerprint
 from nas.latency._features import LayerFeatures, _conv_out, layer_features
-from nas.latency._placement import Timer
-from nas.latency._prepare import one_torch_thread, prepare_model
-from nas.latency._timing import TimingConfig
+from nas.measure import (
+    Timer,
+    TimingConfig,
+    environment_fingerprint,
+    one_torch_thread,
+    prepare_model,
+)
 from nas.space import SearchSpace, get_space
 
 __all__ = ["LUT_VERSION", "build_lut", "lut_grid", "lut_keys", "lut_to_arrays"]

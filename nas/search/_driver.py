@@ -67,7 +67,8 @@ def load_latency_predictors(cfg: SearchConfig) -> tuple[dict[str, Any], dict[str
         NASError: no predictor stored yet (saying which command fits one).
     """
     from nas.db import LatencyDB
-    from nas.latency import get_device, load_predictor
+    from nas.devices import get_device
+    from nas.latency import load_predictor
 
     preds: dict[str, Any] = {}
     info: dict[str, Any] = {}

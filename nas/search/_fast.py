@@ -196,7 +196,7 @@ def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: 
             on_trial: Callable[[int], None] | None = None) -> tuple[EvolutionResult, float]:
     """Run the evolution; returns it and its wall time in seconds."""
     from nas._term import progress_bar
-    from nas.latency import one_torch_thread
+    from nas.measure import one_torch_thread
 
     def evaluate(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return scorer.objectives_and_violation(scorer.metrics(codec.decode(X)))
@@ -457,7 +457,7 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
     X, n_scored = res.X[res.front()], res.n_scored
     if refine:
         t0 = time.perf_counter()
-        from nas.latency import one_torch_thread
+        from nas.measure import one_torch_thread
 
         with one_torch_thread(only_if_loaded=True):
             for key, values in levels.items():

@@ -47,7 +47,8 @@ def verify_trials(study: str, storage: str | None = None, n: int = 3,
     Returns ``{trial: {device: measured ms}}`` (also stored in the study and the DB).
     """
     from nas.db import LatencyDB
-    from nas.latency import get_device, measure_on_devices
+    from nas.devices import get_device
+    from nas.measure import measure_on_devices
 
     res = load_results(study, storage)
     devices = res.config.devices

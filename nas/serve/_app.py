@@ -223,7 +223,7 @@ def _parse_archs(space: Any, req: PredictRequest) -> list[Architecture]:
 
 
 def _device_info(name: str, db: Any) -> dict[str, Any]:
-    from nas.latency import get_device
+    from nas.devices import get_device
 
     profile = get_device(name)
     preds = []
@@ -242,7 +242,7 @@ def _device_info(name: str, db: Any) -> dict[str, Any]:
 
 def _devices(db_url: str | None) -> list[dict[str, Any]]:
     from nas.db import LatencyDB
-    from nas.latency import list_devices
+    from nas.devices import list_devices
 
     db = LatencyDB(db_url)
     try:

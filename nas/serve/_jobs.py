@@ -122,7 +122,7 @@ def _checked_proxy(spec: str, roots: tuple[Path, ...]) -> str:
 
 def _check_devices(config: Any) -> None:
     """Every device the search prices is a known profile (a 422 listing them if not)."""
-    from nas.latency import get_device
+    from nas.devices import get_device
 
     for dev in config.devices:
         try:

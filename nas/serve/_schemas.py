@@ -54,7 +54,7 @@ Kind = Annotated[str, OneOf(_predictor_kinds)]
 
 
 def _devices() -> list[str]:
-    from nas.latency import list_devices
+    from nas.devices import list_devices
 
     return list_devices()
 

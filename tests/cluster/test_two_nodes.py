@@ -16,7 +16,8 @@ import yaml
 
 from nas._data import shipped_supernet
 from nas.db import LatencyDB
-from nas.latency import TimingConfig, fit_predictor, measure_architectures, sample_for_measurement
+from nas.latency import fit_predictor
+from nas.measure import TimingConfig, measure_architectures, sample_for_measurement
 from nas.search import load_results
 
 pytestmark = [pytest.mark.cluster, pytest.mark.ray, pytest.mark.slow]

@@ -11,14 +11,12 @@ import pytest
 
 from nas.db import LatencyDB
 from nas.devices import get_device
-from nas.latency import (
-    check_agreement,
+from nas.latency import check_agreement, fit_predictor, training_data
+from nas.measure import (
     device_scale,
-    fit_predictor,
     measure_architectures,
     noise_floor_from_db,
     sample_for_measurement,
-    training_data,
 )
 from nas.space import get_space
 

@@ -17,17 +17,19 @@ from nas.latency import (
     PREDICTORS,
     AdditivePredictor,
     FlopsPredictor,
-    TimingConfig,
     fit_predictor,
     load_predictor,
     make_predictor,
-    measure_architectures,
     predictor_from_state,
-    regression_metrics,
-    sample_for_measurement,
 )
 from nas.latency._features import layer_features
 from nas.latency._lut import lut_grid, lut_keys
+from nas.measure import (
+    TimingConfig,
+    measure_architectures,
+    regression_metrics,
+    sample_for_measurement,
+)
 from nas.space import ArchArrays, get_space
 
 

@@ -18,18 +18,18 @@ import typer
 from typer.testing import CliRunner
 
 from nas.db import LatencyDB
+from nas.devices import get_device
 from nas.errors import ConfigError
 from nas.latency import (
     _cli,
     fit_predictor,
-    get_device,
     load_predictor,
     make_predictor,
-    regression_metrics,
 )
 from nas.latency._features import layer_features
 from nas.latency._predictors import predictor_from_state
 from nas.latency._transfer import TransferPredictor, prior_devices, prior_entry
+from nas.measure import regression_metrics
 from nas.space import Architecture, get_space
 
 runner = CliRunner()

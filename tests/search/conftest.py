@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from nas.db import LatencyDB
-from nas.latency import TimingConfig, fit_predictor, measure_architectures, sample_for_measurement
+from nas.latency import fit_predictor
+from nas.measure import TimingConfig, measure_architectures, sample_for_measurement
 from nas.supernet import OFASupernet, save_supernet
 
 

@@ -15,8 +15,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nas.db import LatencyDB
+from nas.devices import get_device
 from nas.errors import ConfigError
-from nas.latency import fit_predictor, get_device, load_predictor
+from nas.latency import fit_predictor, load_predictor
 from nas.search import (
     SearchConfig,
     check_config,

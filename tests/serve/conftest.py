@@ -24,7 +24,8 @@ import requests
 import torch
 
 from nas.db import LatencyDB
-from nas.latency import fit_predictor, get_device
+from nas.devices import get_device
+from nas.latency import fit_predictor
 from nas.space import get_space
 from nas.supernet import OFASupernet, save_supernet
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from nas.errors import ConfigError, NASError
+from nas.errors import ConfigError
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 __all__ = [
     "FEW_MEASUREMENTS",
     "SELECT_METHODS",
+    "PriorPredictions",
+    "PriorSource",
     "Selection",
     "rank_disagreement",
     "sample_for_measurement",
@@ -141,29 +143,33 @@ _RULES = {
 }
 
 
-def _prior_predictions(
-    sp: SearchSpace, pool: list[Architecture], db: LatencyDB, device: str | None,
-) -> tuple[dict[str, np.ndarray], dict[str, str], dict[str, str]]:
-    """Each other device's best stored predictor's predictions on ``pool``."""
-    from nas.latency._fit import load_predictor
+@dataclass(frozen=True)
+class PriorPredictions:
+    """Other devices' predicted latencies on a pool of subnets, what ``informative`` ranks by.
 
-    preds: dict[str, np.ndarray] = {}
-    kinds: dict[str, str] = {}
-    skipped: dict[str, str] = {}
-    devices = sorted({r.device for r in db.list_predictors(space=sp.name)} - {device})
-    for name in devices:
-        try:
-            pred = load_predictor(name, sp.name, db=db)
-            y = np.asarray(pred.predict(pool), dtype=np.float64)
-        except NASError as exc:  # e.g. a table that prices only some resolutions
-            skipped[name] = str(exc)
-            continue
-        if y.shape != (len(pool),) or not np.all(np.isfinite(y) & (y > 0)):
-            skipped[name] = "predictions not finite and positive on the pool"
-            continue
-        preds[name] = y
-        kinds[name] = pred.kind
-    return preds, kinds, skipped
+    Attributes:
+        predictions: ``{device: latencies}``, one finite positive array per device, aligned
+            with the pool.
+        kinds: ``{device: predictor kind}`` of those devices.
+        skipped: ``{device: why}`` of devices with a predictor that could not be used.
+    """
+
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    kinds: dict[str, str] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class PriorSource(Protocol):
+    """Where ``informative`` gets its priors: the other devices' predictions on a pool.
+
+    Measurement knows no predictor, so a caller that wants ``informative`` passes one in:
+    :func:`nas.latency.prior_predictions` predicts with the predictors stored in ``db``.
+    """
+
+    def __call__(self, space: SearchSpace, pool: list[Architecture], db: LatencyDB | None,
+                 device: str | None, /) -> PriorPredictions:
+        """Predictions on ``pool`` of every device of ``space`` but ``device``."""
+        ...
 
 
 def rank_disagreement(predictions: dict[str, np.ndarray]) -> np.ndarray:
@@ -205,7 +211,7 @@ def _informative(sp: SearchSpace, n: int, rng: np.random.Generator, seen: set[Ar
 
 def select_for_measurement(
     space: str | SearchSpace, n: int, seed: int = 0, *, method: str = "auto",
-    db: LatencyDB | None = None, device: str | None = None,
+    db: LatencyDB | None = None, device: str | None = None, priors: PriorSource | None = None,
     exclude: Iterable[Architecture] = (), n_measured: int | None = None,
     pool_size: int | None = None, few: int = FEW_MEASUREMENTS,
 ) -> Selection:
@@ -216,13 +222,14 @@ def select_for_measurement(
     * ``mixed``: :func:`sample_for_measurement` (half uniform, half spread over the MACs), the
       general-purpose sample for a device with many measurements;
     * ``spread``: every subnet spread over the log-MAC range (smallest and largest included);
-    * ``informative``: other devices of the space with a fitted predictor in ``db`` (at least
-      :data:`MIN_PRIOR_DEVICES`) predict a uniform pool; each device's predictions become ranks
-      (scale-free: a device is compared by how it orders subnets, not by its speed), and each
-      of ``n`` equal-width log-MAC bins gives the subnet whose ranks disagree most across
-      devices. Such subnets tell best which of the known devices the new one resembles (what a
-      predictor transferred from them needs), while the bins keep the whole MAC range covered
-      (what any predictor needs). Without enough prior devices it falls back to ``spread``.
+    * ``informative``: other devices of the space with a fitted predictor (``priors``, at
+      least :data:`MIN_PRIOR_DEVICES`) predict a uniform pool; each device's predictions
+      become ranks (scale-free: a device is compared by how it orders subnets, not by its
+      speed), and each of ``n`` equal-width log-MAC bins gives the subnet whose ranks
+      disagree most across devices. Such subnets tell best which of the known devices the new
+      one resembles (what a predictor transferred from them needs), while the bins keep the
+      whole MAC range covered (what any predictor needs). Without enough prior devices it
+      falls back to ``spread``.
     * ``auto``: for a device with fewer than ``few`` measurements (``n_measured``, else counted
       in ``db``), ``informative`` when enough prior devices have predictors, else ``spread``;
       for a device with more, ``mixed``.
@@ -232,8 +239,11 @@ def select_for_measurement(
         n: how many architectures.
         seed: seed of the pool and of ties.
         method: one of :data:`SELECT_METHODS`.
-        db: the latency database with the prior devices' predictors (and the device's count).
-        device: the device being measured (excluded from the priors).
+        db: the latency database (the device's count of measurements, for ``auto``).
+        device: the device being measured.
+        priors: the other devices' predictions on a pool, called only when ``informative``
+            is chosen (:func:`nas.latency.prior_predictions`: those of the predictors stored
+            in ``db``). None: no prior devices, so ``informative`` falls back to ``spread``.
         exclude: architectures never returned (e.g. already measured).
         n_measured: the device's number of measurements, if the caller knows it.
         pool_size: candidates for ``informative`` (default ``max(50 n, 2000)``, capped by the
@@ -267,8 +277,8 @@ def select_for_measurement(
     total = sp.size(with_resolution=True)
     pool_n = min(pool_size or max(50 * n, 2000), total)
     pool = [a for a in dict.fromkeys(sp.sample_many(pool_n, rng, unique=pool_n <= sp.size()))]
-    preds, kinds, skipped = ({}, {}, {}) if db is None else _prior_predictions(
-        sp, pool, db, device)
+    got = priors(sp, pool, db, device) if priors is not None else PriorPredictions()
+    preds, kinds, skipped = got.predictions, got.kinds, got.skipped
     if len(preds) < MIN_PRIOR_DEVICES or n == 0:
         why = (f"; fell back to spread: {len(preds)} prior device(s) with a usable predictor, "
                f"{MIN_PRIOR_DEVICES} needed") if n else ""

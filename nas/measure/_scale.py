@@ -1,7 +1,7 @@
 """The absolute scale of relative measurements: the reference subnet's latency over the whole
 campaign, not at one moment.
 
-A relative measurement (protocol step 7, :mod:`nas.latency._timing`) is a *ratio*: the subnet's
+A relative measurement (protocol step 7, :mod:`nas.measure._timing`) is a *ratio*: the subnet's
 median over the reference's median in the same window, which cancels whatever slowed both. To
 turn ratios into milliseconds they are multiplied by one latency of the reference. Taking that
 latency from a few fresh sessions at the start of a campaign (the *anchor*) lets one moment

@@ -3,7 +3,7 @@
 Locally the lock is a file under the database's folder (``$NAS_LOCK_DIR`` overrides it), and
 all local CPU profiles share the host's lock, since they share its cores; under Ray the
 profile's ``ray_resource`` (capacity 1 on its node) does the same job
-(:mod:`nas.latency._placement`).
+(:mod:`nas.measure._placement`).
 """
 
 from __future__ import annotations

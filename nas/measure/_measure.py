@@ -1,10 +1,10 @@
 """Measuring subnets into the latency database: export each once, time it on every device
-with the protocol (:mod:`nas.latency._timing`), store every result, failures included.
+with the protocol (:mod:`nas.measure._timing`), store every result, failures included.
 
 With relative timing (the default), the first measurement of a (device, space) in a database
 also times the space's reference subnet in ``ANCHOR_SESSIONS`` fresh sessions and stores its
 anchor latency (source ``"reference"``). Later measurements are stored on the scale of
-everything recorded so far (:func:`nas.latency._scale.device_scale`: those sessions and the
+everything recorded so far (:func:`nas.measure._scale.device_scale`: those sessions and the
 reference's block medians of every relative measurement), and read back on the latest one.
 """
 
@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 from nas._settings import ray_address
 from nas._term import progress_bar
 from nas.devices import DeviceProfile
-from nas.latency._lock import lock_dir_for
-from nas.latency._placement import Timer, resolve_device
-from nas.latency._prepare import one_torch_thread, prepare_cached
-from nas.latency._scale import device_scale
-from nas.latency._session import Reference
-from nas.latency._timing import PROTOCOL_VERSION, TimingConfig, TimingError
+from nas.measure._lock import lock_dir_for
+from nas.measure._placement import Timer, resolve_device
+from nas.measure._prepare import one_torch_thread, prepare_cached
+from nas.measure._scale import device_scale
+from nas.measure._session import Reference
+from nas.measure._timing import PROTOCOL_VERSION, TimingConfig, TimingError
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ def reference_anchor(
 ) -> float | None:
     """The reference subnet's latency on a device, the scale relative measurements are put
     on: the median of all its stored timings (fresh-session anchors and the block medians of
-    every relative measurement; :func:`~nas.latency._scale.device_scale`), or None before the
+    every relative measurement; :func:`~nas.measure._scale.device_scale`), or None before the
     first relative measurement."""
     scale = device_scale(device, space, db)
     return scale.ms if scale is not None else None

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from nas.devices import DeviceProfile
-from nas.latency._timing import PROTOCOL_VERSION, TimingConfig
+from nas.measure._timing import PROTOCOL_VERSION, TimingConfig
 
 __all__ = ["environment_fingerprint"]
 

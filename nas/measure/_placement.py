@@ -10,9 +10,9 @@ from nas._ray import start_ray
 from nas._settings import ray_address
 from nas.devices import DeviceProfile, get_device
 from nas.errors import NASError
-from nas.latency._lock import device_lock, lock_dir_for
-from nas.latency._session import Reference, time_onnx
-from nas.latency._timing import TimingConfig, TimingResult
+from nas.measure._lock import device_lock, lock_dir_for
+from nas.measure._session import Reference, time_onnx
+from nas.measure._timing import TimingConfig, TimingResult
 
 __all__ = ["Timer", "resolve_device"]
 

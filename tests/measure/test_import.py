@@ -11,7 +11,7 @@ import pytest
 from nas.db import LatencyDB
 from nas.devices import get_device, list_devices
 from nas.errors import DataError
-from nas.latency._import import EXPORT_COLUMNS, export_measurements, import_measurements
+from nas.measure import EXPORT_COLUMNS, export_measurements, import_measurements
 from nas.space import get_space
 
 SPACE = "tiny"

@@ -5,7 +5,7 @@ Raspberry Pi, a Jetson)::
 
     manifest.json   the kit: its id, space, device profile, timing settings, and per model the
                     file, its sha256, its architecture (OFA format) and the architecture hash
-    run.py          the runner (nas/latency/_kit_runner.py): Python >= 3.9, numpy, onnxruntime
+    run.py          the runner (nas/measure/_kit_runner.py): Python >= 3.9, numpy, onnxruntime
     README.txt      what to run on the device and what to send back
     reference.onnx  the space's reference subnet (every dimension at its middle choice)
     000_<hash>.onnx ...  the subnets to time
@@ -40,7 +40,7 @@ from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
-    from nas.latency._sampling import Selection
+    from nas.measure._sampling import PriorSource, Selection
 
 __all__ = [
     "KIT_FORMAT",
@@ -72,7 +72,7 @@ _MANIFEST = "manifest.json"
 
 def runner_source() -> str:
     """The runner's source, as written into each kit as ``run.py``."""
-    return resources.files("nas.latency").joinpath("_kit_runner.py").read_text(encoding="utf-8")
+    return resources.files("nas.measure").joinpath("_kit_runner.py").read_text(encoding="utf-8")
 
 
 def _sha256(data: bytes) -> str:
@@ -192,8 +192,8 @@ def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architec
                    folder: Path, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Export the reference and ``archs`` into ``folder``; their manifest entries."""
     from nas._term import progress_bar
-    from nas.latency._measure import _default_supernet, _export
-    from nas.latency._prepare import one_torch_thread, prepare_model
+    from nas.measure._measure import _default_supernet, _export
+    from nas.measure._prepare import one_torch_thread, prepare_model
 
     ref_arch = sp.middle()
     macs = sp.costs([ref_arch, *archs])["macs"]
@@ -219,15 +219,15 @@ def _measured(db: LatencyDB, device: str, space: str) -> list[Architecture]:
 
 def write_kit(
     space: str | SearchSpace, device: str, n: int, out: Path | str, *, seed: int = 0,
-    select: str = "auto", db: LatencyDB | None = None, threads: int | None = None,
-    repeats: int | None = None, progress: bool = False,
+    select: str = "auto", db: LatencyDB | None = None, priors: PriorSource | None = None,
+    threads: int | None = None, repeats: int | None = None, progress: bool = False,
 ) -> KitReport:
     """Write a measurement kit for ``device`` into the new folder ``out``.
 
-    The subnets are chosen by :func:`~nas.latency._sampling.select_for_measurement` (by
-    default, for a device with few measurements, those the other devices' predictors in
-    ``db`` disagree on most, spread over the MAC range), never one the device already has a
-    measurement of, nor the reference. The folder is written whole or not at all.
+    The subnets are chosen by :func:`~nas.measure.select_for_measurement` (by default, for a
+    device with few measurements, those the other devices' predictors disagree on most,
+    spread over the MAC range, when ``priors`` gives them), never one the device already has
+    a measurement of, nor the reference. The folder is written whole or not at all.
 
     Args:
         space: the search space.
@@ -237,8 +237,9 @@ def write_kit(
         out: a folder that does not exist yet (or is empty).
         seed: seed of the choice.
         select: ``auto``, ``mixed``, ``spread`` or ``informative``.
-        db: the latency database (the device's measurements, the other devices' predictors);
-            ``None``: choose without it.
+        db: the latency database (the device's measurements); ``None``: choose without it.
+        priors: the other devices' predictions, for ``informative``
+            (:func:`nas.latency.prior_predictions` reads the predictors stored in ``db``).
         threads: intra-op threads of an unknown device (default 1); for a known one it must
             equal its profile's.
         repeats: the runner's default passes (default 5).
@@ -247,7 +248,7 @@ def write_kit(
     Raises:
         ConfigError: a bad argument or an ``out`` that is in use; nothing is written.
     """
-    from nas.latency._sampling import select_for_measurement
+    from nas.measure._sampling import select_for_measurement
 
     sp = get_space(space)
     if not 1 <= n <= MAX_KIT_MODELS:
@@ -258,7 +259,7 @@ def write_kit(
     out = _check_out(Path(out))
     done = _measured(db, profile.name, sp.name) if db is not None else []
     sel: Selection = select_for_measurement(
-        sp, n, seed, method=select, db=db, device=profile.name,
+        sp, n, seed, method=select, db=db, device=profile.name, priors=priors,
         exclude=[*done, sp.middle()], n_measured=len(done))
     kit_id = uuid.uuid4().hex[:16]
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Timing an ONNX model in ONNX Runtime sessions: session options from the device profile,
 fresh sessions per measurement, retries of disturbed ones and relative timing against a
-reference subnet (protocol steps 1, 2, 5 and 7 of :mod:`nas.latency._timing`)."""
+reference subnet (protocol steps 1, 2, 5 and 7 of :mod:`nas.measure._timing`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import numpy as np
 
 from nas.devices import DeviceProfile
 from nas.errors import ConfigError
-from nas.latency._environment import environment_fingerprint
-from nas.latency._timing import TimingConfig, TimingError, TimingResult, _result, _time_runs
+from nas.measure._environment import environment_fingerprint
+from nas.measure._timing import TimingConfig, TimingError, TimingResult, _result, _time_runs
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -160,9 +160,11 @@ def _combine_sessions(parts: list[TimingResult], total_s: float) -> TimingResult
     if len(refs) == len(parts) and refs:
         env["reference"] = {
             **refs[0],
-            "raw_median_ms": round(med(x["raw_median_ms"] for x in refs), 6),
-            "reference_median_ms": round(med(x["reference_median_ms"] for x in refs), 6),
-            "ratio": round(med(x["ratio"] for x in refs), 6),
+            # full precision: these are read back to put the row on a scale (a rounded
+            # anchor of a 0.05 ms subnet is off by 1e-5 of itself)
+            "raw_median_ms": med(x["raw_median_ms"] for x in refs),
+            "reference_median_ms": med(x["reference_median_ms"] for x in refs),
+            "ratio": med(x["ratio"] for x in refs),
             "ratios": [x["ratio"] for x in refs],
             "reference_rel_ci": round(med(x["reference_rel_ci"] for x in refs), 6),
         }
@@ -210,10 +212,11 @@ def _relative(best: TimingResult, best_ref: TimingResult, reference: Reference,
     median in the same window (protocol step 7)."""
     scale = reference.anchor_ms / best_ref.median_ms
     env["reference"] = {
-        "arch": reference.arch_hash, "anchor_ms": round(reference.anchor_ms, 6),
-        "raw_median_ms": round(best.median_ms, 6),
-        "reference_median_ms": round(best_ref.median_ms, 6),
-        "ratio": round(best.median_ms / best_ref.median_ms, 6),
+        # full precision: the anchor, medians and ratio are read back to rescale the row
+        "arch": reference.arch_hash, "anchor_ms": reference.anchor_ms,
+        "raw_median_ms": best.median_ms,
+        "reference_median_ms": best_ref.median_ms,
+        "ratio": best.median_ms / best_ref.median_ms,
         "reference_rel_ci": round(best_ref.rel_ci, 6),
     }
     rel_ci = float(np.hypot(best.rel_ci, best_ref.rel_ci))

@@ -10,11 +10,11 @@ import numpy as np
 
 from nas.devices import DeviceProfile
 from nas.errors import NASError
-from nas.latency._measure import measure_architectures
-from nas.latency._metrics import regression_metrics
-from nas.latency._placement import resolve_device
-from nas.latency._scale import device_scale, on_scale
-from nas.latency._timing import TimingConfig, TimingError
+from nas.measure._measure import measure_architectures
+from nas.measure._metrics import regression_metrics
+from nas.measure._placement import resolve_device
+from nas.measure._scale import device_scale, on_scale
+from nas.measure._timing import TimingConfig, TimingError
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:

@@ -17,7 +17,7 @@ import numpy as np
 
 from nas.devices import DeviceProfile
 from nas.errors import ConfigError
-from nas.latency._timing import TimingError
+from nas.measure._timing import TimingError
 
 __all__ = ["one_torch_thread", "prepare_model", "quantize_int8"]
 

@@ -18,7 +18,7 @@ record fails the import with one message naming its line, the field and the valu
 
 A measurement kit's results (``nas latency kit``; the kit folder, or its ``results.jsonl``
 with the kit's ``manifest.json`` beside it) are recognised by :func:`read_import` and checked
-against the kit's manifest instead (:func:`nas.latency._kit.read_kit_results`): the device and
+against the kit's manifest instead (:func:`nas.measure._kit.read_kit_results`): the device and
 space come from the manifest, and results that are not the kit's are refused.
 """
 
@@ -428,7 +428,7 @@ def read_import(path: Path | str, device: str | None = None, space: str | None =
         DataError: a bad file or record, results that are not the kit's (one line).
         ConfigError: ``device`` or ``space`` missing for a file that is not a kit's.
     """
-    from nas.latency._kit import kit_files, read_kit_results
+    from nas.measure._kit import kit_files, read_kit_results
 
     if kit is not None or kit_files(path) is not None:
         res = read_kit_results(path, kit=kit, device=device, space=space)

@@ -23,12 +23,9 @@ from typer.testing import CliRunner
 from nas.db import LatencyDB
 from nas.devices import DeviceProfile, add_device, get_device
 from nas.errors import ConfigError, DataError
-from nas.latency import _cli
-from nas.latency._import import import_results
-from nas.latency._sampling import (
-    rank_disagreement,
-    select_for_measurement,
-)
+from nas.latency import _cli, fit_predictor, prior_predictions
+from nas.measure import import_results, select_for_measurement
+from nas.measure._sampling import rank_disagreement
 from nas.space import get_space
 
 SPACE = "tiny"
@@ -241,7 +238,7 @@ def test_missing_results_and_results_elsewhere(kit: dict[str, Any], db: LatencyD
 
 
 def test_kit_refusals_and_help(kit: dict[str, Any], tmp_path: Path) -> None:
-    from nas.latency._kit import write_kit
+    from nas.measure import write_kit
 
     with pytest.raises(ConfigError, match="exists and is not an empty folder"):
         write_kit(SPACE, DEVICE, 2, kit["folder"])
@@ -273,8 +270,6 @@ def test_rank_disagreement() -> None:
 
 
 def test_informative_selection(db: LatencyDB) -> None:
-    from nas.latency._fit import fit_predictor
-
     sp = get_space(SPACE)
     archs = sp.sample_many(40, seed=1)
     costs = sp.costs(archs)
@@ -291,7 +286,8 @@ def test_informative_selection(db: LatencyDB) -> None:
                                    for a, v in zip(archs, y, strict=True)])
         fit_predictor(name, SPACE, "additive", db=db, holdout=0)
     skip = sp.middle()
-    sel = select_for_measurement(SPACE, 8, 0, db=db, device="new-device", exclude=[skip])
+    sel = select_for_measurement(SPACE, 8, 0, db=db, device="new-device", exclude=[skip],
+                                 priors=prior_predictions)
     assert (sel.method, sel.requested) == ("informative", "auto")
     assert sel.priors == {"prior-work": "additive", "prior-depth": "additive"}
     assert len(set(sel.archs)) == 8 and skip not in sel.archs
@@ -301,8 +297,13 @@ def test_informative_selection(db: LatencyDB) -> None:
     # many measurements already: the general-purpose sample; one prior: spread
     assert select_for_measurement(SPACE, 4, 0, db=db, device="x", n_measured=60).method == (
         "mixed")
-    one = select_for_measurement(SPACE, 4, 0, db=db, device="prior-work")
+    one = select_for_measurement(SPACE, 4, 0, db=db, device="prior-work",
+                                 priors=prior_predictions)
     assert one.method == "spread" and "fell back to spread" in one.rule
+    # measurement alone knows no predictor: without priors, informative is spread
+    alone = select_for_measurement(SPACE, 4, 0, method="informative", db=db,
+                                   device="new-device")
+    assert (alone.method, alone.priors) == ("spread", {}) and "0 prior" in alone.rule
     # `nas latency measure --select auto`: informative for a new device with priors, and the
     # mixed sample it always used when there are none
     _, info = _cli._measure_selection(sp, db, "new-device", 4, 0, "auto", set())

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 
 from nas.db import LatencyDB
+from nas.devices import DeviceProfile
 from nas.errors import ConfigError, NASError
-from nas.latency import (
-    DeviceProfile,
+from nas.latency import training_data
+from nas.measure import (
     TimingConfig,
     _lock,
     _measure,
@@ -22,7 +23,6 @@ from nas.latency import (
     noise_floor,
     quantize_int8,
     sample_for_measurement,
-    training_data,
 )
 from nas.space import get_space
 

@@ -39,10 +39,10 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
    the reference's median in the same window and the ratio are kept in the environment
    record. Lookup-table block timings stay absolute.
 
-ORT sessions and relative timing are in :mod:`nas.latency._session`, int8 models in
-:mod:`nas.latency._prepare`, the per-device lock in :mod:`nas.latency._lock`, Ray placement in
-:mod:`nas.latency._placement`, and measuring subnets into the database in
-:mod:`nas.latency._measure`.
+ORT sessions and relative timing are in :mod:`nas.measure._session`, int8 models in
+:mod:`nas.measure._prepare`, the per-device lock in :mod:`nas.measure._lock`, Ray placement in
+:mod:`nas.measure._placement`, and measuring subnets into the database in
+:mod:`nas.measure._measure`.
 """
 
 from __future__ import annotations
