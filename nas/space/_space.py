@@ -394,7 +394,7 @@ class SearchSpace:
         """Number of distinct architectures (networks), optionally times the resolutions."""
         per_layer = len(self.kernel_sizes) * len(self.expand_ratios)
         per_stage = sum(per_layer**depth for depth in self.depths)
-        n = per_stage**self.n_stages * per_layer**self.fixed_depth
+        n: int = per_stage**self.n_stages * per_layer**self.fixed_depth  # powers of naturals
         return n * len(self.resolutions) if with_resolution else n
 
     # ------------------------------------------------------------------ arrays & encodings
