@@ -26,9 +26,6 @@ from nas.errors import ConfigError
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
-    from nas.devices import DeviceProfile
-    from nas.measure import TimingConfig
-    from nas.space import SearchSpace
 
 __all__ = ["register"]
 
@@ -151,57 +148,6 @@ def _db(url: str | None, create: bool = True) -> LatencyDB:
 
 
 # ---------------------------------------------------------------------- measure
-def _measure_selection(sp: SearchSpace, store: LatencyDB, device: str, n: int, seed: int,
-                       select: str, done: set[Any]) -> tuple[list[Any], dict[str, Any]]:
-    """The subnets ``measure`` times: ``auto`` is informative for a device with few
-    measurements when prior devices have predictors, and the mixed sample otherwise (as
-    before ``--select`` existed)."""
-    from nas.db import TIMED_SOURCES
-    from nas.latency._fit import prior_predictions
-    from nas.measure import FEW_MEASUREMENTS, select_for_measurement
-
-    n_ok = sum(1 for r in store.measurements(device, sp.name)
-               if r.source in TIMED_SOURCES)
-    sel = select_for_measurement(sp, n, seed, method=select, db=store, device=device,
-                                 priors=prior_predictions, exclude=done, n_measured=n_ok)
-    if select == "auto" and sel.method == "spread" and n_ok < FEW_MEASUREMENTS:
-        sel = select_for_measurement(sp, n, seed, method="mixed", exclude=done)
-    return sel.archs, {**sel.to_dict(), "requested": select}
-
-
-def _measure_summary(
-    profile: DeviceProfile, sp: SearchSpace, store: LatencyDB, *, n: int, seed: int,
-    noise: int, address: str | None, cfg: TimingConfig, progress: bool, select: str = "auto",
-) -> dict[str, Any]:
-    """Choose ``n`` new subnets, measure them (and ``noise`` repeats); what happened."""
-    from nas.db import TIMED_SOURCES
-    from nas.measure import device_scale, measure_architectures, noise_floor, on_scale
-
-    done = {r.arch for r in store.measurements(profile.name, sp.name, status=None)
-            if r.source in TIMED_SOURCES}
-    archs, selection = _measure_selection(sp, store, profile.name, n, seed, select, done)
-    ids = measure_architectures(profile, sp, archs, store, progress=progress,
-                                address=address, config=cfg)
-    recs = {r.id: r for r in store.measurements(profile.name, sp.name, status=None)}
-    ok = [recs[i] for i in ids if recs[i].status == "ok"]
-    failed = [recs[i] for i in ids if recs[i].status != "ok"]
-    out: dict[str, Any] = {"device": profile.name, "space": sp.name, "measured": len(ok),
-                           "failed": len(failed), "skipped_already_measured": len(done),
-                           "selection": selection, "db": store.display_url}
-    scale = device_scale(profile, sp, store)
-    out["scale"] = scale.to_dict() if scale is not None else None
-    if ok:
-        lat = sorted(v for r in ok if (v := on_scale(r, scale)) is not None)
-        out["latency_ms"] = {"min": lat[0], "median": lat[len(lat) // 2], "max": lat[-1]}
-    if failed:
-        out["first_error"] = failed[0].error
-    if noise:
-        nf = noise_floor(profile, sp, store, k=noise, seed=seed, progress=progress,
-                         address=address, config=cfg)
-        out["noise"] = nf.to_dict()
-    return out
-
-
 def _scale_line(sc: dict[str, Any]) -> str:
     return (f"scale: the reference subnet's median over {sc['n']} timings, {sc['ms']:.4g} ms "
             f"(p10 {sc['p10']:.4g}, p90 {sc['p90']:.4g}); relative latencies are ratios to it")
@@ -243,23 +189,16 @@ def measure(
     to export or run is stored as failed and the run goes on. `nas latency check` compares a
     fitted predictor with subnets timed later.
     """
-    from nas.devices import get_device
-    from nas.measure import TimingConfig
-    from nas.space import get_space
+    from nas.latency._fit import prior_predictions
+    from nas.measure import TimingConfig, run_campaign
 
-    profile = get_device(device)
-    sp = get_space(space)
-    if profile.external:
-        raise ConfigError(
-            f"device {profile.name} is external: nothing can be measured from here; import its "
-            f"measurements with `nas latency import`"
-        )
-    store = _db(db)
+    _check_select(select)
     cfg = TimingConfig.preset("quick" if quick else "default")
     cfg = cfg.replace(reference=reference and not quick)
-    _check_select(select)
-    out = _measure_summary(profile, sp, store, n=n, seed=seed, noise=noise, address=address,
-                           cfg=cfg, progress=progress, select=select)
+    report = run_campaign(device, space, db, n=n, seed=seed, select=select,
+                          priors=prior_predictions, noise=noise, config=cfg, address=address,
+                          progress=progress)
+    out = report.to_dict()
     if json_out:
         print_json(out)
     else:

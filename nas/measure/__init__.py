@@ -7,10 +7,13 @@ predictor: :mod:`nas.latency` fits those on what is measured here (and may hand 
 ``priors``, for the ``informative`` choice of subnets).
 
 Example:
-    >>> from nas.db import LatencyDB
-    >>> from nas.measure import measure_architectures, sample_for_measurement
-    >>> db = LatencyDB()
-    >>> ids = measure_architectures("cpu-1t", "tiny", sample_for_measurement("tiny", 50), db)
+    >>> from nas.measure import run_campaign
+    >>> report = run_campaign("cpu-1t", "tiny", "sqlite:///latency.sqlite", n=50, noise=10)
+    >>> report.measured, report.scale.ms, report.noise.p90
+    >>> report.to_dict()  # what `nas latency measure --json` prints
+
+:func:`run_campaign` is ``nas latency measure`` as one call: choose subnets the device has
+not timed, time them into the database, and report (:class:`CampaignReport`).
 
 Submodules are imported on first use of a name (ONNX Runtime and torch are slow to import).
 """
@@ -22,6 +25,7 @@ from typing import TYPE_CHECKING
 from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from nas.measure._campaign import CampaignReport, run_campaign
     from nas.measure._environment import environment_fingerprint
     from nas.measure._import import (
         EXPORT_COLUMNS,
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
+        "nas.measure._campaign": ["CampaignReport", "run_campaign"],
         "nas.measure._environment": ["environment_fingerprint"],
         "nas.measure._import": ["EXPORT_COLUMNS", "ImportReport", "PendingImport",
                                 "export_measurements", "import_measurements", "import_results",

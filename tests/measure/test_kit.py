@@ -24,7 +24,7 @@ from nas.db import LatencyDB
 from nas.devices import DeviceProfile, add_device, get_device
 from nas.errors import ConfigError, DataError
 from nas.latency import _cli, fit_predictor, prior_predictions
-from nas.measure import import_results, select_for_measurement
+from nas.measure import _campaign, import_results, select_for_measurement
 from nas.measure._sampling import rank_disagreement
 from nas.space import get_space
 
@@ -304,9 +304,9 @@ def test_informative_selection(db: LatencyDB) -> None:
     alone = select_for_measurement(SPACE, 4, 0, method="informative", db=db,
                                    device="new-device")
     assert (alone.method, alone.priors) == ("spread", {}) and "0 prior" in alone.rule
-    # `nas latency measure --select auto`: informative for a new device with priors, and the
-    # mixed sample it always used when there are none
-    _, info = _cli._measure_selection(sp, db, "new-device", 4, 0, "auto", set())
+    # a campaign's `auto` (`nas latency measure --select auto`): informative for a new device
+    # with priors, and the mixed sample it always used when there are none
+    _, info = _campaign._selection(sp, db, "new-device", 4, 0, "auto", set(), prior_predictions)
     assert info["method"] == "informative"
-    _, info = _cli._measure_selection(sp, db, "prior-work", 4, 0, "auto", set())
+    _, info = _campaign._selection(sp, db, "prior-work", 4, 0, "auto", set(), prior_predictions)
     assert info["method"] == "mixed"
