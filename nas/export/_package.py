@@ -22,7 +22,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -39,7 +39,7 @@ from nas.export._onnx import (
     onnx_bytes,
     verify_onnx,
 )
-from nas.space import Architecture
+from nas.space import Architecture, SearchSpace
 
 __all__ = [
     "MANIFEST_FORMAT",
@@ -188,8 +188,18 @@ def _remove_empty(folders: list[Path]) -> None:
             return
 
 
+class SubnetSource(Protocol):
+    """What :func:`export_subnet` needs of a supernet (an ``OFASupernet``, or a stand-in
+    holding one trained subnet): its space, and the static subnet of an architecture."""
+
+    @property
+    def space(self) -> SearchSpace: ...
+
+    def extract(self, arch: Architecture) -> torch.nn.Module: ...
+
+
 def export_subnet(
-    supernet: Any, arch: Architecture | dict[str, Any] | str, out: Path | str, *,
+    supernet: SubnetSource, arch: Architecture | dict[str, Any] | str, out: Path | str, *,
     opset: int = DEFAULT_OPSET, rtol: float = DEFAULT_RTOL, overwrite: bool = False,
     extra: dict[str, Any] | None = None, checkpoint: Path | str | None = None,
 ) -> ExportResult:
@@ -249,7 +259,7 @@ def export_subnet(
     return ExportResult(out, manifest)
 
 
-def _manifest(space: Any, canon: Architecture, folder: Path, opset: int,
+def _manifest(space: SearchSpace, canon: Architecture, folder: Path, opset: int,
               verification: dict[str, Any]) -> dict[str, Any]:
     """What a consumer needs to run the exported model, and the digests of its files."""
     costs = space.costs([canon])

@@ -22,7 +22,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, ClassVar
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
 import torch
@@ -34,6 +34,9 @@ from nas.errors import ConfigError, NASError
 from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
 from nas.space import ArchArrays, Architecture, SearchSpace, get_space
 from nas.train import BatchLoader, DataSplits, Preprocess
+
+if TYPE_CHECKING:
+    from nas.supernet import OFASupernet
 
 __all__ = [
     "PROXIES",
@@ -63,7 +66,7 @@ class ProxyContext:
     """
 
     space: SearchSpace
-    supernet: Any = None
+    supernet: OFASupernet | None = None
     checkpoint: Path | None = None
     data: DataSplits | None = None
     cache: ProxyCache | None = None
@@ -99,7 +102,7 @@ class ProxyContext:
         meta: dict[str, Any] = {}
         if ck is not None:
             net = load_supernet(ck, space=sp, map_location=kwargs.get("device", "cpu"))
-            meta = dict(getattr(net, "checkpoint_meta", {}).get("data") or {})
+            meta = dict(net.checkpoint_meta.get("data") or {})
         if data is not None and not isinstance(data, DataSplits):
             same = meta.get("source") == str(data)
             data = load_dataset(
@@ -152,7 +155,7 @@ class ProxyContext:
             self._memo[key] = out
         return list(self._memo[key])
 
-    def init_supernet(self) -> Any:
+    def init_supernet(self) -> OFASupernet:
         """A randomly initialised supernet of the space (seeded; shared by all archs)."""
         if "init" not in self._memo:
             from nas.supernet import OFASupernet
@@ -160,9 +163,10 @@ class ProxyContext:
             with torch.random.fork_rng():
                 torch.manual_seed(self.seed)
                 self._memo["init"] = OFASupernet(self.space).to(self.device)
-        return self._memo["init"]
+        net: OFASupernet = self._memo["init"]
+        return net
 
-    def require_supernet(self, who: str) -> Any:
+    def require_supernet(self, who: str) -> OFASupernet:
         if self.supernet is None:
             raise ConfigError(f"{who} needs a trained supernet: pass --checkpoint")
         return self.supernet

@@ -4,13 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from nas._cli_utils import CheckpointOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
 from nas.errors import ArchitectureError, ConfigError
+
+if TYPE_CHECKING:  # torch is imported by the commands that need it
+    import numpy as np
+
+    from nas.proxies import AccuracyPredictor, Proxy, ProxyContext
+    from nas.space import Architecture, SearchSpace
 
 __all__ = ["register"]
 
@@ -36,7 +42,7 @@ NoCacheOpt = Annotated[bool, typer.Option("--no-cache", help="Neither read nor w
                                           "scores.")]
 
 
-def _read_archs(space: Any, path: Path) -> list[Any]:
+def _read_archs(space: SearchSpace, path: Path) -> list[Architecture]:
     """Architectures from a .jsonl file (one per line) or a JSON list; none is an error."""
     archs = space.parse_file(path)
     if not archs:
@@ -46,7 +52,7 @@ def _read_archs(space: Any, path: Path) -> list[Any]:
 
 def _context(space: str, checkpoint: Path | None, data: str | None, device: str, seed: int,
              val_limit: int | None, bn_batches: int, cache: Path | None,
-             no_cache: bool) -> Any:
+             no_cache: bool) -> ProxyContext:
     from nas.proxies import ProxyContext
 
     if device not in ("cpu", "cuda"):
@@ -55,7 +61,7 @@ def _context(space: str, checkpoint: Path | None, data: str | None, device: str,
         from nas.supernet import read_checkpoint_meta
 
         data = (read_checkpoint_meta(checkpoint)["extra"].get("data") or {}).get("source")
-    cache_arg: Any = False if no_cache else (cache if cache is not None else True)
+    cache_arg: Path | bool = False if no_cache else (cache if cache is not None else True)
     return ProxyContext.build(space, checkpoint=checkpoint, data=data, cache=cache_arg,
                               device=device, seed=seed, val_limit=val_limit,
                               bn_batches=bn_batches)
@@ -121,10 +127,11 @@ def proxies_eval(
         t0 = time.perf_counter()
         scores[p.spec] = p.score(archs, ctx)
         seconds[p.spec] = round(time.perf_counter() - t0, 3)
-    rows = [{"hash": a.hash, "arch": a.to_dict(), "macs": int(costs["macs"][i]),
-             "params": int(costs["params"][i]),
-             "scores": {k: float(v[i]) for k, v in scores.items()}}
-            for i, a in enumerate(archs)]
+    rows: list[dict[str, Any]] = [
+        {"hash": a.hash, "arch": a.to_dict(), "macs": int(costs["macs"][i]),
+         "params": int(costs["params"][i]),
+         "scores": {k: float(v[i]) for k, v in scores.items()}}
+        for i, a in enumerate(archs)]
     if json_out:
         print_json({"space": ctx.space.name,
                     "checkpoint": str(checkpoint) if checkpoint else None,
@@ -203,8 +210,8 @@ def accuracy_fit(
                   f"(their accuracy {y.mean() * 100:.1f} +- {y.std() * 100:.1f}%)")
 
 
-def _fit_and_test(est: Any, ctx: Any, zc: list[Any], n_train: int, n_test: int,
-                  seed: int) -> tuple[dict[str, Any], Any]:
+def _fit_and_test(est: AccuracyPredictor, ctx: ProxyContext, zc: list[Proxy], n_train: int,
+                  n_test: int, seed: int) -> tuple[dict[str, Any], np.ndarray]:
     """Fit ``est`` on the first ``n_train`` of ``n_train + n_test`` sampled subnets and test
     it on the others; returns the result row and the test accuracies."""
     from nas.proxies import accuracy_features, get_proxy, rank_metrics

@@ -14,13 +14,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from nas.errors import ConfigError
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
 from nas.space import ArchArrays, Architecture, SearchSpace
+
+if TYPE_CHECKING:  # scikit-learn is imported when a predictor is used
+    from nas.proxies._predictors import AccuracyPredictor
 
 __all__ = ["InheritedProxy", "PredictorProxy"]
 
@@ -77,7 +80,7 @@ class PredictorProxy(Proxy):
             self.needs_data = False  # type: ignore[misc]
             self.cacheable = False  # type: ignore[misc]
 
-    def _load(self, space: SearchSpace) -> Any:
+    def _load(self, space: SearchSpace) -> AccuracyPredictor:
         """The saved predictor of ``path=``, checked against ``space``."""
         from nas.proxies._predictors import load_accuracy_predictor
 

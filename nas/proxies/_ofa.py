@@ -167,7 +167,8 @@ class OFAAccuracyPredictor(MLPAccuracyPredictor):
         return sp.n_layers * (len(sp.kernel_sizes) + len(sp.expand_ratios)) + \
             self._buckets(sp)[2]
 
-    def encode(self, archs: Sequence[Any] | ArchArrays) -> np.ndarray:
+    def encode(self, archs: Sequence[Architecture | dict[str, Any] | str] | ArchArrays
+               ) -> np.ndarray:
         """Architectures (or arrays) of the predictor's space in OFA's encoding."""
         if self.space is None:
             raise ConfigError("OFAAccuracyPredictor(space=None) takes a feature matrix; "

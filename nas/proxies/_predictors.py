@@ -45,7 +45,7 @@ from torch import nn
 from nas._io import atomic_write, read_text
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError, NotFittedError
-from nas.space import ArchArrays, get_space
+from nas.space import ArchArrays, Architecture, SearchSpace, get_space
 
 __all__ = [
     "ACCURACY_PREDICTORS",
@@ -62,7 +62,8 @@ __all__ = [
 
 
 def accuracy_features(
-    space: Any, archs: Sequence[Any], kind: str = "ordinal",
+    space: str | SearchSpace, archs: Sequence[Architecture | dict[str, Any] | str],
+    kind: str = "ordinal",
     extra: Mapping[str, Any] | np.ndarray | None = None,
 ) -> np.ndarray:
     """The encoding of ``archs`` with optional extra columns (e.g. zero-cost scores).
@@ -94,7 +95,8 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     space: str | None
     encoding: str
 
-    def encode(self, archs: Sequence[Any] | ArchArrays) -> np.ndarray:
+    def encode(self, archs: Sequence[Architecture | dict[str, Any] | str] | ArchArrays
+               ) -> np.ndarray:
         """Architectures of the predictor's ``space`` (or their arrays) as its features: the
         space's ``encoding`` by default; a kind with an encoding of its own overrides this and
         :meth:`encoding_size`."""

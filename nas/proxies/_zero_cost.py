@@ -69,7 +69,8 @@ class _ZeroCost(Proxy):
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"weights": ("init", "inherited")}
 
     def _subnet(self, arch: Architecture, ctx: ProxyContext) -> nn.Module:
-        src = ctx.supernet if self.opts["weights"] == "inherited" else ctx.init_supernet()
+        src = (ctx.require_supernet(f"proxy {self.spec!r}") if self.opts["weights"] == "inherited"
+               else ctx.init_supernet())
         sub: nn.Module = src.extract(arch).to(ctx.device)
         for p in sub.parameters():
             p.requires_grad_(True)

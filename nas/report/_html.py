@@ -20,6 +20,7 @@ from nas._io import atomic_write, mask_url
 
 if TYPE_CHECKING:
     from nas.search import SearchResult, TrialRecord
+    from nas.space import SearchSpace
 
 __all__ = ["render_report", "write_report"]
 
@@ -251,7 +252,7 @@ def _cell_style(k: int, e: int, kernels: list[int], expands: list[int]) -> str:
     return f"background:hsl({hue},65%,{light:.0f}%);color:{color}"
 
 
-def _arch_grid(arch: dict[str, Any], space: Any) -> str:
+def _arch_grid(arch: dict[str, Any], space: SearchSpace | None) -> str:
     """Layers (rows) by stage (columns): kernel and expand ratio of each running layer,
     its colour the kernel's hue, darker for a larger expand ratio; layers beyond the stage's
     depth are greyed."""
@@ -282,7 +283,7 @@ def _arch_grid(arch: dict[str, Any], space: Any) -> str:
             f'{"".join(rows)}</table>')
 
 
-def _legend(space: Any) -> str:
+def _legend(space: SearchSpace | None) -> str:
     if space is None:
         return ""
     kernels, expands = sorted(space.kernel_sizes), sorted(space.expand_ratios)
@@ -293,7 +294,7 @@ def _legend(space: Any) -> str:
     return f'<p class="legend">{"".join(spans)}</p>'
 
 
-def _subnets(res: SearchResult, space: Any) -> str:
+def _subnets(res: SearchResult, space: SearchSpace | None) -> str:
     devices = res.config.devices
     head = ["trial", "arch hash", "accuracy"]
     for d in devices:
@@ -352,7 +353,7 @@ def render_report(res: SearchResult, *, title: str | None = None) -> str:
     try:
         from nas.space import get_space
 
-        space: Any = get_space(res.config.space)
+        space: SearchSpace | None = get_space(res.config.space)
     except Exception:  # a space registered in another process: draw from the archs alone
         space = None
     cfg = res.config

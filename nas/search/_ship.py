@@ -107,7 +107,7 @@ def export_trials(
     opts = {k: v for k, v in cfg.proxy_options.items()
             if k in ("bn_batches", "bn_batch_size", "seed", "channels_last")}
     ctx = ProxyContext.build(cfg.space, checkpoint=ck, data=cfg.data, cache=False, **opts)
-    net = ctx.supernet
+    net = ctx.require_supernet("exporting a search's subnets")
     out_dir = Path(out_dir)
     written: list[Path] = []
     with progress_bar("export", len(chosen), enabled=progress) as advance:

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
+
+if TYPE_CHECKING:
+    from nas.space import Architecture, SearchSpace
 
 __all__ = ["register"]
 
@@ -20,7 +23,7 @@ def _fmt_count(n: int) -> str:
     return f"{n:.3e}" if n >= 10**6 else str(n)
 
 
-def _arch_row(space: Any, arch: Any) -> dict[str, Any]:
+def _arch_row(space: SearchSpace, arch: Architecture) -> dict[str, Any]:
     c = space.costs([arch])
     return {"hash": arch.hash, "arch": arch.to_dict(), "macs": int(c["macs"][0]),
             "params": int(c["params"][0])}

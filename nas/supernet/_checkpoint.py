@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas._io import atomic_new_file, check_output_file, check_path
 from nas.errors import CheckpointError
 from nas.space import SearchSpace, get_space
+
+if TYPE_CHECKING:  # torch is imported on first use
+    from nas.supernet._ofa import OFASupernet
 
 __all__ = ["load_supernet", "read_checkpoint_meta", "save_supernet"]
 
@@ -16,11 +19,11 @@ FORMAT = "nas.supernet"
 VERSION = "1"
 
 
-def save_supernet(model: Any, path: Path | str, meta: dict[str, Any] | None = None) -> Path:
+def save_supernet(model: OFASupernet, path: Path | str,
+                  meta: dict[str, Any] | None = None) -> Path:
     """Write ``model``'s weights to ``path`` atomically (a crash leaves the old file intact).
 
     Args:
-        model: an ``OFASupernet``.
         meta: extra string-able metadata (training phase, epoch, accuracy ...).
     """
     from safetensors.torch import save_file
@@ -75,7 +78,7 @@ def read_checkpoint_meta(path: Path | str) -> dict[str, Any]:
 
 def load_supernet(
     path: Path | str, space: str | SearchSpace | None = None, map_location: str = "cpu"
-) -> Any:
+) -> OFASupernet:
     """Read a checkpoint into a new ``OFASupernet`` (in eval mode).
 
     Args:

@@ -335,8 +335,7 @@ def import_ofa_checkpoint(path: Path | str, space: str) -> OFASupernet:
         "ofa_serialization": info["serialization"], "ofa_wrapped": info["wrapped"],
         "ofa_block_name": block_name, "ofa_num_batches_tracked": has_counters,
     }
-    # the attribute load_supernet sets too (OFASupernet does not declare it)
-    setattr(net, "checkpoint_meta", meta)  # noqa: B010
+    net.checkpoint_meta = meta
     return net
 
 
@@ -353,7 +352,7 @@ def ofa_state_dict(net: OFASupernet) -> dict[str, torch.Tensor]:
     if name not in OFA_SPACES:
         raise CheckpointError(f"supernet of space {name!r} has no OFA counterpart; OFA "
                               f"publishes supernets of {', '.join(OFA_SPACES)} only")
-    meta = getattr(net, "checkpoint_meta", None) or {}
+    meta = net.checkpoint_meta
     counters = meta.get("ofa_num_batches_tracked", True) is not False
     old = meta.get("ofa_block_name") == "mobile_inverted_conv"
     state: dict[str, torch.Tensor] = {}
@@ -391,7 +390,7 @@ def export_ofa_checkpoint(
 
     net = checkpoint if isinstance(checkpoint, OFASupernet) else load_supernet(checkpoint)
     state = ofa_state_dict(net)
-    meta = getattr(net, "checkpoint_meta", None) or {}
+    meta = net.checkpoint_meta
     if wrap is None:
         wrap = meta.get("ofa_wrapped", True) is not False
     legacy = meta.get("ofa_serialization") == "legacy"

@@ -66,6 +66,9 @@ class OFASupernet(nn.Module):
         self.dropout = nn.Dropout(sp.head.dropout)
         self.classifier = DynamicLinear(sp.head.feature_mix, sp.num_classes)
         self._init_weights()
+        # What the checkpoint this net was read from (or the OFA file it was converted from)
+        # recorded; empty for a new net.
+        self.checkpoint_meta: dict[str, Any] = {}
         self.active_arch: Architecture = self.space.largest()
         self.set_active(self.active_arch)
 

@@ -272,7 +272,7 @@ class Trainer(TrainingLoop):
         for p in teacher.parameters():
             p.requires_grad_(False)
         if self.config.channels_last:
-            teacher = teacher.to(memory_format=torch.channels_last)
+            teacher = teacher.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.teacher = teacher
 
     def _end_phase(self, pi: int) -> None:
