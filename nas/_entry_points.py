@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginSource", "load_entry_points", "loaded_entry_points",
-           "note_registered", "plugin_source"]
+           "loading_entry_points", "note_registered", "plugin_source"]
 
 #: the entry-point group other packages declare their plug-ins in
 ENTRY_POINT_GROUP = "nas.plugins"
@@ -62,6 +62,11 @@ def load_entry_points() -> None:
 
 
 _current: list[PluginSource] = []
+
+
+def loading_entry_points() -> bool:
+    """Whether a ``nas.plugins`` entry point is being imported now."""
+    return bool(_current)
 
 
 def note_registered(item: object) -> None:

@@ -24,7 +24,7 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from nas._entry_points import load_entry_points, note_registered
+from nas._entry_points import load_entry_points, loading_entry_points, note_registered
 from nas.errors import ConfigError, UnknownNameError
 
 __all__ = ["Registry"]
@@ -67,7 +67,8 @@ class Registry(Generic[T]):
         """Register ``item`` under ``name`` (for plug-ins that are not classes, e.g. spaces)."""
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{self.what} {item!r} has no {self.key!r} to register it under")
-        self._load()  # the built-ins first, so that a plug-in cannot take their names
+        if loading_entry_points():  # the built-ins first, so a plug-in cannot take their names
+            self._load()
         if name in self._items:
             raise ConfigError(f"{self.what} {name!r} is already registered")
         self._items[name] = item
