@@ -133,7 +133,8 @@ class OFAAccuracyPredictor(MLPAccuracyPredictor):
     kind = "ofa"
     encoding = "ofa"
 
-    def __init__(
+    # sklearn's estimator protocol: one keyword-only argument per hyper-parameter
+    def __init__(  # noqa: PLR0913
         self, *, space: str | None = None, resolution_start: int | None = None,
         resolution_step: int = 16, resolution_buckets: int | None = None,
         hidden_size: int = 400, n_layers: int = 3, epochs: int = 500, lr: float = 1e-3,
@@ -239,6 +240,22 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
     """
     path = Path(path)
     sp = get_space(space)
+    _check_ofa_choices(sp)
+    found = _linear_layers(path, _read_state_dict(path))
+    est = OFAAccuracyPredictor(space=sp.name, **_OFA_BUCKETS)
+    layers = _mlp_layers(path, found, est.encoding_size())
+    est.hidden_size = int(layers[0][0].shape[0])
+    est.n_layers = len(layers) - 1
+    est.net_ = _mlp(layers)
+    est.base_acc_ = 0.0  # OFA's final bias is its offset; outputs are used as they are
+    est.y_scale_ = 1.0
+    est.n_features_in_ = est.encoding_size()
+    est.n_train_ = 0  # converted, not fitted here
+    return est
+
+
+def _check_ofa_choices(sp: SearchSpace) -> None:
+    """``sp`` has the choices OFA's encoding is laid out for."""
     want: dict[str, Any] = {"kernel_sizes": [3, 5, 7], "expand_ratios": [3, 4, 6],
                             "n_layers": 20}
     for field, value in want.items():
@@ -246,6 +263,11 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
         if (list(have) if isinstance(have, Sequence) else have) != value:
             raise ConfigError(f"space {sp.name}: {field} = {have!r}: OFA's accuracy "
                               f"predictor encodes {value!r}")
+
+
+def _read_state_dict(path: Path) -> dict[Any, Any]:
+    """The state_dict in ``path`` (bare or as ``{"state_dict": ...}``), unpickling tensors and
+    plain containers only."""
     data = read_bytes(path, "OFA accuracy predictor")
     try:
         with warnings.catch_warnings():
@@ -264,6 +286,11 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
     if not isinstance(sd, dict) or not sd:
         raise ConfigError(f"OFA accuracy predictor {path}: expected a state_dict (a dict of "
                           f"tensors), got {type(sd).__name__}")
+    return sd
+
+
+def _linear_layers(path: Path, sd: dict[Any, Any]) -> dict[int, dict[str, torch.Tensor]]:
+    """``{index: {"weight": ..., "bias": ...}}`` of the state_dict's Linear layers."""
     found: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
         m = _KEY.match(str(key))
@@ -272,8 +299,12 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
                               "layer's weight or bias tensor (expected '0.weight', "
                               "'0.bias', ..., '6.bias')")
         found.setdefault(int(m.group(1)), {})[m.group(2)] = value
-    est = OFAAccuracyPredictor(space=sp.name, **_OFA_BUCKETS)
-    width = est.encoding_size()
+    return found
+
+
+def _mlp_layers(path: Path, found: dict[int, dict[str, torch.Tensor]], width: int
+                ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """The Linear layers in order, checked to chain from ``width`` inputs to one output."""
     layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     for i, idx in enumerate(sorted(found)):
         w, b = found[idx].get("weight"), found[idx].get("bias")
@@ -295,14 +326,7 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
         raise ConfigError(f"OFA accuracy predictor {path}: the last layer has {width} "
                           f"outputs and there are {len(layers)} layers; expected an MLP "
                           "ending in 1 output")
-    est.hidden_size = int(layers[0][0].shape[0])
-    est.n_layers = len(layers) - 1
-    est.net_ = _mlp(layers)
-    est.base_acc_ = 0.0  # OFA's final bias is its offset; outputs are used as they are
-    est.y_scale_ = 1.0
-    est.n_features_in_ = est.encoding_size()
-    est.n_train_ = 0  # converted, not fitted here
-    return est
+    return layers
 
 
 def import_ofa_accuracy_predictor(src: Path | str, out: Path | str,

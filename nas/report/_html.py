@@ -140,23 +140,25 @@ def _hover(t: TrialRecord) -> str:
     return f"trial {t.number}<br>{t.arch_hash}"
 
 
+def _xy(trials: list[TrialRecord], x: str, y: str
+        ) -> tuple[list[Any], list[Any], list[str]]:
+    """The points of ``trials`` that have both metrics, and their hover texts."""
+    xs, ys, text = [], [], []
+    for t in trials:
+        xv = float(t.number) if x == "trial" else _metric(t, x)
+        yv = _metric(t, y)
+        if xv is not None and yv is not None:
+            xs.append(xv)
+            ys.append(yv)
+            text.append(_hover(t))
+    return xs, ys, text
+
+
 def _front_figure(res: SearchResult, x: str, y: str) -> Any:
     import plotly.graph_objects as go
 
     fig = go.Figure()
     done = [t for t in res.trials if t.state == "COMPLETE"]
-
-    def xy(trials: list[TrialRecord]) -> tuple[list[Any], list[Any], list[str]]:
-        xs, ys, text = [], [], []
-        for t in trials:
-            xv = float(t.number) if x == "trial" else _metric(t, x)
-            yv = _metric(t, y)
-            if xv is not None and yv is not None:
-                xs.append(xv)
-                ys.append(yv)
-                text.append(_hover(t))
-        return xs, ys, text
-
     front_ids = {t.number for t in res.front}
     feas = [t for t in done if t.feasible and t.number not in front_ids]
     infeas = [t for t in done if not t.feasible]
@@ -164,20 +166,36 @@ def _front_figure(res: SearchResult, x: str, y: str) -> Any:
         ("feasible trials", feas, {"color": _OTHERS, "size": 7}),
         ("infeasible trials", infeas, {"color": _INFEASIBLE, "size": 7, "symbol": "x"}),
     ):
-        xs, ys, text = xy(trials)
+        xs, ys, text = _xy(trials, x, y)
         if xs:
             fig.add_trace(go.Scatter(x=xs, y=ys, mode="markers", name=name, marker=style,
                                      text=text, hovertemplate="%{text}<br>%{x:.4g}, "
                                      "%{y:.4g}<extra></extra>"))
+    _add_front(fig, res, x, y)
+    if x.startswith("latency:"):
+        _add_measured(fig, res, x.split(":", 1)[1], y)
+    fig.update_layout(
+        title=f"{_label(res, y)} against {_label(res, x) if x != 'trial' else 'trial'}",
+        xaxis_title=_label(res, x) if x != "trial" else "trial",
+        yaxis_title=_label(res, y), template="plotly_white", height=460,
+        legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 60, "b": 40},
+    )
+    return fig
+
+
+def _add_front(fig: Any, res: SearchResult, x: str, y: str) -> None:
+    """The plane's front as a step line; with several devices, the search's front too."""
+    import plotly.graph_objects as go
+
     front = sorted(_plane_front(res, x, y), key=lambda t: (_metric(t, x) or 0.0)
                    if x != "trial" else t.number)
-    xs, ys, text = xy(front)
+    xs, ys, text = _xy(front, x, y)
     name = "Pareto front"
     if front is not res.front and len(res.config.devices) > 1:
         # several devices: each plot's front is that device's (accuracy against its latency)
         name = f"front on {x.split(':', 1)[1]}"
         others = [t for t in res.front if t not in front]
-        oxs, oys, otext = xy(others)
+        oxs, oys, otext = _xy(others, x, y)
         if oxs:
             fig.add_trace(go.Scatter(x=oxs, y=oys, mode="markers", name="search front",
                                      marker={"color": _FRONT, "size": 8, "symbol": "circle-open"},
@@ -190,38 +208,36 @@ def _front_figure(res: SearchResult, x: str, y: str) -> Any:
                                        else "linear"},
                                  text=text, hovertemplate="%{text}<br>%{x:.4g}, %{y:.4g}"
                                  "<extra>front</extra>"))
-    if x.startswith("latency:"):
-        dev = x.split(":", 1)[1]
-        mx, my, mtext = [], [], []
-        for t in res.trials:
-            if dev in t.measured_ms and _metric(t, y) is not None:
-                mx.append(t.measured_ms[dev])
-                my.append(_metric(t, y))
-                pred = t.latency_ms.get(dev)
-                mtext.append(f"{_hover(t)}<br>predicted {_fmt(pred)} ms")
-        if mx:
-            # a dotted line from each verified subnet's predicted latency to its measured one
-            lx: list[float | None] = []
-            ly: list[float | None] = []
-            for t in res.trials:
-                if dev in t.measured_ms and dev in t.latency_ms and _metric(t, y) is not None:
-                    lx += [t.latency_ms[dev], t.measured_ms[dev], None]
-                    ly += [_metric(t, y), _metric(t, y), None]
-            fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", showlegend=False,
-                                     hoverinfo="skip", line={"color": _MEASURED, "width": 1,
-                                                             "dash": "dot"}))
-            fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", name="measured (verified)",
-                                     marker={"color": _MEASURED, "size": 11,
-                                             "symbol": "diamond-open", "line": {"width": 2}},
-                                     text=mtext, hovertemplate="%{text}<br>measured %{x:.4g} "
-                                     "ms<extra></extra>"))
-    fig.update_layout(
-        title=f"{_label(res, y)} against {_label(res, x) if x != 'trial' else 'trial'}",
-        xaxis_title=_label(res, x) if x != "trial" else "trial",
-        yaxis_title=_label(res, y), template="plotly_white", height=460,
-        legend={"orientation": "h", "y": -0.2}, margin={"l": 60, "r": 20, "t": 60, "b": 40},
-    )
-    return fig
+
+
+def _add_measured(fig: Any, res: SearchResult, dev: str, y: str) -> None:
+    """The subnets verified on ``dev``: their measured latency, a dotted line from the
+    predicted one."""
+    import plotly.graph_objects as go
+
+    mx, my, mtext = [], [], []
+    for t in res.trials:
+        if dev in t.measured_ms and _metric(t, y) is not None:
+            mx.append(t.measured_ms[dev])
+            my.append(_metric(t, y))
+            pred = t.latency_ms.get(dev)
+            mtext.append(f"{_hover(t)}<br>predicted {_fmt(pred)} ms")
+    if not mx:
+        return
+    lx: list[float | None] = []
+    ly: list[float | None] = []
+    for t in res.trials:
+        if dev in t.measured_ms and dev in t.latency_ms and _metric(t, y) is not None:
+            lx += [t.latency_ms[dev], t.measured_ms[dev], None]
+            ly += [_metric(t, y), _metric(t, y), None]
+    fig.add_trace(go.Scatter(x=lx, y=ly, mode="lines", showlegend=False,
+                             hoverinfo="skip", line={"color": _MEASURED, "width": 1,
+                                                     "dash": "dot"}))
+    fig.add_trace(go.Scatter(x=mx, y=my, mode="markers", name="measured (verified)",
+                             marker={"color": _MEASURED, "size": 11,
+                                     "symbol": "diamond-open", "line": {"width": 2}},
+                             text=mtext, hovertemplate="%{text}<br>measured %{x:.4g} "
+                             "ms<extra></extra>"))
 
 
 def _hypervolume_figure(res: SearchResult) -> Any:

@@ -84,15 +84,7 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
                                 "'ProxylessNASNets'")
     sp = _space_of(net_config, where)
     spec = sp.spec
-    blocks = _get(net_config, "blocks", where)
-    if not isinstance(blocks, list) or len(blocks) < 2:
-        raise ArchitectureError(f"{where}: blocks must be a list of blocks")
-    convs = []
-    for i, b in enumerate(blocks):
-        conv = b.get("mobile_inverted_conv", b.get("conv")) if isinstance(b, dict) else None
-        if not isinstance(conv, dict):
-            raise ArchitectureError(f"{where}: blocks[{i}] has no mobile_inverted_conv")
-        convs.append(conv)
+    convs = _block_convs(net_config, where)
     first = convs[0]
     if _int(first, "out_channels", f"{where} blocks[0]") != spec.first_block.channels:
         raise ArchitectureError(f"{where}: blocks[0].out_channels = {first['out_channels']}: "
@@ -106,32 +98,11 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
         allowed, most = ((st.depth,), st.depth) if st.depth else (sp.depths, sp.max_depth)
         depth = 0
         while j < len(convs) and convs[j].get("out_channels") == st.channels:
-            at = f"{where} blocks[{j}]"
-            c = convs[j]
-            stride = st.stride if depth == 0 else 1
-            for key, want in (("in_channels", cin if depth == 0 else st.channels),
-                              ("stride", stride)):
-                if _int(c, key, at) != want:
-                    raise ArchitectureError(f"{at}: {key} = {c[key]}: stage {s + 1} of space "
-                                            f"{sp.name} has {want}")
-            if bool(c.get("use_se")) != st.se or c.get("act_func") != st.act:
-                raise ArchitectureError(
-                    f"{at}: act_func/use_se = {c.get('act_func')}/{c.get('use_se')}: stage "
-                    f"{s + 1} of space {sp.name} has {st.act}/{st.se}")
-            k, x = _int(c, "kernel_size", at), c.get("expand_ratio")
+            at, cin_b = f"{where} blocks[{j}]", cin if depth == 0 else st.channels
+            k = _block_kernel(sp, s, cin_b, depth == 0, convs[j], at)
             if depth >= most:
                 raise ArchitectureError(f"{at}: stage {s + 1} has more than {most} blocks")
-            if k not in sp.kernel_sizes:
-                raise ArchitectureError(f"{at}: kernel_size = {k}: must be one of "
-                                        f"{list(sp.kernel_sizes)}")
-            if x not in sp.expand_ratios or isinstance(x, bool):
-                raise ArchitectureError(f"{at}: expand_ratio = {x!r}: must be one of "
-                                        f"{list(sp.expand_ratios)}")
-            mid = c.get("mid_channels")
-            cin_b = cin if depth == 0 else st.channels
-            if mid is not None and mid != sp.mid_channels(cin_b, x):
-                raise ArchitectureError(f"{at}: mid_channels = {mid}: space {sp.name} has "
-                                        f"{sp.mid_channels(cin_b, x)} for expand ratio {x}")
+            x = _block_expand(sp, cin_b, k, convs[j], at)
             ks[s * sp.max_depth + depth], e[s * sp.max_depth + depth] = k, x
             depth += 1
             j += 1
@@ -144,10 +115,62 @@ def arch_from_ofa_config(net_config: dict[str, Any], image_size: Any,
     if j != len(convs):
         raise ArchitectureError(f"{where}: blocks[{j}].out_channels = "
                                 f"{convs[j].get('out_channels')}: not a stage of space {sp.name}")
-    r = image_size[0] if isinstance(image_size, list) and image_size else image_size
+    return sp.parse({"ks": ks, "e": e, "d": d, "r": _resolution(image_size)}, off_grid=True)
+
+
+def _block_convs(net_config: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """The inverted-residual convolution of each block (``mobile_inverted_conv`` in OFA's
+    older configs, ``conv`` in newer ones)."""
+    blocks = _get(net_config, "blocks", where)
+    if not isinstance(blocks, list) or len(blocks) < 2:
+        raise ArchitectureError(f"{where}: blocks must be a list of blocks")
+    convs = []
+    for i, b in enumerate(blocks):
+        conv = b.get("mobile_inverted_conv", b.get("conv")) if isinstance(b, dict) else None
+        if not isinstance(conv, dict):
+            raise ArchitectureError(f"{where}: blocks[{i}] has no mobile_inverted_conv")
+        convs.append(conv)
+    return convs
+
+
+def _block_kernel(sp: SearchSpace, s: int, cin: int, first: bool, c: dict[str, Any],
+                  at: str) -> int:
+    """The kernel size of block ``c`` of stage ``s`` (``first`` in it, taking ``cin``
+    channels), once the fields the stage fixes are checked against the space."""
+    st = sp.spec.stages[s]
+    for key, want in (("in_channels", cin), ("stride", st.stride if first else 1)):
+        if _int(c, key, at) != want:
+            raise ArchitectureError(f"{at}: {key} = {c[key]}: stage {s + 1} of space "
+                                    f"{sp.name} has {want}")
+    if bool(c.get("use_se")) != st.se or c.get("act_func") != st.act:
+        raise ArchitectureError(
+            f"{at}: act_func/use_se = {c.get('act_func')}/{c.get('use_se')}: stage "
+            f"{s + 1} of space {sp.name} has {st.act}/{st.se}")
+    return _int(c, "kernel_size", at)
+
+
+def _block_expand(sp: SearchSpace, cin: int, k: int, c: dict[str, Any], at: str) -> Any:
+    """The expand ratio of block ``c`` (taking ``cin`` channels, kernel size ``k``), with
+    both choices and its middle width checked against the space."""
+    x = c.get("expand_ratio")
+    if k not in sp.kernel_sizes:
+        raise ArchitectureError(f"{at}: kernel_size = {k}: must be one of "
+                                f"{list(sp.kernel_sizes)}")
+    if x not in sp.expand_ratios or isinstance(x, bool):
+        raise ArchitectureError(f"{at}: expand_ratio = {x!r}: must be one of "
+                                f"{list(sp.expand_ratios)}")
+    mid = c.get("mid_channels")
+    if mid is not None and mid != sp.mid_channels(cin, x):
+        raise ArchitectureError(f"{at}: mid_channels = {mid}: space {sp.name} has "
+                                f"{sp.mid_channels(cin, x)} for expand ratio {x}")
+    return x
+
+
+def _resolution(image_size: Any) -> Any:
+    """The resolution of ``run.config``'s ``image_size`` (a size, or a list of one size)."""
     if isinstance(image_size, list) and len(set(image_size)) > 1:
         raise ArchitectureError(f"run.config: image_size = {image_size}: one size expected")
-    return sp.parse({"ks": ks, "e": e, "d": d, "r": r}, off_grid=True)
+    return image_size[0] if isinstance(image_size, list) and image_size else image_size
 
 
 def read_ofa_subnet(path: Path | str) -> Architecture:

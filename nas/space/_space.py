@@ -205,7 +205,38 @@ class SearchSpace:
         return archs
 
     def _validate(self, raw: dict[str, Any], off_grid: bool = False) -> Architecture:
-        # Accept OFA's "wid" key (always None in its MobileNetV3 configs) and ignore it.
+        self._check_fields(raw)
+        ks = _int_seq(raw["ks"], "ks", self.n_layers)
+        e = _int_seq(raw["e"], "e", self.n_layers)
+        d = self._depths(raw["d"])
+        r = self._resolution(raw["r"], off_grid)
+        ks_c, e_c = [], []
+        for s, depth in enumerate(d):
+            if depth not in self.depths:
+                raise ArchitectureError(
+                    f"d[{s}] must be one of {list(self.depths)}, got {depth!r} (stage {s + 1})"
+                )
+            for i in range(self.max_depth):
+                j = s * self.max_depth + i
+                if i < depth:
+                    self._check_layer(ks, e, s, i)
+                    ks_c.append(ks[j])
+                    e_c.append(e[j])
+                else:  # canonical filler for layers that do not run
+                    ks_c.append(self.kernel_sizes[0])
+                    e_c.append(self.expand_ratios[0])
+        s = self.n_stages
+        for i in range(self.fixed_depth):  # the fixed-depth last stage: every layer runs
+            j = s * self.max_depth + i
+            self._check_layer(ks, e, s, i)
+            ks_c.append(ks[j])
+            e_c.append(e[j])
+        return Architecture(self.name, tuple(ks_c), tuple(e_c), tuple(d), r,
+                            fixed_depth=self.fixed_depth)
+
+    def _check_fields(self, raw: dict[str, Any]) -> None:
+        """An architecture's fields: ks, e, d and r, besides OFA's "wid" key (always None in
+        its MobileNetV3 configs, ignored) and the space's name."""
         unknown = set(raw) - {"ks", "e", "d", "r", "wid", "space"}
         if unknown:
             raise ArchitectureError(
@@ -218,10 +249,10 @@ class SearchSpace:
         for key in ("ks", "e", "d", "r"):
             if key not in raw:
                 raise ArchitectureError(f"arch is missing field {key!r} (space {self.name})")
-        ks = _int_seq(raw["ks"], "ks", self.n_layers)
-        e = _int_seq(raw["e"], "e", self.n_layers)
-        d = self._depths(raw["d"])
-        r = raw["r"]
+
+    def _resolution(self, r: Any, off_grid: bool) -> int:
+        """``r``: one of the space's resolutions, or with ``off_grid`` any int in
+        :data:`OFF_GRID_RESOLUTIONS` (a published subnet's own size)."""
         lo, hi = OFF_GRID_RESOLUTIONS
         if off_grid and _is_int(r) and r not in self.resolutions and not lo <= r <= hi:
             raise ArchitectureError(f"r must be an int in [{lo}, {hi}] (off the search grid "
@@ -231,45 +262,19 @@ class SearchSpace:
                 f"r must be one of {_fmt_choices(self.resolutions)} for space {self.name}, "
                 f"got {r!r}"
             )
-        ks_c, e_c = [], []
-        for s, depth in enumerate(d):
-            if depth not in self.depths:
-                raise ArchitectureError(
-                    f"d[{s}] must be one of {list(self.depths)}, got {depth!r} (stage {s + 1})"
-                )
-            for i in range(self.max_depth):
-                j = s * self.max_depth + i
-                if i < depth:
-                    if ks[j] not in self.kernel_sizes:
-                        raise ArchitectureError(
-                            f"kernel size must be one of {list(self.kernel_sizes)}, got "
-                            f"{ks[j]!r} at ks[{j}] (stage {s + 1}, layer {i + 1})"
-                        )
-                    if e[j] not in self.expand_ratios:
-                        raise ArchitectureError(
-                            f"expand ratio must be one of {list(self.expand_ratios)}, got "
-                            f"{e[j]!r} at e[{j}] (stage {s + 1}, layer {i + 1})"
-                        )
-                    ks_c.append(ks[j])
-                    e_c.append(e[j])
-                else:  # canonical filler for layers that do not run
-                    ks_c.append(self.kernel_sizes[0])
-                    e_c.append(self.expand_ratios[0])
-        s = self.n_stages
-        for i in range(self.fixed_depth):  # the fixed-depth last stage: every layer runs
-            j = s * self.max_depth + i
-            if ks[j] not in self.kernel_sizes:
-                raise ArchitectureError(
-                    f"kernel size must be one of {list(self.kernel_sizes)}, got {ks[j]!r} at "
-                    f"ks[{j}] (stage {s + 1}, layer {i + 1})")
-            if e[j] not in self.expand_ratios:
-                raise ArchitectureError(
-                    f"expand ratio must be one of {list(self.expand_ratios)}, got {e[j]!r} at "
-                    f"e[{j}] (stage {s + 1}, layer {i + 1})")
-            ks_c.append(ks[j])
-            e_c.append(e[j])
-        return Architecture(self.name, tuple(ks_c), tuple(e_c), tuple(d), int(r),
-                            fixed_depth=self.fixed_depth)
+        return int(r)
+
+    def _check_layer(self, ks: list[int], e: list[int], s: int, i: int) -> None:
+        """The kernel size and expand ratio of layer ``i`` of stage ``s``, which runs."""
+        j = s * self.max_depth + i
+        if ks[j] not in self.kernel_sizes:
+            raise ArchitectureError(
+                f"kernel size must be one of {list(self.kernel_sizes)}, got {ks[j]!r} at "
+                f"ks[{j}] (stage {s + 1}, layer {i + 1})")
+        if e[j] not in self.expand_ratios:
+            raise ArchitectureError(
+                f"expand ratio must be one of {list(self.expand_ratios)}, got {e[j]!r} at "
+                f"e[{j}] (stage {s + 1}, layer {i + 1})")
 
     def _depths(self, value: Any) -> list[int]:
         """``d``: one depth per elastic stage; OFA's form with one more entry for the
