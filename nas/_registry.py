@@ -6,7 +6,7 @@ all of its kind-specific behaviour; registering it is one decorator::
 
     @PREDICTORS.register
     class FlopsPredictor(LatencyPredictor):
-        kind = "flops"
+        name = "flops"
 
 Names shown to users (CLI help, API schemas, test parametrization) come from
 :meth:`Registry.names`, never from a hand-written list. An unknown name raises

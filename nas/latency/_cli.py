@@ -541,7 +541,8 @@ def kinds_cmd(json_: JsonOpt = False) -> None:
     from nas.latency._predictors import DEFAULT_KIND, PREDICTORS
 
     rows: list[dict[str, Any]] = [
-        {"kind": name, "summary": cls.summary, "default": name == DEFAULT_KIND,
+        {"name": name, "description": cls.description, "tags": sorted(cls.tags),
+         "kind": name, "default": name == DEFAULT_KIND,
          "needs_table": bool(getattr(cls, "needs_table", False)),
          "restores_from_state": bool(cls.restores_from_state)}
         for name, cls in PREDICTORS.items()
@@ -551,8 +552,8 @@ def kinds_cmd(json_: JsonOpt = False) -> None:
         return
     table = Table("kind", "what it is", "lookup table", title="latency predictor kinds")
     for r in rows:
-        table.add_row(str(r["kind"]) + (" (default)" if r["default"] else ""), str(r["summary"]),
-                      "timed on the device" if r["needs_table"] else "-")
+        table.add_row(str(r["name"]) + (" (default)" if r["default"] else ""),
+                      str(r["description"]), "timed on the device" if r["needs_table"] else "-")
     console.print(table)
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -28,6 +28,15 @@ __all__ = [
 ]
 
 _DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-5, 3, 17))
+#: what every built-in kind prices: the layer slots of Once-for-All's MobileNetV3 family
+OFA = frozenset({"ofa"})
+
+#: how least squares weigh the measurements (relative error, or absolute)
+Weighting = Literal["relative", "none"]
+#: the feature groups (see :class:`AdditivePredictor`)
+Group = Literal["aggregate", "stage", "slot"]
+#: the timing protocol of a lookup table (:meth:`~nas.measure.TimingConfig.preset`)
+LUTTiming = Literal["default", "quick"]
 
 
 def _check_space(space: Any) -> str:
@@ -94,11 +103,12 @@ class FlopsPredictor(LatencyPredictor):
         weighting: ``"relative"`` (least squares on relative error) or ``"none"``.
     """
 
-    kind = "flops"
-    summary = "latency linear in MACs (the baseline)"
+    name = "flops"
+    description = "latency linear in MACs (the baseline)"
+    tags = OFA
     is_baseline = True
 
-    def __init__(self, *, space: str = "ofa_mbv3", weighting: str = "relative") -> None:
+    def __init__(self, *, space: str = "ofa_mbv3", weighting: Weighting = "relative") -> None:
         self.space = space
         self.weighting = weighting
 
@@ -141,14 +151,15 @@ class AdditivePredictor(LatencyPredictor):
         weighting: ``"relative"`` (fit relative error) or ``"none"``.
     """
 
-    kind = "additive"
-    summary = "a learned lookup table, linear in per-layer work (the default)"
+    name = "additive"
+    description = "a learned lookup table, linear in per-layer work (the default)"
+    tags = OFA
 
     def __init__(
         self, *, space: str = "ofa_mbv3",
-        groups: tuple[str, ...] = ("aggregate", "stage", "slot"),
+        groups: tuple[Group, ...] = ("aggregate", "stage", "slot"),
         slot_penalty: float = 10.0, alphas: tuple[float, ...] | None = None,
-        weighting: str = "relative",
+        weighting: Weighting = "relative",
     ) -> None:
         self.space = space
         self.groups = groups
@@ -231,13 +242,14 @@ class GBDTPredictor(LatencyPredictor):
         random_state: seed of the boosting.
     """
 
-    kind = "gbdt"
-    summary = "gradient-boosted trees on the relative residual of flops"
+    name = "gbdt"
+    description = "gradient-boosted trees on the relative residual of flops"
+    tags = OFA
     restores_from_state = False
 
     def __init__(
-        self, *, space: str = "ofa_mbv3", groups: tuple[str, ...] = ("aggregate", "stage"),
-        base: str | None = "flops", log_target: bool = True, max_iter: int = 100,
+        self, *, space: str = "ofa_mbv3", groups: tuple[Group, ...] = ("aggregate", "stage"),
+        base: Literal["flops"] | None = "flops", log_target: bool = True, max_iter: int = 100,
         learning_rate: float = 0.1, max_leaf_nodes: int = 8, min_samples_leaf: int = 5,
         l2_regularization: float = 1.0, random_state: int = 0,
     ) -> None:
@@ -342,13 +354,13 @@ class _LUTKind(LatencyPredictor):
     device: str | None
     table: dict[str, Any] | None
     lut_resolutions: int | None
-    lut_timing: str
+    lut_timing: LUTTiming
 
     @classmethod
     def create(cls, space: str, device: str | None = None,
                **params: Any) -> LatencyPredictor:
         params.setdefault("device", device)
-        return cls(space=space, **params)
+        return cls.from_options(space=space, **params)
 
     @classmethod
     def check_fit(cls, profile: DeviceProfile) -> None:
@@ -416,13 +428,14 @@ class LUTPredictor(_LUTKind):
         calibrate: fit a scale and offset on the measurements.
     """
 
-    kind = "lut"
-    summary = "Once-for-All's lookup table of blocks timed on the device, calibrated"
+    name = "lut"
+    description = "Once-for-All's lookup table of blocks timed on the device, calibrated"
+    tags = OFA
 
     def __init__(
         self, *, space: str = "ofa_mbv3", device: str | None = None,
         table: dict[str, Any] | None = None, lut_resolutions: int | None = 7,
-        lut_timing: str = "default", calibrate: bool = True,
+        lut_timing: LUTTiming = "default", calibrate: bool = True,
     ) -> None:
         self.space = space
         self.device = device
@@ -470,15 +483,16 @@ class HybridPredictor(_LUTKind, AdditivePredictor):
             (every feature group is penalised here).
     """
 
-    kind = "hybrid"
-    summary = "the lookup table plus a learned additive residual"
+    name = "hybrid"
+    description = "the lookup table plus a learned additive residual"
+    tags = OFA
 
     def __init__(
         self, *, space: str = "ofa_mbv3", device: str | None = None,
         table: dict[str, Any] | None = None, lut_resolutions: int | None = 7,
-        lut_timing: str = "default", groups: tuple[str, ...] = ("aggregate", "stage"),
+        lut_timing: LUTTiming = "default", groups: tuple[Group, ...] = ("aggregate", "stage"),
         slot_penalty: float = 10.0, alphas: tuple[float, ...] | None = None,
-        weighting: str = "relative",
+        weighting: Weighting = "relative",
     ) -> None:
         self.space = space
         self.device = device

@@ -43,15 +43,21 @@ JSON state (coefficients, lookup tables). ``gbdt`` is restored by a deterministi
 predictions to check that the re-fit reproduced the original.
 
 Adding a kind is one class and one decorator; the contract suite
-(``tests/latency/test_predictor_contract.py``) then tests it too::
+(``tests/latency/test_predictor_contract.py``, or ``nas.testing.parametrize_with_checks`` in
+another package's tests) then tests it too. A kind is a plug-in (:mod:`nas._plugin`): its
+``name`` is the key (also readable as ``kind``, the value the database stores), its
+``description`` one line, its ``Options`` built from the keyword-only parameters of
+``__init__`` (their annotations and defaults), its ``tags`` the space families it prices::
 
     @PREDICTORS.register
     class MyPredictor(LatencyPredictor):
-        kind = "mine"
-        summary = "what it is, in one line"
+        name = "mine"
+        description = "what it is, in one line"
+        tags = frozenset({"ofa"})
 
-        def __init__(self, *, space: str = "ofa_mbv3") -> None:
+        def __init__(self, *, space: str = "ofa_mbv3", weight: float = 1.0) -> None:
             self.space = space
+            self.weight = weight
 
         def _fit(self, a, y): ...
         def _predict(self, a): ...
@@ -61,11 +67,16 @@ Adding a kind is one class and one decorator; the contract suite
 
 from __future__ import annotations
 
+import inspect
+import typing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
+import pydantic
 from sklearn.base import BaseEstimator, RegressorMixin
 
+from nas._config import ConfigModel
+from nas._plugin import NoOptions, Plugin
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError, NotFittedError, UnknownNameError
 from nas.latency._features import ArchLike, LayerFeatures, as_arrays, layer_features
@@ -79,36 +90,87 @@ __all__ = [
     "DEFAULT_KIND",
     "PREDICTORS",
     "LatencyPredictor",
+    "PredictorOptions",
     "baseline_class",
     "make_predictor",
+    "options_model",
     "predictor_class",
     "predictor_from_state",
 ]
 
 #: The kinds, by name; filled by ``@PREDICTORS.register`` on each class.
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
-    "latency predictor kind", key="kind",
+    "latency predictor kind", key="name",
     builtins=["nas.latency._kinds", "nas.latency._table", "nas.latency._transfer"],
+    checks="nas.latency._checks:CHECKS",
 )
 #: The kind a user is pointed to first (the CLI's default).
 DEFAULT_KIND = "additive"
 
 
-class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
+class PredictorOptions(ConfigModel):
+    """Base of a kind's ``Options``: its ``__init__`` parameters as a validated model."""
+
+    what: ClassVar[str] = "latency predictor options"
+
+
+def options_model(cls: type) -> type[ConfigModel]:
+    """A :class:`~nas._config.ConfigModel` of the parameters of ``cls.__init__`` (their
+    annotations and defaults; a parameter without a default is a required field, which the
+    plug-in contract refuses), or :class:`~nas._plugin.NoOptions` when it takes none."""
+    init = cls.__init__  # type: ignore[misc]
+    try:
+        sig = inspect.signature(init)
+    except (TypeError, ValueError):
+        return NoOptions
+    params = [p for n, p in sig.parameters.items() if n != "self"
+              and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not params:
+        return NoOptions
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # an annotation that does not resolve: the field takes anything
+        hints = {}
+
+    def fields(typed: bool) -> dict[str, Any]:
+        return {p.name: (hints.get(p.name, Any) if typed else Any,
+                         ... if p.default is p.empty else p.default) for p in params}
+
+    name = f"{cls.__name__}Options"
+    try:
+        return pydantic.create_model(name, __base__=PredictorOptions, __module__=cls.__module__,
+                                     **fields(True))
+    except (pydantic.PydanticSchemaGenerationError, TypeError):  # e.g. an ndarray annotation
+        return pydantic.create_model(name, __base__=PredictorOptions,
+                                     __module__=cls.__module__, **fields(False))
+
+
+class LatencyPredictor(RegressorMixin, BaseEstimator, Plugin):  # type: ignore[misc]
     """Base of the latency predictors (see the module docstring).
 
-    A kind is a subclass registered with ``@PREDICTORS.register`` that sets ``kind`` and
-    ``summary``, takes its hyper-parameters keyword-only in ``__init__`` (``space`` among
-    them), implements ``_fit(a, y)`` and ``_predict(a)`` on :class:`~nas.space.ArchArrays`,
-    and ``_state`` / ``_set_state`` for storage. Whatever else is particular to a kind
-    (a device, a lookup table to prepare, restoring by re-fitting) it says by overriding the
-    class attributes and class methods below; nothing outside the class asks for its kind.
+    A kind is a subclass registered with ``@PREDICTORS.register`` that sets ``name`` (or
+    ``kind``: the two are one value) and ``description``, takes its hyper-parameters
+    keyword-only in ``__init__`` (``space`` among them), implements ``_fit(a, y)`` and
+    ``_predict(a)`` on :class:`~nas.space.ArchArrays`, and ``_state`` / ``_set_state`` for
+    storage. Whatever else is particular to a kind (a device, a lookup table to prepare,
+    restoring by re-fitting) it says by overriding the class attributes and class methods
+    below; nothing outside the class asks for its kind.
+
+    ``Options`` is made from ``__init__``'s parameters when the class is defined (a class
+    may set its own); :meth:`create` and :meth:`fit` check the parameters against it, so a
+    bad one is one :class:`~nas.errors.ConfigError` line naming it.
     """
 
-    #: the kind's name in the registry, the database and the CLI
+    #: the kind's name in the registry, the database and the CLI (``kind`` is the same)
+    name: ClassVar[str] = ""
+    #: the same value as ``name``: the key stored with each predictor in the database
     kind: ClassVar[str] = ""
-    #: one line for the CLI's help
-    summary: ClassVar[str] = ""
+    #: one line for listings and the CLI's help
+    description: ClassVar[str] = ""
+    #: the typed hyper-parameters (made from ``__init__`` unless the class sets it)
+    Options: ClassVar[type[ConfigModel]] = NoOptions
+    #: the space families it prices (empty: every family)
+    tags: ClassVar[frozenset[str]] = frozenset()
     #: printed before a fit from the CLI when fitting takes a while (timing a table)
     fit_note: ClassVar[str] = ""
     #: True when the JSON state alone restores the predictor; False: re-fit on stored ids.
@@ -124,13 +186,53 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
     state_params: ClassVar[tuple[str, ...]] = ()
     space: str
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``name`` and ``kind`` made one value, and ``Options`` made from ``__init__``."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        name, kind = str(own.get("name") or ""), str(own.get("kind") or "")
+        if name and kind and name != kind:
+            raise TypeError(f"{cls.__name__}: name {name!r} and kind {kind!r} must be one "
+                            "value (set one of them)")
+        if name or kind:
+            cls.name = cls.kind = name or kind
+        if "Options" not in own:
+            cls.Options = options_model(cls)
+
     # -------------------------------------------------------------- construction
     @classmethod
     def create(cls, space: str, device: str | None = None,
                **params: Any) -> LatencyPredictor:
         """A new, unfitted predictor of this kind for ``space``; ``device`` is for kinds
-        that time something on it (the others ignore it)."""
-        return cls(space=space, **params)
+        that time something on it (the others ignore it).
+
+        Raises:
+            ConfigError: a parameter this kind does not have, or a bad value (one line).
+        """
+        return cls.from_options(space=space, **params)
+
+    @classmethod
+    def from_options(cls, **params: Any) -> LatencyPredictor:
+        """``cls(**params)`` once ``params`` pass :attr:`Options` (the values are kept as
+        given, as scikit-learn's ``clone`` expects).
+
+        Raises:
+            ConfigError: an unknown parameter or a bad value, in one line.
+        """
+        cls.Options.from_dict(params, where=cls._where())
+        return cls(**params)
+
+    @classmethod
+    def _where(cls) -> str:
+        return f"latency predictor {cls.name or cls.__name__!r}"
+
+    def options(self) -> ConfigModel:
+        """``get_params()`` checked against :attr:`Options` (as :meth:`fit` does).
+
+        Raises:
+            ConfigError: a bad value, in one line naming it.
+        """
+        return self.Options.from_dict(self.get_params(deep=False), where=self._where())
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
@@ -166,7 +268,9 @@ class LatencyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         Raises:
             ArchitectureError: an architecture of another space.
             NASError: ``y`` is not positive and finite, or does not match ``X``.
+            ConfigError: a bad hyper-parameter (one line naming it).
         """
+        self.options()
         sp = get_space(self.space)
         a = as_arrays(sp, X)
         yv = np.asarray(y, dtype=np.float64).ravel()

@@ -234,8 +234,10 @@ class TablePredictor(LatencyPredictor):
         interpolate: price resolutions between the table's (see above).
     """
 
-    kind = "table"
-    summary = "a lookup table measured elsewhere (e.g. OFA's Note10), summed as it is"
+    name = "table"
+    description = "a lookup table measured elsewhere (e.g. OFA's Note10), summed as it is"
+    #: OFA's tables price MobileNetV3 networks of the family (``ofa_table_keys``)
+    tags = frozenset({"ofa"})
     needs_table = True
     state_params = ("table",)
 

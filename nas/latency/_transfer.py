@@ -53,7 +53,7 @@ later.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -73,8 +73,10 @@ if TYPE_CHECKING:
 
 __all__ = ["MODELS", "TransferPredictor", "prior_devices", "prior_entry"]
 
+#: a candidate model (see the module docstring)
+Model = Literal["prior", "nearest", "prior+residual", "flops", "additive"]
 #: The candidate models, in the order they are tried (see the module docstring).
-MODELS = ("prior", "nearest", "prior+residual", "flops", "additive")
+MODELS: tuple[Model, ...] = ("prior", "nearest", "prior+residual", "flops", "additive")
 #: the candidates by the number of coefficients they fit (the one-standard-error rule's order)
 SIMPLEST_FIRST = ("flops", "nearest", "prior", "additive", "prior+residual")
 #: ridge strengths, up to strong enough to pin the mix to the equal one
@@ -121,15 +123,18 @@ class TransferPredictor(LatencyPredictor):
             simplest within one standard error of it.
     """
 
-    kind = "transfer"
-    summary = "few-shot: the other devices' predictors mixed, calibrated on a few measurements"
+    name = "transfer"
+    description = ("few-shot: the other devices' predictors mixed, calibrated on a few "
+                   "measurements")
+    #: its single-device candidates are the ofa family's ``flops`` and ``additive``
+    tags = frozenset({"ofa"})
     uses_prior_devices = True
     state_params = ("priors",)
 
     def __init__(
         self, *, space: str = "ofa_mbv3", priors: list[dict[str, Any]] | None = None,
-        models: tuple[str, ...] = MODELS, residual_min: int = 20,
-        residual_penalty: float = 1.0, selection: str = "min",
+        models: tuple[Model, ...] = MODELS, residual_min: int = 20,
+        residual_penalty: float = 1.0, selection: Literal["min", "one_se"] = "min",
     ) -> None:
         self.space = space
         self.priors = priors

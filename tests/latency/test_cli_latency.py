@@ -135,8 +135,8 @@ def test_kinds_lists_the_registry_and_marks_the_default(app: typer.Typer) -> Non
     res = runner.invoke(app, ["kinds", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.stdout)
-    assert [r["kind"] for r in rows] == PREDICTORS.names()
+    assert [r["name"] for r in rows] == [r["kind"] for r in rows] == PREDICTORS.names()
     assert sum(r["default"] for r in rows) == 1
-    assert all(r["summary"] for r in rows)
+    assert all(r["description"] and r["tags"] == ["ofa"] for r in rows)
     table = runner.invoke(app, ["kinds"])
     assert table.exit_code == 0 and all(k in table.stdout for k in PREDICTORS.names())

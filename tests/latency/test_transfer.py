@@ -149,9 +149,11 @@ def test_bad_priors_are_refused_in_one_line(world: dict) -> None:
         with pytest.raises(ConfigError, match=match) as exc:
             TransferPredictor(space=SPACE, priors=priors).fit(archs[:10], y[:10])
         assert "\n" not in str(exc.value)
-    with pytest.raises(ConfigError, match="models must be"):
+    with pytest.raises(ConfigError, match=r"models\.0 = 'magic': Input should be 'prior'"):
         TransferPredictor(space=SPACE, models=("magic",)).fit(archs[:10], y[:10])
-    with pytest.raises(ConfigError, match="selection must be 'min' or 'one_se', got 'x'"):
+    with pytest.raises(ConfigError, match="models must be a non-empty subset"):
+        TransferPredictor(space=SPACE, models=()).fit(archs[:10], y[:10])
+    with pytest.raises(ConfigError, match="selection = 'x': Input should be 'min' or 'one_se'"):
         TransferPredictor(space=SPACE, selection="x").fit(archs[:10], y[:10])
 
 
