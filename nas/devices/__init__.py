@@ -1,10 +1,13 @@
 """Device profiles: how and where a subnet is run to time it, one YAML file per device.
 
-Below the latency database (which stores measurements keyed by profile name) and below
-:mod:`nas.latency` (which measures and predicts under a profile).
+The profiles are the registry :data:`DEVICES` (shipped files, the user's, and any a plug-in
+package registers). Below the latency database (which stores measurements keyed by profile
+name) and below :mod:`nas.latency` (which measures and predicts under a profile).
 """
 
 from nas.devices._files import (
+    DEVICES,
+    DeviceRegistry,
     add_device,
     device_from_file,
     device_path,
@@ -24,12 +27,14 @@ from nas.devices._profile import (
 )
 
 __all__ = [
+    "DEVICES",
     "EXECUTION_MODES",
     "GRAPH_OPTIMIZATIONS",
     "PLACEMENTS",
     "PRECISIONS",
     "PROVIDERS",
     "DeviceProfile",
+    "DeviceRegistry",
     "add_device",
     "check_device_name",
     "device_from_file",

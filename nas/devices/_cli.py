@@ -10,6 +10,7 @@ from rich.table import Table
 
 from nas._cli_utils import JsonOpt, console, err_console, print_json
 from nas.devices import (
+    DEVICES,
     PROVIDERS,
     DeviceProfile,
     add_device,
@@ -104,11 +105,25 @@ def _provider(value: str | None) -> str | None:
     return _PROVIDER_ALIASES.get(value.lower(), value)
 
 
+def _row(p: DeviceProfile) -> dict[str, Any]:
+    """A profile as a JSON row: its fields, with the keys every plug-in listing has (name,
+    description, tags) and where it comes from (``nas``, ``user`` or a plug-in package)."""
+    return {**p.to_dict(), "description": p.description, "tags": sorted(p.tags),
+            "source": DEVICES.source(p.name)}
+
+
+def _origin(name: str) -> str:
+    """The file a device is read from, or the plug-in package that registered it."""
+    if DEVICES.source(name) not in ("nas", "user"):
+        return f"registered by the plug-in package {DEVICES.source(name)}"
+    return str(device_path(name))
+
+
 def _profile_table(p: DeviceProfile, origin: str) -> Table:
     table = Table(title=f"device {p.name}", show_header=False)
     table.add_column("field", style="bold")
     table.add_column("value")
-    for key, value in p.to_dict().items():
+    for key, value in {**p.to_dict(), "description": p.description}.items():
         table.add_row(key, "" if value is None else str(value))
     table.add_row("file", origin)
     return table
@@ -158,7 +173,7 @@ def list_cmd(json_: JsonOpt = False) -> None:
     for line in errors:
         err_console.print(f"warning: skipped {line}", markup=False, soft_wrap=True)
     if json_:
-        print_json([p.to_dict() for p in profiles])
+        print_json([_row(p) for p in profiles])
     else:
         console.print(_devices_table(profiles))
 
@@ -169,9 +184,9 @@ def show_cmd(
 ) -> None:
     """Show one device profile and the file it comes from."""
     profile = get_device(name)
-    origin = str(device_path(name))
+    origin = _origin(name)
     if json_:
-        print_json({**profile.to_dict(), "file": origin})
+        print_json({**_row(profile), "file": origin})
     else:
         console.print(_profile_table(profile, origin))
 
@@ -215,7 +230,7 @@ def add_cmd(
     existed = not overwrite and name in list_devices()
     path = add_device(profile, overwrite=overwrite)
     if json_:
-        print_json({**profile.to_dict(), "file": str(path)})
+        print_json({**_row(profile), "file": str(path)})
     elif existed:  # add_device refuses a profile with other settings
         console.print(f"device [bold]{profile.name}[/bold] exists with these settings: {path}")
     else:

@@ -7,6 +7,11 @@ device) are written to the user folder: ``$NAS_DEVICES_DIR`` if set, else
 shipped data. A user profile with the name of a shipped one shadows it (only with
 ``overwrite=True``).
 
+The profiles are the registry :data:`DEVICES` (the one plug-in shape, :mod:`nas._plugin`):
+its files are read on each lookup (another process may add one at any time), and a plug-in
+package may register profiles in memory too (``DEVICES.register(DeviceProfile(...))`` from
+its ``nas.plugins`` entry point); a file of that name shadows such a profile.
+
 Adding a profile is safe under concurrency: of several processes adding one name at once,
 those whose settings equal the profile already there succeed (the first description is
 kept), and one whose settings differ gets the "already exists" error; no file is clobbered.
@@ -19,6 +24,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import tempfile
 from importlib import resources
@@ -27,12 +33,16 @@ from pathlib import Path
 from typing import Any
 
 from nas._data import data_dir
+from nas._entry_points import plugin_source
 from nas._io import atomic_write, read_yaml
+from nas._registry import Registry
 from nas._settings import data_home, devices_dir_from_env
 from nas.devices._profile import DeviceProfile
 from nas.errors import ConfigError, UnknownNameError
 
 __all__ = [
+    "DEVICES",
+    "DeviceRegistry",
     "add_device",
     "device_from_file",
     "device_path",
@@ -82,10 +92,113 @@ def _read(path: Path, stem: str) -> DeviceProfile:
     return DeviceProfile.from_dict(data, where=str(path))
 
 
+# ---------------------------------------------------------------------------- the registry
+class DeviceRegistry(Registry[DeviceProfile]):
+    """The device profiles: the YAML files (the user's shadowing the shipped ones), read on
+    every lookup, then the profiles that plug-ins registered in memory."""
+
+    def __init__(self) -> None:
+        super().__init__("device", checks="nas.devices._checks:CHECKS")
+
+    def add(self, name: Any, item: DeviceProfile) -> DeviceProfile:
+        """Register a profile in memory (a plug-in's); a file's name is taken.
+
+        Raises:
+            ConfigError: not a profile, a name other than its own, or a name taken.
+        """
+        if not isinstance(item, DeviceProfile):
+            raise ConfigError(f"a device must be a DeviceProfile, got {type(item).__name__}")
+        if name != item.name:
+            raise ConfigError(f"device {item.name!r} registered under another name {name!r}")
+        if name in _entries():
+            raise ConfigError(f"device {name!r} is already registered (a profile file)")
+        return super().add(name, item)
+
+    def _registered(self) -> dict[str, DeviceProfile]:
+        self._load()
+        return self._items
+
+    def get(self, name: str) -> DeviceProfile:
+        """The profile of device ``name``: its file, read now, else a plug-in's.
+
+        Raises:
+            UnknownNameError: listing the known names.
+            ConfigError: the device's file is malformed, or names another device.
+        """
+        entries = _entries()
+        if name in entries:
+            return _read_entry(entries[name], name)
+        registered = self._registered()
+        if isinstance(name, str) and name in registered:
+            return registered[name]
+        known = sorted(set(entries) | set(registered))
+        raise UnknownNameError(
+            f"unknown device {name!r}; known devices: {', '.join(known) or '(none)'}"
+            f" (add one with `nas devices add`)"
+        )
+
+    def names(self, pattern: str = "*") -> list[str]:
+        return sorted(n for n in set(_entries()) | set(self._registered())
+                      if fnmatch.fnmatch(n, pattern))
+
+    def items(self) -> list[tuple[str, DeviceProfile]]:
+        """Every profile that reads (:func:`load_devices` reports those that do not)."""
+        out = []
+        for name in self.names():
+            try:
+                out.append((name, self.get(name)))
+            except ConfigError:
+                continue
+        return out
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self.names()
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def unregister(self, name: str) -> None:
+        if name not in self._registered():
+            raise UnknownNameError(f"device {name!r} was not registered by a plug-in")
+        del self._items[name]
+
+    def source(self, name: str) -> str:
+        """Where device ``name`` comes from: ``"nas"`` (shipped), ``"user"`` (the user
+        folder) or the distribution of the plug-in that registered it."""
+        entries = _entries()
+        if name in entries:
+            shipped = data_dir("devices")
+            return "nas" if _inside(entries[name], shipped) else "user"
+        return plugin_source(self.get(name)).distribution
+
+
+def _inside(entry: Traversable, folder: Traversable) -> bool:
+    if isinstance(entry, Path) and isinstance(folder, Path):
+        return entry.resolve().parent == folder.resolve()
+    return not isinstance(entry, Path)  # a resource inside the installed package
+
+
+def _read_entry(entry: Traversable, name: str) -> DeviceProfile:
+    # A wheel's resources may not be plain files; as_file gives a path either way.
+    with resources.as_file(entry) as path:
+        profile = _read(path, name)
+    if profile.name != name:
+        raise ConfigError(
+            f"{path}: name = {profile.name!r}: must match the file name, but the file is "
+            f"named {name!r}.yaml"
+        )
+    return profile
+
+
+#: Every known device profile, by name (see the module docstring).
+DEVICES = DeviceRegistry()
+
+
 # ---------------------------------------------------------------------------- public API
 def list_devices() -> list[str]:
-    """Names of all known device profiles, shipped and user-added, sorted."""
-    return sorted(_entries())
+    """Names of all known device profiles, shipped, user-added and registered by plug-ins,
+    sorted."""
+    return DEVICES.names()
 
 
 def load_devices() -> tuple[list[DeviceProfile], list[str]]:
@@ -106,15 +219,14 @@ def device_path(name: str) -> Traversable:
 
     Raises:
         UnknownNameError: listing the known names.
+        ConfigError: a device a plug-in registered (it has no file).
     """
     entries = _entries()
-    try:
+    if name in entries:
         return entries[name]
-    except KeyError:
-        raise UnknownNameError(
-            f"unknown device {name!r}; known devices: {', '.join(sorted(entries)) or '(none)'}"
-            f" (add one with `nas devices add`)"
-        ) from None
+    DEVICES.get(name)  # unknown: the error listing the known names
+    raise ConfigError(f"device {name!r} is registered by the plug-in package "
+                      f"{DEVICES.source(name)!r}; it has no profile file")
 
 
 def get_device(name: str | DeviceProfile) -> DeviceProfile:
@@ -126,15 +238,7 @@ def get_device(name: str | DeviceProfile) -> DeviceProfile:
     """
     if isinstance(name, DeviceProfile):
         return name
-    # A wheel's resources may not be plain files; as_file gives a path either way.
-    with resources.as_file(device_path(name)) as path:
-        profile = _read(path, name)
-    if profile.name != name:
-        raise ConfigError(
-            f"{path}: name = {profile.name!r}: must match the file name, but the file is "
-            f"named {name!r}.yaml"
-        )
-    return profile
+    return DEVICES.get(name)
 
 
 def device_from_file(path: str | Path) -> DeviceProfile:
@@ -171,6 +275,8 @@ def add_device(profile: DeviceProfile, overwrite: bool = False) -> Path:
     target = folder / f"{profile.name}.yaml"
     if not overwrite and profile.name in _entries():
         return _same_or_raise(profile, device_path(profile.name))
+    if not overwrite and profile.name in DEVICES:  # a plug-in's, in memory
+        raise _exists(profile.name, f"registered by {DEVICES.source(profile.name)}")
     try:
         if overwrite:
             atomic_write(target, profile.to_yaml())

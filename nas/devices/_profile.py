@@ -9,6 +9,11 @@ database.
 Every bad field is one line, the same as every other configuration of the package::
 
     pi4.yaml: precision = 'fp16': must be one of ['fp32', 'int8']
+
+A profile is a plug-in of the one contract (:mod:`nas._plugin`) in the registry
+:data:`~nas.devices.DEVICES`: its ``name``, a one-line ``description`` (when the file gives
+none, one said by its settings: ``ONNX Runtime CPU, 1 thread, batch 1, fp32``), no
+``Options`` (a profile is its own settings) and no ``tags`` (any space is timed on it).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import re
 from typing import Any, ClassVar
 
 import yaml
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import ValidationError, ValidationInfo, field_validator, model_validator
 
 from nas._config import ConfigModel, format_validation_error
+from nas._plugin import NoOptions
 from nas.errors import ConfigError
 
 __all__ = [
@@ -99,10 +105,16 @@ class DeviceProfile(ConfigModel):
         external: measurements are imported only; nothing can be measured from here.
         resolutions: the input resolutions its latency can be predicted at (e.g. those of a
             lookup table measured elsewhere), increasing; ``None``: any resolution.
-        description: free text shown by ``nas devices list``.
+        description: free text shown by ``nas devices list``; when none is given, one line
+            said by the settings (:meth:`settings_description`), which :meth:`to_dict` and
+            the YAML leave out (so that it follows the settings when they change).
     """
 
     what: ClassVar[str] = "device profile"
+    #: a profile takes no options: it is its own settings (the plug-in contract)
+    Options: ClassVar[type[ConfigModel]] = NoOptions
+    #: it applies to every space family
+    tags: ClassVar[frozenset[str]] = frozenset()
 
     name: str
     provider: str = "CPUExecutionProvider"
@@ -203,6 +215,32 @@ class DeviceProfile(ConfigModel):
             raise ValueError("must be a string")
         return value
 
+    @model_validator(mode="after")
+    def _default_description(self) -> DeviceProfile:
+        if not self.description.strip():
+            # frozen: set once, while validating
+            object.__setattr__(self, "description", self.settings_description())
+        return self
+
+    def settings_description(self) -> str:
+        """One line said by the settings: ``ONNX Runtime CPU, 1 thread, batch 1, fp32``
+        (then what differs from the usual: graph optimisation, Ray placement, external)."""
+        provider = {"CPUExecutionProvider": "CPU", "CUDAExecutionProvider": "CUDA",
+                    "TensorrtExecutionProvider": "TensorRT"}.get(self.provider, self.provider)
+        n = self.intra_op_threads
+        threads = f"{n} thread{'s' if n != 1 else ''}"
+        if self.inter_op_threads != 1:
+            threads += f" ({self.inter_op_threads} inter-op)"
+        parts = [f"ONNX Runtime {provider}", threads, f"batch {self.batch_size}",
+                 self.precision]
+        if self.graph_optimization != "all":
+            parts.append(f"graph optimisation {self.graph_optimization}")
+        if self.placement == "ray":
+            parts.append(f"on Ray ({self.ray_resource or 'any node'})")
+        if self.external:
+            parts.append("external (timings imported, nothing timed from here)")
+        return ", ".join(parts)
+
     @classmethod
     def from_dict(cls, raw: Any, where: str | None = None) -> DeviceProfile:
         """Build a profile from a mapping, validating every field.
@@ -218,14 +256,21 @@ class DeviceProfile(ConfigModel):
         return profile
 
     def to_dict(self) -> dict[str, Any]:
-        """All fields as a plain dict (JSON and YAML ready)."""
-        return self.model_dump()
+        """All fields as a plain dict (JSON and YAML ready); ``description`` is empty when it
+        is the one said by the settings (it is said again when read)."""
+        out = self.model_dump()
+        if out["description"] == self.settings_description():
+            out["description"] = ""
+        return out
 
     def replace(self, **changes: Any) -> DeviceProfile:
-        """A copy with ``changes`` applied, validated like a new profile."""
+        """A copy with ``changes`` applied, validated like a new profile (a description said
+        by the settings is said anew by the new ones)."""
         return type(self).from_dict({**self.to_dict(), **changes})
 
     def to_yaml(self) -> str:
         """The profile as a YAML document, its description repeated as a leading comment."""
-        head = "".join(f"# {line}\n" for line in self.description.splitlines() if line.strip())
-        return head + yaml.safe_dump(self.to_dict(), sort_keys=False)
+        fields = self.to_dict()
+        head = "".join(f"# {line}\n" for line in fields["description"].splitlines()
+                       if line.strip())
+        return head + yaml.safe_dump(fields, sort_keys=False)
