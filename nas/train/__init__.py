@@ -43,7 +43,7 @@ if TYPE_CHECKING:
         subnet_by_name,
     )
     from nas.train._finetune import FinetuneConfig, FinetuneResult, finetune, work_dir_for
-    from nas.train._formats import FORMATS, detect_format
+    from nas.train._formats import DATA_FORMATS, FORMATS, DataFormat, detect_format
     from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -79,7 +79,9 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "work_dir_for",
         ],
         "nas.train._formats": [
+            "DATA_FORMATS",
             "FORMATS",
+            "DataFormat",
             "detect_format",
         ],
         "nas.train._eval": [

@@ -1,6 +1,7 @@
 """Image datasets as uint8 arrays: loading, caching, the validation slice, batches, augmentation.
 
-Sources (``format``):
+Sources (``format``: one of :data:`~nas.train.DATA_FORMATS`, a registry of small classes
+in :mod:`nas.train._formats`; a plug-in package may add one):
 
 ``folder``
     An image folder, ``root/<class>/*.jpg|png``, or one with ``train/`` and ``test/`` splits
@@ -43,9 +44,17 @@ import torch.nn.functional as F
 from nas._io import atomic_path
 from nas._settings import cache_dir as _cache_root
 from nas.errors import DataError
-from nas.train._formats import FORMATS, LOADERS, Raw, check_arrays, detect_format, load_digits
+from nas.train._formats import (
+    DATA_FORMATS,
+    FORMATS,
+    DataFormat,
+    Raw,
+    check_arrays,
+    detect_format,
+)
 
 __all__ = [
+    "DATA_FORMATS",
     "FORMATS",
     "BatchLoader",
     "DataSplits",
@@ -123,7 +132,7 @@ def load_dataset(
 
     Args:
         source: a path, or ``"digits"``.
-        format: ``"auto"`` or one of :data:`FORMATS`.
+        format: ``"auto"`` or one of :data:`DATA_FORMATS`.
         val_size: training images held out, chosen by a permutation seeded with ``val_seed``.
         train_limit: keep at most this many of the remaining training images (seeded).
         test_limit: keep at most this many test images (seeded).
@@ -135,18 +144,20 @@ def load_dataset(
         DataError: naming the path, for any problem with the input.
     """
     fmt = detect_format(source) if format == "auto" else format
-    if fmt not in FORMATS:
-        raise DataError(f"data format must be 'auto' or one of {list(FORMATS)}, got {format!r}")
-    if fmt == "digits":
-        raw = load_digits(image_size)
-        src = "digits"
+    if fmt not in DATA_FORMATS:
+        raise DataError(f"data format must be 'auto' or one of {DATA_FORMATS.names()}, got "
+                        f"{format!r}")
+    reader = DATA_FORMATS.get(fmt)
+    if not reader.needs_path:
+        raw = reader.load(source, image_size=image_size)
+        src = str(source)
     else:
         path = Path(source)
         if not path.exists():
             raise DataError(f"data source not found: {path} (relative paths are relative to "
                             f"the working directory {Path.cwd()})")
         src = str(path)
-        raw = _cached(path, fmt, cache_dir, use_cache)
+        raw = _cached(path, reader, cache_dir, use_cache)
     tr_x, tr_y, te_x, te_y, classes = raw
     check_arrays(tr_x, tr_y, f"{src} (train)")
     if te_x is not None and te_y is not None:
@@ -172,7 +183,7 @@ def load_dataset(
         if test_limit is not None and test_limit < len(test):
             idx = np.sort(np.random.default_rng(val_seed + 1).permutation(len(test))[:test_limit])
             test = test.subset(idx)
-    key_src = "digits" if fmt == "digits" else _source_key(Path(source), fmt)
+    key_src = src if not reader.needs_path else _source_key(Path(source), fmt)
     key = hashlib.sha256(
         f"{key_src}|{val_size}|{val_seed}|{train_limit}|{test_limit}".encode()
     ).hexdigest()[:16]
@@ -204,10 +215,12 @@ def _source_key(path: Path, fmt: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _cached(path: Path, fmt: str, cache_dir: str | Path | None, use_cache: bool) -> Raw:
+def _cached(path: Path, reader: type[DataFormat], cache_dir: str | Path | None,
+            use_cache: bool) -> Raw:
     # npz and CIFAR batches are arrays already: only decoded images are worth a cache
-    if fmt not in ("folder", "tar") or not use_cache:
-        return LOADERS[fmt](path)
+    if not reader.cache_decoded or not use_cache:
+        return reader.load(path)
+    fmt = reader.name
     cdir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     name = path.name.split(".")[0] or "data"
     cfile = cdir / f"{name}-{_source_key(path, fmt)}.npz"
@@ -219,7 +232,7 @@ def _cached(path: Path, fmt: str, cache_dir: str | Path | None, use_cache: bool)
                 return z["train_x"], z["train_y"], te_x, te_y, [str(c) for c in z["classes"]]
         except (OSError, ValueError, KeyError, zlib.error, EOFError):
             pass  # a broken cache entry is rebuilt below
-    raw = LOADERS[fmt](path)
+    raw = reader.load(path)
     arrays = {"train_x": raw[0], "train_y": raw[1], "classes": np.asarray(raw[4])}
     if raw[2] is not None and raw[3] is not None:
         arrays["test_x"], arrays["test_y"] = raw[2], raw[3]

@@ -1,9 +1,22 @@
-"""Reading image datasets in each supported format into uint8 arrays.
+"""Image dataset formats: the registry :data:`DATA_FORMATS`, one small class per format.
 
-One reader per format of :data:`FORMATS` (see :mod:`nas.train._data` for what each holds);
-each returns ``(train_x, train_y, test_x, test_y, classes)`` and raises one
-:class:`~nas.errors.DataError` naming the path for any problem with the input. Decoding is
-Pillow's; caching, the validation slice and batching are :mod:`nas.train._data`'s.
+A format is a plug-in of the one contract (:mod:`nas._plugin`): a ``name`` (the ``format:``
+of a training config), a one-line ``description``, and three class methods:
+
+``detect(source) -> bool``
+    whether ``source`` is of this format (asked in ``priority`` order by
+    :func:`detect_format`; never raises for a source that is not its own, only for one that is
+    broken);
+``load(source, image_size=...) -> Raw``
+    ``(train_x, train_y, test_x, test_y, classes)`` as uint8 NHWC arrays and int64 labels,
+    one :class:`~nas.errors.DataError` naming the path for any problem with the input;
+``example(folder) -> source``
+    a tiny valid source written in ``folder``, on which the registry's checks
+    (:mod:`nas.train._format_checks`) run ``detect`` and ``load``: a format of another
+    package is checked the same way.
+
+See :mod:`nas.train._data` for what each built-in format holds. Decoding is Pillow's; caching,
+the validation slice and batching are :mod:`nas.train._data`'s.
 """
 
 from __future__ import annotations
@@ -14,18 +27,22 @@ import pickle
 import tarfile
 import zlib
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from nas._plugin import Plugin
+from nas._registry import Registry
 from nas.errors import DataError, MissingDependencyError
 
-__all__ = ["FORMATS", "IMAGE_SUFFIXES", "LOADERS", "Raw", "check_arrays", "detect_format",
-           "load_digits"]
+__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_SUFFIXES", "DataFormat", "Raw", "check_arrays",
+           "detect_format", "load_digits"]
 
+#: the built-in formats' names (every registered one: ``DATA_FORMATS.names()``)
 FORMATS = ("folder", "tar", "cifar-python", "cifar-binary", "npz", "digits")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -35,40 +52,127 @@ _CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog"
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]
 
 
+class DataFormat(Plugin):
+    """Base of the dataset formats (see the module docstring)."""
+
+    #: asked by :func:`detect_format` in increasing order (then by name): specific formats
+    #: before the catch-all ``folder``
+    priority: ClassVar[int] = 50
+    #: the source is a path (False: a name, such as ``digits``)
+    needs_path: ClassVar[bool] = True
+    #: decoding is slow enough that :func:`~nas.train.load_dataset` caches the arrays
+    cache_decoded: ClassVar[bool] = False
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        """Whether ``source`` is of this format.
+
+        Raises:
+            DataError: a source of this kind that cannot be read (a corrupt archive).
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        """The images of ``source`` (``image_size``: the side of formats that make images of
+        a chosen size, such as ``digits``; the others ignore it).
+
+        Raises:
+            DataError: naming the path, for any problem with the input.
+        """
+        raise NotImplementedError
+
+    @classmethod
+    def example(cls, folder: Path) -> str | Path:
+        """Write a tiny valid source in ``folder`` (which exists) and return it."""
+        raise NotImplementedError
+
+
+#: The formats, by name; filled by ``@DATA_FORMATS.register`` on each class.
+DATA_FORMATS: Registry[type[DataFormat]] = Registry(
+    "data format", checks="nas.train._format_checks:CHECKS",
+)
+
+
 def detect_format(source: str | Path) -> str:
-    """Tell the format of ``source`` from its name and contents (see :data:`FORMATS`)."""
-    if str(source) == "digits":
-        return "digits"
+    """The format of ``source``: the first of :data:`DATA_FORMATS` (by ``priority``) whose
+    ``detect`` says so.
+
+    Raises:
+        DataError: a missing path, a corrupt archive, or a source no format recognises.
+    """
+    formats = sorted(DATA_FORMATS.items(), key=lambda kv: (kv[1].priority, kv[0]))
+    for name, cls in formats:
+        if not cls.needs_path and cls.detect(source):
+            return name
     path = Path(source)
     if not path.exists():
         raise DataError(f"data source not found: {path} (relative paths are relative to the "
                         f"working directory {Path.cwd()})")
-    if path.is_dir():
-        names = {p.name for p in path.rglob("*data_batch_1*")}
-        if "data_batch_1.bin" in names:
-            return "cifar-binary"
-        if "data_batch_1" in names:
-            return "cifar-python"
-        return "folder"
-    if path.suffix == ".npz":
-        return "npz"
-    if tarfile.is_tarfile(path) or path.name.endswith((".tar", ".tar.gz", ".tgz")):
-        try:
-            with tarfile.open(path, "r:*") as tf:
-                for m in tf:
-                    base = PurePosixPath(m.name).name
-                    if base == "data_batch_1.bin":
-                        return "cifar-binary"
-                    if base == "data_batch_1":
-                        return "cifar-python"
-                    if base.lower().endswith(IMAGE_SUFFIXES):
-                        return "tar"
-        except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-            raise DataError(f"cannot read archive {path}: {exc} (corrupt or truncated?)") from None
+    for name, cls in formats:
+        if cls.needs_path and cls.detect(path):
+            return name
+    if _tar_marker(path) == "none":
         raise DataError(f"archive {path} holds no images and no CIFAR-10 batches")
     raise DataError(f"cannot tell the format of {path}; set data format to one of "
-                    f"{list(FORMATS)}")
+                    f"{DATA_FORMATS.names()}")
 
+
+def _archive_error(path: Path, exc: BaseException) -> DataError:
+    """The one line of an archive that does not read (tarfile's own message lists what each
+    compression said, a line each: joined here)."""
+    said = "; ".join(line.strip().lstrip("- ") for line in str(exc).splitlines()
+                     if line.strip())
+    return DataError(f"cannot read archive {path}: {said} (corrupt or truncated?)")
+
+
+def _stamp(path: Path) -> tuple[str, int, int]:
+    st = path.stat()
+    return str(path.resolve()), st.st_mtime_ns, st.st_size
+
+
+def _tar_marker(path: Path) -> str | None:
+    """What a tar archive holds first: ``"data_batch_1.bin"``, ``"data_batch_1"``,
+    ``"image"``, ``"none"`` (an archive of none of these), or None (not an archive).
+    One pass, shared by the formats that ask (cached per file version)."""
+    if not path.is_file():
+        return None
+    return _tar_marker_of(*_stamp(path))
+
+
+@lru_cache(maxsize=16)
+def _tar_marker_of(path_s: str, mtime_ns: int, size: int) -> str | None:
+    path = Path(path_s)
+    if not (tarfile.is_tarfile(path) or path.name.endswith((".tar", ".tar.gz", ".tgz"))):
+        return None
+    try:
+        with tarfile.open(path, "r:*") as tf:
+            for m in tf:
+                base = PurePosixPath(m.name).name
+                if base in ("data_batch_1.bin", "data_batch_1"):
+                    return base
+                if base.lower().endswith(IMAGE_SUFFIXES):
+                    return "image"
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise _archive_error(path, exc) from None
+    return "none"
+
+
+@lru_cache(maxsize=16)
+def _cifar_in_folder(path_s: str, mtime_ns: int, size: int) -> str | None:
+    """One walk of a folder for the two CIFAR-10 releases' first batch (cached while the
+    folder is unchanged: both releases' formats ask)."""
+    names = {p.name for p in Path(path_s).rglob("*data_batch_1*")}
+    return next((m for m in ("data_batch_1.bin", "data_batch_1") if m in names), None)
+
+
+def _cifar_in(path: Path) -> str | None:
+    """``"data_batch_1.bin"`` or ``"data_batch_1"`` when ``path`` (a folder or an archive)
+    holds CIFAR-10 batches of that release, else None."""
+    if path.is_dir():
+        return _cifar_in_folder(*_stamp(path))
+    marker = _tar_marker(path)
+    return marker if marker in ("data_batch_1.bin", "data_batch_1") else None
 
 
 # ---------------------------------------------------------------------- image folders
@@ -170,7 +274,7 @@ def _open_tar(path: Path) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r:*")
     except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
-        raise DataError(f"cannot read archive {path}: {exc} (corrupt or truncated?)") from None
+        raise _archive_error(path, exc) from None
 
 
 def _load_tar(path: Path) -> Raw:
@@ -193,7 +297,7 @@ def _load_tar(path: Path) -> Raw:
                 expect = expect or arr.shape[:2]
                 decoded[name] = arr
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"cannot read archive {path}: {exc} (corrupt or truncated?)") from None
+        raise _archive_error(path, exc) from None
     # a directory entry with no image below it is an empty class folder
     parents = {str(PurePosixPath(n).parent) for n in decoded}
     for d in sorted(dirs):
@@ -238,7 +342,7 @@ def _cifar_members(path: Path, names: Sequence[str]) -> dict[str, bytes]:
                     if f is not None:
                         found[base] = f.read()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise DataError(f"cannot read archive {path}: {exc} (corrupt or truncated?)") from None
+        raise _archive_error(path, exc) from None
     return found
 
 
@@ -363,15 +467,6 @@ def load_digits(size: int) -> Raw:
     return xa[tr], y[tr], xa[te], y[te], [str(i) for i in range(10)]
 
 
-LOADERS = {
-    "folder": _load_folder,
-    "tar": _load_tar,
-    "cifar-python": _load_cifar_python,
-    "cifar-binary": _load_cifar_binary,
-    "npz": _load_npz,
-}
-
-
 def check_arrays(x: np.ndarray, y: np.ndarray, where: str) -> None:
     if x.ndim != 4 or x.shape[-1] != 3 or x.dtype != np.uint8:
         raise DataError(f"{where}: images must be (n, h, w, 3) uint8, got {x.shape} {x.dtype}")
@@ -381,3 +476,169 @@ def check_arrays(x: np.ndarray, y: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: no images")
     if y.min() < 0:
         raise DataError(f"{where}: labels must be >= 0, got {int(y.min())}")
+
+
+# ---------------------------------------------------------------------- the formats
+def _write_pngs(root: Path, n: int = 2, size: int = 8) -> None:
+    """``root/<class>/<i>.png`` for two classes, random pixels (the examples' images)."""
+    image_mod = _pil()
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+            image_mod.fromarray(pixels).save(root / c / f"{i}.png")
+
+
+@DATA_FORMATS.register
+class FolderFormat(DataFormat):
+    """``root/<class>/*.jpg|png``, or ``root/train|test/<class>/...``."""
+
+    name = "folder"
+    description = "an image folder: root/<class>/*.jpg|png, or with train/ and test/ splits"
+    priority = 90  # any folder that no other format claims
+    cache_decoded = True
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return Path(source).is_dir()
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return _load_folder(Path(source))
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        _write_pngs(folder / "images")
+        return folder / "images"
+
+
+@DATA_FORMATS.register
+class TarFormat(DataFormat):
+    """The image-folder layout read straight from a ``.tar`` / ``.tar.gz`` archive."""
+
+    name = "tar"
+    description = "an image folder's layout in a .tar or .tar.gz archive, read without unpacking"
+    priority = 60
+    cache_decoded = True
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return _tar_marker(Path(source)) == "image"
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return _load_tar(Path(source))
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        _write_pngs(folder / "images")
+        out = folder / "images.tar.gz"
+        with tarfile.open(out, "w:gz") as tf:
+            tf.add(folder / "images", arcname="images")
+        return out
+
+
+def _cifar_example(folder: Path, binary: bool) -> Path:
+    """The release's six batches, one image each (and the python release's label names)."""
+    rng = np.random.default_rng(0)
+    d = folder / ("cifar-10-batches-bin" if binary else "cifar-10-batches-py")
+    d.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        label = int(rng.integers(0, 10))
+        pixels = rng.integers(0, 256, 3072, dtype=np.uint8)
+        if binary:
+            (d / f"{name}.bin").write_bytes(bytes([label]) + pixels.tobytes())
+        else:
+            batch = {b"data": pixels[None], b"labels": [label]}
+            (d / name).write_bytes(pickle.dumps(batch))
+    return d
+
+
+@DATA_FORMATS.register
+class CifarPythonFormat(DataFormat):
+    """CIFAR-10's python release (``cifar-10-batches-py``), a folder or its archive."""
+
+    name = "cifar-python"
+    description = "CIFAR-10's python release (cifar-10-batches-py), a folder or its .tar.gz"
+    priority = 10
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return _cifar_in(Path(source)) == "data_batch_1"
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return _load_cifar_python(Path(source))
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        return _cifar_example(folder, binary=False)
+
+
+@DATA_FORMATS.register
+class CifarBinaryFormat(DataFormat):
+    """CIFAR-10's binary release (``cifar-10-batches-bin``), a folder or its archive."""
+
+    name = "cifar-binary"
+    description = "CIFAR-10's binary release (cifar-10-batches-bin), a folder or its .tar.gz"
+    priority = 10
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return _cifar_in(Path(source)) == "data_batch_1.bin"
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return _load_cifar_binary(Path(source))
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        return _cifar_example(folder, binary=True)
+
+
+@DATA_FORMATS.register
+class NpzFormat(DataFormat):
+    """A NumPy ``.npz`` of ``x_train, y_train`` (and ``x_test, y_test``, ``classes``)."""
+
+    name = "npz"
+    description = "a NumPy .npz of x_train, y_train (optionally x_test, y_test, classes)"
+    priority = 20
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return Path(source).suffix == ".npz" and not Path(source).is_dir()
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return _load_npz(Path(source))
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (6, 8, 8, 3), dtype=np.uint8)
+        y = np.arange(6) % 2
+        np.savez(folder / "tiny.npz", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+        return folder / "tiny.npz"
+
+
+@DATA_FORMATS.register
+class DigitsFormat(DataFormat):
+    """scikit-learn's bundled 8x8 digits (``source: digits``, no file)."""
+
+    name = "digits"
+    description = "scikit-learn's bundled 8x8 digits, upscaled (source: digits, no file)"
+    priority = 0
+    needs_path = False
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        return str(source) == "digits"
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        return load_digits(image_size)
+
+    @classmethod
+    def example(cls, folder: Path) -> str:
+        return "digits"
