@@ -2,7 +2,9 @@
 
 A space is data: adding one is one YAML file in ``search_spaces/`` (shipped in ``nas._data``
 in a wheel), read on first use, or a :func:`register_space` call at run time with a spec or
-a YAML file. Every registered space is then tested by ``tests/space/test_space_contract.py``.
+a YAML file. Every registered space is then tested by ``tests/space/test_space_contract.py``
+(the plug-in contract and the spaces' own checks, :mod:`nas.space._checks`, through
+:func:`nas.testing.parametrize_with_checks`).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from nas.space._spec import SpaceSpec, load_spec
 __all__ = ["SPACES", "get_space", "list_spaces", "register_space"]
 
 #: the registered spaces; the shipped ones are registered by ``nas.space._shipped``
-SPACES: Registry[SearchSpace] = Registry("search space", builtins=["nas.space._shipped"])
+SPACES: Registry[SearchSpace] = Registry("search space", builtins=["nas.space._shipped"],
+                                         checks="nas.space._checks:CHECKS")
 
 
 def register_space(spec: SpaceSpec | Path | str) -> SearchSpace:

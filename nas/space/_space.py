@@ -9,11 +9,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from nas._config import ConfigModel
 from nas._io import read_text
+from nas._plugin import NoOptions
 from nas.errors import ArchitectureError
 from nas.space._arch import Architecture
 from nas.space._spec import SpaceSpec
@@ -71,6 +73,11 @@ class SearchSpace:
     entry of ``d`` each), followed by the slots of a last stage of fixed depth, if the spec
     has one (OFA's ProxylessNAS: one block, always run, with elastic kernel and expand).
 
+    A space is a plug-in of the one contract (:mod:`nas._plugin`) in the registry
+    :data:`~nas.space.SPACES`: its ``name`` and ``description`` come from the spec (a
+    description said by its shape when the spec gives none), it takes no ``Options`` (the
+    spec is its settings), and its ``tags`` are its family (``{"ofa"}``).
+
     Attributes:
         n_stages: stages with an elastic depth: the entries of an architecture's ``d``.
         fixed_depth: layers of the fixed-depth last stage (0: every stage is elastic).
@@ -82,9 +89,16 @@ class SearchSpace:
         >>> space.macs(arch), space.params(arch)
     """
 
+    #: a space takes no options: its spec is its settings (the plug-in contract)
+    Options: ClassVar[type[ConfigModel]] = NoOptions
+
     def __init__(self, spec: SpaceSpec) -> None:
         self.spec = spec
         self.name = spec.name
+        #: the family of its architectures (the spec's ``family``)
+        self.family: str = spec.family
+        #: the families plug-ins name to apply to it: its own
+        self.tags: frozenset[str] = frozenset({spec.family})
         last = spec.stages[-1]
         self.fixed_depth = last.depth or 0
         self.n_stages = len(spec.stages) - (1 if last.depth is not None else 0)
@@ -97,6 +111,17 @@ class SearchSpace:
 
     def __repr__(self) -> str:
         return f"SearchSpace({self.name!r})"
+
+    @property
+    def description(self) -> str:
+        """One line: the spec's ``description``, else one said by the space's shape."""
+        if self.spec.description:
+            return self.spec.description
+        res = self.resolutions
+        return (f"{self.family} space: {len(self.spec.stages)} stages, kernels "
+                f"{_fmt_choices(self.kernel_sizes)}, expand {_fmt_choices(self.expand_ratios)}"
+                f", depths {_fmt_choices(self.depths)}, {res[0]}-{res[-1]} px, "
+                f"{self.spec.num_classes} classes")
 
     # ------------------------------------------------------------------ validation
     def parse(self, obj: Architecture | dict[str, Any] | str | Path, *,

@@ -138,7 +138,12 @@ class SpaceSpec(_Part):
     """
 
     name: Annotated[str, Strict(), Field(min_length=1)]
+    #: one line for listings (``nas spaces list``, ``nas plugins list``); empty: one is said
+    #: by the space's shape (:attr:`~nas.space.SearchSpace.description`)
     description: str = ""
+    #: the family of architectures: what plug-ins that apply to some spaces only name in
+    #: their ``tags`` (OFA's convolutional family; the transformer family will add "gpt")
+    family: Literal["ofa"] = "ofa"
     num_classes: PosInt
     resolutions: Annotated[
         Choices, BeforeValidator(_resolution_range), Field(validation_alias="resolution")
@@ -155,6 +160,13 @@ class SpaceSpec(_Part):
     channel_divisor: PosInt = 8
     #: BatchNorm epsilon of every layer (OFA: 1e-5 in MobileNetV3, 1e-3 in ProxylessNAS)
     bn_eps: Annotated[float, Field(gt=0.0, lt=1.0)] = 1e-5
+
+    @field_validator("description")
+    @classmethod
+    def _one_line(cls, value: str) -> str:
+        if "\n" in value.strip():
+            raise ValueError("must be one line")
+        return value.strip()
 
     @field_validator("stages")
     @classmethod

@@ -1,80 +1,41 @@
 """What every registered search space must do, run against each of them.
 
-Parametrized from the registry: a new space (one YAML file in ``search_spaces/``) is tested by
-adding it.
+Parametrized from the registry by :func:`nas.testing.parametrize_with_checks`, as a plug-in
+package would: the shared plug-in contract (name, description, Options, tags) and the spaces'
+own checks (:mod:`nas.space._checks`). A new space (one YAML file in ``search_spaces/``) is
+tested by adding it. Building its supernet needs torch, which ``nas.space`` never imports:
+that check is here.
 """
 
 from __future__ import annotations
 
-import numpy as np
+from typing import Any
+
 import pytest
 import torch
+import yaml
 
-from nas.space import Architecture, SearchSpace, get_space, list_spaces
+from nas._plugin import NoOptions
+from nas.errors import ConfigError
+from nas.space import SPACES, SearchSpace, get_space, list_spaces, load_spec, register_space
 from nas.supernet import OFASupernet
+from nas.testing import check_plugin, parametrize_with_checks, plugin_checks
 
-SPACES = list_spaces()
+NAMES = list_spaces()
 
 
-@pytest.fixture(params=SPACES)
+@pytest.fixture(params=NAMES)
 def space(request: pytest.FixtureRequest) -> SearchSpace:
     return get_space(request.param)
 
 
 def test_there_are_spaces_to_test() -> None:
-    assert "tiny" in SPACES
+    assert "tiny" in NAMES
 
 
-def test_sample_parse_round_trip_is_canonical(space: SearchSpace) -> None:
-    for arch in space.sample_many(8, seed=0):
-        assert isinstance(arch, Architecture) and arch.space == space.name
-        assert space.parse(arch.to_dict()) == arch
-        assert space.parse(arch.to_json()) == arch
-        assert space.parse(arch) == arch
-        # layers beyond a stage's depth do not matter: any value there gives the same arch
-        md = space.max_depth
-        ks = list(arch.ks)
-        for s, depth in enumerate(arch.d):
-            for i in range(depth, md):
-                ks[s * md + i] = max(space.kernel_sizes)
-        assert space.arch(ks, arch.e, arch.d, arch.r) == arch
-
-
-def test_hash_is_stable_and_tells_archs_apart(space: SearchSpace) -> None:
-    archs = space.sample_many(10, seed=1)
-    again = [space.parse(a.to_json()) for a in archs]
-    assert [a.hash for a in archs] == [a.hash for a in again]
-    assert all(len(a.hash) == 16 and int(a.hash, 16) >= 0 for a in archs)
-    assert len({a.hash for a in archs}) == len(archs)
-    assert space.sample(seed=5) == space.sample(seed=5)
-
-
-@pytest.mark.parametrize("kind", ["onehot", "ordinal"])
-def test_encodings_have_the_announced_shape(space: SearchSpace, kind: str) -> None:
-    archs = space.sample_many(6, seed=2)
-    X = space.encode(archs, kind=kind)
-    assert X.shape == (6, space.encoding_size(kind)) and X.dtype == np.float32
-    assert np.all(np.isfinite(X))
-    np.testing.assert_array_equal(space.encode(space.to_arrays(archs), kind=kind), X)
-    assert len({row.tobytes() for row in X}) == 6  # distinct archs, distinct rows
-
-
-def test_largest_and_smallest_are_valid(space: SearchSpace) -> None:
-    for arch in (space.largest(), space.smallest(), space.middle()):
-        assert space.parse(arch.to_dict()) == arch
-    assert space.largest().r == max(space.resolutions)
-    assert space.smallest().r == min(space.resolutions)
-
-
-def test_costs_are_positive_and_grow_from_smallest_to_largest(space: SearchSpace) -> None:
-    small, mid, big = space.smallest(), space.middle(), space.largest()
-    macs = [space.macs(a) for a in (small, mid, big)]
-    params = [space.params(a) for a in (small, mid, big)]
-    assert 0 < macs[0] <= macs[1] <= macs[2] and macs[0] < macs[2]
-    assert 0 < params[0] <= params[1] <= params[2] and params[0] < params[2]
-    costs = space.costs(space.sample_many(5, seed=3))
-    assert costs["macs"].shape == (5,) and np.all(costs["macs"] >= macs[0])
-    assert np.all(costs["params"] <= params[2])
+@parametrize_with_checks(SPACES)
+def test_space_contract(plugin: Any, check: Any) -> None:
+    check(plugin)
 
 
 def test_supernet_builds_and_extracts_the_smallest_subnet(space: SearchSpace) -> None:
@@ -86,3 +47,46 @@ def test_supernet_builds_and_extracts_the_smallest_subnet(space: SearchSpace) ->
     with torch.no_grad():
         y = sub(torch.zeros(1, 3, arch.r, arch.r))
     assert y.shape == (1, space.spec.num_classes)
+
+
+def test_a_space_answers_the_contract_from_its_spec(tmp_path: Any) -> None:
+    tiny = get_space("tiny")
+    assert (tiny.Options, tiny.tags, tiny.family) == (NoOptions, frozenset({"ofa"}), "ofa")
+    assert tiny.description == tiny.spec.description
+    raw = yaml.safe_load(yaml.safe_dump(tiny.spec.model_dump(by_alias=True, mode="json")))
+    raw.pop("description")
+    raw["name"] = "test-undescribed"
+    raw["resolution"] = raw.pop("resolutions")
+    path = tmp_path / "undescribed.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    sp = register_space(path)
+    try:
+        assert sp.description == ("ofa space: 2 stages, kernels [3, 5], expand [2, 4], "
+                                  "depths [1, 2], 16-24 px, 10 classes")
+        check_plugin(SPACES, "test-undescribed")
+    finally:
+        SPACES.unregister("test-undescribed")
+    raw["description"] = "two\nlines"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="description = 'two\\\\nlines': must be one line"):
+        load_spec(path)
+    raw["description"], raw["family"] = "x", "vit"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError, match="family = 'vit': Input should be 'ofa'"):
+        load_spec(path)
+
+
+def test_a_space_that_breaks_its_checks_fails_them() -> None:
+    class Unstable(SearchSpace):
+        def sample(self, seed: Any = None) -> Any:  # ignores its seed
+            return super().sample(None)
+
+    bad = Unstable(get_space("tiny").spec)
+    failed = []
+    for check in plugin_checks(SPACES, bad):
+        try:
+            check(bad)
+        except AssertionError:
+            failed.append(check.__name__)
+    # another object than the registered "tiny"; and sample(seed=5) does not repeat
+    assert failed == ["check_registered", "check_hash_is_stable_and_tells_archs_apart"]
