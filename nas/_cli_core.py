@@ -1,4 +1,4 @@
-"""The root of the ``nas`` command line: ``--version`` and ``nas demo``.
+"""The root of the ``nas`` command line: ``--version``, ``nas demo`` and ``nas plugins list``.
 
 Every other command lives beside its code, in ``nas/<package>/_cli.py``.
 """
@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import JsonOpt, print_json, seed_option
+from nas._cli_utils import JsonOpt, console, err_console, print_json, seed_option
 
 __all__ = ["register"]
 
@@ -47,6 +47,34 @@ def demo_cmd(
         print_json(summary)
 
 
+def plugins_list_cmd(
+    registry: Annotated[list[str] | None, typer.Option(
+        "--registry", "-r", help="Only this registry (repeatable): spaces, latency-kinds, "
+        "devices, data-formats, proxies, accuracy-predictors, samplers, engines.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """List the plug-ins of every registry: built-in, a user's device files, and those other
+    packages add by a `nas.plugins` entry point (one warning line each for those that fail
+    to load; they are skipped)."""
+    from nas._plugin import list_plugins, loaded_entry_points
+
+    rows, warnings = list_plugins(registry or None)
+    reported = set(loaded_entry_points()[1])  # the loader printed these when they failed
+    for line in warnings:
+        if line not in reported:
+            err_console.print(line, markup=False, soft_wrap=True)
+    if json_out:
+        print_json(rows)
+        return
+    from rich.table import Table
+
+    table = Table("registry", "name", "description", "tags", "source", title="plug-ins")
+    for r in rows:
+        table.add_row(r["registry"], r["name"], r["description"], ", ".join(r["tags"]),
+                      r["source"])
+    console.print(table)
+
+
 def _version(value: bool) -> None:
     if value:
         import nas
@@ -65,3 +93,8 @@ def register(app: typer.Typer) -> None:
         """Hardware-aware neural architecture search on once-for-all supernets."""
 
     app.command("demo")(demo_cmd)
+    plugins = typer.Typer(help="The plug-ins of every registry (spaces, latency kinds, "
+                          "devices, data formats, proxies, samplers, engines...).",
+                          no_args_is_help=True)
+    plugins.command("list")(plugins_list_cmd)
+    app.add_typer(plugins, name="plugins")

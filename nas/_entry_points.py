@@ -9,11 +9,13 @@ calls :func:`load_entry_points` before its first lookup, and notes where each en
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 
-__all__ = ["ENTRY_POINT_GROUP", "PluginSource", "load_entry_points", "loaded_entry_points",
-           "loading_entry_points", "note_registered", "plugin_source"]
+__all__ = ["ENTRY_POINT_GROUP", "PluginSource", "built_ins", "load_entry_points",
+           "loaded_entry_points", "loading_entry_points", "note_registered", "plugin_source"]
 
 #: the entry-point group other packages declare their plug-ins in
 ENTRY_POINT_GROUP = "nas.plugins"
@@ -61,7 +63,8 @@ def load_entry_points() -> None:
             _current.pop()
 
 
-_current: list[PluginSource] = []
+#: the entry points being loaded, innermost last; None while built-ins load inside one
+_current: list[PluginSource | None] = []
 
 
 def loading_entry_points() -> bool:
@@ -69,9 +72,27 @@ def loading_entry_points() -> bool:
     return bool(_current)
 
 
+@contextmanager
+def built_ins() -> Iterator[None]:
+    """What registers inside is a built-in, even while an entry point loads (a plug-in's
+    ``import nas.latency`` imports the built-in kinds on the way)."""
+    _current.append(None)
+    try:
+        yield
+    finally:
+        _current.pop()
+
+
+def _is_built_in(item: object) -> bool:
+    """A class defined in ``nas`` itself (imported while a plug-in loads: still built in)."""
+    module = getattr(item, "__module__", "") if isinstance(item, type) else ""
+    return module == "nas" or module.startswith("nas.")
+
+
 def note_registered(item: object) -> None:
-    """Called by :class:`~nas._registry.Registry` for each new entry: remember its source."""
-    if _current:
+    """Called by :class:`~nas._registry.Registry` for each new entry: remember its source
+    (the entry point being loaded, unless the item is a built-in)."""
+    if _current and _current[-1] is not None and not _is_built_in(item):
         _sources[id(item)] = _current[-1]
 
 

@@ -31,11 +31,17 @@ defines) or a callable (called with no arguments)::
 Entry points are loaded once, on the first lookup in any registry. One that fails to import
 is reported in one line on stderr and skipped: a broken third-party plug-in never takes
 ``nas`` down with it.
+
+:data:`REGISTRIES` names every registry as ``(label, "module:ATTR")``, imported only when
+listed: :func:`list_plugins` gives one row per plug-in of every registry (``nas plugins
+list``).
 """
 
 from __future__ import annotations
 
+import importlib
 import re
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from nas._config import ConfigModel
@@ -50,11 +56,13 @@ from nas._entry_points import (
 __all__ = [
     "ENTRY_POINT_GROUP",
     "NAME_RULE",
+    "REGISTRIES",
     "NoOptions",
     "Plugin",
     "PluginSource",
     "applies_to",
     "check_plugin_name",
+    "list_plugins",
     "load_entry_points",
     "loaded_entry_points",
     "plugin_source",
@@ -96,3 +104,76 @@ def applies_to(plugin: Any, family: str | None) -> bool:
     """Whether ``plugin`` applies to spaces of ``family`` (its tags empty, or naming it)."""
     tags: frozenset[str] = getattr(plugin, "tags", frozenset())
     return not tags or family in tags
+
+
+# ---------------------------------------------------------------------- every registry
+#: Every registry of the package, as ``(label, "module:ATTR")``: ``nas plugins list
+#: --registry LABEL``; strings, so that naming them imports nothing.
+REGISTRIES: tuple[tuple[str, str], ...] = (
+    ("spaces", "nas.space:SPACES"),
+    ("latency-kinds", "nas.latency:PREDICTORS"),
+    ("devices", "nas.devices:DEVICES"),
+    ("data-formats", "nas.train:DATA_FORMATS"),
+    ("proxies", "nas.proxies:PROXIES"),
+    ("accuracy-predictors", "nas.proxies:ACCURACY_PREDICTORS"),
+    ("samplers", "nas.search:SAMPLERS"),
+    ("engines", "nas.search:ENGINES"),
+)
+
+
+def registry_labels() -> list[str]:
+    """The labels of :data:`REGISTRIES`, in order."""
+    return [label for label, _ in REGISTRIES]
+
+
+def _import(target: str) -> Any:
+    module, _, attr = target.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def _description(item: Any) -> str:
+    """The plug-in's ``description``; for one that has none yet, its docstring's first line."""
+    text = getattr(item, "description", None)
+    if isinstance(text, str) and text.strip():
+        return text.strip()
+    doc = (getattr(item, "__doc__", None) or "").strip()
+    return doc.splitlines()[0] if doc else ""
+
+
+def list_plugins(labels: Sequence[str] | None = None) -> tuple[list[dict[str, Any]], list[str]]:
+    """One row per plug-in of each registry (every one, or those of ``labels``): ``registry``,
+    ``name``, ``description``, ``tags`` and ``source`` (``"nas"``, ``"user"`` for a user's
+    device file, or the distribution that registered it).
+
+    Returns:
+        The rows, and one warning line for each registry that could not be imported and
+        each ``nas.plugins`` entry point that failed to load (already reported on stderr
+        when it failed).
+
+    Raises:
+        UnknownNameError: a label that is not one of :data:`REGISTRIES`.
+    """
+    from nas.errors import UnknownNameError
+
+    known = registry_labels()
+    chosen = known if labels is None else list(labels)
+    bad = [x for x in chosen if x not in known]
+    if bad:
+        raise UnknownNameError(f"unknown registry {bad[0]!r}; known: {', '.join(known)}")
+    rows: list[dict[str, Any]] = []
+    warnings: list[str] = []
+    for label, target in REGISTRIES:
+        if label not in chosen:
+            continue
+        try:
+            registry = _import(target)
+            items = registry.items()
+        except Exception as exc:  # e.g. an optional dependency missing: the others still list
+            warnings.append(f"warning: registry {label!r} ({target}) could not be loaded: "
+                            f"{type(exc).__name__}: {exc}")
+            continue
+        for name, item in items:
+            rows.append({"registry": label, "name": name, "description": _description(item),
+                         "tags": sorted(getattr(item, "tags", ())),
+                         "source": registry.source(name)})
+    return rows, warnings + loaded_entry_points()[1]

@@ -24,7 +24,13 @@ import importlib
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
-from nas._entry_points import load_entry_points, loading_entry_points, note_registered
+from nas._entry_points import (
+    built_ins,
+    load_entry_points,
+    loading_entry_points,
+    note_registered,
+    plugin_source,
+)
 from nas.errors import ConfigError, UnknownNameError
 
 __all__ = ["Registry"]
@@ -85,8 +91,9 @@ class Registry(Generic[T]):
         process; see :mod:`nas._entry_points`)."""
         if not self._loaded:
             self._loaded = True
-            for module in self._builtins:
-                importlib.import_module(module)
+            with built_ins():
+                for module in self._builtins:
+                    importlib.import_module(module)
             load_entry_points()
 
     # ------------------------------------------------------------------ lookup
@@ -123,6 +130,11 @@ class Registry(Generic[T]):
     def __len__(self) -> int:
         self._load()
         return len(self._items)
+
+    def source(self, name: str) -> str:
+        """Where ``name`` comes from: ``"nas"`` for a built-in, else the distribution whose
+        ``nas.plugins`` entry point registered it (for ``nas plugins list``)."""
+        return plugin_source(self.get(name)).distribution
 
     def help(self, describe: Callable[[T], str] | None = None) -> str:
         """The names, one per ``name: description`` when ``describe`` is given (CLI help)."""

@@ -32,8 +32,6 @@ from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
 from nas._plugin import Plugin
 from nas._registry import Registry
@@ -453,6 +451,8 @@ def _load_npz(path: Path) -> Raw:
 
 
 def load_digits(size: int) -> Raw:
+    import torch
+    import torch.nn.functional as F
     from sklearn.datasets import load_digits
 
     d = load_digits()
