@@ -38,8 +38,9 @@ def spaces_list(json_out: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = []
     for name in list_spaces():
         sp = get_space(name)
-        rows.append({"name": name, "description": sp.spec.description,
-                     "architectures": sp.size(), "resolutions": list(sp.resolutions)})
+        rows.append({"name": name, "description": sp.description, "tags": sorted(sp.tags),
+                     "family": sp.family, "architectures": sp.size(),
+                     "resolutions": list(sp.resolutions)})
     if json_out:
         print_json(rows)
         return
@@ -59,8 +60,9 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
 
     sp = get_space(name)
     info: dict[str, Any] = {
-        "name": sp.name, "description": sp.spec.description,
-        "architectures": sp.size(), "architectures_times_resolutions": sp.size(True),
+        "name": sp.name, "description": sp.description, "tags": sorted(sp.tags),
+        "family": sp.family, "architectures": sp.size(),
+        "architectures_times_resolutions": sp.size(True),
         "n_stages": sp.n_stages, "max_depth": sp.max_depth, "n_layer_slots": sp.n_layers,
         "kernel_sizes": list(sp.kernel_sizes), "expand_ratios": list(sp.expand_ratios),
         "depths": list(sp.depths), "resolutions": list(sp.resolutions),
@@ -70,7 +72,7 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
     if json_out:
         print_json(info)
         return
-    console.print(f"[bold]{sp.name}[/bold]: {sp.spec.description}")
+    console.print(f"[bold]{sp.name}[/bold]: {sp.description}")
     console.print(
         f"{_fmt_count(sp.size())} distinct architectures "
         f"(x {len(sp.resolutions)} resolutions = {_fmt_count(sp.size(True))})"

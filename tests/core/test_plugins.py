@@ -153,6 +153,17 @@ def test_the_command_filters_by_registry_and_refuses_an_unknown_one(run_nas: Any
     assert code == 0 and "ofa_mbv3" in out
 
 
+@pytest.mark.parametrize("argv", [["spaces", "list"], ["latency", "kinds"], ["devices", "list"]],
+                         ids=lambda a: " ".join(a))
+def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
+                                                             argv: list[str]) -> None:
+    code, out, _ = run_nas([*argv, "--json"])
+    assert code == 0, out
+    rows = json.loads(out)
+    assert rows and all({"name", "description", "tags"} <= set(r) for r in rows)
+    assert all(isinstance(r["tags"], list) and r["description"] for r in rows)
+
+
 # ---------------------------------------------------------------------- another package
 @pytest.mark.slow
 def test_a_package_s_plugins_are_listed_with_their_distribution(tmp_path: Path) -> None:
