@@ -4,19 +4,24 @@ Each pipeline stage keeps its commands next to its code (``nas/<stage>/_cli.py``
 ``register(app)``; this module only assembles them. A command may import its own package and
 the ones below it; what it needs from a package above it (the search's exporter, for
 ``nas export --study`` and ``nas finetune --study``) this module hands over as the context's
-``obj`` (:class:`Wiring`). A ``NASError`` becomes one line on stderr and exit code 2; anything
-else is a bug and keeps its traceback.
+``obj`` (:class:`Wiring`). A ``NASError``, and click's own usage errors, become one line on
+stderr and exit code 2; anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import typer
 
 from nas.errors import NASError
+
+#: the exceptions of the click that typer runs on (its own copy in recent versions)
+_click: Any = importlib.import_module(typer.BadParameter.__module__)
 
 
 class Wiring:
@@ -77,16 +82,79 @@ def _register_all() -> None:
     report_cli.register(app)
 
 
+def _one_line(text: str) -> str:
+    # One line, whatever the message quotes (a path may hold a line break).
+    return text.replace("\r", "\\r").replace("\n", "\\n")
+
+
+def _shown(value: Any) -> str:
+    """A value from the command line as a message shows it: numbers bare, text quoted."""
+    text = str(value)
+    try:
+        float(text)
+    except ValueError:
+        return repr(value)
+    return text
+
+
+def _usage_error(exc: Any) -> str:
+    """Click's usage error (a bad, missing or unknown option) as the text of one line.
+
+    A bad value names the option and the value (``--n = -1: must be greater than or equal to
+    0``), as a ``NASError`` does; the rest say where ``--help`` is.
+    """
+    if isinstance(exc, typer.BadParameter) and not isinstance(exc, _click.MissingParameter) \
+            and exc.param is not None:
+        param = exc.param
+        name = (param.opts[0] if param.param_type_name == "option" and param.opts
+                else (param.name or "value").upper())
+        message = exc.message
+        cause = exc.__cause__
+        value: Any = None
+        if cause is not None and type(cause).__name__ == "ValidationError":
+            # typer checks types and bounds with pydantic, which keeps the value it refused
+            errors = cause.errors()  # type: ignore[attr-defined]
+            if errors:
+                value = errors[0].get("input")
+                message = str(errors[0].get("msg", message))
+        if message.startswith("Input should be "):
+            message = "must be " + message[len("Input should be "):]
+        return f"{name}: {message}" if value is None else f"{name} = {_shown(value)}: {message}"
+    text = exc.format_message().rstrip(".")
+    text = text[:1].lower() + text[1:]
+    if exc.ctx is not None:
+        text += f" (see `{exc.ctx.command_path} --help`)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``nas`` script."""
+    """Entry point of the ``nas`` script.
+
+    Bad input, whether our own (a ``NASError``) or click's (a missing argument, an unknown
+    option, a value of the wrong type or out of range), is one ``error: ...`` line on stderr and
+    exit code 2. ``--help`` and the exit codes of the commands are click's.
+    """
     _register_all()
     try:
-        app(args=argv, prog_name="nas")
+        # standalone_mode=False: click's usage errors come here instead of typer's box
+        code = app(args=argv, prog_name="nas", standalone_mode=False)
     except NASError as exc:
-        # One line, whatever the message quotes (a path may hold a line break).
-        text = str(exc).replace("\r", "\\r").replace("\n", "\\n")
-        print(f"error: {text}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
         sys.exit(2)
+    except getattr(_click, "NoArgsIsHelpError", ()):
+        sys.exit(2)  # the help is printed already (`nas`, `nas spaces`)
+    except _click.UsageError as exc:
+        print(f"error: {_one_line(_usage_error(exc))}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except _click.ClickException as exc:
+        print(f"error: {_one_line(exc.format_message())}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("Aborted!", file=sys.stderr)
+        sys.exit(1)
+    # without standalone mode, click returns the code of a `typer.Exit` (0 for --help) and
+    # leaves the exit to us: SystemExit always, as in standalone mode
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ from typing import Annotated, Protocol
 
 import typer
 
-from nas._cli_utils import JsonOpt, console, print_json
+from nas._cli_utils import JsonOpt, StorageOpt, console, print_json, study_option
 from nas.errors import ConfigError
 
 __all__ = ["TrialExporter", "register"]
@@ -36,10 +36,9 @@ def export_cmd(
     arch: Annotated[str | None, typer.Option(
         "--arch", "-a", help='Architecture in OFA format: JSON text \'{"ks": [...], "e": [...], '
         '"d": [...], "r": 224}\' or @file.json.')] = None,
-    study: Annotated[str | None, typer.Option(
-        help="Export subnets of this search (with --trial or --pareto).")] = None,
-    storage: Annotated[str | None, typer.Option(
-        help="The search's storage (default runs/studies/<study>.journal).")] = None,
+    study: Annotated[str | None, study_option("to export subnets of (with --trial or "
+                                              "--pareto)")] = None,
+    storage: StorageOpt = None,
     trial: Annotated[list[int] | None, typer.Option(
         "--trial", "-t", help="Trial number of the search to export (repeat).")] = None,
     pareto: Annotated[bool, typer.Option(help="Export the search's whole Pareto front (or its "

@@ -300,7 +300,7 @@ def predict(
     from nas.space import get_space
 
     if (arch is None) == (arch_file is None):
-        raise typer.BadParameter("give exactly one of --arch or --arch-file")
+        raise ConfigError("--arch and --arch-file: give exactly one of them")
     if kind is not None:
         _kinds(kind)
     profile = get_device(device)
@@ -381,7 +381,7 @@ def check(
     from nas.space import get_space
 
     if arch is not None and arch_file is not None:
-        raise typer.BadParameter("give at most one of --arch or --arch-file")
+        raise ConfigError("--arch and --arch-file: give at most one of them")
     if kind is not None:
         _kinds(kind)
     profile = get_device(device)

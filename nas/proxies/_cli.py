@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import CheckpointOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
+from nas._cli_utils import (
+    CheckpointOpt,
+    JsonOpt,
+    OldTorchDeviceOpt,
+    SpaceOpt,
+    TorchDeviceOpt,
+    console,
+    print_json,
+    seed_option,
+)
 from nas.errors import ArchitectureError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported by the commands that need it
@@ -28,7 +37,6 @@ DataOpt = Annotated[str | None, typer.Option(
     "--data", "-d", help="Dataset: image folder, .tar.gz, CIFAR-10 folder/archive, .npz or "
     "'digits' (default: the one the checkpoint was trained on). Proxies see its training "
     "images and validation slice only.")]
-TorchDeviceOpt = Annotated[str, typer.Option("--device", help="cpu or cuda.")]
 SeedOpt = Annotated[int, seed_option("Seed of the batches and initial weights the proxies use",
                                      "--seed")]
 ValLimitOpt = Annotated[int | None, typer.Option(
@@ -55,8 +63,6 @@ def _context(space: str, checkpoint: Path | None, data: str | None, device: str,
              no_cache: bool) -> ProxyContext:
     from nas.proxies import ProxyContext
 
-    if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"must be cpu or cuda, got {device!r}", param_hint="--device")
     if data is None and checkpoint is not None:
         from nas.supernet import read_checkpoint_meta
 
@@ -107,6 +113,7 @@ def proxies_eval(
     checkpoint: CheckpointOpt = None,
     data: DataOpt = None,
     device: TorchDeviceOpt = "cpu",
+    old_device: OldTorchDeviceOpt = None,
     seed: SeedOpt = 0,
     val_limit: ValLimitOpt = None,
     bn_batches: BnOpt = 8,
@@ -164,6 +171,7 @@ def accuracy_fit(
         "--zero-cost", "-z", help="Zero-cost proxies added as features (for predictors that "
         "take extra features, e.g. gbdt); repeat.")] = None,
     device: TorchDeviceOpt = "cpu",
+    old_device: OldTorchDeviceOpt = None,
     seed: SeedOpt = 0,
     val_limit: ValLimitOpt = None,
     bn_batches: BnOpt = 8,
@@ -179,8 +187,8 @@ def accuracy_fit(
     from nas.proxies import ACCURACY_PREDICTORS, get_proxy, make_accuracy_predictor
 
     if model not in ACCURACY_PREDICTORS:
-        raise typer.BadParameter(f"must be one of {ACCURACY_PREDICTORS.names()}, got "
-                                 f"{model!r}", param_hint="--model")
+        raise ConfigError(f"--model = {model!r}: must be one of "
+                          f"{', '.join(ACCURACY_PREDICTORS.names())}")
     est = make_accuracy_predictor(model)
     zc = [get_proxy(z) for z in zero_cost or []]
     if zc and not est.takes_extra_features:

@@ -7,18 +7,16 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import console
+from nas._cli_utils import StorageOpt, console, study_option
 
 __all__ = ["register"]
 
 
 def report_cmd(
-    study: Annotated[str, typer.Option("--study", help="Study name of the search.")],
+    study: Annotated[str, study_option()],
     out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
         "report.html"),
-    storage: Annotated[str | None, typer.Option(
-        "--storage", help="The search's Optuna storage URL or journal file (default: "
-        "runs/studies/<study>.journal).")] = None,
+    storage: StorageOpt = None,
 ) -> None:
     """Write a search's report: Pareto front, hypervolume, chosen subnets, predictors.
 

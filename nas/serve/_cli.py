@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from nas._cli_utils import DbOpt, console, err_console
+from nas._cli_utils import DbOpt, console, err_console, storage_option
 
 __all__ = ["register"]
 
@@ -24,9 +24,7 @@ def serve_cmd(
     state_dir: Annotated[Path, typer.Option(
         "--state-dir", help="The service's own files: the searches' study database and the "
         "exports (files are only served from its exports/ folder).")] = Path("runs/serve"),
-    storage: Annotated[str | None, typer.Option(
-        "--storage", help="Optuna storage URL of the searches (default: SQLite in "
-        "--state-dir).")] = None,
+    storage: Annotated[str | None, storage_option("SQLite in --state-dir")] = None,
     allow_root: Annotated[list[Path] | None, typer.Option(
         "--allow-root", help="A folder that submitted search configs may name files in: "
         "checkpoint, data, a proxy's path= (repeatable); a path outside these once symlinks "

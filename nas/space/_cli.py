@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
+from nas.errors import ConfigError
 
 if TYPE_CHECKING:
     from nas.space import Architecture, SearchSpace
@@ -115,7 +116,7 @@ def spaces_sample(
 
     sp = get_space(name)
     if largest and smallest:
-        raise typer.BadParameter("use --largest or --smallest, not both")
+        raise ConfigError("--largest and --smallest: give one of them, not both")
     archs = [sp.largest()] if largest else [sp.smallest()] if smallest else sp.sample_many(n, seed)
     if jsonl:
         for a in archs:

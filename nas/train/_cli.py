@@ -8,7 +8,17 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import JsonOpt, console, print_json
+from nas._cli_utils import (
+    JsonOpt,
+    OldTorchDeviceOpt,
+    StorageOpt,
+    TorchDeviceOpt,
+    console,
+    print_json,
+    seed_option,
+    study_option,
+)
+from nas.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -22,8 +32,8 @@ def train_cmd(
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in --out after an interruption (loses at most the "
         "epoch in progress); starts it when there is none.")] = False,
-    device: Annotated[str, typer.Option(
-        "--device", help="cpu or cuda.")] = "cpu",
+    device: TorchDeviceOpt = "cpu",
+    old_device: OldTorchDeviceOpt = None,
     workers: Annotated[int, typer.Option(
         "--workers", "-w", min=1, help="Data-parallel workers on Ray Train (gloo on CPU, NCCL "
         "on GPU); 1 trains in this process.")] = 1,
@@ -49,10 +59,12 @@ def train_cmd(
 
     from nas.train import load_config, train_distributed, train_supernet
 
-    if device not in ("cpu", "cuda"):
-        raise typer.BadParameter(f"must be cpu or cuda, got {device!r}", param_hint="--device")
+    distributed = workers > 1 or address is not None
+    if distributed and device not in ("cpu", "cuda"):
+        raise ConfigError(f"--torch-device = {device!r} with Ray workers: must be cpu or cuda "
+                          "(each worker gets a GPU of its own)")
     cfg = load_config(config)
-    if workers > 1 or address is not None:
+    if distributed:
         result = train_distributed(cfg, out, workers=workers, address=address, device=device,
                                    resume=resume, cpus_per_worker=threads, progress=progress)
     else:
@@ -82,13 +94,11 @@ def finetune_cmd(
     data: Annotated[str | None, typer.Option(
         "--data", "-d", help="Dataset: image folder, .tar/.tar.gz, CIFAR-10 folder/archive, "
         ".npz or 'digits' (default: the one the teacher checkpoint was trained on).")] = None,
-    study: Annotated[str | None, typer.Option(
-        help="Fine-tune a subnet of this search (with --trial), exported first with "
-        "inherited weights and recalibrated BatchNorm, as `nas export --study` does.")] = None,
+    study: Annotated[str | None, study_option("to fine-tune a subnet of (with --trial)")
+                     ] = None,
     trial: Annotated[int | None, typer.Option(
         "--trial", "-t", help="Trial number of --study.")] = None,
-    storage: Annotated[str | None, typer.Option(
-        help="The search's storage (default runs/studies/<study>.journal).")] = None,
+    storage: StorageOpt = None,
     checkpoint: Annotated[Path | None, typer.Option(
         "--checkpoint", "-c", help="With --study: the supernet checkpoint (default the "
         "search's); it is also the teacher.")] = None,
@@ -104,7 +114,8 @@ def finetune_cmd(
     lr: Annotated[float, typer.Option(
         "--lr", help="Peak learning rate (SGD, Nesterov momentum 0.9, cosine to 0).")] = 0.01,
     batch_size: Annotated[int, typer.Option("--batch-size", "-b", help="Batch size.")] = 64,
-    device: Annotated[str, typer.Option("--device", help="cpu or cuda.")] = "cpu",
+    device: TorchDeviceOpt = "cpu",
+    old_device: OldTorchDeviceOpt = None,
     test: Annotated[bool, typer.Option(
         "--test", help="Also measure accuracy on the test split, before and after.")] = False,
     val_size: Annotated[int | None, typer.Option(
@@ -114,7 +125,7 @@ def finetune_cmd(
         "--train-limit", help="Train on at most this many images.")] = None,
     test_limit: Annotated[int | None, typer.Option(
         "--test-limit", help="Test on at most this many images.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of batch order, augmentation, dropout.")] = 0,
+    seed: Annotated[int, seed_option("Seed of batch order, augmentation, dropout")] = 0,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue the run in OUT.finetune/ after an interruption (loses at "
         "most the epoch in progress); starts it when there is none.")] = False,
@@ -138,8 +149,10 @@ def finetune_cmd(
     with --test). The output is an export like `nas export`'s (model.onnx,
     weights.safetensors, manifest.json, verified against torch) whose manifest's
     extra.finetune records the source, data, epochs, teacher, learning rate and the
-    accuracies. Bad input (a tampered export, a teacher or data that do not fit it, no
-    epochs) is refused before anything is written.
+    accuracies. A subnet of a search (--study with --trial) is exported first, with inherited
+    weights and recalibrated BatchNorm, as `nas export --study` does. Bad input (a tampered
+    export, a teacher or data that do not fit it, no epochs) is refused before anything is
+    written.
 
     Example: nas finetune export/trial-0012-ab34 --out export/ft --epochs 3 --test
     """
@@ -148,7 +161,6 @@ def finetune_cmd(
 
     import torch
 
-    from nas.errors import ConfigError
     from nas.train import FinetuneConfig, finetune
 
     if out is None:
@@ -159,8 +171,6 @@ def finetune_cmd(
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "kd": kd, "kd_ratio": kd_ratio,
         "temperature": temperature, "seed": seed, "val_size": val_size,
         "train_limit": train_limit, "test_limit": test_limit}, where="nas finetune")
-    if device not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: must be cpu or cuda")
     if threads:
         torch.set_num_threads(threads)
     show = progress and not json_out
