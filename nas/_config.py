@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -30,11 +30,19 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else text[:77] + "..."
 
 
+def _prefixed(where: str, msg: str) -> str:
+    """``where: msg``, unless ``msg`` says where already (a line made by a nested check)."""
+    return msg if msg.startswith(f"{where}: ") else f"{where}: {msg}"
+
+
 def format_validation_error(exc: ValidationError, where: str) -> str:
-    """The first error of ``exc`` as one line: ``where: field = value: message``."""
+    """The first error of ``exc`` as one line: ``where: field = value: message`` (``where:
+    message`` for an error of the whole model, e.g. two fields that do not fit together)."""
     err = exc.errors()[0]
-    field = ".".join(str(x) for x in err["loc"]) or "(root)"
     msg = str(err["msg"]).removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    if not err["loc"]:
+        return _prefixed(where, msg)
+    field = ".".join(str(x) for x in err["loc"])
     shown = "" if err["type"] == "missing" else f" = {_shown(err.get('input'))}"
     if err["type"] == "extra_forbidden":
         shown, msg = "", "unknown field"
@@ -47,8 +55,8 @@ def validate(cls: type[M], raw: Any, where: str) -> M:
         return cls.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(exc, where)) from None
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:  # raised by a validator (or a model's own __init__)
+        raise ConfigError(_prefixed(where, str(exc))) from None
 
 
 class ConfigModel(BaseModel):
@@ -60,7 +68,7 @@ class ConfigModel(BaseModel):
     what: ClassVar[str] = "config"
 
     @classmethod
-    def from_dict(cls, raw: Any, where: str | None = None) -> Any:
+    def from_dict(cls, raw: Any, where: str | None = None) -> Self:
         """Validate a mapping; errors are one line prefixed with ``where``."""
         if not isinstance(raw, dict):
             raise ConfigError(f"{where or cls.what} must be a mapping of fields, got "
@@ -68,7 +76,7 @@ class ConfigModel(BaseModel):
         return validate(cls, raw, where or cls.what)
 
     @classmethod
-    def load(cls, path: Path | str) -> Any:
+    def load(cls, path: Path | str) -> Self:
         """Read and validate a YAML file (missing, unreadable, non-UTF-8, bad YAML: one line)."""
         return cls.from_dict(read_yaml(path, cls.what), where=str(path))
 

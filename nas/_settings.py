@@ -15,8 +15,9 @@ variable             meaning
 ``XDG_DATA_HOME``    base of user data (default ``~/.local/share``)
 ===================  ==========================================================================
 
-The service reads its own ``NAS_SERVE_*`` settings in :mod:`nas.serve` (a pydantic settings
-model of its own, with the service's validation rules).
+The service's token, ``NAS_API_TOKEN``, is read by :func:`nas.serve.resolve_token` (through
+:func:`env_with_prefix`); its settings are a :class:`~nas._config.ConfigModel` of their own,
+:class:`nas.serve.ServiceSettings`.
 """
 
 from __future__ import annotations

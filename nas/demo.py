@@ -111,13 +111,13 @@ class _Demo:
     def search(self, data: str, n_trials: int, workers: int) -> None:
         import numpy as np
 
-        from nas.search import SearchConfig, run_search
+        from nas.search import RaySearchConfig, run_search
 
         sample = self.space.sample_many(2000, seed=self.seed, unique=False)
         self.budget = float(np.quantile(self.predictor.predict(sample), 0.5))
         self.study = f"demo-{time.strftime('%Y%m%d-%H%M%S')}"
         lat = f"latency:{self.profile.name}"
-        self.cfg = SearchConfig(
+        self.cfg = RaySearchConfig(
             space=self.space.name, checkpoint=str(self.ckpt), data=data, proxy="inherited",
             objectives=["accuracy", lat], constraints={lat: self.budget},
             db=str(self.db_path), sampler="tpe", n_trials=n_trials, workers=workers,

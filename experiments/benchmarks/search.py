@@ -74,7 +74,7 @@ def _timed_search(cfg: Any) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- overhead
 def part_overhead(args: argparse.Namespace, work: Path) -> str:
-    from nas.search import SearchConfig
+    from nas.search import RaySearchConfig
 
     db = args.db
     _ensure_predictor(db, "cifar_mbv3", "cpu-1t")
@@ -87,7 +87,7 @@ def part_overhead(args: argparse.Namespace, work: Path) -> str:
             name = f"ovh-{sampler}-{batch}-{storage}-{rep}"
             url = (str(work / f"{name}.journal") if storage == "journal"
                    else f"sqlite:///{work / name}.sqlite")
-            cfg = SearchConfig(space="cifar_mbv3", objectives=["macs", "latency:cpu-1t"], db=db,
+            cfg = RaySearchConfig(space="cifar_mbv3", objectives=["macs", "latency:cpu-1t"], db=db,
                                sampler=sampler, n_trials=args.overhead_trials, workers=1,
                                batch_size=batch, seed=rep, study=name, storage=url,
                                population=20)
@@ -104,7 +104,7 @@ def part_overhead(args: argparse.Namespace, work: Path) -> str:
 def part_scaling(args: argparse.Namespace, work: Path) -> str:
     import torch
 
-    from nas.search import SearchConfig
+    from nas.search import RaySearchConfig
     from nas.supernet import OFASupernet, save_supernet
 
     ckpt = args.checkpoint
@@ -121,7 +121,7 @@ def part_scaling(args: argparse.Namespace, work: Path) -> str:
         runs = []
         for rep in range(args.repeats):
             name = f"scale-w{workers}-{rep}-{int(time.time())}"
-            cfg = SearchConfig(
+            cfg = RaySearchConfig(
                 space="cifar_mbv3", checkpoint=str(ckpt), data=args.data, proxy="inherited",
                 proxy_options={"val_limit": args.val_limit, "bn_batches": 2,
                                "bn_batch_size": 64, "cache": False},  # evaluate every time
@@ -153,7 +153,7 @@ def part_scaling(args: argparse.Namespace, work: Path) -> str:
 def part_hv(args: argparse.Namespace, work: Path) -> str:
     from nas.search import (
         Evaluator,
-        SearchConfig,
+        RaySearchConfig,
         hypervolume,
         load_latency_predictors,
         pareto_mask,
@@ -165,7 +165,7 @@ def part_hv(args: argparse.Namespace, work: Path) -> str:
                 data=args.data, proxy=args.proxy, objectives=["accuracy", "latency:cpu-1t"],
                 db=args.db, n_trials=args.hv_trials, workers=1, batch_size=4,
                 population=args.population)
-    cfg0 = SearchConfig(**base, study="hv-ref", storage=str(work / "hv-ref.journal"))
+    cfg0 = RaySearchConfig(**base, study="hv-ref", storage=str(work / "hv-ref.journal"))
     preds, _ = load_latency_predictors(cfg0)
     ev = Evaluator(cfg0.model_dump(), preds)
     sp = get_space(args.hv_space)
@@ -186,7 +186,7 @@ def part_hv(args: argparse.Namespace, work: Path) -> str:
         finals, at = [], {c: [] for c in checkpoints}
         for seed in range(args.seeds):
             name = f"hv-{sampler}-{seed}-{int(time.time())}"
-            cfg = SearchConfig(**base, sampler=sampler, seed=seed, study=name,
+            cfg = RaySearchConfig(**base, sampler=sampler, seed=seed, study=name,
                                storage=str(work / f"{name}.journal"))
             res = _timed_search(cfg)["result"]
             curve = dict(res.hypervolume_curve(reference=ref_point, points=args.hv_trials))

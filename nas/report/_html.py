@@ -392,7 +392,7 @@ def render_report(res: SearchResult, *, title: str | None = None) -> str:
 </head>
 <body>
 <h1>{_esc(name)}</h1>
-<div class="meta">space <b>{_esc(cfg.space)}</b> · sampler {_esc(cfg.sampler)} · objectives
+<div class="meta">space <b>{_esc(cfg.space)}</b> · {_esc(cfg.strategy)} · objectives
 {", ".join(_esc(o.label) for o in res.objectives)} · constraints {cons} ·
 {res.n_complete} trials completed, {res.n_failed} failed, {res.n_feasible} feasible
 (budget {cfg.n_trials}) · storage <code>{_esc(mask_url(res.storage))}</code> ·

@@ -6,8 +6,12 @@ Example:
     >>> result = run_search(cfg)
     >>> [t.arch_hash for t in result.front]
 
-The search strategies are Optuna samplers registered in :data:`SAMPLERS` (one class and a
-decorator each; see :mod:`nas.search._samplers`).
+The search engines are registered in :data:`ENGINES` (``ray``: an Optuna sampler asks, Ray
+actors score; ``predictor``: vectorised NSGA-II in this process), each with a config model
+holding the settings it uses (:class:`RaySearchConfig`, :class:`PredictorSearchConfig`; the
+common ones in :class:`SearchConfig`). The Ray engine's search strategies are Optuna samplers
+registered in :data:`SAMPLERS` (one class and a decorator each; see
+:mod:`nas.search._samplers`).
 """
 
 from __future__ import annotations
@@ -17,17 +21,26 @@ from typing import TYPE_CHECKING
 from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from nas.search._config import Objective, OneOf, SearchConfig, default_storage, parse_metric
+    from nas.search._config import (
+        Objective,
+        OneOf,
+        PredictorSearchConfig,
+        RaySearchConfig,
+        SearchConfig,
+        default_storage,
+        parse_metric,
+        search_config_type,
+    )
     from nas.search._driver import (
         check_config,
         load_latency_predictors,
         make_sampler,
         run_search,
     )
+    from nas.search._engines import ENGINES, SearchEngine, choose_engine
     from nas.search._evolution import EvolutionSampler, nondomination_rank
     from nas.search._fast import (
         Specialization,
-        choose_engine,
         run_predictor_search,
         search_resolutions,
         specialize,
@@ -49,13 +62,15 @@ if TYPE_CHECKING:
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
-        "nas.search._config": ["Objective", "OneOf", "SearchConfig", "default_storage",
-                               "parse_metric"],
+        "nas.search._config": ["Objective", "OneOf", "PredictorSearchConfig",
+                               "RaySearchConfig", "SearchConfig", "default_storage",
+                               "parse_metric", "search_config_type"],
         "nas.search._driver": ["check_config", "load_latency_predictors", "make_sampler",
                                "run_search"],
+        "nas.search._engines": ["ENGINES", "SearchEngine", "choose_engine"],
         "nas.search._evolution": ["EvolutionSampler", "nondomination_rank"],
-        "nas.search._fast": ["Specialization", "choose_engine", "run_predictor_search",
-                             "search_resolutions", "specialize"],
+        "nas.search._fast": ["Specialization", "run_predictor_search", "search_resolutions",
+                             "specialize"],
         "nas.search._pareto": ["hypervolume", "pareto_mask"],
         "nas.search._params": ["arch_from_params", "distributions", "params_from_arch"],
         "nas.search._results": ["SearchResult", "TrialRecord", "load_results", "load_study",

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from nas._cli_utils import JsonOpt, console, err_console, print_json, seed_option
 from nas.errors import ConfigError
+from nas.search._engines import ENGINES
 from nas.search._samplers import SAMPLERS
+
+if TYPE_CHECKING:
+    from nas.search import SearchConfig
 
 __all__ = ["print_front", "register"]
 
@@ -53,14 +57,15 @@ ObjectiveOpt = Annotated[list[str] | None, typer.Option(
 ConstraintOpt = Annotated[list[str] | None, typer.Option(
     "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, macs=N.")]
 SamplerOpt = Annotated[str | None, typer.Option(
-    help=f"Search strategy: {SAMPLERS.help(lambda c: c.description)}.")]
+    help=f"Ray engine: search strategy: {SAMPLERS.help(lambda c: c.description)}.")]
 NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", "-n", help=(
     "Trial budget (Ray engine); with the predictor engine, the trials stored: the front and "
     "a sample of what was scored."))]
 EngineOpt = Annotated[str | None, typer.Option(
-    "--engine", help="auto (default): at predictor speed in this process when every objective "
-    "and constraint is a predictor (ofa-imagenet, predictor:path=FILE, latency, macs, params), "
-    "else on Ray; predictor or ray to insist.")]
+    "--engine", help="auto (default): a setting of one engine (--workers, --sampler...; "
+    "--generations) chooses it, else the search chooses: the predictor engine when every "
+    "objective and constraint is a predictor, Ray otherwise. Engines: "
+    f"{ENGINES.help(lambda e: e.description)}.")]
 GenerationsOpt = Annotated[int | None, typer.Option(
     "--generations", help="Predictor engine: generations of its NSGA-II (default 300).")]
 PopulationOpt = Annotated[int | None, typer.Option(
@@ -71,7 +76,11 @@ InterpolateOpt = Annotated[bool | None, typer.Option(
     "lookup table, e.g. note10), also search the resolutions in between, priced by "
     "interpolation (default: keep to the table's).")]
 AddressOpt = Annotated[str | None, typer.Option(
-    help="Ray cluster address (default RAY_ADDRESS, else a local Ray).")]
+    help="Ray engine: cluster address (default RAY_ADDRESS, else a local Ray).")]
+WorkersOpt = Annotated[int | None, typer.Option(
+    help="Ray engine: actors evaluating subnets (default 1).")]
+BatchSizeOpt = Annotated[int | None, typer.Option(
+    help="Ray engine: subnets per actor call (default 4).")]
 LatencyKindOpt = Annotated[str | None, typer.Option(
     help="Latency predictor kind (default: the best stored one per device).")]
 ResumeOpt = Annotated[bool, typer.Option(
@@ -80,20 +89,22 @@ VerifyOpt = Annotated[int, typer.Option(
     min=0, help="Then measure the first N subnets of the front for real.")]
 
 
-def _search_config(config: Path | None, resume: bool, overrides: dict[str, Any]) -> Any:
+def _search_config(config: Path | None, resume: bool, overrides: dict[str, Any]
+                   ) -> SearchConfig:
     """The configuration to run: the file and flags, or (``--resume`` with neither file nor
-    space) the stored one with the flags that say how to run it."""
+    space) the stored one with the flags that say how to run it (a flag of another engine
+    than the stored search's is refused)."""
     from nas.search import SearchConfig, load_results
 
     study, space = overrides.get("study"), overrides.get("space")
     if resume and config is None and space is None:
         if study is None:
             raise ConfigError("--resume needs --study (and --storage if not the default)")
-        from nas.search._study import RUN_FIELDS
-
         stored = load_results(study, overrides.get("storage")).config
-        return stored.model_copy(update={k: overrides[k] for k in RUN_FIELDS
-                                         if overrides.get(k) is not None})
+        run = {k for _, engine in ENGINES.items() for k in engine.config.run_fields}
+        given = {k: v for k, v in overrides.items() if k in run and v is not None}
+        return SearchConfig.from_dict({**stored.model_dump(), **given},
+                                      where=f"stored config of study {study!r}")
     if config is None and space is None:
         raise ConfigError("give a search config (--config FILE) or at least --space")
     return SearchConfig.load(config, **overrides)
@@ -109,8 +120,8 @@ def search_cmd(
     constraint: ConstraintOpt = None,
     sampler: SamplerOpt = None,
     n_trials: NTrialsOpt = None,
-    workers: Annotated[int | None, typer.Option(help="Ray actors evaluating subnets.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Subnets per actor call.")] = None,
+    workers: WorkersOpt = None,
+    batch_size: BatchSizeOpt = None,
     seed: Annotated[int | None, seed_option("Sampler seed")] = None,
     study: Annotated[str | None, typer.Option(help="Study name (default from the config).")
                      ] = None,
@@ -130,11 +141,14 @@ def search_cmd(
     """Search the space for the accuracy/latency Pareto front (or the best subnet under a
     budget), stored as an Optuna study.
 
-    Two engines, picked by themselves (and said on stderr): when every objective and
-    constraint is a predictor (e.g. --proxy ofa-imagenet with latency on note10), whole
-    generations are scored in this process by a vectorised NSGA-II, in about a second; when
-    the accuracy proxy needs the supernet (inherited, zero-cost), subnets are scored by Ray
-    actors (in-process Ray unless --address or RAY_ADDRESS names a cluster).
+    Two engines (said on stderr): when every objective and constraint is a predictor (e.g.
+    --proxy ofa-imagenet with latency on note10), whole generations are scored in this
+    process by a vectorised NSGA-II, in about a second; when the accuracy proxy needs the
+    supernet (inherited, zero-cost), subnets are scored by Ray actors (in-process Ray unless
+    --address or RAY_ADDRESS names a cluster). Without --engine, a setting of one engine
+    chooses it (--sampler, --workers, --batch-size, --address: Ray; --generations: the
+    predictor engine), else the search does; a setting of the other engine than the one
+    that runs is refused, not ignored.
 
     The study is stored (journal file under runs/studies/ by default) and opens in
     optuna-dashboard; `nas results --study NAME` prints the front again, `nas report` draws
@@ -151,8 +165,7 @@ def search_cmd(
     ))
     def announce(engine: str, why: str) -> None:  # once the config passed its checks
         if not json_out:
-            where = "in this process" if engine == "predictor" else "on Ray actors"
-            err_console.print(f"engine: {engine} ({why}): scoring {where}")
+            err_console.print(f"engine: {engine} ({why}): scoring {ENGINES.get(engine).where}")
 
     res = run_search(cfg, resume=resume, progress=progress and not json_out,
                      on_start=announce)

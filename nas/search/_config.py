@@ -1,6 +1,7 @@
-"""Search configuration: a validated pydantic model read from YAML and overridden by flags.
+"""Search configuration: one validated pydantic model per search engine, read from YAML and
+overridden by flags.
 
-Example (``experiments/search_cifar.yaml``)::
+Example (``experiments/search/cifar10.yaml``)::
 
     space: cifar_mbv3
     checkpoint: runs/cifar10_supernet/supernet.safetensors
@@ -8,6 +9,7 @@ Example (``experiments/search_cifar.yaml``)::
     proxy: inherited
     objectives: [accuracy, latency:cpu-1t]
     constraints: {latency:cpu-1t: 4.0}
+    engine: ray
     sampler: tpe
     n_trials: 200
     workers: 2
@@ -16,6 +18,21 @@ Objectives are ``accuracy`` (the accuracy proxy, maximised), ``latency:<device>`
 latency in ms, minimised), ``macs`` and ``params`` (minimised). Constraints are upper bounds on
 ``latency:<device>``, ``macs`` or ``params``. A search with one objective returns the best
 feasible subnet; with several, the feasible Pareto front.
+
+Engines. :class:`SearchConfig` holds the settings every engine uses; each engine registered in
+:data:`~nas.search.ENGINES` has a model of its own that adds its settings
+(:class:`RaySearchConfig`: ``sampler``, ``workers``, ``batch_size``, ``worker_threads``,
+``address``; :class:`PredictorSearchConfig`: ``generations``). The models form a pydantic
+discriminated union on ``engine``, and a setting the engine does not use is refused in one
+line, never ignored::
+
+    search config: workers = 4: not a setting of engine 'predictor' (settings of the ray engine)
+
+Without ``engine`` (or with ``engine: auto``) the settings given choose: a setting of one
+engine (``workers: 4``, ``sampler: nsga2``; ``generations: 500``) means that engine, as a user
+who sets it expects; with none, the engine is chosen when the search runs
+(:func:`~nas.search.choose_engine`: the predictor engine when every objective and constraint
+is a predictor, Ray otherwise). Settings of two engines without ``engine`` are refused.
 """
 
 from __future__ import annotations
@@ -23,34 +40,49 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal, Self, Union, cast
 
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     GetCoreSchemaHandler,
     GetJsonSchemaHandler,
     StrictBool,
     StrictInt,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
     model_validator,
 )
-from pydantic_core import core_schema
+from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from nas._config import ConfigModel
 from nas._io import read_yaml
 from nas.errors import ConfigError
 from nas.search._samplers import SAMPLERS
 
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
+
 __all__ = [
+    "AUTO",
     "SAMPLERS",
     "Objective",
     "OneOf",
+    "PredictorOptions",
+    "PredictorSearchConfig",
     "ProxyOptions",
+    "RayOptions",
+    "RaySearchConfig",
     "SearchConfig",
     "default_storage",
     "parse_metric",
+    "search_config_type",
 ]
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
@@ -177,10 +209,34 @@ class ProxyOptions(ConfigModel):
     cache: StrictBool = True
 
 
+#: the ``engine`` of a config whose engine is chosen when the search runs
+AUTO = "auto"
+
+
+def _engine_names() -> list[str]:
+    from nas.search._engines import ENGINES
+
+    return [AUTO, *ENGINES.names()]
+
+
 class SearchConfig(ConfigModel):
-    """Everything a search needs; see the module docstring for the YAML form.
+    """The settings every engine uses; validating a config gives the engine's own model.
+
+    ``SearchConfig.from_dict``, ``SearchConfig.load`` and ``SearchConfig.model_validate``
+    validate the discriminated union of every engine's model (:func:`search_config_type`):
+    the result is a :class:`RaySearchConfig`, a :class:`PredictorSearchConfig` (or another
+    registered engine's), or a plain :class:`SearchConfig` when no engine is given and no
+    engine's own setting either, whose engine is chosen when it runs (``engine == "auto"``).
+    ``SearchConfig(...)`` itself builds only the last kind; ``RaySearchConfig(...)`` and
+    ``PredictorSearchConfig(...)`` build theirs.
 
     Attributes:
+        engine: ``auto`` or a name in :data:`~nas.search.ENGINES` (``nas search --help``
+            lists them). Without it, a setting of one engine chooses that engine; with
+            neither, :func:`~nas.search.choose_engine` chooses when the search runs: the
+            predictor engine when every objective and constraint is a predictor (an accuracy
+            predictor such as ``ofa-imagenet``, latency predictors, MACs, params), Ray
+            otherwise.
         space: search space name.
         checkpoint: trained supernet (needed by proxies that use weights and by export).
         data: data for the accuracy proxy (``inherited``...): an image folder, archive,
@@ -194,31 +250,25 @@ class SearchConfig(ConfigModel):
         constraints: upper bounds, e.g. ``{"latency:cpu-1t": 4.0, "params": 3e6}``.
         latency_kind: predictor kind per device (None: the best stored kind).
         db: latency database URL (default: ``NAS_DB_URL`` or ``latency_db/latency.sqlite``).
-        sampler: a name in :data:`~nas.search.SAMPLERS`.
-        n_trials: trial budget (completed trials, failed evaluations included; trials lost to
-            a dead worker are re-run and do not count).
-        workers: Ray actors evaluating architectures.
-        batch_size: architectures per actor call.
-        worker_threads: torch threads per actor.
-        seed: seed of the sampler.
-        study: study name (default: derived from space, objectives and seed).
+        n_trials: trial budget on Ray (completed trials, failed evaluations included; trials
+            lost to a dead worker are re-run and do not count); the trials the predictor
+            engine stores (the front and a sample of what it scored).
+        seed: seed of the sampler or of the evolution.
+        study: study name (default: derived from space, objectives, seed and the sampler, or
+            ``predictor`` for the predictor engine).
         storage: Optuna storage URL or journal file (default ``runs/studies/<study>.journal``).
-        address: Ray cluster address (default: ``RAY_ADDRESS``, else a local Ray).
-        population: population size of ``nsga2`` and ``evolution`` (default 20) and of the
-            predictor engine's evolution (default 100).
-        engine: ``auto`` (the default) searches at predictor speed, in this process, when
-            every objective and constraint is a predictor (an accuracy predictor such as
-            ``ofa-imagenet``, latency predictors, MACs, params), and on Ray actors otherwise;
-            ``predictor`` insists on the first (an error says what needs a model), ``ray``
-            on the second (e.g. to use an Optuna sampler).
-        generations: generations of the predictor engine (``population`` subnets each).
+        population: population size of the ``nsga2`` and ``evolution`` samplers (default 20)
+            and of the predictor engine's evolution (default 100).
         interpolate: let a search that prices a device with a fixed set of resolutions (a
             lookup table such as ``note10``) pick the space's resolutions in between, priced
             by interpolation (``nas latency kinds``: ``table``).
     """
 
     what = "search config"
+    #: what a resumed search takes from the new configuration (the rest is the stored one)
+    run_fields: ClassVar[tuple[str, ...]] = ("n_trials",)
 
+    engine: Annotated[str, OneOf(_engine_names)] = AUTO
     space: Annotated[str, OneOf(_space_names)]
     checkpoint: str | None = None
     data: str | None = None
@@ -228,19 +278,34 @@ class SearchConfig(ConfigModel):
     constraints: dict[str, float] = Field(default_factory=dict)
     latency_kind: Annotated[str, OneOf(_latency_kinds)] | None = None
     db: str | None = None
-    sampler: Annotated[str, OneOf(SAMPLERS.names)] = "tpe"
     n_trials: int = Field(default=100, ge=1, le=1_000_000)
-    workers: int = Field(default=1, ge=1, le=1024)
-    batch_size: int = Field(default=4, ge=1, le=4096)
-    worker_threads: int = Field(default=1, ge=1, le=256)
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     study: str | None = None
     storage: str | None = None
-    address: str | None = None
     population: int | None = Field(default=None, ge=2, le=100_000)
-    engine: Literal["auto", "predictor", "ray"] = "auto"
-    generations: int = Field(default=300, ge=1, le=100_000)
     interpolate: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _settings_of_this_engine(cls, data: Any) -> Any:
+        """Refuse another engine's setting in one line naming it and its engine."""
+        if isinstance(data, dict):
+            owners = _owners()
+            for key, value in data.items():
+                if key not in cls.model_fields and key in owners:
+                    raise _not_a_setting(cls, key, value, data)
+        return data
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, v: str) -> str:
+        if v != cls._engine_name():
+            from nas.search._engines import ENGINES
+
+            model = ENGINES.get(v).config.__name__
+            raise ValueError(f"engine {v!r} has settings of its own: build a {model}, or "
+                             "validate with SearchConfig.from_dict")
+        return v
 
     @field_validator("objectives")
     @classmethod
@@ -282,10 +347,57 @@ class SearchConfig(ConfigModel):
                              "starting with a symbol)")
         return v
 
-    @model_validator(mode="after")
-    def _sampler_fits_objectives(self) -> SearchConfig:
-        SAMPLERS.get(self.sampler).check_objectives(len(self.objectives))
-        return self
+    # ------------------------------------------------------------------ the engine
+    @classmethod
+    def _engine_name(cls) -> str:
+        """The engine this model is the config of (``auto`` for this base)."""
+        return str(cls.model_fields["engine"].default)
+
+    @classmethod
+    def own_settings(cls) -> tuple[str, ...]:
+        """The settings this model adds to the common ones (its engine's own)."""
+        return tuple(k for k in cls.model_fields if k not in SearchConfig.model_fields)
+
+    @classmethod
+    def of(cls, cfg: SearchConfig) -> Self:
+        """``cfg`` as this model: itself when it is one, an ``auto`` config given this
+        model's engine.
+
+        Raises:
+            ConfigError: a setting of ``cfg`` is not one of this model's engine.
+        """
+        if isinstance(cfg, cls):
+            return cfg
+        raw = {**cfg.model_dump(exclude={"engine"}), "engine": cls._engine_name()}
+        return cls.from_dict(raw, where=cfg.what)
+
+    def for_engine(self, name: str) -> SearchConfig:
+        """This config as engine ``name``'s (see :meth:`of`)."""
+        from nas.search._engines import ENGINES
+
+        return ENGINES.get(name).config.of(self)
+
+    def optuna_sampler(self, n_objectives: int | None = None) -> BaseSampler | None:
+        """The sampler of the Optuna study that stores this search (None: Optuna's default,
+        for an engine that adds its trials itself)."""
+        return None
+
+    def run_settings(self) -> dict[str, Any]:
+        """The settings a resumed search takes from this config (:attr:`run_fields`)."""
+        return {k: getattr(self, k) for k in self.run_fields}
+
+    @property
+    def _study_tag(self) -> str:
+        """What names the study besides space, objectives and seed: the engine's (an
+        ``auto`` config's is that of the engine it will run on)."""
+        from nas.search._engines import choose_engine
+
+        return self.for_engine(choose_engine(self)[0])._study_tag
+
+    @property
+    def strategy(self) -> str:
+        """How the search searches, in a few words (for reports)."""
+        return f"engine {self.engine}"
 
     # ------------------------------------------------------------------ derived
     @property
@@ -303,7 +415,7 @@ class SearchConfig(ConfigModel):
         if self.study:
             return self.study
         objs = "-".join(o.replace(":", "_") for o in self.objectives)
-        return f"{self.space}-{objs}-{self.sampler}-s{self.seed}"
+        return f"{self.space}-{objs}-{self._study_tag}-s{self.seed}"
 
     @property
     def storage_url(self) -> str:
@@ -312,7 +424,15 @@ class SearchConfig(ConfigModel):
 
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path | None = None, **overrides: Any) -> SearchConfig:
+    def model_validate(cls, obj: Any, **kwargs: Any) -> Self:
+        """Pydantic's ``model_validate``; on :class:`SearchConfig` itself, through the union
+        of every engine's model (the result is the engine's model)."""
+        if cls is not SearchConfig:
+            return super().model_validate(obj, **kwargs)
+        return cast(Self, _adapter().validate_python(obj, **kwargs))
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> Self:
         """Read ``path`` (YAML) if given, apply ``overrides`` that are not None, validate.
 
         Raises:
@@ -328,5 +448,216 @@ class SearchConfig(ConfigModel):
                                   f"{type(loaded).__name__}")
             raw.update(loaded)
         raw.update({k: v for k, v in overrides.items() if v is not None})
-        result: SearchConfig = cls.from_dict(raw, where=where)
-        return result
+        return cls.from_dict(raw, where=where)
+
+
+class RayOptions(ConfigModel):
+    """The Ray engine's own settings (its plug-in ``Options``; every one has a default).
+
+    Attributes:
+        sampler: a name in :data:`~nas.search.SAMPLERS`.
+        workers: Ray actors evaluating architectures.
+        batch_size: architectures per actor call.
+        worker_threads: torch threads per actor.
+        address: Ray cluster address (default: ``RAY_ADDRESS``, else a local Ray).
+    """
+
+    what = "ray engine options"
+
+    sampler: Annotated[str, OneOf(SAMPLERS.names)] = "tpe"
+    workers: int = Field(default=1, ge=1, le=1024)
+    batch_size: int = Field(default=4, ge=1, le=4096)
+    worker_threads: int = Field(default=1, ge=1, le=256)
+    address: str | None = None
+
+
+class RaySearchConfig(RayOptions, SearchConfig):
+    """A search on Ray: an Optuna sampler asks, Ray actors score the subnets
+    (:func:`~nas.search.run_search`). Any proxy works, those that need the supernet included.
+    The common settings, and :class:`RayOptions`.
+    """
+
+    what = "search config"
+    run_fields = (*SearchConfig.run_fields, "workers", "batch_size", "worker_threads",
+                  "address")
+
+    engine: Literal["ray"] = "ray"
+
+    @model_validator(mode="after")
+    def _sampler_fits_objectives(self) -> Self:
+        SAMPLERS.get(self.sampler).check_objectives(len(self.objectives))
+        return self
+
+    def optuna_sampler(self, n_objectives: int | None = None) -> BaseSampler:
+        """The configured sampler, seeded (constraints come from the trials themselves).
+
+        Raises:
+            ConfigError: several objectives for a single-objective sampler.
+        """
+        return SAMPLERS.get(self.sampler).create(self, n_objectives)
+
+    @property
+    def _study_tag(self) -> str:
+        return self.sampler
+
+    @property
+    def strategy(self) -> str:
+        return f"sampler {self.sampler}"
+
+
+class PredictorOptions(ConfigModel):
+    """The predictor engine's own settings (its plug-in ``Options``).
+
+    Attributes:
+        generations: generations of the evolution (``population`` subnets each).
+    """
+
+    what = "predictor engine options"
+
+    generations: int = Field(default=300, ge=1, le=100_000)
+
+
+class PredictorSearchConfig(PredictorOptions, SearchConfig):
+    """A search at predictor speed, in this process: vectorised NSGA-II scores whole
+    generations with one call per predictor (:func:`~nas.search.run_predictor_search`).
+    Every objective and constraint must be a predictor. The common settings, and
+    :class:`PredictorOptions`.
+    """
+
+    what = "search config"
+
+    engine: Literal["predictor"] = "predictor"
+
+    @property
+    def _study_tag(self) -> str:
+        return "predictor"
+
+    @property
+    def strategy(self) -> str:
+        return f"predictor engine (NSGA-II, {self.generations} generations)"
+
+
+# ---------------------------------------------------------------------- the union
+def _models() -> dict[str, type[SearchConfig]]:
+    """The config model of ``auto`` and of every registered engine, by engine name."""
+    from nas.search._engines import ENGINES
+
+    ranked = sorted(ENGINES.items(), key=lambda item: item[1].rank)
+    return {AUTO: SearchConfig, **{name: engine.config for name, engine in ranked}}
+
+
+def _owners() -> dict[str, str]:
+    """Each engine's own setting -> that engine's name."""
+    return {key: name for name, model in _models().items() for key in model.own_settings()}
+
+
+def _implied(raw: dict[str, Any]) -> str:
+    """The engine of ``raw``: its ``engine``, else the first engine (by rank) whose own
+    setting it gives, else ``auto``. An engine that is not registered reads as ``auto``,
+    whose model refuses it in one line."""
+    engine = raw.get("engine")
+    models = _models()
+    if engine is None or engine == AUTO:
+        for name, model in models.items():
+            if set(model.own_settings()) & raw.keys():
+                return name
+        return AUTO
+    return engine if isinstance(engine, str) and engine in models else AUTO
+
+
+def _tag(value: Any) -> str | None:
+    """The discriminator: the union member that validates ``value``."""
+    if isinstance(value, SearchConfig):
+        return value.engine
+    if isinstance(value, dict):
+        return _implied(value)
+    return None
+
+
+def _not_a_setting(model: type[SearchConfig], key: str, value: Any,
+                   data: dict[str, Any]) -> ValidationError:
+    """``key = value: not a setting of engine 'x' (settings of the y engine)``, at ``key``."""
+    mine = model._engine_name()
+    owner = _owners()[key]
+    why = f"not a setting of engine {mine!r}"
+    chosen = [k for k in model.own_settings() if k in data]
+    if "engine" not in data and chosen:  # the engine was implied by its settings
+        why += f", which {', '.join(chosen)} chose"
+    message = f"{why} (settings of the {owner} engine)"
+    return ValidationError.from_exception_data(model.__name__, [InitErrorDetails(
+        type=PydanticCustomError("engine_setting", message), loc=(key,), input=value)])
+
+
+#: every field of the search config before each engine had a model of its own: a config
+#: stored then holds them all (the predictor engine's and Ray's settings side by side)
+_BEFORE_ENGINES = frozenset({
+    "space", "checkpoint", "data", "proxy", "proxy_options", "objectives", "constraints",
+    "latency_kind", "db", "sampler", "n_trials", "workers", "batch_size", "worker_threads",
+    "seed", "study", "storage", "address", "population", "engine", "generations",
+    "interpolate",
+})
+
+
+def _from_before_engines(raw: dict[str, Any]) -> dict[str, Any]:
+    """A config stored before the engines had models of their own, as its engine's model
+    reads it: the settings of the engines it did not name are dropped (those the old union
+    ignored). With ``engine: auto``, only the settings at their default are dropped, so that
+    one changed on purpose still chooses its engine (the first by rank when several do)."""
+    if not _BEFORE_ENGINES <= raw.keys():
+        return raw
+    engine = raw.get("engine")
+    out = dict(raw)
+    kept: str | None = None
+    for name, model in _models().items():
+        if name in (AUTO, engine):
+            continue
+        for key in model.own_settings():
+            default = model.model_fields[key].default
+            if key in out and (engine != AUTO or kept is not None or out[key] == default):
+                del out[key]
+        if engine == AUTO and set(model.own_settings()) & out.keys():
+            kept = name
+    return out
+
+
+def _dispatch(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+    """Around the union: read an old stored config, let the settings choose the engine when
+    none is given, and report errors at the field (without the union's tag in front)."""
+    if isinstance(value, dict):
+        value = _from_before_engines(value)
+        if value.get("engine") in (None, AUTO) and _implied(value) != AUTO:
+            value = {k: v for k, v in value.items() if k != "engine"}
+    try:
+        return handler(value)
+    except ValidationError as exc:
+        tags = set(_models())
+        errors = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            if loc and loc[0] in tags:
+                loc = loc[1:]
+            errors.append(InitErrorDetails(type=PydanticCustomError(err["type"], err["msg"]),
+                                           loc=loc, input=err.get("input")))
+        raise ValidationError.from_exception_data(exc.title, errors) from None
+
+
+def search_config_type() -> Any:
+    """The discriminated union of the config models of ``auto`` and every registered engine,
+    on ``engine``: the type of a search config in a request body (its OpenAPI schema lists
+    each engine's model) and what :meth:`SearchConfig.model_validate` validates."""
+    members = tuple(Annotated[model, Tag(name)] for name, model in _models().items())
+    tag = Discriminator(_tag, custom_error_type="config_mapping",
+                        custom_error_message="a search config must be a mapping of fields")
+    return Annotated[Union[members],  # noqa: UP007
+                     tag, WrapValidator(_dispatch)]
+
+
+_ADAPTERS: dict[tuple[str, ...], TypeAdapter[Any]] = {}
+
+
+def _adapter() -> TypeAdapter[Any]:
+    """The union's validator, built again when an engine is registered."""
+    key = tuple(_models())
+    if key not in _ADAPTERS:
+        _ADAPTERS[key] = TypeAdapter(search_config_type())
+    return _ADAPTERS[key]

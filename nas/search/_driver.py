@@ -32,16 +32,15 @@ import optuna
 from optuna.trial import Trial
 
 from nas.errors import ConfigError, NASError
-from nas.search._config import SearchConfig
+from nas.search._config import RaySearchConfig, SearchConfig
 from nas.search._params import arch_from_params, distributions
 from nas.search._pool import EvaluatorPool, cause, start_ray, stop_ray
 from nas.search._results import SearchResult, open_storage, result_from_study
-from nas.search._samplers import SAMPLERS
-from nas.search._study import RUN_FIELDS, Ledger, load_ledger, open_study
+from nas.search._study import Ledger, load_ledger, open_study
 from nas.search._worker import error_line, peak_rss_mb
 from nas.space import Architecture, SearchSpace, get_space
 
-__all__ = ["RUN_FIELDS", "check_config", "load_latency_predictors", "make_sampler",
+__all__ = ["RaySearch", "check_config", "load_latency_predictors", "make_sampler",
            "run_search"]
 
 Batch = list[tuple[Trial, Architecture]]
@@ -50,12 +49,13 @@ Batch = list[tuple[Trial, Architecture]]
 # ---------------------------------------------------------------------- set-up
 def make_sampler(cfg: SearchConfig, n_objectives: int | None = None
                  ) -> optuna.samplers.BaseSampler:
-    """The configured sampler, seeded (constraints come from the trials themselves).
+    """The sampler of a search on Ray, seeded (constraints come from the trials themselves).
 
     Raises:
-        ConfigError: several objectives for a single-objective sampler.
+        ConfigError: several objectives for a single-objective sampler; a config of another
+            engine.
     """
-    return SAMPLERS.get(cfg.sampler).create(cfg, n_objectives)
+    return RaySearchConfig.of(cfg).optuna_sampler(n_objectives)
 
 
 def load_latency_predictors(cfg: SearchConfig) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -92,11 +92,11 @@ def check_config(cfg: SearchConfig) -> None:
     for a predictor search, on a search too large to keep in memory)."""
     from pathlib import Path
 
-    from nas.search._fast import check_effort, choose_engine
+    from nas.search._engines import ENGINES, choose_engine
 
     space = get_space(cfg.space)
-    if choose_engine(cfg)[0] == "predictor":
-        check_effort(cfg)
+    engine = choose_engine(cfg)[0]
+    ENGINES.get(engine).check(cfg.for_engine(engine))
     needs_acc = "accuracy" in cfg.objectives
     if needs_acc:
         from nas.proxies import get_proxy
@@ -155,10 +155,10 @@ def check_feasible(cfg: SearchConfig, space: SearchSpace, predictors: dict[str, 
 
 
 # ---------------------------------------------------------------------- the search
-class _Search:
-    """One run of :func:`run_search`, step by step (see :meth:`run`)."""
+class RaySearch:
+    """One search on Ray (the ``ray`` engine's run), step by step (see :meth:`run`)."""
 
-    def __init__(self, cfg: SearchConfig, *, resume: bool, progress: bool,
+    def __init__(self, cfg: RaySearchConfig, *, resume: bool, progress: bool,
                  stop: threading.Event | None,
                  on_trial: Callable[[int, int], None] | None,
                  on_start: Callable[[], None] | None = None) -> None:
@@ -203,8 +203,12 @@ class _Search:
         (a resumed study's stored configuration is checked once it is read)."""
         info = {} if self.resume else self._prepare(self.cfg)
         self.storage = open_storage(self.cfg.storage_url)
-        self.study, self.cfg = open_study(self.cfg, self.storage, resume=self.resume,
-                                          predictor_info=info)
+        self.study, stored = open_study(self.cfg, self.storage, resume=self.resume,
+                                        predictor_info=info)
+        if not isinstance(stored, RaySearchConfig):
+            raise ConfigError(f"study {self.cfg.study_name!r} was run by engine "
+                              f"{stored.engine!r}, not 'ray'; resume it with that engine")
+        self.cfg = stored
         if self.resume:
             self._prepare(self.cfg)
         from nas.search._fast import search_resolutions
@@ -336,7 +340,8 @@ def run_search(
 ) -> SearchResult:
     """Run (or resume) a search until its trial budget is spent; returns the stored result.
 
-    The engine is chosen by :func:`~nas.search.choose_engine`: at predictor speed in this
+    The engine (one of :data:`~nas.search.ENGINES`) is the config's, or with ``engine:
+    auto`` the one :func:`~nas.search.choose_engine` chooses: at predictor speed in this
     process when every objective and constraint is a predictor
     (:func:`~nas.search.run_predictor_search`), on Ray actors otherwise.
 
@@ -355,14 +360,9 @@ def run_search(
             space, an unreachable storage, a constraint no subnet can meet, a study name that
             exists (with other objectives, or without ``resume``).
     """
-    from nas.search._fast import choose_engine, run_predictor_search
+    from nas.search._engines import ENGINES, choose_engine
 
     engine, why = choose_engine(cfg)
-    if engine == "predictor":
-        return run_predictor_search(cfg, resume=resume, progress=progress, stop=stop,
-                                    on_trial=on_trial,
-                                    on_start=None if on_start is None else
-                                    lambda: on_start(engine, why))
-    return _Search(cfg, resume=resume, progress=progress, stop=stop, on_trial=on_trial,
-                   on_start=None if on_start is None else lambda: on_start(engine, why)
-                   ).run()
+    return ENGINES.get(engine).run(
+        cfg.for_engine(engine), resume=resume, progress=progress, stop=stop,
+        on_trial=on_trial, on_start=None if on_start is None else lambda: on_start(engine, why))

@@ -26,15 +26,14 @@ import numpy as np
 import optuna
 
 from nas.errors import ConfigError
-from nas.search._config import SearchConfig
+from nas.search._config import PredictorSearchConfig, SearchConfig
 from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec, nondominated_ranks
 from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.space import ArchArrays, SearchSpace, get_space
 
 __all__ = ["MAX_SCORED", "PREDICTOR_POPULATION", "Scorer", "Specialization", "check_effort",
-           "choose_engine",
-           "run_predictor_search", "search_resolutions", "specialize"]
+           "needs_model", "run_predictor_search", "search_resolutions", "specialize"]
 
 #: the predictor engine's population when the config sets none (Once-for-All's)
 PREDICTOR_POPULATION = 100
@@ -43,34 +42,17 @@ ENGINE_KEY = "engine"
 
 
 # ---------------------------------------------------------------------- which engine
-def _needs_model(cfg: SearchConfig, space: SearchSpace) -> str | None:
-    """Why the search needs a model (a reason for Ray), or None when predictors do."""
+def needs_model(cfg: SearchConfig) -> str | None:
+    """Why the search needs a model (the predictor engine cannot run it), or None when
+    predictors score everything it asks for."""
     if "accuracy" not in cfg.objectives:
         return None
     from nas.proxies import get_proxy
 
     proxy = get_proxy(cfg.proxy)
-    if proxy.array_scorer(space) is None:
+    if proxy.array_scorer(get_space(cfg.space)) is None:
         return f"proxy {cfg.proxy!r} scores subnets with a model"
     return None
-
-
-def choose_engine(cfg: SearchConfig) -> tuple[str, str]:
-    """``("predictor" | "ray", why)`` for ``cfg`` (its ``engine`` field decides when set).
-
-    Raises:
-        ConfigError: ``engine: predictor`` for a search that needs a model.
-    """
-    space = get_space(cfg.space)
-    reason = _needs_model(cfg, space)
-    if cfg.engine == "ray":
-        return "ray", "engine 'ray' asked for"
-    if reason is None:
-        return "predictor", "every objective and constraint is a predictor"
-    if cfg.engine == "predictor":
-        raise ConfigError(f"engine = 'predictor': {reason}; use engine 'auto' or 'ray', or a "
-                          "predictor proxy (ofa-imagenet, predictor:path=FILE, macs, params)")
-    return "ray", reason
 
 
 #: subnets one predictor search may score (population x generations): its archive keeps
@@ -78,7 +60,7 @@ def choose_engine(cfg: SearchConfig) -> tuple[str, str]:
 MAX_SCORED = 2_000_000
 
 
-def check_effort(cfg: SearchConfig) -> None:
+def check_effort(cfg: PredictorSearchConfig) -> None:
     """Refuse a predictor search larger than :data:`MAX_SCORED` subnets, in one line.
 
     Raises:
@@ -128,7 +110,7 @@ class Scorer:
         latency: the latency predictor per device.
     """
 
-    cfg: SearchConfig
+    cfg: PredictorSearchConfig
     space: SearchSpace
     accuracy: Callable[[ArchArrays], np.ndarray] | None
     latency: dict[str, Any]
@@ -142,7 +124,7 @@ class Scorer:
         self.need_costs = any(k in ("macs", "params") for k in keys)
 
     @classmethod
-    def build(cls, cfg: SearchConfig, predictors: Mapping[str, Any]) -> Scorer:
+    def build(cls, cfg: PredictorSearchConfig, predictors: Mapping[str, Any]) -> Scorer:
         space = get_space(cfg.space)
         acc = None
         if "accuracy" in cfg.objectives:
@@ -191,7 +173,7 @@ def _initial(codec: GenomeCodec, space: SearchSpace) -> np.ndarray:
     return codec.encode(space.to_arrays(rows))
 
 
-def _evolve(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: bool,
+def _evolve(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: bool,
             stop: threading.Event | None = None,
             on_trial: Callable[[int], None] | None = None) -> tuple[EvolutionResult, float]:
     """Run the evolution; returns it and its wall time in seconds."""
@@ -241,7 +223,7 @@ def _stored_indices(res: EvolutionResult, n_trials: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate([front, sample]).astype(np.int64))
 
 
-def _trials(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
+def _trials(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
             idx: np.ndarray) -> list[optuna.trial.FrozenTrial]:
     """The stored subnets as completed Optuna trials, with the attributes of a Ray search."""
     space = scorer.space
@@ -268,7 +250,7 @@ def _arch(space: SearchSpace, a: ArchArrays, row: int) -> Any:
 
 
 # ---------------------------------------------------------------------- the two entry points
-def _prepare(cfg: SearchConfig) -> tuple[Scorer, GenomeCodec, dict[str, Any]]:
+def _prepare(cfg: PredictorSearchConfig) -> tuple[Scorer, GenomeCodec, dict[str, Any]]:
     """Check ``cfg``, load its predictors, and refuse a constraint no subnet can meet."""
     from nas.search._driver import check_config, check_feasible, load_latency_predictors
 
@@ -299,36 +281,38 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
     from nas.search._study import open_study
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if cfg.study is None:  # named after the engine, not the (unused) sampler
-        objs = "-".join(o.replace(":", "_") for o in cfg.objectives)
-        cfg = cfg.model_copy(update={"study": f"{cfg.space}-{objs}-predictor-s{cfg.seed}"})
+    pcfg = PredictorSearchConfig.of(cfg)
     info: dict[str, Any] = {}
     if not resume:
-        scorer, codec, info = _prepare(cfg)
-    storage = open_storage(cfg.storage_url)
-    study, cfg = open_study(cfg, storage, resume=resume, predictor_info=info)
+        scorer, codec, info = _prepare(pcfg)
+    storage = open_storage(pcfg.storage_url)
+    study, stored = open_study(pcfg, storage, resume=resume, predictor_info=info)
+    if not isinstance(stored, PredictorSearchConfig):
+        raise ConfigError(f"study {pcfg.study_name!r} was run by engine {stored.engine!r}, "
+                          "not 'predictor'; resume it with that engine")
+    pcfg = stored
     if resume:
         if study.get_trials(deepcopy=False):
-            return result_from_study(study, cfg.storage_url)
-        scorer, codec, _ = _prepare(cfg)
+            return result_from_study(study, pcfg.storage_url)
+        scorer, codec, _ = _prepare(pcfg)
     if on_start is not None:
         on_start()
-    gens = cfg.generations
+    gens = pcfg.generations
 
     def report(g: int) -> None:
         if on_trial is not None:
             on_trial(g, gens)
 
-    res, seconds = _evolve(cfg, scorer, codec, progress=progress, stop=stop, on_trial=report)
-    idx = _stored_indices(res, cfg.n_trials, cfg.seed)
-    study.add_trials(_trials(cfg, scorer, codec, res, idx))
+    res, seconds = _evolve(pcfg, scorer, codec, progress=progress, stop=stop, on_trial=report)
+    idx = _stored_indices(res, pcfg.n_trials, pcfg.seed)
+    study.add_trials(_trials(pcfg, scorer, codec, res, idx))
     study.set_user_attr(ENGINE_KEY, {
         "engine": "predictor", "algorithm": "NSGA-II (nas.search._evolve)",
-        "population": cfg.population or PREDICTOR_POPULATION, "generations": res.generations,
+        "population": pcfg.population or PREDICTOR_POPULATION, "generations": res.generations,
         "scored": res.n_scored, "stored": len(idx), "seconds": round(seconds, 4),
         "resolutions": codec.resolutions.tolist(),
     })
-    return result_from_study(study, cfg.storage_url)
+    return result_from_study(study, pcfg.storage_url)
 
 
 @dataclass
@@ -384,7 +368,7 @@ def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]
     return out
 
 
-def _refine(cfg: SearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
+def _refine(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
             key: str, bound: float) -> tuple[np.ndarray | None, int]:
     """The best subnet by the first objective with ``key <= bound`` (and the search's
     constraints), by a short search of its own warm-started from the front's subnets within
@@ -434,9 +418,9 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
         ConfigError: a bad argument (one line naming it), an objective that needs a model,
             a constraint no subnet can meet.
     """
-    from nas._config import validate
+    from nas.search._engines import choose_engine
 
-    cfg = validate(SearchConfig, {
+    cfg = PredictorSearchConfig.from_dict({
         "space": space, "proxy": proxy, "objectives": list(objectives),
         "constraints": dict(constraints or {}), "seed": seed, "population": population,
         "generations": generations, "db": db, "latency_kind": latency_kind,

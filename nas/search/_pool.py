@@ -7,7 +7,7 @@ from typing import Any
 
 from nas._ray import start_ray, stop_ray
 from nas.errors import NASError
-from nas.search._config import SearchConfig
+from nas.search._config import RaySearchConfig
 from nas.search._worker import Evaluator, error_line
 
 __all__ = ["MAX_STARTUP_DEATHS", "EvaluatorPool", "cause", "start_ray", "stop_ray"]
@@ -29,7 +29,7 @@ def cause(exc: BaseException) -> str:
 class EvaluatorPool:
     """The evaluator actors: creation, replacement after a death, and their statistics."""
 
-    def __init__(self, cfg: SearchConfig, predictors: dict[str, Any]) -> None:
+    def __init__(self, cfg: RaySearchConfig, predictors: dict[str, Any]) -> None:
         import ray
 
         self.cfg = cfg

@@ -32,7 +32,7 @@ from nas.errors import ConfigError
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
 
-    from nas.search._config import SearchConfig
+    from nas.search._config import RaySearchConfig
 
 __all__ = ["SAMPLERS", "SearchSampler"]
 
@@ -52,7 +52,7 @@ class SearchSampler:
     multi_objective: ClassVar[bool] = True
 
     @classmethod
-    def create(cls, cfg: SearchConfig, n_objectives: int | None = None) -> BaseSampler:
+    def create(cls, cfg: RaySearchConfig, n_objectives: int | None = None) -> BaseSampler:
         """The seeded sampler for ``cfg``.
 
         Raises:
@@ -71,7 +71,7 @@ class SearchSampler:
                               f"{n_objectives}; with several use one of {', '.join(multi)}")
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         """Build the sampler (``n_objectives`` is already checked)."""
         raise NotImplementedError
 
@@ -87,7 +87,7 @@ class TPE(SearchSampler):
                    "when several workers ask at once)")
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         from optuna.samplers import TPESampler
 
         return TPESampler(seed=cfg.seed, multivariate=True, constant_liar=cfg.workers > 1)
@@ -99,7 +99,7 @@ class NSGA2(SearchSampler):
     description = "Optuna's NSGA-II genetic algorithm (its population: the config's population)"
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         from optuna.samplers import NSGAIISampler
 
         return NSGAIISampler(seed=cfg.seed, population_size=cfg.population or 20)
@@ -111,7 +111,7 @@ class Random(SearchSampler):
     description = "uniform random sampling (the baseline)"
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         from optuna.samplers import RandomSampler
 
         return RandomSampler(seed=cfg.seed)
@@ -124,7 +124,7 @@ class GP(SearchSampler):
                    "trial on cifar_mbv3's 46 parameters here)")
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         from optuna.samplers import GPSampler
 
         return GPSampler(seed=cfg.seed)
@@ -136,7 +136,7 @@ class Evolution(SearchSampler):
     description = "Once-for-All's evolutionary search (its population: the config's population)"
 
     @classmethod
-    def make(cls, cfg: SearchConfig, n_objectives: int) -> BaseSampler:
+    def make(cls, cfg: RaySearchConfig, n_objectives: int) -> BaseSampler:
         from nas.search._evolution import EvolutionSampler
 
         return EvolutionSampler(seed=cfg.seed, population=cfg.population or 20)

@@ -20,13 +20,9 @@ from nas._io import mask_url
 from nas.errors import ConfigError
 from nas.search._config import SearchConfig
 from nas.search._results import CONFIG_KEY, PREDICTORS_KEY, RETRIED_KEY
-from nas.search._samplers import SAMPLERS
 from nas.space import Architecture
 
-__all__ = ["RUN_FIELDS", "Ledger", "load_ledger", "open_study"]
-
-#: what a resumed search takes from the new configuration (the rest is the stored one)
-RUN_FIELDS = ("n_trials", "workers", "batch_size", "worker_threads", "address")
+__all__ = ["Ledger", "load_ledger", "open_study"]
 
 
 def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resume: bool,
@@ -34,8 +30,9 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
     """Create the study in ``storage``, or load it to resume; returns it and the
     configuration in force.
 
-    When resuming, the stored configuration wins except for how the search runs
-    (``n_trials``, ``workers``, ``batch_size``, ``worker_threads``, ``address``).
+    When resuming, the stored configuration wins except for how the search runs (its
+    ``run_fields``: ``n_trials``; on Ray also ``workers``, ``batch_size``,
+    ``worker_threads``, ``address``).
     """
     name = cfg.study_name
     existing = None
@@ -51,7 +48,7 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
     try:
         study = optuna.create_study(
             study_name=name, storage=storage, directions=[o.direction for o in objs],
-            sampler=SAMPLERS.get(cfg.sampler).create(cfg, len(objs)),
+            sampler=cfg.optuna_sampler(len(objs)),
         )
     except optuna.exceptions.DuplicatedStudyError:
         # another driver created it between the check above and here: one driver per study
@@ -80,10 +77,10 @@ def _resume(cfg: SearchConfig, storage: optuna.storages.BaseStorage,
     stored = existing.user_attrs.get(CONFIG_KEY)
     if stored is None:
         raise ConfigError(f"study {name!r} in {label} was not written by `nas search`")
-    merged = validate(SearchConfig, {**stored, **{k: getattr(cfg, k) for k in RUN_FIELDS},
+    merged = validate(SearchConfig, {**stored, **cfg.run_settings(),
                                      "study": name, "storage": cfg.storage_url},
                       where=f"stored config of study {name!r}")
-    sampler = SAMPLERS.get(merged.sampler).create(merged, len(merged.objectives))
+    sampler = merged.optuna_sampler(len(merged.objectives))
     study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
     study.set_user_attr(CONFIG_KEY, merged.model_dump())
     return study, merged

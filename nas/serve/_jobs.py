@@ -20,10 +20,13 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nas.errors import ConfigError, NASError
 from nas.serve._settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from nas.search import SearchConfig
 
 __all__ = ["ExportRecord", "Jobs", "SearchJob", "check_id", "checked_path"]
 
@@ -78,16 +81,19 @@ def _one_line(exc: BaseException) -> str:
     return text.splitlines()[0][:500] if text else type(exc).__name__
 
 
-def _validated(model: Any, raw: dict[str, Any]) -> Any:
-    """``model.from_dict(raw)``; a bad field is a 422 naming it (the first part of the
-    one-line ``where: field = value: message`` form)."""
+def _validated(raw: dict[str, Any]) -> SearchConfig:
+    """``SearchConfig.from_dict(raw)`` (the engine's model); a bad field is a 422 naming it
+    (the first part of the one-line ``where: field = value: message`` form)."""
+    from nas.search import ENGINES, SearchConfig
+
     try:
-        return model.from_dict(raw, where="search config")
+        return SearchConfig.from_dict(raw, where="search config")
     except ConfigError as exc:
         msg = str(exc).removeprefix("search config: ")
         field = re.match(r"^([A-Za-z_][\w.:-]*)(?: = |: )", msg)
+        fields = {f for _, e in ENGINES.items() for f in e.config.model_fields}
         loc: tuple[str | int, ...] = ("body",)
-        if field and field.group(1).split(".")[0] in model.model_fields:
+        if field and field.group(1).split(".")[0] in fields | set(SearchConfig.model_fields):
             loc = ("body", *field.group(1).split(".", 1))
         raise RequestError(loc, msg) from None
 
@@ -135,7 +141,7 @@ def _check_devices(config: Any) -> None:
 @dataclass
 class SearchJob:
     id: str
-    config: Any  # SearchConfig
+    config: SearchConfig
     stop: threading.Event = field(default_factory=threading.Event)
     status: str = "pending"
     error: str | None = None
@@ -165,17 +171,18 @@ class Jobs:
         settings.exports_root.mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------------ searches
-    def prepare(self, raw: dict[str, Any]) -> Any:
-        """A validated :class:`~nas.search.SearchConfig` for a submitted one, or a
-        :class:`RequestError` naming the field before anything runs.
+    def prepare(self, raw: dict[str, Any]) -> SearchConfig:
+        """A validated :class:`~nas.search.SearchConfig` (its engine's model) for a submitted
+        one, or a :class:`RequestError` naming the field before anything runs.
 
-        The config is validated first (registered space, proxy, predictor kind and sampler;
-        strict types); then every path it names (the checkpoint, the data, and each
-        free-text option of the proxy as the one spec parser reads it) must lie inside an
-        allowed root once symlinks are resolved, and is replaced by its resolved form; the
-        devices it prices must be known, and the search must pass the driver's own checks.
+        The config is validated first (registered space, engine, proxy, predictor kind and
+        sampler; strict types; no setting of another engine); then every path it names (the
+        checkpoint, the data, and each free-text option of the proxy as the one spec parser
+        reads it) must lie inside an allowed root once symlinks are resolved, and is replaced
+        by its resolved form; the devices it prices must be known, and the search must pass
+        the driver's own checks.
         """
-        from nas.search import SearchConfig
+        from nas.search import RaySearchConfig
 
         for key in _SERVICE_FIELDS:
             if raw.get(key) is not None:
@@ -187,7 +194,7 @@ class Jobs:
                 raise RequestError(("body", "proxy_options", key), f"unknown proxy option "
                                    f"{key!r}; allowed: {', '.join(_PROXY_OPTIONS)}")
         cfg = {**raw, "storage": self.settings.search_storage, "db": self.settings.db}
-        config = _validated(SearchConfig, cfg)
+        config = _validated(cfg)
         roots = self.settings.roots
         updates: dict[str, Any] = {}
         if config.checkpoint is not None:
@@ -198,7 +205,7 @@ class Jobs:
         proxy = _checked_proxy(config.proxy, roots)
         if proxy != config.proxy:
             updates["proxy"] = proxy
-        config = _validated(SearchConfig, {**config.model_dump(exclude_unset=True), **updates})
+        config = _validated({**config.model_dump(exclude_unset=True), **updates})
         _check_devices(config)
         from nas.search import check_config
 
@@ -206,6 +213,8 @@ class Jobs:
             check_config(config)
         except NASError as exc:
             raise RequestError(("body",), _one_line(exc)) from None
+        if not isinstance(config, RaySearchConfig):
+            return config
         try:
             import ray
 

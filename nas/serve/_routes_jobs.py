@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
-from nas.search import SearchConfig
+from nas.search import search_config_type
 from nas.serve._schemas import (
     SEARCH_ERRORS,
     ExportOut,
@@ -56,17 +56,25 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
         return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": str(exc),
                                          "type": "value_error"}]}, status_code=exc.status)
 
-    @api.post("/searches", response_model=SearchCreated, status_code=201, tags=["search"],
-              responses=SEARCH_ERRORS)
-    def create_search(config: SearchConfig) -> dict[str, Any]:
+    def create_search(config: Any) -> dict[str, Any]:
         """Start a search (a search config, as in `nas search --config`); returns its id.
 
-        `storage`, `db` and `address` are the service's own; `checkpoint` and `data` must lie
-        in a folder the service allows (`--allow-root`), or `data` be `digits`.
+        The config is one engine's (`engine`: each engine's settings are its own, and a
+        setting of another engine is refused); without `engine`, a setting of one engine
+        chooses it, else the search does (the predictor engine when every objective and
+        constraint is a predictor, Ray otherwise). `storage`, `db` and `address` are the
+        service's own; `checkpoint` and `data` must lie in a folder the service allows
+        (`--allow-root`), or `data` be `digits`.
         """
         job = svc.jobs_or_create().submit(config.model_dump(exclude_unset=True))
         return {"id": job.id, "study": job.config.study_name, "status": job.status,
                 "url": f"/searches/{job.id}"}
+
+    # the body: the union of the registered engines' config models, built now (not at
+    # import) so that an engine registered before the app is made is in it and its schema
+    create_search.__annotations__["config"] = search_config_type()
+    api.post("/searches", response_model=SearchCreated, status_code=201, tags=["search"],
+             responses=SEARCH_ERRORS)(create_search)
 
     @api.get("/searches", response_model=list[dict[str, Any]], tags=["search"])
     def list_searches() -> list[dict[str, Any]]:

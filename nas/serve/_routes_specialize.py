@@ -51,7 +51,7 @@ def add_specialize_route(api: FastAPI, svc: Any) -> None:
             raise RequestError(loc, msg) from None
         _check_devices(cfg)
         try:
-            choose_engine(cfg.model_copy(update={"engine": "predictor"}))
+            choose_engine(cfg.for_engine("predictor"))
         except ConfigError as exc:
             msg = _one_line(exc)
             if msg.startswith("engine = 'predictor': "):  # a model is needed: not here

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any, Self
 
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+from nas._config import ConfigModel, format_validation_error
 from nas._settings import env_with_prefix
 from nas.errors import ConfigError
 
@@ -50,9 +54,18 @@ def resolve_token(host: str, env: Mapping[str, str] | None = None) -> tuple[str 
     return secrets.token_urlsafe(32), True
 
 
-@dataclass(frozen=True)
-class ServiceSettings:
-    """Everything a service replica needs; validated on construction.
+#: the integer settings and their bounds (inclusive)
+_INT_BOUNDS = {"port": (1, 65535), "max_archs": (1, 100_000),
+               "max_body_bytes": (1024, 1 << 30), "max_batch_size": (1, 4096),
+               "max_searches": (1, 1024)}
+
+
+class ServiceSettings(ConfigModel):
+    """Everything a service replica needs; validated on construction, one line per refusal
+    (a :class:`~nas.errors.ConfigError` naming the setting, the value and what is allowed;
+    a refused token is never echoed)::
+
+        max_archs must be an integer in [1, 100000], got 0
 
     Attributes:
         host: address to bind; a bearer token is required unless it is loopback.
@@ -60,7 +73,7 @@ class ServiceSettings:
         db: latency database URL or SQLite file (default: ``$NAS_DB_URL``, else the default
             file), read for devices' predictors; resolved to a URL on construction.
         token: bearer token required on every route but ``/health``; ``None`` only on
-            loopback.
+            loopback (:func:`resolve_token` reads ``$NAS_API_TOKEN``).
         state_dir: the service's own files: the search study database and the exports. Files
             are only ever served from ``state_dir/exports``.
         storage: Optuna storage URL or journal file of the searches (default: SQLite in
@@ -73,65 +86,112 @@ class ServiceSettings:
         batch_wait_timeout_s: how long a batch waits to fill.
         max_searches: most searches running at once (429 above).
         ingress: one of :data:`INGRESS_MODES`.
+
+    Paths are made absolute on construction, in the process that read them: the replica and
+    the search actors run in other processes, whose working folder may differ.
     """
+
+    what = "service settings"
 
     host: str = "127.0.0.1"
     port: int = 8000
-    db: str | None = None
-    token: str | None = None
-    state_dir: str = "runs/serve"
+    db: str | None = Field(default=None, validate_default=True)
+    token: str | None = Field(default=None, repr=False)  # a secret: not in repr
+    state_dir: str = Field(default="runs/serve", validate_default=True)
     storage: str | None = None
-    allowed_roots: tuple[str, ...] = field(default_factory=tuple)
+    allowed_roots: tuple[str, ...] = Field(default=(), validate_default=True)
     max_archs: int = 1000
     max_body_bytes: int = 1 << 20
     max_batch_size: int = 64
-    batch_wait_timeout_s: float = 0.002
+    batch_wait_timeout_s: float = Field(default=0.002, allow_inf_nan=True)  # NaN: ours
     max_searches: int = 2
     ingress: str = "direct"
 
-    def __post_init__(self) -> None:
-        # Paths are made absolute here, in the process that read them: the replica and the
-        # search actors run in other processes, whose working folder may differ.
+    def __init__(self, **data: Any) -> None:
+        """Validate ``data``; a bad setting is one :class:`~nas.errors.ConfigError` line
+        (built directly too, as ``nas serve`` does, not only through :meth:`from_dict`)."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            if err["type"] == "value_error":  # one of the checks below: its line says it all
+                raise ConfigError(str(err["msg"]).removeprefix("Value error, ")) from None
+            raise ConfigError(format_validation_error(exc, self.what)) from None
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _host(cls, v: Any) -> Any:
+        if not isinstance(v, str) or not v:
+            raise ValueError(f"host must be a non-empty string, got {v!r}")
+        return v
+
+    @field_validator(*_INT_BOUNDS, mode="before")
+    @classmethod
+    def _bounded(cls, v: Any, info: ValidationInfo) -> Any:
+        low, high = _INT_BOUNDS[str(info.field_name)]
+        if isinstance(v, bool) or not isinstance(v, int) or not low <= v <= high:
+            raise ValueError(f"{info.field_name} must be an integer in [{low}, {high}], "
+                             f"got {v!r}")
+        return v
+
+    @field_validator("batch_wait_timeout_s")
+    @classmethod
+    def _timeout(cls, v: float) -> float:
+        if not 0 <= v <= 1:
+            raise ValueError(f"batch_wait_timeout_s must be in [0, 1] seconds, got {v!r}")
+        return v
+
+    @field_validator("ingress", mode="before")
+    @classmethod
+    def _ingress(cls, v: Any) -> Any:
+        if v not in INGRESS_MODES:
+            raise ValueError(f"ingress must be one of {list(INGRESS_MODES)}, got {v!r}")
+        return v
+
+    @field_validator("db", "state_dir", "storage", mode="before")
+    @classmethod
+    def _path_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, os.PathLike) else v
+
+    @field_validator("db")
+    @classmethod
+    def _db(cls, v: str | None) -> str:
         from nas.db import resolve_db_url
 
-        object.__setattr__(self, "db", resolve_db_url(self.db))
-        object.__setattr__(self, "state_dir", str(Path(self.state_dir).expanduser().resolve()))
-        object.__setattr__(self, "allowed_roots", tuple(
-            str(Path(r).expanduser().resolve()) for r in self.allowed_roots))
-        if self.storage is not None and "://" not in self.storage:
-            object.__setattr__(self, "storage", str(Path(self.storage).expanduser().resolve()))
-        if not isinstance(self.host, str) or not self.host:
-            raise ConfigError(f"host must be a non-empty string, got {self.host!r}")
-        for name, value, low, high in (
-            ("port", self.port, 1, 65535), ("max_archs", self.max_archs, 1, 100_000),
-            ("max_body_bytes", self.max_body_bytes, 1024, 1 << 30),
-            ("max_batch_size", self.max_batch_size, 1, 4096),
-            ("max_searches", self.max_searches, 1, 1024),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ConfigError(f"{name} must be an integer in [{low}, {high}], got {value!r}")
-        if not 0 <= self.batch_wait_timeout_s <= 1:
-            raise ConfigError(
-                f"batch_wait_timeout_s must be in [0, 1] seconds, got "
-                f"{self.batch_wait_timeout_s!r}"
-            )
-        if self.ingress not in INGRESS_MODES:
-            raise ConfigError(
-                f"ingress must be one of {list(INGRESS_MODES)}, got {self.ingress!r}"
-            )
-        if self.token is not None and (
-            not isinstance(self.token, str) or len(self.token) < _MIN_TOKEN_CHARS
-            or not self.token.isprintable() or " " in self.token
-        ):
-            raise ConfigError(
-                f"the API token must be at least {_MIN_TOKEN_CHARS} printable characters "
-                f"without spaces (${TOKEN_ENV})"
-            )
-        if self.token is None and not is_loopback(self.host):
-            raise ConfigError(
-                f"host {self.host!r} is not loopback: a bearer token is required (set "
-                f"${TOKEN_ENV}, or let `nas serve` generate one)"
-            )
+        return resolve_db_url(v)
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, v: str) -> str:
+        return str(Path(v).expanduser().resolve())
+
+    @field_validator("allowed_roots", mode="before")
+    @classmethod
+    def _allowed_roots(cls, v: Any) -> Any:
+        if isinstance(v, list | tuple):
+            return tuple(str(Path(r).expanduser().resolve()) if isinstance(r, str | Path) else r
+                         for r in v)
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _storage(cls, v: str | None) -> str | None:
+        if v is not None and "://" not in v:
+            return str(Path(v).expanduser().resolve())
+        return v
+
+    @model_validator(mode="after")
+    def _token(self) -> Self:
+        # checked here, not as a field, so that a refused token is never echoed
+        token = self.token
+        if token is not None and (len(token) < _MIN_TOKEN_CHARS or not token.isprintable()
+                                  or " " in token):
+            raise ValueError(f"the API token must be at least {_MIN_TOKEN_CHARS} printable "
+                             f"characters without spaces (${TOKEN_ENV})")
+        if token is None and not is_loopback(self.host):
+            raise ValueError(f"host {self.host!r} is not loopback: a bearer token is required "
+                             f"(set ${TOKEN_ENV}, or let `nas serve` generate one)")
+        return self
 
     @property
     def state_path(self) -> Path:
@@ -150,5 +210,6 @@ class ServiceSettings:
     def roots(self) -> tuple[Path, ...]:
         return tuple(Path(r).resolve() for r in self.allowed_roots)
 
-    def with_(self, **changes: object) -> ServiceSettings:
-        return replace(self, **changes)  # type: ignore[arg-type]
+    def with_(self, **changes: Any) -> ServiceSettings:
+        """A copy with ``changes``, validated as the original was."""
+        return ServiceSettings(**{**self.model_dump(), **changes})

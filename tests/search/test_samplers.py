@@ -19,6 +19,7 @@ import pytest
 from nas.errors import ConfigError
 from nas.search import (
     SAMPLERS,
+    RaySearchConfig,
     SearchConfig,
     SearchSampler,
     arch_from_params,
@@ -42,8 +43,8 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def _config(name: str, objectives: list[str], **kw: Any) -> SearchConfig:
-    return SearchConfig(space="tiny", objectives=objectives, sampler=name, population=4,
+def _config(name: str, objectives: list[str], **kw: Any) -> RaySearchConfig:
+    return RaySearchConfig(space="tiny", objectives=objectives, sampler=name, population=4,
                         **{"seed": 7, **kw})
 
 
@@ -162,7 +163,7 @@ def test_a_single_objective_sampler_is_refused_with_several_objectives() -> None
         multi_objective = False
 
         @classmethod
-        def make(cls, cfg: SearchConfig, n_objectives: int) -> optuna.samplers.BaseSampler:
+        def make(cls, cfg: RaySearchConfig, n_objectives: int) -> optuna.samplers.BaseSampler:
             return optuna.samplers.RandomSampler(seed=cfg.seed)
 
     try:
@@ -176,11 +177,11 @@ def test_a_single_objective_sampler_is_refused_with_several_objectives() -> None
             make_sampler(_config("only-one", ["macs"]), 2)
     finally:
         SAMPLERS.unregister("only-one")
-    assert "only-one" not in SearchConfig.model_json_schema()["properties"]["sampler"]["enum"]
+    assert "only-one" not in RaySearchConfig.model_json_schema()["properties"]["sampler"]["enum"]
 
 
 def test_config_and_schema_list_the_registry() -> None:
-    schema = SearchConfig.model_json_schema()["properties"]["sampler"]
+    schema = RaySearchConfig.model_json_schema()["properties"]["sampler"]
     assert schema["enum"] == NAMES
     with pytest.raises(ConfigError, match=", ".join(NAMES)):
         SearchConfig.load(space="tiny", sampler="annealing")

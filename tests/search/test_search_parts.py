@@ -36,6 +36,27 @@ def test_config_defaults_and_derived_names() -> None:
                                     ".journal")
 
 
+def test_each_engine_names_its_study_and_an_auto_config_the_engine_it_will_run_on() -> None:
+    """The default study name says how the search searched: the sampler on Ray, ``predictor``
+    for the predictor engine; an ``auto`` config's is that of the engine chosen for it, so
+    that the study it stores is the one its name points at."""
+    from nas.search import PredictorSearchConfig, RaySearchConfig, make_sampler
+
+    ray = RaySearchConfig(space="tiny", objectives=["macs"], sampler="nsga2")
+    assert ray.study_name == "tiny-macs-nsga2-s0" and ray.strategy == "sampler nsga2"
+    fast = PredictorSearchConfig(space="tiny", objectives=["macs"], generations=5)
+    assert fast.study_name == "tiny-macs-predictor-s0"
+    assert fast.strategy == "predictor engine (NSGA-II, 5 generations)"
+    assert SearchConfig(space="tiny", objectives=["macs"]).study_name == "tiny-macs-predictor-s0"
+    assert SearchConfig(space="tiny", objectives=["accuracy"]).study_name == \
+        "tiny-accuracy-tpe-s0"
+    assert fast.optuna_sampler() is None  # it adds its trials itself
+    assert isinstance(make_sampler(SearchConfig(space="tiny", objectives=["macs"])),
+                      optuna.samplers.TPESampler)  # an auto config, as Ray would run it
+    with pytest.raises(ConfigError, match="generations = 5: not a setting of engine 'ray'"):
+        make_sampler(fast)
+
+
 @pytest.mark.parametrize(("overrides", "field", "hint"), [
     ({"sampler": "annealing"}, "sampler", "evolution, gp, nsga2, random, tpe"),
     ({"objectives": ["speed"]}, "objectives", "latency:<device>"),

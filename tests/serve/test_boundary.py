@@ -194,6 +194,27 @@ def test_configs_the_service_cannot_run_are_refused_at_once(
     assert requests.get(f"{service.url}/searches", timeout=30).json() == before
 
 
+@pytest.mark.parametrize(("change", "field", "needle"), [
+    ({"engine": "predictor", "objectives": ["macs", "params"], "workers": 2}, "workers",
+     "not a setting of engine 'predictor' (settings of the ray engine)"),
+    ({"engine": "ray", "generations": 40}, "generations",
+     "not a setting of engine 'ray' (settings of the predictor engine)"),
+    ({"generations": 40}, "workers",
+     "not a setting of engine 'predictor', which generations chose (settings of the ray "
+     "engine)"),
+])
+def test_a_setting_its_engine_does_not_use_is_a_422_naming_it(
+        service: Any, service_env: dict[str, Any], change: dict[str, Any], field: str,
+        needle: str) -> None:
+    """A search config is one engine's (issue 23): what that engine would ignore is refused
+    at the field, as in ``nas search`` and YAML files, and nothing starts."""
+    before = requests.get(f"{service.url}/searches", timeout=30).json()
+    r = requests.post(f"{service.url}/searches", json=_config(service_env, **change),
+                      timeout=60)
+    assert _refused(r, ["body", field]) == needle
+    assert requests.get(f"{service.url}/searches", timeout=30).json() == before
+
+
 def test_a_boolean_is_a_boolean(service: Any) -> None:
     arch = get_space("tiny").smallest(16).to_dict()
     for value in ("yes", "true", 1, "1"):

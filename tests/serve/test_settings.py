@@ -22,6 +22,60 @@ def test_settings_refuse_open_non_loopback_weak_tokens_and_bad_limits() -> None:
     assert ServiceSettings(host="0.0.0.0", token="x" * 16).token == "x" * 16
 
 
+@pytest.mark.parametrize(("change", "line"), [
+    ({"port": 0}, "port must be an integer in [1, 65535], got 0"),
+    ({"port": True}, "port must be an integer in [1, 65535], got True"),
+    ({"max_body_bytes": 10}, "max_body_bytes must be an integer in [1024, 1073741824], got 10"),
+    ({"max_searches": "2"}, "max_searches must be an integer in [1, 1024], got '2'"),
+    ({"batch_wait_timeout_s": 2.0}, "batch_wait_timeout_s must be in [0, 1] seconds, got 2.0"),
+    ({"batch_wait_timeout_s": float("nan")},
+     "batch_wait_timeout_s must be in [0, 1] seconds, got nan"),
+    ({"host": ""}, "host must be a non-empty string, got ''"),
+    ({"ingress": 3}, "ingress must be one of ['direct', 'proxy'], got 3"),
+    ({"colour": "red"}, "service settings: colour: unknown field"),
+    ({"token": "secret but short"}, "the API token must be at least 16 printable characters "
+                                    "without spaces ($NAS_API_TOKEN)"),
+])
+def test_a_refused_setting_is_one_line_naming_it(change: dict[str, object], line: str) -> None:
+    """Validated as every config is (a ConfigModel), in the lines the service always gave:
+    the setting, its value and what is allowed; a refused token is never echoed."""
+    with pytest.raises(ConfigError) as err:
+        ServiceSettings(**change)
+    assert str(err.value) == line
+    with pytest.raises(ConfigError) as err:  # through from_dict: the same line, with where
+        ServiceSettings.from_dict(dict(change), where="serve.yaml")
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("serve.yaml: ") and line.split(": ")[-1] in msg
+    assert "secret" not in msg
+
+
+def test_settings_are_frozen_and_changed_copies_are_checked_again() -> None:
+    s = ServiceSettings(max_searches=3)
+    with pytest.raises(ValueError, match="frozen"):
+        s.max_searches = 4
+    assert s.with_(max_searches=4).max_searches == 4 and s.max_searches == 3
+    with pytest.raises(ConfigError, match=r"max_searches must be .*\[1, 1024\], got 0"):
+        s.with_(max_searches=0)
+    token = ServiceSettings(host="0.0.0.0", token="y" * 20)
+    assert "y" * 20 not in repr(token)
+
+
+def test_the_database_and_the_token_come_from_the_environment(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``$NAS_DB_URL`` is the default database; ``$NAS_API_TOKEN`` the token, required even
+    on loopback once set; without it an open host gets a generated one."""
+    from nas.serve import resolve_token
+
+    monkeypatch.setenv("NAS_DB_URL", f"sqlite:///{tmp_path / 'env.sqlite'}")
+    assert ServiceSettings().db == f"sqlite:///{tmp_path / 'env.sqlite'}"
+    monkeypatch.setenv("NAS_API_TOKEN", "t" * 16)
+    assert resolve_token("127.0.0.1") == ("t" * 16, False)
+    monkeypatch.delenv("NAS_API_TOKEN")
+    assert resolve_token("127.0.0.1") == (None, False)
+    token, generated = resolve_token("0.0.0.0")
+    assert generated and ServiceSettings(host="0.0.0.0", token=token).token == token
+
+
 def test_relative_paths_are_resolved_where_they_were_given(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The replica and the search actors run in other processes: a relative path must not
@@ -58,8 +112,15 @@ def test_predict_kinds_are_the_registered_predictors() -> None:
         PredictRequest(**base, kind="nope")
 
 
-def test_search_request_schema_lists_the_registered_samplers() -> None:
-    from nas.search import SAMPLERS, SearchConfig
+def test_search_request_schema_lists_the_registered_samplers_and_engines() -> None:
+    """POST /searches takes the union of the engines' models: its schema has one member per
+    registered engine (and ``auto``), the Ray engine's with the registered samplers."""
+    from pydantic import TypeAdapter
 
-    schema = SearchConfig.model_json_schema()["properties"]["sampler"]
+    from nas.search import ENGINES, SAMPLERS, RaySearchConfig, search_config_type
+
+    schema = RaySearchConfig.model_json_schema()["properties"]["sampler"]
     assert schema["enum"] == SAMPLERS.names()
+    body = TypeAdapter(search_config_type()).json_schema()
+    members = {body["$defs"][m["$ref"].rsplit("/", 1)[1]]["title"] for m in body["oneOf"]}
+    assert members == {"SearchConfig", *(e.config.__name__ for _, e in ENGINES.items())}
