@@ -1,0 +1,132 @@
+"""Run tests many times next to CPU-burning neighbours, to measure how often they fail by chance.
+
+Issue 23's bar for a test that depends on timing: 200 runs with two CPU-burning neighbours,
+zero failures. This script starts the neighbours (processes spinning on arithmetic, one per
+``--burners``), runs the named tests ``--count`` times each in one pytest process
+(pytest-repeat's ``--count``), and prints the date, the machine, the command, and per test the
+runs, failures and the median and slowest duration, as a Markdown table for RESULTS.md
+(``--json`` for the raw counts).
+
+    python experiments/benchmarks/soak.py --count 200 --burners 2 -- \\
+        tests/serve/test_specialize.py::test_x tests/search/test_search_ray.py::test_y
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import multiprocessing as mp
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _burn(stop: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
+    x = 0.0
+    while not stop.is_set():
+        for i in range(200_000):
+            x += i * 1e-9
+
+
+def cpu_model() -> str:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return platform.processor() or "unknown"
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def run(tests: list[str], count: int, burners: int, extra: list[str]) -> dict[str, object]:
+    stop = mp.Event()
+    procs = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(burners)]
+    for p in procs:
+        p.start()
+    with tempfile.TemporaryDirectory() as tmp:
+        xml_path = Path(tmp) / "junit.xml"
+        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "repeat",
+               f"--count={count}", "--repeat-scope=function", f"--junitxml={xml_path}",
+               "-o", "junit_family=xunit2", *extra, *tests]
+        t0 = time.time()
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+        finally:
+            stop.set()
+            for p in procs:
+                p.join(timeout=5)
+        wall = time.time() - t0
+        per: dict[str, dict[str, list[float] | int]] = defaultdict(
+            lambda: {"runs": 0, "failed": 0, "skipped": 0, "seconds": []})
+        if xml_path.exists():
+            for case in ET.parse(xml_path).getroot().iter("testcase"):
+                name = case.get("classname", "").replace(".", "/") + ".py::" + \
+                    case.get("name", "").split("[")[0]
+                params = case.get("name", "")
+                if "[" in params:  # keep the test's own parameters, drop pytest-repeat's
+                    inner = re.sub(r"-?\d+-\d+$", "", params[params.index("[") + 1:-1])
+                    if inner:
+                        name += f"[{inner}]"
+                row = per[name]
+                row["runs"] += 1  # type: ignore[operator]
+                if case.find("failure") is not None or case.find("error") is not None:
+                    row["failed"] += 1  # type: ignore[operator]
+                if case.find("skipped") is not None:
+                    row["skipped"] += 1  # type: ignore[operator]
+                row["seconds"].append(float(case.get("time", 0)))  # type: ignore[union-attr]
+    return {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": cpu_model(), "cores": mp.cpu_count(), "python": platform.python_version(),
+        "burners": burners, "count": count, "wall_s": round(wall, 1),
+        "command": " ".join(["python", *sys.argv]), "pytest_exit": proc.returncode,
+        "pytest_tail": proc.stdout.strip().splitlines()[-1:] if proc.stdout else [],
+        "tests": {k: {"runs": v["runs"], "failed": v["failed"], "skipped": v["skipped"],
+                      "median_s": round(statistics.median(v["seconds"]), 2)
+                      if v["seconds"] else None,
+                      "max_s": round(max(v["seconds"]), 2) if v["seconds"] else None}
+                  for k, v in sorted(per.items())},
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--count", type=int, default=200, help="runs of each test")
+    ap.add_argument("--burners", type=int, default=2, help="CPU-burning neighbours")
+    ap.add_argument("--json", action="store_true", help="print the raw result as JSON")
+    ap.add_argument("--out", type=Path, help="also write the JSON result here")
+    ap.add_argument("--pytest-arg", action="append", default=[],
+                    help="extra pytest argument (repeatable), e.g. -m 'timing or not timing'")
+    ap.add_argument("tests", nargs="+", help="pytest node ids")
+    args = ap.parse_args()
+    res = run(args.tests, args.count, args.burners, args.pytest_arg)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(res, indent=2))
+    else:
+        print(f"{res['date']} · {res['cpu']}, {res['cores']} cores, Python {res['python']} · "
+              f"{res['burners']} CPU-burning neighbours · `{res['command']}` · "
+              f"{res['wall_s']} s\n")
+        print("| test | runs | failed | skipped | median s | slowest s |")
+        print("|---|---|---|---|---|---|")
+        for name, row in res["tests"].items():  # type: ignore[union-attr]
+            print(f"| `{name}` | {row['runs']} | {row['failed']} | {row['skipped']} | "
+                  f"{row['median_s']} | {row['max_s']} |")
+    failed = sum(r["failed"] for r in res["tests"].values())  # type: ignore[union-attr]
+    return 1 if failed or not res["tests"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
