@@ -31,6 +31,7 @@ __all__ = [
     "console",
     "err_console",
     "print_json",
+    "require_torch_device",
     "seed_option",
     "storage_option",
     "study_option",
@@ -117,6 +118,24 @@ def _old_torch_device(ctx: typer.Context, param: typer.CallbackParam, value: str
 TorchDeviceOpt = Annotated[str, typer.Option(
     "--torch-device", help="Torch device: cpu, cuda or cuda:N.",
     callback=_check_torch_device)]
+
+def require_torch_device(device: str) -> None:
+    """Refuse a GPU that torch does not see here (a :data:`TorchDeviceOpt` used in this process).
+
+    Not part of the option's check: a GPU on the workers of a Ray cluster need not be here.
+
+    Raises:
+        ConfigError: ``cuda`` or ``cuda:N`` without CUDA, or N past the devices torch sees.
+    """
+    if device == "cpu":
+        return
+    import torch  # only for a GPU, so that cpu runs and --help stay free of it here
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if int(device.partition(":")[2] or 0) >= count:
+        seen = f"{count} CUDA device(s), cuda:0..cuda:{count - 1}" if count else "no CUDA device"
+        raise ConfigError(f"--torch-device = {device!r}: torch sees {seen} here")
+
 
 #: The old spelling of :data:`TorchDeviceOpt` (``--device cpu|cuda`` of ``nas train``, ``nas
 #: finetune`` and the proxies' commands), still taken for one release: hidden from ``--help``,

@@ -17,6 +17,7 @@ from nas._cli_utils import (
     TorchDeviceOpt,
     console,
     print_json,
+    require_torch_device,
     seed_option,
 )
 from nas.errors import ArchitectureError, ConfigError
@@ -63,6 +64,7 @@ def _context(space: str, checkpoint: Path | None, data: str | None, device: str,
              no_cache: bool) -> ProxyContext:
     from nas.proxies import ProxyContext
 
+    require_torch_device(device)
     if data is None and checkpoint is not None:
         from nas.supernet import read_checkpoint_meta
 

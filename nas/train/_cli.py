@@ -15,6 +15,7 @@ from nas._cli_utils import (
     TorchDeviceOpt,
     console,
     print_json,
+    require_torch_device,
     seed_option,
     study_option,
 )
@@ -63,6 +64,8 @@ def train_cmd(
     if distributed and device not in ("cpu", "cuda"):
         raise ConfigError(f"--torch-device = {device!r} with Ray workers: must be cpu or cuda "
                           "(each worker gets a GPU of its own)")
+    if not distributed:
+        require_torch_device(device)
     cfg = load_config(config)
     if distributed:
         result = train_distributed(cfg, out, workers=workers, address=address, device=device,
@@ -171,6 +174,7 @@ def finetune_cmd(
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "kd": kd, "kd_ratio": kd_ratio,
         "temperature": temperature, "seed": seed, "val_size": val_size,
         "train_limit": train_limit, "test_limit": test_limit}, where="nas finetune")
+    require_torch_device(device)
     if threads:
         torch.set_num_threads(threads)
     show = progress and not json_out

@@ -150,11 +150,30 @@ def test_old_device_spelling_refused(tmp_path, monkeypatch, run_nas, argv, needl
     assert files_in(tmp_path) == []
 
 
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
 @pytest.mark.parametrize("device", ["cpu", "cuda", "cuda:0", "cuda:12"])
 def test_torch_device_values_accepted(tmp_path, monkeypatch, run_nas, device):
-    # the option passes; the command then stops at the missing config file
+    # the option passes; the command then stops at the missing config file, or first at a GPU
+    # that torch does not see here
     monkeypatch.chdir(tmp_path)
-    one_error(run_nas(["train", "--config", "c.yaml", "--torch-device", device]), "c.yaml")
+    line = one_error(run_nas(["train", "--config", "c.yaml", "--torch-device", device]))
+    here = device == "cpu" or int(device.partition(":")[2] or 0) < _cuda_devices()
+    assert ("config file not found: c.yaml" in line) == here, line
+    if not here:
+        assert f"--torch-device = {device!r}: torch sees" in line
+
+
+@pytest.mark.skipif(_cuda_devices() > 0, reason="torch sees a GPU here")
+def test_a_gpu_torch_does_not_see_is_one_line(run_nas, archs):
+    # was torch's AssertionError "Torch not compiled with CUDA enabled", a traceback
+    one_error(run_nas(["proxies", "eval", "-s", "tiny", "-f", str(archs), "-p", "synflow",
+                       "--no-cache", "--torch-device", "cuda"]),
+              "--torch-device = 'cuda': torch sees no CUDA device")
 
 
 @pytest.mark.parametrize("device", ["gpu", "CUDA", "cuda:", "cuda:-1", "cpu:0", "cuda:1x", ""])
