@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated, Any
 
 import typer
@@ -119,18 +120,21 @@ TorchDeviceOpt = Annotated[str, typer.Option(
     "--torch-device", help="Torch device: cpu, cuda or cuda:N.",
     callback=_check_torch_device)]
 
-def require_torch_device(device: str) -> None:
+def require_torch_device(device: str, torch: ModuleType) -> None:
     """Refuse a GPU that torch does not see here (a :data:`TorchDeviceOpt` used in this process).
 
     Not part of the option's check: a GPU on the workers of a Ray cluster need not be here.
+
+    Args:
+        device: the checked value of a :data:`TorchDeviceOpt`.
+        torch: the ``torch`` module, imported by the caller (this module may not: the commands
+            of ``nas.space`` import it, and the space knows no torch).
 
     Raises:
         ConfigError: ``cuda`` or ``cuda:N`` without CUDA, or N past the devices torch sees.
     """
     if device == "cpu":
         return
-    import torch  # only for a GPU, so that cpu runs and --help stay free of it here
-
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     if int(device.partition(":")[2] or 0) >= count:
         seen = f"{count} CUDA device(s), cuda:0..cuda:{count - 1}" if count else "no CUDA device"

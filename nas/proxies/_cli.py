@@ -64,7 +64,10 @@ def _context(space: str, checkpoint: Path | None, data: str | None, device: str,
              no_cache: bool) -> ProxyContext:
     from nas.proxies import ProxyContext
 
-    require_torch_device(device)
+    if device != "cpu":  # torch only for a GPU: proxies like macs do without it
+        import torch
+
+        require_torch_device(device, torch)
     if data is None and checkpoint is not None:
         from nas.supernet import read_checkpoint_meta
 

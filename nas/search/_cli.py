@@ -7,7 +7,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from nas._cli_utils import JsonOpt, console, err_console, print_json, seed_option
+from nas._cli_utils import (
+    JsonOpt,
+    StorageOpt,
+    console,
+    err_console,
+    print_json,
+    seed_option,
+    study_option,
+)
 from nas.errors import ConfigError
 from nas.search._engines import ENGINES
 from nas.search._samplers import SAMPLERS
@@ -16,11 +24,6 @@ if TYPE_CHECKING:
     from nas.search import SearchConfig
 
 __all__ = ["print_front", "register"]
-
-StorageOpt = Annotated[str | None, typer.Option(
-    "--storage", help="Optuna storage: journal file, sqlite:///FILE or postgresql://... "
-    "(default runs/studies/<study>.journal).")]
-
 
 def _parse_constraints(items: list[str] | None) -> dict[str, float] | None:
     if not items:
@@ -123,8 +126,8 @@ def search_cmd(
     workers: WorkersOpt = None,
     batch_size: BatchSizeOpt = None,
     seed: Annotated[int | None, seed_option("Sampler seed")] = None,
-    study: Annotated[str | None, typer.Option(help="Study name (default from the config).")
-                     ] = None,
+    study: Annotated[str | None, study_option("(default: the config's, else made of the "
+                                              "space, objectives, strategy and seed)")] = None,
     storage: StorageOpt = None,
     address: AddressOpt = None,
     db: Annotated[str | None, typer.Option(help="Latency database URL or file.")] = None,
@@ -209,8 +212,7 @@ def _list_studies(storage: str | None, json_out: bool) -> None:
 
 
 def results_cmd(
-    study: Annotated[str | None, typer.Option(
-        "--study", help="Study name (without it: list the studies).")] = None,
+    study: Annotated[str | None, study_option("(without it: list the studies)")] = None,
     storage: StorageOpt = None,
     all_trials: Annotated[bool, typer.Option("--all", help="Every trial, not only the front.")
                           ] = False,

@@ -65,7 +65,7 @@ def train_cmd(
         raise ConfigError(f"--torch-device = {device!r} with Ray workers: must be cpu or cuda "
                           "(each worker gets a GPU of its own)")
     if not distributed:
-        require_torch_device(device)
+        require_torch_device(device, torch)
     cfg = load_config(config)
     if distributed:
         result = train_distributed(cfg, out, workers=workers, address=address, device=device,
@@ -174,7 +174,7 @@ def finetune_cmd(
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "kd": kd, "kd_ratio": kd_ratio,
         "temperature": temperature, "seed": seed, "val_size": val_size,
         "train_limit": train_limit, "test_limit": test_limit}, where="nas finetune")
-    require_torch_device(device)
+    require_torch_device(device, torch)
     if threads:
         torch.set_num_threads(threads)
     show = progress and not json_out
