@@ -15,7 +15,7 @@
 # scores, and from-scratch runs continue from their last epoch. FOREGROUND=1 stays attached.
 # Environment: CONFIG (default config.yaml here), NAS (the nas command, default .venv/bin/nas),
 # PYTHON (default .venv/bin/python), NICE (default 10), TRAIN_ARGS (extra `nas train` options,
-# e.g. "--workers 2" or "--device cuda").
+# e.g. "--workers 2" or "--torch-device cuda").
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 

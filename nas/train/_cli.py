@@ -140,7 +140,8 @@ def finetune_cmd(
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1, help="torch CPU threads.")] = None,
     progress: Annotated[bool, typer.Option(
-        "--progress/--no-progress", help="Show a progress bar per epoch.")] = True,
+        "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
+        "progress line every 5 minutes, for logs).")] = True,
     json_out: JsonOpt = False,
 ) -> None:
     """Fine-tune an exported subnet as a standalone network; write a new verified export.

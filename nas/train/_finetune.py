@@ -234,7 +234,7 @@ def finetune(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
-                          "--device cpu")
+                          "--torch-device cpu")
     if dev.type not in ("cpu", "cuda"):
         raise ConfigError(f"device = {str(device)!r}: must be cpu or cuda")
 

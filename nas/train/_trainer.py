@@ -99,7 +99,7 @@ class Trainer(TrainingLoop):
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
-                              "--device cpu")
+                              "--torch-device cpu")
         if console is None:
             from rich.console import Console
 
