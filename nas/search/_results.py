@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import optuna
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -36,6 +36,10 @@ __all__ = [
 
 # a scheme, then "://": only that makes a storage a URL; anything else is a journal's path
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+
+#: the PostgreSQL advisory lock under which a new database gets Optuna's tables (nas.db's
+#: own first open takes another)
+_PG_SETUP_LOCK = 736201946
 
 #: study user attribute keys
 CONFIG_KEY = "nas_config"
@@ -153,13 +157,61 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     elif parsed.get_backend_name() == "postgresql":
         kwargs = {"connect_args": {"connect_timeout": 5}}
     try:
-        storage = optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        storage = _rdb_storage(url, kwargs, parsed.get_backend_name(), parsed.database)
         if parsed.get_backend_name() == "sqlite":
             _sqlite_pragmas(storage)
         return storage
     except Exception as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"cannot reach storage {mask_url(url)}: {reason[:300]}") from None
+
+
+def _rdb_storage(url: str, kwargs: dict[str, Any], backend: str,
+                 database: str | None) -> optuna.storages.RDBStorage:
+    """Optuna's storage on a database, whose first open is made by one process at a time.
+
+    Optuna creates its tables, its version row and Alembic's stamp check-then-create, so two
+    processes opening one new database at once (two ``nas search`` started together) race and
+    one fails: a duplicate key on ``pg_type_typname_nsp_index``, "table ... already exists".
+    Until Optuna's tables are all there, the open is serialised: by a PostgreSQL advisory lock
+    (released with its connection), or a lock file beside an SQLite file. A database already
+    set up is opened without a lock.
+    """
+    if backend not in ("postgresql", "sqlite") or _set_up(url, kwargs):
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    if backend == "sqlite":
+        lock = JournalFileOpenLock(str(database))
+        lock.acquire()
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        finally:
+            lock.release()
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, **kwargs)
+    try:
+        with engine.connect() as conn:  # closing it (no pool) releases the lock
+            conn.exec_driver_sql(f"SELECT pg_advisory_lock({_PG_SETUP_LOCK})")
+            conn.commit()  # a session lock: held past the transaction, which must not linger
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    finally:
+        engine.dispose()
+
+
+def _set_up(url: str, kwargs: dict[str, Any]) -> bool:
+    """Whether Optuna has finished setting up the database: Alembic's stamp, its last step."""
+    from sqlalchemy import create_engine, inspect
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, **kwargs)
+    try:
+        with engine.connect() as conn:
+            if not inspect(conn).has_table("alembic_version"):
+                return False
+            return conn.exec_driver_sql("SELECT 1 FROM alembic_version").first() is not None
+    finally:
+        engine.dispose()
 
 
 def _first_line(exc: BaseException) -> str:

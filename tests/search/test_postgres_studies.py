@@ -5,21 +5,26 @@ finish, each with its whole budget and nothing of the other's; two drivers start
 one study name: one runs it, the other stops at once with one line (whichever of the "exists"
 check and Optuna's unique name caught it), and no trial of the study is lost or doubled.
 (``--resume`` is for a study whose driver has ended: it fails the trials left RUNNING.)
+Each test runs in a new, empty schema, so the drivers are also the first to open the storage:
+Optuna creates its tables check-then-create, and ``open_storage`` serialises that first open.
 
 Needs ``NAS_TEST_POSTGRES_URL`` (``eval "$(.ci/postgres.sh)"``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 import yaml
 
 from nas.search import load_results
@@ -30,10 +35,24 @@ POSTGRES_URL = os.environ.get("NAS_TEST_POSTGRES_URL", "").strip()
 
 
 @pytest.fixture
-def pg_url() -> str:
+def pg_url() -> Iterator[str]:
+    """The test server's URL, in a schema of its own that no storage has opened yet."""
     if not POSTGRES_URL:
         pytest.skip('NAS_TEST_POSTGRES_URL is not set (eval "$(.ci/postgres.sh)")')
-    return POSTGRES_URL
+    schema = f"t_{secrets.token_hex(4)}"
+    engine = sqlalchemy.create_engine(POSTGRES_URL, poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    url = sqlalchemy.make_url(POSTGRES_URL).update_query_dict(
+        {"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        # best effort: a connection still open in this process must not hang the test
+        with contextlib.suppress(sqlalchemy.exc.SQLAlchemyError), engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL lock_timeout = '10s'")
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        engine.dispose()
 
 
 def _drivers(cfgs: list[dict[str, Any]], tmp_path: Path) -> list[tuple[int, str]]:
@@ -53,6 +72,35 @@ def _counts(study: str, url: str) -> tuple[int, int]:
     """(trials, distinct trial numbers) stored for ``study``."""
     st = optuna.load_study(study_name=study, storage=url)
     return len(st.trials), len({t.number for t in st.trials})
+
+
+def test_first_opens_of_a_new_storage_at_once_all_succeed(pg_url: str) -> None:
+    """Four processes open the same new storage at one instant (each imported everything and
+    waits on its stdin): every one gets the storage, none a duplicate key on Optuna's tables."""
+    code = ("import sys\n"
+            "from nas.search import open_storage\n"
+            "print('ready', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "open_storage(sys.argv[1])\n"
+            "print('opened', flush=True)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, pg_url], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline() == "ready\n", p.stderr
+        for p in procs:  # go
+            assert p.stdin is not None
+            p.stdin.write("\n")
+            p.stdin.flush()
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0] * 4, [err[-1000:] for _, err in outs]
+    assert [out for out, _ in outs] == ["opened\n"] * 4
+    assert optuna.get_all_study_summaries(pg_url) == []  # the storage works, and is empty
 
 
 def test_two_drivers_two_studies_one_storage(pg_url: str, make_config, tmp_path) -> None:
