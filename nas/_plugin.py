@@ -14,7 +14,11 @@ proxies, accuracy predictors, samplers, search engines, device profiles, data fo
     has none): every option has a default, an unknown option is refused in one line.
 ``tags``
     where a plug-in applies only to some search spaces, the space families it applies to
-    (``{"ofa"}``); empty, it applies to every space.
+    (``{"ofa"}``), or the spaces themselves by name where it applies to fewer than a whole
+    family (``{"ofa_mbv3"}``: OFA's ImageNet accuracy predictor); empty, it applies to every
+    space. A plug-in applies to a space when its tags name the space's family or the space
+    (:func:`applies_to`); family names and space names are one namespace (no space is called
+    after a family).
 
 A class plug-in subclasses :class:`Plugin`; an instance plug-in (a space, a device profile)
 carries the same attributes. ``nas.testing`` ships the checks of this contract (and each
@@ -100,10 +104,12 @@ def check_plugin_name(name: object) -> str | None:
     return None
 
 
-def applies_to(plugin: Any, family: str | None) -> bool:
-    """Whether ``plugin`` applies to spaces of ``family`` (its tags empty, or naming it)."""
+def applies_to(plugin: Any, family: str | None, space: str | None = None) -> bool:
+    """Whether ``plugin`` applies to the space ``space`` of ``family``: its tags are empty, or
+    name the family, or name the space. Without ``space``, whether it applies to every space
+    of ``family`` (a plug-in tagged with some spaces of it only does not)."""
     tags: frozenset[str] = getattr(plugin, "tags", frozenset())
-    return not tags or family in tags
+    return not tags or family in tags or (space is not None and space in tags)
 
 
 # ---------------------------------------------------------------------- every registry

@@ -29,6 +29,7 @@ import torch
 from pydantic import AfterValidator, BeforeValidator, create_model
 
 from nas._config import ConfigModel, validate
+from nas._plugin import Plugin
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError
 from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
@@ -178,18 +179,34 @@ class ProxyContext:
         return self.data
 
 
-class Proxy(ABC):
-    """Base of accuracy proxies: options are keyword arguments with the defaults in
-    :attr:`options`; :meth:`score` validates, caches and calls :meth:`_score`.
+class _OptionsOfProxy:
+    """``Proxy.Options``: the model :func:`_options_model` builds from the class's
+    ``options`` and choices, read anew on each access (a cached class property: the model is
+    built once per set of choices, and the ``predictor`` proxy's choices grow with the
+    accuracy predictor kinds registered)."""
 
-    Subclasses set ``name``, ``description``, ``options`` and what they need, and implement
-    ``_score(archs, ctx) -> (n,) array`` with higher = predicted better. Registering one is
-    the :func:`register_proxy` decorator; the contract suite in
-    ``tests/proxies/test_proxy_contract.py`` then tests it.
+    def __get__(self, obj: object, owner: type[Proxy]) -> type[ConfigModel]:
+        return _options_model(owner)
+
+
+class Proxy(Plugin, ABC):
+    """Base of accuracy proxies (plug-ins: :mod:`nas._plugin`'s contract): options are
+    keyword arguments with the defaults in :attr:`options`; :meth:`score` validates, caches
+    and calls :meth:`_score`.
+
+    Subclasses set ``name``, ``description``, ``options`` (and ``choices`` of string
+    options), ``tags`` and what they need, and implement ``_score(archs, ctx) -> (n,) array``
+    with higher = predicted better. ``Options``, the typed model of the options, is made
+    from ``options`` and the choices. Registering one is the :func:`register_proxy`
+    decorator; the checks of :mod:`nas.proxies._checks` (``nas.testing``, and
+    ``tests/proxies/test_proxy_contract.py`` here) then test it.
     """
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    #: the typed options, made from :attr:`options` and :meth:`option_choices`
+    Options = _OptionsOfProxy()  # type: ignore[assignment]
+    #: the option names and their defaults (the spec's ``name:key=value`` form)
     options: ClassVar[dict[str, Any]] = {}
     #: allowed values of string options
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -223,8 +240,8 @@ class Proxy(ABC):
             allowed = str(sorted(cls.options)) if cls.options else "none"
             raise ConfigError(f"proxy {cls.name!r} has no option(s) {unknown}; allowed: "
                               f"{allowed}")
-        model = _options_model(cls)
-        checked: dict[str, Any] = validate(model, options, f"proxy {cls.name!r}").model_dump()
+        checked: dict[str, Any] = validate(cls.Options, options,
+                                           f"proxy {cls.name!r}").model_dump()
         return checked
 
     @staticmethod
@@ -402,7 +419,8 @@ def _build_options_model(
 # ---------------------------------------------------------------------- registry
 #: every proxy by name; the built-in ones register themselves when their module is imported
 PROXIES: Registry[type[Proxy]] = Registry(
-    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost", "nas.proxies._ofa"])
+    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost", "nas.proxies._ofa"],
+    checks="nas.proxies._checks:PROXY_CHECKS")
 
 
 def register_proxy(cls: type[Proxy]) -> type[Proxy]:

@@ -87,20 +87,21 @@ def proxies_list(json_out: JsonOpt = False) -> None:
     rows: list[dict[str, Any]] = []
     for name in list_proxies():
         cls = proxy_class(name)
-        rows.append({"name": name, "description": cls.description, "options": cls.options,
+        rows.append({"name": name, "description": cls.description, "tags": sorted(cls.tags),
+                     "options": cls.options,
                      "choices": {k: list(v) for k, v in cls.option_choices().items()},
                      "needs_checkpoint": cls.needs_supernet, "needs_data": cls.needs_data})
     if json_out:
         print_json(rows)
         return
-    table = Table("proxy", "needs", "options", "description")
+    table = Table("proxy", "needs", "options", "spaces", "description")
     for r in rows:
         needs = "+".join(k for k, v in (("checkpoint", r["needs_checkpoint"]),
                                         ("data", r["needs_data"])) if v) or "-"
         opts = ", ".join(f"{k}={v}" + (f" ({'|'.join(r['choices'][k])})"
                                         if k in r["choices"] else "")
                          for k, v in r["options"].items()) or "-"
-        table.add_row(r["name"], needs, opts, r["description"])
+        table.add_row(r["name"], needs, opts, ", ".join(r["tags"]) or "all", r["description"])
     console.print(table)
     console.print("All scores: higher = predicted better. Options: --proxy "
                   "'name:key=value,...', e.g. 'zico:weights=inherited'.")

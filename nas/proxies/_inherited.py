@@ -32,6 +32,7 @@ __all__ = ["InheritedProxy", "PredictorProxy"]
 class InheritedProxy(Proxy):
     name = "inherited"
     description = "validation accuracy with inherited weights after BatchNorm recalibration"
+    tags = frozenset({"ofa"})
     needs_supernet = True
     needs_data = True
     uses_eval_settings = True
@@ -56,9 +57,9 @@ class InheritedProxy(Proxy):
 @register_proxy
 class PredictorProxy(Proxy):
     name = "predictor"
-    description = ("learned accuracy predictor (kind: a registered one, `nas accuracy fit "
-                   "--help`) fitted on inherited accuracies of n_train random subnets, or "
-                   "loaded from path=FILE (`nas accuracy fit --out`)")
+    description = ("learned accuracy predictor (kind: `nas accuracy kinds`) fitted on the "
+                   "inherited accuracies of n_train random subnets, or loaded from path=FILE")
+    tags = frozenset({"ofa"})
     options: ClassVar[dict[str, Any]] = {"kind": "mlp", "n_train": 100, "sample_seed": 12345,
                                          "path": ""}
     needs_supernet = True

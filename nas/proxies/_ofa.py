@@ -363,6 +363,8 @@ class OFAImageNetProxy(Proxy):
                    "space ofa_mbv3 only; no supernet or data needed)")
     #: the spaces it can score
     spaces: ClassVar[tuple[str, ...]] = (_OFA_SPACE,)
+    #: one space of the ofa family, not all of it: its tag names the space (nas._plugin)
+    tags = frozenset(spaces)
     cacheable = False
 
     @classmethod

@@ -42,6 +42,7 @@ class _CostProxy(Proxy):
 
     cost: ClassVar[str] = ""
     cacheable = False
+    tags = frozenset({"ofa"})
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
         return ctx.space.costs(archs)[self.cost].astype(np.float64)
@@ -65,6 +66,10 @@ class MacsProxy(_CostProxy):
 
 
 class _ZeroCost(Proxy):
+    """A score of the subnet's weights in a supernet of the OFA family (random by default,
+    ``weights=inherited``: the trained one)."""
+
+    tags = frozenset({"ofa"})
     options: ClassVar[dict[str, Any]] = {"weights": "init"}
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"weights": ("init", "inherited")}
 

@@ -16,6 +16,7 @@ def test_proxies_list_json(run_nas):
     rows = {r["name"]: r for r in json.loads(out)}
     assert code == 0 and rows["inherited"]["needs_checkpoint"]
     assert rows["zico"]["options"]["weights"] == "init"
+    assert rows["zico"]["tags"] == ["ofa"] and rows["ofa-imagenet"]["tags"] == ["ofa_mbv3"]
 
 
 def test_proxies_eval_json_uses_the_checkpoints_data(tiny_checkpoint, tmp_path, run_nas):

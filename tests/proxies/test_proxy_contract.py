@@ -1,27 +1,40 @@
 """What every registered proxy must do, run against each of them.
 
-Parametrized from the registry: a new proxy (one class with ``@register_proxy``) is tested by
-adding it.
+Parametrized from the registry by :func:`nas.testing.parametrize_with_checks`, as a plug-in
+package would: the shared plug-in contract (name, description, Options, tags) and the
+proxies' own checks (:mod:`nas.proxies._checks`); scoring with a trained supernet and data
+is tested here. A new proxy (one class with ``@register_proxy``) is tested by adding it.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
 
 from nas._data import shipped_supernet
+from nas._plugin import applies_to
 from nas.errors import ConfigError
-from nas.proxies import Proxy, ProxyContext, get_proxy, list_proxies, proxy_class
-from nas.space import get_space
+from nas.proxies import (
+    PROXIES,
+    ParamsProxy,
+    Proxy,
+    ProxyContext,
+    list_proxies,
+    proxy_class,
+    register_proxy,
+)
+from nas.space import Architecture, get_space
+from nas.testing import check_plugin, parametrize_with_checks
 
-PROXIES = list_proxies()
+NAMES = list_proxies()
 #: fewer samples where the defaults are sized for real runs, not tests
 FAST: dict[str, dict[str, Any]] = {"predictor": {"n_train": 6}}
 
 
-@pytest.fixture(params=PROXIES)
+@pytest.fixture(params=NAMES)
 def cls(request: pytest.FixtureRequest) -> type[Proxy]:
     return proxy_class(request.param)
 
@@ -33,57 +46,40 @@ def shipped_ctx(digits_splits, tmp_path_factory) -> ProxyContext:
                               cache=cache, bn_batches=1, bn_batch_size=32, val_limit=64)
 
 
-def _other_value(cls: type[Proxy], key: str, default: Any) -> Any:
-    """A valid non-default value of an option, as text (the ``name:key=value`` form)."""
-    choices = cls.option_choices().get(key)
-    if choices:
-        return next(c for c in choices if c != default)
-    if isinstance(default, bool):
-        return str(not default).lower()
-    if isinstance(default, int | float):
-        return str(default + 1)
-    return None  # free text (a path): no generic other value
-
-
 def test_there_are_proxies_to_test() -> None:
-    assert {"params", "inherited"} <= set(PROXIES)
+    assert {"params", "inherited"} <= set(NAMES)
 
 
-def test_class_says_what_it_is_and_needs(cls: type[Proxy]) -> None:
-    assert cls.name in PROXIES and proxy_class(cls.name) is cls
-    assert cls.description
-    assert isinstance(cls.needs_supernet, bool) and isinstance(cls.needs_data, bool)
-    for key, values in cls.option_choices().items():
-        assert key in cls.options and cls.options[key] in values
+@parametrize_with_checks(PROXIES)
+def test_proxy_contract(plugin: Any, check: Any) -> None:
+    check(plugin)
 
 
-def test_options_are_default_constructible(cls: type[Proxy]) -> None:
-    proxy = cls()
-    assert proxy.opts == cls.options
-    assert proxy.spec == cls.name
-    assert get_proxy(cls.name).opts == proxy.opts
+def test_the_tags_say_the_spaces_each_applies_to() -> None:
+    assert all(proxy_class(n).tags == frozenset({"ofa"}) for n in NAMES if n != "ofa-imagenet")
+    ofa = proxy_class("ofa-imagenet")
+    assert ofa.tags == frozenset({"ofa_mbv3"})
+    assert applies_to(ofa, "ofa", "ofa_mbv3") and not applies_to(ofa, "ofa", "tiny")
 
 
-def test_spec_round_trips_with_every_option_changed(cls: type[Proxy]) -> None:
-    changed = {k: v for k, d in cls.options.items()
-               if (v := _other_value(cls, k, d)) is not None}
-    proxy = cls(**changed)
-    assert all(proxy.opts[k] != cls.options[k] for k in changed)
-    again = get_proxy(proxy.spec)
-    assert type(again) is cls and again.opts == proxy.opts and again.spec == proxy.spec
+def test_a_broken_proxy_fails_the_checks_by_name() -> None:
+    @register_proxy
+    class Broken(ParamsProxy):
+        name = "test-broken"
+        description = "counts parameters\nin two lines"
+        options: ClassVar[dict[str, Any]] = {"scale": 1}
 
+        def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+            return np.zeros((len(archs), 1))
 
-def test_unknown_options_and_bad_values_are_one_line_errors(cls: type[Proxy]) -> None:
-    with pytest.raises(ConfigError, match=r"has no option\(s\) \['no_such_option'\]"):
-        cls(no_such_option=1)
-    for key, default in cls.options.items():
-        if isinstance(default, int | float) and not isinstance(default, bool):
-            with pytest.raises(ConfigError, match=f"{key} = 'x': must be a") as info:
-                cls(**{key: "x"})
-            assert "\n" not in str(info.value)
-    for key, values in cls.option_choices().items():
-        with pytest.raises(ConfigError, match=f"must be one of {values[0]!r}|must be one of"):
-            cls(**{key: "no-such-choice"})
+    try:
+        with pytest.raises(AssertionError) as info:
+            check_plugin(PROXIES, "test-broken")
+    finally:
+        PROXIES.unregister("test-broken")
+    failed = {line.split(":")[0] for line in str(info.value).splitlines()[1:]}
+    assert failed == {"check_description", "check_scores_without_a_model",
+                      "check_array_scorer"}, str(info.value)
 
 
 def test_scores_on_the_shipped_tiny_supernet(cls: type[Proxy],
