@@ -136,10 +136,11 @@ def test_bad_input_gets_one_line(local_ray, make_config, search_env, run_nas,
         assert line.startswith("error: ") and "\n" not in line, err
         return line
 
-    t0 = time.perf_counter()
     msg = run(constraints={"latency:cpu-1t": 1e-6})
-    assert "cannot be met" in msg and time.perf_counter() - t0 < 15
-    assert not Path(make_config()["storage"]).exists()  # no study was left behind
+    assert "cannot be met" in msg
+    # refused at once: before the study was opened (none was left behind), so before any
+    # worker was started or subnet evaluated
+    assert not Path(make_config()["storage"]).exists()
     assert "unknown device 'phone9'" in run(objectives=["accuracy", "latency:phone9"])
     assert "unknown proxy 'oracle'" in run(proxy="oracle")
     assert "cannot reach storage postgresql://u:***@127.0.0.1:9/x" in run(

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
@@ -97,17 +96,16 @@ def test_default_size_limits_hold(nas_serve: Any) -> None:
 
 def test_a_second_nas_serve_on_a_busy_port_is_refused_at_once(
         nas_serve: Any, nas_command: list[str], tmp_path: Path) -> None:
-    t0 = time.monotonic()
     done = subprocess.run(
         [*nas_command, "serve", "--port", str(nas_serve.port), "--state-dir", str(tmp_path)],
-        capture_output=True, text=True, timeout=120,
+        capture_output=True, text=True, timeout=120,  # a hang guard, not a claim on speed
         env={**os.environ, "NAS_API_TOKEN": nas_serve.token})
-    took = time.monotonic() - t0
     assert done.returncode == 2, done.stderr[-2000:]
+    # "at once": the error is all it printed, so it was refused before it printed "starting
+    # Ray and Ray Serve...", that is before Ray was started
     assert done.stderr.strip().splitlines() == [
         f"error: port {nas_serve.port} on 127.0.0.1 is in use (another `nas serve`?); stop "
         "it or choose another --port"]
-    assert took < 15, took  # it starts no Ray
     assert requests.get(f"{nas_serve.url}/health", timeout=10).status_code == 200
 
 
