@@ -21,9 +21,12 @@ proxies, accuracy predictors, samplers, search engines, device profiles, data fo
     after a family).
 
 A class plug-in subclasses :class:`Plugin`; an instance plug-in (a space, a device profile)
-carries the same attributes. ``nas.testing`` ships the checks of this contract (and each
-registry's own checks) for third-party plug-ins to run in their tests, as scikit-learn ships
-``parametrize_with_checks``.
+carries the same attributes. A plug-in class that is also a scikit-learn estimator (a latency
+predictor kind, an accuracy predictor) subclasses :class:`KindPlugin`: its ``name`` is also
+its ``kind`` (the value saved files and the database store), and its ``Options`` are made
+from the keyword-only parameters of its ``__init__`` (:func:`options_from_init`).
+``nas.testing`` ships the checks of this contract (and each registry's own checks) for
+third-party plug-ins to run in their tests, as scikit-learn ships ``parametrize_with_checks``.
 
 Another package adds plug-ins without editing this one by declaring an entry point in the
 ``nas.plugins`` group whose value is a module (imported; its decorators register what it
@@ -44,9 +47,13 @@ list``).
 from __future__ import annotations
 
 import importlib
+import inspect
 import re
+import typing
 from collections.abc import Sequence
 from typing import Any, ClassVar
+
+import pydantic
 
 from nas._config import ConfigModel
 from nas._entry_points import (
@@ -61,6 +68,7 @@ __all__ = [
     "ENTRY_POINT_GROUP",
     "NAME_RULE",
     "REGISTRIES",
+    "KindPlugin",
     "NoOptions",
     "Plugin",
     "PluginSource",
@@ -69,6 +77,7 @@ __all__ = [
     "list_plugins",
     "load_entry_points",
     "loaded_entry_points",
+    "options_from_init",
     "plugin_source",
 ]
 
@@ -93,6 +102,63 @@ class Plugin:
     Options: ClassVar[type[ConfigModel]] = NoOptions
     #: the space families it applies to; empty: every space
     tags: ClassVar[frozenset[str]] = frozenset()
+
+
+def options_from_init(cls: type, base: type[ConfigModel] = ConfigModel) -> type[ConfigModel]:
+    """A ``base`` subclass with a field per parameter of ``cls.__init__`` (its annotation and
+    default; a parameter without a default is a required field, which the contract refuses),
+    or :class:`NoOptions` when it takes none: a scikit-learn estimator's hyper-parameters as
+    its ``Options``."""
+    init = cls.__init__  # type: ignore[misc]
+    try:
+        sig = inspect.signature(init)
+    except (TypeError, ValueError):
+        return NoOptions
+    params = [p for n, p in sig.parameters.items() if n != "self"
+              and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if not params:
+        return NoOptions
+    try:
+        hints = typing.get_type_hints(init)
+    except Exception:  # an annotation that does not resolve: the field takes anything
+        hints = {}
+
+    def fields(typed: bool) -> dict[str, Any]:
+        return {p.name: (hints.get(p.name, Any) if typed else Any,
+                         ... if p.default is p.empty else p.default) for p in params}
+
+    name = f"{cls.__name__}Options"
+    try:
+        return pydantic.create_model(name, __base__=base, __module__=cls.__module__,
+                                     **fields(True))
+    except (pydantic.PydanticSchemaGenerationError, TypeError):  # e.g. an ndarray annotation
+        return pydantic.create_model(name, __base__=base, __module__=cls.__module__,
+                                     **fields(False))
+
+
+class KindPlugin(Plugin):
+    """Base of class plug-ins that are estimators: ``name`` and ``kind`` are one value (a
+    class sets either), and ``Options`` is made from ``__init__``'s parameters when the class
+    is defined (:func:`options_from_init`, on :attr:`options_base`), unless it sets its own.
+    """
+
+    #: the same value as ``name``: the key stored with a saved estimator
+    kind: ClassVar[str] = ""
+    #: the base of the ``Options`` made from ``__init__`` (its ``what`` names it in messages)
+    options_base: ClassVar[type[ConfigModel]] = ConfigModel
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """``name`` and ``kind`` made one value, and ``Options`` made from ``__init__``."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        name, kind = str(own.get("name") or ""), str(own.get("kind") or "")
+        if name and kind and name != kind:
+            raise TypeError(f"{cls.__name__}: name {name!r} and kind {kind!r} must be one "
+                            "value (set one of them)")
+        if name or kind:
+            cls.name = cls.kind = name or kind
+        if "Options" not in own:
+            cls.Options = options_from_init(cls, cls.options_base)
 
 
 def check_plugin_name(name: object) -> str | None:

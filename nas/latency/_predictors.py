@@ -67,16 +67,13 @@ another package's tests) then tests it too. A kind is a plug-in (:mod:`nas._plug
 
 from __future__ import annotations
 
-import inspect
-import typing
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import pydantic
 from sklearn.base import BaseEstimator, RegressorMixin
 
 from nas._config import ConfigModel
-from nas._plugin import NoOptions, Plugin
+from nas._plugin import KindPlugin, NoOptions, options_from_init
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError, NotFittedError, UnknownNameError
 from nas.latency._features import ArchLike, LayerFeatures, as_arrays, layer_features
@@ -115,37 +112,12 @@ class PredictorOptions(ConfigModel):
 
 
 def options_model(cls: type) -> type[ConfigModel]:
-    """A :class:`~nas._config.ConfigModel` of the parameters of ``cls.__init__`` (their
-    annotations and defaults; a parameter without a default is a required field, which the
-    plug-in contract refuses), or :class:`~nas._plugin.NoOptions` when it takes none."""
-    init = cls.__init__  # type: ignore[misc]
-    try:
-        sig = inspect.signature(init)
-    except (TypeError, ValueError):
-        return NoOptions
-    params = [p for n, p in sig.parameters.items() if n != "self"
-              and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    if not params:
-        return NoOptions
-    try:
-        hints = typing.get_type_hints(init)
-    except Exception:  # an annotation that does not resolve: the field takes anything
-        hints = {}
-
-    def fields(typed: bool) -> dict[str, Any]:
-        return {p.name: (hints.get(p.name, Any) if typed else Any,
-                         ... if p.default is p.empty else p.default) for p in params}
-
-    name = f"{cls.__name__}Options"
-    try:
-        return pydantic.create_model(name, __base__=PredictorOptions, __module__=cls.__module__,
-                                     **fields(True))
-    except (pydantic.PydanticSchemaGenerationError, TypeError):  # e.g. an ndarray annotation
-        return pydantic.create_model(name, __base__=PredictorOptions,
-                                     __module__=cls.__module__, **fields(False))
+    """The ``Options`` of a kind: :func:`nas._plugin.options_from_init` on
+    :class:`PredictorOptions`."""
+    return options_from_init(cls, PredictorOptions)
 
 
-class LatencyPredictor(RegressorMixin, BaseEstimator, Plugin):  # type: ignore[misc]
+class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: ignore[misc]
     """Base of the latency predictors (see the module docstring).
 
     A kind is a subclass registered with ``@PREDICTORS.register`` that sets ``name`` (or
@@ -169,6 +141,7 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, Plugin):  # type: ignore[m
     description: ClassVar[str] = ""
     #: the typed hyper-parameters (made from ``__init__`` unless the class sets it)
     Options: ClassVar[type[ConfigModel]] = NoOptions
+    options_base = PredictorOptions
     #: the space families it prices (empty: every family)
     tags: ClassVar[frozenset[str]] = frozenset()
     #: printed before a fit from the CLI when fitting takes a while (timing a table)
@@ -185,19 +158,6 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, Plugin):  # type: ignore[m
     #: parameters kept in the state rather than in ``json_params`` (large inputs)
     state_params: ClassVar[tuple[str, ...]] = ()
     space: str
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        """``name`` and ``kind`` made one value, and ``Options`` made from ``__init__``."""
-        super().__init_subclass__(**kwargs)
-        own = vars(cls)
-        name, kind = str(own.get("name") or ""), str(own.get("kind") or "")
-        if name and kind and name != kind:
-            raise TypeError(f"{cls.__name__}: name {name!r} and kind {kind!r} must be one "
-                            "value (set one of them)")
-        if name or kind:
-            cls.name = cls.kind = name or kind
-        if "Options" not in own:
-            cls.Options = options_model(cls)
 
     # -------------------------------------------------------------- construction
     @classmethod

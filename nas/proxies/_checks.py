@@ -1,28 +1,40 @@
-"""What every accuracy proxy must do beyond the shared plug-in contract, as check functions
-(in the spirit of scikit-learn's ``check_estimator`` / ``parametrize_with_checks``).
+"""What every accuracy proxy and every accuracy predictor must do beyond the shared plug-in
+contract, as check functions (in the spirit of scikit-learn's ``check_estimator`` /
+``parametrize_with_checks``).
 
-:data:`PROXY_CHECKS` is the registry's own checks (``Registry(checks=...)`` of
-:data:`~nas.proxies.PROXIES`): :mod:`nas.testing` runs them after the contract every plug-in
-meets, on a proxy's class, in this package's tests and in any plug-in package's. They need no
-trained supernet and no data: a proxy that needs neither is also scored, on a space its
-``tags`` apply to; scoring with a supernet and data is left to the tests that have them
-(``tests/proxies/test_proxy_contract.py``). Each raises ``AssertionError`` naming what is
-broken.
+:data:`PROXY_CHECKS` and :data:`ACCURACY_PREDICTOR_CHECKS` are the registries' own checks
+(``Registry(checks=...)`` of :data:`~nas.proxies.PROXIES` and
+:data:`~nas.proxies.ACCURACY_PREDICTORS`): :mod:`nas.testing` runs them after the contract
+every plug-in meets, on the class registered, in this package's tests and in any plug-in
+package's. They need no trained supernet and no data: a proxy that needs neither is also
+scored, on a space its ``tags`` apply to; scoring with a supernet and data is left to the
+tests that have them (``tests/proxies/test_proxy_contract.py``). An accuracy predictor is
+fitted on synthetic accuracies of the ``tiny`` space's subnets, in about a second. Each check
+raises ``AssertionError`` naming what is broken.
 """
 
 from __future__ import annotations
 
+import inspect
+import json
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from nas._plugin import applies_to
-from nas.errors import ConfigError, NASError
+from nas.errors import ConfigError, NASError, NotFittedError
 from nas.proxies._base import Proxy, ProxyContext, get_proxy
-from nas.space import SPACES, Architecture, SearchSpace
+from nas.proxies._predictors import (
+    AccuracyPredictor,
+    accuracy_predictor_from_state,
+    accuracy_predictor_state,
+    make_accuracy_predictor,
+)
+from nas.space import SPACES, Architecture, SearchSpace, get_space
 
-__all__ = ["PROXY_CHECKS", "other_option_value"]
+__all__ = ["ACCURACY_PREDICTOR_CHECKS", "PROXY_CHECKS", "other_option_value"]
 
 #: a proxy (the class registered)
 ProxyClass = type[Proxy]
@@ -196,4 +208,138 @@ PROXY_CHECKS: tuple[Callable[[ProxyClass], None], ...] = (
     check_is_proxy, check_options_model_is_the_options, check_default_options,
     check_spec_round_trips, check_bad_options_are_one_line, check_scores_without_a_model,
     check_array_scorer,
+)
+
+
+# ---------------------------------------------------------------------- accuracy predictors
+#: an accuracy predictor kind (the class registered)
+Kind = type[AccuracyPredictor]
+
+N_TRAIN, N_PROBE = 40, 10
+
+
+@lru_cache(maxsize=1)
+def _accuracy_data() -> tuple[list[Architecture], np.ndarray, list[Architecture]]:
+    """Subnets of ``tiny``, a made-up accuracy that grows with kernels, expansion and
+    resolution, and other subnets to predict."""
+    sp = get_space(SPACE)
+    archs = sp.sample_many(N_TRAIN, seed=0)
+    a = sp.to_arrays(archs)
+    y = 0.5 + 0.01 * a.ks.sum(1) + 0.02 * a.e.sum(1) + 0.001 * a.r
+    return archs, np.asarray(y, dtype=np.float64), sp.sample_many(N_PROBE, seed=1)
+
+
+def _make(cls: Kind, **params: Any) -> AccuracyPredictor:
+    family = getattr(get_space(SPACE), "family", "ofa")
+    _expect(applies_to(cls, family, SPACE),
+            f"{cls.__name__} applies to {sorted(cls.tags)} spaces; these checks fit on the "
+            f"{family!r} family's space {SPACE!r} only")
+    return make_accuracy_predictor(cls.name, space=SPACE, **params)
+
+
+def _fitted(cls: Kind) -> AccuracyPredictor:
+    archs, y, _ = _accuracy_data()
+    return _make(cls).fit(archs, y)
+
+
+def check_is_accuracy_predictor(cls: Kind) -> None:
+    """An :class:`AccuracyPredictor` subclass whose ``kind`` (what a saved file stores) is its
+    ``name``, and that the ``predictor`` proxy offers."""
+    _expect(isinstance(cls, type) and issubclass(cls, AccuracyPredictor),
+            f"{cls!r} is not an AccuracyPredictor subclass")
+    _expect(cls.kind == cls.name, f"{cls.__name__}.kind is {cls.kind!r}, its name {cls.name!r}")
+    _expect(isinstance(cls.takes_extra_features, bool),
+            f"{cls.__name__}.takes_extra_features must be a bool")
+    proxy = get_proxy(f"predictor:kind={cls.name}")
+    _expect(proxy.opts["kind"] == cls.name, f"the predictor proxy does not offer {cls.name!r}")
+
+
+def check_accuracy_options_are_the_init_parameters(cls: Kind) -> None:
+    """``__init__`` takes keyword-only parameters with defaults, ``space`` among them;
+    ``Options`` has a field per parameter with its default; an unknown parameter is refused
+    in one line naming it."""
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
+              if n != "self"}
+    _expect("space" in params, f"{cls.__name__}() takes no space")
+    for p in params.values():
+        _expect(p.kind is p.KEYWORD_ONLY and p.default is not p.empty,
+                f"{cls.__name__}: parameter {p.name!r} must be keyword-only with a default")
+    fields = cls.Options.model_fields
+    _expect(set(fields) == set(params), f"{cls.__name__}.Options has fields {sorted(fields)}, "
+            f"__init__ takes {sorted(params)}")
+    for n, p in params.items():
+        got = fields[n].default
+        _expect(got is p.default or got == p.default,
+                f"{cls.__name__}.Options.{n} defaults to {got!r}, __init__ to {p.default!r}")
+    try:
+        make_accuracy_predictor(cls.name, no_such_parameter_=1)
+    except ConfigError as exc:
+        _expect("\n" not in str(exc) and "no_such_parameter_" in str(exc),
+                f"an unknown parameter gave {str(exc)!r}, not one line naming it")
+    else:
+        raise AssertionError(f"make_accuracy_predictor({cls.name!r}) took an unknown parameter")
+
+
+def check_accuracy_estimator_protocol(cls: Kind) -> None:
+    """``predict`` before ``fit`` raises :class:`~nas.errors.NotFittedError`; ``get_params``
+    gives the space; ``clone`` copies the parameters, never the fitted state."""
+    from sklearn.base import clone
+
+    _, _, probe = _accuracy_data()
+    est = _make(cls)
+    try:
+        est.predict(probe)
+    except NotFittedError:
+        pass
+    else:
+        raise AssertionError("predict() before fit() did not raise NotFittedError")
+    params = est.get_params()
+    _expect(params["space"] == SPACE, f"get_params()['space'] is {params['space']!r}")
+    _expect(clone(est).get_params() == params, "clone() does not give the same parameters")
+    _expect(not hasattr(clone(_fitted(cls)), "n_train_"),
+            "clone() of a fitted predictor copied its state")
+
+
+def check_accuracy_fit_and_predict(cls: Kind) -> None:
+    """``fit`` returns the predictor; ``predict`` gives ``(n,)`` finite float64 accuracies,
+    the same on architectures and on their encoding; ``predict([])`` is empty."""
+    archs, y, probe = _accuracy_data()
+    est = _make(cls)
+    _expect(est.fit(archs, y) is est, "fit() does not return self")
+    _expect(est.n_train_ == N_TRAIN and est.n_features_in_ == est.encoding_size(),
+            f"fitted on {N_TRAIN} subnets, n_train_ is {est.n_train_} and n_features_in_ "
+            f"{est.n_features_in_} (its encoding has {est.encoding_size()} columns)")
+    pred = est.predict(probe)
+    _expect(isinstance(pred, np.ndarray) and pred.shape == (N_PROBE,)
+            and pred.dtype == np.float64 and np.all(np.isfinite(pred)),
+            f"predict() gave {pred!r}, not ({N_PROBE},) finite float64")
+    _expect(np.allclose(est.predict(est.encode(probe)), pred),
+            "predict() differs on architectures and on their encoding")
+    _expect(est.predict([]).shape == (0,), "predict([]) is not an empty array")
+
+
+def check_accuracy_state_round_trip(cls: Kind) -> None:
+    """Through JSON (:func:`~nas.proxies.accuracy_predictor_state` and back) it has the same
+    parameters and predicts the same; an unfitted one has no state."""
+    _, _, probe = _accuracy_data()
+    est = _fitted(cls)
+    state = json.loads(json.dumps(accuracy_predictor_state(est, note="contract")))
+    _expect(state.get("kind") == cls.name, f"the state's kind is {state.get('kind')!r}")
+    back = accuracy_predictor_from_state(state)
+    _expect(type(back) is type(est) and back.get_params() == est.get_params(),
+            f"restored {back!r}, not {est!r}")
+    _expect(np.allclose(back.predict(probe), est.predict(probe), rtol=1e-6, atol=1e-9),
+            "the JSON round trip changed the predictions")
+    try:
+        accuracy_predictor_state(_make(cls))
+    except NotFittedError:
+        return
+    raise AssertionError("an unfitted predictor gave a state")
+
+
+#: the checks of every accuracy predictor, in order (``Registry(checks=...)``)
+ACCURACY_PREDICTOR_CHECKS: tuple[Callable[[Kind], None], ...] = (
+    check_is_accuracy_predictor, check_accuracy_options_are_the_init_parameters,
+    check_accuracy_estimator_protocol, check_accuracy_fit_and_predict,
+    check_accuracy_state_round_trip,
 )

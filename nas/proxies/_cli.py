@@ -158,9 +158,38 @@ def proxies_eval(
 
 
 # ---------------------------------------------------------------------- accuracy
+#: the accuracy predictor kind ``nas accuracy fit`` fits unless told
+DEFAULT_MODEL = "mlp"
+
 ModelOpt = Annotated[str, typer.Option(
     "--model", "-m", help="Accuracy predictor kind: mlp (Once-for-All's), gbdt, or any other "
-    "registered one (`nas proxies list`, the predictor proxy's kind).")]
+    "registered one (`nas accuracy kinds`).")]
+
+
+@accuracy_app.command("kinds")
+def accuracy_kinds(json_out: JsonOpt = False) -> None:
+    """List the registered accuracy predictor kinds: what each is, its default encoding,
+    whether it takes zero-cost scores as extra features (--zero-cost), and which one `nas
+    accuracy fit` uses by default."""
+    from nas.proxies import ACCURACY_PREDICTORS
+
+    rows: list[dict[str, Any]] = []
+    for name, cls in ACCURACY_PREDICTORS.items():
+        field = cls.Options.model_fields.get("encoding")
+        rows.append({"name": name, "description": cls.description, "tags": sorted(cls.tags),
+                     "kind": cls.kind, "default": name == DEFAULT_MODEL,
+                     "encoding": field.default if field is not None else cls.encoding,
+                     "takes_extra_features": bool(cls.takes_extra_features)})
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("kind", "what it is", "encoding", "--zero-cost",
+                  title="accuracy predictor kinds")
+    for r in rows:
+        table.add_row(str(r["name"]) + (" (default)" if r["default"] else ""),
+                      str(r["description"]), str(r["encoding"]),
+                      "yes" if r["takes_extra_features"] else "-")
+    console.print(table)
 
 
 @accuracy_app.command("fit")
@@ -168,7 +197,7 @@ def accuracy_fit(
     space: SpaceOpt,
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained supernet.")],
     data: DataOpt = None,
-    model: ModelOpt = "mlp",
+    model: ModelOpt = DEFAULT_MODEL,
     n_train: Annotated[int, typer.Option("--n-train", min=2, help="Sampled subnets to fit "
                                          "on.")] = 100,
     n_test: Annotated[int, typer.Option("--n-test", min=2, help="Other sampled subnets to "

@@ -130,7 +130,10 @@ class OFAAccuracyPredictor(MLPAccuracyPredictor):
     bits (and stays a quarter of the size of decimal JSON).
     """
 
-    kind = "ofa"
+    name = "ofa"
+    description = ("Once-for-All's MLP on its own 128-long encoding (resolution in buckets); "
+                   "`nas accuracy import-ofa` reads OFA's published weights")
+    tags = frozenset({"ofa"})
     encoding = "ofa"
 
     # sklearn's estimator protocol: one keyword-only argument per hyper-parameter

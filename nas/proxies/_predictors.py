@@ -13,21 +13,28 @@ and scikit-learn's model selection work.
     Gradient-boosted trees (scikit-learn's ``GradientBoostingRegressor``), by default on the
     compact ordinal encoding; zero-cost scores may be appended as features.
 
-Each kind is a class registered in :data:`ACCURACY_PREDICTORS` under its ``kind``; it owns its
-fitting, prediction and the JSON form of its learned state (``_learned_state`` /
-``_restore``). Adding one::
+Each kind is a class registered in :data:`ACCURACY_PREDICTORS` under its ``name``; it owns
+its fitting, prediction and the JSON form of its learned state (``_learned_state`` /
+``_restore``). A kind is a plug-in (:mod:`nas._plugin`, :class:`~nas._plugin.KindPlugin`):
+its ``name`` is also its ``kind`` (the value a saved file stores), its ``description`` one
+line, its ``Options`` made from the keyword-only parameters of ``__init__``, its ``tags`` the
+space families it encodes. Adding one::
 
     @ACCURACY_PREDICTORS.register
     class RidgeAccuracyPredictor(AccuracyPredictor):
-        kind = "ridge"
-        def __init__(self, *, space=None, encoding="ordinal", alpha=1.0): ...
+        name = "ridge"
+        description = "ridge regression on the ordinal encoding"
+        tags = frozenset({"ofa"})
+
+        def __init__(self, *, space: str | None = None, encoding: str = "ordinal",
+                     alpha: float = 1.0) -> None: ...
         def _fit(self, F, y): ...
         def _predict(self, F): ...
         def _learned_state(self): ...
         def _restore(self, state): ...
 
-and the ``predictor`` proxy, ``nas accuracy fit --model`` and the contract suite
-(``tests/proxies/test_accuracy_predictor_contract.py``) pick it up.
+and the ``predictor`` proxy, ``nas accuracy fit --model``, ``nas accuracy kinds`` and the
+checks of :mod:`nas.proxies._checks` (``nas.testing.parametrize_with_checks``) pick it up.
 """
 
 from __future__ import annotations
@@ -42,7 +49,9 @@ import torch
 from sklearn.base import BaseEstimator, RegressorMixin
 from torch import nn
 
+from nas._config import ConfigModel
 from nas._io import atomic_write, read_text
+from nas._plugin import KindPlugin, NoOptions
 from nas._registry import Registry
 from nas.errors import ConfigError, NASError, NotFittedError
 from nas.space import ArchArrays, Architecture, SearchSpace, get_space
@@ -50,6 +59,7 @@ from nas.space import ArchArrays, Architecture, SearchSpace, get_space
 __all__ = [
     "ACCURACY_PREDICTORS",
     "AccuracyPredictor",
+    "AccuracyPredictorOptions",
     "GBDTAccuracyPredictor",
     "MLPAccuracyPredictor",
     "accuracy_features",
@@ -85,11 +95,28 @@ def accuracy_features(
     return np.concatenate([X, E], axis=1)
 
 
-class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
-    """Base of the accuracy predictors (see the module docstring)."""
+class AccuracyPredictorOptions(ConfigModel):
+    """Base of an accuracy predictor's ``Options``: its ``__init__`` parameters."""
 
-    #: the name it is registered under (``make_accuracy_predictor(kind)``, saved files)
+    what: ClassVar[str] = "accuracy predictor options"
+
+
+class AccuracyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: ignore[misc]
+    """Base of the accuracy predictors (see the module docstring): a kind sets ``name`` (or
+    ``kind``: one value), ``description`` and ``tags``; ``Options`` is made from ``__init__``,
+    and :func:`make_accuracy_predictor` checks the parameters against it."""
+
+    #: the name it is registered under (``make_accuracy_predictor(name)``)
+    name: ClassVar[str] = ""
+    #: the same value as ``name``: the key a saved file stores
     kind: ClassVar[str] = ""
+    #: one line for listings and the CLI's help
+    description: ClassVar[str] = ""
+    #: the typed hyper-parameters (made from ``__init__`` unless the class sets it)
+    Options: ClassVar[type[ConfigModel]] = NoOptions
+    options_base = AccuracyPredictorOptions
+    #: the space families it encodes
+    tags: ClassVar[frozenset[str]] = frozenset()
     #: whether ``nas accuracy fit --zero-cost`` may append proxy scores to its features
     takes_extra_features: ClassVar[bool] = False
     space: str | None
@@ -174,9 +201,10 @@ class AccuracyPredictor(RegressorMixin, BaseEstimator):  # type: ignore[misc]
         raise NotImplementedError
 
 
-#: every accuracy predictor by ``kind``
+#: every accuracy predictor by ``name`` (also its ``kind``)
 ACCURACY_PREDICTORS: Registry[type[AccuracyPredictor]] = Registry(
-    "accuracy predictor", key="kind", builtins=["nas.proxies._ofa"])
+    "accuracy predictor", key="name", builtins=["nas.proxies._ofa"],
+    checks="nas.proxies._checks:ACCURACY_PREDICTOR_CHECKS")
 
 
 def _is_number_row(row: Any) -> bool:
@@ -200,7 +228,10 @@ class MLPAccuracyPredictor(AccuracyPredictor):
         random_state: seed of the initial weights and of the batch order.
     """
 
-    kind = "mlp"
+    name = "mlp"
+    description = ("Once-for-All's accuracy predictor: an MLP (3 hidden layers of 400 ReLU "
+                   "units) on the one-hot encoding")
+    tags = frozenset({"ofa"})
 
     def __init__(
         self, *, space: str | None = None, encoding: str = "onehot", hidden_size: int = 400,
@@ -285,7 +316,10 @@ class GBDTAccuracyPredictor(AccuracyPredictor):
             ``sklearn.ensemble.GradientBoostingRegressor``.
     """
 
-    kind = "gbdt"
+    name = "gbdt"
+    description = ("gradient-boosted trees on the ordinal encoding (zero-cost scores may be "
+                   "added as features)")
+    tags = frozenset({"ofa"})
     takes_extra_features = True
 
     def __init__(
@@ -325,12 +359,16 @@ class GBDTAccuracyPredictor(AccuracyPredictor):
 
 
 def make_accuracy_predictor(kind: str, **params: Any) -> AccuracyPredictor:
-    """The accuracy predictor registered as ``kind`` with keyword hyper-parameters.
+    """The accuracy predictor registered as ``kind`` with keyword hyper-parameters, once they
+    pass its ``Options`` (the values are kept as given, as scikit-learn's ``clone`` expects).
 
     Raises:
         UnknownNameError: listing the known kinds.
+        ConfigError: an unknown parameter or a bad value, in one line naming it.
     """
-    return ACCURACY_PREDICTORS.get(kind)(**params)
+    cls = ACCURACY_PREDICTORS.get(kind)
+    cls.Options.from_dict(params, where=f"accuracy predictor {cls.name!r}")
+    return cls(**params)
 
 
 # ---------------------------------------------------------------------- storage (JSON, no pickle)

@@ -1,85 +1,87 @@
 """What every registered accuracy predictor must do, run against each of them.
 
-Parametrized from the registry: a new kind (one class with ``@ACCURACY_PREDICTORS.register``)
-is tested by adding it.
+Parametrized from the registry by :func:`nas.testing.parametrize_with_checks`, as a plug-in
+package would: the shared plug-in contract (name, description, Options, tags) and the
+accuracy predictors' own checks (:mod:`nas.proxies._checks`). A new kind (one class with
+``@ACCURACY_PREDICTORS.register``) is tested by adding it.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
-from sklearn.base import clone
 
-from nas.errors import NotFittedError, UnknownNameError
+from nas.errors import ConfigError, NotFittedError, UnknownNameError
 from nas.proxies import (
     ACCURACY_PREDICTORS,
-    AccuracyPredictor,
-    get_proxy,
+    GBDTAccuracyPredictor,
+    MLPAccuracyPredictor,
     load_accuracy_predictor,
     make_accuracy_predictor,
     save_accuracy_predictor,
 )
 from nas.space import get_space
+from nas.testing import check_plugin, parametrize_with_checks
 
 KINDS = ACCURACY_PREDICTORS.names()
-SP = get_space("tiny")
-
-
-@pytest.fixture(params=KINDS)
-def kind(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-@pytest.fixture(scope="module")
-def data() -> tuple[list, np.ndarray, list]:
-    archs = SP.sample_many(40, seed=0)
-    a = SP.to_arrays(archs)
-    y = 0.5 + 0.01 * a.ks.sum(1) + 0.02 * a.e.sum(1) + 0.001 * a.r
-    return archs, y, SP.sample_many(10, seed=1)
 
 
 def test_there_are_kinds_to_test() -> None:
-    assert {"mlp", "gbdt"} <= set(KINDS)
+    assert {"mlp", "gbdt", "ofa"} <= set(KINDS)
     with pytest.raises(UnknownNameError, match="known: " + ", ".join(KINDS)):
         make_accuracy_predictor("no-such-kind")
 
 
-def test_kind_is_registered_and_the_predictor_proxy_offers_it(kind: str) -> None:
-    cls = ACCURACY_PREDICTORS.get(kind)
-    assert issubclass(cls, AccuracyPredictor) and cls.kind == kind
-    assert kind in get_proxy("predictor").option_choices()["kind"]
-    assert get_proxy(f"predictor:kind={kind}").opts["kind"] == kind
+@parametrize_with_checks(ACCURACY_PREDICTORS)
+def test_accuracy_predictor_contract(plugin: Any, check: Any) -> None:
+    check(plugin)
 
 
-def test_estimator_protocol(kind: str, data) -> None:
-    est = make_accuracy_predictor(kind, space="tiny")
-    with pytest.raises(NotFittedError):
-        est.predict(data[2])
-    params = est.get_params()
-    assert params["space"] == "tiny"
-    assert clone(est).get_params() == params
+def test_name_and_kind_are_one_value() -> None:
+    for name, cls in ACCURACY_PREDICTORS.items():
+        assert cls.name == cls.kind == name
+    with pytest.raises(TypeError, match="must be one value"):
+        class Twice(MLPAccuracyPredictor):
+            name = "one"
+            kind = "other"
 
 
-def test_fit_and_predict_shapes(kind: str, data) -> None:
-    archs, y, probe = data
-    est = make_accuracy_predictor(kind, space="tiny")
-    assert est.fit(archs, y) is est
-    pred = est.predict(probe)
-    assert pred.shape == (10,) and pred.dtype == np.float64 and np.all(np.isfinite(pred))
-    assert est.n_train_ == 40 and est.n_features_in_ == est.encoding_size()
-    X = est.encode(probe)
-    np.testing.assert_allclose(est.predict(X), pred)
-    assert est.predict([]).shape == (0,)
+def test_bad_parameters_are_one_line_naming_them() -> None:
+    with pytest.raises(ConfigError, match=r"^accuracy predictor 'mlp': epochs = 'x': "):
+        make_accuracy_predictor("mlp", epochs="x")
+    with pytest.raises(ConfigError, match=r"^accuracy predictor 'gbdt': alpha: unknown field"):
+        make_accuracy_predictor("gbdt", alpha=1.0)
 
 
-def test_save_load_round_trip_predicts_the_same(kind: str, data, tmp_path: Path) -> None:
-    archs, y, probe = data
-    est = make_accuracy_predictor(kind, space="tiny").fit(archs, y)
-    path = save_accuracy_predictor(est, tmp_path / f"{kind}.json", note="contract")
+def test_a_saved_file_round_trips_and_an_unfitted_one_is_refused(tmp_path: Path) -> None:
+    sp = get_space("tiny")
+    archs = sp.sample_many(20, seed=0)
+    y = np.linspace(0.5, 0.7, len(archs))
+    est = make_accuracy_predictor("gbdt", space="tiny", n_estimators=10).fit(archs, y)
+    path = save_accuracy_predictor(est, tmp_path / "gbdt.json", note="contract")
     back = load_accuracy_predictor(path)
-    assert type(back) is type(est) and back.get_params() == est.get_params()
-    np.testing.assert_allclose(back.predict(probe), est.predict(probe), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(back.predict(archs), est.predict(archs))
     with pytest.raises(NotFittedError):
-        save_accuracy_predictor(make_accuracy_predictor(kind), tmp_path / "unfitted.json")
+        save_accuracy_predictor(make_accuracy_predictor("mlp"), tmp_path / "unfitted.json")
+
+
+def test_a_broken_kind_fails_the_checks_by_name() -> None:
+    @ACCURACY_PREDICTORS.register
+    class Broken(GBDTAccuracyPredictor):
+        name = "test-broken"
+        description = "trees\nin two lines"
+
+        def _predict(self, F: np.ndarray) -> np.ndarray:
+            return np.full(len(F), np.nan)
+
+    try:
+        with pytest.raises(AssertionError) as info:
+            check_plugin(ACCURACY_PREDICTORS, "test-broken")
+    finally:
+        ACCURACY_PREDICTORS.unregister("test-broken")
+    failed = {line.split(":")[0] for line in str(info.value).splitlines()[1:]}
+    assert {"check_description", "check_accuracy_fit_and_predict"} <= failed, str(info.value)
+    assert "check_accuracy_options_are_the_init_parameters" not in failed

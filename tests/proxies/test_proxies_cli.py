@@ -1,4 +1,4 @@
-"""``nas proxies list|eval`` and ``nas accuracy fit`` through a root app."""
+"""``nas proxies list|eval`` and ``nas accuracy kinds|fit`` through a root app."""
 
 from __future__ import annotations
 
@@ -17,6 +17,14 @@ def test_proxies_list_json(run_nas):
     assert code == 0 and rows["inherited"]["needs_checkpoint"]
     assert rows["zico"]["options"]["weights"] == "init"
     assert rows["zico"]["tags"] == ["ofa"] and rows["ofa-imagenet"]["tags"] == ["ofa_mbv3"]
+
+
+def test_accuracy_kinds_json(run_nas):
+    code, out, _ = run_nas(["accuracy", "kinds", "--json"])
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert code == 0 and {"mlp", "gbdt", "ofa"} <= set(rows)
+    assert rows["mlp"]["default"] and rows["mlp"]["encoding"] == "onehot"
+    assert rows["gbdt"]["takes_extra_features"] and rows["gbdt"]["tags"] == ["ofa"]
 
 
 def test_proxies_eval_json_uses_the_checkpoints_data(tiny_checkpoint, tmp_path, run_nas):
