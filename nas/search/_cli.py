@@ -237,6 +237,33 @@ def results_cmd(
     print_front(res, all_trials=all_trials)
 
 
+def samplers_list_cmd(json_out: JsonOpt = False) -> None:
+    """List the registered samplers (`nas search --sampler`, the Ray engine's strategies):
+    what each is, whether it handles several objectives, and which one a search uses by
+    default."""
+    from rich.table import Table
+
+    from nas.search._config import RaySearchConfig
+
+    default = RaySearchConfig.model_fields["sampler"].default
+    rows: list[dict[str, Any]] = [
+        {"name": name, "description": cls.description, "tags": sorted(cls.tags),
+         "default": name == default, "multi_objective": bool(cls.multi_objective)}
+        for name, cls in SAMPLERS.items()]
+    if json_out:
+        print_json(rows)
+        return
+    table = Table("sampler", "what it is", "objectives", title="samplers")
+    for r in rows:
+        table.add_row(str(r["name"]) + (" (default)" if r["default"] else ""),
+                      str(r["description"]), "several" if r["multi_objective"] else "one")
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("search")(search_cmd)
     app.command("results")(results_cmd)
+    samplers = typer.Typer(help="The search's samplers (Optuna's, and Once-for-All's "
+                           "evolution).", no_args_is_help=True)
+    samplers.command("list")(samplers_list_cmd)
+    app.add_typer(samplers, name="samplers")

@@ -2,9 +2,12 @@
 
 A search strategy is an Optuna sampler (``optuna.samplers.BaseSampler``); what this module
 adds is one small registered class per strategy that says how its sampler is built from a
-search configuration (seed, number of objectives, population, workers). Adding a strategy is
-one class and a decorator; the configuration, the CLI help, the service's API schema and the
-contract tests (``tests/search/test_samplers.py``) all list names from :data:`SAMPLERS`::
+search configuration (seed, number of objectives, population, workers). A strategy is a
+plug-in (:mod:`nas._plugin`): a name, a one-line description, ``Options`` (``NoOptions``: the
+settings it reads, such as the population, are the search config's own) and ``tags`` (empty:
+every space). Adding one is one class and a decorator; the configuration, the CLI help and
+``nas samplers list``, the service's API schema and the checks of :mod:`nas.search._checks`
+(``nas.testing.parametrize_with_checks``) all list names from :data:`SAMPLERS`::
 
     @SAMPLERS.register
     class QMC(SearchSampler):
@@ -26,6 +29,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
+from nas._config import ConfigModel
+from nas._plugin import NoOptions, Plugin
 from nas._registry import Registry
 from nas.errors import ConfigError
 
@@ -37,18 +42,24 @@ if TYPE_CHECKING:
 __all__ = ["SAMPLERS", "SearchSampler"]
 
 
-class SearchSampler:
-    """Base of the registered strategies: how one Optuna sampler is built for a search.
+class SearchSampler(Plugin):
+    """Base of the registered strategies (plug-ins: :mod:`nas._plugin`'s contract): how one
+    Optuna sampler is built for a search.
 
     Attributes:
         name: the name a configuration gives (``sampler: tpe``).
         description: one line for ``--help`` and the API schema.
+        Options: ``NoOptions``: what a sampler reads (seed, population, workers) is the
+            search config's.
+        tags: empty: a sampler works on the parameters of any space.
         multi_objective: whether the sampler handles several objectives; a configuration
             with several objectives and a sampler that does not is refused.
     """
 
     name: ClassVar[str]
     description: ClassVar[str]
+    Options: ClassVar[type[ConfigModel]] = NoOptions
+    tags: ClassVar[frozenset[str]] = frozenset()
     multi_objective: ClassVar[bool] = True
 
     @classmethod
@@ -77,7 +88,8 @@ class SearchSampler:
 
 
 #: The registered strategies, by name.
-SAMPLERS: Registry[type[SearchSampler]] = Registry("sampler")
+SAMPLERS: Registry[type[SearchSampler]] = Registry(
+    "sampler", checks="nas.search._checks:SAMPLER_CHECKS")
 
 
 @SAMPLERS.register

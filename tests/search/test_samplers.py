@@ -1,13 +1,16 @@
 """The contract every registered sampler meets (as Optuna's shared sampler tests do).
 
-Parametrized from :data:`nas.search.SAMPLERS`: a new strategy is tested by registering it.
-Each check runs the sampler on an Optuna study over the search's own parameters of the
-``tiny`` space (no Ray, no supernet), with synthetic objectives computed from the
-architecture the parameters give.
+Parametrized from :data:`nas.search.SAMPLERS` by :func:`nas.testing.parametrize_with_checks`,
+as a plug-in package would: the shared plug-in contract and the samplers' own checks
+(:mod:`nas.search._checks`); constraints and resuming a stored study are tested here. A new
+strategy is tested by registering it. Each test runs the sampler on an Optuna study over the
+search's own parameters of the ``tiny`` space (no Ray, no supernet), with synthetic
+objectives computed from the architecture the parameters give.
 """
 
 from __future__ import annotations
 
+import json
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +19,7 @@ from typing import Any
 import optuna
 import pytest
 
+from nas._plugin import NoOptions
 from nas.errors import ConfigError
 from nas.search import (
     SAMPLERS,
@@ -29,6 +33,7 @@ from nas.search import (
 )
 from nas.search._study import open_study
 from nas.space import Architecture, get_space
+from nas.testing import check_plugin, parametrize_with_checks
 
 N_TRIALS = 12  # past the random start-up of TPE (10) and GP (10), and 3 generations of 4
 SPACE = get_space("tiny")
@@ -81,49 +86,14 @@ def test_the_builtin_samplers_are_registered() -> None:
     for name in NAMES:
         cls = SAMPLERS.get(name)
         assert cls.name == name and cls.description
+        assert (cls.Options, cls.tags) == (NoOptions, frozenset())
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_sampled_values_lie_in_their_distributions(name: str) -> None:
-    for objectives in _objectives(name):
-        study = _study(_config(name, objectives))
-        _run(study, N_TRIALS)
-        trials = study.get_trials(deepcopy=False)
-        assert len(trials) == N_TRIALS
-        for t in trials:
-            assert t.state == optuna.trial.TrialState.COMPLETE
-            assert set(t.params) == set(DISTS)
-            for key, value in t.params.items():
-                dist = DISTS[key]
-                assert dist._contains(dist.to_internal_repr(value)), (name, key, value)
-            SPACE.parse(arch_from_params(SPACE, t.params).to_dict())  # a valid subnet
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_the_same_seed_gives_the_same_trials(name: str) -> None:
-    def params(seed: int) -> list[dict[str, Any]]:
-        study = _study(_config(name, _objectives(name)[-1], seed=seed))
-        _run(study, N_TRIALS)
-        return [t.params for t in study.get_trials(deepcopy=False)]
-
-    first = params(3)
-    assert params(3) == first
-    assert params(4) != first
-
-
-@pytest.mark.parametrize("name", NAMES)
-def test_one_objective_and_several_or_a_clear_refusal(name: str) -> None:
-    cls = SAMPLERS.get(name)
-    study = _study(_config(name, ["macs"]))
-    _run(study, N_TRIALS)
-    assert study.best_trial.values is not None
-    if cls.multi_objective:
-        study = _study(_config(name, ["accuracy", "macs"]))
-        _run(study, N_TRIALS)
-        assert study.best_trials
-    else:
-        with pytest.raises(ConfigError, match=f"sampler {name!r} handles one objective"):
-            _config(name, ["accuracy", "macs"])
+@parametrize_with_checks(SAMPLERS)
+def test_sampler_contract(plugin: Any, check: Any) -> None:
+    """Built seeded, suggestions in the distributions, the same seed the same trials, one
+    objective and several or a clear refusal (:mod:`nas.search._checks`)."""
+    check(plugin)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -167,6 +137,7 @@ def test_a_single_objective_sampler_is_refused_with_several_objectives() -> None
             return optuna.samplers.RandomSampler(seed=cfg.seed)
 
     try:
+        check_plugin(SAMPLERS, "only-one")  # the checks of a single-objective sampler pass
         assert isinstance(make_sampler(_config("only-one", ["macs"])),
                           optuna.samplers.RandomSampler)
         with pytest.raises(ConfigError) as err:
@@ -185,3 +156,11 @@ def test_config_and_schema_list_the_registry() -> None:
     assert schema["enum"] == NAMES
     with pytest.raises(ConfigError, match=", ".join(NAMES)):
         SearchConfig.load(space="tiny", sampler="annealing")
+
+
+def test_samplers_list_json(run_nas: Any) -> None:
+    code, out, _ = run_nas(["samplers", "list", "--json"])
+    assert code == 0, out
+    rows = {r["name"]: r for r in json.loads(out)}
+    assert list(rows) == NAMES and rows["tpe"]["default"]
+    assert rows["nsga2"]["multi_objective"] and rows["random"]["tags"] == []
