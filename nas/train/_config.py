@@ -30,18 +30,26 @@ import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, Strict, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 from pydantic_core import PydanticCustomError
 
 from nas._config import ConfigModel
 from nas.space import get_space
-from nas.train._formats import FORMATS
+from nas.train._formats import DATA_FORMATS
 
 __all__ = [
     "TASKS",
     "AugmentConfig",
     "DataConfig",
+    "DataFormatName",
     "DistillConfig",
     "EvalConfig",
     "OptimConfig",
@@ -66,6 +74,20 @@ Str = Annotated[str, Strict()]
 Float = Annotated[float, Strict()]
 #: NumPy's and torch's generators take seeds of 0 .. 2**32 - 1
 Seed = Annotated[Int, Field(ge=0, le=2**32 - 1)]
+
+
+def _registered_format(value: str) -> str:
+    """``value`` if it is ``auto`` or the name of a registered data format (a plug-in's
+    too: the registry is read when a config is checked)."""
+    allowed = ["auto", *DATA_FORMATS.names()]
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(allowed)}")
+    return value
+
+
+#: a data format in a config: ``auto`` (detected from the source) or one of
+#: :data:`~nas.train.DATA_FORMATS`
+DataFormatName = Annotated[str, Strict(), AfterValidator(_registered_format)]
 
 
 def _listed(value: Any) -> Any:
@@ -102,7 +124,7 @@ class DataConfig(_Part):
     Attributes:
         source: an image folder, a ``.tar.gz`` of one, a CIFAR-10 python/binary folder or
             archive, an ``.npz`` file, or ``"digits"`` (scikit-learn's bundled 8x8 digits).
-        format: ``auto`` or one of :data:`nas.train.FORMATS`.
+        format: ``auto`` or one of :data:`nas.train.DATA_FORMATS` (a plug-in's too).
         val_size: images of the training set held out as the validation slice (what searches
             and proxies see); the test set is kept for final numbers.
         val_seed: seed of that slice (fixed, so every stage sees the same slice).
@@ -113,7 +135,7 @@ class DataConfig(_Part):
     """
 
     source: Str
-    format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    format: DataFormatName = "auto"
     val_size: Annotated[Int, Field(ge=0)] = 5000
     val_seed: Seed = 0
     train_limit: Annotated[Int, Field(ge=1)] | None = None

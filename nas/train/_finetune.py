@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import numpy as np
 import torch
@@ -41,10 +41,9 @@ from nas._config import ConfigModel
 from nas._io import atomic_path, atomic_write
 from nas.errors import ConfigError, DataError, ExportError, TrainingError
 from nas.space import get_space
-from nas.train._config import DistillConfig, OptimConfig
+from nas.train._config import DataFormatName, DistillConfig, OptimConfig
 from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
 from nas.train._eval import evaluate, recalibrate_bn
-from nas.train._formats import FORMATS
 from nas.train._loop import Schedule, TrainingLoop
 
 __all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "work_dir_for"]
@@ -85,7 +84,7 @@ class FinetuneConfig(ConfigModel):
     crop_padding: Annotated[int, Field(ge=0)] = 4
     flip: bool = True
     seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 0
-    data_format: Literal["auto", *FORMATS] = "auto"  # type: ignore[valid-type]
+    data_format: DataFormatName = "auto"
     val_size: Annotated[int, Field(ge=0)] | None = None
     val_seed: Annotated[int, Field(ge=0, le=2**32 - 1)] | None = None
     train_limit: Annotated[int, Field(ge=1)] | None = None

@@ -164,6 +164,27 @@ def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
     assert all(isinstance(r["tags"], list) and r["description"] for r in rows)
 
 
+def test_a_data_format_of_a_plugin_is_accepted_by_training_configs() -> None:
+    from nas.errors import ConfigError
+    from nas.train import DATA_FORMATS, DataConfig, DataFormat, FinetuneConfig
+
+    @DATA_FORMATS.register
+    class Rows(DataFormat):
+        name = "test-rows"
+        description = "a format registered by a test"
+
+    try:
+        assert DataConfig.from_dict({"source": "x.rows", "format": "test-rows"}).format == \
+            "test-rows"
+        assert FinetuneConfig(epochs=1, data_format="test-rows").data_format == "test-rows"
+    finally:
+        DATA_FORMATS.unregister("test-rows")
+    with pytest.raises(ConfigError) as info:
+        DataConfig.from_dict({"source": "x.rows", "format": "test-rows"}, where="x.yaml")
+    assert str(info.value) == ("x.yaml: format = 'test-rows': must be one of auto, "
+                               + ", ".join(DATA_FORMATS.names()))
+
+
 # ---------------------------------------------------------------------- another package
 @pytest.mark.slow
 def test_a_package_s_plugins_are_listed_with_their_distribution(tmp_path: Path) -> None:
