@@ -6,7 +6,8 @@ proxies, accuracy predictors, samplers, search engines, device profiles, data fo
 
 ``name``
     the key users type (``--kind additive``, ``--device cpu-1t``, ``-p ofa-imagenet``):
-    1-64 characters of lowercase letters, digits, ``.``, ``_`` or ``-``.
+    1-64 characters of letters, digits, ``.``, ``_`` or ``-``, starting with a letter or digit
+    (:data:`NAME_RULE`; a device profile may be called ``Pixel4``).
 ``description``
     one line for listings, ``--help`` and API schemas.
 ``Options``
@@ -81,8 +82,9 @@ __all__ = [
     "plugin_source",
 ]
 
-NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
-NAME_RULE = "1-64 characters of lowercase letters, digits, '.', '_' or '-'"
+#: what a plug-in's name is: the devices' rule (a name may also be a file name)
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+NAME_RULE = "1-64 characters of letters, digits, '.', '_' or '-', starting with a letter or digit"
 
 
 class NoOptions(ConfigModel):

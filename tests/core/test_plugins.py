@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from nas._plugin import REGISTRIES, list_plugins, registry_labels
+from nas._plugin import NAME_RULE, REGISTRIES, check_plugin_name, list_plugins, registry_labels
 from nas.errors import UnknownNameError
 
 #: a latency kind and a device of another package (the kind passes every check)
@@ -162,6 +162,17 @@ def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
     rows = json.loads(out)
     assert rows and all({"name", "description", "tags"} <= set(r) for r in rows)
     assert all(isinstance(r["tags"], list) and r["description"] for r in rows)
+
+
+@pytest.mark.parametrize(("name", "ok"), [
+    ("cpu-1t", True), ("Pixel4", True), ("ofa_mbv3.v2", True), ("a" * 64, True),
+    ("a" * 65, False), ("-x", False), (".x", False), ("Bad Name", False), ("", False),
+])
+def test_the_name_rule_is_the_devices_one(name: str, ok: bool) -> None:
+    problem = check_plugin_name(name)
+    assert (problem is None) == ok
+    if not ok:
+        assert problem == f"name {name!r} is not {NAME_RULE}"
 
 
 def test_a_data_format_of_a_plugin_is_accepted_by_training_configs() -> None:
