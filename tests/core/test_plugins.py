@@ -8,6 +8,7 @@ distributions of that process's path.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
@@ -19,7 +20,9 @@ from typing import Any
 import pytest
 
 from nas._plugin import NAME_RULE, REGISTRIES, check_plugin_name, list_plugins, registry_labels
+from nas._registry import Registry
 from nas.errors import UnknownNameError
+from nas.testing import check_plugin
 
 #: a latency kind and a device of another package (the kind passes every check)
 GOOD = '''
@@ -153,7 +156,9 @@ def test_the_command_filters_by_registry_and_refuses_an_unknown_one(run_nas: Any
     assert code == 0 and "ofa_mbv3" in out
 
 
-@pytest.mark.parametrize("argv", [["spaces", "list"], ["latency", "kinds"], ["devices", "list"]],
+@pytest.mark.parametrize("argv", [["spaces", "list"], ["latency", "kinds"], ["devices", "list"],
+                                  ["proxies", "list"], ["accuracy", "kinds"],
+                                  ["samplers", "list"]],
                          ids=lambda a: " ".join(a))
 def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
                                                              argv: list[str]) -> None:
@@ -162,6 +167,35 @@ def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
     rows = json.loads(out)
     assert rows and all({"name", "description", "tags"} <= set(r) for r in rows)
     assert all(isinstance(r["tags"], list) and r["description"] for r in rows)
+
+
+def _registry(label: str) -> Registry[Any]:
+    target = dict(REGISTRIES)[label]
+    module, _, attr = target.partition(":")
+    registry: Registry[Any] = getattr(importlib.import_module(module), attr)
+    return registry
+
+
+#: registries whose own checks take more than a few seconds over all their entries (they
+#: train every accuracy predictor, run every sampler for a few dozen trials)
+HEAVY = {"accuracy-predictors", "samplers"}
+
+
+@pytest.mark.parametrize("label", [
+    pytest.param(label, marks=pytest.mark.slow) if label in HEAVY else label
+    for label in registry_labels()])
+def test_every_plugin_of_every_registry_passes_its_checks(label: str,
+                                                         one_torch_thread: None) -> None:
+    """``nas.testing.check_plugin`` over every entry of the registry: the shared contract and
+    the registry's own checks. A registry added to ``REGISTRIES`` is checked here too."""
+    registry = _registry(label)
+    failures = []
+    for name, plugin in registry.items():
+        try:
+            check_plugin(registry, plugin)
+        except AssertionError as exc:
+            failures.append(f"{name}: {exc}")
+    assert registry.names() and not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize(("name", "ok"), [
