@@ -2,9 +2,10 @@
 ``check_agreement`` / ``nas latency check`` put a predictor beside fresh timings and the noise
 floor.
 
-Every assertion here holds whatever the machine's speed, except those of the test marked
-``timing`` (that a good predictor agrees with fresh timings), which states how often it may
-fail by chance."""
+Every assertion here holds whatever the machine's speed. That a good predictor agrees with
+fresh timings is a claim about a quiet machine: it is measured by
+``experiments/benchmarks/latency_agreement.py`` (RESULTS.md, "Predictions against timings taken
+later"), not asserted by a test that a busy neighbour could fail."""
 
 from __future__ import annotations
 
@@ -166,26 +167,6 @@ def test_check_puts_predictions_beside_fresh_timings_and_the_noise_floor(
         # with enough repeats stored, a second check times no more of them
         res2 = check_agreement("cpu-1t", sp, db, n=1, seed=5, noise=8, progress=False)
         assert res2.noise is not None and res2.noise.n == 8
-
-
-@pytest.mark.timing
-def test_a_fitted_predictor_agrees_with_fresh_timings_within_the_noise_floor(
-        measured: str) -> None:
-    """The additive predictor, fitted on 30 subnets, against 8 subnets timed now.
-
-    Needs the machine to time the same way at the fit and at the check. The bounds are
-    relative to the noise floor measured in the same minutes (a loaded machine widens both),
-    and each checked subnet is the median of three fresh sessions. False-failure rate: not
-    yet measured (issue 23: 200 runs with two CPU-burning neighbours, recorded in
-    RESULTS.md); it failed once in four runs on this 2-core machine at load average 6 (three
-    test suites at once), so do not rely on it under load before that run.
-    """
-    with LatencyDB(measured) as db:
-        res = check_agreement("cpu-1t", "tiny", db, n=8, seed=4, noise=8, progress=False)
-    assert res.noise is not None
-    assert abs(res.median_error) <= res.noise.p90, res.to_dict()
-    assert res.within_noise
-    assert res.spearman is not None and res.spearman > 0.7
 
 
 def _store_off_by(db: LatencyDB, factor: float) -> None:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-import pytest
 import requests
 
 from nas.latency import load_predictor
@@ -35,25 +33,6 @@ def test_specialize_answers_the_front_and_the_best_per_budget(service: Any) -> N
         assert pick["latency_ms"]["note10"] <= float(key.split("<=")[1])
     assert out["best"]["latency:note10<=15"]["accuracy"] < \
         out["best"]["latency:note10<=30"]["accuracy"]
-
-
-@pytest.mark.timing
-def test_a_warm_service_specializes_within_three_seconds(service: Any) -> None:
-    """The search runs inside the request, so it must stay well within a client's patience.
-
-    Designed false-failure rate: below 1 in 1,000 runs, with two CPU-burning neighbours on a
-    2-core machine. On a quiet machine a warm request takes 0.67 s (median of 15; p90 0.68 s;
-    RESULTS.md "POST /specialize"). The bound is 4.5 times that and only the fastest of five
-    requests is held to it, so a false failure needs the replica to get under a fifth of a
-    core for five requests in a row (some 15 s); two neighbours leave it about two thirds.
-    """
-    assert _post(service, BODY).status_code == 200  # warm: the predictors are loaded
-    times = []
-    for seed in range(1, 6):
-        t0 = time.perf_counter()
-        assert _post(service, {**BODY, "seed": seed}).status_code == 200
-        times.append(time.perf_counter() - t0)
-    assert min(times) < 3.0, times
 
 
 def test_specialize_refuses_what_it_cannot_do_in_one_line(service: Any) -> None:
