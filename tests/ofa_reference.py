@@ -36,7 +36,8 @@ def ofa_tutorial() -> types.SimpleNamespace:
     pytest.importorskip("ofa", reason="the ofa package (pip install --no-deps ofa) is the "
                                       "reference implementation")
     spec = importlib.util.find_spec("ofa")
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None
+    assert spec.submodule_search_locations
     root = Path(next(iter(spec.submodule_search_locations))) / "tutorial"
     stub = types.ModuleType("ofa.utils")
     stub.download_url = _no_download  # type: ignore[attr-defined]
@@ -47,7 +48,8 @@ def ofa_tutorial() -> types.SimpleNamespace:
         for name in ("accuracy_predictor", "latency_table"):
             mspec = importlib.util.spec_from_file_location(f"_ofa_reference_{name}",
                                                            root / f"{name}.py")
-            assert mspec is not None and mspec.loader is not None
+            assert mspec is not None
+            assert mspec.loader is not None
             mod = importlib.util.module_from_spec(mspec)
             mspec.loader.exec_module(mod)
             mods[name] = mod

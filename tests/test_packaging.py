@@ -23,7 +23,8 @@ def test_wheel_ships_specs_and_device_profiles(tmp_path):
     (wheel,) = tmp_path.glob("nas-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
     specs = {p.name for p in (ROOT / "search_spaces").glob("*.yaml")}
-    assert specs and {f"nas/_data/search_spaces/{n}" for n in specs} <= names
+    assert specs
+    assert {f"nas/_data/search_spaces/{n}" for n in specs} <= names
     devices = {p.name for p in (ROOT / "latency_db" / "devices").glob("*.yaml")}
     assert {f"nas/_data/devices/{n}" for n in devices} <= names
     assert "nas/py.typed" in names

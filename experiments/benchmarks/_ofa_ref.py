@@ -45,7 +45,8 @@ def _load_file(name: str, path: Path, stubs: dict[str, types.ModuleType] | None 
     sys.modules.update(stubs)
     try:
         spec = importlib.util.spec_from_file_location(name, path)
-        assert spec is not None and spec.loader is not None
+        assert spec is not None
+        assert spec.loader is not None
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
     finally:
@@ -67,7 +68,8 @@ def reference_module() -> Any:
 
 def _ofa_root() -> Path:
     spec = importlib.util.find_spec("ofa")
-    assert spec is not None and spec.submodule_search_locations
+    assert spec is not None
+    assert spec.submodule_search_locations
     return Path(next(iter(spec.submodule_search_locations)))
 
 

@@ -134,7 +134,8 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
         with torch.no_grad():
             bn.weight.copy_(self.weight[:channels])
             bn.bias.copy_(self.bias[:channels])
-            assert self.running_mean is not None and self.running_var is not None
+            assert self.running_mean is not None
+            assert self.running_var is not None
             bn.running_mean.copy_(self.running_mean[:channels])  # type: ignore[union-attr]
             bn.running_var.copy_(self.running_var[:channels])  # type: ignore[union-attr]
             bn.num_batches_tracked.copy_(self.num_batches_tracked)  # type: ignore[union-attr,arg-type]
@@ -271,7 +272,8 @@ class DynamicMBConv(nn.Module):
             se_idx = torch.argsort(se_imp, descending=True)
             self.se.expand.weight.copy_(self.se.expand.weight.index_select(1, se_idx))
             self.se.reduce.weight.copy_(self.se.reduce.weight.index_select(0, se_idx))
-            assert self.se.reduce.bias is not None and self.se.expand.bias is not None
+            assert self.se.reduce.bias is not None
+            assert self.se.expand.bias is not None
             self.se.reduce.bias.copy_(self.se.reduce.bias.index_select(0, se_idx))
             self.se.reduce.weight.copy_(self.se.reduce.weight.index_select(1, idx))
             self.se.expand.weight.copy_(self.se.expand.weight.index_select(0, idx))

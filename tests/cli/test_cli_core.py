@@ -62,8 +62,10 @@ def test_arch_info(run_nas):
 
     space = get_space("ofa_mbv3")
     assert info["macs"] == space.macs(space.parse(arch))
-    assert all(m > 0 for m in info["stage_macs"]) and sum(info["stage_macs"]) < info["macs"]
-    assert info["resolution"] == 160 and len(info["hash"]) == 16
+    assert all(m > 0 for m in info["stage_macs"])
+    assert sum(info["stage_macs"]) < info["macs"]
+    assert info["resolution"] == 160
+    assert len(info["hash"]) == 16
 
 
 def test_export_and_verify_via_cli(tiny_ckpt, tmp_path, run_nas):
@@ -75,7 +77,8 @@ def test_export_and_verify_via_cli(tiny_ckpt, tmp_path, run_nas):
     manifest = json.loads(out)
     assert manifest["arch"]["ks"] == [3, 5, 5, 3]  # canonical: the skipped slot is fixed
     code, out, err = run_nas(["verify", str(tmp_path / "x"), "--json"])
-    assert code == 0 and json.loads(out)["max_abs_diff"] <= 1e-4
+    assert code == 0
+    assert json.loads(out)["max_abs_diff"] <= 1e-4
 
 
 BAD_ARCHS = [
@@ -92,7 +95,8 @@ def test_bad_arch_gives_one_line_and_exit_2(arch, words, run_nas):
     code, _, err = run_nas(["arch", "info", "--space", "ofa_mbv3", "--arch", json.dumps(arch)])
     assert code == 2
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert len(lines) == 1
+    assert lines[0].startswith("error: ")
     for w in words:
         assert w in lines[0]
 
@@ -117,15 +121,19 @@ def test_checkpoint_errors(tiny_ckpt, tmp_path, run_nas):
     arch = json.dumps({"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": 24})
     base = ["export", "--arch", arch, "--out", str(tmp_path / "o")]
     code, _, err = run_nas([*base, "--space", "cifar_mbv3", "--checkpoint", str(tiny_ckpt)])
-    assert code == 2 and "'tiny'" in err and "'cifar_mbv3'" in err
+    assert code == 2
+    assert "'tiny'" in err
+    assert "'cifar_mbv3'" in err
     code, _, err = run_nas([*base, "--space", "tiny", "--checkpoint", str(tmp_path / "no.st")])
-    assert code == 2 and "not found" in err
+    assert code == 2
+    assert "not found" in err
     trunc = tmp_path / "trunc.safetensors"
     trunc.write_bytes(tiny_ckpt.read_bytes()[:1000])
     tiny_arch = json.dumps({"ks": [3] * 4, "e": [2] * 4, "d": [1, 1], "r": 16})
     code, _, err = run_nas(["export", "--arch", tiny_arch, "--out", str(tmp_path / "o"),
                         "--space", "tiny", "--checkpoint", str(trunc)])
-    assert code == 2 and "truncated" in err
+    assert code == 2
+    assert "truncated" in err
     assert not (tmp_path / "o").exists()
 
 

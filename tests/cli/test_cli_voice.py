@@ -93,10 +93,14 @@ def test_the_installed_script_prints_no_box(argv):
 
 def test_help_is_unchanged(run_nas):
     code, out, err = run_nas(["spaces", "sample", "--help"])
-    assert code == 0 and err == ""
-    assert "Usage: nas spaces sample" in out and "--largest" in out
+    assert code == 0
+    assert err == ""
+    assert "Usage: nas spaces sample" in out
+    assert "--largest" in out
     code, out, err = run_nas([])  # no command: the help, as before
-    assert code == 2 and "Usage: nas" in out and err == ""
+    assert code == 2
+    assert "Usage: nas" in out
+    assert err == ""
 
 
 # ---------------------------------------------------------------------- --torch-device

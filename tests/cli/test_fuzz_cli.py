@@ -185,7 +185,8 @@ def test_seed_and_count(run_nas: Run, seed: int, n: int) -> None:
     result = run_nas(["spaces", "sample", "tiny", "--seed", str(seed), "--n", str(n),
                       "--jsonl"])
     if outcome(result) == "ok":
-        assert 0 <= seed < 2**32 and 1 <= n <= 800
+        assert 0 <= seed < 2**32
+        assert 1 <= n <= 800
         assert len(result[1].strip().splitlines()) == n
 
 

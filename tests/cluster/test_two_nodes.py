@@ -84,7 +84,8 @@ def test_a_measurement_runs_on_the_node_with_the_device_resource(cluster, latenc
         recs = db.measurements("pi4-sim", SPACE)
     finally:
         db.close()
-    assert len(recs) == 2 and all(r.status == "ok" for r in recs)
+    assert len(recs) == 2
+    assert all(r.status == "ok" for r in recs)
     node = cluster.node_id(1)
     assert node != cluster.node_id(0)
     assert [r.env["ray"]["node_id"] for r in recs] == [node, node]
@@ -161,6 +162,7 @@ def test_a_driver_killed_with_two_workers_resumes(cluster, latency_db, tmp_path:
     after = {t.number: t for t in study.trials}
     for n, (values, h) in before.items():  # nothing completed was lost or changed
         assert after[n].state == optuna.trial.TrialState.COMPLETE
-        assert after[n].user_attrs["arch_hash"] == h and tuple(after[n].values) == values
+        assert after[n].user_attrs["arch_hash"] == h
+        assert tuple(after[n].values) == values
     assert len(load_results("kill", str(storage)).budget_trials) == 30
     assert not _evaluated_twice(study)

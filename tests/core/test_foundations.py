@@ -28,8 +28,12 @@ def test_registry_registers_by_decorator_and_lists_sorted() -> None:
     class A(_Base):
         name = "a"
 
-    assert reg.names() == ["a", "b"] and list(reg) == ["a", "b"] and len(reg) == 2
-    assert reg.get("b") is B and "a" in reg and "c" not in reg
+    assert reg.names() == ["a", "b"]
+    assert list(reg) == ["a", "b"]
+    assert len(reg) == 2
+    assert reg.get("b") is B
+    assert "a" in reg
+    assert "c" not in reg
     assert reg.names("b*") == ["b"]
 
 
@@ -70,7 +74,8 @@ class _Cfg(ConfigModel):
 def test_config_errors_are_one_line_naming_field_and_value(raw: dict, message: str) -> None:
     with pytest.raises(ConfigError) as err:
         _Cfg.from_dict(raw, where="f.yaml")
-    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+    assert str(err.value).startswith(message)
+    assert "\n" not in str(err.value)
 
 
 def test_config_files_that_are_not_text_or_yaml_give_one_line(tmp_path: Path) -> None:

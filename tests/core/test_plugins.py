@@ -151,9 +151,11 @@ def test_the_command_filters_by_registry_and_refuses_an_unknown_one(run_nas: Any
     assert {r["name"] for r in rows} >= {"folder", "npz", "digits"}
     assert {r["registry"] for r in rows} == {"data-formats"}
     code, _, err = run_nas(["plugins", "list", "-r", "nope"])
-    assert code == 2 and err.startswith("error: unknown registry 'nope'")
+    assert code == 2
+    assert err.startswith("error: unknown registry 'nope'")
     code, out, _ = run_nas(["plugins", "list", "-r", "spaces"])
-    assert code == 0 and "ofa_mbv3" in out
+    assert code == 0
+    assert "ofa_mbv3" in out
 
 
 @pytest.mark.parametrize("argv", [["spaces", "list"], ["latency", "kinds"], ["devices", "list"],
@@ -165,7 +167,8 @@ def test_each_registry_s_own_listing_has_the_contract_s_keys(run_nas: Any,
     code, out, _ = run_nas([*argv, "--json"])
     assert code == 0, out
     rows = json.loads(out)
-    assert rows and all({"name", "description", "tags"} <= set(r) for r in rows)
+    assert rows
+    assert all({"name", "description", "tags"} <= set(r) for r in rows)
     assert all(isinstance(r["tags"], list) and r["description"] for r in rows)
 
 
@@ -238,7 +241,8 @@ def test_a_package_s_plugins_are_listed_with_their_distribution(tmp_path: Path) 
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {(r["registry"], r["name"]): r for r in json.loads(done.stdout)}
     kind = rows["latency-kinds", "params-linear"]
-    assert kind["source"] == "nas-example-plugin" and kind["tags"] == ["ofa"]
+    assert kind["source"] == "nas-example-plugin"
+    assert kind["tags"] == ["ofa"]
     assert kind["description"].startswith("least squares on parameters")
     assert rows["devices", "example-board"]["source"] == "nas-example-plugin"
     assert rows["latency-kinds", "flops"]["source"] == "nas"
@@ -252,7 +256,8 @@ def test_a_package_s_own_tests_run_the_contract_checks(tmp_path: Path) -> None:
     path = _package(tmp_path / "site", "nas_example_plugin", "nas-example-plugin", GOOD)
     done = _pytest("params-linear", path, tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and "failed" not in done.stdout
+    assert " passed" in done.stdout
+    assert "failed" not in done.stdout
 
 
 @pytest.mark.slow

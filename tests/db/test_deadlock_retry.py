@@ -46,6 +46,7 @@ def test_a_real_deadlock_is_retryable_and_other_errors_are_not() -> None:
     db = LatencyDB(URL)
     assert isinstance(db._translate(caught[0], "probing"), RetryableError)
     other = db._translate(ValueError("syntax error at or near"), "probing")
-    assert isinstance(other, DatabaseError) and not isinstance(other, RetryableError)
+    assert isinstance(other, DatabaseError)
+    assert not isinstance(other, RetryableError)
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE nas_deadlock_probe"))

@@ -59,7 +59,8 @@ def test_three_concurrent_importers_lose_no_row(pg_url: str, tmp_path: Path) -> 
         stored = db.measurements(device, "tiny")
     finally:
         db.close()
-    assert len(stored) == 1200 and len({m.id for m in stored}) == 1200
+    assert len(stored) == 1200
+    assert len({m.id for m in stored}) == 1200
     # and every file's latencies (1.00, 1.01, ... in each) are there
     per_file = sorted(round(m.latency_ms, 2) for m in stored)
     assert per_file == sorted(round(1.0 + i / 100, 2) for i in range(400) for _ in range(3))

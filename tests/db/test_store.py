@@ -81,7 +81,8 @@ class TestLatencyDB:
         (rec,) = db.measurements("cpu-1t", SPACE)
         assert isinstance(rec, MeasurementRecord)
         assert rec.id == mid
-        assert rec.arch == archs[0] and rec.arch.hash == archs[0].hash
+        assert rec.arch == archs[0]
+        assert rec.arch.hash == archs[0].hash
         assert (rec.latency_ms, rec.p10, rec.p90, rec.n_runs) == (3.25, 3.0, 4.5, 20)
         assert (rec.status, rec.error, rec.source) == ("ok", None, "measured")
         assert rec.env == env
@@ -99,7 +100,8 @@ class TestLatencyDB:
         rows = [{"arch": a, "latency_ms": 1.0 + i, "n_runs": 3} for i, a in enumerate(archs)]
         rows.append({"arch": archs[0], "latency_ms": 9.0})
         ids = db.add_measurements("cpu-1t", rows)
-        assert len(ids) == len(rows) and ids == sorted(ids)
+        assert len(ids) == len(rows)
+        assert ids == sorted(ids)
         got = db.measurements("cpu-1t", SPACE)
         assert [m.id for m in got] == ids
         assert [m.latency_ms for m in got] == [r["latency_ms"] for r in rows]
@@ -180,7 +182,8 @@ class TestLatencyDB:
         db.ensure_device(base.replace(description="changed"))
         assert db.devices() == ["cpu-1t"]
         profile = db.device_profile("cpu-1t")
-        assert profile is not None and profile.description == "changed"
+        assert profile is not None
+        assert profile.description == "changed"
         assert db.device_profile("nope") is None
 
     def test_predictors_newest_wins(self, db: LatencyDB, archs) -> None:
@@ -203,16 +206,21 @@ class TestLatencyDB:
         )
         assert p1 < p2 < p3
         newest = db.load_predictor("cpu-1t", SPACE)
-        assert isinstance(newest, PredictorRecord) and newest.id == p3
-        assert newest.params == {"a": 2} and newest.metrics == {"mae": 0.1}
+        assert isinstance(newest, PredictorRecord)
+        assert newest.id == p3
+        assert newest.params == {"a": 2}
+        assert newest.metrics == {"mae": 0.1}
         assert newest.measurement_ids == ids[:2]
         ridge = db.load_predictor("cpu-1t", SPACE, "ridge")
-        assert ridge is not None and ridge.id == p2 and ridge.state == {"w": [1.0]}
+        assert ridge is not None
+        assert ridge.id == p2
+        assert ridge.state == {"w": [1.0]}
         assert db.load_predictor("cpu-1t", "ofa_mbv3") is None
         assert db.load_predictor("cpu-1t", SPACE, "mlp") is None
         listed = db.list_predictors("cpu-1t")
         assert [p.id for p in listed] == [p1, p2, p3]
-        assert listed[0].state == big and listed[0].measurement_ids == ids
+        assert listed[0].state == big
+        assert listed[0].measurement_ids == ids
         assert db.list_predictors(space="ofa_mbv3") == []
 
     def test_predictor_needs_known_device_and_json(self, db: LatencyDB) -> None:
@@ -245,7 +253,8 @@ class TestLatencyDB:
     def test_picklable_by_url(self, db: LatencyDB, archs) -> None:
         db.add_measurement("cpu-1t", archs[0], latency_ms=1.0)
         clone = pickle.loads(pickle.dumps(db))
-        assert clone.url == db.url and len(clone.measurements("cpu-1t", SPACE)) == 1
+        assert clone.url == db.url
+        assert len(clone.measurements("cpu-1t", SPACE)) == 1
         clone.close()
 
 
@@ -290,7 +299,8 @@ class TestSQLite:
         path.write_bytes(os.urandom(8192))
         with pytest.raises(DatabaseError, match="corrupt or not a SQLite database") as info:
             LatencyDB(str(path))
-        assert "\n" not in str(info.value) and str(path) in str(info.value)
+        assert "\n" not in str(info.value)
+        assert str(path) in str(info.value)
 
     def test_locked_database_is_one_clear_error(self, tmp_path: Path) -> None:
         path = tmp_path / "latency.sqlite"
@@ -318,7 +328,8 @@ class TestSQLite:
             assert db.url == url
         with LatencyDB(str(tmp_path / "plain.sqlite")) as db:
             assert db.url == f"sqlite:///{tmp_path / 'plain.sqlite'}"
-        assert (tmp_path / "env.sqlite").exists() and (tmp_path / "plain.sqlite").exists()
+        assert (tmp_path / "env.sqlite").exists()
+        assert (tmp_path / "plain.sqlite").exists()
 
     def test_missing_folder_is_one_clear_error(self, tmp_path: Path) -> None:
         with pytest.raises(DatabaseError, match="cannot open latency database"):
@@ -329,13 +340,17 @@ def test_unreachable_server_is_a_database_error() -> None:
     with pytest.raises(DatabaseError) as info:
         LatencyDB("postgresql+psycopg2://nas:secret@127.0.0.1:1/nas")
     msg = str(info.value)
-    assert "\n" not in msg and "secret" not in msg and isinstance(info.value, NASError)
+    assert "\n" not in msg
+    assert "secret" not in msg
+    assert isinstance(info.value, NASError)
 
 
 def test_validate_measurement_is_the_check_before_any_write() -> None:
     arch = get_space(SPACE).largest()
     row = validate_measurement(arch, 2, p10=1.5, n_runs=3, env={"cpu": "x"})
-    assert row["arch"] == arch and row["latency_ms"] == 2.0 and row["env"] == '{"cpu":"x"}'
+    assert row["arch"] == arch
+    assert row["latency_ms"] == 2.0
+    assert row["env"] == '{"cpu":"x"}'
     assert (row["status"], row["source"], row["p90"]) == ("ok", "measured", None)
     with pytest.raises(MeasurementError, match="p10 must be <= latency_ms"):
         validate_measurement(arch, 2.0, p10=3.0)

@@ -82,7 +82,8 @@ def test_cli_db_option_writes_where_it_says(tmp_path, run_nas):
     code, out, err = run_nas(["latency", "import", str(rows), "--device", "cpu-1t",
                               "--space", "tiny", "--db", str(db)])
     assert code == 0, err
-    assert db.is_file() and str(db) in out
+    assert db.is_file()
+    assert str(db) in out
     assert not Path(str(tmp_path / "we")).exists()
     # a command that only reads names it too, and does not create one at a wrong path
     code, out, err = run_nas(["latency", "export", "--out", str(tmp_path / "m.csv"),
@@ -90,7 +91,8 @@ def test_cli_db_option_writes_where_it_says(tmp_path, run_nas):
     assert code == 0 and str(db) in out, err
     code, _, err = run_nas(["latency", "export", "--out", str(tmp_path / "n.csv"),
                             "--db", str(folder / "lat2.sqlite")])
-    assert code == 2 and "no latency database at" in err
+    assert code == 2
+    assert "no latency database at" in err
     assert not (folder / "lat2.sqlite").exists()
 
 

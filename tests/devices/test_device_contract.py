@@ -56,7 +56,8 @@ def test_without_a_description_the_settings_say_one(devices_dir: Path) -> None:
 def test_a_plugin_registers_a_profile_in_memory(devices_dir: Path) -> None:
     pi = DEVICES.register(DeviceProfile("test-pi", placement="ray", ray_resource="device:pi"))
     try:
-        assert "test-pi" in list_devices() and get_device("test-pi") is pi
+        assert "test-pi" in list_devices()
+        assert get_device("test-pi") is pi
         check_plugin(DEVICES, "test-pi")
         with pytest.raises(ConfigError, match="'test-pi' is already registered"):
             DEVICES.register(DeviceProfile("test-pi"))

@@ -89,10 +89,12 @@ def test_dict_round_trip_and_yaml_integers() -> None:
 def test_add_show_list(devices_dir: Path) -> None:
     p = DeviceProfile("pi4-4t", intra_op_threads=4, placement="ray", ray_resource="device:pi4")
     path = add_device(p)
-    assert path == devices_dir / "pi4-4t.yaml" and user_devices_dir() == devices_dir
+    assert path == devices_dir / "pi4-4t.yaml"
+    assert user_devices_dir() == devices_dir
     assert get_device("pi4-4t") == p
     assert Path(str(device_path("pi4-4t"))) == path
-    assert "pi4-4t" in list_devices() and set(SHIPPED) <= set(list_devices())
+    assert "pi4-4t" in list_devices()
+    assert set(SHIPPED) <= set(list_devices())
     assert yaml.safe_load(path.read_text())["ray_resource"] == "device:pi4"
     assert sorted(f.name for f in devices_dir.iterdir()) == ["pi4-4t.yaml"]  # no temp files
 

@@ -53,7 +53,8 @@ def test_devices_list_and_show(app: typer.Typer) -> None:
     assert {"cpu-1t", "cpu-2t", "cpu-1t-int8"} <= {d["name"] for d in listed}
     assert "cpu-1t-int8" in ok(app, "devices", "list")
     shown = json.loads(ok(app, "devices", "show", "cpu-2t", "--json"))
-    assert shown["intra_op_threads"] == 2 and shown["file"].endswith("cpu-2t.yaml")
+    assert shown["intra_op_threads"] == 2
+    assert shown["file"].endswith("cpu-2t.yaml")
     assert "intra_op_threads" in ok(app, "devices", "show", "cpu-1t")
     err = fails(app, UnknownNameError, "devices", "show", "nope")
     assert "known devices" in str(err)
@@ -65,10 +66,12 @@ def test_devices_add(app: typer.Typer, tmp_path: Path) -> None:
         "--ray-resource", "device:pi4", "--description", "Raspberry Pi 4", "--json",
     )  # fmt: skip
     added = json.loads(out)
-    assert added["placement"] == "ray" and added["precision"] == "int8"
+    assert added["placement"] == "ray"
+    assert added["precision"] == "int8"
     assert Path(added["file"]) == tmp_path / "devices" / "pi4-4t.yaml"
     shown = json.loads(ok(app, "devices", "show", "pi4-4t", "--json"))
-    assert shown["intra_op_threads"] == 4 and shown["ray_resource"] == "device:pi4"
+    assert shown["intra_op_threads"] == 4
+    assert shown["ray_resource"] == "device:pi4"
     assert "pi4-4t" in {d["name"] for d in json.loads(ok(app, "devices", "list", "--json"))}
     fails(app, ConfigError, "devices", "add", "pi4-4t", "--threads", "2")
     ok(app, "devices", "add", "pi4-4t", "--threads", "2", "--overwrite")
@@ -97,5 +100,6 @@ def test_devices_add_from_file_and_bad_values(app: typer.Typer, tmp_path: Path) 
     err = fails(app, ConfigError, "devices", "add", "x", "--threads", "0")
     assert "intra_op_threads = 0" in str(err)
     err = fails(app, ConfigError, "devices", "add", "x", "--provider", "Foo")
-    assert "provider = 'Foo'" in str(err) and "CPUExecutionProvider" in str(err)
+    assert "provider = 'Foo'" in str(err)
+    assert "CPUExecutionProvider" in str(err)
     assert not (tmp_path / "devices" / "x.yaml").exists()

@@ -86,8 +86,10 @@ def test_manifest_tells_a_consumer_how_to_feed_the_model(tiny_net, tmp_path):
     on_disk = json.loads((tmp_path / "e" / "manifest.json").read_text())
     assert on_disk == m
     pre = m["preprocessing"]
-    assert pre["resolution"] == arch.r and pre["channel_order"] == "RGB"
-    assert len(pre["mean"]) == 3 and len(pre["std"]) == 3
+    assert pre["resolution"] == arch.r
+    assert pre["channel_order"] == "RGB"
+    assert len(pre["mean"]) == 3
+    assert len(pre["std"]) == 3
     assert pre["scale"] == pytest.approx(1 / 255)
     assert m["inputs"][0]["shape"] == ["batch", 3, arch.r, arch.r]
     assert m["arch_hash"] == arch.hash

@@ -30,10 +30,12 @@ def test_largest_subnet_of_the_shipped_supernet_exports(shipped, tmp_path):
     res = export_subnet(shipped, LARGEST_TINY, tmp_path / "big")
     v = res.manifest["verification"]
     assert v["max_abs_torch"] > 50
-    assert v["rtol"] == DEFAULT_RTOL and v["floor"] == SCALE_FLOOR
+    assert v["rtol"] == DEFAULT_RTOL
+    assert v["floor"] == SCALE_FLOOR
     assert v["allowed"] == pytest.approx(DEFAULT_RTOL * max(SCALE_FLOOR, v["max_abs_torch"]))
     assert v["max_abs_diff"] <= v["allowed"]
-    assert "rtol" in v["rule"] and "max|torch|" in v["rule"]
+    assert "rtol" in v["rule"]
+    assert "max|torch|" in v["rule"]
     again = verify_export(tmp_path / "big")
     assert again["allowed"] == pytest.approx(v["allowed"], rel=0.01)
 
@@ -70,7 +72,8 @@ def test_out_that_is_the_working_folder_is_refused(tmp_path, monkeypatch, run_na
     for extra in ((), ("--overwrite",)):
         code, _, err = run_nas(_export_argv(out, *extra))
         assert code == 2, err
-        assert err.startswith("error: --out ") and len(err.strip().splitlines()) == 1
+        assert err.startswith("error: --out ")
+        assert len(err.strip().splitlines()) == 1
     # nothing written, no stray sub/, no temporary folder
     assert sorted(p.name for p in work.iterdir()) == ["keep.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
@@ -158,7 +161,8 @@ def _host() -> str:
 def test_verify_refuses_a_bad_manifest_in_one_line(tmp_path, run_nas, manifest):
     (tmp_path / "manifest.json").write_text(manifest)
     code, out, err = run_nas(["verify", str(tmp_path)])
-    assert code == 2 and out == ""
+    assert code == 2
+    assert out == ""
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
 
 

@@ -90,7 +90,9 @@ def test_one_slow_moment_does_not_set_the_scale(db: LatencyDB) -> None:
     for a, r, b in zip(archs, ratios, blocks, strict=True):
         _relative(db, a, float(r), float(b), 5.3, ref.hash)
     scale = device_scale("cpu-1t", sp, db)
-    assert scale is not None and scale.n == 45 and scale.anchor_ms == pytest.approx(5.3)
+    assert scale is not None
+    assert scale.n == 45
+    assert scale.anchor_ms == pytest.approx(5.3)
     assert scale.ms == pytest.approx(float(np.median([5.2, 5.3, 5.4, 5.3, 5.35, *blocks])))
     assert abs(scale.ms / 4.5 - 1) < 0.06  # not the anchor's 5.3
     data = training_data("cpu-1t", "tiny", db)
@@ -113,7 +115,10 @@ def test_absolute_and_foreign_latencies_pass_through(db: LatencyDB) -> None:
                            env={"reference": {"arch": sp.middle().hash, "anchor_ms": bad,
                                               "reference_median_ms": 4.0}})
     scale = device_scale("cpu-1t", sp, db)
-    assert scale is not None and scale.n == 1 and scale.ms == 4.0 and scale.anchor_ms is None
+    assert scale is not None
+    assert scale.n == 1
+    assert scale.ms == 4.0
+    assert scale.anchor_ms is None
     y = dict(zip(*(lambda t: (t.archs, t.y))(training_data("cpu-1t", "tiny", db)), strict=True))
     assert y == {a: 2.0, b: 4.0, c: 3.0, d: 7.0, e: 7.0, f: 2.0}
     assert device_scale("cpu-2t", sp, db) is None
@@ -126,7 +131,8 @@ def _check_noise_floor_structure(nf: NoiseFloor, n: int) -> None:
     assert all(0 <= d <= 2 for d in nf.rel_diffs)
     assert 0 <= nf.median <= nf.p90 <= nf.max <= 2
     assert nf.max == pytest.approx(max(nf.rel_diffs))
-    assert set(nf.metrics) == {"n", *METRIC_NAMES} and nf.metrics["n"] == n
+    assert set(nf.metrics) == {"n", *METRIC_NAMES}
+    assert nf.metrics["n"] == n
 
 
 def test_check_puts_predictions_beside_fresh_timings_and_the_noise_floor(
@@ -135,17 +141,20 @@ def test_check_puts_predictions_beside_fresh_timings_and_the_noise_floor(
     with LatencyDB(measured) as db:
         res = check_agreement("cpu-1t", sp, db, n=8, seed=4, noise=8, progress=False)
         assert isinstance(res, Agreement)
-        assert len(res.hashes) == 8 and res.kind == "additive"
+        assert len(res.hashes) == 8
+        assert res.kind == "additive"
         # held out: none of the checked subnets was measured before
         trained = {a.hash for a in training_data("cpu-1t", "tiny", db).archs}
-        assert len(trained) == N_MEASURED and not trained & set(res.hashes)
+        assert len(trained) == N_MEASURED
+        assert not trained & set(res.hashes)
         # both sides reported, one positive latency per subnet
         assert res.predicted.shape == res.measured.shape == (8,)
         assert np.all(np.isfinite(res.predicted) & (res.predicted > 0))
         assert np.all(np.isfinite(res.measured) & (res.measured > 0))
         np.testing.assert_allclose(res.errors, res.predicted / res.measured - 1)
         assert res.median_error == pytest.approx(float(np.median(res.errors)))
-        assert res.spearman is not None and -1 <= res.spearman <= 1
+        assert res.spearman is not None
+        assert -1 <= res.spearman <= 1
         # the noise floor: 8 repeats of measured subnets in fresh sessions
         assert res.noise is not None
         _check_noise_floor_structure(res.noise, 8)
@@ -160,13 +169,16 @@ def test_check_puts_predictions_beside_fresh_timings_and_the_noise_floor(
         assert {r.arch.hash for r in checks} == set(res.hashes)
         assert len(training_data("cpu-1t", "tiny", db)) == N_MEASURED
         again = noise_floor_from_db("cpu-1t", sp, db)
-        assert again is not None and again.n == res.noise.n
+        assert again is not None
+        assert again.n == res.noise.n
         assert again.p90 == pytest.approx(res.noise.p90, rel=1e-6)
         scale = device_scale("cpu-1t", sp, db)
-        assert scale is not None and scale.n == 5 + N_MEASURED + res.noise.n + 8
+        assert scale is not None
+        assert scale.n == 5 + N_MEASURED + res.noise.n + 8
         # with enough repeats stored, a second check times no more of them
         res2 = check_agreement("cpu-1t", sp, db, n=1, seed=5, noise=8, progress=False)
-        assert res2.noise is not None and res2.noise.n == 8
+        assert res2.noise is not None
+        assert res2.noise.n == 8
 
 
 def _store_off_by(db: LatencyDB, factor: float) -> None:
@@ -188,7 +200,8 @@ def test_strict_fails_a_predictor_ten_times_off(measured: str, run_nas) -> None:
     code, out, err = run_nas([*base, "--strict"])
     assert code == 1, err
     got = json.loads(out)
-    assert got["kind"] == "flops" and len(got["subnets"]) == 3
+    assert got["kind"] == "flops"
+    assert len(got["subnets"]) == 3
     assert got["median_error"] > 2 >= got["noise"]["p90"]
     assert got["within_noise"] is False
     assert all(r["predicted_ms"] > r["measured_ms"] > 0 for r in got["subnets"])
@@ -204,21 +217,28 @@ def test_cli_check_reports_and_refuses(tmp_path: Path, measured: str, run_nas) -
     LatencyDB(empty).close()
     base = ["latency", "check", "--device", "cpu-1t", "--space", "tiny", "--no-progress"]
     code, _, err = run_nas([*base, "--db", empty])
-    assert code != 0 and "nas latency fit" in err
+    assert code != 0
+    assert "nas latency fit" in err
     fit_predictor("cpu-1t", "tiny", "flops", db=measured, holdout=0.0)
     code, out, err = run_nas([*base, "--db", measured, "--kind", "flops", "--n", "3",
                               "--noise", "4", "--json"])
     assert code == 0, err
     got = json.loads(out)
-    assert got["kind"] == "flops" and len(got["subnets"]) == 3
-    assert got["noise"]["n"] >= 4 and got["scale"]["n"] > N_MEASURED
+    assert got["kind"] == "flops"
+    assert len(got["subnets"]) == 3
+    assert got["noise"]["n"] >= 4
+    assert got["scale"]["n"] > N_MEASURED
     assert all(r["measured_ms"] > 0 and r["predicted_ms"] > 0 for r in got["subnets"])
-    assert isinstance(got["within_noise"], bool) and math.isfinite(got["median_error"])
+    assert isinstance(got["within_noise"], bool)
+    assert math.isfinite(got["median_error"])
     arch = tmp_path / "a.json"
     arch.write_text(sp.largest().to_json())
     code, out, err = run_nas([*base, "--db", measured, "--arch", f"@{arch}"])
     assert code == 0, err
-    assert sp.largest().hash in out and "noise floor over" in out
+    assert sp.largest().hash in out
+    assert "noise floor over" in out
     code, _, err = run_nas(["latency", "check", "--device", "note10", "--space", "ofa_mbv3",
                             "--db", measured])
-    assert code != 0 and "external" in err and len(err.strip().splitlines()) == 1
+    assert code != 0
+    assert "external" in err
+    assert len(err.strip().splitlines()) == 1

@@ -68,12 +68,14 @@ def test_import_export(app: typer.Typer, tmp_path: Path) -> None:
         ok(app, "latency", "import", str(src), "--device", "board", "--space", SPACE,
            "--db", url, "--json")
     )  # fmt: skip
-    assert report["n_rows"] == 4 and report["device_created"]
+    assert report["n_rows"] == 4
+    assert report["device_created"]
     out = tmp_path / "out.csv"
     # --db falls back to NAS_DB_URL.
     text = ok(app, "latency", "export", "--out", str(out), "--device", "board",
               env={"NAS_DB_URL": url})  # fmt: skip
-    assert "exported 4" in text and out.read_text().count("\n") == 5
+    assert "exported 4" in text
+    assert out.read_text().count("\n") == 5
     other = f"sqlite:///{tmp_path / 'other.sqlite'}"
     assert "imported 4" in ok(
         app, "latency", "import", str(out), "--device", "board", "--space", SPACE, "--db", other
@@ -88,5 +90,6 @@ def test_import_bad_file_is_one_error(app: typer.Typer, tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'cli.sqlite'}"
     err = fails(app, DataError, "latency", "import", str(src), "--device", "cpu-1t",
                 "--space", SPACE, "--db", url)  # fmt: skip
-    assert "line 1" in str(err) and "\n" not in str(err)
+    assert "line 1" in str(err)
+    assert "\n" not in str(err)
     fails(app, ConfigError, "latency", "export", "--out", str(tmp_path / "x.txt"), "--db", url)

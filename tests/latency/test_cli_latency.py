@@ -33,7 +33,9 @@ def measured_db(app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> s
                               "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["measured"] == 10 and out["failed"] == 0 and out["noise"]["n"] == 2
+    assert out["measured"] == 10
+    assert out["failed"] == 0
+    assert out["noise"]["n"] == 2
     return url
 
 
@@ -41,7 +43,9 @@ def measured_db(app: typer.Typer, tmp_path_factory: pytest.TempPathFactory) -> s
 def test_help(app: typer.Typer, command: str) -> None:
     res = runner.invoke(app, [command, "--help"])
     assert res.exit_code == 0
-    assert "--device" in res.stdout and "--space" in res.stdout and "--db" in res.stdout
+    assert "--device" in res.stdout
+    assert "--space" in res.stdout
+    assert "--db" in res.stdout
 
 
 def test_measure_skips_what_is_measured(app: typer.Typer, measured_db: str) -> None:
@@ -49,7 +53,8 @@ def test_measure_skips_what_is_measured(app: typer.Typer, measured_db: str) -> N
                               "--no-progress", "--db", measured_db, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)
-    assert out["measured"] == 2 and out["skipped_already_measured"] == 10
+    assert out["measured"] == 2
+    assert out["skipped_already_measured"] == 10
 
 
 def test_fit_prints_metrics_next_to_baseline_and_noise(app: typer.Typer,
@@ -64,7 +69,9 @@ def test_fit_prints_metrics_next_to_baseline_and_noise(app: typer.Typer,
                               "--holdout", "0", "--db", measured_db, "--json"])
     assert res.exit_code == 0, res.output
     out = json.loads(res.stdout)["predictors"]["flops"]
-    assert out["n_test"] == 0 and out["n_train"] >= 10 and "train" in out
+    assert out["n_test"] == 0
+    assert out["n_train"] >= 10
+    assert "train" in out
     assert out["noise"]["n"] == 2
 
 
@@ -76,7 +83,8 @@ def test_predict_one_and_a_file(app: typer.Typer, measured_db: str, tmp_path: Pa
                               "--arch", sp.largest().to_json(), "--db", measured_db, "--json"])
     assert res.exit_code == 0, res.output
     one = json.loads(res.stdout)
-    assert one["kind"] == "additive" and one["latency_ms"] > 0
+    assert one["kind"] == "additive"
+    assert one["latency_ms"] > 0
     archs = sp.sample_many(5, seed=1)
     f = tmp_path / "archs.jsonl"
     f.write_text("\n".join(a.to_json() for a in archs) + "\n")
@@ -84,12 +92,14 @@ def test_predict_one_and_a_file(app: typer.Typer, measured_db: str, tmp_path: Pa
                               "--arch-file", str(f), "--db", measured_db])
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
-    assert len(lines) == 5 and all(float(v) > 0 for v in lines)
+    assert len(lines) == 5
+    assert all(float(v) > 0 for v in lines)
     single = tmp_path / "one.json"
     single.write_text(archs[0].to_json())
     res = runner.invoke(app, ["predict", "-d", "cpu-1t", "-s", "tiny", "--kind", "additive",
                               "--arch", f"@{single}", "--db", measured_db])
-    assert res.exit_code == 0 and "ms" in res.stdout
+    assert res.exit_code == 0
+    assert "ms" in res.stdout
     assert float(res.stdout.split()[0]) == pytest.approx(float(lines[0]), rel=1e-3)
 
 
@@ -125,7 +135,8 @@ def test_errors_are_one_clear_line(app: typer.Typer, measured_db: str, tmp_path:
         assert res.exit_code != 0
         assert isinstance(res.exception, exc_type), (args, res.exception)
         message = str(res.exception)
-        assert text in message and "\n" not in message
+        assert text in message
+        assert "\n" not in message
     assert not typo.exists()
 
 
@@ -139,4 +150,5 @@ def test_kinds_lists_the_registry_and_marks_the_default(app: typer.Typer) -> Non
     assert sum(r["default"] for r in rows) == 1
     assert all(r["description"] and r["tags"] == ["ofa"] for r in rows)
     table = runner.invoke(app, ["kinds"])
-    assert table.exit_code == 0 and all(k in table.stdout for k in PREDICTORS.names())
+    assert table.exit_code == 0
+    assert all(k in table.stdout for k in PREDICTORS.names())

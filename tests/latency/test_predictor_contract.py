@@ -57,7 +57,8 @@ def test_a_new_kind_is_checked_by_registering_it() -> None:
 
     try:
         names = [c.__name__ for c in plugin_checks(PREDICTORS, Scaled)]
-        assert "check_fits_an_additive_latency" in names and "check_state_round_trip" in names
+        assert "check_fits_an_additive_latency" in names
+        assert "check_state_round_trip" in names
         check_plugin(PREDICTORS, "test-scaled-flops")
     finally:
         PREDICTORS.unregister("test-scaled-flops")
@@ -79,5 +80,7 @@ def test_a_broken_kind_fails_the_checks() -> None:
     finally:
         PREDICTORS.unregister("test-broken")
     text = str(info.value)
-    assert "check_description: " in text and "one line" in text
-    assert "check_predict_shape_finite_positive: " in text and "not finite" in text
+    assert "check_description: " in text
+    assert "one line" in text
+    assert "check_predict_shape_finite_positive: " in text
+    assert "not finite" in text

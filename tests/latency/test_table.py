@@ -55,7 +55,8 @@ def test_shipped_note10_states_provenance_and_is_found_without_a_database(
     assert "MIT" in table["provenance"]["license"]
     assert "han-cai/files" in table["provenance"]["source"]
     profile = get_device("note10")
-    assert profile.external and profile.resolutions == list(RES)
+    assert profile.external
+    assert profile.resolutions == list(RES)
     assert table["resolutions"] == list(RES)
     est = load_predictor("note10", "ofa_mbv3", db=LatencyDB(tmp_path / "empty.sqlite"))
     assert isinstance(est, TablePredictor)

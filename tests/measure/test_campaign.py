@@ -25,18 +25,22 @@ def test_a_campaign_times_new_subnets_and_reports_them(tmp_path: Path) -> None:
     assert (first.device, first.space) == ("cpu-1t", "tiny")
     assert first.measured + first.failed == 4 == len(first.ids)
     assert first.skipped_already_measured == 0
-    assert first.selection["requested"] == "auto" and first.selection["method"] == "mixed"
-    assert first.noise is not None and first.noise.n == 2
+    assert first.selection["requested"] == "auto"
+    assert first.selection["method"] == "mixed"
+    assert first.noise is not None
+    assert first.noise.n == 2
     assert first.scale is None  # quick timing is absolute: no reference, no scale
     if first.measured:
         lat = first.latency_ms
-        assert lat is not None and 0 < lat["min"] <= lat["median"] <= lat["max"]
+        assert lat is not None
+        assert 0 < lat["min"] <= lat["median"] <= lat["max"]
     # a second campaign on the same database (opened by the caller, left open) never picks
     # a subnet timed before
     with LatencyDB(url) as db:
         second = run_campaign("cpu-1t", get_space("tiny"), db, n=3, config=QUICK,
                               progress=False)
-        assert second.skipped_already_measured == 4 and second.noise is None
+        assert second.skipped_already_measured == 4
+        assert second.noise is None
         recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", status=None)}
         assert not {recs[i].arch for i in first.ids} & {recs[i].arch for i in second.ids}
         assert {recs[i].source for i in (*first.ids, *second.ids)} == {"measured"}
@@ -57,7 +61,8 @@ def test_the_report_is_what_measure_json_prints(tmp_path: Path) -> None:
     assert set(report.to_dict()) == set(printed)
     assert set(printed) >= {"device", "space", "measured", "failed",
                             "skipped_already_measured", "selection", "db", "scale"}
-    assert "noise" not in printed and ("first_error" in printed) == (printed["failed"] > 0)
+    assert "noise" not in printed
+    assert ("first_error" in printed) == (printed["failed"] > 0)
     assert json.loads(json.dumps(report.to_dict())) == report.to_dict()
 
 

@@ -93,7 +93,8 @@ def test_import_csv_arch_column_and_ofa_columns(db: LatencyDB, archs, tmp_path: 
     got = db.measurements("cpu-2t", SPACE)
     assert [m.arch for m in got] == archs + archs
     assert [m.latency_ms for m in got[len(archs) :]] == [3.5] * len(archs)
-    assert got[-1].p10 == 3.0 and got[0].n_runs == 0
+    assert got[-1].p10 == 3.0
+    assert got[0].n_runs == 0
 
 
 def test_known_yaml_device_is_stored_without_a_new_profile(
@@ -101,7 +102,8 @@ def test_known_yaml_device_is_stored_without_a_new_profile(
 ) -> None:
     path = _jsonl(tmp_path / "m.jsonl", [{"arch": archs[0].to_dict(), "latency_ms": 1.0}])
     report = import_measurements(db, "cpu-1t-int8", SPACE, path)
-    assert not report.device_created and report.profile_path is None
+    assert not report.device_created
+    assert report.profile_path is None
     assert db.device_profile("cpu-1t-int8") == get_device("cpu-1t-int8")
     assert not devices_dir.exists()
 
@@ -113,10 +115,13 @@ def test_unknown_device_created_as_external(
         tmp_path / "pi.jsonl", [{"arch": a.to_dict(), "latency_ms": 40.0} for a in archs]
     )
     report = import_measurements(db, "rpi4", SPACE, path)
-    assert report.device_created and report.profile_path == devices_dir / "rpi4.yaml"
-    assert "rpi4" in list_devices() and get_device("rpi4").external
+    assert report.device_created
+    assert report.profile_path == devices_dir / "rpi4.yaml"
+    assert "rpi4" in list_devices()
+    assert get_device("rpi4").external
     stored = db.device_profile("rpi4")
-    assert stored is not None and stored.external
+    assert stored is not None
+    assert stored.external
     assert len(db.measurements("rpi4", SPACE)) == len(archs)
     # A second import reuses the device.
     assert not import_measurements(db, "rpi4", SPACE, path).device_created
@@ -145,7 +150,8 @@ def test_bad_jsonl_line_fails_whole_import(
     before = _snapshot(db)
     with pytest.raises(DataError, match=match) as info:
         import_measurements(db, "newdev", SPACE, path)
-    assert "\n" not in str(info.value) and "bad.jsonl" in str(info.value)
+    assert "\n" not in str(info.value)
+    assert "bad.jsonl" in str(info.value)
     assert _snapshot(db) == before  # nothing written, not even the device
     assert not devices_dir.exists()
 

@@ -98,23 +98,29 @@ def test_kit_folder_manifest_and_runner(kit: dict[str, Any]) -> None:
     m = json.loads((folder / "manifest.json").read_text())
     report = kit["report"]
     assert (report["kit_id"], report["n_models"], report["device"]) == (m["kit_id"], N, DEVICE)
-    assert m["space"] == SPACE and m["device"]["name"] == DEVICE and m["device"]["external"]
-    assert "random" in m["weights"] and "not on the weights" in m["weights"]
+    assert m["space"] == SPACE
+    assert m["device"]["name"] == DEVICE
+    assert m["device"]["external"]
+    assert "random" in m["weights"]
+    assert "not on the weights" in m["weights"]
     sp = get_space(SPACE)
     entries = [m["reference"], *m["models"]]
-    assert len(m["models"]) == N and m["reference"]["hash"] == sp.middle().hash
+    assert len(m["models"]) == N
+    assert m["reference"]["hash"] == sp.middle().hash
     for e in entries:  # every file, its checksum, its architecture
         assert hashlib.sha256((folder / e["file"]).read_bytes()).hexdigest() == e["sha256"]
         assert sp.parse(e["arch"]).hash == e["hash"]
     assert len({e["hash"] for e in entries}) == N + 1
-    assert m["selection"]["method"] == "spread" and m["selection"]["requested"] == "auto"
+    assert m["selection"]["method"] == "spread"
+    assert m["selection"]["requested"] == "auto"
     run_py = (folder / "run.py").read_bytes()
     assert hashlib.sha256(run_py).hexdigest() == m["runner"]["sha256"]
     # standalone: the standard library, numpy and onnxruntime only
     tops = {(n.module if isinstance(n, ast.ImportFrom) else a.name).split(".")[0]
             for n in ast.walk(ast.parse(run_py)) if isinstance(n, ast.Import | ast.ImportFrom)
             for a in (n.names if isinstance(n, ast.Import) else [n])}  # type: ignore[union-attr]
-    assert "nas" not in tops and tops <= set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
+    assert "nas" not in tops
+    assert tops <= set(sys.stdlib_module_names) | {"numpy", "onnxruntime"}
     readme = (folder / "README.txt").read_text()
     for word in ("python run.py", "--threads", "--repeats", "--out", "results.jsonl",
                  "nas latency import"):
@@ -122,15 +128,19 @@ def test_kit_folder_manifest_and_runner(kit: dict[str, Any]) -> None:
     # the results: one environment line, then the reference and every model, each with
     # its block medians (3 repeats: 3 blocks; the reference before each model: 3 * N)
     env, ref, *models = _lines(folder)
-    assert env["type"] == "environment" and env["kit"] == m["kit_id"]
+    assert env["type"] == "environment"
+    assert env["kit"] == m["kit_id"]
     for key in ("onnxruntime", "numpy", "platform", "cpu", "python", "threads", "time"):
         assert env[key], key
-    assert env["threads"]["intra_op"] == 1 and env["timing"]["repeats"] == 3
-    assert ref["role"] == "reference" and len(ref["block_medians_ms"]) == 3 * N
+    assert env["threads"]["intra_op"] == 1
+    assert env["timing"]["repeats"] == 3
+    assert ref["role"] == "reference"
+    assert len(ref["block_medians_ms"]) == 3 * N
     assert ref["latency_ms"] == pytest.approx(np.median(ref["block_medians_ms"]), rel=1e-4)
     assert [x["file"] for x in models] == [e["file"] for e in m["models"]]
     for x in models:
-        assert x["status"] == "ok" and len(x["block_medians_ms"]) == 3
+        assert x["status"] == "ok"
+        assert len(x["block_medians_ms"]) == 3
         assert x["latency_ms"] == pytest.approx(x["ratio"] * ref["latency_ms"], rel=1e-4)
         assert x["p10_ms"] <= x["latency_ms"] <= x["p90_ms"]
     assert "results.jsonl" in kit["stdout"]
@@ -144,15 +154,18 @@ def test_import_kit_results(kit: dict[str, Any], db: LatencyDB, tmp_path: Path) 
     out = json.loads(_cli_ok("import", str(folder / "results.jsonl"), "--db", url, "--json"))
     assert (out["n_rows"], out["n_failed"], out["kit_id"], out["missing"]) == (
         N + 1, 0, m["kit_id"], [])
-    assert out["device_created"] and out["device"] == DEVICE
+    assert out["device_created"]
+    assert out["device"] == DEVICE
     assert get_device(DEVICE).external  # created from the kit's profile
     got = db.measurements(DEVICE, SPACE)
     by_file = {r.env["kit"]["file"]: r for r in got}
     assert set(by_file) == {x["file"] for x in lines[1:]}
     for x in lines[1:]:
         r = by_file[x["file"]]
-        assert r.latency_ms == pytest.approx(x["latency_ms"]) and r.source == "kit"
-        assert r.env["kit"]["id"] == m["kit_id"] and r.env["kit"]["sha256"] == x["sha256"]
+        assert r.latency_ms == pytest.approx(x["latency_ms"])
+        assert r.source == "kit"
+        assert r.env["kit"]["id"] == m["kit_id"]
+        assert r.env["kit"]["sha256"] == x["sha256"]
         assert r.env["kit"]["block_medians_ms"] == x["block_medians_ms"]
         assert r.env["fingerprint"]["onnxruntime"] == lines[0]["onnxruntime"]
         assert r.arch.hash == next(e["hash"] for e in [m["reference"], *m["models"]]
@@ -211,7 +224,8 @@ def test_tampered_results_refused(case: str, kit: dict[str, Any], db: LatencyDB,
     with pytest.raises(DataError, match=message) as err:
         import_results(db, folder)
     assert "\n" not in str(err.value)
-    assert db.devices() == [] and db.measurement_rows() == []  # nothing stored
+    assert db.devices() == []
+    assert db.measurement_rows() == []
 
 
 def test_missing_results_and_results_elsewhere(kit: dict[str, Any], db: LatencyDB,
@@ -290,7 +304,8 @@ def test_informative_selection(db: LatencyDB) -> None:
                                  priors=prior_predictions)
     assert (sel.method, sel.requested) == ("informative", "auto")
     assert sel.priors == {"prior-work": "additive", "prior-depth": "additive"}
-    assert len(set(sel.archs)) == 8 and skip not in sel.archs
+    assert len(set(sel.archs)) == 8
+    assert skip not in sel.archs
     macs = sp.costs(sel.archs)["macs"]
     lo, hi = sp.costs([sp.smallest(), sp.largest()])["macs"]
     assert np.log(macs.max() / macs.min()) >= 0.6 * np.log(hi / lo)  # spread over the MACs
@@ -299,11 +314,13 @@ def test_informative_selection(db: LatencyDB) -> None:
         "mixed")
     one = select_for_measurement(SPACE, 4, 0, db=db, device="prior-work",
                                  priors=prior_predictions)
-    assert one.method == "spread" and "fell back to spread" in one.rule
+    assert one.method == "spread"
+    assert "fell back to spread" in one.rule
     # measurement alone knows no predictor: without priors, informative is spread
     alone = select_for_measurement(SPACE, 4, 0, method="informative", db=db,
                                    device="new-device")
-    assert (alone.method, alone.priors) == ("spread", {}) and "0 prior" in alone.rule
+    assert (alone.method, alone.priors) == ("spread", {})
+    assert "0 prior" in alone.rule
     # a campaign's `auto` (`nas latency measure --select auto`): informative for a new device
     # with priors, and the mixed sample it always used when there are none
     _, info = _campaign._selection(sp, db, "new-device", 4, 0, "auto", set(), prior_predictions)

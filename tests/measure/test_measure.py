@@ -122,7 +122,8 @@ def test_block_warmup_keeps_cold_runs_out_of_the_record(
     assert np.median(cold_t) == pytest.approx(1.0)
     warm_t, warm_r = times(1)
     assert len(warm_t) == len(warm_r) == 40
-    assert warm_t.max() == pytest.approx(1.0) and warm_r.max() == pytest.approx(2.0)  # ...not
+    assert warm_t.max() == pytest.approx(1.0)
+    assert warm_r.max() == pytest.approx(2.0)
     # when the first run of each block is left unrecorded
     with pytest.raises(ConfigError, match="block_warmup"):
         TimingConfig(block_warmup=-1)
@@ -150,7 +151,8 @@ def test_relative_timing_scales_to_the_anchor(tiny_pair: tuple) -> None:
     res = _session.time_onnx(models[mid], prof, mid.r, cfg, reference=ref)
     assert res.median_ms == pytest.approx(5.0, rel=0.15)
     env = res.env["reference"]
-    assert env["arch"] == mid.hash and env["anchor_ms"] == 5.0
+    assert env["arch"] == mid.hash
+    assert env["anchor_ms"] == 5.0
     assert env["ratio"] == pytest.approx(res.median_ms / 5.0, rel=1e-4)
     assert res.p10_ms <= res.median_ms <= res.p90_ms
     # a smaller subnet is faster than the reference, on the anchor's scale
@@ -170,16 +172,19 @@ def test_several_sessions_combine_into_their_median(tiny_pair: tuple) -> None:
     res = _session.time_onnx(models[small], prof, small.r, cfg, reference=ref)
     env = res.env
     # three fresh session pairs, each with its own ratio; the result is their median
-    assert len(env["sessions"]) == 3 and len(env["reference"]["ratios"]) == 3
+    assert len(env["sessions"]) == 3
+    assert len(env["reference"]["ratios"]) == 3
     assert res.median_ms == pytest.approx(float(np.median(env["sessions"])), rel=1e-5)
     assert env["reference"]["ratio"] == pytest.approx(
         float(np.median(env["reference"]["ratios"])), rel=1e-5)
     assert res.median_ms == pytest.approx(5.0 * env["reference"]["ratio"], rel=1e-4)
-    assert res.n_runs >= 3 * 20 and res.p10_ms <= res.median_ms <= res.p90_ms
+    assert res.n_runs >= 3 * 20
+    assert res.p10_ms <= res.median_ms <= res.p90_ms
     # without a reference too, and one session is the plain protocol
     solo = _session.time_onnx(models[small], prof, small.r,
                               cfg.replace(reference=False, sessions=2))
-    assert len(solo.env["sessions"]) == 2 and "reference" not in solo.env
+    assert len(solo.env["sessions"]) == 2
+    assert "reference" not in solo.env
     one = _session.time_onnx(models[small], prof, small.r, cfg.replace(sessions=1),
                              reference=ref)
     assert "sessions" not in one.env
@@ -191,7 +196,8 @@ def test_relative_measurements_are_put_on_the_campaigns_scale(db: LatencyDB) -> 
     sp = get_space("tiny")
     rel = TimingConfig(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=40, max_s=0.3,
                        target_rel_ci=0.02, round_runs=5, retries=0)  # quick, but relative
-    assert rel.reference and not QUICK.reference
+    assert rel.reference
+    assert not QUICK.reference
     archs = sample_for_measurement(sp, 3, seed=5)
     ids = measure_architectures("cpu-1t", sp, archs[:2], db, progress=False, config=rel)
     anchors = db.measurements("cpu-1t", "tiny", source="reference")
@@ -249,15 +255,19 @@ def test_real_measurement_lands_in_db_with_sane_fields(db: LatencyDB) -> None:
     recs = {r.id: r for r in db.measurements("cpu-1t", "tiny")}
     for i, arch in zip(ids, archs, strict=True):
         rec = recs[i]
-        assert rec.arch == arch and rec.status == "ok" and rec.source == "measured"
+        assert rec.arch == arch
+        assert rec.status == "ok"
+        assert rec.source == "measured"
         assert 0 < rec.p10 <= rec.latency_ms <= rec.p90 < 1000
         assert QUICK.min_runs <= rec.n_runs <= QUICK.max_runs
         env = rec.env
-        assert env["cpu_model"] and env["onnxruntime"]
+        assert env["cpu_model"]
+        assert env["onnxruntime"]
         assert env["profile"]["name"] == "cpu-1t"
         assert env["threads"] == {"intra_op": 1, "inter_op": 1, "allow_spinning": True}
         assert env["timing"]["target_rel_ci"] == QUICK.target_rel_ci
-        assert env["resolution"] == arch.r and env["placement"] == "local"
+        assert env["resolution"] == arch.r
+        assert env["placement"] == "local"
 
 
 def test_session_options_follow_the_profile() -> None:
@@ -272,7 +282,8 @@ def test_session_options_follow_the_profile() -> None:
                          allow_spinning=False)
     sess = _session.make_session(model, prof)
     opts = sess.get_session_options()
-    assert opts.intra_op_num_threads == 2 and opts.inter_op_num_threads == 1
+    assert opts.intra_op_num_threads == 2
+    assert opts.inter_op_num_threads == 1
     assert opts.graph_optimization_level == ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     assert opts.execution_mode == ort.ExecutionMode.ORT_SEQUENTIAL
     assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
@@ -320,7 +331,8 @@ def test_failed_export_is_recorded_and_the_run_goes_on(
     statuses = [recs[i].status for i in ids]
     assert statuses == ["ok", "failed", "ok"]
     failed = recs[ids[1]]
-    assert failed.latency_ms is None and "boom: cannot export this one" in failed.error
+    assert failed.latency_ms is None
+    assert "boom: cannot export this one" in failed.error
     # failed rows never reach the predictors
     assert bad not in training_data("cpu-1t", "tiny", db).archs
 
@@ -342,7 +354,8 @@ def test_sampling_covers_the_mac_range_and_excludes() -> None:
     picked = sample_for_measurement(sp, 60, seed=0)
     assert len(set(picked)) == 60
     macs = sp.costs(picked)["macs"]
-    assert macs.min() < np.percentile(uniform, 1) and macs.max() > np.percentile(uniform, 99)
+    assert macs.min() < np.percentile(uniform, 1)
+    assert macs.max() > np.percentile(uniform, 99)
     more = sample_for_measurement(sp, 20, seed=0, exclude=picked)
     assert not set(more) & set(picked)
     with pytest.raises(ConfigError, match="n must be"):
@@ -356,7 +369,8 @@ def test_noise_floor_remeasures_in_fresh_sessions(db: LatencyDB) -> None:
     archs = sample_for_measurement(sp, 3, seed=4)
     measure_architectures("cpu-1t", sp, archs, db, progress=False, config=QUICK)
     nf = noise_floor("cpu-1t", sp, db, k=2, progress=False, config=QUICK)
-    assert nf.n == 2 and len(nf.rel_diffs) == 2
+    assert nf.n == 2
+    assert len(nf.rel_diffs) == 2
     assert 0 <= nf.median <= nf.p90 <= nf.max
     assert len(db.measurements("cpu-1t", "tiny", source="noise")) == 2
     assert len(training_data("cpu-1t", "tiny", db)) == 3  # repeats are not training data
@@ -399,7 +413,8 @@ def test_measurement_runs_as_a_ray_task_on_the_device_resource(db: LatencyDB) ->
         ids = measure_architectures(prof, sp, [sp.smallest()], db, progress=False,
                                     config=QUICK)
         rec = db.measurements("ray-test", "tiny")[0]
-        assert rec.id == ids[0] and rec.status == "ok"
+        assert rec.id == ids[0]
+        assert rec.status == "ok"
         assert rec.env["placement"] == "ray"
         assert rec.env["ray"]["resource"] == "device:test"
         assert rec.env["ray"]["task_id"]

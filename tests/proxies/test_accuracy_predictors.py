@@ -34,9 +34,11 @@ def test_estimator_protocol(cls):
     with pytest.raises(NotFittedError, match="not fitted yet"):
         est.predict(SP.sample_many(2, seed=0))
     params = est.get_params()
-    assert params["space"] == "tiny" and "random_state" in params
+    assert params["space"] == "tiny"
+    assert "random_state" in params
     c = clone(est)
-    assert c.get_params() == params and not hasattr(c, "n_train_")
+    assert c.get_params() == params
+    assert not hasattr(c, "n_train_")
     with pytest.raises(TypeError):
         cls("tiny")  # keyword-only hyper-parameters
 
@@ -51,7 +53,8 @@ def test_predictors_learn_a_ranking(cls, kw):
     pred = est.predict(test)
     assert pred.shape == (60,)
     assert kendall_tau(yt, pred) > 0.5
-    assert est.n_train_ == 120 and est.n_features_in_ == SP.encoding_size(est.encoding)
+    assert est.n_train_ == 120
+    assert est.n_features_in_ == SP.encoding_size(est.encoding)
 
 
 def test_gbdt_takes_zero_cost_scores_as_extra_features():

@@ -14,17 +14,22 @@ def arch_file(tmp_path, space, n=3):
 def test_proxies_list_json(run_nas):
     code, out, _ = run_nas(["proxies", "list", "--json"])
     rows = {r["name"]: r for r in json.loads(out)}
-    assert code == 0 and rows["inherited"]["needs_checkpoint"]
+    assert code == 0
+    assert rows["inherited"]["needs_checkpoint"]
     assert rows["zico"]["options"]["weights"] == "init"
-    assert rows["zico"]["tags"] == ["ofa"] and rows["ofa-imagenet"]["tags"] == ["ofa_mbv3"]
+    assert rows["zico"]["tags"] == ["ofa"]
+    assert rows["ofa-imagenet"]["tags"] == ["ofa_mbv3"]
 
 
 def test_accuracy_kinds_json(run_nas):
     code, out, _ = run_nas(["accuracy", "kinds", "--json"])
     rows = {r["name"]: r for r in json.loads(out)}
-    assert code == 0 and {"mlp", "gbdt", "ofa"} <= set(rows)
-    assert rows["mlp"]["default"] and rows["mlp"]["encoding"] == "onehot"
-    assert rows["gbdt"]["takes_extra_features"] and rows["gbdt"]["tags"] == ["ofa"]
+    assert code == 0
+    assert {"mlp", "gbdt", "ofa"} <= set(rows)
+    assert rows["mlp"]["default"]
+    assert rows["mlp"]["encoding"] == "onehot"
+    assert rows["gbdt"]["takes_extra_features"]
+    assert rows["gbdt"]["tags"] == ["ofa"]
 
 
 def test_proxies_eval_json_uses_the_checkpoints_data(tiny_checkpoint, tmp_path, run_nas):
@@ -47,10 +52,13 @@ def test_proxies_eval_errors_are_one_line(tiny_checkpoint, tmp_path, run_nas):
     f.write_text('{"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16}\n{"ks": 1}\n')
     code, _, err = run_nas(["proxies", "eval", "--space", "tiny", "--arch-file", str(f),
                             "--proxy", "params", "--no-cache"])
-    assert code == 2 and "bad.jsonl line 2:" in err and len(err.strip().splitlines()) == 1
+    assert code == 2
+    assert "bad.jsonl line 2:" in err
+    assert len(err.strip().splitlines()) == 1
     code, _, err = run_nas(["proxies", "eval", "--space", "tiny", "--arch-file", str(f),
                             "--proxy", "nope"])
-    assert code == 2 and "unknown proxy 'nope'; known: " in err
+    assert code == 2
+    assert "unknown proxy 'nope'; known: " in err
 
 
 def test_accuracy_fit_reports_held_out_error(tiny_checkpoint, tmp_path, run_nas):
@@ -61,5 +69,7 @@ def test_accuracy_fit_reports_held_out_error(tiny_checkpoint, tmp_path, run_nas)
     code, out, err = run_nas(argv)
     assert code == 0, err
     res = json.loads(out)
-    assert res["n_train"] == 6 and res["features"] == "ordinal+synflow"
-    assert res["rmse_points"] >= 0 and -1 <= res["kendall_tau"] <= 1
+    assert res["n_train"] == 6
+    assert res["features"] == "ordinal+synflow"
+    assert res["rmse_points"] >= 0
+    assert -1 <= res["kendall_tau"] <= 1

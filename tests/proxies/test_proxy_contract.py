@@ -59,7 +59,8 @@ def test_the_tags_say_the_spaces_each_applies_to() -> None:
     assert all(proxy_class(n).tags == frozenset({"ofa"}) for n in NAMES if n != "ofa-imagenet")
     ofa = proxy_class("ofa-imagenet")
     assert ofa.tags == frozenset({"ofa_mbv3"})
-    assert applies_to(ofa, "ofa", "ofa_mbv3") and not applies_to(ofa, "ofa", "tiny")
+    assert applies_to(ofa, "ofa", "ofa_mbv3")
+    assert not applies_to(ofa, "ofa", "tiny")
 
 
 def test_a_broken_proxy_fails_the_checks_by_name() -> None:
@@ -94,7 +95,8 @@ def test_scores_on_the_shipped_tiny_supernet(cls: type[Proxy],
         ctx = ProxyContext(space=get_space(spaces[0]))
     archs = ctx.space.sample_many(3, seed=4)
     scores = proxy.score(archs, ctx)
-    assert scores.shape == (3,) and scores.dtype == np.float64
+    assert scores.shape == (3,)
+    assert scores.dtype == np.float64
     assert np.all(np.isfinite(scores))
     np.testing.assert_allclose(proxy.score(archs[::-1], ctx), scores[::-1])
     assert proxy.score([], ctx).shape == (0,)

@@ -67,7 +67,8 @@ def test_page_shows_front_subnets_and_predictors(result: SearchResult) -> None:
     assert "30 trials completed, 2 failed, 22 feasible" in page
     # no resource from anywhere else: plotly.js is inline
     assert not re.search(r"<(script|link|img)[^>]+(src|href)=\"?https?:", page)
-    assert len(page) > 3_000_000 and "Plotly.newPlot" in page
+    assert len(page) > 3_000_000
+    assert "Plotly.newPlot" in page
     # one row and one architecture grid per subnet of the front, the grid's running layers
     # being the architecture's (kernel, expand) in stage order, the others greyed
     rows = re.findall(r"<tr><td>(\d+)</td><td><code>([0-9a-f]{16})</code>", page)
@@ -97,20 +98,24 @@ def test_one_objective_shows_the_best_feasible_subnet(make_result: Any) -> None:
     res = make_result(["accuracy"], verified=1)
     assert len(res.front) == 1
     page = render_report(res)
-    assert "best feasible subnet" in page and "improvement of the best feasible value" in page
+    assert "best feasible subnet" in page
+    assert "improvement of the best feasible value" in page
     assert page.count('class="grid"') == 1
 
 
 def test_a_search_without_trials_still_renders(make_result: Any) -> None:
     res = make_result(["accuracy", "latency:cpu-1t"], n=0, verified=0)
     page = render_report(res)
-    assert "0 trials completed" in page and 'class="grid"' not in page
+    assert "0 trials completed" in page
+    assert 'class="grid"' not in page
 
 
 def test_report_of_an_unknown_study_is_one_line(run_nas: Any, tmp_path: Path) -> None:
     code, _, err = run_nas(["report", "--study", "nope", "--storage",
                             str(tmp_path / "none.journal"), "--out", str(tmp_path / "r.html")])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and err.startswith("error: ")
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ")
     assert not (tmp_path / "r.html").exists()
 
 

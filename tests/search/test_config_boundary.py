@@ -25,7 +25,8 @@ def test_a_proxy_spec_is_read_one_way(spec: str, options: dict[str, Any]) -> Non
     ``=`` does not hide an option from one and give it to the other."""
     cls, opts = Proxy.check_spec(spec)
     built = get_proxy(spec)
-    assert cls is type(built) and opts == built.opts
+    assert cls is type(built)
+    assert opts == built.opts
     assert {k: opts[k] for k in options} == options
 
 
@@ -44,7 +45,8 @@ def test_a_malformed_proxy_spec_is_refused_in_one_line(spec: str, needle: str) -
     for check in (Proxy.check_spec, get_proxy):
         with pytest.raises(NASError) as err:
             check(spec)
-        assert needle in str(err.value) and "\n" not in str(err.value)
+        assert needle in str(err.value)
+        assert "\n" not in str(err.value)
 
 
 def test_free_text_options_are_the_ones_that_may_name_files() -> None:
@@ -113,10 +115,12 @@ def test_an_infinite_bound_is_refused_and_leaves_nothing_behind(
         assert code == 2, (bad, out, err)
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
         assert "constraints" in err
-        assert not storage.exists() and not (tmp_path / "runs").exists()
+        assert not storage.exists()
+        assert not (tmp_path / "runs").exists()
     code, out, err = run_nas([*base, "-C", "macs=5e9"])
     assert code == 0, err
-    assert "--resume" not in err and "exists" not in err
+    assert "--resume" not in err
+    assert "exists" not in err
     assert storage.exists()
 
 
@@ -151,18 +155,22 @@ def test_without_an_engine_the_settings_given_choose_it() -> None:
     for key, value in RAY_SETTINGS.items():
         for engine in ({}, {"engine": "auto"}):
             cfg = SearchConfig.from_dict({"space": "tiny", key: value, **engine})
-            assert type(cfg) is RaySearchConfig and getattr(cfg, key) == value
+            assert type(cfg) is RaySearchConfig
+            assert getattr(cfg, key) == value
             assert choose_engine(cfg) == ("ray", f"chosen by {key}")
     cfg = SearchConfig.from_dict({"space": "tiny", "generations": 7, "objectives": ["macs"]})
-    assert type(cfg) is PredictorSearchConfig and cfg.generations == 7
+    assert type(cfg) is PredictorSearchConfig
+    assert cfg.generations == 7
     auto = SearchConfig.from_dict({"space": "tiny", "objectives": ["macs"]})
-    assert type(auto) is SearchConfig and auto.engine == "auto"
+    assert type(auto) is SearchConfig
+    assert auto.engine == "auto"
     assert choose_engine(auto)[0] == "predictor"
     assert choose_engine(auto.model_copy(update={"objectives": ["accuracy"]}))[0] == "ray"
     with pytest.raises(ConfigError) as err:
         SearchConfig.from_dict({"space": "tiny", "workers": 2, "generations": 7})
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("search config: workers = 2: not a setting of "
+    assert "\n" not in msg
+    assert msg.startswith("search config: workers = 2: not a setting of "
                                               "engine 'predictor', which generations chose")
     with pytest.raises(ConfigError, match="generations = 7: a setting of engine 'predictor', "
                                           "which cannot run this search: proxy 'inherited'"):
@@ -198,7 +206,8 @@ def test_an_engines_config_reads_back_as_itself() -> None:
                 {"space": "tiny"}):
         cfg = SearchConfig.from_dict(raw)
         again = SearchConfig.model_validate(cfg.model_dump())
-        assert type(again) is type(cfg) and again == cfg
+        assert type(again) is type(cfg)
+        assert again == cfg
 
 
 def test_a_config_stored_before_the_engines_had_models_still_reads() -> None:
@@ -215,13 +224,16 @@ def test_a_config_stored_before_the_engines_had_models_still_reads() -> None:
            "interpolate": False}
     assert type(SearchConfig.model_validate(old)) is SearchConfig
     cfg = SearchConfig.model_validate({**old, "engine": "predictor", "workers": 2})
-    assert type(cfg) is PredictorSearchConfig and cfg.study == "old"
+    assert type(cfg) is PredictorSearchConfig
+    assert cfg.study == "old"
     cfg = SearchConfig.model_validate({**old, "engine": "ray", "generations": 5})
     assert type(cfg) is RaySearchConfig
     cfg = SearchConfig.model_validate({**old, "workers": 2})
-    assert type(cfg) is RaySearchConfig and cfg.workers == 2
+    assert type(cfg) is RaySearchConfig
+    assert cfg.workers == 2
     cfg = SearchConfig.model_validate({**old, "generations": 50})
-    assert type(cfg) is PredictorSearchConfig and cfg.generations == 50
+    assert type(cfg) is PredictorSearchConfig
+    assert cfg.generations == 50
 
 
 def test_a_registered_engine_joins_the_union_the_help_and_the_refusals() -> None:
@@ -305,8 +317,10 @@ def test_resuming_a_predictor_search_refuses_a_ray_flag(run_nas: Any, tmp_path: 
     import json
 
     stored = json.loads(out)["config"]
-    assert stored["engine"] == "predictor" and stored["n_trials"] == 8
-    assert "workers" not in stored and stored["generations"] == 5
+    assert stored["engine"] == "predictor"
+    assert stored["n_trials"] == 8
+    assert "workers" not in stored
+    assert stored["generations"] == 5
 
 
 @pytest.mark.parametrize("engine", ["predictor", "ray"])

@@ -114,7 +114,8 @@ def test_two_drivers_two_studies_one_storage(pg_url: str, make_config, tmp_path)
     assert [code for code, _ in results] == [0, 0], [err[-1000:] for _, err in results]
     for name in names:
         res = load_results(name, pg_url)
-        assert len(res.budget_trials) == 16 and all(t.state == "COMPLETE" for t in res.trials)
+        assert len(res.budget_trials) == 16
+        assert all(t.state == "COMPLETE" for t in res.trials)
         assert _counts(name, pg_url) == (16, 16)
 
 
@@ -128,6 +129,8 @@ def test_two_drivers_one_study_one_runs_it(pg_url: str, make_config, tmp_path) -
     assert codes == [0, 2], [err[-1000:] for _, err in results]
     (err,) = [e for code, e in results if code == 2]
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err[-2000:]
-    assert name in err and "Traceback" not in err
+    assert name in err
+    assert "Traceback" not in err
     res = load_results(name, pg_url)
-    assert len(res.budget_trials) == 12 and _counts(name, pg_url) == (12, 12)
+    assert len(res.budget_trials) == 12
+    assert _counts(name, pg_url) == (12, 12)

@@ -88,7 +88,8 @@ def test_evolution_finds_the_optimum_of_a_small_space() -> None:
     for seed in range(5):  # about 300 of the 800 scored each time
         res = Evolution(codec, evaluate, population=16, seed=seed).run(30)
         top = res.population[0]
-        assert res.V[top] == 0 and -res.F[top, 0] == best
+        assert res.V[top] == 0
+        assert -res.F[top, 0] == best
         assert res.n_scored == len(np.unique(codec.keys(res.X))) < 400  # each scored once
 
 
@@ -123,7 +124,8 @@ def test_search_with_the_ofa_predictor_runs_on_note10_from_nothing(tmp_path: Pat
     assert "engine: predictor" in out.stderr
     name = "ofa_mbv3-accuracy-latency_note10-predictor-s0"
     res = load_results(name, str(tmp_path / f"runs/studies/{name}.journal"))
-    assert len(res.front) >= 5 and len(res.trials) >= 100
+    assert len(res.front) >= 5
+    assert len(res.trials) >= 100
     assert all(t.latency_ms["note10"] <= 20 and t.arch["r"] in NOTE10_RES for t in res.front)
     # the stored values are the predictors' own
     sp = get_space("ofa_mbv3")
@@ -196,7 +198,8 @@ def test_specialize_best_under_each_budget(tmp_path: Path) -> None:
     accs = []
     for key, pick in res.best.items():
         bound = float(key.split("<=")[1])
-        assert pick is not None and pick["latency_ms"]["note10"] <= bound
+        assert pick is not None
+        assert pick["latency_ms"]["note10"] <= bound
         within = [f["accuracy"] for f in res.front if f["latency_ms"]["note10"] <= bound]
         assert pick["accuracy"] == max(within)
         accs.append(pick["accuracy"])
@@ -226,6 +229,7 @@ def test_refined_picks_are_no_worse_and_join_the_front(tmp_path: Path) -> None:
     assert refined.n_scored > plain.n_scored
     hashes = {f["arch_hash"] for f in refined.front}
     for key, pick in refined.best.items():
-        assert pick is not None and pick["arch_hash"] in hashes
+        assert pick is not None
+        assert pick["arch_hash"] in hashes
         assert pick["latency_ms"]["note10"] <= float(key.split("<=")[1])
         assert pick["accuracy"] >= plain.best[key]["accuracy"]  # type: ignore[index]

@@ -56,7 +56,8 @@ def test_a_search_submitted_as_a_ray_job_runs_on_the_cluster(search_env, tmp_pat
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
         assert "succeeded" in proc.stdout + proc.stderr
         res = load_results("job", str(storage))
-        assert len(res.budget_trials) == 8 and res.front
+        assert len(res.budget_trials) == 8
+        assert res.front
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         try:

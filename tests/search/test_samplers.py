@@ -85,7 +85,8 @@ def test_the_builtin_samplers_are_registered() -> None:
     assert {"tpe", "nsga2", "random", "gp", "evolution"} <= set(NAMES)
     for name in NAMES:
         cls = SAMPLERS.get(name)
-        assert cls.name == name and cls.description
+        assert cls.name == name
+        assert cls.description
         assert (cls.Options, cls.tags) == (NoOptions, frozenset())
 
 
@@ -143,7 +144,9 @@ def test_a_single_objective_sampler_is_refused_with_several_objectives() -> None
         with pytest.raises(ConfigError) as err:
             SearchConfig.load(space="tiny", sampler="only-one", objectives=["accuracy", "macs"])
         msg = str(err.value)
-        assert "\n" not in msg and "handles one objective, not 2" in msg and "tpe" in msg
+        assert "\n" not in msg
+        assert "handles one objective, not 2" in msg
+        assert "tpe" in msg
         with pytest.raises(ConfigError, match="handles one objective"):
             make_sampler(_config("only-one", ["macs"]), 2)
     finally:
@@ -162,5 +165,7 @@ def test_samplers_list_json(run_nas: Any) -> None:
     code, out, _ = run_nas(["samplers", "list", "--json"])
     assert code == 0, out
     rows = {r["name"]: r for r in json.loads(out)}
-    assert list(rows) == NAMES and rows["tpe"]["default"]
-    assert rows["nsga2"]["multi_objective"] and rows["random"]["tags"] == []
+    assert list(rows) == NAMES
+    assert rows["tpe"]["default"]
+    assert rows["nsga2"]["multi_objective"]
+    assert rows["random"]["tags"] == []

@@ -43,7 +43,8 @@ def test_each_engine_names_its_study_and_an_auto_config_the_engine_it_will_run_o
     from nas.search import PredictorSearchConfig, RaySearchConfig, make_sampler
 
     ray = RaySearchConfig(space="tiny", objectives=["macs"], sampler="nsga2")
-    assert ray.study_name == "tiny-macs-nsga2-s0" and ray.strategy == "sampler nsga2"
+    assert ray.study_name == "tiny-macs-nsga2-s0"
+    assert ray.strategy == "sampler nsga2"
     fast = PredictorSearchConfig(space="tiny", objectives=["macs"], generations=5)
     assert fast.study_name == "tiny-macs-predictor-s0"
     assert fast.strategy == "predictor engine (NSGA-II, 5 generations)"
@@ -202,9 +203,11 @@ def test_ledger_evaluates_an_architecture_once_even_while_in_flight() -> None:
     first, second = study.ask(dists), study.ask(dists)
     assert ledger.admit(first, arch) is True  # sent to a worker
     assert ledger.admit(second, arch) is False  # in flight: waits
-    assert ledger.in_flight == 2 and ledger.counted == 0
+    assert ledger.in_flight == 2
+    assert ledger.counted == 0
     ledger.resolve(first, arch, {"macs": 1000, "params": 10, "eval_s": 0.1})
-    assert ledger.in_flight == 0 and ledger.counted == 2
+    assert ledger.in_flight == 0
+    assert ledger.counted == 2
     assert (ledger.evaluated, ledger.duplicates) == (1, 1)
     third = study.ask(dists)
     assert ledger.admit(third, arch) is False  # known: told at once
@@ -220,11 +223,15 @@ def test_ledger_requeues_a_dead_workers_trials_and_their_waiters() -> None:
     for _ in range(2):
         study.enqueue_trial(params_from_arch(sp, arch))
     first, second = study.ask(dists), study.ask(dists)
-    assert ledger.admit(first, arch) and not ledger.admit(second, arch)
+    assert ledger.admit(first, arch)
+    assert not ledger.admit(second, arch)
     ledger.requeue([(first, arch)], "worker died: boom")
-    assert ledger.in_flight == 0 and ledger.counted == 0 and ledger.retried == 2
+    assert ledger.in_flight == 0
+    assert ledger.counted == 0
+    assert ledger.retried == 2
     failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-    assert len(failed) == 2 and all(t.user_attrs["retried"] for t in failed)
+    assert len(failed) == 2
+    assert all(t.user_attrs["retried"] for t in failed)
     again = study.ask(dists)  # the enqueued retry
     assert arch_from_params(sp, again.params).hash == arch.hash
     assert ledger.admit(again, arch) is True
@@ -275,7 +282,8 @@ def test_evaluator_fails_one_subnet_not_the_batch(search_env, one_torch_thread) 
     good = [sp.smallest(), sp.largest()]
     out = ev.evaluate([good[0].to_dict(), {"ks": [3], "e": [2], "d": [1], "r": 16},
                        good[1].to_dict()])
-    assert "error" in out[1] and "ks" in out[1]["error"]
+    assert "error" in out[1]
+    assert "ks" in out[1]["error"]
     assert [o["latency_ms"]["cpu-1t"] for o in (out[0], out[2])] == \
         pytest.approx(list(pred.predict(good)))
     assert [o["macs"] for o in (out[0], out[2])] == [sp.macs(a) for a in good]
@@ -285,4 +293,6 @@ def test_evaluator_fails_one_subnet_not_the_batch(search_env, one_torch_thread) 
     "experiments/search/*.yaml")), ids=lambda p: p.name)
 def test_shipped_search_configs_are_valid(path: Path) -> None:
     cfg = SearchConfig.load(path)
-    assert cfg.study and cfg.devices and cfg.objectives[0] == "accuracy"
+    assert cfg.study
+    assert cfg.devices
+    assert cfg.objectives[0] == "accuracy"

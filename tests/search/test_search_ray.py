@@ -46,9 +46,11 @@ def test_two_workers_end_to_end_then_results_and_verified_exports(
                               "--json", "--no-progress"])
     assert code == 0, err
     summary = json.loads(out)
-    assert summary["n_trials"] == 16 and summary["n_complete"] + summary["n_failed"] == 16
+    assert summary["n_trials"] == 16
+    assert summary["n_complete"] + summary["n_failed"] == 16
     front = summary["front"]
-    assert front and _non_dominated([(t["accuracy"], t["latency_ms"]["cpu-1t"])
+    assert front
+    assert _non_dominated([(t["accuracy"], t["latency_ms"]["cpu-1t"])
                                      for t in front])
 
     res = load_results("e2e", cfg["storage"])
@@ -71,7 +73,8 @@ def test_two_workers_end_to_end_then_results_and_verified_exports(
     assert len(pids) == 2
 
     verified = verify_trials("e2e", cfg["storage"], 1, progress=False)
-    assert list(verified) == [front[0]["number"]] and verified[front[0]["number"]]["cpu-1t"] > 0
+    assert list(verified) == [front[0]["number"]]
+    assert verified[front[0]["number"]]["cpu-1t"] > 0
 
     code, out, _ = run_nas(["results", "--study", "e2e", "--storage", cfg["storage"], "--json"])
     again = json.loads(out)
@@ -111,7 +114,8 @@ def test_constrained_search_returns_only_feasible_subnets(local_ray, make_config
     assert len(res.budget_trials) == 16
     for t in done:
         assert t.feasible == (t.latency_ms["cpu-1t"] <= bound)
-    assert len(res.front) == 1 and res.front[0].feasible
+    assert len(res.front) == 1
+    assert res.front[0].feasible
     assert res.front[0].accuracy == max(t.accuracy for t in done if t.feasible)
 
 
@@ -121,7 +125,8 @@ def test_every_sampler_spends_its_budget(local_ray, make_config, sampler: str) -
         objectives=["macs", "latency:cpu-1t"], sampler=sampler, population=4, n_trials=10,
         study=f"s-{sampler}", checkpoint=None, data=None, engine="ray"))
     res = run_search(cfg, progress=False)
-    assert len(res.budget_trials) == 10 and res.n_complete == 10
+    assert len(res.budget_trials) == 10
+    assert res.n_complete == 10
     assert res.front
 
 
@@ -152,7 +157,8 @@ def test_bad_input_gets_one_line(local_ray, make_config, search_env, run_nas,
     # a study name that exists: with other objectives, and with the same ones
     ok = make_config(objectives=["macs", "latency:cpu-1t"], study="taken", n_trials=2)
     run_search(SearchConfig.model_validate(ok), progress=False)
-    assert "exists" in run(study="taken") and "other objectives" in run(study="taken")
+    assert "exists" in run(study="taken")
+    assert "other objectives" in run(study="taken")
     assert "--resume" in run(study="taken", objectives=["macs", "latency:cpu-1t"])
 
 
@@ -183,7 +189,8 @@ def test_a_killed_worker_still_yields_the_full_budget(local_ray, make_config) ->
     assert killed, "the worker was not killed"
     assert len(res.budget_trials) == 30
     retried = [t for t in res.trials if t.retried]
-    assert retried and all("worker died" in (t.error or "") for t in retried)
+    assert retried
+    assert all("worker died" in (t.error or "") for t in retried)
     st = optuna.load_study(study_name="kill", storage=study_storage)
     rerun = {t.user_attrs.get("retry_of") for t in st.trials} - {None}
     assert {t.number for t in retried} <= rerun
@@ -226,7 +233,8 @@ def test_resume_after_a_killed_driver_repeats_nothing(local_ray, make_config,
     assert len(res.budget_trials) == 40
     after = {t.number: t for t in res.trials}
     for n, (values, h) in before.items():  # nothing completed was lost or changed
-        assert after[n].state == "COMPLETE" and after[n].arch_hash == h
+        assert after[n].state == "COMPLETE"
+        assert after[n].arch_hash == h
         assert tuple(after[n].values.values()) == values
     evaluated = [t.arch_hash for t in res.trials
                  if t.duplicate_of is None and not t.retried and t.state in ("COMPLETE", "FAIL")]
@@ -279,6 +287,9 @@ def test_results_without_a_study_lists_the_studies(local_ray, make_config, run_n
     code, out, _ = run_nas(["results", "--storage", cfg.storage_url, "--json"])
     assert code == 0
     (row,) = [r for r in json.loads(out) if r["study"] == "listed"]
-    assert row["trials"] == 3 and row["objectives"] == ["params", "latency:cpu-1t"]
+    assert row["trials"] == 3
+    assert row["objectives"] == ["params", "latency:cpu-1t"]
     code, _, err = run_nas(["results", "--study", "nope", "--storage", cfg.storage_url])
-    assert code == 2 and "no study 'nope'" in err and "listed" in err
+    assert code == 2
+    assert "no study 'nope'" in err
+    assert "listed" in err

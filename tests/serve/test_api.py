@@ -39,9 +39,11 @@ def _raw_get(url: str, path: str) -> tuple[int, str]:
 
 def test_health_docs_and_schema(service: Any) -> None:
     r = requests.get(f"{service.url}/health", timeout=10)
-    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert r.status_code == 200
+    assert r.json()["status"] == "ok"
     docs = requests.get(f"{service.url}/docs", timeout=10)
-    assert docs.status_code == 200 and "swagger" in docs.text.lower()
+    assert docs.status_code == 200
+    assert "swagger" in docs.text.lower()
     paths = requests.get(f"{service.url}/openapi.json", timeout=10).json()["paths"]
     for p in ("/health", "/devices", "/spaces", "/latency/predict", "/searches",
               "/searches/{search_id}", "/searches/{search_id}/report", "/exports",
@@ -65,7 +67,8 @@ def test_spaces_list_choices(service: Any) -> None:
     spaces = {s["name"]: s for s in requests.get(f"{service.url}/spaces", timeout=30).json()}
     assert {"tiny", "ofa_mbv3", "cifar_mbv3"} <= set(spaces)
     tiny = spaces["tiny"]
-    assert tiny["kernel_sizes"] == [3, 5] and tiny["architectures"] == 400
+    assert tiny["kernel_sizes"] == [3, 5]
+    assert tiny["architectures"] == 400
     assert spaces["ofa_mbv3"]["n_stages"] == 5
 
 
@@ -82,7 +85,8 @@ def test_predict_matches_python_api(service: Any, service_env: dict[str, Any]) -
 
     r = _predict(service.url, archs[:1], kind="flops")
     flops = load_predictor("cpu-1t", "tiny", "flops", db=service_env["db"])
-    assert r.json()["kind"] == "flops" and r.json()["hashes"] is None
+    assert r.json()["kind"] == "flops"
+    assert r.json()["hashes"] is None
     assert r.json()["latency_ms"] == pytest.approx(list(flops.predict(parsed[:1])), rel=1e-9)
 
 
@@ -157,7 +161,8 @@ def test_request_size_limits(service: Any) -> None:
     big = b'{"device": "cpu-1t", "space": "tiny", "archs": [' + b" " * (300 * 1024) + b"]}"
     r = requests.post(f"{service.url}/latency/predict", data=big, timeout=30,
                       headers={"content-type": "application/json"})
-    assert r.status_code == 413 and "limit of 262144 bytes" in r.json()["detail"]
+    assert r.status_code == 413
+    assert "limit of 262144 bytes" in r.json()["detail"]
 
     def chunks() -> Any:  # no Content-Length: the limit still holds
         yield b'{"device": "cpu-1t", "space": "tiny", "archs": ['
@@ -183,7 +188,8 @@ def test_request_size_limits(service: Any) -> None:
 def test_ids_and_file_names_are_checked_before_any_file_access(service: Any, path: str) -> None:
     status, text = _raw_get(service.url, path)
     assert status in (404, 422), (status, text)
-    assert "root:" not in text and "SQLite" not in text
+    assert "root:" not in text
+    assert "SQLite" not in text
 
 
 def test_unknown_search_and_export_are_404(service: Any) -> None:
@@ -194,7 +200,8 @@ def test_unknown_search_and_export_are_404(service: Any) -> None:
     r = requests.delete(f"{service.url}/searches/0123456789abcdef", timeout=10)
     assert r.status_code == 404
     r = requests.post(f"{service.url}/exports", json={"study": "nope", "trial": 0}, timeout=60)
-    assert r.status_code == 404 and "no study 'nope'" in json.dumps(r.json())
+    assert r.status_code == 404
+    assert "no study 'nope'" in json.dumps(r.json())
     r = requests.post(f"{service.url}/exports", json={"study": "a/b", "trial": -1}, timeout=10)
     assert r.status_code == 422
     assert {tuple(e["loc"]) for e in r.json()["detail"]} == {("body", "study"),

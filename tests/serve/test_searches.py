@@ -47,12 +47,15 @@ def test_search_completes_and_its_export_downloads_and_verifies(
                       timeout=60)
     assert r.status_code == 201, r.text
     created = r.json()
-    assert created["study"] == "http-e2e" and created["url"] == f"/searches/{created['id']}"
+    assert created["study"] == "http-e2e"
+    assert created["url"] == f"/searches/{created['id']}"
     body = _wait(service.url, created["id"], {"completed", "failed"})
     assert body["status"] == "completed", body["error"]
-    assert body["trials_done"] + body["trials_failed"] == 10 and body["trials_done"] > 0
+    assert body["trials_done"] + body["trials_failed"] == 10
+    assert body["trials_done"] > 0
     front = body["front"]
-    assert front and all(t["feasible"] for t in front)
+    assert front
+    assert all(t["feasible"] for t in front)
     # the front is non-dominated in (accuracy up, latency down), and its latencies are the
     # service's predictor's
     pts = [(t["values"]["accuracy"], t["values"]["latency:cpu-1t"]) for t in front]
@@ -67,15 +70,18 @@ def test_search_completes_and_its_export_downloads_and_verifies(
 
     r = requests.post(f"{service.url}/searches", json=_config(service_env, study="http-e2e"),
                       timeout=60)
-    assert r.status_code == 409 and "exists already" in r.text
+    assert r.status_code == 409
+    assert "exists already" in r.text
 
     listed = requests.get(f"{service.url}/searches", timeout=10).json()
     assert {"id": created["id"], "study": "http-e2e"}.items() <= next(
         s for s in listed if s["id"] == created["id"]).items()
 
     report = requests.get(f"{service.url}/searches/{created['id']}/report", timeout=60)
-    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
-    assert "http-e2e" in report.text and 'id="front-0"' in report.text
+    assert report.status_code == 200
+    assert report.headers["content-type"].startswith("text/html")
+    assert "http-e2e" in report.text
+    assert 'id="front-0"' in report.text
     assert "<script src=" not in report.text  # self-contained
 
     out = tmp_path / "report.html"
@@ -104,13 +110,16 @@ def test_search_completes_and_its_export_downloads_and_verifies(
     # asking again gives the same export, not a second one
     again = requests.post(f"{service.url}/exports", json={"study": "http-e2e",
                                                           "trial": best["number"]}, timeout=60)
-    assert again.status_code == 201 and again.json()["id"] == export["id"]
+    assert again.status_code == 201
+    assert again.json()["id"] == export["id"]
     r = requests.get(f"{service.url}/exports/{export['id']}/secrets.txt", timeout=10)
-    assert r.status_code == 404 and "model.onnx" in r.text
+    assert r.status_code == 404
+    assert "model.onnx" in r.text
     # a trial that is not in the study
     r = requests.post(f"{service.url}/exports", json={"study": "http-e2e", "trial": 999},
                       timeout=60)
-    assert r.status_code == 404 and "trial 999" in r.text
+    assert r.status_code == 404
+    assert "trial 999" in r.text
 
 
 def test_cancel_stops_a_search_and_keeps_what_it_stored(service: Any,
@@ -125,10 +134,12 @@ def test_cancel_stops_a_search_and_keeps_what_it_stored(service: Any,
         assert time.monotonic() < deadline, "no trial completed"
         time.sleep(0.3)
     r = requests.delete(f"{service.url}/searches/{sid}", timeout=30)
-    assert r.status_code == 202 and r.json()["status"] in ("cancelling", "cancelled")
+    assert r.status_code == 202
+    assert r.json()["status"] in ("cancelling", "cancelled")
     body = _wait(service.url, sid, {"cancelled", "completed", "failed"}, timeout_s=60)
     assert body["status"] == "cancelled"
-    assert 4 <= body["trials_done"] < 5000 and body["front"]
+    assert 4 <= body["trials_done"] < 5000
+    assert body["front"]
     time.sleep(1.0)  # nothing runs after the cancel returned
     later = requests.get(f"{service.url}/searches/{sid}", timeout=30).json()
     assert later["trials_done"] == body["trials_done"]

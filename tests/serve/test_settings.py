@@ -45,7 +45,9 @@ def test_a_refused_setting_is_one_line_naming_it(change: dict[str, object], line
     with pytest.raises(ConfigError) as err:  # through from_dict: the same line, with where
         ServiceSettings.from_dict(dict(change), where="serve.yaml")
     msg = str(err.value)
-    assert "\n" not in msg and msg.startswith("serve.yaml: ") and line.split(": ")[-1] in msg
+    assert "\n" not in msg
+    assert msg.startswith("serve.yaml: ")
+    assert line.split(": ")[-1] in msg
     assert "secret" not in msg
 
 
@@ -53,7 +55,8 @@ def test_settings_are_frozen_and_changed_copies_are_checked_again() -> None:
     s = ServiceSettings(max_searches=3)
     with pytest.raises(ValueError, match="frozen"):
         s.max_searches = 4
-    assert s.with_(max_searches=4).max_searches == 4 and s.max_searches == 3
+    assert s.with_(max_searches=4).max_searches == 4
+    assert s.max_searches == 3
     with pytest.raises(ConfigError, match=r"max_searches must be .*\[1, 1024\], got 0"):
         s.with_(max_searches=0)
     token = ServiceSettings(host="0.0.0.0", token="y" * 20)
@@ -73,7 +76,8 @@ def test_the_database_and_the_token_come_from_the_environment(
     monkeypatch.delenv("NAS_API_TOKEN")
     assert resolve_token("127.0.0.1") == (None, False)
     token, generated = resolve_token("0.0.0.0")
-    assert generated and ServiceSettings(host="0.0.0.0", token=token).token == token
+    assert generated
+    assert ServiceSettings(host="0.0.0.0", token=token).token == token
 
 
 def test_relative_paths_are_resolved_where_they_were_given(

@@ -125,7 +125,8 @@ def test_architecture_is_frozen_and_hashable(ofa) -> None:
     arch = ofa.parse(OFA_SUBNET)
     with pytest.raises(dataclasses.FrozenInstanceError):
         arch.r = 128  # type: ignore[misc]
-    assert isinstance(arch.ks, tuple) and isinstance(arch.d, tuple)
+    assert isinstance(arch.ks, tuple)
+    assert isinstance(arch.d, tuple)
     again = ofa.parse(json.dumps(OFA_SUBNET))
     assert again is not arch
     assert {arch: 1}[again] == 1
@@ -175,7 +176,8 @@ def test_invalid_architectures_are_explained(ofa, raw, words: list[str]) -> None
     msg = str(info.value)
     for word in words:
         assert word in msg, f"{word!r} not in {msg!r}"
-    assert isinstance(info.value, NASError) and isinstance(info.value, ValueError)
+    assert isinstance(info.value, NASError)
+    assert isinstance(info.value, ValueError)
 
 
 def test_invalid_json_file_is_explained(ofa, tmp_path: Path) -> None:
@@ -190,7 +192,8 @@ def test_architecture_of_another_space_is_rejected(ofa, tiny) -> None:
     wide = get_space("ofa_mbv3_w12").parse(OFA_SUBNET)
     with pytest.raises(ArchitectureError) as info:
         ofa.parse(wide)
-    assert "ofa_mbv3_w12" in str(info.value) and "'ofa_mbv3'" in str(info.value)
+    assert "ofa_mbv3_w12" in str(info.value)
+    assert "'ofa_mbv3'" in str(info.value)
     with pytest.raises(ArchitectureError, match="ofa_mbv3"):
         tiny.parse(ofa.largest())
     with pytest.raises(ArchitectureError):
@@ -209,7 +212,8 @@ def test_numpy_integers_are_accepted(ofa) -> None:
     raw = {k: (list(v) if isinstance(v, np.ndarray) else v) for k, v in raw.items()}
     arch = ofa.parse(raw)
     assert arch == ofa.parse(OFA_SUBNET)
-    assert type(arch.r) is int and all(type(k) is int for k in arch.ks)
+    assert type(arch.r) is int
+    assert all(type(k) is int for k in arch.ks)
 
 
 # ---------------------------------------------------------------------------- sampling
@@ -253,7 +257,8 @@ def test_sample_many_gives_distinct_architectures(ofa, tiny) -> None:
         tiny.sample_many(tiny.size(with_resolution=True) + 1, seed=0)
     # unique=False may repeat
     many = tiny.sample_many(900, seed=0, unique=False)
-    assert len(many) == 900 and len(set(many)) < 900
+    assert len(many) == 900
+    assert len(set(many)) < 900
 
 
 def test_sample_many_can_draw_every_distinct_architecture(tiny) -> None:
@@ -264,10 +269,16 @@ def test_sample_many_can_draw_every_distinct_architecture(tiny) -> None:
 
 def test_largest_and_smallest(ofa) -> None:
     big, small = ofa.largest(), ofa.smallest()
-    assert big.ks == (7,) * 20 and big.e == (6,) * 20 and big.d == (4,) * 5 and big.r == 224
-    assert small.ks == (3,) * 20 and small.e == (3,) * 20 and small.d == (2,) * 5
+    assert big.ks == (7,) * 20
+    assert big.e == (6,) * 20
+    assert big.d == (4,) * 5
+    assert big.r == 224
+    assert small.ks == (3,) * 20
+    assert small.e == (3,) * 20
+    assert small.d == (2,) * 5
     assert small.r == 128
-    assert ofa.largest(r=160).r == 160 and ofa.smallest(r=160).r == 160
+    assert ofa.largest(r=160).r == 160
+    assert ofa.smallest(r=160).r == 160
     with pytest.raises(ArchitectureError):
         ofa.largest(r=161)
 
@@ -335,7 +346,8 @@ def test_crossover_children_take_each_gene_from_a_parent(ofa) -> None:
             from_a += child.ks[j] == a.ks[j] != b.ks[j]
             from_b += child.ks[j] == b.ks[j] != a.ks[j]
         distinct_children.add(child)
-    assert from_a > 0 and from_b > 0
+    assert from_a > 0
+    assert from_b > 0
     assert len(distinct_children - {a, b}) > 10
     assert ofa.crossover(a, a, seed=0) == a
     assert ofa.crossover(a, b, seed=5) == ofa.crossover(a, b, seed=5)
@@ -366,11 +378,13 @@ def test_onehot_encodes_each_running_layer_and_zeros_skipped_ones(ofa) -> None:
         active = set(_active(arch, ofa.max_depth))
         for j in range(n):
             if j in active:
-                assert ks_oh[j].sum() == 1 and e_oh[j].sum() == 1
+                assert ks_oh[j].sum() == 1
+                assert e_oh[j].sum() == 1
                 assert ofa.kernel_sizes[int(ks_oh[j].argmax())] == arch.ks[j]
                 assert ofa.expand_ratios[int(e_oh[j].argmax())] == arch.e[j]
             else:
-                assert not ks_oh[j].any() and not e_oh[j].any()
+                assert not ks_oh[j].any()
+                assert not e_oh[j].any()
         assert r_oh.sum() == 1
         assert ofa.resolutions[int(r_oh.argmax())] == arch.r
         assert row.sum() == 2 * len(active) + 1
@@ -395,7 +409,9 @@ def test_encode_accepts_arrays_and_rejects_unknown_kinds(ofa) -> None:
     archs = ofa.sample_many(8, seed=9)
     arrays = ofa.to_arrays(archs)
     assert len(arrays) == 8
-    assert arrays.ks.shape == (8, 20) and arrays.d.shape == (8, 5) and arrays.r.shape == (8,)
+    assert arrays.ks.shape == (8, 20)
+    assert arrays.d.shape == (8, 5)
+    assert arrays.r.shape == (8,)
     for kind in ("onehot", "ordinal"):
         assert np.array_equal(ofa.encode(arrays, kind), ofa.encode(archs, kind))
     with pytest.raises(ValueError, match="onehot"):

@@ -107,7 +107,8 @@ def test_single_calls_agree_with_the_batch() -> None:
         space = get_space(name)
         archs = space.sample_many(40, seed=3)  # mixed resolutions and depths in one batch
         batch = space.costs(archs)
-        assert batch["macs"].dtype == np.int64 and batch["params"].dtype == np.int64
+        assert batch["macs"].dtype == np.int64
+        assert batch["params"].dtype == np.int64
         assert batch["macs"].shape == batch["params"].shape == (40,)
         assert batch["stage_macs"].shape == (40, len(space.spec.stages))
         assert list(batch["macs"]) == [space.macs(a) for a in archs]
@@ -117,7 +118,8 @@ def test_single_calls_agree_with_the_batch() -> None:
             assert np.array_equal(again[key], batch[key])
         # the stages are part of the total, the rest is stem, first block and head
         rest = batch["macs"] - batch["stage_macs"].sum(1)
-        assert np.all(rest > 0) and np.all(batch["stage_macs"] > 0)
+        assert np.all(rest > 0)
+        assert np.all(batch["stage_macs"] > 0)
 
 
 def test_params_do_not_depend_on_resolution_and_macs_do() -> None:

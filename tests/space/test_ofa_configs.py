@@ -32,7 +32,8 @@ def test_all_50_published_configs_convert() -> None:
         sp = get_space(a.space)
         cfg = json.loads((folder / "net.config").read_text())
         r = json.loads((folder / "run.config").read_text())["image_size"]
-        assert a.r == r and len(a.active_layers()) == len(cfg["blocks"]) - 1
+        assert a.r == r
+        assert len(a.active_layers()) == len(cfg["blocks"]) - 1
         assert [(k, x) for _s, _i, k, x in a.active_layers()] == [
             (b["mobile_inverted_conv"]["kernel_size"], b["mobile_inverted_conv"]["expand_ratio"])
             for b in cfg["blocks"][1:]]
@@ -46,7 +47,8 @@ def test_all_50_published_configs_convert() -> None:
             assert round(macs / 1e6) == int(m.group(1))
         done[cfg["name"]].append(a)
     # (OFA publishes 34 + 16, not the 30 + 20 its folder README says)
-    assert len(done["MobileNetV3"]) == 34 and len(done["ProxylessNASNets"]) == 16
+    assert len(done["MobileNetV3"]) == 34
+    assert len(done["ProxylessNASNets"]) == 16
     assert {a.space for a in done["MobileNetV3"]} == {"ofa_mbv3", "ofa_mbv3_w12"}
     assert {a.space for a in done["ProxylessNASNets"]} == {"ofa_proxyless"}
     assert all(len(a.d) == 5 and len(a.ks) == 21 for a in done["ProxylessNASNets"])
@@ -111,7 +113,8 @@ def test_published_subnets_export_to_onnx_and_verify(supernets, tmp_path) -> Non
             v = verify_onnx(onnx_bytes(sub, a.r), sub, a.r, batch=1)
             assert v["max_abs_diff"] <= v["allowed"] and v["output_abs_mean"] > 1e-2, a
     res = export_subnet(supernets[off.space], off, tmp_path / "off")
-    assert res.manifest["arch"] == off.to_dict() and res.manifest["resolution"] == 260
+    assert res.manifest["arch"] == off.to_dict()
+    assert res.manifest["resolution"] == 260
     assert res.manifest["verification"]["output_abs_mean"] > 1e-2
     assert verify_export(tmp_path / "off")["space"] == "ofa_mbv3_w12"
 
@@ -196,7 +199,8 @@ def test_bad_proxylessnas_configs_are_one_line_naming_the_field(change, message)
 def test_resolutions_off_the_grid_convert_but_searches_keep_to_the_grid() -> None:
     a = arch_from_ofa_config(_cfg(), 260)
     sp = get_space("ofa_mbv3")
-    assert a.r == 260 and sp.parse(a, off_grid=True) == a
+    assert a.r == 260
+    assert sp.parse(a, off_grid=True) == a
     with pytest.raises(ArchitectureError, match=r"r must be one of 128\.\.224"):
         sp.parse(a)
     with pytest.raises(ArchitectureError, match=r"must be an int in \[32, 1024\]"):
@@ -214,14 +218,17 @@ def test_cli_from_ofa(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
         main(["arch", "from-ofa", str(folder), "--json", "--out", str(tmp_path / "a.json")])
     assert done.value.code == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["space"] == "ofa_mbv3_w12" and row["arch"]["r"] == 260 and not row["on_grid"]
+    assert row["space"] == "ofa_mbv3_w12"
+    assert row["arch"]["r"] == 260
+    assert not row["on_grid"]
     assert json.loads((tmp_path / "a.json").read_text()) == row["arch"]
     proxyless = next(f for f in FOLDERS if _name(f) == "ProxylessNASNets")
     with pytest.raises(SystemExit) as done:
         main(["arch", "from-ofa", str(proxyless), "--json"])
     assert done.value.code == 0
     row = json.loads(capsys.readouterr().out)
-    assert row["space"] == "ofa_proxyless" and row["on_grid"]
+    assert row["space"] == "ofa_proxyless"
+    assert row["on_grid"]
     assert get_space("ofa_proxyless").parse(row["arch"]) == read_ofa_subnet(proxyless)
     # a ProxylessNAS of another width: one line naming the field, nothing written
     bad = tmp_path / "w10"
@@ -233,5 +240,7 @@ def test_cli_from_ofa(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as done:
         main(["arch", "from-ofa", str(bad), "--out", str(tmp_path / "b.json")])
     err = capsys.readouterr().err
-    assert done.value.code == 2 and err.count("\n") == 1
-    assert "first_conv.out_channels = 32" in err and not (tmp_path / "b.json").exists()
+    assert done.value.code == 2
+    assert err.count("\n") == 1
+    assert "first_conv.out_channels = 32" in err
+    assert not (tmp_path / "b.json").exists()

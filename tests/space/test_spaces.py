@@ -226,12 +226,15 @@ def test_ofa_proxyless_is_ofas_proxylessnas_space_at_width_1_3() -> None:
     assert [st.channels for st in spec.stages] == [32, 56, 104, 128, 248, 416]
     assert [st.stride for st in spec.stages] == [2, 2, 2, 1, 2, 1]
     assert [st.depth for st in spec.stages] == [None] * 5 + [1]
-    assert {st.act for st in spec.stages} == {"relu6"} and not any(st.se for st in spec.stages)
+    assert {st.act for st in spec.stages} == {"relu6"}
+    assert not any(st.se for st in spec.stages)
     assert (spec.stem.channels, spec.stem.stride, spec.stem.act) == (scaled(32), 2, "relu6")
     assert (spec.first_block.channels, spec.first_block.act) == (scaled(16), "relu6")
-    assert spec.head.final_expand is None and spec.head.feature_mix_before_pool
+    assert spec.head.final_expand is None
+    assert spec.head.feature_mix_before_pool
     assert (spec.head.feature_mix, spec.head.act) == (scaled(1280), "relu6") == (1664, "relu6")
-    assert spec.bn_eps == 1e-3 and spec.num_classes == 1000
+    assert spec.bn_eps == 1e-3
+    assert spec.num_classes == 1000
     assert space.resolutions == get_space("ofa_mbv3").resolutions
     assert (space.n_stages, space.max_depth, space.fixed_depth, space.n_layers) == (5, 4, 1, 21)
     # five elastic stages as in OFA's MobileNetV3 space, times 9 settings of the last block
@@ -241,7 +244,9 @@ def test_ofa_proxyless_is_ofas_proxylessnas_space_at_width_1_3() -> None:
 def test_a_fixed_depth_stage_is_no_depth_gene() -> None:
     space = get_space("ofa_proxyless")
     a = space.sample(seed=0)
-    assert len(a.ks) == len(a.e) == 21 and len(a.d) == 5 and len(a.to_dict()["d"]) == 5
+    assert len(a.ks) == len(a.e) == 21
+    assert len(a.d) == 5
+    assert len(a.to_dict()["d"]) == 5
     assert space.stage_depths(a) == (*a.d, 1)
     assert a.active_layers()[-1] == (5, 0, a.ks[20], a.e[20])
     assert len(a.active_layers()) == sum(a.d) + 1
@@ -257,9 +262,11 @@ def test_a_fixed_depth_stage_is_no_depth_gene() -> None:
     with pytest.raises(ArchitectureError, match=r"ks\[20\] \(stage 6, layer 1\)"):
         space.parse({**a.to_dict(), "ks": [*a.ks[:20], 4]})
     b = space.parse({**a.to_dict(), "ks": [*a.ks[:20], 10 - a.ks[20]]})
-    assert b != a and b.hash != a.hash
+    assert b != a
+    assert b.hash != a.hash
     onehot = space.encode([a, b])
-    assert onehot.shape == (2, 21 * 6 + 25) and not (onehot[0] == onehot[1]).all()
+    assert onehot.shape == (2, 21 * 6 + 25)
+    assert not (onehot[0] == onehot[1]).all()
     assert space.to_arrays([a]).ks[0, 20] == a.ks[20]
     assert len({space.mutate(a, seed=i, prob=1.0).ks[20] for i in range(20)}) > 1
 

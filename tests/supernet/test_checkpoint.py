@@ -83,7 +83,8 @@ def test_wrong_space_names_both_spaces(saved: Path) -> None:
     with pytest.raises(CheckpointError) as info:
         load_supernet(saved, space="cifar_mbv3")
     msg = str(info.value)
-    assert "'tiny'" in msg and "'cifar_mbv3'" in msg
+    assert "'tiny'" in msg
+    assert "'cifar_mbv3'" in msg
     assert "\n" not in msg
 
 

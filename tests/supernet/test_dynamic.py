@@ -86,8 +86,10 @@ def test_gradients_reach_the_transform_matrices() -> None:
     m = sep_conv()
     perturb_transforms(m)
     m(torch.randn(2, 6, 8, 8), 3).square().sum().backward()
-    assert m.transform_5to3.grad is not None and m.transform_5to3.grad.abs().sum() > 0
-    assert m.transform_7to5.grad is not None and m.transform_7to5.grad.abs().sum() > 0
+    assert m.transform_5to3.grad is not None
+    assert m.transform_5to3.grad.abs().sum() > 0
+    assert m.transform_7to5.grad is not None
+    assert m.transform_7to5.grad.abs().sum() > 0
     assert m.weight.grad is not None
     assert m.weight.grad[:, :, 0].abs().sum() == 0  # outer ring unused by a 3x3 kernel...
     assert m.weight.grad[:, :, 1].abs().sum() > 0  # ...the 5x5 ring is, through 7->5
@@ -99,7 +101,9 @@ def test_extract_is_a_plain_depthwise_conv() -> None:
     x = torch.randn(2, 4, 9, 9)
     for k in (3, 5, 7):
         conv = m.extract(4, k)
-        assert type(conv) is nn.Conv2d and conv.groups == 4 and conv.kernel_size == (k, k)
+        assert type(conv) is nn.Conv2d
+        assert conv.groups == 4
+        assert conv.kernel_size == (k, k)
         with torch.no_grad():
             torch.testing.assert_close(conv(x), m(x, k), rtol=1e-5, atol=1e-6)
 
@@ -208,7 +212,8 @@ def test_batchnorm_train_mode_updates_only_the_active_slice() -> None:
     # ...the 3 others keep theirs
     assert torch.equal(bn.running_mean[5:], mean0[5:])
     assert torch.equal(bn.running_var[5:], var0[5:])
-    assert torch.equal(bn.weight, w0) and torch.equal(bn.bias, b0)
+    assert torch.equal(bn.weight, w0)
+    assert torch.equal(bn.bias, b0)
     assert int(bn.num_batches_tracked) == 1
     # and the output is normalised with the batch statistics
     expected = F.batch_norm(x, None, None, w0[:5], b0[:5], True, 0.0, bn.eps)
@@ -225,7 +230,8 @@ def test_batchnorm_eval_mode_uses_the_running_slice() -> None:
     torch.testing.assert_close(y, expected)
     assert torch.equal(bn.running_mean, mean)
     ref = bn.extract(5).eval()
-    assert type(ref) is nn.BatchNorm2d and ref.num_features == 5
+    assert type(ref) is nn.BatchNorm2d
+    assert ref.num_features == 5
     torch.testing.assert_close(ref(x), y)
 
 

@@ -70,10 +70,12 @@ def test_extraction_keeps_the_function_on_ofa_proxyless(nets, liven, make_input)
         check_extraction(nets["ofa_proxyless"], arch, liven, make_input, seed=i)
         sub = nets["ofa_proxyless"].extract(arch)
         assert len(sub.blocks) == 1 + sum(arch.d) + 1  # first block, elastic stages, last
-        assert sub.final_expand is None and sub.mix_before_pool
+        assert sub.final_expand is None
+        assert sub.mix_before_pool
         bns = [m for m in sub.modules() if isinstance(m, nn.BatchNorm2d)]
         assert {m.eps for m in bns} == {1e-3}  # OFA's ProxylessNAS BatchNorm epsilon
-        assert {type(m) for m in sub.modules()} >= {nn.ReLU6} and nn.Hardswish not in {
+        assert {type(m) for m in sub.modules()} >= {nn.ReLU6}
+        assert nn.Hardswish not in {
             type(m) for m in sub.modules()}
 
 
@@ -168,7 +170,8 @@ def test_extracting_another_arch_gives_another_function(nets, liven, make_input)
         assert not torch.allclose(sub_b(x), y, rtol=1e-3, atol=1e-3)
         net.set_active(b)
         torch.testing.assert_close(sub_b(x), net(x), rtol=1e-5, atol=1e-5)
-    assert sub_b.arch == b.to_dict() and sub_b.space == "cifar_mbv3"
+    assert sub_b.arch == b.to_dict()
+    assert sub_b.space == "cifar_mbv3"
 
 
 def test_extracted_subnet_is_static(nets) -> None:
@@ -186,7 +189,8 @@ def test_extracted_subnet_is_static(nets) -> None:
         _s, _i, cin, cout, stride, se = net.space.layer_plan[j]
         mid = net.space.mid_channels(cin, arch.e[j])
         conv = block.depthwise[0]
-        assert type(conv) is nn.Conv2d and conv.kernel_size == (arch.ks[j], arch.ks[j])
+        assert type(conv) is nn.Conv2d
+        assert conv.kernel_size == (arch.ks[j], arch.ks[j])
         assert (conv.out_channels, conv.groups, conv.stride) == (mid, mid, (stride, stride))
         assert (block.expand[0].in_channels, block.project[0].out_channels) == (cin, cout)
         assert (block.se is not None) == se
@@ -275,7 +279,8 @@ def test_calibrate_random_gives_order_1_outputs(make_input) -> None:
         before = net(x).abs().mean()
     net.set_active(arch)
     net.calibrate_random(seed=1)
-    assert net.active_arch == arch and not net.training  # both restored
+    assert net.active_arch == arch
+    assert not net.training
     net.set_largest()
     with torch.no_grad():
         after = net(x).abs().mean()

@@ -128,8 +128,10 @@ def test_converted_subnets_give_ofas_logits(space: str, tmp_path: Path) -> None:
     net = import_ofa_checkpoint(_save({"state_dict": state}, tmp_path / "a.pth", legacy=True),
                                 space)
     bare = import_ofa_checkpoint(_save(state, tmp_path / "b.pth"), space)
-    assert net.space.name == space and not net.training
-    assert net.checkpoint_meta["ofa_wrapped"] and not bare.checkpoint_meta["ofa_wrapped"]
+    assert net.space.name == space
+    assert not net.training
+    assert net.checkpoint_meta["ofa_wrapped"]
+    assert not bare.checkpoint_meta["ofa_wrapped"]
     assert net.checkpoint_meta["ofa_serialization"] == "legacy"
     for (k, a), b in zip(net.state_dict().items(), bare.state_dict().values(), strict=True):
         assert torch.equal(a, b), k
@@ -269,18 +271,23 @@ def test_cli_import_info_export(tmp_path: Path, run_nas) -> None:
     assert code == 0, err
     report = json.loads(out)
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
-    assert report["space"] == "ofa_mbv3" and report["ofa_sha256"] == sha
+    assert report["space"] == "ofa_mbv3"
+    assert report["ofa_sha256"] == sha
     code, out, _ = run_nas(["supernet", "info", str(ck), "--json"])
     extra = json.loads(out)["extra"]
-    assert extra["source"] == "converted from OFA" and extra["ofa_file"] == src.name
+    assert extra["source"] == "converted from OFA"
+    assert extra["ofa_file"] == src.name
     assert extra["ofa_sha256"] == sha
     back = tmp_path / "back.pth"
     code, out, err = run_nas(["supernet", "export-ofa", str(ck), "-o", str(back)])
     assert code == 0 and "475" in out and back.is_file(), err
     got = torch.load(back, weights_only=True)["state_dict"]
-    assert list(got) == list(state) and all(torch.equal(got[k], state[k]) for k in state)
+    assert list(got) == list(state)
+    assert all(torch.equal(got[k], state[k]) for k in state)
     # a space OFA has no supernet of: one line, no file
     tiny = save_supernet(OFASupernet("tiny"), tmp_path / "tiny.safetensors")
     code, _, err = run_nas(["supernet", "export-ofa", str(tiny), "-o", str(tmp_path / "t.pth")])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and "no OFA counterpart" in err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1
+    assert "no OFA counterpart" in err
     assert not (tmp_path / "t.pth").exists()

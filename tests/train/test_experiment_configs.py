@@ -24,4 +24,5 @@ def test_the_cifar10_experiment_follows_progressive_shrinking():
     cfg = load_config(ROOT / "experiments/cifar10_supernet/config.yaml")
     assert [p.task for p in cfg.phases] == ["full", "kernel", "depth", "depth", "expand",
                                             "expand"]
-    assert cfg.data.source == "../shared/data/cifar10-jpeg.tar.gz" and cfg.channels_last
+    assert cfg.data.source == "../shared/data/cifar10-jpeg.tar.gz"
+    assert cfg.channels_last

@@ -77,11 +77,14 @@ def test_finetune_lowers_the_loss_and_writes_a_verified_export(src, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     rec = manifest["extra"]["finetune"]
     assert rec == res.record
-    assert rec["epochs"] == 2 and rec["lr"] == SMALL["lr"] and rec["schedule"] == "cosine"
+    assert rec["epochs"] == 2
+    assert rec["lr"] == SMALL["lr"]
+    assert rec["schedule"] == "cosine"
     assert rec["source"]["folder"] == str(src)
     assert rec["teacher"]["checkpoint"] == str(shipped_supernet())
     assert rec["teacher"]["same_as_export"] is True
-    assert rec["data"]["source"] == "digits" and rec["data"]["classes"] == 10
+    assert rec["data"]["source"] == "digits"
+    assert rec["data"]["classes"] == 10
     assert set(rec["before"]) == set(rec["after"]) == {"val_acc", "val_loss", "test_acc",
                                                        "test_loss"}
     assert rec["after"]["val_loss"] < rec["before"]["val_loss"]
@@ -183,13 +186,18 @@ def test_cli_finetune_json_and_one_line_errors(src, tmp_path, run_nas):
                                "32", "--no-kd", "--json"])
     assert code == 0
     res = json.loads(stdout)
-    assert res["epochs"] == 1 and res["teacher"] is None and len(res["metrics"]) == 1
+    assert res["epochs"] == 1
+    assert res["teacher"] is None
+    assert len(res["metrics"]) == 1
     assert set(res["before"]) == {"val_acc", "val_loss"}
     verify_export(out)
     bad = tmp_path / "cli-bad"
     code, stdout, stderr = run_nas(["finetune", str(src), "--out", str(bad), "--epochs", "0"])
-    assert code == 2 and stdout == ""
-    assert stderr.startswith("error: ") and stderr.count("\n") == 1 and "epochs" in stderr
+    assert code == 2
+    assert stdout == ""
+    assert stderr.startswith("error: ")
+    assert stderr.count("\n") == 1
+    assert "epochs" in stderr
     assert not bad.exists()
     code, _, stderr = run_nas(["finetune", "--help"])
     assert code == 0

@@ -18,12 +18,16 @@ def test_train_command_json_and_one_line_errors(tiny_config, tmp_path, run_nas):
                               "--threads", "1"])
     assert code == 0, err
     res = json.loads(out[out.index("{"):])
-    assert res["progress"]["step"] == 3 and res["checkpoint"].endswith("supernet.safetensors")
+    assert res["progress"]["step"] == 3
+    assert res["checkpoint"].endswith("supernet.safetensors")
     code, _, err = run_nas(["train", "--config", str(cfg), "--no-progress"])
-    assert code == 2 and err.startswith("error: ") and "--resume" in err
+    assert code == 2
+    assert err.startswith("error: ")
+    assert "--resume" in err
     assert len(err.strip().splitlines()) == 1
     code, _, err = run_nas(["train", "--config", str(tmp_path / "nope.yaml")])
-    assert code == 2 and "config file not found" in err
+    assert code == 2
+    assert "config file not found" in err
 
 
 @pytest.mark.slow
@@ -44,5 +48,6 @@ def test_two_ray_workers_train_data_parallel(tiny_config, tmp_path):
         rows = list(csv.DictReader(f))
     # 48 images, 2 workers x batch 16: one step per epoch, 32 images per step
     assert [(r["phase"], r["step"]) for r in rows] == [("0-full", "1"), ("1-depth", "2")]
-    assert res.progress.step == 2 and res.progress.images == 64
+    assert res.progress.step == 2
+    assert res.progress.images == 64
     assert load_supernet(out / "supernet.safetensors").checkpoint_meta["tag"] == "final"

@@ -27,15 +27,18 @@ def test_image_folder_without_splits(image_folder, tmp_path):
     d = load(root, tmp_path, val_size=3)
     assert d.format == "folder"
     assert d.classes == ("cat", "dog", "emu")
-    assert d.train.x.shape == (9, 10, 12, 3) and d.train.x.dtype == np.uint8
-    assert len(d.val) == 3 and d.test is None
+    assert d.train.x.shape == (9, 10, 12, 3)
+    assert d.train.x.dtype == np.uint8
+    assert len(d.val) == 3
+    assert d.test is None
     assert sorted(np.bincount(np.concatenate([d.train.y, d.val.y]))) == [4, 4, 4]
 
 
 def test_image_folder_with_train_and_test(image_folder, tmp_path):
     d = load(image_folder(splits=True, n=4, ext="jpg"), tmp_path)
     assert len(d.train) + len(d.val) == 12
-    assert d.test is not None and len(d.test) == 6
+    assert d.test is not None
+    assert len(d.test) == 6
     assert set(d.test.y.tolist()) == {0, 1, 2}
 
 
@@ -43,7 +46,8 @@ def test_tar_gz_matches_the_folder_it_was_made_from(image_folder, data_files, tm
     root = image_folder(splits=True, n=3)
     tgz = data_files.tar_folder(root, tmp_path / "set.tar.gz", arcname="cifar10")
     a, b = load(root, tmp_path), load(tgz, tmp_path)
-    assert b.format == "tar" and detect_format(tgz) == "tar"
+    assert b.format == "tar"
+    assert detect_format(tgz) == "tar"
     assert b.classes == a.classes
     np.testing.assert_array_equal(a.train.x, b.train.x)
     np.testing.assert_array_equal(a.test.x, b.test.x)
@@ -62,8 +66,10 @@ def test_cifar_releases(kind, packed, data_files, tmp_path):
             tf.add(d, arcname=d.name)
     ds = load(src, tmp_path, val_size=5)
     assert ds.format == kind
-    assert ds.train.x.shape == (25, 32, 32, 3) and len(ds.val) == 5
-    assert ds.test is not None and len(ds.test) == 6
+    assert ds.train.x.shape == (25, 32, 32, 3)
+    assert len(ds.val) == 5
+    assert ds.test is not None
+    assert len(ds.test) == 6
     if kind == "cifar-python":
         assert ds.classes[0] == "c0"
     else:
@@ -95,13 +101,16 @@ def test_npz_nchw_and_nhwc(tmp_path):
     a, b = load(tmp_path / "a.npz", tmp_path, val_size=4), load(tmp_path / "b.npz", tmp_path,
                                                                    val_size=4)
     np.testing.assert_array_equal(a.train.x, b.train.x)
-    assert a.train.x.shape == (16, 8, 8, 3) and a.num_classes == 4
-    assert a.test is not None and b.test is None
+    assert a.train.x.shape == (16, 8, 8, 3)
+    assert a.num_classes == 4
+    assert a.test is not None
+    assert b.test is None
 
 
 def test_digits_are_upscaled_to_the_requested_size(tmp_path):
     d = load_dataset("digits", val_size=100, image_size=24)
-    assert d.format == "digits" and d.num_classes == 10
+    assert d.format == "digits"
+    assert d.num_classes == 10
     assert d.train.x.shape[1:] == (24, 24, 3)
     assert len(d.train) + len(d.val) + len(d.test) == 1797
 
@@ -141,9 +150,11 @@ def test_validation_slice_is_fixed_and_disjoint_from_training(tmp_path):
     c = load(tmp_path / "ids.npz", tmp_path, val_size=10, val_seed=4)
     ids = lambda s: set(s.x[:, 0, 0, 0].tolist())  # noqa: E731
     assert ids(a.val) == ids(b.val) != ids(c.val)
-    assert not ids(a.val) & ids(a.train) and len(ids(a.train)) == 40
+    assert not ids(a.val) & ids(a.train)
+    assert len(ids(a.train)) == 40
     limited = load(tmp_path / "ids.npz", tmp_path, val_size=10, val_seed=3, train_limit=7)
-    assert ids(limited.val) == ids(a.val) and len(limited.train) == 7
+    assert ids(limited.val) == ids(a.val)
+    assert len(limited.train) == 7
     assert a.key == b.key != limited.key
 
 
@@ -237,7 +248,8 @@ def test_preprocess_resizes_normalises_and_augments():
     x = torch.from_numpy(rng.integers(0, 256, (6, 3, 12, 12), dtype=np.uint8))
     pre = Preprocess([0.5] * 3, [0.25] * 3, crop_padding=2)
     out = pre(x, 8)
-    assert out.shape == (6, 3, 8, 8) and out.dtype == torch.float32
+    assert out.shape == (6, 3, 8, 8)
+    assert out.dtype == torch.float32
     assert out.is_contiguous(memory_format=torch.channels_last)
     same = pre(x, 12)
     torch.testing.assert_close(same, (x.float() / 255 - 0.5) / 0.25)

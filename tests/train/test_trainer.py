@@ -60,8 +60,10 @@ def test_every_phase_trains_and_writes_its_files(tiny_config, tmp_path, digits, 
     assert [r["phase"] for r in rows(out)] == names
     assert res.progress.step == 7 * 3  # 48 images / batch 16 per epoch
     for r in rows(out):
-        assert np.isfinite(float(r["train_loss"])) and 0 <= float(r["val_acc_smallest"]) <= 1
-    assert (out / "teacher.safetensors").is_file() and (out / "supernet.safetensors").is_file()
+        assert np.isfinite(float(r["train_loss"]))
+        assert 0 <= float(r["val_acc_smallest"]) <= 1
+    assert (out / "teacher.safetensors").is_file()
+    assert (out / "supernet.safetensors").is_file()
     # every phase moved the weights
     ws = [weights(out / f"phase-{n}.safetensors") for n in names]
     for a, b in itertools.pairwise(ws):
@@ -71,7 +73,8 @@ def test_every_phase_trains_and_writes_its_files(tiny_config, tmp_path, digits, 
     assert all(torch.equal(t[k], f[k]) for k in t)
     assert stages == [0, 1]  # channels sorted before each expand phase, groups nested
     meta = load_supernet(out / "supernet.safetensors").checkpoint_meta
-    assert meta["data"]["source"] == "digits" and meta["data"]["val_size"] == 48
+    assert meta["data"]["source"] == "digits"
+    assert meta["data"]["val_size"] == 48
 
 
 def test_each_task_samples_only_its_elastic_dimensions(tiny_config, tmp_path):
@@ -89,15 +92,18 @@ def test_each_task_samples_only_its_elastic_dimensions(tiny_config, tmp_path):
 
     assert {a for a in sample(0)} == {sp.largest(16)}
     k = sample(1)
-    assert {a.d for a in k} == {(2, 2)} and active_e(k) == {4}
+    assert {a.d for a in k} == {(2, 2)}
+    assert active_e(k) == {4}
     assert {kk for a in k for kk in a.ks} == {3, 5}
     assert {a.d for a in sample(2)} == {(2, 2)}
     d = sample(3)
-    assert {x for a in d for x in a.d} == {1, 2} and active_e(d) == {4}
+    assert {x for a in d for x in a.d} == {1, 2}
+    assert active_e(d) == {4}
     assert active_e(sample(4)) == {4}
     assert active_e(sample(5)) == {2, 4}
     s = t._sample_archs(cfg.phases[6], 24, rng)
-    assert s[:2] == [sp.largest(24), sp.smallest(24)] and len(s) == 3
+    assert s[:2] == [sp.largest(24), sp.smallest(24)]
+    assert len(s) == 3
 
 
 def test_resume_after_a_crash_repeats_nothing_and_matches_an_uninterrupted_run(
@@ -123,7 +129,8 @@ def test_resume_after_a_crash_repeats_nothing_and_matches_an_uninterrupted_run(
         with pytest.raises(KeyboardInterrupt):
             Trainer(cfg, progress=False, data=digits).run()
     latest = json.loads((tmp_path / "run" / "checkpoints" / "latest.json").read_text())
-    assert latest["progress"]["phase"] == 1 and latest["progress"]["epoch"] == 1  # 3 epochs kept
+    assert latest["progress"]["phase"] == 1
+    assert latest["progress"]["epoch"] == 1
     with pytest.raises(ConfigError, match="--resume"):
         Trainer(cfg, progress=False, data=digits).run()
     res = Trainer(cfg, progress=False, data=digits).run(resume=True)
@@ -213,13 +220,15 @@ def test_recalibrate_bn_sets_running_statistics_from_the_batches(digits):
     bn = net.blocks[0].expand_bn
     before = bn.running_mean.clone()
     n = recalibrate_bn(net, arch, loader, 2, preprocess=pre)
-    assert n == 2 and net.active_arch == arch
+    assert n == 2
+    assert net.active_arch == arch
     mid = net.blocks[0].mid_of[arch.e[0]]
     assert not torch.allclose(bn.running_mean[:mid], before[:mid])
     first = bn.running_mean.clone()
     recalibrate_bn(net, arch, loader, 2, preprocess=pre)
     torch.testing.assert_close(bn.running_mean, first)  # a reset, not an accumulation
-    assert bn.momentum == 0.1 and not net.training
+    assert bn.momentum == 0.1
+    assert not net.training
     # a subnet's statistics differ from the largest's
     recalibrate_bn(net, sp.largest(), loader, 2, preprocess=pre)
     assert not torch.allclose(bn.running_mean[:mid], first[:mid])
