@@ -120,7 +120,8 @@ def check(db_path: Path, n: int, passes: int, runs: int, seed: int, device: str 
     recs = [r for r in db.measurements(device, SPACE, status="ok") if r.source == "measured"]
     anchors = [float(r.latency_ms) for r in db.measurements(device, SPACE, source="reference")]
     scale = device_scale(device, sp, db)
-    assert scale is not None and anchors, "run --phase measure first"
+    assert scale is not None, "run --phase measure first"
+    assert anchors, "run --phase measure first"
     t_first, t_last = min(r.created_at for r in recs), max(r.created_at for r in recs)
     data = training_data(device, SPACE, db)
     old_y = _anchor_scale_y(recs, float(np.median(anchors)), sp.middle().hash)

@@ -22,7 +22,8 @@ def one_error(result: tuple[int, str, str], *needles: str) -> str:
     code, out, err = result
     assert code == 2, (code, out, err)
     lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     assert "Traceback" not in err + out
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
@@ -55,7 +56,8 @@ def test_seed_out_of_range_is_one_line(tmp_path, run_nas, argv, seed):
 
 def test_largest_seed_is_accepted(run_nas):
     code, out, err = run_nas(["spaces", "sample", "tiny", "--seed", str(2**32 - 1), "--jsonl"])
-    assert code == 0 and out.strip(), err
+    assert code == 0, err
+    assert out.strip(), err
 
 
 def test_training_config_seed_out_of_range(tmp_path, run_nas):
@@ -216,7 +218,8 @@ def test_storage_that_is_a_folder(tmp_path, run_nas):
 
 def test_shipped_supernet_info_still_works(run_nas):
     code, out, err = run_nas(["supernet", "info", str(shipped_supernet()), "--json"])
-    assert code == 0 and json.loads(out)["space"] == "tiny", err
+    assert code == 0, err
+    assert json.loads(out)["space"] == "tiny", err
 
 
 def test_line_break_in_a_path_is_still_one_line(tmp_path, run_nas):

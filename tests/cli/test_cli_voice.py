@@ -24,7 +24,8 @@ def one_error(result: tuple[int, str, str], *needles: str) -> str:
     code, out, err = result
     assert code == 2, (code, out, err)
     lines = err.strip("\n").split("\n")
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: "), err
     for needle in needles:
         assert needle in lines[0], (needle, lines[0])
     return lines[0]
@@ -87,7 +88,8 @@ def test_bad_input_is_one_error_line(tmp_path, monkeypatch, run_nas, argv, needl
 def test_the_installed_script_prints_no_box(argv):
     done = subprocess.run([NAS, *argv], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done
-    assert done.stderr.count("\n") == 1 and done.stderr.startswith("error: "), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("error: "), done.stderr
     assert not re.search("[╭│╰]|Usage:", done.stderr), done.stderr
 
 
@@ -132,7 +134,8 @@ def test_old_device_spelling_still_works_with_a_warning(run_nas, archs):
     base = ["proxies", "eval", "-s", "tiny", "-f", str(archs), "-p", "macs", "--no-cache",
             "--json"]
     code, new, err = run_nas([*base, "--torch-device", "cpu"])
-    assert code == 0 and err == "", err
+    assert code == 0, err
+    assert err == "", err
     code, old, err = run_nas([*base, "--device", "cpu"])
     assert code == 0, err
     assert err.strip() == WARNING
@@ -150,7 +153,8 @@ def test_old_device_spelling_refused(tmp_path, monkeypatch, run_nas, argv, needl
     assert code == 2, err
     warning, error = err.strip().split("\n")
     assert warning == WARNING
-    assert error.startswith("error: ") and needle in error, error
+    assert error.startswith("error: "), error
+    assert needle in error, error
     assert files_in(tmp_path) == []
 
 

@@ -63,7 +63,8 @@ def outcome(result: tuple[int, str, str]) -> str:
     lines = err.strip().split("\n")
     assert lines, "exit 2 with nothing on stderr"
     assert len(lines) == 1, f"{len(lines)} lines on stderr:\n{err}"
-    assert lines[0].startswith("error: ") and len(lines[0]) > len("error: ") + 5, err
+    assert lines[0].startswith("error: "), err
+    assert len(lines[0]) > len("error: ") + 5, err
     return "error"
 
 

@@ -99,7 +99,8 @@ def _declared(package: str) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
         if isinstance(node, ast.If) and ast.unparse(node.test) in ("TYPE_CHECKING",
                                                                     "typing.TYPE_CHECKING"):
             for stmt in node.body:
-                assert isinstance(stmt, ast.ImportFrom) and stmt.module, ast.unparse(stmt)
+                assert isinstance(stmt, ast.ImportFrom), ast.unparse(stmt)
+                assert stmt.module, ast.unparse(stmt)
                 typed.setdefault(stmt.module, set()).update(a.asname or a.name
                                                             for a in stmt.names)
         if isinstance(node, ast.Call) and ast.unparse(node.func) == "lazy_exports":

@@ -198,7 +198,8 @@ def test_every_plugin_of_every_registry_passes_its_checks(label: str,
             check_plugin(registry, plugin)
         except AssertionError as exc:
             failures.append(f"{name}: {exc}")
-    assert registry.names() and not failures, "\n".join(failures)
+    assert registry.names(), f"nothing registered in {label}"
+    assert not failures, "\n".join(failures)
 
 
 @pytest.mark.parametrize(("name", "ok"), [

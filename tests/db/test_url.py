@@ -88,7 +88,8 @@ def test_cli_db_option_writes_where_it_says(tmp_path, run_nas):
     # a command that only reads names it too, and does not create one at a wrong path
     code, out, err = run_nas(["latency", "export", "--out", str(tmp_path / "m.csv"),
                               "--db", str(db)])
-    assert code == 0 and str(db) in out, err
+    assert code == 0, err
+    assert str(db) in out, err
     code, _, err = run_nas(["latency", "export", "--out", str(tmp_path / "n.csv"),
                             "--db", str(folder / "lat2.sqlite")])
     assert code == 2

@@ -47,7 +47,8 @@ def test_cli_exports_and_verifies_the_largest_subnet(tmp_path, run_nas):
     assert code == 0, err
     assert json.loads(out)["verification"]["allowed"] > 1e-4
     code, out, err = run_nas(["verify", str(tmp_path / "e")])
-    assert code == 0 and "OK" in out, err
+    assert code == 0, err
+    assert "OK" in out, err
 
 
 def test_tolerance_still_catches_a_real_mismatch(shipped, tmp_path):
@@ -94,7 +95,8 @@ def test_overwrite_refuses_a_folder_that_is_not_an_export(tmp_path, run_nas):
     (out / "thesis.tex").write_text("years of work")
     (out / "model.onnx").write_text("not a model")
     code, _, err = run_nas(_export_argv(str(out), "--overwrite"))
-    assert code == 2 and "not part of an export (thesis.tex)" in err, err
+    assert code == 2, err
+    assert "not part of an export (thesis.tex)" in err, err
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "thesis.tex"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["docs"]
 
@@ -163,7 +165,8 @@ def test_verify_refuses_a_bad_manifest_in_one_line(tmp_path, run_nas, manifest):
     code, out, err = run_nas(["verify", str(tmp_path)])
     assert code == 2
     assert out == ""
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: "), err
+    assert len(err.strip().splitlines()) == 1, err
 
 
 def test_export_a_kill_took_away_mid_replace_is_put_back(shipped, tmp_path):

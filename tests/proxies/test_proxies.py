@@ -20,7 +20,8 @@ def test_every_proxy_gives_one_finite_score_per_architecture(ctx):
         if ctx.space.name not in getattr(proxy_class(name), "spaces", (ctx.space.name,)):
             continue  # a proxy for other spaces (the contract suite checks it refuses)
         s = get_proxy(name, **FAST.get(name, {})).score(archs, ctx)
-        assert s.shape == (5,) and s.dtype == np.float64, name
+        assert s.shape == (5,), name
+        assert s.dtype == np.float64, name
         assert np.all(np.isfinite(s)), name
     for name in ("synflow", "naswot", "zico"):
         s = get_proxy(f"{name}:weights=inherited").score(archs, ctx)

@@ -143,7 +143,8 @@ def test_report_renders_in_headless_chromium_offline(result: SearchResult,
     shot = tmp_path / "report.png"
     run = _chromium("--hide-scrollbars", "--window-size=1280,2200", f"--screenshot={shot}",
                     page.as_uri())
-    assert run.returncode == 0 and shot.is_file(), run.stderr[-2000:]
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert shot.is_file(), run.stderr[-2000:]
     img = np.asarray(Image.open(shot).convert("RGB"), dtype=float)
     assert img.shape == (2200, 1280, 3)
     # the front plot's area holds the red front and the grey trials, not a blank page

@@ -76,7 +76,8 @@ def test_what_a_search_cannot_run_is_one_line_naming_the_field(change: dict[str,
     with pytest.raises(ConfigError) as err:
         SearchConfig.from_dict({"space": "tiny", **change})
     msg = str(err.value)
-    assert "\n" not in msg and needle in msg, msg
+    assert "\n" not in msg, msg
+    assert needle in msg, msg
 
 
 def test_proxy_options_keep_only_what_was_given() -> None:
@@ -95,7 +96,9 @@ def test_a_bad_proxy_spec_stops_the_cli_before_anything_starts(
     storage = tmp_path / "s.journal"
     code, _, err = run_nas(["search", "--space", "tiny", "-O", "accuracy", "--proxy", spec,
                             "--storage", str(storage), "--no-progress"])
-    assert code == 2 and len(err.strip().splitlines()) == 1 and needle in err, err
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert needle in err, err
     assert not storage.exists()
 
 
@@ -113,7 +116,8 @@ def test_an_infinite_bound_is_refused_and_leaves_nothing_behind(
     for bad in ("macs=inf", "macs=nan", "macs=1e400", "params=-inf"):
         code, out, err = run_nas([*base, "-C", bad])
         assert code == 2, (bad, out, err)
-        assert len(err.strip().splitlines()) == 1 and err.startswith("error: "), err
+        assert len(err.strip().splitlines()) == 1, err
+        assert err.startswith("error: "), err
         assert "constraints" in err
         assert not storage.exists()
         assert not (tmp_path / "runs").exists()
@@ -292,7 +296,8 @@ def test_the_cli_refuses_a_setting_its_engine_ignores_before_anything_starts(
     code, out, err = run_nas(["search", "--space", "tiny", "-O", "macs", "-O", "params",
                               "--engine", "predictor", "--workers", "4", "--storage",
                               str(storage), "--no-progress"])
-    assert code == 2 and not out, (out, err)
+    assert code == 2, (out, err)
+    assert not out, (out, err)
     assert err.strip() == ("error: search config: workers = 4: not a setting of engine "
                            "'predictor' (settings of the ray engine)")
     assert not storage.exists()
@@ -306,12 +311,13 @@ def test_resuming_a_predictor_search_refuses_a_ray_flag(run_nas: Any, tmp_path: 
     base = ["search", "--space", "tiny", "-O", "macs", "-O", "params", "--study", "p",
             "--no-progress"]
     code, _, err = run_nas([*base, "--generations", "5", "-n", "6"])
-    assert code == 0 and "engine: predictor (chosen by generations)" in err, err
+    assert code == 0, err
+    assert "engine: predictor (chosen by generations)" in err, err
     code, _, err = run_nas(["search", "--study", "p", "--resume", "--workers", "3",
                             "--no-progress"])
-    assert code == 2 and err.strip() == ("error: stored config of study 'p': workers = 3: not "
-                                         "a setting of engine 'predictor' (settings of the ray "
-                                         "engine)"), err
+    assert code == 2, err
+    assert err.strip() == ("error: stored config of study 'p': workers = 3: not a setting of "
+                           "engine 'predictor' (settings of the ray engine)"), err
     code, out, err = run_nas(["search", "--study", "p", "--resume", "-n", "8", "--json"])
     assert code == 0, err
     import json

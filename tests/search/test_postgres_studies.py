@@ -88,7 +88,8 @@ def test_first_opens_of_a_new_storage_at_once_all_succeed(pg_url: str) -> None:
              for _ in range(4)]
     try:
         for p in procs:
-            assert p.stdout is not None and p.stdout.readline() == "ready\n", p.stderr
+            assert p.stdout is not None, p.stderr
+            assert p.stdout.readline() == "ready\n", p.stderr
         for p in procs:  # go
             assert p.stdin is not None
             p.stdin.write("\n")
@@ -128,7 +129,8 @@ def test_two_drivers_one_study_one_runs_it(pg_url: str, make_config, tmp_path) -
     codes = sorted(code for code, _ in results)
     assert codes == [0, 2], [err[-1000:] for _, err in results]
     (err,) = [e for code, e in results if code == 2]
-    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1, err[-2000:]
+    assert err.startswith("error: "), err[-2000:]
+    assert len(err.strip().splitlines()) == 1, err[-2000:]
     assert name in err
     assert "Traceback" not in err
     res = load_results(name, pg_url)

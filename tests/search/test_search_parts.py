@@ -73,7 +73,9 @@ def test_bad_config_is_one_line_naming_the_field(overrides: dict, field: str, hi
     with pytest.raises(ConfigError) as err:
         SearchConfig.load(space="tiny", **overrides)
     msg = str(err.value)
-    assert "\n" not in msg and field in msg and hint in msg, msg
+    assert "\n" not in msg, msg
+    assert field in msg, msg
+    assert hint in msg, msg
 
 
 def test_config_file_and_flag_override(tmp_path) -> None:

@@ -138,7 +138,8 @@ def test_bad_input_gets_one_line(local_ray, make_config, search_env, run_nas,
                                 "--no-progress"])
         assert code == 2, err
         line = err.strip()
-        assert line.startswith("error: ") and "\n" not in line, err
+        assert line.startswith("error: "), err
+        assert "\n" not in line, err
         return line
 
     msg = run(constraints={"latency:cpu-1t": 1e-6})
@@ -267,7 +268,8 @@ def test_the_study_opens_in_optuna_dashboard(local_ray, make_config, tmp_path) -
                 studies = requests.get(f"http://127.0.0.1:{port}/api/studies", timeout=5).json()
                 break
             except requests.ConnectionError:
-                assert time.time() < deadline and dash.poll() is None, "dashboard did not start"
+                assert time.time() < deadline, "dashboard did not start in time"
+                assert dash.poll() is None, "dashboard did not start: its process exited"
                 time.sleep(0.3)
         (study,) = [s for s in studies["study_summaries"] if s["study_name"] == "dash"]
         detail = requests.get(f"http://127.0.0.1:{port}/api/studies/{study['study_id']}",

@@ -177,7 +177,8 @@ def test_round_trip_is_exact(space: str, tmp_path: Path) -> None:
     got = loaded["state_dict"]
     assert list(got) == list(state)  # OFA's names, in OFA's order
     for k, v in state.items():
-        assert got[k].dtype == v.dtype and torch.equal(got[k], v), k
+        assert got[k].dtype == v.dtype, k
+        assert torch.equal(got[k], v), k
     # OFA's own network takes it (strict), and the bare form when asked
     _new_ofa(space).load_state_dict(got)
     bare = export_ofa_checkpoint(load_supernet(ck), tmp_path / "bare.pth", wrap=False)
@@ -254,7 +255,9 @@ def test_bad_files_get_one_line_and_nothing_written(tmp_path: Path, run_nas) -> 
         code, _, err = run_nas(["supernet", "import-ofa", str(path), "--space", space,
                                      "--out", str(out)])
         lines = err.strip().splitlines()
-        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), (path, err)
+        assert code == 2, (path, err)
+        assert len(lines) == 1, (path, err)
+        assert lines[0].startswith("error: "), (path, err)
         assert needle in lines[0], (needle, lines[0])
         assert not (tmp_path / "out").exists(), path  # nothing written, not even the folder
     assert not (tmp_path / "ran").exists()  # no pickled code ever ran
@@ -280,7 +283,9 @@ def test_cli_import_info_export(tmp_path: Path, run_nas) -> None:
     assert extra["ofa_sha256"] == sha
     back = tmp_path / "back.pth"
     code, out, err = run_nas(["supernet", "export-ofa", str(ck), "-o", str(back)])
-    assert code == 0 and "475" in out and back.is_file(), err
+    assert code == 0, err
+    assert "475" in out, err
+    assert back.is_file(), err
     got = torch.load(back, weights_only=True)["state_dict"]
     assert list(got) == list(state)
     assert all(torch.equal(got[k], state[k]) for k in state)

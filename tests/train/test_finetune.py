@@ -172,7 +172,8 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(src, tmp_path, data
         with pytest.raises(exc, match=words) as info:
             finetune(source, out, {**cfg, "train_limit": 96}, progress=False, **kw)
         assert "\n" not in str(info.value)
-        assert not out.exists() and not work_dir_for(out).exists(), (i, words)
+        assert not out.exists(), (i, words)
+        assert not work_dir_for(out).exists(), (i, words)
     with pytest.raises(ExportError, match="not an empty folder"):
         finetune(src, full, {"epochs": 1}, progress=False)
     assert sorted(p.name for p in full.iterdir()) == ["notes.txt"]
