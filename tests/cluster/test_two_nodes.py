@@ -61,11 +61,16 @@ def _study(storage: Path, name: str) -> optuna.Study:
 
 
 def _evaluated_twice(study: optuna.Study) -> dict[str, int]:
+    """Subnets whose result was told twice. Retried trials do not count: those a dead worker
+    held (marked ``retried``) and those a killed driver left RUNNING, which the resuming driver
+    fails and lists in the study's ``retried_trials`` (a kill between a trial's first user
+    attribute and its ``tell`` leaves one with its ``arch_hash`` but no result)."""
+    orphans = set(study.user_attrs.get("retried_trials") or [])
     counts = Counter(
         t.user_attrs["arch_hash"] for t in study.trials
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
         and "arch_hash" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
-        and not t.user_attrs.get("retried"))
+        and not t.user_attrs.get("retried") and t.number not in orphans)
     return {h: n for h, n in counts.items() if n > 1}
 
 

@@ -22,7 +22,7 @@ import pytest
 from nas._plugin import NAME_RULE, REGISTRIES, check_plugin_name, list_plugins, registry_labels
 from nas._registry import Registry
 from nas.errors import UnknownNameError
-from nas.testing import check_plugin
+from nas.testing import check_plugin, contract_checks
 
 #: a latency kind and a device of another package (the kind passes every check)
 GOOD = '''
@@ -179,27 +179,36 @@ def _registry(label: str) -> Registry[Any]:
     return registry
 
 
-#: registries whose own checks take more than a few seconds over all their entries (they
-#: train every accuracy predictor, run every sampler for a few dozen trials)
-HEAVY = {"accuracy-predictors", "samplers"}
+#: registries whose own checks run per entry in a suite of their own
+#: (``parametrize_with_checks`` in tests/<package>/): here they get the shared contract only,
+#: so the suite does not train every accuracy predictor or run every sampler twice
+OWN_SUITE = {"accuracy-predictors", "data-formats", "latency-kinds", "proxies", "samplers",
+             "spaces"}
 
 
-@pytest.mark.parametrize("label", [
-    pytest.param(label, marks=pytest.mark.slow) if label in HEAVY else label
-    for label in registry_labels()])
+@pytest.mark.parametrize("label", registry_labels())
 def test_every_plugin_of_every_registry_passes_its_checks(label: str,
                                                          one_torch_thread: None) -> None:
-    """``nas.testing.check_plugin`` over every entry of the registry: the shared contract and
-    the registry's own checks. A registry added to ``REGISTRIES`` is checked here too."""
+    """Every entry of every registry passes the shared contract (``nas.testing``) and, for a
+    registry without a suite of its own, the registry's checks too (``check_plugin``). A
+    registry added to ``REGISTRIES`` is checked here at once."""
     registry = _registry(label)
     failures = []
     for name, plugin in registry.items():
         try:
-            check_plugin(registry, plugin)
+            if label in OWN_SUITE:
+                for check in contract_checks():
+                    check(plugin)
+            else:
+                check_plugin(registry, plugin)
         except AssertionError as exc:
             failures.append(f"{name}: {exc}")
     assert registry.names(), f"nothing registered in {label}"
     assert not failures, "\n".join(failures)
+
+
+def test_the_registries_with_a_suite_of_their_own_exist() -> None:
+    assert OWN_SUITE <= set(registry_labels())
 
 
 @pytest.mark.parametrize(("name", "ok"), [

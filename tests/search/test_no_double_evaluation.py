@@ -30,12 +30,14 @@ def _study(cfg: dict[str, Any]) -> optuna.Study:
 
 def _evaluations(study: optuna.Study) -> Counter[str]:
     """How many times each architecture was evaluated: trials that ran an evaluation and
-    were told its result (not repeats told a stored one, not a dead worker's retried ones)."""
+    were told its result (not repeats told a stored one, not a dead worker's retried ones,
+    not those a killed driver left RUNNING, listed in the study's ``retried_trials``)."""
+    orphans = set(study.user_attrs.get("retried_trials") or [])
     return Counter(
         t.user_attrs["arch_hash"] for t in study.trials
         if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
         and "arch_hash" in t.user_attrs and t.user_attrs.get("duplicate_of") is None
-        and not t.user_attrs.get("retried"))
+        and not t.user_attrs.get("retried") and t.number not in orphans)
 
 
 def _twice(counts: Counter[str]) -> dict[str, int]:
