@@ -51,10 +51,13 @@ def test_two_workers_evaluate_each_subnet_once(local_ray, make_config) -> None:
     study = _study(cfg)
     counts = _evaluations(study)
     assert not _twice(counts), f"evaluated more than once: {_twice(counts)}"
-    trials = {t.number: t for t in study.trials}
-    waited = [t for t in study.trials if t.user_attrs.get("duplicate_of") is not None
-              and trials[t.user_attrs["duplicate_of"]].datetime_complete > t.datetime_start]
-    assert waited, "no repeat of a subnet in flight was proposed: the test proves nothing"
+    # Evolution proposes repeats (a child with no gene mutated is its parent: 0.9 ** 11, about
+    # 0.31 of the mutations on tiny), so a search with none would prove nothing. Whether one
+    # comes while its first proposal is still in flight depends on the workers' timing; that
+    # case is held deterministically by test_search_parts.py's
+    # test_ledger_evaluates_an_architecture_once_even_while_in_flight.
+    repeats = [t for t in study.trials if t.user_attrs.get("duplicate_of") is not None]
+    assert repeats, "no repeat of a subnet was proposed: the test proves nothing"
     pids = {t.user_attrs.get("worker_pid") for t in study.trials} - {None}
     assert len(pids) == 2
 
