@@ -4,6 +4,7 @@ SQLite by default (``latency_db/latency.sqlite``, or ``$NAS_DB_URL``), any SQLAl
 otherwise (PostgreSQL for a shared team database). See :class:`LatencyDB` for the contract.
 """
 
+from nas.db._kits import AlreadyImportedError, ImportRecord, KitModel, KitRecord
 from nas.db._records import (
     MAX_LATENCY_MS,
     SOURCES,
@@ -23,6 +24,10 @@ __all__ = [
     "SOURCES",
     "STATUSES",
     "TIMED_SOURCES",
+    "AlreadyImportedError",
+    "ImportRecord",
+    "KitModel",
+    "KitRecord",
     "LatencyDB",
     "MeasurementRecord",
     "PredictorRecord",

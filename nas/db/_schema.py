@@ -32,6 +32,9 @@ __all__ = [
     "SCHEMA_VERSION",
     "architectures",
     "devices",
+    "imports",
+    "kit_models",
+    "kits",
     "measurements",
     "metadata",
     "migrate",
@@ -40,7 +43,8 @@ __all__ = [
 ]
 
 #: The version of the tables below; a database with a larger one is refused.
-SCHEMA_VERSION = 1
+#: 1: devices, architectures, measurements, predictors. 2: kits, kit_models, imports.
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -106,8 +110,54 @@ predictors = Table(
     Index("ix_predictors_device_space_kind", "device", "space", "kind"),
 )
 
+#: A measurement kit as home recorded it when the kit was made (``nas latency kit``): its
+#: results are checked against this record on import, not against the manifest that comes back.
+kits = Table(
+    "kits",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("space", String(128), nullable=False),
+    # not a foreign key: a new (external) device is created when the kit's results come back
+    Column("device", String(64), nullable=False),
+    Column("profile", Text, nullable=False),  # DeviceProfile.to_dict() as JSON
+    Column("runner_sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+#: Each model file of a recorded kit: its sha256 and the architecture it was exported from.
+kit_models = Table(
+    "kit_models",
+    metadata,
+    Column("kit_id", String(64), ForeignKey("kits.id"), primary_key=True),
+    Column("file", String(255), primary_key=True),
+    Column("role", String(16), nullable=False),  # "reference" | "model"
+    Column("sha256", String(64), nullable=False),
+    Column("hash", String(16), nullable=False),
+    Column("arch", Text, nullable=False),  # Architecture.to_json()
+)
+
+#: Every import (a file of measurements, a kit's results): the same measurements, or the same
+#: kit, come in once. ``fingerprint``: sha256 of the measurements (see nas.measure._import).
+imports = Table(
+    "imports",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("fingerprint", String(64), nullable=False),
+    Column("kit_id", String(64), nullable=True),  # null for a plain file
+    Column("device", String(64), ForeignKey("devices.name"), nullable=False),
+    Column("space", String(128), nullable=False),
+    Column("source_file", Text, nullable=False),
+    Column("n_rows", Integer, nullable=False),
+    Column("first_id", Integer, nullable=True),
+    Column("last_id", Integer, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("fingerprint", name="uq_imports_fingerprint"),
+    UniqueConstraint("kit_id", name="uq_imports_kit_id"),
+)
+
 
 def migrate(conn: Connection, version: int) -> None:
     """Bring tables of an older schema ``version`` up to :data:`SCHEMA_VERSION`."""
-    # Version 1 is the first; later versions add their steps here, oldest first.
+    if version == 1:
+        return  # version 2 only adds tables, which the caller's create_all() makes
     raise DatabaseError(f"no migration from latency database schema version {version}")

@@ -2,19 +2,20 @@
 
 The class is assembled from one part per concern: the connection, transactions and schema
 (:mod:`nas.db._engine`), then one part per table (:mod:`~nas.db._devices`,
-:mod:`~nas.db._measurements`, :mod:`~nas.db._predictors`); values are checked in
+:mod:`~nas.db._measurements`, :mod:`~nas.db._predictors`, the kits and imports of
+:mod:`~nas.db._kits`); values are checked in
 :mod:`nas.db._validate` before anything is written.
 """
 
 from __future__ import annotations
 
-from nas.db._measurements import MeasurementTable
+from nas.db._kits import KitTable
 from nas.db._predictors import PredictorTable
 
 __all__ = ["LatencyDB"]
 
 
-class LatencyDB(MeasurementTable, PredictorTable):
+class LatencyDB(KitTable, PredictorTable):
     """The latency database: devices, architectures, measurements and fitted predictors.
 
     Any SQLAlchemy URL works; the default is a SQLite file (see :func:`resolve_db_url`).
@@ -23,10 +24,10 @@ class LatencyDB(MeasurementTable, PredictorTable):
 
     Contract (every backend):
 
-    * **Append-only.** Measurements and predictors are inserted, never updated or deleted
-      through this API; a re-measurement is a new row, and "the current" predictor is the
-      newest one. Returned records are frozen snapshots. Only a device row is updated in
-      place (:meth:`ensure_device` refreshes its profile).
+    * **Append-only.** Measurements, predictors, recorded kits and imports are inserted,
+      never updated or deleted through this API; a re-measurement is a new row, and "the
+      current" predictor is the newest one. Returned records are frozen snapshots. Only a
+      device row is updated in place (:meth:`ensure_device` refreshes its profile).
     * **Atomic.** Each call is one transaction: :meth:`add_measurements` stores all rows or
       none, and a rejected value (validated before anything is written) writes nothing.
     * **Thread and process safe.** One instance may be shared by threads (each call takes its
