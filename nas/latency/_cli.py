@@ -93,6 +93,9 @@ _ImportSpaceOpt = Annotated[str | None, typer.Option(
     "results.")]
 _ImportKitOpt = Annotated[Path | None, typer.Option(
     "--kit", help="The kit folder the results belong to, when the results file is not in it.")]
+_TrustManifestOpt = Annotated[bool, typer.Option(
+    "--trust-manifest", help="Import a kit this database has no record of (made before nas "
+    "recorded kits), checked against the manifest.json that came back with it only.")]
 # kit options
 _KitNOpt = Annotated[int, typer.Option(
     "--n", "-n", min=1, help="How many subnets the kit times (the reference subnet comes on "
@@ -408,21 +411,29 @@ def check(
 # ---------------------------------------------------------------------- import / export
 def import_cmd(
     file: _ImportFileArg, device: _ImportDeviceOpt = None, space: _ImportSpaceOpt = None,
-    kit: _ImportKitOpt = None, db: DbOpt = None, json_: JsonOpt = False,
+    kit: _ImportKitOpt = None, trust_manifest: _TrustManifestOpt = False, db: DbOpt = None,
+    json_: JsonOpt = False,
 ) -> None:
-    """Import latencies measured elsewhere, all or nothing (source "imported").
+    """Import latencies measured elsewhere, all or nothing (source "imported"), once.
 
     A file needs --device and --space. Optional fields: p10, p90, n_runs, status
     (ok/failed), error, env. A bad record fails the whole import with its line number;
-    nothing is written.
+    nothing is written. Two latencies of one subnet more than 1.5x apart in one file are
+    refused, naming both lines (closer ones are kept as repeats). Importing measurements
+    already imported into this database (the same subnets and values, whatever the file's
+    name, format or order) is refused with exit status 2, naming the first import; nothing
+    is stored twice.
 
     A measurement kit's results (`nas latency kit`; the kit folder, or its results.jsonl
     with the kit's manifest.json beside it) need neither: each result is checked against the
-    kit's manifest, and results for models that are not the kit's (file name or sha256),
-    from another kit or a modified run.py, timed with other threads, duplicated, or with a
-    latency that is not a finite number > 0 are refused in one line, nothing stored. Models
-    without a result are listed and the rest is imported; a kit is imported once. Stored
-    with the device's environment line in each measurement's env.
+    kit's manifest, then against the kit as this database recorded it when it was made (each
+    model's sha256 and architecture), and results for models that are not the kit's (file
+    name or sha256), from another kit or a modified run.py, timed with other threads,
+    duplicated, or with a latency that is not a finite number > 0 are refused in one line,
+    nothing stored. Models without a result are listed and the rest is imported; a kit is
+    imported once. A kit made with another database, or before kits were recorded, is
+    refused unless --trust-manifest. Stored with the device's environment line in each
+    measurement's env.
     """
     from nas.db import LatencyDB
     from nas.measure import read_import, store_import
@@ -430,7 +441,7 @@ def import_cmd(
     # the whole file is checked before the database is opened (or created)
     pending = read_import(file, device, space, kit=kit)
     with LatencyDB(db) as store:
-        report = store_import(store, pending)
+        report = store_import(store, pending, trust_manifest=trust_manifest)
         url = store.display_url
     if json_:
         print_json({**report.to_dict(), "db": url})
@@ -469,12 +480,12 @@ def kit_cmd(
     of are left out; --select says how the others are chosen.
     """
     from nas.latency._fit import prior_predictions
-    from nas.measure import write_kit
+    from nas.measure import kit_profile, write_kit
 
     _check_select(select)
     with _db(db) as store:
-        report = write_kit(space, device, n, out, seed=seed, select=select, db=store,
-                           priors=prior_predictions, threads=threads, repeats=repeats,
+        report = write_kit(space, kit_profile(device, threads), n, out, db=store, seed=seed,
+                           select=select, priors=prior_predictions, repeats=repeats,
                            progress=progress and not json_)
     if json_:
         print_json(report.to_dict())

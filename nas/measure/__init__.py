@@ -29,15 +29,24 @@ if TYPE_CHECKING:
     from nas.measure._environment import environment_fingerprint
     from nas.measure._import import (
         EXPORT_COLUMNS,
+        MAX_REPEAT_RATIO,
         ImportReport,
         PendingImport,
         export_measurements,
         import_measurements,
         import_results,
+        measurements_fingerprint,
         read_import,
         store_import,
     )
-    from nas.measure._kit import KitReport, KitResults, read_kit_results, write_kit
+    from nas.measure._kit import (
+        KitReport,
+        KitResults,
+        check_kit_record,
+        kit_profile,
+        read_kit_results,
+        write_kit,
+    )
     from nas.measure._lock import device_lock, lock_dir_for
     from nas.measure._measure import (
         ANCHOR_SESSIONS,
@@ -74,10 +83,12 @@ __getattr__, __dir__, __all__ = lazy_exports(
     {
         "nas.measure._campaign": ["CampaignReport", "run_campaign"],
         "nas.measure._environment": ["environment_fingerprint"],
-        "nas.measure._import": ["EXPORT_COLUMNS", "ImportReport", "PendingImport",
-                                "export_measurements", "import_measurements", "import_results",
-                                "read_import", "store_import"],
-        "nas.measure._kit": ["KitReport", "KitResults", "read_kit_results", "write_kit"],
+        "nas.measure._import": ["EXPORT_COLUMNS", "MAX_REPEAT_RATIO", "ImportReport",
+                                "PendingImport", "export_measurements", "import_measurements",
+                                "import_results", "measurements_fingerprint", "read_import",
+                                "store_import"],
+        "nas.measure._kit": ["KitReport", "KitResults", "check_kit_record", "kit_profile",
+                             "read_kit_results", "write_kit"],
         "nas.measure._lock": ["device_lock", "lock_dir_for"],
         "nas.measure._measure": ["ANCHOR_SESSIONS", "Exporter", "measure_architectures",
                                  "measure_on_devices", "reference_anchor"],

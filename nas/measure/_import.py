@@ -16,16 +16,30 @@ under one. The files :func:`export_measurements` writes can be imported again.
 The whole file is validated before anything is written, and written in one transaction: a bad
 record fails the import with one message naming its line, the field and the value.
 
+Two records of one subnet in one file are repeats: kept when their latencies are within a
+factor :data:`MAX_REPEAT_RATIO` of each other (the noise of timing one subnet twice), refused
+beyond it, naming both lines (1 ms and 50 ms for one subnet are two devices, two units or two
+settings in one file, not noise). Every import is recorded in the database with a fingerprint
+of its measurements (:func:`measurements_fingerprint`: the subnets and their values, whatever
+the file's name, format or line order): importing the same measurements again is refused,
+naming the first import, and nothing is stored twice.
+
 A measurement kit's results (``nas latency kit``; the kit folder, or its ``results.jsonl``
 with the kit's ``manifest.json`` beside it) are recognised by :func:`read_import` and checked
 against the kit's manifest instead (:func:`nas.measure._kit.read_kit_results`): the device and
-space come from the manifest, and results that are not the kit's are refused.
+space come from the manifest, and results that are not the kit's are refused. Then, before
+anything is stored, they are checked against the kit as the database recorded it when it was
+made (:func:`nas.measure._kit.check_kit_record`), not against the manifest that came back
+with them; a kit is imported once. A kit the database has no record of (made before kits were
+recorded, or with another database) is refused, unless the caller trusts its manifest
+(``trust_manifest``, ``--trust-manifest``).
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import importlib.util
 import io
 import json
@@ -37,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from nas._io import atomic_path, check_path, read_text
-from nas.db import LatencyDB
+from nas.db import AlreadyImportedError, LatencyDB
 from nas.db import validate_measurement as _validate_measurement
 from nas.devices import DeviceProfile, add_device, check_device_name, get_device
 from nas.errors import (
@@ -51,11 +65,13 @@ from nas.space import get_space
 
 __all__ = [
     "EXPORT_COLUMNS",
+    "MAX_REPEAT_RATIO",
     "ImportReport",
     "PendingImport",
     "export_measurements",
     "import_measurements",
     "import_results",
+    "measurements_fingerprint",
     "read_import",
     "store_import",
 ]
@@ -77,6 +93,9 @@ EXPORT_COLUMNS = (
     "env",
     "created_at",
 )
+
+#: Two latencies of one subnet in one file further apart than this factor are refused.
+MAX_REPEAT_RATIO = 1.5
 
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _SUFFIXES = (*_JSONL_SUFFIXES, ".csv", ".parquet")
@@ -343,27 +362,74 @@ def read_measurements(device: str, space: str, path: Path | str) -> list[dict[st
     check_device_name(device)
     get_space(space)  # an unknown space fails before the file is read
     rows = []
+    first: dict[str, tuple[str, float, str, float]] = {}  # hash: (where, min, where, max)
     for where, rec, text in _records(path):
         try:
             kw = _convert(rec, text, device, space, path.name)
-            rows.append(_validate_measurement(**kw))
+            row = _validate_measurement(**kw)
         except NASError as exc:
             raise DataError(f"{path}: {where}: {exc}") from None
+        _check_repeat(first, row, where, path)
+        rows.append(row)
     if not rows:
         raise DataError(f"{path}: no measurements found")
     return rows
 
 
+def _check_repeat(seen: dict[str, tuple[str, float, str, float]], row: dict[str, Any],
+                  where: str, path: Path) -> None:
+    """Refuse a latency of a subnet further than :data:`MAX_REPEAT_RATIO` from another of the
+    same subnet earlier in the file (``seen``: the lowest and highest so far)."""
+    lat = row["latency_ms"]
+    if lat is None:
+        return  # a failure conflicts with nothing
+    h = row["arch"].hash
+    if h not in seen:
+        seen[h] = (where, lat, where, lat)
+        return
+    lo_at, lo, hi_at, hi = seen[h]
+    for other_at, other in ((lo_at, lo), (hi_at, hi)):
+        if max(lat, other) > MAX_REPEAT_RATIO * min(lat, other):
+            raise DataError(
+                f"{path}: {other_at} and {where}: subnet {h} has latency_ms {other:g} and "
+                f"{lat:g}, more than {MAX_REPEAT_RATIO:g}x apart (repeats of one subnet are "
+                "kept within that; these look like two devices, units or settings in one "
+                "file): split the file or drop one; nothing imported")
+    seen[h] = (lo_at, lo, hi_at, hi) if lo <= lat <= hi else (
+        (where, lat, hi_at, hi) if lat < lo else (lo_at, lo, where, lat))
+
+
+def measurements_fingerprint(rows: list[dict[str, Any]]) -> str:
+    """What makes two imports the same measurements: sha256 over each row's subnet, status,
+    latency, percentiles, runs and error, in a canonical order (not the file's name, format,
+    line order or environment)."""
+    keys = sorted(
+        json.dumps([r["arch"].space, r["arch"].hash, r["status"], r["latency_ms"], r["p10"],
+                    r["p90"], r["n_runs"], r["error"]])
+        for r in rows)
+    return hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()
+
+
 def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
-                       rows: list[dict[str, Any]], *,
-                       profile: DeviceProfile | None = None) -> ImportReport:
-    """Store rows :func:`read_measurements` returned, in one transaction.
+                       rows: list[dict[str, Any]], *, profile: DeviceProfile | None = None,
+                       kit_id: str | None = None) -> ImportReport:
+    """Store rows :func:`read_measurements` returned and record the import, in one
+    transaction.
 
     Args:
         profile: the settings of a device to create when it is unknown (a kit's device);
             created external. Default: an external profile with the default settings.
+        kit_id: the kit the rows came from (a kit is imported once).
+
+    Raises:
+        AlreadyImportedError: the same measurements (or kit) were imported before, into
+            ``db``; nothing is stored.
     """
     path = Path(path)
+    fingerprint = measurements_fingerprint(rows)
+    prev = db.find_import(fingerprint=fingerprint, kit_id=kit_id)
+    if prev is not None:  # before a new device's profile is written
+        _already(path, kit_id, prev)
     ensure: DeviceProfile | None = None
     created, profile_path = False, None
     if device not in db.devices():
@@ -380,7 +446,11 @@ def store_measurements(db: LatencyDB, device: str, space: str, path: Path | str,
             ensure = DeviceProfile.from_dict(base)
             profile_path = add_device(ensure)
             created = True
-    ids = db._insert_measurements(device, rows, ensure=ensure)
+    try:
+        ids = db.add_import(device, rows, fingerprint=fingerprint, source_file=path.name,
+                            kit_id=kit_id, ensure=ensure)
+    except AlreadyImportedError as exc:  # a concurrent import of the same came first
+        _already(path, kit_id, exc.previous)
     return ImportReport(
         device=device,
         space=space,
@@ -442,27 +512,78 @@ def read_import(path: Path | str, device: str | None = None, space: str | None =
     return PendingImport(device, space, Path(path), read_measurements(device, space, path))
 
 
-def store_import(db: LatencyDB, pending: PendingImport) -> ImportReport:
-    """Store what :func:`read_import` read, in one transaction.
+def _already(path: Path, kit_id: str | None, prev: Any) -> None:
+    what = (f"the results of kit {kit_id} were" if kit_id is not None and prev.kit_id == kit_id
+            else "these measurements were")
+    raise AlreadyImportedError(f"{path}: {what} already imported {prev.describe()}; nothing "
+                               "imported", prev)
+
+
+def _authenticate(db: LatencyDB, pending: PendingImport, kit_id: str, trust_manifest: bool
+                  ) -> tuple[DeviceProfile | None, tuple[str, ...]]:
+    """A kit's results against the database's record of the kit: the profile to create its
+    device with and the kit's files without a result, both as recorded."""
+    from nas.measure._kit import check_kit_record
+
+    record = db.kit_record(kit_id)
+    if record is not None:
+        missing = check_kit_record(record, pending.rows, pending.device, pending.space,
+                                   pending.path)
+        return record.device, missing
+    if not trust_manifest:
+        raise DataError(
+            f"{pending.path}: kit {kit_id} is not recorded in the latency database "
+            f"{db.display_url}, so its manifest cannot be checked: import into the database "
+            "the kit was made with (--db), or, for a kit made before nas recorded kits, pass "
+            "--trust-manifest to check the results against the manifest that came back with "
+            "them only; nothing imported")
+    prev = db.find_import(kit_id=kit_id)
+    if prev is not None:
+        _already(pending.path, kit_id, prev)
+    # a trusted manifest: once per kit also for kits imported before imports were recorded
+    n = sum(1 for r in db.measurements(pending.device, pending.space, status=None)
+            if isinstance(r.env.get("kit"), dict) and r.env["kit"].get("id") == kit_id)
+    if n:
+        raise DataError(f"{pending.path}: kit {kit_id} is already imported ({n} measurement(s) "
+                        f"of {pending.space} on {pending.device}, from before imports were "
+                        "recorded); nothing imported")
+    return pending.profile, pending.missing
+
+
+def store_import(db: LatencyDB, pending: PendingImport, *,
+                 trust_manifest: bool = False) -> ImportReport:
+    """Store what :func:`read_import` read, in one transaction, and record the import.
+
+    A kit's results are first checked against the kit as ``db`` recorded it when it was made
+    (:func:`~nas.measure._kit.check_kit_record`).
+
+    Args:
+        db: the latency database.
+        pending: what :func:`read_import` read.
+        trust_manifest: import the results of a kit ``db`` has no record of (made before
+            kits were recorded), checked against the manifest that came back with them only.
 
     Raises:
-        DataError: the kit's results are already in ``db`` (nothing stored twice).
+        DataError: results that do not match the kit's record, a kit with no record (without
+            ``trust_manifest``), or measurements (a kit's results) already in ``db``
+            (:class:`~nas.db.AlreadyImportedError`, naming the first import); nothing is
+            stored.
     """
+    profile, missing = pending.profile, pending.missing
     if pending.kit_id is not None:
-        n = sum(1 for r in db.measurements(pending.device, pending.space, status=None)
-                if isinstance(r.env.get("kit"), dict) and r.env["kit"].get("id") == pending.kit_id)
-        if n:
-            raise DataError(f"kit {pending.kit_id} is already imported ({n} measurement(s) of "
-                            f"{pending.space} on {pending.device}); nothing imported")
+        profile, missing = _authenticate(db, pending, pending.kit_id, trust_manifest)
     report = store_measurements(db, pending.device, pending.space, pending.path, pending.rows,
-                                profile=pending.profile)
-    return dataclasses.replace(report, kit_id=pending.kit_id, missing=pending.missing)
+                                profile=profile, kit_id=pending.kit_id)
+    return dataclasses.replace(report, kit_id=pending.kit_id, missing=missing)
 
 
 def import_results(db: LatencyDB, path: Path | str, device: str | None = None,
-                   space: str | None = None, *, kit: Path | str | None = None) -> ImportReport:
-    """Import measurements or a kit's results (:func:`read_import`), all or nothing."""
-    return store_import(db, read_import(path, device, space, kit=kit))
+                   space: str | None = None, *, kit: Path | str | None = None,
+                   trust_manifest: bool = False) -> ImportReport:
+    """Import measurements or a kit's results (:func:`read_import`), all or nothing, once
+    (:func:`store_import`)."""
+    return store_import(db, read_import(path, device, space, kit=kit),
+                        trust_manifest=trust_manifest)
 
 
 def _require_pandas(what: str) -> Any:

@@ -10,9 +10,13 @@ Raspberry Pi, a Jetson)::
     reference.onnx  the space's reference subnet (every dimension at its middle choice)
     000_<hash>.onnx ...  the subnets to time
 
-The runner writes ``results.jsonl`` (an environment line, then one line per model) and
-``nas latency import`` takes it back (:func:`read_kit_results`): every line is checked against
-the manifest beside it, and results that are not the kit's are refused, nothing stored.
+The kit is recorded in the latency database when it is made (its id, device profile, runner
+and each model file's sha256 and architecture: :class:`nas.db.KitRecord`). The runner writes
+``results.jsonl`` (an environment line, then one line per model) and ``nas latency import``
+takes it back: every line is checked against the manifest beside it
+(:func:`read_kit_results`), then against the record (:func:`check_kit_record`), since the
+manifest travelled with the kit and may have been edited; results that are not the kit's are
+refused, nothing stored.
 
 Models are exported from one randomly initialised supernet: latency does not depend on the
 weights, only on the graph, so the kit needs no trained checkpoint. Kit results are stored
@@ -39,7 +43,7 @@ from nas.errors import ConfigError, DataError, NASError, UnknownNameError
 from nas.space import Architecture, SearchSpace, get_space
 
 if TYPE_CHECKING:
-    from nas.db import LatencyDB
+    from nas.db import KitRecord, LatencyDB
     from nas.measure._sampling import PriorSource, Selection
 
 __all__ = [
@@ -49,7 +53,9 @@ __all__ = [
     "RESULTS_FORMAT",
     "KitReport",
     "KitResults",
+    "check_kit_record",
     "kit_files",
+    "kit_profile",
     "read_kit_results",
     "runner_source",
     "write_kit",
@@ -112,8 +118,13 @@ class KitReport:
                 "run": "python run.py", "send_back": _RESULTS}
 
 
-def _kit_profile(device: str, threads: int | None) -> DeviceProfile:
-    """The device's profile, or a new external one for an unknown name."""
+def kit_profile(device: str, threads: int | None = None) -> DeviceProfile:
+    """The profile a kit for ``device`` times under: the device's own, or a new external one
+    for an unknown name (``threads`` intra-op threads, default 1).
+
+    Raises:
+        ConfigError: ``threads`` differs from a known device's profile, or a bad name.
+    """
     try:
         profile = get_device(device)
     except UnknownNameError:
@@ -126,6 +137,27 @@ def _kit_profile(device: str, threads: int | None) -> DeviceProfile:
             f"{profile.intra_op_threads}; leave --threads out or name another device"
         )
     return profile
+
+
+def _kit_device(device: str | DeviceProfile) -> DeviceProfile:
+    if isinstance(device, str):
+        return kit_profile(device)
+    if not isinstance(device, DeviceProfile):
+        raise ConfigError(f"device must be a device name or a DeviceProfile, got "
+                          f"{type(device).__name__}")
+    try:
+        known = get_device(device.name)
+    except UnknownNameError:
+        return device
+    def settings(p: DeviceProfile) -> dict[str, Any]:
+        return {k: v for k, v in p.to_dict().items() if k != "description"}
+
+    if settings(known) != settings(device):
+        diff = sorted(k for k, v in settings(device).items() if settings(known).get(k) != v)
+        raise ConfigError(
+            f"device {device.name}: the profile given differs from the registered one in "
+            f"{', '.join(diff)}; pass the name, or give the profile another name")
+    return known
 
 
 def _check_out(out: Path) -> Path:
@@ -218,50 +250,47 @@ def _measured(db: LatencyDB, device: str, space: str) -> list[Architecture]:
 
 
 def write_kit(
-    space: str | SearchSpace, device: str, n: int, out: Path | str, *, seed: int = 0,
-    select: str = "auto", db: LatencyDB | None = None, priors: PriorSource | None = None,
-    threads: int | None = None, repeats: int | None = None, progress: bool = False,
+    space: str | SearchSpace, device: str | DeviceProfile, n: int, out: Path | str, *,
+    db: LatencyDB, seed: int = 0, select: str = "auto", priors: PriorSource | None = None,
+    repeats: int | None = None, progress: bool = False,
 ) -> KitReport:
-    """Write a measurement kit for ``device`` into the new folder ``out``.
+    """Write a measurement kit for ``device`` into the new folder ``out``, and record it in
+    ``db``.
 
     The subnets are chosen by :func:`~nas.measure.select_for_measurement` (by default, for a
     device with few measurements, those the other devices' predictors disagree on most,
     spread over the MAC range, when ``priors`` gives them), never one the device already has
-    a measurement of, nor the reference. The folder is written whole or not at all.
+    a measurement of, nor the reference. The kit is recorded in ``db`` (its id, device
+    profile, runner and each model file's sha256 and architecture) before the folder appears:
+    its results are imported into that database only, checked against the record. The folder
+    is written whole or not at all.
 
     Args:
         space: the search space.
-        device: a device profile's name; an unknown name gets an external profile (written
-            into the manifest; the import creates it).
+        device: a device profile's name (an unknown name gets an external profile with one
+            thread, written into the manifest; the import creates it), or a profile
+            (:func:`kit_profile`: a new device with another thread count).
         n: subnets to time (1 .. :data:`MAX_KIT_MODELS`).
         out: a folder that does not exist yet (or is empty).
+        db: the latency database: the device's measurements, and where the kit is recorded.
         seed: seed of the choice.
         select: ``auto``, ``mixed``, ``spread`` or ``informative``.
-        db: the latency database (the device's measurements); ``None``: choose without it.
         priors: the other devices' predictions, for ``informative``
             (:func:`nas.latency.prior_predictions` reads the predictors stored in ``db``).
-        threads: intra-op threads of an unknown device (default 1); for a known one it must
-            equal its profile's.
         repeats: the runner's default passes (default 5).
         progress: show a progress bar while exporting.
 
     Raises:
         ConfigError: a bad argument or an ``out`` that is in use; nothing is written.
     """
-    from nas.measure._sampling import select_for_measurement
-
     sp = get_space(space)
     if not 1 <= n <= MAX_KIT_MODELS:
         raise ConfigError(f"--n must be in 1..{MAX_KIT_MODELS}, got {n}")
     if repeats is not None and not 1 <= repeats <= 1000:
         raise ConfigError(f"--repeats must be in 1..1000, got {repeats}")
-    profile = _kit_profile(device, threads)
+    profile = _kit_device(device)
     out = _check_out(Path(out))
-    done = _measured(db, profile.name, sp.name) if db is not None else []
-    sel: Selection = select_for_measurement(
-        sp, n, seed, method=select, db=db, device=profile.name, priors=priors,
-        exclude=[*done, sp.middle()], n_measured=len(done))
-    kit_id = uuid.uuid4().hex[:16]
+    sel, n_done = _choose(sp, profile, n, seed, select, db, priors)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
     try:
@@ -270,26 +299,55 @@ def write_kit(
         runner = runner_source().encode("utf-8")
         (tmp / "run.py").write_bytes(runner)
         manifest: dict[str, Any] = {
-            "format": KIT_FORMAT, "kit_id": kit_id,
+            "format": KIT_FORMAT, "kit_id": uuid.uuid4().hex[:16],
             "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
             "space": sp.name, "device": profile.to_dict(),
             "timing": {**DEFAULT_TIMING, **({"repeats": repeats} if repeats else {})},
             "weights": _WEIGHTS_NOTE,
             "selection": {**sel.to_dict(), "seed": seed, "n": n,
-                          "device_measurements": len(done)},
+                          "device_measurements": n_done},
             "runner": {"file": "run.py", "sha256": _sha256(runner)},
             "reference": ref, "models": models,
         }
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         (tmp / "README.txt").write_text(_readme(manifest), encoding="utf-8")
         size = sum(p.stat().st_size for p in tmp.iterdir())
+        db.record_kit(_record(manifest, sp, profile))  # before the kit exists, never after
         if out.exists():
             out.rmdir()  # empty, checked above
         tmp.rename(out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return KitReport(out, kit_id, sp.name, profile, len(models), manifest["selection"], size)
+    return KitReport(out, manifest["kit_id"], sp.name, profile, len(models),
+                     manifest["selection"], size)
+
+
+def _choose(sp: SearchSpace, profile: DeviceProfile, n: int, seed: int, select: str,
+            db: LatencyDB, priors: PriorSource | None) -> tuple[Selection, int]:
+    """The kit's subnets, and how many the device has measured already."""
+    from nas.db import LatencyDB
+    from nas.measure._sampling import select_for_measurement
+
+    if not isinstance(db, LatencyDB):
+        raise ConfigError(f"db must be the LatencyDB the kit is recorded in (its results are "
+                          f"imported there), got {type(db).__name__}")
+    done = _measured(db, profile.name, sp.name)
+    sel = select_for_measurement(
+        sp, n, seed, method=select, db=db, device=profile.name, priors=priors,
+        exclude=[*done, sp.middle()], n_measured=len(done))
+    return sel, len(done)
+
+
+def _record(manifest: dict[str, Any], sp: SearchSpace, profile: DeviceProfile) -> KitRecord:
+    """The kit as home records it: what its results are checked against."""
+    from nas.db import KitModel, KitRecord
+
+    models = [KitModel(e["file"], role, e["sha256"], sp.parse(e["arch"]))
+              for role, e in [("reference", manifest["reference"]),
+                              *(("model", e) for e in manifest["models"])]]
+    return KitRecord(manifest["kit_id"], sp.name, profile, manifest["runner"]["sha256"],
+                     tuple(models))
 
 
 # ---------------------------------------------------------------------- reading results
@@ -455,6 +513,69 @@ def _model_row(rec: dict[str, Any], entry: dict[str, Any], sp: SearchSpace,
         raise DataError(f"{where}: model {name}: {exc}; nothing imported") from None
 
 
+def _json_line(line: str, where: str) -> dict[str, Any]:
+    try:
+        rec = json.loads(line)
+    except ValueError as exc:
+        raise DataError(f"{where}: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deep") from None
+    if not isinstance(rec, dict):
+        raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
+def _model_name(rec: dict[str, Any], m: dict[str, Any], entries: dict[str, Any],
+                seen: set[str], where: str) -> str:
+    """The model file a result line is for, checked: the kit's, once."""
+    if rec.get("type") != "model":
+        raise DataError(f"{where}: type must be 'environment' or 'model', got "
+                        f"{rec.get('type')!r}")
+    name: Any = rec.get("file")
+    if rec.get("kit") != m["kit_id"]:
+        raise DataError(f"{where}: model {name}: a result of kit {rec.get('kit')!r}, not of "
+                        f"kit {m['kit_id']!r}; nothing imported")
+    if not isinstance(name, str) or name not in entries:
+        raise DataError(f"{where}: model {name!r} is not one of the kit's "
+                        f"{len(entries)} models; nothing imported")
+    if name in seen:
+        raise DataError(f"{where}: model {name}: a second result; nothing imported")
+    return name
+
+
+def _result_rows(text: str, m: dict[str, Any], sp: SearchSpace, results: Path
+                 ) -> tuple[dict[str, Any], list[dict[str, Any]], set[str]]:
+    """``(environment, rows, model files seen)`` of a results file, checked line by line
+    against the manifest ``m``."""
+    entries = {e["file"]: e for e in [m["reference"], *m["models"]]}
+    env: dict[str, Any] | None = None
+    rows: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{results}: line {n}"
+        rec = _json_line(line, where)
+        if rec.get("type") == "environment":
+            if env is not None:
+                raise DataError(f"{where}: a second environment line (results of two runs "
+                                "concatenated?); nothing imported")
+            _check_env(rec, m, where)
+            env = {k: v for k, v in rec.items() if k != "type"}
+            continue
+        if env is None:
+            raise DataError(f"{where}: a result before the environment line; the file is not "
+                            "what run.py writes")
+        name = _model_name(rec, m, entries, seen, where)
+        seen.add(name)
+        rows.append(_model_row(rec, entries[name], sp, env, results.name, where))
+    if env is None:
+        raise DataError(f"{results}: no environment line; the file is not what run.py writes")
+    if not rows:
+        raise DataError(f"{results}: no results")
+    return env, rows, seen
+
+
 def read_kit_results(
     path: Path | str, *, kit: Path | str | None = None, device: str | None = None,
     space: str | None = None,
@@ -469,6 +590,10 @@ def read_kit_results(
     with no result line are not an error: what is there is imported and the missing files
     are listed (a model the device could not run has a ``failed`` line instead, stored as
     a failed measurement).
+
+    The manifest came back with the results, so this check is only as good as it is: on
+    import, :func:`check_kit_record` checks the results again against what the database
+    recorded when the kit was made.
 
     Args:
         path: the kit folder or its results file.
@@ -491,50 +616,55 @@ def read_kit_results(
                             f"leave --{key} out")
     sp = get_space(m["space"])
     profile = DeviceProfile.from_dict(m["device"], where=f"{mpath}: device")
-    entries = {e["file"]: e for e in [m["reference"], *m["models"]]}
-    env: dict[str, Any] | None = None
-    rows: list[dict[str, Any]] = []
-    seen: set[str] = set()
     text = read_text(results, "kit results", error=DataError)
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"{results}: line {n}"
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"{where}: not valid JSON ({exc})") from None
-        except RecursionError:
-            raise DataError(f"{where}: JSON nested too deep") from None
-        if not isinstance(rec, dict):
-            raise DataError(f"{where}: expected a JSON object, got {type(rec).__name__}")
-        if rec.get("type") == "environment":
-            if env is not None:
-                raise DataError(f"{where}: a second environment line (results of two runs "
-                                "concatenated?); nothing imported")
-            _check_env(rec, m, where)
-            env = {k: v for k, v in rec.items() if k not in ("type",)}
-            continue
-        if env is None:
-            raise DataError(f"{where}: a result before the environment line; the file is not "
-                            "what run.py writes")
-        if rec.get("type") != "model":
-            raise DataError(f"{where}: type must be 'environment' or 'model', got "
-                            f"{rec.get('type')!r}")
-        name: Any = rec.get("file")
-        if rec.get("kit") != m["kit_id"]:
-            raise DataError(f"{where}: model {name}: a result of kit {rec.get('kit')!r}, not of "
-                            f"kit {m['kit_id']!r}; nothing imported")
-        if not isinstance(name, str) or name not in entries:
-            raise DataError(f"{where}: model {name!r} is not one of the kit's "
-                            f"{len(entries)} models; nothing imported")
-        if name in seen:
-            raise DataError(f"{where}: model {name}: a second result; nothing imported")
-        seen.add(name)
-        rows.append(_model_row(rec, entries[name], sp, env, results.name, where))
-    if env is None:
-        raise DataError(f"{results}: no environment line; the file is not what run.py writes")
-    if not rows:
-        raise DataError(f"{results}: no results")
-    missing = tuple(f for f in entries if f not in seen)
+    env, rows, seen = _result_rows(text, m, sp, results)
+    files_in_kit = [e["file"] for e in [m["reference"], *m["models"]]]
+    missing = tuple(f for f in files_in_kit if f not in seen)
     return KitResults(m["kit_id"], sp.name, profile, results, rows, missing, env)
+
+
+def check_kit_record(record: KitRecord, rows: list[dict[str, Any]], device: str, space: str,
+                     results: Path) -> tuple[str, ...]:
+    """Check a kit's result rows (:func:`read_kit_results`) against the kit as the database
+    recorded it when it was made, not as its manifest says now.
+
+    Returns:
+        The recorded model files with no result.
+
+    Raises:
+        DataError: one line: a model file the kit was not made with, a sha256 or an
+            architecture other than recorded (the manifest or a model was changed), another
+            runner, thread count, device or space.
+    """
+    kit = record.kit_id
+    edited = "the kit's files or manifest.json were changed after it was made; nothing imported"
+    if (device, space) != (record.device.name, record.space):
+        raise DataError(f"{results}: the manifest says device {device!r}, space {space!r}, but "
+                        f"kit {kit} was made for device {record.device.name!r}, space "
+                        f"{record.space!r}; {edited}")
+    env = json.loads(rows[0]["env"])["fingerprint"]
+    if env.get("runner_sha256") != record.runner_sha256:
+        raise DataError(f"{results}: written by a run.py that is not the one kit {kit} was made "
+                        f"with; {edited}")
+    threads = (env.get("threads") or {}).get("intra_op")
+    if threads != record.device.intra_op_threads:
+        raise DataError(f"{results}: timed with {threads} intra-op thread(s) but kit {kit} was "
+                        f"made for {record.device.intra_op_threads}; {edited}")
+    seen = set()
+    for r in rows:
+        claim = json.loads(r["env"])["kit"]
+        name = claim["file"]
+        model = record.model(name)
+        if model is None:
+            raise DataError(f"{results}: model {name} is not one of the {len(record.models)} "
+                            f"models kit {kit} was made with; {edited}")
+        if claim["sha256"] != model.sha256:
+            raise DataError(f"{results}: model {name}: sha256 {claim['sha256'][:12]}... is not "
+                            f"the {model.sha256[:12]}... recorded when kit {kit} was made: "
+                            f"the model timed is not the kit's; {edited}")
+        if r["arch"].hash != model.arch.hash:
+            raise DataError(f"{results}: model {name}: the manifest gives architecture "
+                            f"{r['arch'].hash}, but kit {kit} recorded {model.arch.hash} for "
+                            f"it; {edited}")
+        seen.add(name)
+    return tuple(m.file for m in record.models if m.file not in seen)

@@ -123,8 +123,10 @@ def test_unknown_device_created_as_external(
     assert stored is not None
     assert stored.external
     assert len(db.measurements("rpi4", SPACE)) == len(archs)
-    # A second import reuses the device.
-    assert not import_measurements(db, "rpi4", SPACE, path).device_created
+    # A second import (of new measurements: the same ones are refused) reuses the device.
+    again = _jsonl(tmp_path / "pi2.jsonl",
+                   [{"arch": a.to_dict(), "latency_ms": 41.0} for a in archs])
+    assert not import_measurements(db, "rpi4", SPACE, again).device_created
 
 
 BAD_JSONL = [

@@ -63,7 +63,8 @@ def kit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             [sys.executable, "-I", "-c", _NO_NAS, "--repeats", "3", "--quiet"],
             cwd=folder, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
-        yield {"folder": folder, "report": out, "stdout": proc.stdout}
+        yield {"folder": folder, "report": out, "stdout": proc.stdout,
+               "db": root / "db.sqlite"}
 
 
 @pytest.fixture(autouse=True)
@@ -74,9 +75,14 @@ def devices_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return folder
 
 
+def _home(kit: dict[str, Any], path: Path) -> Path:
+    """A copy of the database the kit was made with (and recorded in)."""
+    return Path(shutil.copyfile(kit["db"], path))
+
+
 @pytest.fixture
-def db(tmp_path: Path) -> Iterator[LatencyDB]:
-    store = LatencyDB(f"sqlite:///{tmp_path / 'latency.sqlite'}")
+def db(kit: dict[str, Any], tmp_path: Path) -> Iterator[LatencyDB]:
+    store = LatencyDB(f"sqlite:///{_home(kit, tmp_path / 'latency.sqlite')}")
     yield store
     store.close()
 
@@ -242,7 +248,7 @@ def test_missing_results_and_results_elsewhere(kit: dict[str, Any], db: LatencyD
     shutil.copy(kit["folder"] / "results.jsonl", away)
     with pytest.raises(DataError, match=r"no kit manifest is beside it; .* --kit DIR"):
         import_results(db, away)
-    other = LatencyDB(f"sqlite:///{tmp_path / 'other.sqlite'}")
+    other = LatencyDB(f"sqlite:///{_home(kit, tmp_path / 'other.sqlite')}")
     try:
         assert import_results(other, away, kit=folder).n_rows == N + 1
     finally:
@@ -251,18 +257,18 @@ def test_missing_results_and_results_elsewhere(kit: dict[str, Any], db: LatencyD
         import_results(db, tmp_path / "plain.jsonl")
 
 
-def test_kit_refusals_and_help(kit: dict[str, Any], tmp_path: Path) -> None:
-    from nas.measure import write_kit
+def test_kit_refusals_and_help(kit: dict[str, Any], db: LatencyDB, tmp_path: Path) -> None:
+    from nas.measure import kit_profile, write_kit
 
     with pytest.raises(ConfigError, match="exists and is not an empty folder"):
-        write_kit(SPACE, DEVICE, 2, kit["folder"])
+        write_kit(SPACE, DEVICE, 2, kit["folder"], db=db)
     with pytest.raises(ConfigError, match="--threads 4: device cpu-1t's profile has "
                        "intra_op_threads 1"):
-        write_kit(SPACE, "cpu-1t", 2, tmp_path / "k", threads=4)
+        write_kit(SPACE, kit_profile("cpu-1t", 4), 2, tmp_path / "k", db=db)
     with pytest.raises(ConfigError, match=r"--n must be in 1\.\.2000"):
-        write_kit(SPACE, DEVICE, 0, tmp_path / "k")
+        write_kit(SPACE, DEVICE, 0, tmp_path / "k", db=db)
     with pytest.raises(ConfigError, match="select method must be one of"):
-        write_kit(SPACE, DEVICE, 2, tmp_path / "k", select="best")
+        write_kit(SPACE, DEVICE, 2, tmp_path / "k", select="best", db=db)
     assert not (tmp_path / "k").exists()
     def flat(text: str) -> str:  # rich wraps help in boxes
         return " ".join(text.replace("│", " ").split())
