@@ -191,7 +191,8 @@ What to do on the device
 4. Send back results.jsonl, unchanged (one JSON line per model, and one line that
    describes the device: onnxruntime, numpy, platform, CPU, Python, threads, time).
 
-Back home, with results.jsonl put into the kit's folder:
+Back home, with results.jsonl put into the kit's folder, into the latency database
+the kit was made with (it recorded the kit; give the same --db):
        nas latency import KIT_FOLDER/results.jsonl     (or: nas latency import KIT_FOLDER)
 
 How it times (the protocol of `nas latency measure`): session options set explicitly
@@ -202,7 +203,8 @@ the latency is the model's median ratio to the reference times the reference's m
 over the whole run, so the device slowing down for a minute does not move it.
 
 Do not edit the .onnx files, manifest.json or run.py: every result carries the sha256
-of the model it timed and the import refuses what does not match this kit.
+of the model it timed and the import refuses what does not match this kit as it was
+recorded when made. A kit's results are imported once.
 Weights: {_WEIGHTS_NOTE}.
 """
 
