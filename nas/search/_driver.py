@@ -13,7 +13,9 @@ Faults:
   and the same parameters are enqueued so the trials run again elsewhere; they do not count;
 - a driver that dies leaves its in-flight trials RUNNING; ``resume`` fails them (marked
   retried), enqueues their parameters again, and goes on from the stored trials: nothing
-  completed is lost or evaluated again.
+  completed is lost or evaluated again. The driver holds the study's lease
+  (:mod:`nas.search._lease`) from the study's opening to its end, so a second driver is
+  refused while it lives, and a resume takes over only once it died.
 
 An architecture already evaluated in the study (the samplers do propose repeats) is told the
 stored values at once, and one being evaluated waits for that evaluation, with
@@ -33,6 +35,7 @@ from optuna.trial import Trial
 
 from nas.errors import ConfigError, NASError
 from nas.search._config import RaySearchConfig, SearchConfig
+from nas.search._lease import StudyLease
 from nas.search._params import arch_from_params, distributions
 from nas.search._pool import EvaluatorPool, cause, start_ray, stop_ray
 from nas.search._results import SearchResult, open_storage, result_from_study
@@ -173,6 +176,8 @@ class RaySearch:
         #: Ray object ref -> (actor index, its batch)
         self.pending: dict[Any, tuple[int, Batch]] = {}
         self.idle: list[int] = []
+        #: the study's lease, held from open() to the end of run()
+        self.lease: StudyLease | None = None
         self._shown = 0
         self._advance: Callable[..., None] = lambda **_: None
 
@@ -180,11 +185,18 @@ class RaySearch:
         """Open the study, start the workers, ask-evaluate-tell until the budget is spent
         (or ``stop`` is set), record the run; returns the stored result."""
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-        self.open()
-        if self.on_start is not None:
-            self.on_start()
-        if self.ledger.counted >= self.cfg.n_trials:
+        try:
+            self.open()
+            if self.on_start is not None:
+                self.on_start()
+            if self.ledger.counted < self.cfg.n_trials:
+                self._run_on_ray()
             return result_from_study(self.study, self.cfg.storage_url)
+        finally:
+            if self.lease is not None:
+                self.lease.release()
+
+    def _run_on_ray(self) -> None:
         started = start_ray(self.cfg.address)
         try:
             self.start_workers()
@@ -195,7 +207,6 @@ class RaySearch:
                 self.pool.shutdown()
             if started:
                 stop_ray()
-        return result_from_study(self.study, self.cfg.storage_url)
 
     # ------------------------------------------------------------------ steps
     def open(self) -> None:
@@ -203,8 +214,8 @@ class RaySearch:
         (a resumed study's stored configuration is checked once it is read)."""
         info = {} if self.resume else self._prepare(self.cfg)
         self.storage = open_storage(self.cfg.storage_url)
-        self.study, stored = open_study(self.cfg, self.storage, resume=self.resume,
-                                        predictor_info=info)
+        self.study, stored, self.lease = open_study(self.cfg, self.storage, resume=self.resume,
+                                                    predictor_info=info)
         if not isinstance(stored, RaySearchConfig):
             raise ConfigError(f"study {self.cfg.study_name!r} was run by engine "
                               f"{stored.engine!r}, not 'ray'; resume it with that engine")
@@ -259,6 +270,8 @@ class RaySearch:
         """Give every idle worker a batch, then take one finished batch; False when the
         budget is spent (or ``stop`` is set) and nothing is in flight."""
         led, budget = self.ledger, self.cfg.n_trials
+        if self.lease is not None:
+            self.lease.check()  # taken over: tell nothing more
         stopping = self.stop is not None and self.stop.is_set()
         while self.idle and not stopping and led.counted + led.in_flight < budget:
             batch = self.ask(min(self.cfg.batch_size, budget - led.counted - led.in_flight))

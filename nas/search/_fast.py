@@ -25,14 +25,15 @@ from typing import Any
 import numpy as np
 import optuna
 
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 from nas.search._config import PredictorSearchConfig, SearchConfig
 from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec, nondominated_ranks
 from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.space import ArchArrays, SearchSpace, get_space
 
-__all__ = ["MAX_SCORED", "PREDICTOR_POPULATION", "Scorer", "Specialization", "check_effort",
+__all__ = ["MAX_SCORED", "PREDICTOR_POPULATION", "Scorer", "SearchStopped", "Specialization",
+           "check_effort",
            "needs_model", "run_predictor_search", "search_resolutions", "specialize"]
 
 #: the predictor engine's population when the config sets none (Once-for-All's)
@@ -211,6 +212,10 @@ class _Stopped(Exception):
     """Raised inside the evolution when ``stop`` is set."""
 
 
+class SearchStopped(NASError):
+    """:func:`specialize` was stopped (its ``stop`` set) before it finished."""
+
+
 # ---------------------------------------------------------------------- storing
 def _stored_indices(res: EvolutionResult, n_trials: int, seed: int) -> np.ndarray:
     """The front, then a uniform sample of the rest, up to ``n_trials`` in all (the front
@@ -271,9 +276,11 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
     """Run a search whose every objective is a predictor in this process, and store it.
 
     ``on_trial(done, total)`` is called after each generation (``done`` generations of
-    ``total``). A study that already holds this search's trials is returned as it is with
-    ``resume`` (the search runs in one go: there is nothing to continue); one created but
-    left empty by a killed run is searched again from its seed.
+    ``total``). The search runs in one go, its trials stored at the end, then the record of
+    how it ran (:data:`ENGINE_KEY`). With ``resume``, a study that has that record is
+    returned as it is (there is nothing to continue); one whose driver died before it (the
+    study left empty, or with part of its trials stored) is searched again from its seed, and
+    only the subnets not stored yet are added: no subnet is stored twice.
 
     Raises:
         ConfigError: as :func:`~nas.search.run_search`.
@@ -283,18 +290,32 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     pcfg = PredictorSearchConfig.of(cfg)
     info: dict[str, Any] = {}
-    if not resume:
-        scorer, codec, info = _prepare(pcfg)
+    prepared = None if resume else _prepare(pcfg)
+    if prepared is not None:
+        info = prepared[2]
     storage = open_storage(pcfg.storage_url)
-    study, stored = open_study(pcfg, storage, resume=resume, predictor_info=info)
-    if not isinstance(stored, PredictorSearchConfig):
-        raise ConfigError(f"study {pcfg.study_name!r} was run by engine {stored.engine!r}, "
-                          "not 'predictor'; resume it with that engine")
-    pcfg = stored
-    if resume:
-        if study.get_trials(deepcopy=False):
-            return result_from_study(study, pcfg.storage_url)
-        scorer, codec, _ = _prepare(pcfg)
+    study, stored, lease = open_study(pcfg, storage, resume=resume, predictor_info=info)
+    try:
+        if not isinstance(stored, PredictorSearchConfig):
+            raise ConfigError(f"study {pcfg.study_name!r} was run by engine {stored.engine!r}, "
+                              "not 'predictor'; resume it with that engine")
+        if not (resume and ENGINE_KEY in study.user_attrs):
+            _search_and_store(stored, study, prepared or _prepare(stored), lease.check,
+                              progress=progress, stop=stop, on_trial=on_trial,
+                              on_start=on_start)
+    finally:
+        lease.release()
+    return result_from_study(study, stored.storage_url)
+
+
+def _search_and_store(pcfg: PredictorSearchConfig, study: optuna.Study,
+                      prepared: tuple[Scorer, GenomeCodec, dict[str, Any]],
+                      still_ours: Callable[[], None], *, progress: bool,
+                      stop: threading.Event | None,
+                      on_trial: Callable[[int, int], None] | None,
+                      on_start: Callable[[], None] | None) -> None:
+    """Evolve, then store the subnets the study does not hold yet and how the search ran."""
+    scorer, codec, _ = prepared
     if on_start is not None:
         on_start()
     gens = pcfg.generations
@@ -304,15 +325,19 @@ def run_predictor_search(cfg: SearchConfig, *, resume: bool = False, progress: b
             on_trial(g, gens)
 
     res, seconds = _evolve(pcfg, scorer, codec, progress=progress, stop=stop, on_trial=report)
+    if stop is not None and stop.is_set():
+        return  # stopped: nothing stored (resuming searches again); a front could take seconds
     idx = _stored_indices(res, pcfg.n_trials, pcfg.seed)
-    study.add_trials(_trials(pcfg, scorer, codec, res, idx))
+    held = {t.user_attrs.get("arch_hash") for t in study.get_trials(deepcopy=False)}
+    still_ours()  # a driver whose lease was taken over stores nothing
+    study.add_trials([t for t in _trials(pcfg, scorer, codec, res, idx)
+                      if t.user_attrs["arch_hash"] not in held])
     study.set_user_attr(ENGINE_KEY, {
         "engine": "predictor", "algorithm": "NSGA-II (nas.search._evolve)",
         "population": pcfg.population or PREDICTOR_POPULATION, "generations": res.generations,
         "scored": res.n_scored, "stored": len(idx), "seconds": round(seconds, 4),
         "resolutions": codec.resolutions.tolist(),
     })
-    return result_from_study(study, pcfg.storage_url)
 
 
 @dataclass
@@ -369,7 +394,8 @@ def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]
 
 
 def _refine(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, res: EvolutionResult,
-            key: str, bound: float) -> tuple[np.ndarray | None, int]:
+            key: str, bound: float, stop: threading.Event | None = None
+            ) -> tuple[np.ndarray | None, int]:
     """The best subnet by the first objective with ``key <= bound`` (and the search's
     constraints), by a short search of its own warm-started from the front's subnets within
     the bound and the final population; returns its genome (None if none is feasible) and
@@ -386,7 +412,11 @@ def _refine(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, res:
     within = front[scorer.metrics(codec.decode(res.X[front]))[key] <= bound]
     evo = Evolution(codec, evaluate, population=cfg.population or PREDICTOR_POPULATION,
                     seed=cfg.seed, initial=res.X[np.concatenate([within, res.population])])
-    r = evo.run(max(10, cfg.generations // 5))
+    def check(*_: Any) -> None:
+        if stop is not None and stop.is_set():
+            raise SearchStopped("specialize: stopped before it finished")
+
+    r = evo.run(max(10, cfg.generations // 5), check)
     top = r.population[0]
     return (r.X[top] if r.V[top] <= 0 else None), r.n_scored
 
@@ -397,7 +427,7 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
                proxy: str = "ofa-imagenet", seed: int = 0, population: int | None = None,
                generations: int = 300, db: str | None = None,
                latency_kind: str | None = None, interpolate: bool = False,
-               refine: bool = False) -> Specialization:
+               refine: bool = False, stop: threading.Event | None = None) -> Specialization:
     """Search ``space`` at predictor speed and return the front, storing nothing.
 
     Example:
@@ -413,8 +443,11 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
             front is thin at any single bound of a wide range: at 50 ms on note10 the
             front's pick was 0.0029 below OFA's search for that budget alone); the picks
             join the front. Costs about a fifth of the search per bound.
+        stop: when set (e.g. the client went away), the search ends at its next generation
+            and raises :class:`SearchStopped`.
 
     Raises:
+        SearchStopped: ``stop`` was set.
         ConfigError: a bad argument (one line naming it), an objective that needs a model,
             a constraint no subnet can meet.
     """
@@ -437,7 +470,9 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
             if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
                 raise ConfigError(f"budgets.{key} = {v!r}: must be a number > 0")
         levels.setdefault(key, []).extend(float(v) for v in values)
-    res, seconds = _evolve(cfg, scorer, codec, progress=False)
+    res, seconds = _evolve(cfg, scorer, codec, progress=False, stop=stop)
+    if stop is not None and stop.is_set():
+        raise SearchStopped("specialize: stopped before it finished")
     X, n_scored = res.X[res.front()], res.n_scored
     if refine:
         t0 = time.perf_counter()
@@ -446,7 +481,7 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
         with one_torch_thread(only_if_loaded=True):
             for key, values in levels.items():
                 for b in sorted(set(values)):
-                    x, n = _refine(cfg, scorer, codec, res, key, b)
+                    x, n = _refine(cfg, scorer, codec, res, key, b, stop)
                     n_scored += n
                     if x is not None:
                         X = np.concatenate([X, x[None, :]])

@@ -1,9 +1,10 @@
 """The study of a search: creating or resuming it, and what the driver knows about its trials.
 
-:func:`open_study` creates the Optuna study (or loads it to resume) and records the
-configuration on it. :class:`Ledger` is the driver's bookkeeping: trials counted toward the
-budget, architectures already evaluated or being evaluated (a repeat is told the stored result
-instead of being evaluated again), and the best feasible value for the progress bar.
+:func:`open_study` creates the Optuna study (or loads it to resume), takes its lease (one
+driver per study: :mod:`nas.search._lease`) and records the configuration on it.
+:class:`Ledger` is the driver's bookkeeping: trials counted toward the budget, architectures
+already evaluated or being evaluated (a repeat is told the stored result instead of being
+evaluated again), and the best feasible value for the progress bar.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from nas._config import validate
 from nas._io import mask_url
 from nas.errors import ConfigError
 from nas.search._config import SearchConfig
+from nas.search._lease import StudyLease, acquire_lease
 from nas.search._results import CONFIG_KEY, PREDICTORS_KEY, RETRIED_KEY
 from nas.space import Architecture
 
@@ -26,13 +28,19 @@ __all__ = ["Ledger", "load_ledger", "open_study"]
 
 
 def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resume: bool,
-               predictor_info: dict[str, Any]) -> tuple[optuna.Study, SearchConfig]:
-    """Create the study in ``storage``, or load it to resume; returns it and the
-    configuration in force.
+               predictor_info: dict[str, Any]) -> tuple[optuna.Study, SearchConfig, StudyLease]:
+    """Create the study in ``storage``, or load it to resume, and take its lease; returns
+    the study, the configuration in force and the lease (give it back with
+    :meth:`~nas.search._lease.StudyLease.release` when the search ends).
 
     When resuming, the stored configuration wins except for how the search runs (its
     ``run_fields``: ``n_trials``; on Ray also ``workers``, ``batch_size``,
-    ``worker_threads``, ``address``).
+    ``worker_threads``, ``address``). Nothing is written before the lease is taken: a
+    second driver of a running study is refused with the study as it was.
+
+    Raises:
+        ConfigError: as :func:`~nas.search.run_search`; another search drives the study
+            (:func:`~nas.search._lease.acquire_lease`).
     """
     name = cfg.study_name
     existing = None
@@ -41,7 +49,16 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
     except KeyError:
         pass
     if resume:
-        return _resume(cfg, storage, existing)
+        merged = _stored_config(cfg, existing)
+        lease = acquire_lease(storage, name, cfg.storage_url)
+        try:
+            study = optuna.load_study(study_name=name, storage=storage,
+                                      sampler=merged.optuna_sampler(len(merged.objectives)))
+            study.set_user_attr(CONFIG_KEY, merged.model_dump())
+        except BaseException:
+            lease.release()
+            raise
+        return study, merged, lease
     if existing is not None:
         _refuse_existing(cfg, existing)
     objs = cfg.objective_list
@@ -55,7 +72,20 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
         raise ConfigError(f"study {name!r} was just created in {mask_url(cfg.storage_url)} "
                           "by another search; one search drives a study: choose another "
                           "--study, or --resume it once that search has ended") from None
-    cfg = cfg.model_copy(update={"study": name, "storage": cfg.storage_url})
+    lease = acquire_lease(storage, name, cfg.storage_url)
+    try:
+        cfg = _record_config(cfg, study, predictor_info)
+    except BaseException:
+        lease.release()
+        raise
+    return study, cfg, lease
+
+
+def _record_config(cfg: SearchConfig, study: optuna.Study,
+                   predictor_info: dict[str, Any]) -> SearchConfig:
+    """Store the configuration, predictors and objectives of a new study on it."""
+    objs = cfg.objective_list
+    cfg = cfg.model_copy(update={"study": cfg.study_name, "storage": cfg.storage_url})
     study.set_user_attr(CONFIG_KEY, cfg.model_dump())
     study.set_user_attr(PREDICTORS_KEY, predictor_info)
     study.set_user_attr("objectives", [o.name for o in objs])
@@ -65,11 +95,12 @@ def open_study(cfg: SearchConfig, storage: optuna.storages.BaseStorage, *, resum
     from nas import __version__
 
     study.set_user_attr("nas_version", __version__)
-    return study, cfg
+    return cfg
 
 
-def _resume(cfg: SearchConfig, storage: optuna.storages.BaseStorage,
-            existing: optuna.Study | None) -> tuple[optuna.Study, SearchConfig]:
+def _stored_config(cfg: SearchConfig, existing: optuna.Study | None) -> SearchConfig:
+    """The configuration of the study to resume: the stored one, with ``cfg``'s run
+    settings (read only: nothing is written here)."""
     name, label = cfg.study_name, mask_url(cfg.storage_url)
     if existing is None:
         raise ConfigError(f"no study {name!r} in {label} to resume; start it without "
@@ -77,13 +108,9 @@ def _resume(cfg: SearchConfig, storage: optuna.storages.BaseStorage,
     stored = existing.user_attrs.get(CONFIG_KEY)
     if stored is None:
         raise ConfigError(f"study {name!r} in {label} was not written by `nas search`")
-    merged = validate(SearchConfig, {**stored, **cfg.run_settings(),
-                                     "study": name, "storage": cfg.storage_url},
-                      where=f"stored config of study {name!r}")
-    sampler = merged.optuna_sampler(len(merged.objectives))
-    study = optuna.load_study(study_name=name, storage=storage, sampler=sampler)
-    study.set_user_attr(CONFIG_KEY, merged.model_dump())
-    return study, merged
+    return validate(SearchConfig, {**stored, **cfg.run_settings(),
+                                   "study": name, "storage": cfg.storage_url},
+                    where=f"stored config of study {name!r}")
 
 
 def _refuse_existing(cfg: SearchConfig, existing: optuna.Study) -> None:
