@@ -55,47 +55,17 @@ class Guard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        path = scope.get("path", "")
-        root = scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root):] or "/"
         headers = scope.get("headers") or []
-        if self.expected is not None and path not in PUBLIC_PATHS:
-            given = next((v for k, v in headers if k == b"authorization"), b"")
-            if not secrets.compare_digest(given, self.expected):
-                await _reply(send, 401, "missing or wrong bearer token (Authorization: Bearer "
-                             "<token>)", [(b"www-authenticate", b"Bearer")])
-                return
+        if not self._authorized(_path(scope), headers):
+            await _reply(send, 401, "missing or wrong bearer token (Authorization: Bearer "
+                         "<token>)", [(b"www-authenticate", b"Bearer")])
+            return
         if scope.get("method") in ("GET", "HEAD", "DELETE", "OPTIONS"):
             await self.app(scope, receive, send)
             return
-        length = next((v for k, v in headers if k == b"content-length"), None)
-        if length is not None:
-            try:
-                declared = int(length)
-            except ValueError:
-                await _reply(send, 400, "bad Content-Length header")
-                return
-            if declared > self.max_body_bytes:
-                await _reply(send, 413, f"request body of {declared} bytes is above the limit "
-                             f"of {self.max_body_bytes} bytes")
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                await _reply(send, 413, f"request body is above the limit of "
-                             f"{self.max_body_bytes} bytes")
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        body = await self._read_body(headers, receive, send)
+        if body is None:  # refused (answered already), or the client went away
+            return
         sent = False
 
         async def replay() -> Message:
@@ -106,6 +76,51 @@ class Guard:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    def _authorized(self, path: str, headers: list[tuple[bytes, bytes]]) -> bool:
+        if self.expected is None or path in PUBLIC_PATHS:
+            return True
+        given = next((v for k, v in headers if k == b"authorization"), b"")
+        return secrets.compare_digest(given, self.expected)
+
+    async def _read_body(self, headers: list[tuple[bytes, bytes]], receive: Receive,
+                         send: Send) -> bytes | None:
+        """The whole body, or None once a refusal (400, 413) is sent or the client left."""
+        length = next((v for k, v in headers if k == b"content-length"), None)
+        if length is not None:
+            try:
+                declared = int(length)
+            except ValueError:
+                await _reply(send, 400, "bad Content-Length header")
+                return None
+            if declared > self.max_body_bytes:
+                await _reply(send, 413, f"request body of {declared} bytes is above the limit "
+                             f"of {self.max_body_bytes} bytes")
+                return None
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body_bytes:
+                await _reply(send, 413, f"request body is above the limit of "
+                             f"{self.max_body_bytes} bytes")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                return b"".join(chunks)
+
+
+def _path(scope: Scope) -> str:
+    """The request's path below the app's root path."""
+    path: str = scope.get("path", "")
+    root = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root):] or "/"
+    return path
 
 
 class RayPathsClosed:
@@ -120,14 +135,9 @@ class RayPathsClosed:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope.get("path", "")
-            root = scope.get("root_path", "")
-            if root and path.startswith(root):
-                path = path[len(root):] or "/"
-            if path.startswith(RAY_PATHS_PREFIX):
-                await _reply(send, 404, "not found")
-                return
+        if scope["type"] == "http" and _path(scope).startswith(RAY_PATHS_PREFIX):
+            await _reply(send, 404, "not found")
+            return
         await self.app(scope, receive, send)
 
 
