@@ -7,7 +7,10 @@ training, ``nas serve``) starts it through :func:`start_ray` and stops it with
 - **Loopback only.** A local instance is started with node IP ``127.0.0.1``: Ray's GCS,
   raylet, core-worker and agent servers then listen on loopback (Ray binds its gRPC servers to
   ``0.0.0.0`` unless the node IP is loopback), the dashboard is off and metrics collection
-  (an unauthenticated Prometheus endpoint) is off. A cluster given by ``address`` or
+  (an unauthenticated Prometheus endpoint) is off. Ray's autoscaler and dashboard processes
+  still start a Prometheus server each, without a token, on fixed ports that the
+  environment names: both are pointed at a port this process holds (bound, never listened
+  on), so neither can listen. A cluster given by ``address`` or
   ``$RAY_ADDRESS`` is joined unchanged: its operator chose its interfaces.
 - **Nothing outlives the driver.** A local start also starts a small watchdog process that
   follows the processes of that Ray instance (GCS, raylet, agents, workers) and kills them when
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +42,8 @@ LOOPBACK = "127.0.0.1"
 
 #: the watchdog of the Ray instance this process started (None when it joined a cluster)
 _watchdog: subprocess.Popen[bytes] | None = None
+#: the port held while a local instance runs so that Ray's metrics servers cannot listen
+_metrics_port: socket.socket | None = None
 
 
 def start_ray(address: str | None = None, *, num_cpus: int | None = None,
@@ -83,11 +89,14 @@ def stop_ray() -> None:
     """Shut Ray down in this process; a local instance's leftover processes are killed."""
     import ray
 
-    global _watchdog
+    global _watchdog, _metrics_port
     ray.shutdown()
     dog, _watchdog = _watchdog, None
     if dog is not None:
         _release(dog)
+    held, _metrics_port = _metrics_port, None
+    if held is not None:
+        held.close()
 
 
 # ---------------------------------------------------------------------------- local start
@@ -96,12 +105,19 @@ def _start_local(*, num_cpus: int | None, log_to_driver: bool, logging_level: in
     import ray
     from ray._private import ray_constants
 
-    global _watchdog
+    global _watchdog, _metrics_port
     if _watchdog is not None:  # an earlier instance shut down without stop_ray: reap it
         _release(_watchdog)
         _watchdog = None
     # Metrics collection opens an unauthenticated Prometheus endpoint; nothing here reads it.
-    wanted = {"RAY_enable_metrics_collection": "0", **env}
+    # The autoscaler's and the dashboard's own Prometheus servers listen on the ports these
+    # variables name: a port held here (bound without SO_REUSEADDR) makes their bind fail.
+    if _metrics_port is None:
+        _metrics_port = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _metrics_port.bind((LOOPBACK, 0))
+    held = str(_metrics_port.getsockname()[1])
+    wanted = {"RAY_enable_metrics_collection": "0", "AUTOSCALER_METRIC_PORT": held,
+              "DASHBOARD_METRIC_PORT": held, **env}
     before = {k: os.environ.get(k) for k in wanted}
     children_before = set(_children(_proc_table(), os.getpid()))
     # Ray turns a loopback node IP into the machine's address unless it believes clusters
