@@ -8,6 +8,7 @@ vectorised ``predict`` call with ``@serve.batch``, and runs the searches and exp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,9 +21,12 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from ray import serve
 
+from nas._ray import LOOPBACK
 from nas.errors import ArchitectureError, NASError, UnknownNameError
 from nas.serve._guard import Guard
+from nas.serve._limits import SEARCH_CAPS, Slots
 from nas.serve._schemas import (
+    BUSY,
     ERRORS,
     DeviceOut,
     HealthOut,
@@ -100,6 +104,7 @@ def _openapi(api: FastAPI, token: bool) -> dict[str, Any]:
                     if status[:1] in "45" and "application/json" not in content:
                         response["content"] = {"application/json": next(
                             iter(content.values()), {})}
+        _service_caps(schema)
         if token:
             schema.setdefault("components", {})["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}}
@@ -108,6 +113,24 @@ def _openapi(api: FastAPI, token: bool) -> dict[str, Any]:
                 method["security"] = []
         api.openapi_schema = schema
     return api.openapi_schema
+
+
+def _service_caps(schema: dict[str, Any]) -> None:
+    """Write the service's own caps of a search (:data:`~nas.serve._limits.SEARCH_CAPS`,
+    below the search configs' bounds) into the schema's search config models."""
+    for model in schema.get("components", {}).get("schemas", {}).values():
+        props = model.get("properties", {})
+        if "n_trials" not in props:
+            continue
+        for key, cap in SEARCH_CAPS.items():
+            prop = props.get(key)
+            if prop is None:
+                continue
+            for part in prop.get("anyOf", [prop]):
+                if part.get("type") == "integer":
+                    part["maximum"] = min(cap, part.get("maximum", cap))
+            prop["description"] = (prop.get("description", "") +
+                                   f" (at most {cap} in this service)").strip()
 
 
 @dataclass(frozen=True)
@@ -162,6 +185,10 @@ class NASService:
         batcher.set_max_batch_size(settings.max_batch_size)
         batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
         self.jobs: Any = None  # the searches and exports, created on first use
+        self.slots = {what: Slots(what, limit) for what, limit in (
+            ("specialize", settings.max_specialize), ("predict", settings.max_predicts),
+            ("export", settings.max_exports), ("report", settings.max_reports))}
+        _bind_internal_grpc(LOOPBACK)
 
     def __serve_build_asgi_app__(self) -> Any:
         api = build_api(self)
@@ -209,6 +236,36 @@ class NASService:
 
             self.jobs = Jobs(self.settings)
         return self.jobs
+
+
+def _bind_internal_grpc(host: str) -> None:
+    """Make this replica's gRPC servers listen on ``host`` (Ray Serve binds them to every
+    interface, ``[::]``): its inter-deployment server and, with direct ingress, its gRPC one.
+
+    Called in the replica's process before Serve starts them (Serve builds the user's class,
+    then starts its servers). The hooks are Ray Serve's private names; absent in another Ray
+    version, nothing changes (``tests/serve/test_bounded.py`` reads the replica's sockets).
+    """
+    with contextlib.suppress(Exception):
+        from ray.serve._private import default_impl, replica
+
+        def local(address: str) -> str:
+            return f"{host}:{address[5:]}" if address.startswith("[::]:") else address
+
+        add_port = replica.add_port_to_grpc_server
+        if not getattr(add_port, "_nas_host", None):
+            def add_port_here(server: Any, address: str) -> Any:
+                return add_port(server, local(address))
+
+            add_port_here._nas_host = host  # type: ignore[attr-defined]
+            replica.add_port_to_grpc_server = add_port_here
+        add_address = default_impl.add_grpc_address
+        if not getattr(add_address, "_nas_host", None):
+            def add_address_here(server: Any, address: str) -> Any:
+                return add_address(server, local(address))
+
+            add_address_here._nas_host = host  # type: ignore[attr-defined]
+            default_impl.add_grpc_address = add_address_here  # type: ignore[assignment]
 
 
 # ---------------------------------------------------------------------- routes
@@ -306,7 +363,8 @@ def build_api(svc: NASService) -> FastAPI:
         """The registered search spaces and their choices."""
         return _spaces()
 
-    @api.post("/latency/predict", response_model=PredictResponse, tags=["latency"])
+    @api.post("/latency/predict", response_model=PredictResponse, tags=["latency"],
+              responses=BUSY)
     async def predict(req: PredictRequest) -> JSONResponse:
         """Predicted latency (ms) of each architecture on a device.
 
@@ -324,7 +382,8 @@ def build_api(svc: NASService) -> FastAPI:
         archs = _parse_archs(sp, req)
         key = (req.device, sp.name, req.kind)
         try:
-            ms = await svc.predict(key, archs)
+            with svc.slots["predict"].hold():
+                ms = await svc.predict(key, archs)
         except UnknownNameError as exc:
             raise field_error(("body", "device"), str(exc)) from None
         except NASError as exc:  # nothing fitted for (device, space, kind)

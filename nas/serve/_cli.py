@@ -46,6 +46,7 @@ def serve_cmd(
     GET /exports/{id}/{file}. Starts a local Ray instance.
     """
     from nas.serve import ServiceSettings, check_port_free, resolve_token, start
+    from nas.serve._settings import check_files
 
     token, generated = resolve_token(host)
     settings = ServiceSettings(
@@ -53,7 +54,9 @@ def serve_cmd(
         allowed_roots=tuple(str(p) for p in (allow_root or [])), max_archs=max_archs,
         max_body_bytes=max_body, ingress=ingress,
     )
-    check_port_free(host, port)  # at once, not after a minute of starting Ray
+    # at once, not after a minute of starting Ray: the port, then the files
+    check_port_free(host, port)
+    check_files(settings)
     err_console.print("[dim]starting Ray and Ray Serve...[/dim]")
     svc = start(settings, num_cpus=num_cpus)
     stop = threading.Event()

@@ -12,6 +12,7 @@ them exists is never said.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import secrets
@@ -23,12 +24,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nas.errors import ConfigError, NASError
+from nas.serve._limits import SEARCH_CAPS
 from nas.serve._settings import ServiceSettings
 
 if TYPE_CHECKING:
     from nas.search import SearchConfig
 
-__all__ = ["ExportRecord", "Jobs", "SearchJob", "check_id", "checked_path"]
+__all__ = ["ExportRecord", "Jobs", "SearchJob", "check_id", "checked_path", "counts"]
 
 _ID_RE = re.compile(r"^[0-9a-f]{16}$")
 _FILE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -74,6 +76,31 @@ def checked_path(value: str, roots: tuple[Path, ...], loc: tuple[str | int, ...]
     if not resolved.exists():
         raise RequestError(loc, f"{value!r} does not exist")
     return str(resolved)
+
+
+def counts(res: Any) -> tuple[int, int]:
+    """Trials completed and failed (not counting those run again) of a stored search: the
+    one source of both the list of searches and each search's status."""
+    return (res.n_complete, res.n_failed) if res is not None else (0, 0)
+
+
+def _check_request_fields(raw: dict[str, Any]) -> None:
+    """Refuse what a request may not set: the service's own fields, a proxy option that is
+    not a scalar setting, an effort above :data:`~nas.serve._limits.SEARCH_CAPS`."""
+    for key in _SERVICE_FIELDS:
+        if raw.get(key) is not None:
+            raise RequestError(("body", key), f"{key} is set by the service, not by a "
+                               "request; leave it out")
+    for key, cap in SEARCH_CAPS.items():
+        value = raw.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and value > cap:
+            raise RequestError(("body", key), f"{key} = {value} is above this service's "
+                               f"limit of {cap}")
+    opts = raw.get("proxy_options") or {}
+    for key in opts if isinstance(opts, dict) else ():
+        if key not in _PROXY_OPTIONS:
+            raise RequestError(("body", "proxy_options", key), f"unknown proxy option "
+                               f"{key!r}; allowed: {', '.join(_PROXY_OPTIONS)}")
 
 
 def _one_line(exc: BaseException) -> str:
@@ -145,8 +172,9 @@ class SearchJob:
     stop: threading.Event = field(default_factory=threading.Event)
     status: str = "pending"
     error: str | None = None
-    done: int = 0
     thread: threading.Thread | None = None
+    #: (completed, failed) once the search has ended (they cannot change then)
+    final_counts: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -184,15 +212,7 @@ class Jobs:
         """
         from nas.search import RaySearchConfig
 
-        for key in _SERVICE_FIELDS:
-            if raw.get(key) is not None:
-                raise RequestError(("body", key), f"{key} is set by the service, not by a "
-                                   "request; leave it out")
-        opts = raw.get("proxy_options") or {}
-        for key in opts if isinstance(opts, dict) else ():
-            if key not in _PROXY_OPTIONS:
-                raise RequestError(("body", "proxy_options", key), f"unknown proxy option "
-                                   f"{key!r}; allowed: {', '.join(_PROXY_OPTIONS)}")
+        _check_request_fields(raw)
         cfg = {**raw, "storage": self.settings.search_storage, "db": self.settings.db}
         config = _validated(cfg)
         roots = self.settings.roots
@@ -265,17 +285,28 @@ class Jobs:
     def _run(self, job: SearchJob) -> None:
         from nas.search import run_search
 
-        def on_trial(done: int, _budget: int) -> None:
-            job.done = done
+        def on_start(*_: Any) -> None:  # the checks passed: the search itself starts
+            with self._lock:
+                if job.status == "pending":
+                    job.status = "running"
 
-        job.status = "running"
         try:
-            run_search(job.config, progress=False, stop=job.stop, on_trial=on_trial)
+            run_search(job.config, progress=False, stop=job.stop, on_start=on_start)
         except Exception as exc:
             job.error = _one_line(exc)
-            job.status = "failed"
-            return
-        job.status = "cancelled" if job.stop.is_set() else "completed"
+            end = "failed"
+        else:
+            end = "cancelled" if job.stop.is_set() else "completed"
+        with contextlib.suppress(Exception):  # counted once, while nothing else writes
+            job.final_counts = counts(self.results(job))
+        with self._lock:
+            job.status = end
+
+    def counts(self, job: SearchJob) -> tuple[int, int]:
+        """Trials completed and failed of ``job``, from its study (as its status says)."""
+        if job.final_counts is not None:
+            return job.final_counts
+        return counts(self.results(job))
 
     def get(self, job_id: str) -> SearchJob:
         check_id(job_id, "search")
@@ -286,9 +317,10 @@ class Jobs:
 
     def cancel(self, job_id: str) -> SearchJob:
         job = self.get(job_id)
-        if job.status in ("pending", "running"):
-            job.stop.set()
-            job.status = "cancelling"
+        with self._lock:
+            if job.status in ("pending", "running"):
+                job.stop.set()
+                job.status = "cancelling"
         return job
 
     def results(self, job: SearchJob) -> Any:

@@ -8,7 +8,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
 
 from nas.search import search_config_type
+from nas.serve._jobs import counts
+from nas.serve._limits import retry_headers
 from nas.serve._schemas import (
+    BUSY,
     SEARCH_ERRORS,
     ExportOut,
     ExportRequest,
@@ -29,11 +32,10 @@ def _search_out(job: Any, res: Any) -> dict[str, Any]:
     cfg = job.config
     objectives = [{"name": o.name, "direction": o.direction, "label": o.label}
                   for o in cfg.objective_list]
+    done, failed = counts(res)
     return {
         "id": job.id, "study": cfg.study_name, "status": job.status, "error": job.error,
-        "n_trials": cfg.n_trials,
-        "trials_done": res.n_complete if res is not None else 0,
-        "trials_failed": res.n_failed if res is not None else 0,
+        "n_trials": cfg.n_trials, "trials_done": done, "trials_failed": failed,
         "objectives": objectives,
         "front": [_trial_out(t) for t in res.front] if res is not None else [],
     }
@@ -54,7 +56,8 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
     @api.exception_handler(RequestError)
     async def _request_error(_: Request, exc: RequestError) -> JSONResponse:
         return JSONResponse({"detail": [{"loc": list(exc.loc), "msg": str(exc),
-                                         "type": "value_error"}]}, status_code=exc.status)
+                                         "type": "value_error"}]}, status_code=exc.status,
+                            headers=retry_headers() if exc.status == 429 else None)
 
     def create_search(config: Any) -> dict[str, Any]:
         """Start a search (a search config, as in `nas search --config`); returns its id.
@@ -80,8 +83,12 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
     def list_searches() -> list[dict[str, Any]]:
         """The searches this service runs or ran since it started."""
         jobs = svc.jobs_or_create()
-        return [{"id": j.id, "study": j.config.study_name, "status": j.status,
-                 "trials_done": j.done} for j in jobs.searches.values()]
+        out = []
+        for j in list(jobs.searches.values()):
+            done, failed = jobs.counts(j)
+            out.append({"id": j.id, "study": j.config.study_name, "status": j.status,
+                        "trials_done": done, "trials_failed": failed})
+        return out
 
     @api.get("/searches/{search_id}", response_model=SearchOut, tags=["search"])
     def get_search(search_id: str) -> dict[str, Any]:
@@ -100,25 +107,29 @@ def add_job_routes(api: FastAPI, svc: Any) -> None:
         job = jobs.cancel(search_id)
         return _search_out(job, jobs.results(job))
 
-    @api.get("/searches/{search_id}/report", response_class=HTMLResponse, tags=["search"])
+    @api.get("/searches/{search_id}/report", response_class=HTMLResponse, tags=["search"],
+             responses=BUSY)
     def search_report(search_id: str) -> HTMLResponse:
         """The search's report: one self-contained HTML page (as `nas report`)."""
         from nas.report import render_report
 
         jobs = svc.jobs_or_create()
         job = jobs.get(search_id)
-        res = jobs.results(job)
-        if res is None:
-            raise RequestError(("path", "search_id"), f"search {search_id} has no trial yet",
-                               status=404)
-        return HTMLResponse(render_report(res))
+        with svc.slots["report"].hold():
+            res = jobs.results(job)
+            if res is None or not res.trials:
+                raise RequestError(("path", "search_id"), f"search {search_id} has no trial "
+                                   "yet", status=404)
+            return HTMLResponse(render_report(res))
 
-    @api.post("/exports", response_model=ExportOut, status_code=201, tags=["export"])
+    @api.post("/exports", response_model=ExportOut, status_code=201, tags=["export"],
+              responses=BUSY)
     def create_export(req: ExportRequest) -> dict[str, Any]:
         """Export one trial of a study run by this service (ONNX, weights, manifest; verified
         against torch before it is kept). The same trial twice gives the same export."""
-        rec = svc.jobs_or_create().export(req.study, req.trial)
-        return _export_out(rec)
+        with svc.slots["export"].hold():
+            rec = svc.jobs_or_create().export(req.study, req.trial)
+            return _export_out(rec)
 
     @api.get("/exports/{export_id}", response_model=ExportOut, tags=["export"])
     def get_export(export_id: str) -> dict[str, Any]:

@@ -13,8 +13,10 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from nas.search import OneOf
 
 __all__ = [
+    "BUSY",
     "ERRORS",
     "ID_PATTERN",
+    "MAX_BOUNDS",
     "NAME_PATTERN",
     "SEARCH_ERRORS",
     "ArchIn",
@@ -40,6 +42,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 ID_PATTERN = r"^[0-9a-f]{16}$"
 
 _HARD_MAX_ARCHS = 100_000  # the service's own limit (settings.max_archs) is checked after
+#: bounds one /specialize request may pick subnets at (its constraints and budget values in
+#: all): each is an entry of the answer's ``best``, and with ``refine`` a search of its own
+MAX_BOUNDS = 64
 
 
 
@@ -85,7 +90,13 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 #: Errors of POST /searches besides those.
 SEARCH_ERRORS: dict[int | str, dict[str, Any]] = {
     409: _error("the study name is taken"),
-    429: _error("as many searches run as the service allows; retry later"),
+    429: _error("as many searches run as the service allows; retry after the Retry-After "
+                "header's seconds"),
+}
+#: The error of a route that computes, when as many run as the service allows.
+BUSY: dict[int | str, dict[str, Any]] = {
+    429: _error("as many of these requests run as the service allows; retry after the "
+                "Retry-After header's seconds"),
 }
 
 
@@ -220,9 +231,11 @@ class SpecializeRequest(_Strict):
         "accuracy, latency:<device>, macs, params (several: the Pareto front)"))
     constraints: dict[str, float] = Field(default_factory=dict, max_length=16, description=(
         "upper bounds, e.g. {\"latency:note10\": 20}"))
-    budgets: dict[str, list[float]] = Field(default_factory=dict, max_length=16, description=(
-        "more bounds at which to pick the best subnet of the front, e.g. "
-        "{\"latency:note10\": [15, 20, 30]}"))
+    budgets: dict[str, Annotated[list[float], Field(max_length=MAX_BOUNDS)]] = Field(
+        default_factory=dict, max_length=16, description=(
+            "more bounds at which to pick the best subnet of the front, e.g. "
+            f"{{\"latency:note10\": [15, 20, 30]}}; at most {MAX_BOUNDS} bounds in all, "
+            "constraints included"))
     seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1)
     population: StrictInt | None = Field(default=None, ge=2, le=1000,
                                          description="default 100")

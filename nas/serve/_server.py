@@ -16,7 +16,7 @@ from typing import Any
 from nas._ray import start_ray, stop_ray
 from nas._settings import ray_address
 from nas.errors import ConfigError, NASError
-from nas.serve._settings import ServiceSettings
+from nas.serve._settings import ServiceSettings, check_files
 
 __all__ = ["RunningService", "check_port_free", "ray_env", "start"]
 
@@ -169,13 +169,15 @@ def start(settings: ServiceSettings, *, num_cpus: int | None = None,
         timeout_s: how long to wait for the service to answer.
 
     Raises:
-        ConfigError: the port is in use; ``$RAY_ADDRESS`` names a cluster (the service
-            starts its own instance); or Ray already runs in this process without the
+        ConfigError: the port is in use; a file setting cannot work
+            (:func:`~nas.serve._settings.check_files`); ``$RAY_ADDRESS`` names a cluster
+            (the service starts its own instance); or Ray already runs in this process without the
             environment ``settings.ingress`` needs (call ``ray.shutdown()`` first, or use
             ``ingress="proxy"``).
         NASError: the service did not come up.
     """
     check_port_free(settings.host, settings.port)
+    check_files(settings)
     import ray
 
     env = ray_env(settings)

@@ -13,9 +13,9 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from nas._config import ConfigModel, format_validation_error
 from nas._settings import env_with_prefix
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 
-__all__ = ["INGRESS_MODES", "ServiceSettings", "is_loopback", "resolve_token"]
+__all__ = ["INGRESS_MODES", "ServiceSettings", "check_files", "is_loopback", "resolve_token"]
 
 #: How HTTP reaches the service's replica: ``"direct"`` is Ray Serve's throughput-optimised
 #: direct ingress (the replica itself listens on ``host:port``); ``"proxy"`` is Ray Serve's
@@ -57,7 +57,8 @@ def resolve_token(host: str, env: Mapping[str, str] | None = None) -> tuple[str 
 #: the integer settings and their bounds (inclusive)
 _INT_BOUNDS = {"port": (1, 65535), "max_archs": (1, 100_000),
                "max_body_bytes": (1024, 1 << 30), "max_batch_size": (1, 4096),
-               "max_searches": (1, 1024)}
+               "max_searches": (1, 1024), "max_specialize": (1, 64), "max_predicts": (1, 4096),
+               "max_exports": (1, 64), "max_reports": (1, 64)}
 
 
 class ServiceSettings(ConfigModel):
@@ -85,6 +86,10 @@ class ServiceSettings(ConfigModel):
         max_batch_size: most predict requests ``@serve.batch`` merges into one call.
         batch_wait_timeout_s: how long a batch waits to fill.
         max_searches: most searches running at once (429 above).
+        max_specialize: most ``POST /specialize`` computing at once (429 above).
+        max_predicts: most ``POST /latency/predict`` computing at once (429 above).
+        max_exports: most ``POST /exports`` computing at once (429 above).
+        max_reports: most reports (``GET /searches/{id}/report``) rendered at once (429).
         ingress: one of :data:`INGRESS_MODES`.
 
     Paths are made absolute on construction, in the process that read them: the replica and
@@ -105,6 +110,10 @@ class ServiceSettings(ConfigModel):
     max_batch_size: int = 64
     batch_wait_timeout_s: float = Field(default=0.002, allow_inf_nan=True)  # NaN: ours
     max_searches: int = 2
+    max_specialize: int = 2
+    max_predicts: int = 128
+    max_exports: int = 1
+    max_reports: int = 2
     ingress: str = "direct"
 
     def __init__(self, **data: Any) -> None:
@@ -213,3 +222,64 @@ class ServiceSettings(ConfigModel):
     def with_(self, **changes: Any) -> ServiceSettings:
         """A copy with ``changes``, validated as the original was."""
         return ServiceSettings(**{**self.model_dump(), **changes})
+
+
+def check_files(settings: ServiceSettings) -> None:
+    """Refuse, before anything starts, a service whose files cannot work: a ``state_dir``
+    that is not a folder (or cannot be made), a latency database that cannot be read as one,
+    a search storage that cannot be opened, an allowed root that is not an existing folder.
+
+    Raises:
+        ConfigError: one line naming the setting, its value and what is wrong.
+    """
+    state = settings.state_path
+    if state.exists() and not state.is_dir():
+        raise ConfigError(f"--state-dir {str(state)!r} is not a folder; give a folder (it is "
+                          "made if missing)")
+    try:
+        state.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"--state-dir {str(state)!r} cannot be made: "
+                          f"{exc.strerror or exc}") from None
+    for root in settings.allowed_roots:
+        if not Path(root).is_dir():
+            raise ConfigError(f"--allow-root {root!r} is not an existing folder")
+    _check_db(settings.db)
+    _check_storage(settings.search_storage)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _check_db(url: str | None) -> None:
+    from nas._io import mask_url
+    from nas.db import LatencyDB
+
+    try:
+        db = LatencyDB(url)
+        try:
+            db.devices()
+        finally:
+            db.close()
+    except NASError as exc:
+        raise ConfigError(f"--db: {_first_line(exc)}") from None
+    except Exception as exc:  # the driver's own error: a file that is not a database
+        raise ConfigError(f"--db {mask_url(url or '')} cannot be read as a latency database "
+                          f"({_first_line(exc)})") from None
+
+
+def _check_storage(url: str) -> None:
+    from nas._io import mask_url
+    from nas.search import open_storage
+
+    try:
+        import optuna
+
+        optuna.get_all_study_summaries(open_storage(url))
+    except NASError as exc:
+        raise ConfigError(f"--storage: {_first_line(exc)}") from None
+    except Exception as exc:
+        raise ConfigError(f"--storage {mask_url(url)} cannot be opened as an Optuna storage "
+                          f"({_first_line(exc)})") from None
