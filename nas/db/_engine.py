@@ -43,6 +43,9 @@ def _retryable(exc: BaseException) -> bool:
     code = getattr(orig, "pgcode", None) or getattr(orig, "sqlstate", None)
     return code in _RETRYABLE_SQLSTATES
 _PG_LOCK_KEY = 736201945  # serialises first opens of one PostgreSQL database
+#: tables of an Optuna study storage (`nas search --storage`): a database that has them is
+#: not a latency database, and gets none of our tables
+_OPTUNA_TABLES = frozenset({"alembic_version", "studies", "trials", "version_info"})
 
 
 def now() -> datetime:
@@ -119,6 +122,7 @@ class Database:
         self._shown = url_for_display(self.url)
         if not create:
             self._check_exists()
+        self._peek_sqlite_file()
         self._engine = self._make_engine()
         try:
             self._init_schema()
@@ -160,6 +164,41 @@ class Database:
             raise DatabaseError(
                 f"no latency database at {self._shown}: check --db (or $NAS_DB_URL); "
                 f"`nas latency measure` or `nas latency import` creates one")
+
+    def _peek_sqlite_file(self) -> None:
+        """Refuse an existing SQLite file that is another kind of store, read only, before
+        the engine's first connection sets its pragmas (WAL) on it."""
+        try:
+            parsed = make_url(self.url)
+        except ArgumentError:
+            return
+        database = parsed.database
+        if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
+            return
+        path = Path(str(database))
+        try:
+            with open(path, "rb") as f:
+                head = f.read(16)
+        except OSError:
+            return  # missing or unreadable: the open says so
+        if head.startswith(b'{"op_code"'):
+            raise DatabaseError(
+                f"{self._shown} is an Optuna study journal (`nas search --storage`), not a "
+                "latency database: name another file for --db (or $NAS_DB_URL)")
+        if head != b"SQLite format 3\x00":
+            return  # empty (a new database) or not SQLite: the open says which
+        try:
+            # immutable: no lock, no -wal/-shm files left beside the file; tables only in the
+            # WAL are still caught by the check at open (_schema_state)
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+            try:
+                rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                names = {str(r[0]) for r in rows}
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            return  # corrupt: the open says so
+        self._refuse_study_storage(names)
 
     def _make_engine(self) -> Engine:
         try:
@@ -236,8 +275,13 @@ class Database:
 
     # ------------------------------------------------------------------ schema
     def _schema_state(self, conn: Connection) -> tuple[int | None, bool]:
-        """(stored schema version or None, whether all our tables exist)."""
+        """(stored schema version or None, whether all our tables exist).
+
+        Raises:
+            DatabaseError: the database is an Optuna study storage (nothing is created in it).
+        """
         names = set(inspect(conn).get_table_names())
+        self._refuse_study_storage(names)
         version = None
         if S.schema_version.name in names:
             row = conn.execute(
@@ -245,6 +289,14 @@ class Database:
             ).first()
             version = None if row is None else int(row[0])
         return version, set(S.metadata.tables) <= names
+
+    def _refuse_study_storage(self, names: set[str]) -> None:
+        found = sorted(_OPTUNA_TABLES & names)
+        if "alembic_version" in found and len(found) > 1:
+            raise DatabaseError(
+                f"{self._shown} is an Optuna study storage (it has the tables "
+                f"{', '.join(found)}), not a latency database: give it as --storage, and "
+                "name another file for --db (or $NAS_DB_URL)")
 
     def _check_version(self, version: int | None) -> None:
         if version is not None and version > S.SCHEMA_VERSION:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -106,68 +107,170 @@ def open_storage(url: str, *, create: bool = True) -> optuna.storages.BaseStorag
     """An Optuna storage from a URL (``sqlite:///...``, ``postgresql://...``) or a journal
     file path.
 
+    Nothing is created in a store of another kind: a database holding the latency
+    database's tables is refused, as is a journal cut short or corrupt (Optuna's reader would
+    skip a partial last record and read the rest as a smaller study).
+
     Raises:
-        ConfigError: the storage cannot be reached or opened (one line, password hidden).
+        ConfigError: the storage cannot be reached or opened, is another kind of store, or a
+            journal is truncated or corrupt (one line, password hidden).
     """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not _URL.match(url):
-        path = check_path(url, "storage")
-        if path.is_dir():
-            raise ConfigError(f"storage {url} is a folder; name a journal file "
-                              "(e.g. runs/studies/NAME.journal) or a database URL")
-        if not create and not path.is_file():
-            raise ConfigError(f"storage {url} does not exist (no search has written to it)")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            backend = _JournalFile(str(path))
-        except OSError as exc:
-            raise ConfigError(f"cannot open journal storage {url}: {exc}") from None
-        try:
-            # Optuna replays the whole journal here: a file that is not one fails with
-            # whatever the first bad record raises.
-            return optuna.storages.JournalStorage(backend)
-        except OSError as exc:
-            raise ConfigError(f"cannot read journal storage {url}: {exc}") from None
-        except Exception as exc:
-            raise ConfigError(f"journal storage {url} is corrupt or not an Optuna journal "
-                              f"({_first_line(exc)}); move it away or name another "
-                              "--storage") from None
-    kwargs: dict[str, Any] = {}
+        return _open_journal(url, create=create)
     try:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"storage {mask_url(url)} is neither a database URL nor a journal "
                           "file") from None
-    if parsed.get_backend_name() == "sqlite":
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
         if parsed.database in (None, "", ":memory:"):
             if create:
                 return optuna.storages.RDBStorage(url)
             # an in-memory database is new and empty: no search to read
             raise ConfigError(f"storage {url} is an in-memory database; name a file "
                               "(sqlite:///runs/studies.sqlite) or a journal")
-        # the URL's own decoding: %3F in the URL is a ? in the file name
-        file = check_path(str(parsed.database), "storage")
-        if not create and not file.is_file():
-            raise ConfigError(f"storage {url} does not exist (no search has written to it)")
-        try:
-            file.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(f"cannot create the folder of storage {url}: "
-                              f"{exc.strerror or exc}") from None
-    elif parsed.get_backend_name() == "postgresql":
+        _sqlite_file(url, str(parsed.database), create=create)
+    elif backend == "postgresql":
         kwargs = {"connect_args": {"connect_timeout": 5}}
     try:
-        storage = _rdb_storage(url, kwargs, parsed.get_backend_name(), parsed.database)
-        if parsed.get_backend_name() == "sqlite":
+        tables = _tables(url, kwargs) if backend in ("postgresql", "sqlite") else None
+    except Exception as exc:
+        raise ConfigError(f"cannot reach storage {mask_url(url)}: {_reason(exc)}") from None
+    _refuse_latency_db(url, tables)
+    try:
+        storage = _rdb_storage(url, kwargs, backend, parsed.database, tables)
+        if backend == "sqlite":
             _sqlite_pragmas(storage)
         return storage
     except Exception as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"cannot reach storage {mask_url(url)}: {reason[:300]}") from None
+        raise ConfigError(f"cannot reach storage {mask_url(url)}: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
+def _open_journal(url: str, *, create: bool) -> optuna.storages.BaseStorage:
+    """Optuna's journal storage on the file ``url``, once its last record is checked whole."""
+    path = check_path(url, "storage")
+    if path.is_dir():
+        raise ConfigError(f"storage {url} is a folder; name a journal file "
+                          "(e.g. runs/studies/NAME.journal) or a database URL")
+    if not create and not path.is_file():
+        raise ConfigError(f"storage {url} does not exist (no search has written to it)")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _check_journal(path, url)
+        backend = _JournalFile(str(path))
+    except OSError as exc:
+        raise ConfigError(f"cannot open journal storage {url}: {exc}") from None
+    try:
+        # Optuna replays the whole journal here: a file that is not one fails with
+        # whatever the first bad record raises.
+        return optuna.storages.JournalStorage(backend)
+    except OSError as exc:
+        raise ConfigError(f"cannot read journal storage {url}: {exc}") from None
+    except Exception as exc:
+        raise ConfigError(f"journal storage {url} is corrupt or not an Optuna journal "
+                          f"({_first_line(exc)}); move it away or name another "
+                          "--storage") from None
+
+
+#: the first bytes of every SQLite database file
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def _check_journal(path: Path, url: str) -> None:
+    """Refuse a journal whose last record is cut short or not JSON, and a SQLite database
+    named as a journal.
+
+    Optuna's reader skips such a last record silently (a study cut in the middle of a
+    record reads as the records before it, often none), and the next append would be glued
+    to it. A writer appends whole records under the journal's lock, so a partial record seen
+    here is checked again under that lock before it is called a cut.
+    """
+    if not path.is_file():
+        return
+    with open(path, "rb") as f:
+        head = f.read(len(_SQLITE_MAGIC))
+    if head == _SQLITE_MAGIC:
+        raise ConfigError(f"storage {url} is a SQLite database, not a journal: name it "
+                          f"sqlite:///{path} if it is a study storage (or --db if it is a "
+                          "latency database)")
+    if _journal_tail_ok(path):
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        if _journal_tail_ok(path):
+            return
+        size = path.stat().st_size
+    finally:
+        lock.release()
+    raise ConfigError(f"journal storage {url} is truncated or corrupt: its last record (ending "
+                      f"at byte {size}) is not a whole JSON line; restore the file from a "
+                      "copy, or move it away and name another --storage")
+
+
+def _journal_tail_ok(path: Path) -> bool:
+    """Whether the file is empty or ends with a whole JSON record and a line break."""
+    import json
+
+    with open(path, "rb") as f:
+        end = f.seek(0, 2)
+        if end == 0:
+            return True
+        block, pos = b"", end
+        while pos > 0:  # read back to the line break before the last record
+            step = min(65536, pos)
+            pos -= step
+            f.seek(pos)
+            block = f.read(step) + block
+            if block.count(b"\n") >= 2 or (pos == 0 and block):
+                break
+    if not block.endswith(b"\n"):
+        return False
+    last = block[:-1].rsplit(b"\n", 1)[-1]
+    try:
+        return isinstance(json.loads(last), dict)
+    except ValueError:
+        return False
+
+
+def _sqlite_file(url: str, database: str, *, create: bool) -> None:
+    """Check (and without ``create``, require) the file of a SQLite storage; make its
+    folder."""
+    # the URL's own decoding: %3F in the URL is a ? in the file name
+    file = check_path(database, "storage")
+    if not create and not file.is_file():
+        raise ConfigError(f"storage {url} does not exist (no search has written to it)")
+    try:
+        file.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"cannot create the folder of storage {url}: "
+                          f"{exc.strerror or exc}") from None
+
+
+#: tables of the latency database (nas.db): a database that has them is not a study storage
+_LATENCY_TABLES = frozenset({"schema_version", "devices", "architectures", "measurements",
+                             "predictors"})
+
+
+def _refuse_latency_db(url: str, tables: set[str] | None) -> None:
+    """Refuse, before Optuna creates its tables, a database that is a latency database."""
+    found = sorted(_LATENCY_TABLES & (tables or set()))
+    if "schema_version" in found and len(found) > 1:
+        raise ConfigError(f"storage {mask_url(url)} is a latency database (it has the tables "
+                          f"{', '.join(found)}), not an Optuna study storage: give it as --db, "
+                          "and name a journal or another database for --storage")
 
 
 def _rdb_storage(url: str, kwargs: dict[str, Any], backend: str,
-                 database: str | None) -> optuna.storages.RDBStorage:
+                 database: str | None, tables: set[str] | None) -> optuna.storages.RDBStorage:
     """Optuna's storage on a database, whose first open is made by one process at a time.
 
     Optuna creates its tables, its version row and Alembic's stamp check-then-create, so two
@@ -177,7 +280,7 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], backend: str,
     (released with its connection), or a lock file beside an SQLite file. A database already
     set up is opened without a lock.
     """
-    if backend not in ("postgresql", "sqlite") or _set_up(url, kwargs):
+    if tables is None or _set_up(url, kwargs, tables):
         return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
     if backend == "sqlite":
         lock = JournalFileOpenLock(str(database))
@@ -199,16 +302,29 @@ def _rdb_storage(url: str, kwargs: dict[str, Any], backend: str,
         engine.dispose()
 
 
-def _set_up(url: str, kwargs: dict[str, Any]) -> bool:
-    """Whether Optuna has finished setting up the database: Alembic's stamp, its last step."""
+def _tables(url: str, kwargs: dict[str, Any]) -> set[str]:
+    """The tables of the database (read, nothing created)."""
     from sqlalchemy import create_engine, inspect
     from sqlalchemy.pool import NullPool
 
     engine = create_engine(url, poolclass=NullPool, **kwargs)
     try:
         with engine.connect() as conn:
-            if not inspect(conn).has_table("alembic_version"):
-                return False
+            return set(inspect(conn).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def _set_up(url: str, kwargs: dict[str, Any], tables: set[str]) -> bool:
+    """Whether Optuna has finished setting up the database: Alembic's stamp, its last step."""
+    if "alembic_version" not in tables:
+        return False
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    engine = create_engine(url, poolclass=NullPool, **kwargs)
+    try:
+        with engine.connect() as conn:
             return conn.exec_driver_sql("SELECT 1 FROM alembic_version").first() is not None
     finally:
         engine.dispose()
