@@ -5,6 +5,13 @@ Atomic writes go to a temporary file in the target's folder and ``os.replace`` i
 so a reader (or a process killed halfway) sees the old file or the new one, never half of
 one. Reads turn ``OSError`` and bad encodings into the caller's error class with one line that
 names the file, so no traceback reaches a user for a missing or unreadable file.
+
+Every file read whole is read through :func:`read_bytes`, which stops at a size cap
+(:data:`MAX_READ_BYTES`, 64 MiB, unless the caller names another): configurations,
+architectures, manifests and predictors are kilobytes to a few megabytes, and a path such as
+``/dev/zero``, a FIFO or a wrong multi-gigabyte file is refused in one line at once instead of
+being read until memory runs out. Files hashed (:func:`sha256_file`) must be regular files.
+YAML mappings with a key given twice are refused (PyYAML keeps the last one silently).
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +32,8 @@ import yaml
 from nas.errors import ConfigError, NASError
 
 __all__ = [
+    "MAX_MODEL_BYTES",
+    "MAX_READ_BYTES",
     "atomic_new_file",
     "atomic_path",
     "atomic_write",
@@ -118,6 +128,18 @@ def check_path(path: Path | str, what: str = "path", *,
     return path
 
 
+#: the most bytes read from one file read whole (configurations, architecture files, JSON and
+#: YAML): 30 times the largest the package ships (OFA's accuracy predictor as JSON, 2 MB)
+MAX_READ_BYTES = 64 << 20
+#: the most bytes read from one model file read whole (an ONNX model, a Once-for-All
+#: checkpoint): ONNX's own limit of a model in one file (protobuf's 2 GiB)
+MAX_MODEL_BYTES = 2 << 30
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} bytes"
+
+
 def _open_error(path: Path, what: str, exc: OSError, error: type[NASError]) -> NASError:
     if isinstance(exc, FileNotFoundError):
         return error(f"{what} not found: {path}")
@@ -127,33 +149,84 @@ def _open_error(path: Path, what: str, exc: OSError, error: type[NASError]) -> N
 
 
 def read_bytes(path: Path | str, what: str = "file", *,
-               error: type[NASError] = ConfigError) -> bytes:
-    """The bytes of ``path``; a missing or unreadable file raises ``error`` in one line."""
+               error: type[NASError] = ConfigError, limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of ``path``, at most ``limit`` of them.
+
+    A missing or unreadable file, or one larger than ``limit``, raises ``error`` in one line;
+    a regular file is measured before it is read. Anything else (``/dev/zero``, a pipe) is
+    read up to ``min(limit, MAX_READ_BYTES)``, never to its end.
+    """
     path = Path(path)
     try:
-        return path.read_bytes()
+        with open(path, "rb") as fh:
+            info = os.fstat(fh.fileno())
+            if not stat.S_ISREG(info.st_mode):
+                limit = min(limit, MAX_READ_BYTES)
+            elif info.st_size > limit:
+                raise error(f"{what} {path} is larger than {_size(limit)}, the most read from "
+                            "such a file: is it the right one?")
+            data = fh.read(limit + 1)
     except OSError as exc:
         raise _open_error(path, what, exc, error) from None
+    if len(data) > limit:
+        raise error(f"{what} {path} is larger than {_size(limit)}, the most read from such a "
+                    "file: is it the right one?")
+    return data
 
 
 def read_text(path: Path | str, what: str = "file", *,
-              error: type[NASError] = ConfigError) -> str:
-    """The UTF-8 text of ``path``; missing, unreadable or not UTF-8 raises ``error``."""
+              error: type[NASError] = ConfigError, limit: int = MAX_READ_BYTES) -> str:
+    """The UTF-8 text of ``path``; missing, unreadable, over ``limit`` bytes or not UTF-8
+    raises ``error``."""
     path = Path(path)
-    data = read_bytes(path, what, error=error)
+    data = read_bytes(path, what, error=error, limit=limit)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise error(f"{what} {path} is not UTF-8 text (byte {exc.start})") from None
 
 
+class _DuplicateKey(yaml.YAMLError):
+    def __init__(self, key: Any, first: int, again: int) -> None:
+        super().__init__(f"key {key!r} is given twice")
+        self.key, self.first, self.again = key, first, again
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that gives one key twice (PyYAML keeps the
+    last silently, so a typo'd override wins unseen). Keys merged in by ``<<`` may be
+    overridden, as YAML intends."""
+
+    def construct_mapping(self, node: yaml.Node, deep: bool = False) -> dict[Any, Any]:
+        if isinstance(node, yaml.MappingNode):
+            seen: dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in seen:
+                        raise _DuplicateKey(key, seen[key], line)
+                except TypeError:  # an unhashable key: construct_mapping refuses it itself
+                    continue
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)  # type: ignore[arg-type]
+
+
 def read_yaml(path: Path | str, what: str = "file", *,
               error: type[NASError] = ConfigError) -> Any:
-    """The YAML document in ``path`` (safe loader); bad YAML names the line."""
+    """The YAML document in ``path`` (safe loader); bad YAML names the line, a key given
+    twice in one mapping names the key and both lines."""
     path = Path(path)
     text = read_text(path, what, error=error)
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a safe loader (no Python tags)
+    except _DuplicateKey as exc:
+        lines = (f"line {exc.first}" if exc.first == exc.again
+                 else f"lines {exc.first} and {exc.again}")
+        raise error(f"{what} {path}: key {exc.key!r} is given twice ({lines}); keep "
+                    "one") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -167,11 +240,14 @@ def read_yaml(path: Path | str, what: str = "file", *,
 
 def sha256_file(path: Path | str, what: str = "file", *,
                 error: type[NASError] = ConfigError) -> str:
-    """The sha256 of a file, hex; read in 1 MiB chunks."""
+    """The sha256 of a regular file, hex; read in 1 MiB chunks. A device, FIFO or socket
+    (``/dev/zero`` has no end) raises ``error``."""
     path = Path(path)
     h = hashlib.sha256()
     try:
         with open(path, "rb") as fh:
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise error(f"{what} {path} is not a regular file")
             _digest_into(h, fh)
     except OSError as exc:
         raise _open_error(path, what, exc, error) from None

@@ -100,7 +100,8 @@ def verify_onnx(
     from nas import _io
 
     data = (onnx_model if isinstance(onnx_model, bytes)
-            else _io.read_bytes(onnx_model, "ONNX model", error=ExportError))
+            else _io.read_bytes(onnx_model, "ONNX model", error=ExportError,
+                              limit=_io.MAX_MODEL_BYTES))
     try:
         proto = onnx.load_from_string(data)
         onnx.checker.check_model(proto, full_check=True)

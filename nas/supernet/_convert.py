@@ -25,7 +25,13 @@ from typing import Any
 
 import torch
 
-from nas._io import atomic_new_file, check_output_file, check_path, read_bytes
+from nas._io import (
+    MAX_MODEL_BYTES,
+    atomic_new_file,
+    check_output_file,
+    check_path,
+    read_bytes,
+)
 from nas.errors import CheckpointError, ConfigError, UnknownNameError
 from nas.space import get_space
 from nas.supernet._ofa import OFASupernet
@@ -181,7 +187,7 @@ def read_ofa_state_dict(path: Path | str) -> tuple[dict[str, torch.Tensor], dict
             file, a pickle that names Python objects (refused unread), or not a state_dict.
     """
     path = check_path(path, "OFA checkpoint", error=CheckpointError)
-    data = read_bytes(path, "OFA checkpoint", error=CheckpointError)
+    data = read_bytes(path, "OFA checkpoint", error=CheckpointError, limit=MAX_MODEL_BYTES)
     if not data:
         raise CheckpointError(f"OFA checkpoint {path} is empty (0 bytes)")
     zipped = data.startswith(_ZIP_MAGIC)
