@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from nas.export._package import (
         MANIFEST_FORMAT,
         ExportResult,
+        check_export_out,
         export_subnet,
         load_export,
         sha256_file,
@@ -46,6 +47,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "nas.export._package": [
             "MANIFEST_FORMAT",
             "ExportResult",
+            "check_export_out",
             "export_subnet",
             "load_export",
             "sha256_file",

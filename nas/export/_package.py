@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nas import _io
 from nas._config import format_validation_error
-from nas.errors import ExportError
+from nas.errors import ExportError, NASError
 from nas.export._onnx import (
     DEFAULT_OPSET,
     DEFAULT_RTOL,
@@ -44,6 +44,7 @@ from nas.space import Architecture, SearchSpace
 __all__ = [
     "MANIFEST_FORMAT",
     "ExportResult",
+    "check_export_out",
     "export_subnet",
     "load_export",
     "sha256_file",
@@ -163,6 +164,13 @@ def _check_out(out: Path, overwrite: bool) -> Path:
                 "another --out"
             )
     return out
+
+
+def check_export_out(out: Path | str, overwrite: bool = False) -> Path:
+    """Refuse ``out`` where an export may not go, before anything is made to export: a
+    folder that is not empty (without ``overwrite``), holds files that are not an export's,
+    the working folder or the root. Returns it absolute and normalised."""
+    return _check_out(Path(out), overwrite)
 
 
 def _make_parent(folder: Path) -> list[Path]:
@@ -386,8 +394,66 @@ def load_export(folder: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
     return sub.eval(), manifest
 
 
+def _check_links(folder: Path) -> None:
+    """Refuse an export's file that is a symlink out of its folder: the folder would vouch
+    for a file it does not hold (another export's weights, say), and hashes follow links."""
+    root = folder.resolve()
+    for name in sorted(EXPORT_FILES):
+        path = folder / name
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ExportError(f"{path} is a symlink out of the export folder (to "
+                              f"{os.readlink(path)}); an export holds its own files: copy it "
+                              "in place of the link")
+
+
+def _check_claims(folder: Path, manifest: dict[str, Any]) -> None:
+    """Re-derive what the manifest says of the subnet from its architecture: the hash,
+    resolution, MACs, parameters, classes and tensor shapes; and the architecture the
+    weights file records. A manifest is not signed: each claim is checked, none trusted."""
+    from safetensors import SafetensorError, safe_open
+
+    from nas.space import get_space
+
+    where = folder / MANIFEST_FILE
+    try:
+        space = get_space(manifest["space"])
+        arch = space.parse(manifest["arch"], off_grid=True)
+    except NASError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    costs = space.costs([arch])
+    classes = space.spec.num_classes
+    derived: dict[str, Any] = {
+        "arch_hash": arch.hash, "resolution": arch.r, "macs": int(costs["macs"][0]),
+        "params": int(costs["params"][0]), "num_classes": classes,
+    }
+    for key, value in derived.items():
+        if key in manifest and manifest[key] != value:
+            raise ExportError(f"{where}: {key} {_short(manifest[key])} is not the "
+                              f"architecture's ({value}); the manifest was edited")
+    shapes = {"inputs": ["batch", 3, arch.r, arch.r], "outputs": ["batch", classes]}
+    for key, shape in shapes.items():
+        entries = manifest.get(key)
+        if entries is not None and (not isinstance(entries, list) or len(entries) != 1
+                                    or not isinstance(entries[0], dict)
+                                    or entries[0].get("shape") != shape):
+            raise ExportError(f"{where}: {key} {_short(entries)} is not the subnet's (one "
+                              f"tensor of shape {shape})")
+    try:
+        with safe_open(str(folder / WEIGHTS_FILE), framework="pt") as fh:
+            recorded = (fh.metadata() or {}).get("arch")
+    except (SafetensorError, OSError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"cannot read {folder / WEIGHTS_FILE}: {first[:300]}") from None
+    if recorded is not None and recorded != arch.to_json():
+        raise ExportError(f"{folder / WEIGHTS_FILE} holds the weights of architecture "
+                          f"{_short(recorded)}, not the manifest's {arch.to_json()}")
+
+
 def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str, Any]:
-    """Check an export folder: file hashes, the ONNX graph, and ONNX Runtime against torch.
+    """Check an export folder: its files (no symlink out of it), their sizes and hashes,
+    every claim of the manifest re-derived from its architecture (hash, resolution, MACs,
+    parameters, classes, shapes, the weights' own architecture), the ONNX graph, and ONNX
+    Runtime against torch.
 
     Args:
         rtol: the tolerance of the comparison (see :func:`nas.export.verify_onnx`); default
@@ -397,6 +463,7 @@ def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str,
         ExportError: naming the first thing that does not match.
     """
     folder = Path(folder)
+    _check_links(folder)
     manifest = _read_manifest(folder)
     files = manifest["files"]
     for name in (MODEL_FILE, WEIGHTS_FILE):
@@ -412,6 +479,10 @@ def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str,
                 f"{path}: sha256 {digest[:12]}... does not match the manifest's "
                 f"{str(info['sha256'])[:12]}... (file changed or truncated)"
             )
+        claimed, size = info.get("bytes"), path.stat().st_size
+        if claimed is not None and claimed != size:
+            raise ExportError(f"{path}: {size} bytes, the manifest says {claimed}")
+    _check_claims(folder, manifest)
     sub, manifest = load_export(folder)
     # the manifest states the tolerance it was exported with, but a manifest is not signed:
     # the check applies this version's bound, never a looser one read from the file
