@@ -10,7 +10,15 @@ from typing import Annotated
 
 import typer
 
-from nas._cli_utils import JsonOpt, console, err_console, print_json, seed_option
+from nas._cli_utils import (
+    MAX_ARCHS,
+    MAX_WORKERS,
+    JsonOpt,
+    console,
+    err_console,
+    print_json,
+    seed_option,
+)
 
 __all__ = ["register"]
 
@@ -25,9 +33,12 @@ def demo_cmd(
     device: Annotated[str, typer.Option(help="Device profile to measure and search for.")
                       ] = "cpu-1t",
     n_latency: Annotated[int, typer.Option(
-        "--n-latency", min=4, help="Subnets to measure for the latency predictor.")] = 80,
-    n_trials: Annotated[int, typer.Option("--n-trials", min=1, help="Search budget.")] = 60,
-    workers: Annotated[int, typer.Option(min=1, help="Ray actors of the search.")] = 2,
+        "--n-latency", min=4, max=MAX_ARCHS,
+        help="Subnets to measure for the latency predictor.")] = 80,
+    n_trials: Annotated[int, typer.Option("--n-trials", min=1, max=1_000_000,
+                                          help="Search budget.")] = 60,
+    workers: Annotated[int, typer.Option(min=1, max=MAX_WORKERS,
+                                         help="Ray actors of the search.")] = 2,
     seed: Annotated[int, seed_option("Seed of the samples and the sampler.")] = 0,
     json_out: JsonOpt = False,
 ) -> None:

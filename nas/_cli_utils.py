@@ -18,6 +18,9 @@ from nas._term import console, err_console, print_json
 from nas.errors import ConfigError
 
 __all__ = [
+    "MAX_ARCHS",
+    "MAX_MODELS",
+    "MAX_WORKERS",
     "SEED_MAX",
     "ArchOpt",
     "CheckpointOpt",
@@ -25,6 +28,7 @@ __all__ = [
     "DeviceOpt",
     "JsonOpt",
     "OldTorchDeviceOpt",
+    "OverwriteOpt",
     "SpaceOpt",
     "StorageOpt",
     "StudyOpt",
@@ -55,6 +59,9 @@ DbOpt = Annotated[
     typer.Option("--db", help="Latency database: SQLAlchemy URL or SQLite file "
                  "(default: $NAS_DB_URL, else latency_db/latency.sqlite)."),
 ]
+#: ``--overwrite`` of a command writing ``--out``: without it an existing output is refused
+#: (``nas._outputs.check_output``)
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")]
 #: ``--device`` is always a device profile; a torch device is ``--torch-device``
 #: (:data:`TorchDeviceOpt`)
 DeviceOpt = Annotated[
@@ -64,6 +71,16 @@ DeviceOpt = Annotated[
 
 #: the largest seed: NumPy's and torch's generators take 0 .. 2**32 - 1 everywhere
 SEED_MAX = 2**32 - 1
+
+# Caps on counts, so that a typo (`--n 1000000000`) is one line, not a run until killed. Each
+# is far above any real use and documented in the option's help through click's range.
+#: architectures one command samples, scores or measures (`nas spaces sample --n`, `nas
+#: latency measure --n`, `nas accuracy fit --n-train`): minutes of work each at most
+MAX_ARCHS = 100_000
+#: models a measurement kit holds (`nas latency kit --n`): each is an ONNX file to copy
+MAX_MODELS = 10_000
+#: processes or threads one command starts (`--workers`, `--threads`)
+MAX_WORKERS = 1024
 
 
 def _check_seed(ctx: typer.Context, param: typer.CallbackParam, value: int | None) -> Any:

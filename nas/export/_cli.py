@@ -9,6 +9,7 @@ from typing import Annotated, Protocol
 import typer
 
 from nas._cli_utils import JsonOpt, StorageOpt, console, print_json, study_option
+from nas._outputs import check_apart, check_output, storage_file
 from nas.errors import ConfigError
 
 __all__ = ["TrialExporter", "register"]
@@ -61,6 +62,9 @@ def export_cmd(
     if study is not None:
         if arch is not None:
             raise ConfigError("--arch and --study exclude each other")
+        # one trial-NNNN-<hash>/ per subnet goes into --out: it is never replaced whole
+        check_apart(out, "--out", [("--checkpoint", checkpoint),
+                                   ("--storage", storage_file(storage))])
         # The search sits above export: `nas.cli` hands its exporter to the commands below it.
         exporter: TrialExporter = ctx.obj.export_trials
         _export_study(exporter, study, storage, out, trial, pareto, checkpoint=checkpoint,
@@ -71,6 +75,8 @@ def export_cmd(
                                   ("--arch", arch)) if v is None]
         raise ConfigError(f"missing {', '.join(missing)} (or export a search's subnets with "
                           "--study NAME --trial N | --pareto)")
+    # what an existing --out may hold (an export's files only) is export_subnet's rule
+    check_output(out, inputs=[("--checkpoint", checkpoint)], overwrite=True, folder=True)
     _export_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
                  json_out=json_out)
 

@@ -13,15 +13,20 @@ import typer
 from rich.table import Table
 
 from nas._cli_utils import (
+    MAX_ARCHS,
+    MAX_MODELS,
+    MAX_WORKERS,
     DbOpt,
     DeviceOpt,
     JsonOpt,
+    OverwriteOpt,
     SpaceOpt,
     console,
     err_console,
     print_json,
     seed_option,
 )
+from nas._outputs import check_output, storage_file
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -37,7 +42,8 @@ _METRIC_ROWS = (
 
 # ---------------------------------------------------------------------- option types
 _NOpt = Annotated[int, typer.Option(
-    "--n", "-n", min=0, help="How many new subnets to measure (chosen by --select; subnets "
+    "--n", "-n", min=0, max=MAX_ARCHS,
+    help="How many new subnets to measure (chosen by --select; subnets "
     "already measured on the device are skipped).")]
 _SELECT_HELP = (
     "How to choose the subnets. mixed: half uniform, half spread over the MAC range; spread: "
@@ -50,7 +56,8 @@ _MeasureSelectOpt = Annotated[str, typer.Option(
     "auto keeps mixed for a device with few measurements too.")]
 _SampleSeedOpt = Annotated[int, seed_option("Seed of the sample")]
 _NoiseOpt = Annotated[int, typer.Option(
-    "--noise", min=0, help="Then re-measure this many measured subnets in fresh sessions and "
+    "--noise", min=0, max=MAX_ARCHS,
+    help="Then re-measure this many measured subnets in fresh sessions and "
     "report the noise floor.")]
 _AddressOpt = Annotated[str | None, typer.Option(
     "--address", envvar="RAY_ADDRESS",
@@ -98,7 +105,8 @@ _TrustManifestOpt = Annotated[bool, typer.Option(
     "recorded kits), checked against the manifest.json that came back with it only.")]
 # kit options
 _KitNOpt = Annotated[int, typer.Option(
-    "--n", "-n", min=1, help="How many subnets the kit times (the reference subnet comes on "
+    "--n", "-n", min=1, max=MAX_MODELS,
+    help="How many subnets the kit times (the reference subnet comes on "
     "top; 10 to 50 for a new device).")]
 _KitOutOpt = Annotated[Path, typer.Option(
     "--out", "-o", help="New folder to write the kit into (must not exist, or be empty).")]
@@ -107,7 +115,8 @@ _KitDeviceOpt = Annotated[str, typer.Option(
     "(an external profile is written into the kit and created on import).")]
 _KitSelectOpt = Annotated[str, typer.Option("--select", help=_SELECT_HELP.format(many="mixed"))]
 _KitThreadsOpt = Annotated[int | None, typer.Option(
-    "--threads", min=1, help="ONNX Runtime intra-op threads of a new device (default 1); a "
+    "--threads", min=1, max=MAX_WORKERS,
+    help="ONNX Runtime intra-op threads of a new device (default 1); a "
     "known device keeps its profile's.")]
 _KitRepeatsOpt = Annotated[int, typer.Option(
     "--repeats", min=1, max=1000, help="Passes over all models the runner makes by default.")]
@@ -142,6 +151,13 @@ def _check_select(select: str) -> None:
 
     if select not in SELECT_METHODS:
         raise ConfigError(f"--select must be one of {', '.join(SELECT_METHODS)}, got {select!r}")
+
+
+def _db_file(url: str | None) -> Path | None:
+    """The file of the latency database (None for a server), as an input of a writer."""
+    from nas.db import resolve_db_url
+
+    return storage_file(resolve_db_url(url))
 
 
 def _db(url: str | None, create: bool = True) -> LatencyDB:
@@ -482,6 +498,8 @@ def kit_cmd(
     from nas.latency._fit import prior_predictions
     from nas.measure import kit_profile, write_kit
 
+    check_output(out, inputs=[("--db", _db_file(db))], overwrite=None, folder=True,
+                 example="kit/")
     _check_select(select)
     with _db(db) as store:
         report = write_kit(space, kit_profile(device, threads), n, out, db=store, seed=seed,
@@ -526,17 +544,20 @@ def import_lut_cmd(
 
 def export_cmd(
     out: _OutOpt, device: _OnlyDeviceOpt = None, space: _OnlySpaceOpt = None,
-    db: DbOpt = None, json_: JsonOpt = False,
+    db: DbOpt = None, overwrite: OverwriteOpt = False, json_: JsonOpt = False,
 ) -> None:
     """Export measurements (every status and source) to CSV or Parquet.
 
-    The file can be imported again with `nas latency import`.
+    The file can be imported again with `nas latency import`. An existing --out needs
+    --overwrite.
     """
     from nas.db import LatencyDB
     from nas.measure import export_measurements
 
     if out.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"--out must end in .csv or .parquet, got {str(out)!r}")
+    check_output(out, inputs=[("--db", _db_file(db))], overwrite=overwrite,
+                 example="latency.csv")
     with LatencyDB(db, create=False) as store:
         n = export_measurements(store, out, device=device, space=space)
         url = store.display_url

@@ -10,9 +10,11 @@ import typer
 from rich.table import Table
 
 from nas._cli_utils import (
+    MAX_ARCHS,
     CheckpointOpt,
     JsonOpt,
     OldTorchDeviceOpt,
+    OverwriteOpt,
     SpaceOpt,
     TorchDeviceOpt,
     console,
@@ -20,6 +22,7 @@ from nas._cli_utils import (
     require_torch_device,
     seed_option,
 )
+from nas._outputs import check_output
 from nas.errors import ArchitectureError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported by the commands that need it
@@ -198,9 +201,11 @@ def accuracy_fit(
     checkpoint: Annotated[Path, typer.Option("--checkpoint", "-c", help="Trained supernet.")],
     data: DataOpt = None,
     model: ModelOpt = DEFAULT_MODEL,
-    n_train: Annotated[int, typer.Option("--n-train", min=2, help="Sampled subnets to fit "
+    n_train: Annotated[int, typer.Option("--n-train", min=2, max=MAX_ARCHS,
+                                         help="Sampled subnets to fit "
                                          "on.")] = 100,
-    n_test: Annotated[int, typer.Option("--n-test", min=2, help="Other sampled subnets to "
+    n_test: Annotated[int, typer.Option("--n-test", min=2, max=MAX_ARCHS,
+                                        help="Other sampled subnets to "
                                         "report the error on.")] = 100,
     zero_cost: Annotated[list[str] | None, typer.Option(
         "--zero-cost", "-z", help="Zero-cost proxies added as features (for predictors that "
@@ -215,12 +220,18 @@ def accuracy_fit(
     out: Annotated[Path | None, typer.Option(
         "--out", "-o", help="Save the fitted predictor as JSON (then search with "
         "--proxy predictor:path=FILE).")] = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Fit an accuracy predictor on the inherited accuracies of N random subnets and report
     its held-out RMSE (accuracy points) and Kendall tau on other random subnets."""
     from nas.proxies import ACCURACY_PREDICTORS, get_proxy, make_accuracy_predictor
 
+    if out is not None:
+        given_data = data if data and Path(data).exists() else None  # not "digits"
+        check_output(out, inputs=[("--checkpoint", checkpoint), ("--data", given_data),
+                                  ("--cache", cache)],
+                     overwrite=overwrite, example="predictor.json")
     if model not in ACCURACY_PREDICTORS:
         raise ConfigError(f"--model = {model!r}: must be one of "
                           f"{', '.join(ACCURACY_PREDICTORS.names())}")
@@ -282,6 +293,7 @@ def accuracy_import_ofa(
     out: Annotated[Path, typer.Option("--out", "-o", help="Our predictor file to write "
                                       "(JSON; use it as --proxy predictor:path=FILE).")],
     space: Annotated[str, typer.Option("--space", help="The space it predicts for.")] = "ofa_mbv3",
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert Once-for-All's accuracy predictor (acc_predictor.pth) into ours.
@@ -289,6 +301,7 @@ def accuracy_import_ofa(
     Read with torch.load(weights_only=True): tensors only, never objects. OFA's own file is
     shipped converted: --proxy ofa-imagenet.
     """
+    check_output(out, inputs=[("SRC", src)], overwrite=overwrite, example="predictor.json")
     from nas.proxies._ofa import import_ofa_accuracy_predictor
 
     path = import_ofa_accuracy_predictor(src, out, space)

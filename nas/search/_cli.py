@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from nas._cli_utils import (
+    MAX_ARCHS,
     JsonOpt,
     StorageOpt,
     console,
@@ -16,6 +17,7 @@ from nas._cli_utils import (
     seed_option,
     study_option,
 )
+from nas._outputs import check_apart, storage_file
 from nas.errors import ConfigError
 from nas.search._engines import ENGINES
 from nas.search._samplers import SAMPLERS
@@ -89,7 +91,7 @@ LatencyKindOpt = Annotated[str | None, typer.Option(
 ResumeOpt = Annotated[bool, typer.Option(
     help="Continue the stored study: nothing completed is lost or run again.")]
 VerifyOpt = Annotated[int, typer.Option(
-    min=0, help="Then measure the first N subnets of the front for real.")]
+    min=0, max=MAX_ARCHS, help="Then measure the first N subnets of the front for real.")]
 
 
 def _search_config(config: Path | None, resume: bool, overrides: dict[str, Any]
@@ -166,6 +168,8 @@ def search_cmd(
         address=address, db=db, latency_kind=latency_kind, engine=engine,
         generations=generations, population=population, interpolate=interpolate,
     ))
+    _check_storage_apart(cfg, config)
+
     def announce(engine: str, why: str) -> None:  # once the config passed its checks
         if not json_out:
             err_console.print(f"engine: {engine} ({why}): scoring {ENGINES.get(engine).where}")
@@ -180,6 +184,18 @@ def search_cmd(
         return
     print_front(res)
     err_console.print(f"dashboard: optuna-dashboard {res.storage}")
+
+
+def _check_storage_apart(cfg: SearchConfig, config: Path | None) -> None:
+    """The study's storage is written: it is never a file the search reads."""
+    written = storage_file(cfg.storage_url)
+    if written is None:
+        return
+    data = getattr(cfg, "data", None)
+    check_apart(written, "--storage", [
+        ("--config", config), ("--checkpoint", getattr(cfg, "checkpoint", None)),
+        ("--db", storage_file(getattr(cfg, "db", None))),
+        ("--data", data if data and Path(data).exists() else None)])
 
 
 def _list_studies(storage: str | None, json_out: bool) -> None:

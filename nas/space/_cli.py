@@ -8,7 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 from rich.table import Table
 
-from nas._cli_utils import ArchOpt, JsonOpt, SpaceOpt, console, print_json, seed_option
+from nas._cli_utils import (
+    MAX_ARCHS,
+    ArchOpt,
+    JsonOpt,
+    OverwriteOpt,
+    SpaceOpt,
+    console,
+    print_json,
+    seed_option,
+)
+from nas._outputs import check_output
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -103,7 +113,8 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
 @spaces_app.command("sample")
 def spaces_sample(
     name: Annotated[str, typer.Argument(help="Space name.")],
-    n: Annotated[int, typer.Option("--n", "-n", min=1, help="How many architectures.")] = 1,
+    n: Annotated[int, typer.Option("--n", "-n", min=1, max=MAX_ARCHS,
+                                   help="How many architectures.")] = 1,
     seed: Annotated[int, seed_option("Random seed: same seed, same sample")] = 0,
     largest: Annotated[bool, typer.Option("--largest", help="The largest subnet.")] = False,
     smallest: Annotated[bool, typer.Option("--smallest", help="The smallest subnet.")] = False,
@@ -170,6 +181,7 @@ def arch_from_ofa(
                                          "and run.config (OFA's ofa_specialized/<name>/).")],
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Write the architecture as "
                                              "JSON to this file (for --arch @FILE).")] = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert a subnet Once-for-All specialized (net.config + run.config) into an architecture.
@@ -181,6 +193,8 @@ def arch_from_ofa(
     from nas._io import atomic_write
     from nas.space import get_space, read_ofa_subnet
 
+    if out is not None:
+        check_output(out, inputs=[("PATH", path)], overwrite=overwrite, example="arch.json")
     a = read_ofa_subnet(path)
     sp = get_space(a.space)
     row = {"space": sp.name, **_arch_row(sp, a), "on_grid": a.r in sp.resolutions}

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from nas._cli_utils import JsonOpt, SpaceOpt, console, print_json, seed_option
+from nas._cli_utils import JsonOpt, OverwriteOpt, SpaceOpt, console, print_json, seed_option
+from nas._outputs import check_output
 
 __all__ = ["register"]
 
@@ -25,8 +26,10 @@ def supernet_init(
     seed: Annotated[int, seed_option("Random seed of the initialisation")] = 0,
     calibrate: Annotated[bool, typer.Option(help="Set BatchNorm statistics from random inputs "
                                             "so eval outputs are of order 1.")] = True,
+    overwrite: OverwriteOpt = False,
 ) -> None:
-    """Write a randomly initialised supernet checkpoint."""
+    """Write a randomly initialised supernet checkpoint (an existing one needs --overwrite)."""
+    check_output(out, overwrite=overwrite, example="supernet.safetensors")
     import torch
 
     from nas.supernet import OFASupernet, save_supernet
@@ -68,6 +71,7 @@ def supernet_import_ofa(
                                        f"{_OFA_HELP}.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write "
                                       "(.safetensors).")],
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Convert a Once-for-All supernet checkpoint into ours (.safetensors).
@@ -79,6 +83,8 @@ def supernet_import_ofa(
     and nothing is written. The checkpoint's metadata records the source file's name and
     sha256. Subnets extracted from the result give OFA's get_active_subnet logits.
     """
+    check_output(out, inputs=[("OFA_FILE", ofa_file)], overwrite=overwrite,
+                 example="ofa_mbv3.safetensors")
     from nas.supernet import import_ofa_checkpoint, save_supernet
 
     net = import_ofa_checkpoint(ofa_file, space)
@@ -104,6 +110,7 @@ def supernet_export_ofa(
         "--wrap/--no-wrap", help="Write {'state_dict': ...} as OFA publishes them, or the bare "
         "state_dict. Default: as the OFA file it was converted from, else wrapped.",
         show_default=False)] = None,
+    overwrite: OverwriteOpt = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Write a supernet checkpoint as Once-for-All's (torch.save of OFA's state_dict).
@@ -114,6 +121,8 @@ def supernet_export_ofa(
     OFAProxylessNASNets(width_mult=1.3, ...) for ofa_proxyless. A checkpoint converted from
     OFA comes back exactly: the same names, order, tensors and serialization.
     """
+    check_output(out, inputs=[("CHECKPOINT", checkpoint)], overwrite=overwrite,
+                 example="ofa_mbv3.pth")
     from nas.supernet import export_ofa_checkpoint, load_supernet, ofa_state_dict
 
     net = load_supernet(checkpoint)

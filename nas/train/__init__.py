@@ -42,7 +42,14 @@ if TYPE_CHECKING:
         recalibrate_bn,
         subnet_by_name,
     )
-    from nas.train._finetune import FinetuneConfig, FinetuneResult, finetune, work_dir_for
+    from nas.train._finetune import (
+        QUIET,
+        FinetuneConfig,
+        FinetuneResult,
+        FinetuneWatch,
+        finetune,
+        work_dir_for,
+    )
     from nas.train._formats import DATA_FORMATS, FORMATS, DataFormat, detect_format
     from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
 
@@ -73,8 +80,10 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "train_distributed",
         ],
         "nas.train._finetune": [
+            "QUIET",
             "FinetuneConfig",
             "FinetuneResult",
+            "FinetuneWatch",
             "finetune",
             "work_dir_for",
         ],

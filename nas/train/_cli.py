@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from nas._cli_utils import (
+    MAX_WORKERS,
     JsonOpt,
     OldTorchDeviceOpt,
     StorageOpt,
@@ -19,6 +20,7 @@ from nas._cli_utils import (
     seed_option,
     study_option,
 )
+from nas._outputs import check_apart, check_output
 from nas.errors import ConfigError
 
 __all__ = ["register"]
@@ -36,13 +38,15 @@ def train_cmd(
     device: TorchDeviceOpt = "cpu",
     old_device: OldTorchDeviceOpt = None,
     workers: Annotated[int, typer.Option(
-        "--workers", "-w", min=1, help="Data-parallel workers on Ray Train (gloo on CPU, NCCL "
+        "--workers", "-w", min=1, max=MAX_WORKERS,
+        help="Data-parallel workers on Ray Train (gloo on CPU, NCCL "
         "on GPU); 1 trains in this process.")] = 1,
     address: Annotated[str | None, typer.Option(
         "--address", help="Ray cluster to run the workers on (default $RAY_ADDRESS, else a "
         "local Ray instance). Implies Ray even with --workers 1.")] = None,
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="torch CPU threads (per worker with --workers).")] = None,
+        "--threads", min=1, max=MAX_WORKERS,
+        help="torch CPU threads (per worker with --workers).")] = None,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
         "progress line every 5 minutes, for logs).")] = True,
@@ -67,6 +71,10 @@ def train_cmd(
     if not distributed:
         require_torch_device(device, torch)
     cfg = load_config(config)
+    # a run never writes into what it reads (the existing run in --out is --resume's rule)
+    data = cfg.data.source if Path(cfg.data.source).exists() else None  # not "digits"
+    check_apart(out or cfg.out, "--out", [("--config", config), ("the config's init", cfg.init),
+                                          ("the config's data", data)], folder=True)
     if distributed:
         result = train_distributed(cfg, out, workers=workers, address=address, device=device,
                                    resume=resume, cpus_per_worker=threads, progress=progress)
@@ -138,7 +146,7 @@ def finetune_cmd(
         "--work", help="Work folder for the checkpoint and metrics.csv (default "
         "OUT.finetune).")] = None,
     threads: Annotated[int | None, typer.Option(
-        "--threads", min=1, help="torch CPU threads.")] = None,
+        "--threads", min=1, max=MAX_WORKERS, help="torch CPU threads.")] = None,
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
         "progress line every 5 minutes, for logs).")] = True,
@@ -165,7 +173,7 @@ def finetune_cmd(
 
     import torch
 
-    from nas.train import FinetuneConfig, finetune
+    from nas.train import FinetuneConfig, FinetuneWatch, finetune, work_dir_for
 
     if out is None:
         raise ConfigError("missing --out: the new export folder to write")
@@ -174,12 +182,20 @@ def finetune_cmd(
     cfg = FinetuneConfig.from_dict({
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "kd": kd, "kd_ratio": kd_ratio,
         "temperature": temperature, "seed": seed, "val_size": val_size,
-        "train_limit": train_limit, "test_limit": test_limit}, where="nas finetune")
+        "train_limit": train_limit, "test_limit": test_limit, "test": test, "device": device},
+        where="nas finetune")
     require_torch_device(device, torch)
     if threads:
         torch.set_num_threads(threads)
-    show = progress and not json_out
-    say = None if json_out else console
+    watch = FinetuneWatch(progress=progress and not json_out,
+                          console=None if json_out else console)
+    # the outputs first: a run that could not be written is refused before it starts
+    work_dir = work if work is not None else work_dir_for(out)
+    check_output(out, inputs=[("the source export", source), ("--work", work_dir),
+                              ("--teacher", teacher), ("--checkpoint", checkpoint)],
+                 overwrite=overwrite, folder=True)
+    check_output(work_dir, "--work", inputs=[("the source export", source), ("--out", out)],
+                 overwrite=True, folder=True)
     tmp: Path | None = None
     origin = None
     try:
@@ -202,9 +218,8 @@ def finetune_cmd(
         elif checkpoint is not None or trial is not None:
             raise ConfigError("--checkpoint and --trial go with --study; for an export "
                               "folder, name the teacher with --teacher")
-        res = finetune(source, out, cfg, data=data, teacher=teacher, device=device, test=test,
-                       resume=resume, overwrite=overwrite, work=work, origin=origin,
-                       progress=show, console=say)
+        res = finetune(source, out, cfg, data=data, teacher=teacher, resume=resume,
+                       overwrite=overwrite, work=work, origin=origin, watch=watch)
     finally:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

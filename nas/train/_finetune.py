@@ -39,6 +39,7 @@ from torch import nn
 
 from nas._config import ConfigModel
 from nas._io import atomic_path, atomic_write
+from nas._outputs import check_output
 from nas.errors import ConfigError, DataError, ExportError, TrainingError
 from nas.space import get_space
 from nas.train._config import DataFormatName, DistillConfig, OptimConfig
@@ -46,7 +47,8 @@ from nas.train._data import BatchLoader, DataSplits, Preprocess, load_dataset
 from nas.train._eval import evaluate, recalibrate_bn
 from nas.train._loop import Schedule, TrainingLoop
 
-__all__ = ["FinetuneConfig", "FinetuneResult", "finetune", "work_dir_for"]
+__all__ = ["QUIET", "FinetuneConfig", "FinetuneResult", "FinetuneWatch", "finetune",
+           "work_dir_for"]
 
 CHECKPOINT_FILE = "checkpoint.pt"
 METRICS_FILE = "metrics.csv"
@@ -68,6 +70,9 @@ class FinetuneConfig(ConfigModel):
         train_limit, test_limit: use at most this many training / test images.
         bn_batches: training batches that recalibrate the teacher's BatchNorm statistics
             at the student's resolution before it teaches.
+        test: also measure accuracy on the test split, before and after.
+        device: the torch device that trains (``cpu``, ``cuda``, ``cuda:N``); a run may
+            resume on another.
     """
 
     what = "finetune"
@@ -91,6 +96,8 @@ class FinetuneConfig(ConfigModel):
     test_limit: Annotated[int, Field(ge=1)] | None = None
     bn_batches: Annotated[int, Field(ge=1)] = 8
     eval_batch_size: Annotated[int, Field(ge=1)] = 256
+    test: bool = False
+    device: Annotated[str, Field(pattern=r"^(cpu|cuda(:[0-9]{1,3})?)$")] = "cpu"
 
     def optim_config(self) -> OptimConfig:
         """The optimizer settings of supernet training that these fields are."""
@@ -138,6 +145,42 @@ class _Static:
         return self._module
 
 
+@dataclass(frozen=True)
+class FinetuneWatch:
+    """How a fine-tuning run reports: a progress bar per epoch (without one: a plain progress
+    line every 5 minutes), a console for its lines (None: silent), and a callback with each
+    epoch's metrics row after its checkpoint is written."""
+
+    progress: bool = True
+    console: Any = None
+    on_epoch_end: Callable[[dict[str, Any]], None] | None = None
+
+
+#: a run that shows nothing
+QUIET = FinetuneWatch(progress=False)
+
+
+@dataclass
+class _Plan:
+    """A fine-tuning run, every input checked: what :func:`finetune` trains and writes."""
+
+    cfg: FinetuneConfig
+    source: Path
+    out: Path
+    work: Path
+    student: nn.Module
+    manifest: dict[str, Any]
+    space: Any
+    arch: Any
+    teacher_path: Path | None
+    teacher_net: Any
+    ck_meta: dict[str, Any]
+    splits: DataSplits
+    device: torch.device
+    fingerprint: str
+    state: dict[str, Any] | None
+
+
 def finetune(
     source: Path | str,
     out: Path | str,
@@ -145,68 +188,106 @@ def finetune(
     *,
     data: DataSplits | str | Path | None = None,
     teacher: Path | str | None = None,
-    device: str | torch.device = "cpu",
-    test: bool = False,
     resume: bool = False,
     overwrite: bool = False,
     work: Path | str | None = None,
     origin: dict[str, Any] | None = None,
-    progress: bool = True,
-    console: Any = None,
-    on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+    watch: FinetuneWatch = FinetuneWatch(),
 ) -> FinetuneResult:
     """Fine-tune the subnet of the export ``source`` and write a new verified export ``out``.
 
     Example:
-        >>> finetune("export/trial-0012-ab34", "export/ft-0012", {"epochs": 3},
-        ...          data="../shared/data/cifar10-jpeg.tar.gz", test=True).record["after"]
+        >>> finetune("export/trial-0012-ab34", "export/ft-0012", {"epochs": 3, "test": True},
+        ...          data="../shared/data/cifar10-jpeg.tar.gz").record["after"]
         {'val_acc': 0.91, 'val_loss': 0.31, 'test_acc': 0.905, ...}
 
     Args:
         source: an export folder (``model.onnx``, ``weights.safetensors``,
             ``manifest.json``); it is verified (checksums, ONNX against torch) first.
-        out: the new export folder (missing or empty, unless ``overwrite``).
-        config: a :class:`FinetuneConfig` or its fields as a dict.
+        out: the new export folder (missing or empty, unless ``overwrite``); never the
+            source, inside it, or the work folder.
+        config: a :class:`FinetuneConfig` or its fields as a dict (``device``, ``test``
+            included).
         data: a source for :func:`nas.train.load_dataset` (folder, archive, ``.npz``, CIFAR-10
             folder, ``"digits"``) or loaded splits; default the data the teacher checkpoint
             was trained on.
         teacher: supernet checkpoint whose largest subnet teaches; default the checkpoint
             the manifest names. Needed unless ``config.kd`` is False.
-        test: also measure accuracy on the test split, before and after.
         resume: continue the run in the work folder (a fresh start when there is none).
         overwrite: replace ``out`` if it is an export folder and, without ``resume``, start
             a run found in the work folder over.
-        work: the work folder (default :func:`work_dir_for` ``(out)``).
+        work: the work folder (default :func:`work_dir_for` ``(out)``); apart from ``out``
+            and the source.
         origin: how ``source`` was obtained (e.g. ``{"study": ..., "trial": ...}``), recorded.
-        on_epoch_end: called with each epoch's metrics row after its checkpoint is written.
+        watch: how the run reports (:class:`FinetuneWatch`; :data:`QUIET` shows nothing).
 
     Raises:
         ConfigError: bad options, no epochs, a teacher or data that do not fit the export,
             a run in the work folder without ``resume``, or a finished one with other options.
         ExportError: ``source`` is missing, not an export or fails verification; ``out`` is
-            not empty.
+            not empty, is or holds an input.
         CheckpointError: the teacher checkpoint is missing or corrupt.
         DataError: the data cannot be read.
         TrainingError: the loss became NaN or infinite (the last checkpoint is kept).
     """
-    from nas.export import load_export, verify_export
-
     cfg: FinetuneConfig = (config if isinstance(config, FinetuneConfig)
                            else FinetuneConfig.from_dict(dict(config)))
     t_start = time.perf_counter()
-    source = Path(source)
-    out = Path(out)
+    plan = _plan(cfg, Path(source), Path(out), data=data, teacher=teacher, resume=resume,
+                 overwrite=overwrite, work=work)
+    # everything the user gave was checked: from here on, files are written
+    run = _Run(cfg, plan.student, plan.arch, plan.space, plan.splits, plan.device,
+               plan.teacher_net, watch.progress, watch.console)
+    before, metrics = _train(run, plan, watch)
+    after = run.accuracy(cfg.test)
+    record = _record(plan, run, before, after, metrics, origin,
+                     seconds=round(time.perf_counter() - t_start, 2))
+    extra = {k: v for k, v in (plan.manifest.get("extra") or {}).items() if k != "finetune"}
+    previous = (plan.manifest.get("extra") or {}).get("finetune")
+    if previous:
+        record["previous"] = previous
+    extra["finetune"] = record
+    from nas.export import export_subnet
+
+    final = run.student.to("cpu").eval()
+    tp = plan.teacher_path
+    res = export_subnet(_Static(plan.space, plan.arch, final), plan.arch, plan.out,
+                        overwrite=overwrite, extra=extra,
+                        checkpoint=tp if tp is not None and tp.is_file() else None)
+    run.say(f"done: {plan.out}/ (verified); val acc {before['val_acc']:.4f} -> "
+            f"{after['val_acc']:.4f}"
+            + (f", test acc {before['test_acc']:.4f} -> {after['test_acc']:.4f}" if cfg.test
+               else ""))
+    return FinetuneResult(res.out, plan.work, res.manifest, metrics)
+
+
+def _check_places(source: Path, out: Path, work: Path, teacher: Path | str | None,
+                  overwrite: bool) -> None:
+    """The output and the work folder, checked against the inputs before anything is read:
+    neither may be the source export, lie inside it or hold it, nor each other; ``out``
+    must be new, empty, or (with ``overwrite``) an export folder."""
+    from nas.export import check_export_out
+
     if not source.is_dir():
         raise ExportError(f"export folder not found: {source}")
-    try:
-        same_place = out.resolve() == source.resolve()
-    except OSError:
-        same_place = False
-    if same_place:
-        raise ConfigError(f"--out {out} is the source export; name a new folder")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not overwrite)):
-        raise ExportError(f"--out {out} exists and is not an empty folder; pass --overwrite "
-                          "to replace an export, or choose another --out")
+    check_output(out, "--out", inputs=[("the source export", source), ("--work", work),
+                                       ("--teacher", teacher)],
+                 overwrite=overwrite, folder=True, error=ExportError)
+    check_export_out(out, overwrite)  # --overwrite replaces an export folder only
+    # a run in the work folder is resume's business: an existing one is no error here
+    check_output(work, "--work", inputs=[("the source export", source), ("--out", out),
+                                         ("--teacher", teacher)],
+                 overwrite=True, folder=True)
+
+
+def _plan(cfg: FinetuneConfig, source: Path, out: Path, *,
+          data: DataSplits | str | Path | None, teacher: Path | str | None, resume: bool,
+          overwrite: bool, work: Path | str | None) -> _Plan:
+    """Check everything a run needs and load it; nothing is written."""
+    from nas.export import load_export, verify_export
+
+    work_dir = Path(work) if work is not None else work_dir_for(out)
+    _check_places(source, out, work_dir, teacher, overwrite)
     verify_export(source)  # checksums and ONNX against torch: a tampered export stops here
     student, manifest = load_export(source)
     space = get_space(manifest["space"])
@@ -215,105 +296,99 @@ def finetune(
     teacher_path = _teacher_path(teacher, manifest, source, cfg.kd)
     teacher_net, ck_meta = _load_teacher(teacher_path, space.name, cfg.kd)
     splits = _load_data(data, cfg, ck_meta, space, teacher_path)
+    _check_splits(splits, cfg, space)
+    dev = torch.device(cfg.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
+                          "--torch-device cpu")
+    fingerprint = _fingerprint(cfg, manifest, splits, teacher_path)
+    state = _read_checkpoint(work_dir, fingerprint, resume, overwrite)
+    return _Plan(cfg, source, out, work_dir, student, manifest, space, arch, teacher_path,
+                 teacher_net, ck_meta, splits, dev, fingerprint, state)
+
+
+def _check_splits(splits: DataSplits, cfg: FinetuneConfig, space: Any) -> None:
     if splits.num_classes != space.spec.num_classes:
         raise ConfigError(
             f"data {splits.source} has {splits.num_classes} classes but space {space.name} "
             f"(the export's) has {space.spec.num_classes}; fine-tune on data of the same "
             "classes"
         )
-    if test and (splits.test is None or len(splits.test) == 0):
+    if cfg.test and (splits.test is None or len(splits.test) == 0):
         raise DataError(f"--test: {splits.source} has no test split")
     if len(splits.val) == 0:
         raise DataError(f"{splits.source}: the validation slice is empty (val_size 0); the "
                         "before and after accuracy need one")
-    n_batches = len(splits.train) // cfg.batch_size
-    if n_batches == 0:
+    if len(splits.train) // cfg.batch_size == 0:
         raise ConfigError(f"batch_size = {cfg.batch_size}: larger than the training set "
                           f"({len(splits.train)} images); lower it")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device 'cuda' requested but torch sees no CUDA device; use "
-                          "--torch-device cpu")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"device = {str(device)!r}: must be cpu or cuda")
 
-    work_dir = Path(work) if work is not None else work_dir_for(out)
-    fingerprint = _fingerprint(cfg, manifest, splits, teacher_path)
-    state = _read_checkpoint(work_dir, fingerprint, resume, overwrite)
 
-    # everything the user gave was checked: from here on, files are written
-    run = _Run(cfg, student, arch, space, splits, dev, teacher_net, progress, console)
+def _train(run: _Run, plan: _Plan, watch: FinetuneWatch
+           ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The epochs still to do, a checkpoint and ``metrics.csv`` after each; returns the
+    accuracy before and the metrics rows of every epoch."""
+    cfg, state = plan.cfg, plan.state
     if state is None:
-        before = run.accuracy(test)
+        before = run.accuracy(cfg.test)
         start, metrics = 0, []
-        run.say(f"fine-tuning {space.name}:{arch.hash} r={arch.r} from {source} for "
-                f"{cfg.epochs} epochs on {splits.describe()}; "
-                + (f"teacher: largest subnet of {teacher_path}" if run.teacher is not None
+        run.say(f"fine-tuning {plan.space.name}:{plan.arch.hash} r={plan.arch.r} from "
+                f"{plan.source} for {cfg.epochs} epochs on {plan.splits.describe()}; "
+                + (f"teacher: largest subnet of {plan.teacher_path}" if run.teacher is not None
                    else "no distillation") + f"; before: val acc {before['val_acc']:.4f}")
     else:
         run.load(state)
         before, start, metrics = state["before"], int(state["epoch"]), list(state["metrics"])
-        run.say(f"resuming the fine-tuning in {work_dir} after epoch {start}/{cfg.epochs}")
+        run.say(f"resuming the fine-tuning in {plan.work} after epoch {start}/{cfg.epochs}")
     for epoch in range(start, cfg.epochs):
         row = run.epoch(epoch)
         metrics.append(row)
-        _save_checkpoint(work_dir, {
-            "format": _CKPT_FORMAT, "fingerprint": fingerprint, "epoch": epoch + 1,
+        _save_checkpoint(plan.work, {
+            "format": _CKPT_FORMAT, "fingerprint": plan.fingerprint, "epoch": epoch + 1,
             "before": before, "metrics": metrics, "model": run.student.state_dict(),
             "optimizer": run.opt.state_dict(),
         })
-        _write_metrics(work_dir / METRICS_FILE, metrics)
+        _write_metrics(plan.work / METRICS_FILE, metrics)
         run.say(f"epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  val acc "
                 f"{row['val_acc']:.4f}  lr {row['lr']:.2e}  {row['seconds']:.1f}s")
-        if on_epoch_end is not None:
-            on_epoch_end(row)
+        if watch.on_epoch_end is not None:
+            watch.on_epoch_end(row)
+    return before, metrics
 
-    after = run.accuracy(test)
-    teacher_sha = _sha256(teacher_path) if teacher_path is not None else None
+
+def _record(plan: _Plan, run: _Run, before: dict[str, Any], after: dict[str, Any],
+            metrics: list[dict[str, Any]], origin: dict[str, Any] | None, *,
+            seconds: float) -> dict[str, Any]:
+    """The manifest's ``extra.finetune``: what was done, from what, with what result."""
+    cfg, manifest, splits, tp = plan.cfg, plan.manifest, plan.splits, plan.teacher_path
+    teacher_sha = _sha256(tp) if tp is not None else None
     exported_from = manifest.get("checkpoint")
     if not isinstance(exported_from, dict):
         exported_from = {}
-    record: dict[str, Any] = {
-        "source": {"folder": str(source), "arch_hash": manifest.get("arch_hash"),
+    return {
+        "source": {"folder": str(plan.source), "arch_hash": manifest.get("arch_hash"),
                    "weights_sha256": manifest["files"]["weights.safetensors"]["sha256"],
                    **({"origin": origin} if origin else {})},
         "data": {"source": splits.source, "format": splits.format, "key": splits.key,
                  "classes": splits.num_classes, "train": len(splits.train),
                  "val": len(splits.val),
                  "test": len(splits.test) if splits.test is not None else None,
-                 "val_size": len(splits.val), "val_seed": _val_seed(cfg, ck_meta)},
+                 "val_size": len(splits.val), "val_seed": _val_seed(cfg, plan.ck_meta)},
         "epochs": cfg.epochs,
-        "teacher": ({"checkpoint": str(teacher_path), "sha256": teacher_sha,
+        "teacher": ({"checkpoint": str(tp), "sha256": teacher_sha,
                      # the supernet the export's weights came from, or another one
                      "same_as_export": teacher_sha == exported_from.get("sha256"),
                      "subnet": "largest", "kd_ratio": cfg.kd_ratio,
                      "temperature": cfg.temperature}
-                    if run.teacher is not None and teacher_path is not None else None),
+                    if run.teacher is not None and tp is not None else None),
         "lr": cfg.lr, "schedule": "cosine", "optimizer": "sgd-nesterov",
-        "config": cfg.model_dump(mode="json"),
-        "device": dev.type,
+        "config": cfg.model_dump(mode="json", exclude={"device", "test"}),
+        "device": plan.device.type,
         "before": before, "after": after,
         "metrics": metrics,
-        "seconds": round(time.perf_counter() - t_start, 2),
-        "work": str(work_dir),
+        "seconds": seconds,
+        "work": str(plan.work),
     }
-    extra = {k: v for k, v in (manifest.get("extra") or {}).items() if k != "finetune"}
-    previous = (manifest.get("extra") or {}).get("finetune")
-    if previous:
-        record["previous"] = previous
-    extra["finetune"] = record
-    from nas.export import export_subnet
-
-    final = run.student.to("cpu").eval()
-    ck_for_manifest = teacher_path if teacher_path is not None and teacher_path.is_file() \
-        else None
-    res = export_subnet(_Static(space, arch, final), arch, out, overwrite=overwrite,
-                        extra=extra, checkpoint=ck_for_manifest)
-    run.say(f"done: {out}/ (verified); val acc {before['val_acc']:.4f} -> "
-            f"{after['val_acc']:.4f}"
-            + (f", test acc {before['test_acc']:.4f} -> {after['test_acc']:.4f}" if test
-               else ""))
-    return FinetuneResult(res.out, work_dir, res.manifest, metrics)
 
 
 # ---------------------------------------------------------------------- inputs
@@ -397,7 +472,10 @@ def _load_data(data: DataSplits | str | Path | None, cfg: FinetuneConfig,
 def _fingerprint(cfg: FinetuneConfig, manifest: dict[str, Any], data: DataSplits,
                  teacher: Path | None) -> str:
     """Hash of what changes the run (options, source weights, data, teacher)."""
-    d = {"config": cfg.model_dump(mode="json"),
+    # where it trains is no option of the run (a run may resume on another device); --test
+    # is, once given (the accuracies before hold the test split's then)
+    d = {"config": {**cfg.model_dump(mode="json", exclude={"device", "test"}),
+                    **({"test": True} if cfg.test else {})},
          "weights": manifest["files"]["weights.safetensors"]["sha256"],
          "arch": manifest.get("arch_hash"), "resolution": manifest["resolution"],
          "data": data.key, "teacher": str(teacher) if teacher is not None else None}

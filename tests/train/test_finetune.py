@@ -18,7 +18,9 @@ from nas.export import export_subnet, load_export, verify_export
 from nas.space import get_space
 from nas.supernet import OFASupernet, load_supernet, save_supernet
 from nas.train import (
+    QUIET,
     BatchLoader,
+    FinetuneWatch,
     Preprocess,
     Trainer,
     config_from_dict,
@@ -68,8 +70,8 @@ def _train_loss(folder: Path) -> float:
 
 def test_finetune_lowers_the_loss_and_writes_a_verified_export(src, tmp_path):
     out = tmp_path / "ft"
-    res = finetune(src, out, {"epochs": 2, **SMALL}, data="digits", test=True,
-                   progress=False)
+    res = finetune(src, out, {"epochs": 2, "test": True, **SMALL}, data="digits",
+                   watch=QUIET)
     # the subnet learned: its loss on the same training images went down
     assert _train_loss(out) < _train_loss(src) - 0.05
     assert verify_export(out)["arch_hash"] == json.loads(
@@ -104,29 +106,31 @@ def test_resume_continues_where_it_stopped(src, tmp_path):
             raise _Crash
 
     with pytest.raises(_Crash):
-        finetune(src, out, cfg, data="digits", progress=False, on_epoch_end=crash_after_first)
+        finetune(src, out, cfg, data="digits",
+                 watch=FinetuneWatch(progress=False, on_epoch_end=crash_after_first))
     assert not out.exists()
     assert [r["epoch"] for r in _rows(work_dir_for(out) / "metrics.csv")] == ["1"]
     with pytest.raises(ConfigError, match="--resume"):  # a run is there: not overwritten
-        finetune(src, out, cfg, data="digits", progress=False)
+        finetune(src, out, cfg, data="digits", watch=QUIET)
     with pytest.raises(ConfigError, match="other options"):
-        finetune(src, out, {**cfg, "lr": 0.1}, data="digits", progress=False, resume=True)
+        finetune(src, out, {**cfg, "lr": 0.1}, data="digits", watch=QUIET, resume=True)
     seen: list[int] = []
-    res = finetune(src, out, cfg, data="digits", progress=False, resume=True,
-                   on_epoch_end=lambda row: seen.append(row["epoch"]))
+    res = finetune(src, out, cfg, data="digits", resume=True,
+                   watch=FinetuneWatch(progress=False,
+                                       on_epoch_end=lambda row: seen.append(row["epoch"])))
     assert seen == [2, 3]
     assert [r["epoch"] for r in _rows(work_dir_for(out) / "metrics.csv")] == ["1", "2", "3"]
     assert [m["epoch"] for m in res.record["metrics"]] == [1, 2, 3]
     assert res.record["teacher"] is None
     # the resumed run did what an uninterrupted one does (seeded by epoch and step)
-    whole = finetune(src, tmp_path / "whole", cfg, data="digits", progress=False)
+    whole = finetune(src, tmp_path / "whole", cfg, data="digits", watch=QUIET)
     assert [m["train_loss"] for m in whole.metrics] == [m["train_loss"] for m in res.metrics]
     a, _ = load_export(out)
     b, _ = load_export(tmp_path / "whole")
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
         assert torch.allclose(va.float(), vb.float(), atol=1e-6), k
     # --overwrite replaces the export and starts the run over: one epoch, one row
-    again = finetune(src, out, {**cfg, "epochs": 1}, data="digits", progress=False,
+    again = finetune(src, out, {**cfg, "epochs": 1}, data="digits", watch=QUIET,
                      overwrite=True)
     assert again.record["epochs"] == 1
     assert [r["epoch"] for r in _rows(work_dir_for(out) / "metrics.csv")] == ["1"]
@@ -164,18 +168,18 @@ def test_bad_input_is_refused_in_one_line_and_writes_nothing(src, tmp_path, data
         (src, {"epochs": 1, "val_size": 8}, {"data": str(three)}, ConfigError, "3 classes"),
         (src, {"epochs": 1}, {"data": str(tmp_path / "no-data")}, DataError, "not found"),
         (src, {"epochs": 1, "batch_size": 10_000}, {}, ConfigError, "batch_size"),
-        (src, {"epochs": 1, "val_size": 8}, {"test": True, "data": str(ten)}, DataError,
+        (src, {"epochs": 1, "val_size": 8, "test": True}, {"data": str(ten)}, DataError,
          "no test split"),
     ]
     for i, (source, cfg, kw, exc, words) in enumerate(cases):
         out = tmp_path / f"out{i}"
         with pytest.raises(exc, match=words) as info:
-            finetune(source, out, {**cfg, "train_limit": 96}, progress=False, **kw)
+            finetune(source, out, {**cfg, "train_limit": 96}, watch=QUIET, **kw)
         assert "\n" not in str(info.value)
         assert not out.exists(), (i, words)
         assert not work_dir_for(out).exists(), (i, words)
-    with pytest.raises(ExportError, match="not an empty folder"):
-        finetune(src, full, {"epochs": 1}, progress=False)
+    with pytest.raises(ExportError, match="exists and is not empty"):
+        finetune(src, full, {"epochs": 1}, watch=QUIET)
     assert sorted(p.name for p in full.iterdir()) == ["notes.txt"]
     assert not work_dir_for(full).exists()
 
@@ -221,7 +225,7 @@ def test_fine_tuning_trains_a_subnet_as_supernet_training_trains_it(tmp_path, ti
     trained = Trainer(cfg, progress=False, data=data).run()
     tuned = finetune(tmp_path / "src", tmp_path / "ft",
                      {"epochs": 2, "lr": 0.05, "batch_size": 32, "seed": 7, "kd": False},
-                     data=data, progress=False)
+                     data=data, watch=QUIET)
     # what the two runs' metrics.csv show, epoch by epoch
     assert [m["train_loss"] for m in tuned.metrics] == \
         [float(m["train_loss"]) for m in trained.metrics]
