@@ -22,7 +22,7 @@ from nas._cli_utils import (
     require_torch_device,
     seed_option,
 )
-from nas._outputs import check_output
+from nas._outputs import check_apart, check_output
 from nas.errors import ArchitectureError, ConfigError
 
 if TYPE_CHECKING:  # torch is imported by the commands that need it
@@ -67,6 +67,9 @@ def _context(space: str, checkpoint: Path | None, data: str | None, device: str,
              no_cache: bool) -> ProxyContext:
     from nas.proxies import ProxyContext
 
+    if cache is not None and not no_cache:  # scores are written to it
+        given_data = data if data and Path(data).exists() else None
+        check_apart(cache, "--cache", [("--checkpoint", checkpoint), ("--data", given_data)])
     if device != "cpu":  # torch only for a GPU: proxies like macs do without it
         import torch
 
@@ -134,6 +137,8 @@ def proxies_eval(
     from nas.proxies import get_proxy
 
     proxies = [get_proxy(p) for p in proxy]  # unknown names fail before any loading
+    if cache is not None and not no_cache:
+        check_apart(cache, "--cache", [("--arch-file", arch_file)])
     ctx = _context(space, checkpoint, data, device, seed, val_limit, bn_batches, cache, no_cache)
     archs = _read_archs(ctx.space, arch_file)
     costs = ctx.space.costs(archs)

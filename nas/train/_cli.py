@@ -71,10 +71,11 @@ def train_cmd(
     if not distributed:
         require_torch_device(device, torch)
     cfg = load_config(config)
-    # a run never writes into what it reads (the existing run in --out is --resume's rule)
+    # a run never writes over or into what it reads (the existing run in --out is --resume's
+    # rule; a config kept in --out, the run's own config.yaml, is fine)
     data = cfg.data.source if Path(cfg.data.source).exists() else None  # not "digits"
     check_apart(out or cfg.out, "--out", [("--config", config), ("the config's init", cfg.init),
-                                          ("the config's data", data)], folder=True)
+                                          ("the config's data", data)])
     if distributed:
         result = train_distributed(cfg, out, workers=workers, address=address, device=device,
                                    resume=resume, cpus_per_worker=threads, progress=progress)

@@ -175,6 +175,26 @@ def test_latency_export_never_writes_the_database(run_nas, tmp_path):
     assert digest(db) == before
 
 
+def test_a_cache_is_never_an_input(run_nas, tmp_path):
+    archs = tmp_path / "a.jsonl"
+    archs.write_text('{"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16}\n')
+    before = digest(archs)
+    one_error(run_nas(["proxies", "eval", "-s", "tiny", "-f", str(archs), "-p", "macs",
+                       "--cache", str(archs)]), "--cache", "--arch-file")
+    assert digest(archs) == before
+
+
+def test_training_never_writes_into_its_data(run_nas, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "x.npz").write_bytes(b"")
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"space: tiny\nout: {data / 'run'}\ndata: {{source: {data}}}\n"
+                   "phases: [{task: full, epochs: 1, lr: 0.05}]\n")
+    one_error(run_nas(["train", "--config", str(cfg)]), "--out", "inside", "data")
+    assert sorted(p.name for p in data.iterdir()) == ["x.npz"]
+
+
 # ---------------------------------------------------------------------- the guard itself
 def test_guard_compares_resolved_paths_and_inodes(tmp_path):
     data = tmp_path / "data"
