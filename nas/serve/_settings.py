@@ -110,7 +110,7 @@ class ServiceSettings(ConfigModel):
     max_batch_size: int = 64
     batch_wait_timeout_s: float = Field(default=0.002, allow_inf_nan=True)  # NaN: ours
     max_searches: int = 2
-    max_specialize: int = 2
+    max_specialize: int = 1  # its search holds the GIL: two at once take twice as long
     max_predicts: int = 128
     max_exports: int = 1
     max_reports: int = 2

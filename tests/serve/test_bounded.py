@@ -41,8 +41,9 @@ def _wait(url: str, search_id: str, until: set[str], timeout_s: float = 120) -> 
 # ---------------------------------------------------------------------- concurrency
 def test_a_burst_of_heavy_specialize_gets_results_or_429_and_health_answers_throughout(
         service: Any) -> None:
-    """Eight heavy /specialize at once against a service that runs two: each is answered
-    with a result or a 429 carrying Retry-After, and /health answers all along."""
+    """Eight heavy /specialize at once against a service that runs one at a time (its
+    default): each is answered with a result or a 429 carrying Retry-After, and /health
+    answers all along."""
     stop = threading.Event()
     health: list[int] = []
 
@@ -66,7 +67,7 @@ def test_a_burst_of_heavy_specialize_gets_results_or_429_and_health_answers_thro
     codes = sorted(r.status_code for r in answers)
     assert set(codes) <= {200, 429}, [r.text[:200] for r in answers]
     assert 200 in codes
-    assert 429 in codes  # 8 at once, 2 slots, each seconds long
+    assert 429 in codes  # 8 at once, 1 slot, each seconds long
     for r in answers:
         if r.status_code == 429:
             assert r.headers["Retry-After"] == "1"
@@ -78,7 +79,7 @@ def test_a_burst_of_heavy_specialize_gets_results_or_429_and_health_answers_thro
 
 
 def test_abandoned_specialize_requests_give_their_slots_back(service: Any) -> None:
-    """Two heavy /specialize whose clients hang up: their work stops and frees the slots (a
+    """Two heavy /specialize whose clients hang up: their work stops and frees its slot (a
     request afterwards is answered, not refused for ever)."""
     def hang_up(seed: int) -> None:
         try:
@@ -95,7 +96,7 @@ def test_abandoned_specialize_requests_give_their_slots_back(service: Any) -> No
         if r.status_code == 200:
             break
         assert r.status_code == 429, r.text
-        assert time.monotonic() < deadline, "the abandoned requests kept their slots"
+        assert time.monotonic() < deadline, "an abandoned request kept its slot"
         time.sleep(0.5)
 
 
