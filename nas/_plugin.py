@@ -51,7 +51,7 @@ import importlib
 import inspect
 import re
 import typing
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import pydantic
@@ -64,6 +64,7 @@ from nas._entry_points import (
     loaded_entry_points,
     plugin_source,
 )
+from nas.errors import ConfigError
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -74,6 +75,7 @@ __all__ = [
     "Plugin",
     "PluginSource",
     "applies_to",
+    "check_estimator_options",
     "check_plugin_name",
     "list_plugins",
     "load_entry_points",
@@ -170,6 +172,37 @@ def check_plugin_name(name: object) -> str | None:
     if not NAME_RE.match(name):
         return f"name {name!r} is not {NAME_RULE}"
     return None
+
+
+def check_estimator_options(cls: type, create: Callable[..., object]) -> None:
+    """The contract of a scikit-learn-style plug-in's parameters (latency kinds, accuracy
+    predictors): ``__init__`` takes keyword-only parameters with defaults, ``space`` among
+    them; ``Options`` has a field per parameter with the same default; ``create(**options)``
+    refuses an unknown parameter in one line naming it. ``AssertionError`` says what is wrong."""
+    def expect(ok: object, message: str) -> None:
+        if not ok:  # not `assert`: the check must hold under `python -O` too
+            raise AssertionError(message)
+
+    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()  # type: ignore[misc]
+              if n != "self"}
+    expect("space" in params, f"{cls.__name__}() takes no space")
+    for p in params.values():
+        expect(p.kind is p.KEYWORD_ONLY and p.default is not p.empty,
+               f"{cls.__name__}: parameter {p.name!r} must be keyword-only with a default")
+    fields = cls.Options.model_fields  # type: ignore[attr-defined]
+    expect(set(fields) == set(params), f"{cls.__name__}.Options has fields {sorted(fields)}, "
+           f"__init__ takes {sorted(params)}")
+    for n, p in params.items():
+        got = fields[n].default
+        expect(got is p.default or got == p.default,
+               f"{cls.__name__}.Options.{n} defaults to {got!r}, __init__ to {p.default!r}")
+    try:
+        create(no_such_parameter_=1)
+    except ConfigError as exc:
+        expect("\n" not in str(exc) and "no_such_parameter_" in str(exc),
+               f"an unknown parameter gave {str(exc)!r}, not one line naming it")
+    else:
+        raise AssertionError(f"{cls.__name__}: an unknown parameter was taken")
 
 
 def applies_to(plugin: Any, family: str | None, space: str | None = None) -> bool:

@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from nas._plugin import applies_to
-from nas.errors import ArchitectureError, ConfigError, NASError, NotFittedError
+from nas._plugin import applies_to, check_estimator_options
+from nas.errors import ArchitectureError, NASError, NotFittedError
 from nas.latency._features import layer_features
 from nas.latency._lut import lut_grid, lut_keys, lut_to_arrays
 from nas.latency._predictors import LatencyPredictor
@@ -96,35 +96,18 @@ def check_is_latency_predictor(cls: Kind) -> None:
 
 
 def check_options_are_the_init_parameters(cls: Kind) -> None:
-    """``Options`` has a field per ``__init__`` parameter, with its default, and
-    :meth:`~LatencyPredictor.create` refuses an unknown parameter in one line."""
-    params = {n: p.default for n, p in inspect.signature(cls.__init__).parameters.items()
-              if n != "self"}
-    fields = cls.Options.model_fields
-    _expect(set(fields) == set(params), f"{cls.__name__}.Options has fields {sorted(fields)}, "
-            f"__init__ takes {sorted(params)}")
-    for n, default in params.items():
-        got = fields[n].default
-        _expect(got is default or got == default,
-                f"{cls.__name__}.Options.{n} defaults to {got!r}, __init__ to {default!r}")
-    try:
-        cls.create(SPACE, no_such_parameter_=1)
-    except ConfigError as exc:
-        _expect("\n" not in str(exc) and "no_such_parameter_" in str(exc),
-                f"an unknown parameter gave {str(exc)!r}, not one line naming it")
-    else:
-        raise AssertionError(f"{cls.__name__}.create() took an unknown parameter")
+    """``__init__`` takes keyword-only parameters with defaults, ``space`` among them;
+    ``Options`` has a field per parameter with its default; :meth:`~LatencyPredictor.create`
+    refuses an unknown parameter in one line."""
+    check_estimator_options(cls, lambda **kw: cls.create(SPACE, **kw))
 
 
 def check_init_is_keyword_only_and_stores_params(cls: Kind) -> None:
-    """``__init__`` takes keyword-only parameters with defaults (``space`` among them) and
-    only stores them (scikit-learn's rule: ``clone`` and ``get_params`` rely on it)."""
+    """``__init__`` only stores its (keyword-only) parameters (scikit-learn's rule: ``clone``
+    and ``get_params`` rely on it)."""
     sig = inspect.signature(cls.__init__)
-    params = [p for name, p in sig.parameters.items() if name != "self"]
-    _expect("space" in {p.name for p in params}, f"{cls.__name__}() takes no space")
-    for p in params:
-        _expect(p.kind is p.KEYWORD_ONLY and p.default is not p.empty,
-                f"{cls.__name__}: parameter {p.name!r} must be keyword-only with a default")
+    params = [p for name, p in sig.parameters.items()
+              if name != "self" and p.default is not p.empty]
     given = {p.name: copy.deepcopy(p.default) for p in params}
     est = cls(**given)
     got = est.get_params(deep=False)

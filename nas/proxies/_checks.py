@@ -15,7 +15,6 @@ raises ``AssertionError`` naming what is broken.
 
 from __future__ import annotations
 
-import inspect
 import json
 from collections.abc import Callable, Sequence
 from functools import lru_cache
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from nas._plugin import applies_to
+from nas._plugin import applies_to, check_estimator_options
 from nas.errors import ConfigError, NASError, NotFittedError
 from nas.proxies._base import Proxy, ProxyContext, get_proxy
 from nas.proxies._predictors import (
@@ -258,26 +257,7 @@ def check_accuracy_options_are_the_init_parameters(cls: Kind) -> None:
     """``__init__`` takes keyword-only parameters with defaults, ``space`` among them;
     ``Options`` has a field per parameter with its default; an unknown parameter is refused
     in one line naming it."""
-    params = {n: p for n, p in inspect.signature(cls.__init__).parameters.items()
-              if n != "self"}
-    _expect("space" in params, f"{cls.__name__}() takes no space")
-    for p in params.values():
-        _expect(p.kind is p.KEYWORD_ONLY and p.default is not p.empty,
-                f"{cls.__name__}: parameter {p.name!r} must be keyword-only with a default")
-    fields = cls.Options.model_fields
-    _expect(set(fields) == set(params), f"{cls.__name__}.Options has fields {sorted(fields)}, "
-            f"__init__ takes {sorted(params)}")
-    for n, p in params.items():
-        got = fields[n].default
-        _expect(got is p.default or got == p.default,
-                f"{cls.__name__}.Options.{n} defaults to {got!r}, __init__ to {p.default!r}")
-    try:
-        make_accuracy_predictor(cls.name, no_such_parameter_=1)
-    except ConfigError as exc:
-        _expect("\n" not in str(exc) and "no_such_parameter_" in str(exc),
-                f"an unknown parameter gave {str(exc)!r}, not one line naming it")
-    else:
-        raise AssertionError(f"make_accuracy_predictor({cls.name!r}) took an unknown parameter")
+    check_estimator_options(cls, lambda **kw: make_accuracy_predictor(cls.name, **kw))
 
 
 def check_accuracy_estimator_protocol(cls: Kind) -> None:
