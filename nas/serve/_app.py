@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from nas.latency import LatencyPredictor
     from nas.space import Architecture
 
-__all__ = ["NASService", "build_api", "field_error", "json_safe"]
+__all__ = ["NASService", "Replica", "build_api", "field_error", "json_safe"]
 
 # Above this many architectures a predict call runs in a worker thread, so the event loop
 # keeps accepting requests meanwhile; below, the thread hop costs more than the call.
@@ -167,16 +167,9 @@ class _Predictors:
         return load_predictor(device, space, kind, db=self.db)
 
 
-@serve.deployment(
-    name="NASService",
-    num_replicas=1,
-    max_ongoing_requests=512,
-    logging_config={"enable_access_log": False, "log_level": "WARNING"},
-    health_check_period_s=10,
-)
-@serve.ingress()
-class NASService:
-    """The service's one replica: predictors, batching, searches, exports."""
+class Replica:
+    """The service's one replica: predictors, batching, searches, exports (deployed as
+    :data:`NASService`; built directly, its ASGI app runs without Ray Serve)."""
 
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
@@ -268,6 +261,16 @@ def _bind_internal_grpc(host: str) -> None:
             default_impl.add_grpc_address = add_address_here  # type: ignore[assignment]
 
 
+#: the service's Ray Serve deployment: :class:`Replica`, the ingress
+NASService = serve.deployment(
+    name="NASService",
+    num_replicas=1,
+    max_ongoing_requests=512,
+    logging_config={"enable_access_log": False, "log_level": "WARNING"},
+    health_check_period_s=10,
+)(serve.ingress()(Replica))
+
+
 # ---------------------------------------------------------------------- routes
 def _parse_archs(space: Any, req: PredictRequest) -> list[Architecture]:
     archs = []
@@ -322,7 +325,7 @@ def _spaces() -> list[dict[str, Any]]:
     return out
 
 
-def build_api(svc: NASService) -> FastAPI:
+def build_api(svc: Replica) -> FastAPI:
     """The FastAPI app of one replica, its routes bound to ``svc``."""
     from nas import __version__
 
