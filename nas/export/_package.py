@@ -397,6 +397,7 @@ def load_export(folder: Path | str) -> tuple[torch.nn.Module, dict[str, Any]]:
 def _check_links(folder: Path) -> None:
     """Refuse an export's file that is a symlink out of its folder: the folder would vouch
     for a file it does not hold (another export's weights, say), and hashes follow links."""
+    _io.check_path(folder / MANIFEST_FILE, "export folder", error=ExportError)  # a name at all
     root = folder.resolve()
     for name in sorted(EXPORT_FILES):
         path = folder / name
