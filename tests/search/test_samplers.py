@@ -112,10 +112,13 @@ def test_a_resumed_study_goes_on_sampling(name: str, tmp_path: Path) -> None:
     """The search's own create-then-resume path, on a journal file opened twice."""
     cfg = _config(name, _objectives(name)[-1], study="s",
                   storage=str(tmp_path / "s.journal"))
-    study, _ = open_study(cfg, open_storage(cfg.storage_url), resume=False, predictor_info={})
+    study, _, lease = open_study(cfg, open_storage(cfg.storage_url), resume=False,
+                                 predictor_info={})
     _run(study, N_TRIALS // 2)
-    again, merged = open_study(cfg, open_storage(cfg.storage_url), resume=True,
-                               predictor_info={})
+    lease.release()  # the first driver ends
+    again, merged, lease = open_study(cfg, open_storage(cfg.storage_url), resume=True,
+                                      predictor_info={})
+    lease.release()
     assert merged.sampler == name
     assert isinstance(again.sampler, type(make_sampler(cfg)))
     _run(again, N_TRIALS)
