@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -57,6 +58,10 @@ class Registry(Generic[T]):
         self.checks = checks
         self._builtins = tuple(builtins)
         self._loaded = False
+        self._loading = False
+        # Threads (the service's requests) may look a registry up for the first time at once:
+        # the others wait until the built-ins are in, rather than see an empty registry.
+        self._lock = threading.RLock()
         self._items: dict[str, T] = {}
 
     # ------------------------------------------------------------------ filling
@@ -89,12 +94,20 @@ class Registry(Generic[T]):
     def _load(self) -> None:
         """The built-in plug-ins, then every package's ``nas.plugins`` entry points (once per
         process; see :mod:`nas._entry_points`)."""
-        if not self._loaded:
-            self._loaded = True
-            with built_ins():
-                for module in self._builtins:
-                    importlib.import_module(module)
-            load_entry_points()
+        if self._loaded:
+            return
+        with self._lock:
+            if self._loaded or self._loading:  # loaded meanwhile, or a lookup while loading
+                return
+            self._loading = True
+            try:
+                with built_ins():
+                    for module in self._builtins:
+                        importlib.import_module(module)
+                load_entry_points()
+            finally:
+                self._loading = False
+                self._loaded = True
 
     # ------------------------------------------------------------------ lookup
     def get(self, name: str) -> T:

@@ -60,6 +60,38 @@ def test_registry_imports_its_builtins_on_first_use() -> None:
         reg.names()
 
 
+def test_a_registry_looked_up_by_two_threads_at_once_is_never_seen_empty(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two first lookups at once (two requests to the service): the second waits for the
+    built-ins the first is importing, rather than finding no plug-in at all."""
+    import sys
+    import threading
+
+    reg: Registry[object] = Registry("gadget", builtins=["nas_test_slow_builtins"])
+    importing, go_on = threading.Event(), threading.Event()
+    monkeypatch.setattr(sys.modules[__name__], "_SLOW_REGISTRY", (reg, importing, go_on),
+                        raising=False)
+    (tmp_path / "nas_test_slow_builtins.py").write_text(
+        "import sys\n"
+        f"reg, importing, go_on = sys.modules[{__name__!r}]._SLOW_REGISTRY\n"
+        "importing.set()\n"
+        "go_on.wait(60)\n"
+        "class Gadget:\n    name = 'gadget'\n"
+        "reg.register(Gadget)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "nas_test_slow_builtins", raising=False)
+    first: list[object] = []
+    loader = threading.Thread(target=lambda: first.append(reg.get("gadget")))
+    loader.start()
+    assert importing.wait(60)
+    # the second lookup arrives while the first is inside the import; the import finishes
+    # half a second later, and the second must wait for it
+    threading.Timer(0.5, go_on.set).start()
+    assert reg.get("gadget").name == "gadget"  # type: ignore[attr-defined]
+    loader.join(60)
+    assert first == [reg.get("gadget")]
+
+
 class _Cfg(ConfigModel):
     what = "widget config"
     lr: float = 0.1
