@@ -55,7 +55,11 @@ def storage_file(storage: str | None) -> Path | None:
 def _resolved(path: Path) -> Path:
     # resolve() follows every symlink of the part that exists, so a link to an input is the
     # input; the rest of the path is kept as given
-    return Path(os.path.abspath(path)).resolve()
+    absolute = Path(os.path.abspath(path))
+    try:
+        return absolute.resolve()
+    except (OSError, RuntimeError):  # a name the system refuses, a symlink loop
+        return absolute
 
 
 def _same(a: Path, b: Path) -> bool:
