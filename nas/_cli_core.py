@@ -19,6 +19,7 @@ from nas._cli_utils import (
     print_json,
     seed_option,
 )
+from nas._outputs import check_apart, check_output
 
 __all__ = ["register"]
 
@@ -51,6 +52,9 @@ def demo_cmd(
     """
     from nas.demo import run_demo
 
+    # a rerun reuses what the folder holds: an existing one is fine, a file is not
+    check_output(workdir, "--workdir", overwrite=True, folder=True, example="runs/demo")
+    check_apart(workdir, "--workdir", [("--checkpoint", checkpoint)])
     summary = run_demo(workdir=workdir, checkpoint=checkpoint, data=data, device=device,
                        n_latency=n_latency, n_trials=n_trials, workers=workers, seed=seed,
                        progress=not json_out)

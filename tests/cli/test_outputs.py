@@ -195,6 +195,13 @@ def test_training_never_writes_into_its_data(run_nas, tmp_path):
     assert sorted(p.name for p in data.iterdir()) == ["x.npz"]
 
 
+def test_demo_workdir_is_a_folder(run_nas, tmp_path):
+    ck = tmp_path / "ck.safetensors"
+    ck.write_bytes(b"weights")
+    one_error(run_nas(["demo", "--workdir", str(ck)]), "--workdir", "not a folder")
+    assert ck.read_bytes() == b"weights"
+
+
 # ---------------------------------------------------------------------- the guard itself
 def test_guard_compares_resolved_paths_and_inodes(tmp_path):
     data = tmp_path / "data"
