@@ -44,13 +44,17 @@ def test_a_search_submitted_as_a_ray_job_runs_on_the_cluster(search_env, tmp_pat
                "-O", "accuracy", "-O", "latency:cpu-1t", "-n", "8", "--workers", "2",
                "--db", search_env["db"], "--study", "job", "--storage", str(storage),
                "--no-progress"]
-        deadline = time.time() + 90
-        while True:  # the dashboard's job server takes a few seconds to come up
+        # The dashboard's job server, then its job agent, take a while to come up (on a busy
+        # machine, a minute): until then a submission is refused before any job exists, with
+        # one of these answers, and is tried again.
+        not_up = ("Failed to connect", "No available agent to submit job")
+        deadline = time.time() + 180
+        while True:
             proc = subprocess.run(cmd, env=submit_env, capture_output=True, text=True,
-                                  timeout=240)
+                                  timeout=300)
             if proc.returncode == 0 or time.time() > deadline or "succeeded" in proc.stdout:
                 break
-            if "Failed to connect" not in proc.stdout + proc.stderr:
+            if not any(s in proc.stdout + proc.stderr for s in not_up):
                 break
             time.sleep(2)
         assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
