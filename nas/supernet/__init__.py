@@ -27,6 +27,14 @@ if TYPE_CHECKING:
         DynamicSE,
         DynamicSeparableConv2d,
     )
+    from nas.supernet._gpt import GPT, GPTSupernet
+    from nas.supernet._hf import (
+        export_hf_gpt2,
+        import_hf_gpt2,
+        load_gpt_supernet,
+        read_gpt_checkpoint_meta,
+        save_gpt_supernet,
+    )
     from nas.supernet._ofa import OFASupernet
     from nas.supernet._static import (
         MBConv,
@@ -57,6 +65,17 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "DynamicPointwiseConv2d",
             "DynamicSE",
             "DynamicSeparableConv2d",
+        ],
+        "nas.supernet._gpt": [
+            "GPT",
+            "GPTSupernet",
+        ],
+        "nas.supernet._hf": [
+            "export_hf_gpt2",
+            "import_hf_gpt2",
+            "load_gpt_supernet",
+            "read_gpt_checkpoint_meta",
+            "save_gpt_supernet",
         ],
         "nas.supernet._ofa": [
             "OFASupernet",

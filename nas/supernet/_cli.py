@@ -135,6 +135,83 @@ def supernet_export_ofa(
         console.print(f"wrote {path} ({n} tensors of OFA's {net.space.name} supernet)")
 
 
+def supernet_import_hf(
+    folder: Annotated[Path, typer.Argument(
+        metavar="FOLDER", help="What transformers' GPT2LMHeadModel.save_pretrained wrote: "
+        "config.json with model.safetensors or pytorch_model.bin.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write "
+                                      "(.safetensors).")],
+    dtype: Annotated[str, typer.Option(help="Weights as float16 (half the size) or "
+                                       "float32.")] = "float16",
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Convert a Hugging Face GPT-2 checkpoint into a GPT supernet checkpoint (.safetensors).
+
+    The supernet's largest subnet is the model (logits within 1e-5 in float32); smaller
+    subnets keep prefixes of its channels, heads and MLP neurons. pytorch_model.bin is read
+    with torch.load(weights_only=True): a pickle that names any Python object is refused
+    unread. A config this layout does not reproduce (cross-attention, attention scaled by
+    layer, another activation, an untied LM head) is refused in one line and nothing is
+    written.
+    """
+    check_output(out, inputs=[("FOLDER", folder)], overwrite=overwrite,
+                 example="gpt2.safetensors")
+    from nas.errors import ConfigError
+    from nas.supernet import import_hf_gpt2, save_gpt_supernet
+
+    if dtype not in ("float16", "float32"):
+        raise ConfigError(f"--dtype must be float16 or float32, got {dtype!r}")
+    net, meta = import_hf_gpt2(folder)
+    path = save_gpt_supernet(net, out, meta=meta, dtype=dtype)
+    n_params = sum(p.numel() for p in net.parameters())
+    if json_out:
+        print_json({"checkpoint": str(path), "family": "gpt", "geometry": net.geometry,
+                    "dtype": dtype, **meta, "parameters": n_params})
+    else:
+        g = net.geometry
+        console.print(f"converted {folder} ({meta['hf_file']}, sha256 {meta['hf_sha256'][:12]}"
+                      f"...) to {path} (GPT: {g['n_layer']} layers, {g['n_embd']} wide, "
+                      f"{g['n_head']} heads, MLP {g['mlp']}, {n_params / 1e6:.2f}M parameters, "
+                      f"{dtype})")
+
+
+def supernet_export_hf(
+    checkpoint: Annotated[Path, typer.Argument(help="GPT supernet checkpoint (.safetensors), "
+                                               "as `nas supernet import-hf` writes.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder to write (new or empty).")],
+    arch: Annotated[str | None, typer.Option(
+        "--arch", "-a", help='Subnet as JSON text \'{"n_layer": 2, "n_embd": 32, "n_head": '
+        '[4, 4], "mlp": [128, 128]}\' or @file.json; default the largest.')] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Write a GPT subnet as a folder transformers' GPT2LMHeadModel.from_pretrained loads.
+
+    Every layer must have the same heads and MLP width, and heads times head size must equal
+    the embedding width (GPT-2's config says each once); otherwise one line names the layer.
+    """
+    check_output(out, inputs=[("CHECKPOINT", checkpoint)], overwrite=overwrite, folder=True,
+                 example="gpt2-small/")
+    from nas._io import read_text
+    from nas.errors import ArchitectureError
+    from nas.supernet import export_hf_gpt2, load_gpt_supernet
+
+    parsed: Any = None
+    if arch is not None:
+        text = read_text(arch[1:], "--arch file", error=ArchitectureError) \
+            if arch.startswith("@") else arch
+        try:
+            parsed = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            raise ArchitectureError(f"--arch is not valid JSON ({exc})") from None
+    net = load_gpt_supernet(checkpoint)
+    chosen = net.check_arch(parsed) if parsed is not None else net.largest()
+    path = export_hf_gpt2(net, chosen, out)
+    console.print(f"wrote {path} (GPT2LMHeadModel: {chosen['n_layer']} layers, "
+                  f"{chosen['n_embd']} wide, {chosen['n_head'][0]} heads, "
+                  f"MLP {chosen['mlp'][0]})")
+
+
 def _help(doc: str | None) -> str:
     """A docstring as help text: paragraphs kept, the lines inside each joined."""
     paragraphs = [" ".join(line.strip() for line in p.splitlines())
@@ -144,6 +221,8 @@ def _help(doc: str | None) -> str:
 
 supernet_app.command("import-ofa", help=_help(supernet_import_ofa.__doc__))(supernet_import_ofa)
 supernet_app.command("export-ofa", help=_help(supernet_export_ofa.__doc__))(supernet_export_ofa)
+supernet_app.command("import-hf", help=_help(supernet_import_hf.__doc__))(supernet_import_hf)
+supernet_app.command("export-hf", help=_help(supernet_export_hf.__doc__))(supernet_export_hf)
 
 
 def register(app: typer.Typer) -> None:
