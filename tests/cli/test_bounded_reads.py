@@ -11,23 +11,13 @@ import os
 from pathlib import Path
 
 import pytest
+from expect import one_error
 
 from nas._io import MAX_READ_BYTES, read_bytes, read_yaml, sha256_file
 from nas.errors import ConfigError
 
 ZERO = "/dev/zero"
 needs_dev_zero = pytest.mark.skipif(not os.path.exists(ZERO), reason="no /dev/zero here")
-
-
-def one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 ENDLESS = [

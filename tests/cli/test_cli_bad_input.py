@@ -11,23 +11,12 @@ import struct
 from pathlib import Path
 
 import pytest
+from expect import one_error
 
 from nas._data import shipped_supernet
 
 ARCH = json.dumps({"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16})
 NOT_UTF8 = b"\xff\xfe{\x80 ks: [3]\n"
-
-
-def one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in err + out
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def files_in(folder: Path) -> list[str]:

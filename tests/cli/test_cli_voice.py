@@ -14,21 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from expect import one_error
 
 ARCH = json.dumps({"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16})
 NAS = str(Path(sys.executable).parent / "nas")
 WARNING = "warning: --device is now --torch-device (a profile name elsewhere)"
-
-
-def one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def files_in(folder: Path) -> list[str]:

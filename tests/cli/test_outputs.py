@@ -15,23 +15,13 @@ import os
 from pathlib import Path
 
 import pytest
+from expect import one_error
 
 from nas._data import shipped_supernet
 from nas._outputs import check_output, storage_file
 from nas.errors import ConfigError
 
 ARCH = json.dumps({"ks": [3, 3, 3, 3], "e": [2, 2, 2, 2], "d": [1, 1], "r": 16})
-
-
-def one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 def digest(path: Path) -> str:

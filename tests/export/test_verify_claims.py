@@ -14,19 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from expect import one_error
 
 from nas._data import shipped_supernet
-
-
-def one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip("\n").split("\n")
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from expect import one_error
 
 from nas.db import LatencyDB
 from nas.space import Architecture, get_space
@@ -42,18 +43,6 @@ def _import(run_nas: Run, f: Path, db: Path, device: str = "cpu-1t") -> tuple[in
                     "--db", str(db)])
 
 
-def _one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in out + err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def _stored(db: Path) -> list[tuple[str, str, float | None]]:
     with LatencyDB(f"sqlite:///{db}") as store:
         return [(r["device"], r["hash"], r["latency_ms"]) for r in store.measurement_rows()]
@@ -64,7 +53,7 @@ def test_conflicting_latencies_of_one_subnet_are_refused(run_nas: Run, archs, tm
     a, b, _ = archs
     f = _jsonl(tmp_path / "m.jsonl", [(a, 1.0), (b, 2.0), (a, 50.0)])
     db = tmp_path / "lat.sqlite"
-    _one_error(_import(run_nas, f, db), "line 1 and line 3", f"subnet {a.hash}",
+    one_error(_import(run_nas, f, db), "line 1 and line 3", f"subnet {a.hash}",
                "latency_ms 1 and 50", "nothing imported")
     assert not db.exists()  # refused while reading, before the database is opened
     # the same in CSV, the conflict after a repeat within the noise
@@ -74,7 +63,7 @@ def test_conflicting_latencies_of_one_subnet_are_refused(run_nas: Run, archs, tm
         w.writerow(["arch", "latency_ms"])
         for v in (10.0, 11.0, 20.0):
             w.writerow([json.dumps(a.to_dict()), v])
-    _one_error(_import(run_nas, c, db), "line 2 and line 4", "latency_ms 10 and 20")
+    one_error(_import(run_nas, c, db), "line 2 and line 4", "latency_ms 10 and 20")
     assert not db.exists()
 
 
@@ -95,7 +84,7 @@ def test_a_file_imported_twice_is_refused(run_nas: Run, archs, tmp_path: Path) -
     assert code == 0, err
     before = _stored(db)
     assert len(before) == 3
-    line = _one_error(_import(run_nas, f, db), "already imported on", "from phone.jsonl",
+    line = one_error(_import(run_nas, f, db), "already imported on", "from phone.jsonl",
                       "3 measurement(s) of tiny on cpu-1t", "nothing imported")
     assert str(f) in line
     # the same measurements under another name, in another order, in CSV: the same import
@@ -105,9 +94,9 @@ def test_a_file_imported_twice_is_refused(run_nas: Run, archs, tmp_path: Path) -
         w.writerow(["arch", "latency_ms"])
         for i, a in reversed(list(enumerate(archs))):
             w.writerow([json.dumps(a.to_dict()), 3.0 + i])
-    _one_error(_import(run_nas, c, db), "already imported on", "from phone.jsonl")
+    one_error(_import(run_nas, c, db), "already imported on", "from phone.jsonl")
     # ... and for another device too (one file of timings is one device's)
-    _one_error(_import(run_nas, f, db, device="cpu-2t"), "already imported on")
+    one_error(_import(run_nas, f, db, device="cpu-2t"), "already imported on")
     assert _stored(db) == before
     # new measurements of the same subnets are a new import
     g = _jsonl(tmp_path / "later.jsonl", [(a, 3.1 + i) for i, a in enumerate(archs)])

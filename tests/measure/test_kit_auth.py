@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from expect import one_error
 
 from nas.db import LatencyDB
 from nas.errors import DataError
@@ -75,18 +76,6 @@ def _stored(db: Path) -> tuple[list[tuple[str, float | None]], int]:
         return rows, len(store.imports())
 
 
-def _one_error(result: tuple[int, str, str], *needles: str) -> str:
-    code, out, err = result
-    assert code == 2, (code, out, err)
-    lines = err.strip().splitlines()
-    assert len(lines) == 1, err
-    assert lines[0].startswith("error: "), err
-    assert "Traceback" not in out + err
-    for needle in needles:
-        assert needle in lines[0], (needle, lines[0])
-    return lines[0]
-
-
 def _import(run_nas: Run, kit: Path, db: Path, *more: str) -> tuple[int, str, str]:
     return run_nas(["latency", "import", str(kit), "--db", str(db), *more])
 
@@ -126,15 +115,15 @@ def test_edited_kit_id_does_not_import_the_results_again(run_nas: Run, kit: Path
     assert code == 0, err
     before = _stored(home)
     assert len(before[0]) == 3
-    again = _one_error(_import(run_nas, kit, home), "already imported on", "nothing imported")
+    again = one_error(_import(run_nas, kit, home), "already imported on", "nothing imported")
     assert "results.jsonl" in again
     # the issue's reproduction: a new kit_id in manifest.json and results.jsonl
     new_id = "feedfacefeedface"
     _edit_json(kit / "manifest.json", lambda m: m.update(kit_id=new_id))
     _edit_lines(kit / "results.jsonl", lambda x: x.update(kit=new_id))
-    _one_error(_import(run_nas, kit, home), f"kit {new_id} is not recorded", "--trust-manifest")
+    one_error(_import(run_nas, kit, home), f"kit {new_id} is not recorded", "--trust-manifest")
     # trusting the manifest does not help: the same measurements are recognised
-    _one_error(_import(run_nas, kit, home, "--trust-manifest"), "already imported on")
+    one_error(_import(run_nas, kit, home, "--trust-manifest"), "already imported on")
     assert _stored(home) == before
 
 
@@ -148,7 +137,7 @@ def test_a_swapped_model_and_hash_is_refused(run_nas: Run, kit: Path, home: Path
     _edit_json(kit / "manifest.json",
                lambda x: x["models"][0].update(sha256=second["sha256"]))
     _run_kit(kit)
-    line = _one_error(_import(run_nas, kit, home), f"model {first['file']}: sha256",
+    line = one_error(_import(run_nas, kit, home), f"model {first['file']}: sha256",
                       "recorded when kit", "nothing imported")
     assert second["sha256"][:12] in line
     assert _stored(home) == ([], 0)
@@ -161,14 +150,14 @@ def test_an_edited_architecture_is_refused(run_nas: Run, kit: Path, home: Path) 
         first.update(arch=second["arch"], hash=second["hash"])
 
     _edit_json(kit / "manifest.json", swap)
-    _one_error(_import(run_nas, kit, home), "the manifest gives architecture",
+    one_error(_import(run_nas, kit, home), "the manifest gives architecture",
                "recorded", "nothing imported")
     assert _stored(home) == ([], 0)
 
 
 def test_an_edited_device_is_refused(run_nas: Run, kit: Path, home: Path) -> None:
     _edit_json(kit / "manifest.json", lambda x: x["device"].update(name="other-board"))
-    _one_error(_import(run_nas, kit, home), "made for device 'auth-board'")
+    one_error(_import(run_nas, kit, home), "made for device 'auth-board'")
     assert _stored(home) == ([], 0)
 
 
@@ -177,14 +166,14 @@ def test_a_kit_without_a_record_needs_trust_manifest(run_nas: Run, kit: Path,
     """A kit made before kits were recorded (or with another database): refused in one line
     that says what to do; --trust-manifest imports it once, checked against its manifest."""
     fresh = tmp_path / "fresh.sqlite"
-    line = _one_error(_import(run_nas, kit, fresh), "is not recorded in the latency database",
+    line = one_error(_import(run_nas, kit, fresh), "is not recorded in the latency database",
                       "--db", "--trust-manifest")
     assert str(fresh) in line
     assert _stored(fresh) == ([], 0)
     code, out, err = _import(run_nas, kit, fresh, "--trust-manifest", "--json")
     assert code == 0, err
     assert json.loads(out)["n_rows"] == 3
-    _one_error(_import(run_nas, kit, fresh, "--trust-manifest"), "already imported on")
+    one_error(_import(run_nas, kit, fresh, "--trust-manifest"), "already imported on")
     assert len(_stored(fresh)[0]) == 3
 
 
