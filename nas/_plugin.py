@@ -218,6 +218,7 @@ def applies_to(plugin: Any, family: str | None, space: str | None = None) -> boo
 #: --registry LABEL``; strings, so that naming them imports nothing.
 REGISTRIES: tuple[tuple[str, str], ...] = (
     ("spaces", "nas.space:SPACES"),
+    ("space-families", "nas.space:FAMILIES"),
     ("latency-kinds", "nas.latency:PREDICTORS"),
     ("devices", "nas.devices:DEVICES"),
     ("data-formats", "nas.train:DATA_FORMATS"),

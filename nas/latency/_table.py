@@ -151,7 +151,10 @@ def read_ofa_lut(folder: Path | str) -> dict[int, dict[str, float]]:
 
 def _compatible(a: SearchSpace, b: SearchSpace) -> bool:
     """Whether subnets of ``a`` have counterparts in ``b``'s network (same choices, same
-    layer slots, same kind of head)."""
+    layer slots, same kind of head); only OFA spaces have lookup tables."""
+    if a.family != "ofa" or b.family != "ofa":
+        return False
+
     def shape(s: SearchSpace) -> tuple[Any, ...]:
         return (s.n_stages, s.max_depth, s.n_layers, tuple(s.kernel_sizes),
                 tuple(s.expand_ratios), s.spec.head.final_expand is None)

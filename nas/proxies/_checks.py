@@ -63,7 +63,9 @@ def other_option_value(cls: ProxyClass, key: str, default: Any) -> str | None:
 
 def _spaces(cls: ProxyClass) -> tuple[list[SearchSpace], list[SearchSpace]]:
     """The registered spaces the proxy applies to (``tiny`` first) and those it does not."""
-    spaces = [sp for _, sp in SPACES.items()]
+    # the proxies score OFA architectures: the spaces of other families (gpt) wait until the
+    # proxies reach a space through its family (issue 25)
+    spaces = [sp for _, sp in SPACES.items() if isinstance(sp, SearchSpace)]
     fits = [sp for sp in spaces if applies_to(cls, sp.family, sp.name)]
     fits.sort(key=lambda sp: sp.name != SPACE)
     return fits, [sp for sp in spaces if sp not in fits]

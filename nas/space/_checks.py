@@ -1,21 +1,28 @@
-"""What every search space must do beyond the shared plug-in contract: the registry's own
-checks (``Registry(checks=...)`` of :data:`~nas.space.SPACES`), run by :mod:`nas.testing`
-on the shipped spaces and on any registered at run time or by a plug-in package.
+"""What every search space and every space family must do beyond the shared plug-in
+contract: the registries' own checks (``Registry(checks=...)`` of :data:`~nas.space.SPACES`
+and :data:`~nas.space.FAMILIES`), run by :mod:`nas.testing` on the shipped spaces and
+families and on any registered at run time or by a plug-in package.
 
-Each check takes a space, runs on a few of its architectures (no torch: building the
-supernet is the supernet's tests'), and raises ``AssertionError`` naming what is wrong.
+The space checks (:data:`CHECKS`) use only the interface every family's spaces answer
+(:class:`~nas.space.FamilySpace`): one suite for every family. The family checks
+(:data:`FAMILY_CHECKS`) check the family's declared parts and run the space checks on one of
+its spaces. Each check runs on a few architectures (no torch: building the supernet is the
+supernet's tests'), and raises ``AssertionError`` naming what is wrong.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from nas.space._arch import Architecture
-from nas.space._space import SearchSpace
+from nas._config import ConfigModel
+from nas.errors import ArchitectureError
+from nas.space._family import FAMILIES, FamilySpace, SpaceFamily
 
-__all__ = ["CHECKS"]
+__all__ = ["CHECKS", "FAMILY_CHECKS"]
 
 
 def _expect(ok: object, message: str) -> None:
@@ -24,35 +31,34 @@ def _expect(ok: object, message: str) -> None:
         raise AssertionError(message)
 
 
-def check_is_a_search_space(space: SearchSpace) -> None:
-    """A :class:`~nas.space.SearchSpace` whose name is its spec's and whose tags are its
-    family."""
-    _expect(isinstance(space, SearchSpace), f"{space!r} is not a SearchSpace")
+def check_is_a_search_space(space: FamilySpace) -> None:
+    """A space of a registered family (an instance of its ``Space``), whose name is its
+    spec's and whose tags are its family."""
+    _expect(isinstance(space, FamilySpace), f"{space!r} is not a SearchSpace")
     _expect(space.name == space.spec.name,
             f"space {space.name!r} has the spec of {space.spec.name!r}")
     _expect(space.tags == frozenset({space.family}),
             f"space {space.name!r}: tags {sorted(space.tags)}, family {space.family!r}")
+    _expect(space.family in FAMILIES and isinstance(space, FAMILIES.get(space.family).Space),
+            f"space {space.name!r}: family {space.family!r} is not registered, or the space "
+            "is not of its Space class")
 
 
-def check_sample_parse_round_trip_is_canonical(space: SearchSpace) -> None:
+def check_sample_parse_round_trip_is_canonical(space: FamilySpace) -> None:
     """A sampled architecture parses back to itself from its dict, its JSON and itself, and
-    the values of layers that do not run do not matter."""
+    from the space's other forms of the same network (:meth:`equivalent_forms`: values that
+    take no part in the network do not matter)."""
     for arch in space.sample_many(8, seed=0):
-        _expect(isinstance(arch, Architecture) and arch.space == space.name,
+        _expect(getattr(arch, "space", None) == space.name,
                 f"space {space.name!r} sampled {arch!r}")
-        for form in (arch.to_dict(), arch.to_json(), arch):
+        for form in (arch.to_dict(), arch.to_json(), arch, *space.equivalent_forms(arch)):
             _expect(space.parse(form) == arch,
-                    f"space {space.name!r}: {arch} does not parse back from {type(form)}")
-        md = space.max_depth
-        ks = list(arch.ks)
-        for s, depth in enumerate(arch.d):
-            for i in range(depth, md):
-                ks[s * md + i] = max(space.kernel_sizes)
-        _expect(space.arch(ks, arch.e, arch.d, arch.r) == arch,
-                f"space {space.name!r}: the kernels of layers that do not run change {arch}")
+                    f"space {space.name!r}: {arch} does not parse back from {form!r}")
+        _expect(json.loads(arch.to_json()) == arch.to_dict(),
+                f"space {space.name!r}: to_json() is not to_dict() as JSON")
 
 
-def check_hash_is_stable_and_tells_archs_apart(space: SearchSpace) -> None:
+def check_hash_is_stable_and_tells_archs_apart(space: FamilySpace) -> None:
     """An architecture's hash survives JSON, is 16 hex digits, and differs between
     architectures; sampling with a seed repeats."""
     archs = space.sample_many(10, seed=1)
@@ -67,34 +73,45 @@ def check_hash_is_stable_and_tells_archs_apart(space: SearchSpace) -> None:
             f"space {space.name!r}: sample(seed=5) differs between calls")
 
 
-def check_encodings_have_the_announced_shape(space: SearchSpace) -> None:
-    """Each encoding is ``(n, encoding_size(kind))`` float32, finite, the same from
-    architectures and from their arrays, and tells architectures apart."""
+def check_encodings_have_the_announced_shape(space: FamilySpace) -> None:
+    """Each encoding is ``(n, encoding_size(kind))`` float32 for every architecture (the
+    smallest and the largest too: a fixed length), finite, the same row for an architecture
+    in any batch, and tells architectures apart."""
     archs = space.sample_many(6, seed=2)
-    for kind in ("onehot", "ordinal"):
+    for kind in space.encoding_kinds:
         X = space.encode(archs, kind=kind)
         _expect(X.shape == (6, space.encoding_size(kind)) and X.dtype == np.float32,
                 f"space {space.name!r}: {kind} encoding is {X.shape} {X.dtype}")
         _expect(np.all(np.isfinite(X)), f"space {space.name!r}: {kind} encoding not finite")
-        _expect(np.array_equal(space.encode(space.to_arrays(archs), kind=kind), X),
-                f"space {space.name!r}: {kind} encoding differs on ArchArrays")
+        ends = space.encode([space.smallest(), space.largest()], kind=kind)
+        _expect(ends.shape == (2, X.shape[1]),
+                f"space {space.name!r}: {kind} encoding of the smallest and largest is "
+                f"{ends.shape}, not (2, {X.shape[1]})")
+        _expect(np.array_equal(space.encode(archs[3:4], kind=kind), X[3:4]),
+                f"space {space.name!r}: {kind} encoding of an arch depends on its batch")
+        to_arrays = getattr(space, "to_arrays", None)
+        if to_arrays is not None:  # a family with a batch form encodes it the same
+            _expect(np.array_equal(space.encode(to_arrays(archs), kind=kind), X),
+                    f"space {space.name!r}: {kind} encoding differs on ArchArrays")
         _expect(len({row.tobytes() for row in X}) == 6,
                 f"space {space.name!r}: {kind} encoding gives distinct archs the same row")
 
 
-def check_largest_and_smallest_are_valid(space: SearchSpace) -> None:
-    """The largest, smallest and middle architectures parse, at the extreme
-    resolutions."""
+def check_largest_and_smallest_are_valid(space: FamilySpace) -> None:
+    """The largest, smallest and middle architectures parse (at the extreme resolutions,
+    for a family with resolutions)."""
     for arch in (space.largest(), space.smallest(), space.middle()):
         _expect(space.parse(arch.to_dict()) == arch,
                 f"space {space.name!r}: {arch} does not parse back")
-    _expect(space.largest().r == max(space.resolutions),
-            f"space {space.name!r}: largest() is not at the largest resolution")
-    _expect(space.smallest().r == min(space.resolutions),
-            f"space {space.name!r}: smallest() is not at the smallest resolution")
+    resolutions = getattr(space, "resolutions", None)
+    if resolutions is not None:
+        _expect(space.largest().r == max(resolutions),
+                f"space {space.name!r}: largest() is not at the largest resolution")
+        _expect(space.smallest().r == min(resolutions),
+                f"space {space.name!r}: smallest() is not at the smallest resolution")
 
 
-def check_costs_are_positive_and_grow(space: SearchSpace) -> None:
+def check_costs_are_positive_and_grow(space: FamilySpace) -> None:
     """MACs and parameters are positive and grow from the smallest to the middle to the
     largest architecture; :meth:`costs` agrees on a batch."""
     small, mid, big = space.smallest(), space.middle(), space.largest()
@@ -102,16 +119,120 @@ def check_costs_are_positive_and_grow(space: SearchSpace) -> None:
         c = [cost(a) for a in (small, mid, big)]
         _expect(0 < c[0] <= c[1] <= c[2] and c[0] < c[2],
                 f"space {space.name!r}: {what} of smallest, middle, largest are {c}")
-    costs = space.costs(space.sample_many(5, seed=3))
+    archs = space.sample_many(5, seed=3)
+    costs = space.costs(archs)
     _expect(costs["macs"].shape == (5,) and np.all(costs["macs"] >= space.macs(small)),
             f"space {space.name!r}: costs()['macs'] below the smallest's")
     _expect(np.all(costs["params"] <= space.params(big)),
             f"space {space.name!r}: costs()['params'] above the largest's")
+    _expect([space.macs(a) for a in archs] == costs["macs"].tolist(),
+            f"space {space.name!r}: macs() and costs()['macs'] disagree")
 
 
-#: the checks of every search space, in order
-CHECKS: tuple[Callable[[SearchSpace], None], ...] = (
+def check_mutate_and_crossover_stay_in_the_space(space: FamilySpace) -> None:
+    """Mutants and children are canonical architectures of the space, repeat with a seed;
+    no mutation keeps the parent, a child of one parent is that parent."""
+    archs = space.sample_many(6, seed=4)
+    for i, a in enumerate(archs):
+        b = archs[(i + 1) % len(archs)]
+        for child in (space.mutate(a, seed=i, prob=0.5), space.crossover(a, b, seed=i)):
+            _expect(space.parse(child.to_dict()) == child and child.space == space.name,
+                    f"space {space.name!r}: {child} from {a} is not in the space")
+        _expect(space.mutate(a, seed=i, prob=0.5) == space.mutate(a, seed=i, prob=0.5),
+                f"space {space.name!r}: mutate(seed={i}) differs between calls")
+        _expect(space.mutate(a, seed=i, prob=0.0) == a,
+                f"space {space.name!r}: mutate(prob=0) changed {a}")
+        _expect(space.crossover(a, a, seed=i) == a,
+                f"space {space.name!r}: crossover of {a} with itself changed it")
+    mutants = {space.mutate(archs[0], seed=s, prob=1.0) for s in range(10)}
+    _expect(len(mutants) > 1, f"space {space.name!r}: mutate(prob=1) always gives one arch")
+
+
+def check_bad_input_is_one_line(space: FamilySpace) -> None:
+    """Bad architectures (not JSON, not an object, an unknown or a missing field, a field
+    of the wrong type or out of the space) raise one ``ArchitectureError`` line that names
+    the field."""
+    good = space.largest().to_dict()
+    bad: list[tuple[Any, str]] = [("{not json", "JSON"), ("[1, 2]", "object"),
+                                  ({**good, "no_such_field": 1}, "no_such_field")]
+    for key in good:
+        bad.append(({k: v for k, v in good.items() if k != key}, key))
+        bad.append(({**good, key: -1}, key))
+        bad.append(({**good, key: "x"}, key))
+    for value, names in bad:
+        try:
+            space.parse(value)
+        except ArchitectureError as exc:
+            msg = str(exc)
+            _expect("\n" not in msg and names in msg,
+                    f"space {space.name!r}: {value!r} gave {msg!r}: not one line naming "
+                    f"{names!r}")
+        else:
+            raise AssertionError(f"space {space.name!r}: {value!r} was accepted")
+
+
+#: the checks of every search space, of every family, in order
+CHECKS: tuple[Callable[[Any], None], ...] = (
     check_is_a_search_space, check_sample_parse_round_trip_is_canonical,
     check_hash_is_stable_and_tells_archs_apart, check_encodings_have_the_announced_shape,
     check_largest_and_smallest_are_valid, check_costs_are_positive_and_grow,
+    check_mutate_and_crossover_stay_in_the_space, check_bad_input_is_one_line,
+)
+
+
+# ---------------------------------------------------------------------- families
+def _spaces_of(family: type[SpaceFamily]) -> list[FamilySpace]:
+    from nas.space._registry import SPACES
+
+    return [sp for _, sp in SPACES.items() if sp.family == family.name]
+
+
+def check_family_declares_its_parts(family: type[SpaceFamily]) -> None:
+    """A :class:`SpaceFamily` with a ``Spec`` model (``name``, ``description`` and a
+    ``family`` field), a ``Space`` class of :class:`FamilySpace`, its supernet as
+    ``"module:Class"``, and its export signature and latency features said."""
+    _expect(isinstance(family, type) and issubclass(family, SpaceFamily),
+            f"{family!r} is not a SpaceFamily")
+    spec = getattr(family, "Spec", None)
+    _expect(isinstance(spec, type) and issubclass(spec, ConfigModel)
+            and {"name", "description", "family"} <= set(spec.model_fields),
+            f"family {family.name!r}: Spec must be a ConfigModel with name, description, "
+            "family")
+    space = getattr(family, "Space", None)
+    _expect(isinstance(space, type) and issubclass(space, FamilySpace),
+            f"family {family.name!r}: Space must subclass FamilySpace")
+    module, _, cls = family.supernet.partition(":")
+    _expect(module and cls.isidentifier(),
+            f"family {family.name!r}: supernet {family.supernet!r} is not 'module:Class'")
+    for attr in ("export_signature", "latency_features"):
+        text = getattr(family, attr)
+        _expect(isinstance(text, str) and text.strip() and "\n" not in text,
+                f"family {family.name!r}: {attr} must be one line")
+
+
+def check_family_has_spaces(family: type[SpaceFamily]) -> None:
+    """At least one registered space of the family, each an instance of its ``Space``, its
+    spec one of its ``Spec``, built the same from that spec."""
+    spaces = _spaces_of(family)
+    _expect(spaces, f"family {family.name!r} has no registered space")
+    for sp in spaces:
+        _expect(isinstance(sp, family.Space) and isinstance(sp.spec, family.Spec),
+                f"family {family.name!r}: space {sp.name!r} is not of its Space and Spec")
+        _expect(family.make_space(sp.spec).largest() == sp.largest(),
+                f"family {family.name!r}: space {sp.name!r} built anew differs")
+
+
+def check_family_spaces_pass_the_space_checks(family: type[SpaceFamily]) -> None:
+    """The space checks (:data:`CHECKS`) pass on the family's smallest space."""
+    spaces = _spaces_of(family)
+    _expect(spaces, f"family {family.name!r} has no registered space")
+    small = min(spaces, key=lambda sp: (sp.size(), sp.name))
+    for check in CHECKS:
+        check(small)
+
+
+#: the checks of every space family, in order
+FAMILY_CHECKS: tuple[Callable[[Any], None], ...] = (
+    check_family_declares_its_parts, check_family_has_spaces,
+    check_family_spaces_pass_the_space_checks,
 )

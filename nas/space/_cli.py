@@ -22,7 +22,7 @@ from nas._outputs import check_output
 from nas.errors import ConfigError
 
 if TYPE_CHECKING:
-    from nas.space import Architecture, SearchSpace
+    from nas.space import FamilySpace, GPTSpace
 
 __all__ = ["register"]
 
@@ -34,41 +34,60 @@ def _fmt_count(n: int) -> str:
     return f"{n:.3e}" if n >= 10**6 else str(n)
 
 
-def _arch_row(space: SearchSpace, arch: Architecture) -> dict[str, Any]:
+def _arch_row(space: FamilySpace, arch: Any) -> dict[str, Any]:
     c = space.costs([arch])
-    return {"hash": arch.hash, "arch": arch.to_dict(), "macs": int(c["macs"][0]),
-            "params": int(c["params"][0])}
+    row = {"hash": arch.hash, "arch": arch.to_dict(), "macs": int(c["macs"][0]),
+           "params": int(c["params"][0])}
+    if space.family == "gpt":  # MACs per token at the space's context
+        row["context"] = space.spec.n_ctx
+    return row
+
+
+def _gpt(space: FamilySpace) -> GPTSpace | None:
+    from nas.space import GPTSpace
+
+    return space if isinstance(space, GPTSpace) else None
 
 
 # ---------------------------------------------------------------------- spaces
 @spaces_app.command("list")
 def spaces_list(json_out: JsonOpt = False) -> None:
     """List the registered search spaces."""
-    from nas.space import get_space, list_spaces
+    from nas.space import get_family_space, list_spaces
 
     rows: list[dict[str, Any]] = []
     for name in list_spaces():
-        sp = get_space(name)
-        rows.append({"name": name, "description": sp.description, "tags": sorted(sp.tags),
-                     "family": sp.family, "architectures": sp.size(),
-                     "resolutions": list(sp.resolutions)})
+        sp = get_family_space(name)
+        row = {"name": name, "description": sp.description, "tags": sorted(sp.tags),
+               "family": sp.family, "architectures": sp.size()}
+        gpt = _gpt(sp)
+        if gpt is None:
+            row["resolutions"] = list(getattr(sp, "resolutions", []))
+        else:
+            row["context"] = gpt.n_ctx
+        rows.append(row)
     if json_out:
         print_json(rows)
         return
     table = Table("space", "architectures", "resolutions", "description")
     for r in rows:
-        res = r["resolutions"]
+        res = r.get("resolutions")
         table.add_row(r["name"], _fmt_count(r["architectures"]),
-                      f"{res[0]}..{res[-1]} ({len(res)})", r["description"])
+                      f"{res[0]}..{res[-1]} ({len(res)})" if res else f"context {r['context']}",
+                      r["description"])
     console.print(table)
 
 
 @spaces_app.command("show")
 def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
                 json_out: JsonOpt = False) -> None:
-    """Show a space: its stages, choices, and how many architectures it holds."""
-    from nas.space import get_space
+    """Show a space: its stages (or layers), choices, and how many architectures it holds."""
+    from nas.space import get_family_space, get_space
 
+    gpt = _gpt(get_family_space(name))
+    if gpt is not None:
+        _show_gpt(gpt, json_out)
+        return
     sp = get_space(name)
     info: dict[str, Any] = {
         "name": sp.name, "description": sp.description, "tags": sorted(sp.tags),
@@ -110,6 +129,40 @@ def spaces_show(name: Annotated[str, typer.Argument(help="Space name.")],
         console.print(f"{label}: {row['macs'] / 1e6:.1f}M MACs, {row['params'] / 1e6:.2f}M params")
 
 
+def _show_gpt(sp: GPTSpace, json_out: bool) -> None:
+    from nas.space import kept_blocks
+
+    s = sp.spec
+    info: dict[str, Any] = {
+        "name": sp.name, "description": sp.description, "tags": sorted(sp.tags),
+        "family": sp.family, "architectures": sp.size(), "vocab_size": s.vocab_size,
+        "context": s.n_ctx, "head_dim": s.head_dim, "n_layer": list(s.n_layer),
+        "n_embd": list(s.n_embd), "n_head": list(s.n_head), "mlp": list(s.mlp),
+        "kept_blocks": {str(n): kept_blocks(sp, n) for n in s.n_layer},
+        "spec": s.model_dump(),
+        "largest": _arch_row(sp, sp.largest()), "smallest": _arch_row(sp, sp.smallest()),
+    }
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"[bold]{sp.name}[/bold]: {sp.description}")
+    console.print(f"{_fmt_count(sp.size())} distinct architectures; vocabulary "
+                  f"{s.vocab_size}, context {s.n_ctx}, heads of {s.head_dim}")
+    table = Table("dimension", "choices")
+    table.add_row("layers", " ".join(map(str, s.n_layer)))
+    table.add_row("width (n_embd)", " ".join(map(str, s.n_embd)))
+    table.add_row("heads per layer", " ".join(map(str, s.n_head)))
+    table.add_row("MLP per layer", " ".join(map(str, s.mlp)))
+    console.print(table)
+    smallest_depth = min(s.n_layer)
+    console.print(f"a depth of {smallest_depth} keeps blocks "
+                  f"{kept_blocks(sp, smallest_depth)} of {sp.max_layer}")
+    for label in ("largest", "smallest"):
+        row = info[label]
+        console.print(f"{label}: {row['macs'] / 1e6:.1f}M MACs per token at context "
+                      f"{s.n_ctx}, {row['params'] / 1e6:.2f}M params")
+
+
 @spaces_app.command("sample")
 def spaces_sample(
     name: Annotated[str, typer.Argument(help="Space name.")],
@@ -123,9 +176,9 @@ def spaces_sample(
                                         "--arch-file for other commands).")] = False,
 ) -> None:
     """Sample architectures (distinct, uniform per choice), or the largest/smallest."""
-    from nas.space import get_space
+    from nas.space import get_family_space
 
-    sp = get_space(name)
+    sp = get_family_space(name)
     if largest and smallest:
         raise ConfigError("--largest and --smallest: give one of them, not both")
     archs = [sp.largest()] if largest else [sp.smallest()] if smallest else sp.sample_many(n, seed)
@@ -137,6 +190,13 @@ def spaces_sample(
     if json_out:
         print_json(rows)
         return
+    if _gpt(sp) is not None:
+        table = Table("hash", "layers", "width", "MACs/token (M)", "params (M)", "arch")
+        for a, r in zip(archs, rows, strict=True):
+            table.add_row(a.hash, str(a.n_layer), str(a.n_embd), f"{r['macs'] / 1e6:.1f}",
+                          f"{r['params'] / 1e6:.2f}", a.to_json())
+        console.print(table)
+        return
     table = Table("hash", "r", "d", "MACs (M)", "params (M)", "arch")
     for a, r in zip(archs, rows, strict=True):
         table.add_row(a.hash, str(a.r), "".join(map(str, a.d)), f"{r['macs'] / 1e6:.1f}",
@@ -146,10 +206,23 @@ def spaces_sample(
 
 # ---------------------------------------------------------------------- arch
 @arch_app.command("info")
-def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None:
+def arch_info(
+    space: SpaceOpt, arch: ArchOpt,
+    context: Annotated[int | None, typer.Option(
+        "--context", help="gpt spaces: count MACs per token at this many positions (default "
+        "the space's context; at most that).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
     """Canonical form, hash, MACs and parameters of an architecture (no model is built)."""
-    from nas.space import get_space
+    from nas.space import get_family_space, get_space
 
+    gpt = _gpt(get_family_space(space))
+    if gpt is not None:
+        _gpt_arch_info(gpt, arch, context, json_out)
+        return
+    if context is not None:
+        raise ConfigError(f"--context = {context}: applies to spaces of the gpt family; "
+                          f"{space} is of the {get_family_space(space).family} family")
     sp = get_space(space)
     a = sp.parse(arch)
     c = sp.costs([a])
@@ -173,6 +246,32 @@ def arch_info(space: SpaceOpt, arch: ArchOpt, json_out: JsonOpt = False) -> None
     console.print(f"canonical: {a.to_json()}")
 
 
+
+
+def _gpt_arch_info(sp: GPTSpace, arch: str, context: int | None, json_out: bool) -> None:
+    a = sp.parse(arch)
+    ctx = sp.context(context)
+    c = sp.costs([a], ctx)
+    blocks = sp.kept_blocks(a)
+    info: dict[str, Any] = {
+        "space": sp.name, "hash": a.hash, "arch": a.to_dict(), "context": ctx,
+        "macs": int(c["macs"][0]), "params": int(c["params"][0]), "kept_blocks": blocks,
+        "layer_macs": [int(v) for v in c["layer_macs"][0][:a.n_layer]],
+        "layer_params": [int(v) for v in c["layer_params"][0][:a.n_layer]]}
+    if json_out:
+        print_json(info)
+        return
+    console.print(f"[bold]{sp.name}[/bold] arch {a.hash}  {a.n_layer} layers x {a.n_embd}  "
+                  f"{info['macs'] / 1e6:.2f}M MACs per token at context {ctx}  "
+                  f"{info['params'] / 1e6:.3f}M params")
+    table = Table("layer", "block", "heads", "attention width", "MLP", "MACs (M)",
+                  "params (K)")
+    for i in range(a.n_layer):
+        table.add_row(str(i + 1), str(blocks[i]), str(a.n_head[i]),
+                      str(a.n_head[i] * sp.head_dim), str(a.mlp[i]),
+                      f"{info['layer_macs'][i] / 1e6:.2f}", f"{info['layer_params'][i] / 1e3:.1f}")
+    console.print(table)
+    console.print(f"canonical: {a.to_json()}")
 
 
 @arch_app.command("from-ofa")

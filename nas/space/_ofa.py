@@ -49,6 +49,8 @@ def _space_of(cfg: dict[str, Any], where: str) -> SearchSpace:
     known: list[tuple[str, int, int]] = []
     for name in list_spaces():
         sp = get_space(name)
+        if sp.family != "ofa":
+            continue
         h = sp.spec.head
         if sp.spec.num_classes != 1000 or h.feature_mix_before_pool != proxyless:
             continue

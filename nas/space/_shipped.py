@@ -8,8 +8,7 @@ from pathlib import Path
 import yaml
 
 from nas._data import data_dir
-from nas.space._registry import SPACES
-from nas.space._space import SearchSpace
+from nas.space._registry import SPACES, space_from_spec
 from nas.space._spec import load_spec, spec_from_dict
 
 
@@ -21,7 +20,7 @@ def _register_shipped() -> None:
                 spec = load_spec(entry)
             else:  # a file inside a zipped wheel
                 spec = spec_from_dict(yaml.safe_load(entry.read_text()), where=entry.name)
-            SPACES.add(spec.name, SearchSpace(spec))
+            SPACES.add(str(getattr(spec, "name", "")), space_from_spec(spec))
 
 
 _register_shipped()

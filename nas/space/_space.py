@@ -18,9 +18,10 @@ from nas._io import read_text
 from nas._plugin import NoOptions
 from nas.errors import ArchitectureError
 from nas.space._arch import Architecture
+from nas.space._family import FAMILIES, FamilySpace, SpaceFamily
 from nas.space._spec import SpaceSpec
 
-__all__ = ["ArchArrays", "SearchSpace", "make_divisible"]
+__all__ = ["ArchArrays", "OFAFamily", "SearchSpace", "make_divisible"]
 
 SeedLike = int | np.random.Generator | None
 
@@ -66,7 +67,7 @@ class ArchArrays:
         return int(self.r.shape[0])
 
 
-class SearchSpace:
+class SearchSpace(FamilySpace):
     """A once-for-all MobileNetV3-family search space built from a :class:`SpaceSpec`.
 
     Layer slots are ``stage * max_depth + layer`` for the stages with an elastic depth (one
@@ -91,6 +92,8 @@ class SearchSpace:
 
     #: a space takes no options: its spec is its settings (the plug-in contract)
     Options: ClassVar[type[ConfigModel]] = NoOptions
+
+    spec: SpaceSpec
 
     def __init__(self, spec: SpaceSpec) -> None:
         self.spec = spec
@@ -176,7 +179,7 @@ class SearchSpace:
         from nas.space._registry import get_space, list_spaces
 
         for name in list_spaces():
-            if name == self.name:
+            if name == self.name or get_space(name).family != self.family:
                 continue
             try:
                 get_space(name)._validate({k: v for k, v in raw.items() if k != "space"})
@@ -318,6 +321,18 @@ class SearchSpace:
                 f"d must have {self.n_stages} entries (one per stage of elastic depth; OFA's "
                 f"form adds {self.fixed_depth} for stage {self.n_stages + 1}), got {len(value)}")
         return _int_seq(value, "d", self.n_stages)
+
+    def equivalent_forms(self, arch: Architecture) -> list[dict[str, Any]]:
+        """``arch`` with other kernels and expand ratios at the layers that do not run, and
+        with OFA's ``"wid": null``: the same network."""
+        ks, e = list(arch.ks), list(arch.e)
+        md = self.max_depth
+        for s, depth in enumerate(arch.d):
+            for i in range(depth, md):
+                ks[s * md + i] = max(self.kernel_sizes)
+                e[s * md + i] = max(self.expand_ratios)
+        return [{"ks": ks, "e": e, "d": list(arch.d), "r": arch.r},
+                {**arch.to_dict(), "wid": None}]
 
     def stage_depths(self, arch: Architecture) -> tuple[int, ...]:
         """Depth of every stage of the spec: ``arch.d`` and the fixed depth of the last
@@ -645,3 +660,17 @@ def _read_json_file(path: Path) -> Any:
             f"arch file {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
         ) from None
 
+
+@FAMILIES.register
+class OFAFamily(SpaceFamily):
+    """Once-for-All's convolutional family (MobileNetV3 and ProxylessNAS layouts):
+    architectures ``{"ks": [...], "e": [...], "d": [...], "r": int}``."""
+
+    name = "ofa"
+    description = ("Once-for-All's convolutional MobileNetV3/ProxylessNAS spaces: elastic "
+                   "kernel, expand ratio, depth and resolution")
+    Spec = SpaceSpec
+    Space = SearchSpace
+    supernet = "nas.supernet:OFASupernet"
+    export_signature = "image (batch, 3, r, r) float32 -> logits (batch, num_classes)"
+    latency_features = "per-layer lookup tables by resolution, kernel and expand ratio"

@@ -27,6 +27,8 @@ from pydantic import (
 )
 
 from nas._config import ConfigModel
+from nas._io import read_yaml
+from nas.errors import ConfigError
 
 __all__ = ["HeadSpec", "LayerSpec", "Preprocessing", "SpaceSpec", "StageSpec", "load_spec"]
 
@@ -142,7 +144,7 @@ class SpaceSpec(_Part):
     #: by the space's shape (:attr:`~nas.space.SearchSpace.description`)
     description: str = ""
     #: the family of architectures: what plug-ins that apply to some spaces only name in
-    #: their ``tags`` (OFA's convolutional family; the transformer family will add "gpt")
+    #: their ``tags`` (OFA's convolutional family; other families have their own spec model)
     family: Literal["ofa"] = "ofa"
     num_classes: PosInt
     resolutions: Annotated[
@@ -187,13 +189,24 @@ class SpaceSpec(_Part):
         return stages
 
 
-def spec_from_dict(raw: Any, where: str = "<dict>") -> SpaceSpec:
-    """Build and validate a spec from its YAML mapping; errors name ``where`` and the field."""
+def spec_from_dict(raw: Any, where: str = "<dict>") -> ConfigModel:
+    """Build and validate a spec from its YAML mapping: the model of its ``family``
+    (:data:`~nas.space.FAMILIES`; ``ofa`` when absent). Errors name ``where`` and the field."""
+    from nas.space._family import FAMILIES
+
+    family = raw.get("family", "ofa") if isinstance(raw, dict) else "ofa"
+    if isinstance(family, str) and family != "ofa" and family in FAMILIES:
+        model: type[ConfigModel] = FAMILIES.get(family).Spec
+        return model.from_dict(raw, where=where)
+    if isinstance(family, str) and family not in FAMILIES:
+        known = sorted(FAMILIES.names(), key=lambda n: (n != "ofa", n))
+        raise ConfigError(f"{where}: family = {family!r}: Input should be "
+                          f"{' or '.join(repr(n) for n in known)}")
     spec: SpaceSpec = SpaceSpec.from_dict(raw, where=where)
     return spec
 
 
-def load_spec(path: Path | str) -> SpaceSpec:
-    """Read one ``search_spaces/*.yaml`` file (any problem: one line naming file and field)."""
-    spec: SpaceSpec = SpaceSpec.load(path)
-    return spec
+def load_spec(path: Path | str) -> ConfigModel:
+    """Read one ``search_spaces/*.yaml`` file, as its family's spec (any problem: one line
+    naming file and field)."""
+    return spec_from_dict(read_yaml(path, SpaceSpec.what), where=str(path))
