@@ -47,10 +47,22 @@ def supernet_init(
 def supernet_info(
     checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file.")], json_out: JsonOpt = False
 ) -> None:
-    """Show a checkpoint's space and metadata."""
-    from nas.supernet import read_checkpoint_meta
+    """Show a checkpoint's space (a GPT supernet's geometry) and metadata."""
+    from nas.errors import CheckpointError
+    from nas.supernet import read_checkpoint_meta, read_gpt_checkpoint_meta
 
-    meta = read_checkpoint_meta(checkpoint)
+    try:
+        meta = read_gpt_checkpoint_meta(checkpoint)
+    except CheckpointError:  # not a GPT supernet's: the OFA reader says what it is
+        meta = read_checkpoint_meta(checkpoint)
+    else:
+        if json_out:
+            print_json(meta)
+        else:
+            console.print(f"{checkpoint}: GPT supernet {json.dumps(meta['geometry'])}, "
+                          f"{meta.get('dtype', '?')}, format {meta['format']} "
+                          f"v{meta.get('version', '?')}, {json.dumps(meta['extra'])}")
+        return
     if json_out:
         print_json(meta)
     else:
