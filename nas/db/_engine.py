@@ -176,28 +176,36 @@ class Database:
         if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:"):
             return
         path = Path(str(database))
+        if not path.is_file():
+            return  # missing: the open says so
+        # Read through SQLite, never a plain open(): closing any other descriptor of a
+        # database file drops every POSIX lock this process holds on it, its SQLite
+        # connections' included, and another process closing its connection then takes
+        # itself for the last one and deletes the WAL from under them ("disk I/O error" at
+        # the next open). SQLite's own descriptors are shared per file and closed safely.
+        # immutable: no lock taken, no -wal/-shm file created; tables only in the WAL are
+        # still caught by the check at open (_schema_state).
         try:
-            with open(path, "rb") as f:
-                head = f.read(16)
-        except OSError:
-            return  # missing or unreadable: the open says so
-        if head.startswith(b'{"op_code"'):
-            raise DatabaseError(
-                f"{self._shown} is an Optuna study journal (`nas search --storage`), not a "
-                "latency database: name another file for --db (or $NAS_DB_URL)")
-        if head != b"SQLite format 3\x00":
-            return  # empty (a new database) or not SQLite: the open says which
-        try:
-            # immutable: no lock, no -wal/-shm files left beside the file; tables only in the
-            # WAL are still caught by the check at open (_schema_state)
             conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
             try:
                 rows = conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
                 names = {str(r[0]) for r in rows}
             finally:
                 conn.close()
+        except sqlite3.DatabaseError:
+            # not SQLite (so no SQLite lock of ours to lose): a study journal is named as such
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(16)
+            except OSError:
+                return  # unreadable: the open says so
+            if head.startswith(b'{"op_code"'):
+                raise DatabaseError(
+                    f"{self._shown} is an Optuna study journal (`nas search --storage`), not a "
+                    "latency database: name another file for --db (or $NAS_DB_URL)") from None
+            return  # corrupt or another kind of file: the open says which
         except sqlite3.Error:
-            return  # corrupt: the open says so
+            return  # unreadable: the open says so
         self._refuse_study_storage(names)
 
     def _make_engine(self) -> Engine:

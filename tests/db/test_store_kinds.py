@@ -135,3 +135,23 @@ def test_postgres_stores_refuse_each_other() -> None:
         with pytest.raises(ConfigError, match="is a latency database"):
             open_storage(lat)
         assert _pg_tables(lat) == before
+
+
+def test_the_kind_check_keeps_the_locks_of_the_connections_already_open(tmp_path: Path) -> None:
+    """Opening a database this process already has open (a resumed search does) must not drop
+    its connections' locks: with them gone, another process closing its connection takes
+    itself for the last one and deletes the WAL from under them, and the next open in this
+    process fails with "disk I/O error" (seen in CI after a killed search was resumed)."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'lat.sqlite'}"
+    held = LatencyDB(url)
+    held.devices()
+    LatencyDB(url).devices()  # the second open checks what kind of store the file is
+    child = ("import sys; from nas.db import LatencyDB; "
+             "d = LatencyDB(sys.argv[1]); d.devices(); d.close()")
+    subprocess.run([sys.executable, "-c", child, url], check=True, timeout=120)
+    assert (tmp_path / "lat.sqlite-wal").exists(), "another process deleted the WAL in use here"
+    LatencyDB(url).devices()
+    held.devices()
