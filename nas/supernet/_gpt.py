@@ -39,13 +39,17 @@ KVCache = tuple[tuple[torch.Tensor, torch.Tensor], ...]
 _ARCH_KEYS = ("n_layer", "n_embd", "n_head", "mlp")
 
 
-def _kept_blocks(n_layer_max: int, n_layer: int) -> list[int]:
-    """Which blocks of ``n_layer_max`` a depth of ``n_layer`` keeps: the first ``n_layer - 1``
-    and the last one (the last block shapes the output most; the first ones build on the
-    embeddings)."""
+def _kept_blocks(n_layer_max: int, n_layer: int,
+                 block_order: Sequence[int] | None = None) -> list[int]:
+    """Which blocks of ``n_layer_max`` a depth of ``n_layer`` keeps, in running order: the
+    first ``n_layer`` of ``block_order`` (a ranking of the blocks), sorted. The default
+    ranking ``[L-1, 0, 1, ..., L-2]`` keeps the first ``n_layer - 1`` blocks and the last one
+    (which writes what the head reads). The same rule as ``nas.space.kept_blocks``."""
     if not 1 <= n_layer <= n_layer_max:
         raise ArchitectureError(f"n_layer must be in [1, {n_layer_max}], got {n_layer!r}")
-    return [*range(n_layer - 1), n_layer_max - 1]
+    order = block_order if block_order is not None else (n_layer_max - 1,
+                                                         *range(n_layer_max - 1))
+    return sorted(order[:n_layer])
 
 
 def _causal_mask(seq: int, past: int, device: torch.device) -> torch.Tensor:
@@ -191,6 +195,8 @@ class GPTSupernet(nn.Module):
         head_dim: the size of every head (fixed).
         mlp: the widest MLP of a block.
         layer_norm_epsilon: every LayerNorm's epsilon.
+        block_order: the ranking of the blocks that a depth keeps a prefix of (see
+            :func:`_kept_blocks`); default ``[n_layer-1, 0, 1, ..., n_layer-2]``.
 
     Example:
         >>> net = GPTSupernet(vocab_size=64, n_ctx=32, n_layer=2, n_embd=32, n_head=4,
@@ -200,7 +206,8 @@ class GPTSupernet(nn.Module):
     """
 
     def __init__(self, *, vocab_size: int, n_ctx: int, n_layer: int, n_embd: int, n_head: int,
-                 head_dim: int, mlp: int, layer_norm_epsilon: float = 1e-5) -> None:
+                 head_dim: int, mlp: int, layer_norm_epsilon: float = 1e-5,
+                 block_order: Sequence[int] | None = None) -> None:
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("n_ctx", n_ctx), ("n_layer", n_layer),
                             ("n_embd", n_embd), ("n_head", n_head), ("head_dim", head_dim),
@@ -209,10 +216,15 @@ class GPTSupernet(nn.Module):
                 raise ConfigError(f"{name} must be a positive integer, got {value!r}")
         if not (isinstance(layer_norm_epsilon, float | int) and layer_norm_epsilon > 0):
             raise ConfigError(f"layer_norm_epsilon must be positive, got {layer_norm_epsilon!r}")
+        if block_order is not None:
+            block_order = list(block_order)
+            if sorted(block_order) != list(range(n_layer)):
+                raise ConfigError(f"block_order must rank the blocks 0..{n_layer - 1}, each once; "
+                                  f"got {block_order}")
         self.geometry: dict[str, Any] = {
             "vocab_size": vocab_size, "n_ctx": n_ctx, "n_layer": n_layer, "n_embd": n_embd,
             "n_head": n_head, "head_dim": head_dim, "mlp": mlp,
-            "layer_norm_epsilon": float(layer_norm_epsilon)}
+            "layer_norm_epsilon": float(layer_norm_epsilon), "block_order": block_order}
         self.wte = nn.Parameter(torch.zeros(vocab_size, n_embd))
         self.wpe = nn.Parameter(torch.zeros(n_ctx, n_embd))
         self.blocks = nn.ModuleList(_Block(n_embd, n_head, head_dim, mlp)
@@ -223,7 +235,26 @@ class GPTSupernet(nn.Module):
         #: what the checkpoint this net was read from (or the file it was imported from)
         #: recorded; empty for a new net
         self.checkpoint_meta: dict[str, Any] = {}
+        #: the ``gpt`` space it was built for (:meth:`from_space`), or None
+        self.space_name: str | None = None
         self.active_arch: dict[str, Any] = self.largest()
+
+    @classmethod
+    def from_space(cls, space: Any) -> GPTSupernet:
+        """The supernet of a ``gpt`` family space (a name or the space): its largest choices,
+        its vocabulary, context, head size, LayerNorm epsilon and block ranking."""
+        from nas.space import GPTSpace, get_family_space
+
+        sp = get_family_space(space)
+        if not isinstance(sp, GPTSpace):
+            raise ConfigError(f"space {sp.name!r} is of the {sp.family!r} family, not 'gpt'")
+        spec = sp.spec
+        net = cls(vocab_size=spec.vocab_size, n_ctx=spec.n_ctx, n_layer=max(spec.n_layer),
+                  n_embd=max(spec.n_embd), n_head=max(spec.n_head), head_dim=spec.head_dim,
+                  mlp=max(spec.mlp), layer_norm_epsilon=spec.layer_norm_eps,
+                  block_order=spec.block_order)
+        net.space_name = sp.name
+        return net
 
     def _init_weights(self) -> None:
         """GPT-2's: normal(0, 0.02), residual projections scaled by 1/sqrt(2 * n_layer)."""
@@ -244,9 +275,12 @@ class GPTSupernet(nn.Module):
         return {"n_layer": g["n_layer"], "n_embd": g["n_embd"],
                 "n_head": [g["n_head"]] * g["n_layer"], "mlp": [g["mlp"]] * g["n_layer"]}
 
-    def check_arch(self, arch: Mapping[str, Any]) -> dict[str, Any]:
-        """``arch`` as a plain dict, if this supernet holds it; else one ArchitectureError line
-        naming the field, the value and what is allowed."""
+    def check_arch(self, arch: Any) -> dict[str, Any]:
+        """``arch`` (a mapping, or a ``gpt`` space's architecture) as a plain dict, if this
+        supernet holds it; else one ArchitectureError line naming the field, the value and
+        what is allowed."""
+        if hasattr(arch, "to_dict") and not isinstance(arch, Mapping):  # a space's architecture
+            arch = arch.to_dict()
         if not isinstance(arch, Mapping):
             raise ArchitectureError(f"a GPT architecture is a mapping with keys "
                                     f"{list(_ARCH_KEYS)}, got {type(arch).__name__}")
@@ -277,7 +311,7 @@ class GPTSupernet(nn.Module):
         return {"n_layer": n_layer, "n_embd": n_embd, "n_head": lists["n_head"],
                 "mlp": lists["mlp"]}
 
-    def set_active(self, arch: Mapping[str, Any]) -> dict[str, Any]:
+    def set_active(self, arch: Any) -> dict[str, Any]:
         """Make ``arch`` the subnet that ``forward`` runs; returns it as a plain dict."""
         self.active_arch = self.check_arch(arch)
         return self.active_arch
@@ -288,7 +322,8 @@ class GPTSupernet(nn.Module):
     def kept_blocks(self, arch: Mapping[str, Any] | None = None) -> list[int]:
         """The indices of the blocks ``arch`` (default: the active one) runs, in order."""
         arch = self.active_arch if arch is None else self.check_arch(arch)
-        return _kept_blocks(self.geometry["n_layer"], arch["n_layer"])
+        return _kept_blocks(self.geometry["n_layer"], arch["n_layer"],
+                            self.geometry["block_order"])
 
     # ------------------------------------------------------------------ running
     def forward(self, input_ids: torch.Tensor, past_key_values: KVCache | None = None,
@@ -329,7 +364,7 @@ class GPTSupernet(nn.Module):
         sub.wpe.copy_(self.wpe[:, :e])
         sub.ln_f["weight"].copy_(self.ln_f["weight"][:e])
         sub.ln_f["bias"].copy_(self.ln_f["bias"][:e])
-        for i, j in enumerate(_kept_blocks(g["n_layer"], arch["n_layer"])):
+        for i, j in enumerate(self.kept_blocks(arch)):
             src, dst = self.blocks[j], sub.blocks[i]
             assert isinstance(src, _Block)
             assert isinstance(dst, _Block)

@@ -327,6 +327,7 @@ def save_gpt_supernet(net: GPTSupernet, path: Path | str, meta: Mapping[str, Any
     tensors = {k: v.detach().to("cpu", _DTYPES[dtype]).contiguous()
                for k, v in net.state_dict().items()}
     metadata = {"format": FORMAT, "version": VERSION, "family": "gpt",
+                "space": net.space_name or "",
                 "geometry": json.dumps(net.geometry), "dtype": dtype,
                 "extra": json.dumps(dict(meta or {}), default=str)}
     try:
@@ -394,4 +395,5 @@ def load_gpt_supernet(path: Path | str, map_location: str = "cpu") -> GPTSuperne
                               f"{first[0].strip()}") from None
     net = net.to(map_location).eval()
     net.checkpoint_meta = meta["extra"]
+    net.space_name = meta.get("space") or None
     return net

@@ -123,3 +123,33 @@ def test_bad_architectures_and_inputs_are_one_line(net: GPTSupernet) -> None:
     with pytest.raises(ConfigError,
                        match=r"context of 25 positions .* longer than the model's 24"):
         net(_ids(seq=25))
+
+
+def test_a_gpt_space_builds_its_supernet_and_runs_its_architectures(tmp_path: Any) -> None:
+    from nas.space import get_family_space, kept_blocks
+
+    space = get_family_space("gpt_tiny")
+    net = GPTSupernet.from_space("gpt_tiny").eval()
+    assert net.space_name == "gpt_tiny"
+    largest = space.largest()
+    assert net.largest() == largest.to_dict()
+    ids = torch.randint(0, net.geometry["vocab_size"], (1, 6))
+    for seed in range(3):
+        arch = space.sample(seed)
+        assert net.set_active(arch) == arch.to_dict()
+        assert net.kept_blocks() == kept_blocks(space, arch.n_layer)  # the space's depth rule
+        torch.testing.assert_close(net.extract()(ids), net(ids), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="of the 'ofa' family, not 'gpt'"):
+        GPTSupernet.from_space("cifar_mbv3")
+
+
+def test_a_block_ranking_chooses_the_blocks_a_depth_keeps() -> None:
+    net = GPTSupernet(**GEOMETRY, block_order=[1, 2, 0]).eval()
+    arch = {"n_layer": 2, "n_embd": 32, "n_head": [4, 4], "mlp": [96, 96]}
+    assert net.kept_blocks(arch) == [1, 2]
+    net.set_active(arch)
+    sub = net.extract()
+    torch.testing.assert_close(sub.blocks[0].ln_1["weight"], net.blocks[1].ln_1["weight"])
+    torch.testing.assert_close(sub(_ids()), net(_ids()), rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"block_order must rank the blocks 0\.\.2"):
+        GPTSupernet(**GEOMETRY, block_order=[0, 0, 1])
