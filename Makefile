@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # pytest options (e.g. make test PYTEST_ARGS="-k export")
 PYTEST_ARGS ?=
+# pytest-xdist workers of `make test` (tests/conftest.py makes the work units; 0: one process)
+TEST_WORKERS ?= 2
 
 .PHONY: install demo test fuzz lint bench clean
 
@@ -22,7 +24,7 @@ demo: $(STAMP)
 	$(VENV)/bin/nas demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -ra --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -ra --durations=15 -n $(TEST_WORKERS) --dist loadscope $(PYTEST_ARGS)
 
 # ruff, mypy, and the import contracts of pyproject.toml (what may import what: ARCHITECTURE.md)
 # The property-based and API fuzz suites at nightly size (1,000 examples a property; `make test`

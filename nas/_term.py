@@ -18,8 +18,10 @@ from rich.console import Console
 
 __all__ = ["console", "err_console", "print_json", "progress_bar"]
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# soft_wrap: a long line (a path, an error) is left whole for the terminal to fold, never
+# broken by rich at 80 columns when the output is a pipe or a file that scripts read
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def print_json(obj: Any) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -21,6 +25,51 @@ settings.register_profile(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 settings.load_profile("default")
+
+# `make test` runs the suite on two pytest-xdist workers (`-n 2 --dist loadscope`), scheduled
+# by `_UnitScheduling`: a work unit is a module (its fixtures, a started service or a fitted
+# database, are built once, and its tests never run beside each other), except that every
+# module that starts Ray (the service's, the cluster's, and those marked `ray` or `cluster`) is
+# in one unit, "ray": two Ray instances starting at once on two cores time out each other's
+# actors (Serve's proxy, the job agent). The Ray unit goes first, as the longest; the other
+# worker runs the rest meanwhile. (xdist's `--dist loadgroup` does not group under pytest 9.2,
+# which ignores its renamed ids.)
+_RAY_FOLDERS = ("tests/serve/", "tests/cluster/")
+_RAY_MARK = re.compile(r"\bmark\.(ray|cluster)\b")
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+@functools.cache
+def _unit(module: str) -> str:
+    """The work unit of a test module (its path from the repository root)."""
+    if module.startswith(_RAY_FOLDERS):
+        return "ray"
+    try:
+        text = (_ROOT / module).read_text(encoding="utf-8")
+    except OSError:
+        return module
+    return "ray" if _RAY_MARK.search(text) else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadscope`` with this suite's work units (see above)."""
+    if config.getoption("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class _UnitScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit(nodeid.split("::", 1)[0])
+
+    config.option.loadscopereorder = False  # the workers' order: slow units first
+    return _UnitScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """In an xdist worker, the Ray unit first (a stable sort)."""
+    if not hasattr(config, "workerinput"):
+        return
+    items.sort(key=lambda i: _unit(i.nodeid.split("::", 1)[0]) != "ray")
 
 
 @pytest.fixture

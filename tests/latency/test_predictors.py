@@ -156,6 +156,18 @@ def test_inputs_from_another_space_are_refused() -> None:
         make_predictor("nope", "tiny")
 
 
+@pytest.mark.parametrize("kind", [k for k in PREDICTORS if not PREDICTORS.get(k).needs_table])
+def test_each_kind_fits_a_known_latency(kind: str) -> None:
+    """On a latency made of every kind of work at its own rate, with 5% noise per subnet, each
+    kind fitted on 60 subnets ranks 40 others and comes within 15% on average."""
+    archs, y = _synthetic("cifar_mbv3", 100, seed=3)
+    y = y * np.random.default_rng(7).normal(1.0, 0.05, len(y))
+    est = make_predictor(kind, "cifar_mbv3").fit(archs[:60], y[:60])
+    m = regression_metrics(y[60:], est.predict(archs[60:]))
+    assert m["kendall_tau"] > 0.6, m
+    assert m["mape"] < 0.15, m
+
+
 # ---------------------------------------------------------------------- measured data
 @pytest.fixture(scope="module")
 def measured(tmp_path_factory: pytest.TempPathFactory) -> LatencyDB:
@@ -179,13 +191,14 @@ def test_each_kind_ranks_held_out_subnets(measured: LatencyDB, kind: str) -> Non
     test = metrics["test"]
     assert metrics["n_test"] == 12
     assert metrics["n_train"] == 28
-    # the quick protocol on a shared machine is noisy: ranks, not exact values (a CI run
-    # saw the additive kind at MAPE 0.37 on 28 training subnets; a broken one is near 1).
-    # On 12 held-out subnets timed once each, a noisy minute of this shared VM took three
-    # kinds under tau 0.5 at once (the LUT to 0.48 in another run); a predictor that ranks
-    # nothing is near 0 (standard deviation 0.22 at n=12), so 0.3 still catches it.
+    # Real timings (the quick protocol) on a shared machine: their scale moves with the
+    # neighbours' load (a run beside two busy workers put every kind's MAPE at 0.5-0.67), their
+    # order far less, MACs dominating. So ranks only; how closely each kind fits, without
+    # timing noise, is test_each_kind_fits_a_known_latency below, and on quiet-machine
+    # measurements RESULTS.md's predictor benchmark. A kind that ranks nothing is near 0
+    # (standard deviation 0.22 at n=12).
     assert test["kendall_tau"] > 0.3, test
-    assert test["mape"] < 0.5, test
+    assert all(np.isfinite(v) for v in test.values()), test
     loaded = load_predictor("cpu-1t", "cifar_mbv3", kind, db=measured)
     archs = get_space("cifar_mbv3").sample_many(20, seed=5)
     assert np.array_equal(loaded.predict(archs), est.predict(archs))

@@ -48,7 +48,7 @@ def test_a_search_submitted_as_a_ray_job_runs_on_the_cluster(search_env, tmp_pat
         # machine, a minute): until then a submission is refused before any job exists, with
         # one of these answers, and is tried again.
         not_up = ("Failed to connect", "No available agent to submit job")
-        deadline = time.time() + 180
+        deadline = time.time() + 300
         while True:
             proc = subprocess.run(cmd, env=submit_env, capture_output=True, text=True,
                                   timeout=300)
