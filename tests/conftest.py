@@ -51,6 +51,7 @@ def _unit(module: str) -> str:
     return "ray" if _RAY_MARK.search(text) else module
 
 
+@pytest.hookimpl(optionalhook=True)  # pytest-xdist's hook: the suite also runs without it
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     """``--dist loadscope`` with this suite's work units (see above)."""
     if config.getoption("dist") != "loadscope":
