@@ -258,13 +258,12 @@ def test_both_engines_take_the_lease_through_one_call(tmp_path: Path) -> None:
 
 
 @pytest.mark.ray
-def test_ray_engine_second_driver_refused_then_resume_takes_over(tmp_path: Path,
-                                                                 run_nas) -> None:
-    """The same on the Ray engine, on the default storage, a journal (the lease on each kind of
-    storage is the predictor engine's tests above: the engines share it; a driver killed with
-    trials in flight is ``test_search_ray.py::test_resume_after_a_killed_driver_repeats_nothing``,
-    whose resume takes the dead driver's lease over)."""
-    study, url = f"lease-ray-{secrets.token_hex(3)}", str(tmp_path / "studies.journal")
+def test_ray_engine_second_driver_refused_then_resume_takes_over(
+        storage_url: str, tmp_path: Path, run_nas) -> None:
+    """The same on the Ray engine, on each storage (a driver killed with trials in flight is
+    ``test_search_ray.py::test_resume_after_a_killed_driver_repeats_nothing``, whose resume
+    takes the dead driver's lease over)."""
+    study, url = f"lease-ray-{secrets.token_hex(3)}", storage_url
     _refused_then_killed(["--space", "tiny", "-O", "macs", "-O", "params", "--engine", "ray",
                           "--workers", "1", "--batch-size", "2", "-n", "12"],
                          study, url, tmp_path, run_nas)
