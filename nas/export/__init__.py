@@ -11,6 +11,17 @@ from typing import TYPE_CHECKING
 from nas._lazy import lazy_exports
 
 if TYPE_CHECKING:
+    from nas.export._gpt import (
+        DEFAULT_NEW_TOKENS,
+        GENAI_CONFIG_FILE,
+        GPT_EXPORT_FILES,
+        GPT_MANIFEST_FORMAT,
+        GPT_TOLERANCE_RULE,
+        export_gpt_subnet,
+        gpt_onnx_bytes,
+        onnx_greedy,
+        verify_gpt_onnx,
+    )
     from nas.export._onnx import (
         DEFAULT_RTOL,
         INPUT_NAME,
@@ -34,6 +45,17 @@ if TYPE_CHECKING:
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
     {
+        "nas.export._gpt": [
+            "DEFAULT_NEW_TOKENS",
+            "GENAI_CONFIG_FILE",
+            "GPT_EXPORT_FILES",
+            "GPT_MANIFEST_FORMAT",
+            "GPT_TOLERANCE_RULE",
+            "export_gpt_subnet",
+            "gpt_onnx_bytes",
+            "onnx_greedy",
+            "verify_gpt_onnx",
+        ],
         "nas.export._onnx": [
             "DEFAULT_RTOL",
             "INPUT_NAME",

@@ -35,8 +35,9 @@ def export_cmd(
         "--checkpoint", "-c", help="Supernet checkpoint (with --study: default the search's).")
     ] = None,
     arch: Annotated[str | None, typer.Option(
-        "--arch", "-a", help='Architecture in OFA format: JSON text \'{"ks": [...], "e": [...], '
-        '"d": [...], "r": 224}\' or @file.json.')] = None,
+        "--arch", "-a", help='Architecture in its space\'s format: JSON text (OFA: \'{"ks": '
+        '[...], "e": [...], "d": [...], "r": 224}\'; gpt: \'{"n_layer": 2, "n_embd": 32, '
+        '"n_head": [...], "mlp": [...]}\') or @file.json.')] = None,
     study: Annotated[str | None, study_option("to export subnets of (with --trial or "
                                               "--pareto)")] = None,
     storage: StorageOpt = None,
@@ -57,7 +58,9 @@ def export_cmd(
     data, the manifest carrying the search's predictions and measurements). Runs
     onnx.checker and compares ONNX Runtime's output with torch's on random input (max abs
     diff 1e-5 of the logits' scale, at least 1e-4; the manifest states the bound); on
-    failure nothing is written. --overwrite replaces an export folder only.
+    failure nothing is written. --overwrite replaces an export folder only. A space of the
+    gpt family exports a graph for generation (prefill and decoding with a KV cache),
+    verified by 32 greedy tokens identical in torch and ONNX Runtime (docs/gpt_export.md).
     """
     if study is not None:
         if arch is not None:
@@ -101,8 +104,13 @@ def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: i
                  overwrite: bool, json_out: bool) -> None:
     """``nas export --space --checkpoint --arch``: one architecture of a supernet."""
     from nas.export import export_subnet
+    from nas.space import get_family_space
     from nas.supernet import load_supernet
 
+    if get_family_space(space).family == "gpt":
+        _export_gpt_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
+                         json_out=json_out)
+        return
     t0 = time.perf_counter()
     net = load_supernet(checkpoint, space=space)
     res = export_subnet(net, arch, out, opset=opset, overwrite=overwrite,
@@ -116,6 +124,31 @@ def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: i
         f"({m['macs'] / 1e6:.1f}M MACs, {m['params'] / 1e6:.2f}M params) to {out}/  "
         f"verified: max |onnx - torch| = {m['verification']['max_abs_diff']:.2e} "
         f"(allowed {m['verification']['allowed']:.2e})"
+    )
+
+
+def _export_gpt_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: int,
+                     overwrite: bool, json_out: bool) -> None:
+    """``nas export`` of a ``gpt`` space's architecture: a graph for generation."""
+    from nas.export import export_gpt_subnet
+    from nas.supernet import load_gpt_supernet
+
+    t0 = time.perf_counter()
+    net = load_gpt_supernet(checkpoint)
+    res = export_gpt_subnet(net, arch, out, space=space, opset=opset, overwrite=overwrite,
+                            checkpoint=checkpoint)
+    m = res.manifest
+    if json_out:
+        print_json({"out": str(out), "seconds": round(time.perf_counter() - t0, 3), **m})
+        return
+    v = m["verification"]
+    genai = ("genai_config.json written (not run here)" if m["genai"]["written"]
+             else "no genai_config.json (per-layer heads differ)")
+    console.print(
+        f"exported {m['space']}:{m['arch_hash']} ({m['macs'] / 1e6:.2f}M MACs per token, "
+        f"{m['params'] / 1e6:.2f}M params) to {out}/  verified: {v['new_tokens']} greedy "
+        f"tokens identical in torch and ONNX Runtime, max |onnx - torch| = "
+        f"{v['max_abs_diff']:.2e} (allowed {v['allowed']:.2e}); {genai}"
     )
 
 
