@@ -250,3 +250,20 @@ def test_cli_refuses_a_checkpoint_of_another_vocabulary(tmp_path, run_nas):
                        json.dumps(ELASTIC), "--out", str(tmp_path / "e")]),
               "vocab_size 100", "gpt_tiny")
     assert not (tmp_path / "e").exists()
+
+
+def test_the_documented_generate_loop_reproduces_the_verification(exported):
+    """docs/gpt_export.md's loop, as written, run on an export folder in a fresh process."""
+    import re
+    import subprocess
+    import sys
+
+    doc = (Path(__file__).parents[2] / "docs" / "gpt_export.md").read_text()
+    code = re.findall(r"```python\n(.*?)```", doc, re.S)[0]
+    assert 10 <= len(code.strip().splitlines()) <= 20
+    assert 'folder = "gpt_export"' in code
+    code = code.replace('folder = "gpt_export"', f"folder = {str(exported)!r}")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.startswith("True ["), run.stdout
