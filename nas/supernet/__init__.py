@@ -42,6 +42,13 @@ if TYPE_CHECKING:
         SubNet,
         conv_bn_act,
     )
+    from nas.supernet._subclone import (
+        Importance,
+        apply_importance,
+        measure_importance,
+        reorder_by_importance,
+        subclone,
+    )
 
 __getattr__, __dir__, __all__ = lazy_exports(
     __name__,
@@ -85,6 +92,13 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "SqueezeExcite",
             "SubNet",
             "conv_bn_act",
+        ],
+        "nas.supernet._subclone": [
+            "Importance",
+            "apply_importance",
+            "measure_importance",
+            "reorder_by_importance",
+            "subclone",
         ],
     },
 )
