@@ -10,7 +10,7 @@ import typer
 
 from nas._cli_utils import JsonOpt, StorageOpt, console, print_json, study_option
 from nas._outputs import check_apart, check_output, storage_file
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 
 __all__ = ["TrialExporter", "register"]
 
@@ -107,7 +107,11 @@ def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: i
     from nas.space import get_family_space
     from nas.supernet import load_supernet
 
-    if get_family_space(space).family == "gpt":
+    try:
+        family = get_family_space(space).family
+    except NASError:  # an unknown space: the OFA path's own error, as before
+        family = None
+    if family == "gpt":
         _export_gpt_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
                          json_out=json_out)
         return
