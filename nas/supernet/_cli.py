@@ -224,6 +224,86 @@ def supernet_export_hf(
                   f"MLP {chosen['mlp'][0]})")
 
 
+def supernet_subclone(
+    checkpoint: Annotated[Path, typer.Argument(help="GPT supernet checkpoint (.safetensors).")],
+    calibration: Annotated[Path, typer.Option(
+        "--calibration", "-c", help="Token ids of text the subnets are for, as a NumPy .npy "
+        "file of integers: (batch, seq), or 1-D (cut into windows of the model's context).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Checkpoint file to write "
+                                      "(.safetensors).")],
+    rank_blocks: Annotated[bool, typer.Option(
+        "--rank-blocks/--keep-block-order", help="Rank the blocks a depth keeps by importance, "
+        "or keep the checkpoint's ranking: the one its space states, which `nas export` "
+        "checks the checkpoint against.")] = True,
+    overwrite: OverwriteOpt = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Reorder a GPT supernet by importance (weight subcloning, Samragh et al., 2023).
+
+    Embedding channels, each block's heads and MLP neurons are ranked on the calibration
+    tokens and put in descending order, so every subnet (a prefix of each) keeps the most
+    important ones; the blocks are ranked by how much the output changes without each, the
+    first and last first, and a shallower subnet keeps the top of that ranking. The largest
+    subnet computes the same logits as before. The checkpoint is written in the input's
+    precision, with the ranking and the calibration file's sha256 in its metadata.
+    """
+    check_output(out, inputs=[("CHECKPOINT", checkpoint), ("--calibration", calibration)],
+                 overwrite=overwrite, example="reordered.safetensors")
+    import hashlib
+    import io
+
+    import numpy as np
+    import torch
+
+    from nas._io import read_bytes
+    from nas.errors import DataError
+    from nas.supernet import (
+        load_gpt_supernet,
+        read_gpt_checkpoint_meta,
+        reorder_by_importance,
+        save_gpt_supernet,
+    )
+
+    meta = read_gpt_checkpoint_meta(checkpoint)
+    data = read_bytes(calibration, "--calibration file", error=DataError)
+    try:
+        ids = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise DataError(f"--calibration {calibration} is not a NumPy .npy file of token ids "
+                        f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                        ) from None
+    if not isinstance(ids, np.ndarray) or ids.dtype.kind not in "iu":
+        kind = ids.dtype if isinstance(ids, np.ndarray) else type(ids).__name__
+        raise DataError(f"--calibration {calibration} must hold integer token ids, got {kind}")
+    net = load_gpt_supernet(checkpoint)
+    if ids.ndim == 1:  # a stream of tokens: windows of the model's context
+        ctx = min(net.geometry["n_ctx"], max(len(ids), 1))
+        ids = ids[: len(ids) // ctx * ctx].reshape(-1, ctx)
+    try:
+        importance = reorder_by_importance(net, torch.from_numpy(ids.astype(np.int64)),
+                                           rank_blocks=rank_blocks)
+    except DataError as exc:  # said of the file, not of the function's argument
+        raise DataError(f"--calibration {calibration} "
+                        f"{str(exc).removeprefix('calibration_ids ')}") from None
+    extra = {**net.checkpoint_meta,
+             "subcloned": {"calibration": calibration.name,
+                           "calibration_sha256": hashlib.sha256(data).hexdigest(),
+                           "calibration_tokens": int(ids.size),
+                           "block_order": importance.block_order,
+                           "block_order_applied": rank_blocks}}
+    dtype = str(meta.get("dtype")) if meta.get("dtype") in ("float16", "float32") else "float32"
+    path = save_gpt_supernet(net, out, meta=extra, dtype=dtype)
+    if json_out:
+        print_json({"checkpoint": str(path), "block_order": net.geometry["block_order"],
+                    "blocks_kl": importance.blocks.tolist(),
+                    "calibration_tokens": int(ids.size), "dtype": dtype})
+    else:
+        kept = "ranked" if rank_blocks else "kept as they were; measured"
+        console.print(f"wrote {path}: channels, heads and neurons in order of importance on "
+                      f"{ids.size} tokens; blocks {kept} {importance.block_order} (most "
+                      f"important first)")
+
+
 def _help(doc: str | None) -> str:
     """A docstring as help text: paragraphs kept, the lines inside each joined."""
     paragraphs = [" ".join(line.strip() for line in p.splitlines())
@@ -235,6 +315,7 @@ supernet_app.command("import-ofa", help=_help(supernet_import_ofa.__doc__))(supe
 supernet_app.command("export-ofa", help=_help(supernet_export_ofa.__doc__))(supernet_export_ofa)
 supernet_app.command("import-hf", help=_help(supernet_import_hf.__doc__))(supernet_import_hf)
 supernet_app.command("export-hf", help=_help(supernet_export_hf.__doc__))(supernet_export_hf)
+supernet_app.command("subclone", help=_help(supernet_subclone.__doc__))(supernet_subclone)
 
 
 def register(app: typer.Typer) -> None:

@@ -198,9 +198,11 @@ def measure_importance(net: GPTSupernet, calibration_ids: torch.Tensor, *,
 
 
 @torch.no_grad()
-def apply_importance(net: GPTSupernet, importance: Importance) -> None:
+def apply_importance(net: GPTSupernet, importance: Importance, *,
+                     rank_blocks: bool = True) -> None:
     """Permute ``net``'s weights in place into ``importance``'s orders (channels, each block's
-    heads and neurons) and set its block ranking; its largest subnet's function is unchanged.
+    heads and neurons) and, with ``rank_blocks``, set its block ranking to
+    ``importance.block_order``; its largest subnet's function is unchanged.
     """
     g = net.geometry
     n_layer, n_head, hd, e, m = g["n_layer"], g["n_head"], g["head_dim"], g["n_embd"], g["mlp"]
@@ -238,11 +240,12 @@ def apply_importance(net: GPTSupernet, importance: Importance) -> None:
         permute(p["mlp.fc.weight"], n, 0)
         permute(p["mlp.fc.bias"], n, 0)
         permute(p["mlp.proj.weight"], n, 1)
-    net.geometry["block_order"] = list(importance.block_order)
+    if rank_blocks:
+        net.geometry["block_order"] = list(importance.block_order)
 
 
 def reorder_by_importance(net: GPTSupernet, calibration_ids: torch.Tensor, *,
-                          keep_ends: bool = True) -> Importance:
+                          keep_ends: bool = True, rank_blocks: bool = True) -> Importance:
     """Reorder ``net`` in place so that every prefix is the most important subset: embedding
     channels, each block's heads and MLP neurons in descending importance, and the block
     ranking (``net.geometry["block_order"]``, saved with the checkpoint) so that a depth keeps
@@ -253,6 +256,9 @@ def reorder_by_importance(net: GPTSupernet, calibration_ids: torch.Tensor, *,
         net: the supernet, changed in place (its active subnet and mode are kept).
         calibration_ids: ``(batch, seq)`` token ids (see :func:`measure_importance`).
         keep_ends: rank the first and last block before the middle ones (the paper's rule).
+        rank_blocks: set the block ranking; False keeps the supernet's (a ``gpt`` space
+            states the ranking its subnets use, and an export checks that the checkpoint's
+            agrees), reordering only within the blocks.
 
     Returns:
         The importances, indexed as the supernet was before (``channel_order()`` and the like
@@ -267,7 +273,7 @@ def reorder_by_importance(net: GPTSupernet, calibration_ids: torch.Tensor, *,
         ...                      "mlp": [256, 256]})
     """
     importance = measure_importance(net, calibration_ids, keep_ends=keep_ends)
-    apply_importance(net, importance)
+    apply_importance(net, importance, rank_blocks=rank_blocks)
     return importance
 
 

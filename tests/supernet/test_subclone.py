@@ -7,8 +7,10 @@ import json
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
+from expect import one_error
 
 from nas.errors import ArchitectureError, DataError
 from nas.supernet import (
@@ -226,3 +228,52 @@ def test_the_first_and_last_block_are_kept_first_as_the_paper_does_unless_told_n
     middle = [1, 2]  # ranked by their measured effect either way
     assert [j for j in measured.block_order if j in middle] == \
         [j for j in paper.block_order if j in middle]
+
+
+def test_nas_supernet_subclone_writes_a_reordered_checkpoint(run_nas: Any, tmp_path: Any
+                                                             ) -> None:
+    net = _planted()
+    ck = save_gpt_supernet(net, tmp_path / "net.safetensors", dtype="float32")
+    np.save(tmp_path / "ids.npy", _ids(batch=1, seq=60).numpy().ravel())  # 1-D: windows of 24
+    out = tmp_path / "reordered.safetensors"
+    code, stdout, err = run_nas(["supernet", "subclone", str(ck), "--calibration",
+                                 str(tmp_path / "ids.npy"), "--out", str(out), "--json"])
+    assert code == 0, err
+    report = json.loads(stdout)
+    assert report["calibration_tokens"] == 48
+    assert report["block_order"][-1] == NO_OP_BLOCK
+    loaded = load_gpt_supernet(out)
+    assert loaded.geometry["block_order"] == report["block_order"]
+    assert loaded.checkpoint_meta["subcloned"]["calibration"] == "ids.npy"
+    ids = _ids(seed=7)
+    torch.testing.assert_close(loaded(ids), net(ids), rtol=0, atol=1e-5)
+    loaded.set_active(_dropping_the_dead_parts(loaded))
+    torch.testing.assert_close(loaded(ids), net(ids), rtol=0, atol=1e-5)
+    # the space's ranking kept on request
+    code, _, err = run_nas(["supernet", "subclone", str(ck), "-c", str(tmp_path / "ids.npy"),
+                            "-o", str(out), "--overwrite", "--keep-block-order"])
+    assert code == 0, err
+    assert load_gpt_supernet(out).geometry["block_order"] is None
+
+
+def test_nas_supernet_subclone_refuses_bad_calibration_files_in_one_line(
+        run_nas: Any, tmp_path: Any) -> None:
+    ck = save_gpt_supernet(_net(), tmp_path / "net.safetensors", dtype="float32")
+    cases = {
+        "text.npy": (b"not numpy", "is not a NumPy .npy file"),
+        "floats.npy": (np.zeros((2, 4)), "must hold integer token ids, got float64"),
+        "big.npy": (np.full((2, 4), 64), "has token id 64, outside the vocabulary [0, 63]"),
+        "long.npy": (np.zeros((2, 30), dtype=np.int64),
+                     "has sequences of 30 tokens, longer than the model's context of 24"),
+        "empty.npy": (np.zeros(0, dtype=np.int64), "is empty"),
+    }
+    out = tmp_path / "out.safetensors"
+    for name, (content, message) in cases.items():
+        path = tmp_path / name
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            np.save(path, content)
+        one_error(run_nas(["supernet", "subclone", str(ck), "-c", str(path), "-o", str(out)]),
+                  f"--calibration {path}", message)
+        assert not out.exists()
