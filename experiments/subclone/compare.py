@@ -23,8 +23,9 @@ public domain; its README), read from the archive without unpacking. Tokens are 
 (vocabulary 256). Split by whole works: ``HELD_OUT`` for the held-out loss, the rest for
 training and calibration.
 
-Run (about 10 minutes on 2 CPU cores with the defaults; ``--steps 5 --pretrain-steps 5`` to
-check that it runs):
+Run (the defaults are sized for about 10 minutes on 2 otherwise idle CPU cores, an estimate
+from the models' sizes: on this machine under other jobs' load the larger model's steps took
+about 1.6 s each; ``--steps 5 --pretrain-steps 5`` checks that it runs):
     .venv/bin/python experiments/subclone/compare.py
 """
 
