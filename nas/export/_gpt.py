@@ -47,6 +47,7 @@ from nas.export._package import (
     MODEL_FILE,
     WEIGHTS_FILE,
     ExportResult,
+    _check_out,
     _clean_stale,
     _host,
     _make_parent,
@@ -424,36 +425,6 @@ def _prompt(prompt: Sequence[int] | str | None, new_tokens: int | None, tokenize
     return [int(t) for t in ids], new_tokens
 
 
-def _check_out(out: Path, overwrite: bool) -> Path:
-    """``out`` absolute and normalised, refused where a GPT export must not go (the CNN
-    export's rule, with this export's files as the ones ``overwrite`` may replace)."""
-    out = _normalise(out)
-    if not out.name or out == out.parent:
-        raise ExportError(f"--out {out} is the root of the file system; name a folder")
-    cwd = Path.cwd().resolve()
-    resolved = out.resolve()
-    if resolved == cwd or resolved in cwd.parents:
-        raise ExportError(f"--out {out} is the working folder or holds it; name a new folder "
-                          "(e.g. --out export/)")
-    if out.exists() or out.is_symlink():
-        if not out.is_dir():
-            raise ExportError(f"--out {out} exists and is not a folder")
-        try:
-            held = sorted(p.name for p in out.iterdir())
-        except OSError as exc:
-            raise ExportError(f"--out {out} cannot be read: {exc.strerror or exc}") from None
-        if held and not overwrite:
-            raise ExportError(f"--out {out} exists and is not empty; pass --overwrite to "
-                              "replace it")
-        foreign = [n for n in held if n not in GPT_EXPORT_FILES or not (out / n).is_file()]
-        if foreign:
-            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
-            raise ExportError(f"--out {out} holds files that are not part of an export "
-                              f"({shown}); --overwrite replaces an export folder only: move "
-                              "them away or choose another --out")
-    return out
-
-
 # ---------------------------------------------------------------------- genai
 def _genai_config(arch: Any, space: Any, tokenizer: dict[str, Any], max_length: int
                   ) -> tuple[dict[str, Any] | None, str]:
@@ -542,7 +513,7 @@ def export_gpt_subnet(
     tokenizer = _tokenizer(supernet, space)
     prompt_ids, new_tokens = _prompt(prompt, new_tokens, tokenizer, int(space.spec.n_ctx))
     _clean_stale(_normalise(Path(out)))  # first: it may put back an export a kill took away
-    out = _check_out(Path(out), overwrite)
+    out = _check_out(Path(out), overwrite, GPT_EXPORT_FILES)
     created = _make_parent(out.parent)
     try:
         sub = supernet.extract(canon.to_dict()).eval()

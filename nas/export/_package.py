@@ -130,11 +130,12 @@ def _normalise(out: Path) -> Path:
     return _io.check_path(os.path.normpath(Path.cwd() / out), "--out", error=ExportError)
 
 
-def _check_out(out: Path, overwrite: bool) -> Path:
+def _check_out(out: Path, overwrite: bool, files: frozenset[str] = EXPORT_FILES) -> Path:
     """``out`` as an absolute, normalised path, refused where an export must not go.
 
     ``sub/..`` is the working folder (and creates no ``sub/``); the working folder, a folder
-    that holds it and the file system's root are refused.
+    that holds it and the file system's root are refused; ``files`` are the names an export
+    folder holds (what ``overwrite`` may replace).
     """
     out = _normalise(out)
     if not out.name or out == out.parent:
@@ -155,7 +156,7 @@ def _check_out(out: Path, overwrite: bool) -> Path:
             raise ExportError(
                 f"--out {out} exists and is not empty; pass --overwrite to replace it"
             )
-        foreign = [n for n in held if n not in EXPORT_FILES or not (out / n).is_file()]
+        foreign = [n for n in held if n not in files or not (out / n).is_file()]
         if foreign:
             shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
             raise ExportError(
