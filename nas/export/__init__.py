@@ -20,6 +20,7 @@ if TYPE_CHECKING:
         export_gpt_subnet,
         gpt_onnx_bytes,
         onnx_greedy,
+        verify_gpt_export,
         verify_gpt_onnx,
     )
     from nas.export._onnx import (
@@ -54,6 +55,7 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "export_gpt_subnet",
             "gpt_onnx_bytes",
             "onnx_greedy",
+            "verify_gpt_export",
             "verify_gpt_onnx",
         ],
         "nas.export._onnx": [

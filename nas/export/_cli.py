@@ -49,6 +49,13 @@ def export_cmd(
     overwrite: Annotated[bool, typer.Option(help="Replace --out if it is an export folder "
                                             "(other files in it are refused, not deleted).")
                          ] = False,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", help="gpt spaces: the verification's prompt, text for a byte-level "
+        "tokenizer ('ROMEO:'), or token ids as ids:1,2,3 (text:... for a text that starts "
+        "with 'ids:'); default a few tokens.")] = None,
+    new_tokens: Annotated[int | None, typer.Option(
+        "--new-tokens", help="gpt spaces: tokens the verification generates greedily "
+        "(default 32, fewer where the context is shorter).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Export a subnet: model.onnx + weights.safetensors + manifest.json, verified.
@@ -62,9 +69,14 @@ def export_cmd(
     gpt family exports a graph for generation (prefill and decoding with a KV cache),
     verified by 32 greedy tokens identical in torch and ONNX Runtime (docs/gpt_export.md).
     """
+    generation = [n for n, v in (("--prompt", prompt), ("--new-tokens", new_tokens))
+                  if v is not None]
     if study is not None:
         if arch is not None:
             raise ConfigError("--arch and --study exclude each other")
+        if generation:
+            raise ConfigError(f"{' and '.join(generation)} are for one subnet of a gpt space "
+                              "(--space, --checkpoint, --arch), not for --study")
         # one trial-NNNN-<hash>/ per subnet goes into --out: it is never replaced whole
         check_apart(out, "--out", [("--checkpoint", checkpoint),
                                    ("--storage", storage_file(storage))])
@@ -81,7 +93,7 @@ def export_cmd(
     # what an existing --out may hold (an export's files only) is export_subnet's rule
     check_output(out, inputs=[("--checkpoint", checkpoint)], overwrite=True, folder=True)
     _export_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
-                 json_out=json_out)
+                 json_out=json_out, prompt=prompt, new_tokens=new_tokens)
 
 
 def _export_study(exporter: TrialExporter, study: str, storage: str | None, out: Path,
@@ -100,8 +112,26 @@ def _export_study(exporter: TrialExporter, study: str, storage: str | None, out:
         console.print(f"exported {d}/ (verified)")
 
 
+def _parse_prompt(text: str) -> str | list[int]:
+    """``--prompt``: ``ids:1,2,3`` is token ids, ``text:...`` the text after the prefix,
+    anything else text (the export refuses text where the tokenizer is not byte-level)."""
+    if text.startswith("text:"):
+        return text[len("text:"):]
+    if not text.startswith("ids:"):
+        return text
+    ids = []
+    for part in text[len("ids:"):].split(","):
+        part = part.strip()
+        if not part.isdigit() or not part.isascii():
+            raise ConfigError(f"--prompt {text[:60]!r}: token ids are non-negative integers "
+                              f"separated by commas (ids:1,2,3), got {part[:20]!r}")
+        ids.append(int(part))
+    return ids
+
+
 def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: int,
-                 overwrite: bool, json_out: bool) -> None:
+                 overwrite: bool, json_out: bool, prompt: str | None = None,
+                 new_tokens: int | None = None) -> None:
     """``nas export --space --checkpoint --arch``: one architecture of a supernet."""
     from nas.export import export_subnet
     from nas.space import get_family_space
@@ -113,8 +143,14 @@ def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: i
         family = None
     if family == "gpt":
         _export_gpt_arch(space, checkpoint, arch, out, opset=opset, overwrite=overwrite,
-                         json_out=json_out)
+                         json_out=json_out, prompt=prompt, new_tokens=new_tokens)
         return
+    generation = [n for n, v in (("--prompt", prompt), ("--new-tokens", new_tokens))
+                  if v is not None]
+    if family is not None and generation:
+        raise ConfigError(f"{' and '.join(generation)}: space {space} is of the {family!r} "
+                          "family; a verification prompt is for spaces of the 'gpt' family "
+                          "(generation)")
     t0 = time.perf_counter()
     net = load_supernet(checkpoint, space=space)
     res = export_subnet(net, arch, out, opset=opset, overwrite=overwrite,
@@ -132,15 +168,17 @@ def _export_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: i
 
 
 def _export_gpt_arch(space: str, checkpoint: Path, arch: str, out: Path, *, opset: int,
-                     overwrite: bool, json_out: bool) -> None:
+                     overwrite: bool, json_out: bool, prompt: str | None,
+                     new_tokens: int | None) -> None:
     """``nas export`` of a ``gpt`` space's architecture: a graph for generation."""
     from nas.export import export_gpt_subnet
     from nas.supernet import load_gpt_supernet
 
+    ids = _parse_prompt(prompt) if prompt is not None else None
     t0 = time.perf_counter()
     net = load_gpt_supernet(checkpoint)
     res = export_gpt_subnet(net, arch, out, space=space, opset=opset, overwrite=overwrite,
-                            checkpoint=checkpoint)
+                            checkpoint=checkpoint, prompt=ids, new_tokens=new_tokens)
     m = res.manifest
     if json_out:
         print_json({"out": str(out), "seconds": round(time.perf_counter() - t0, 3), **m})
@@ -160,12 +198,21 @@ def verify_cmd(
     folder: Annotated[Path, typer.Argument(help="Export folder (with manifest.json).")],
     json_out: JsonOpt = False,
 ) -> None:
-    """Re-verify an export folder: file hashes, ONNX checker, ONNX Runtime against torch."""
-    from nas.export import verify_export
+    """Re-verify an export folder: file hashes, ONNX checker, ONNX Runtime against torch.
+
+    Every claim of the manifest is re-derived from its architecture. A GPT export folder
+    (docs/gpt_export.md) re-runs its recorded greedy generation: the recorded tokens,
+    identical in ONNX Runtime and torch.
+    """
+    from nas.export import GPT_MANIFEST_FORMAT, verify_export
 
     res = verify_export(folder)
     if json_out:
         print_json(res)
+    elif res.get("format") == GPT_MANIFEST_FORMAT:
+        console.print(f"{folder}: OK ({res['space']}:{res['arch_hash']}, {res['new_tokens']} "
+                      f"greedy tokens as recorded in ONNX Runtime and torch, max |onnx - "
+                      f"torch| = {res['max_abs_diff']:.2e}, allowed {res['allowed']:.2e})")
     else:
         console.print(f"{folder}: OK ({res['space']}:{res['arch_hash']}, max |onnx - torch| = "
                       f"{res['max_abs_diff']:.2e}, allowed {res['allowed']:.2e})")

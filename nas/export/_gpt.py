@@ -33,14 +33,17 @@ import tempfile
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
 from torch import nn
 
-from nas.errors import CheckpointError, ConfigError, ExportError
+from nas import _io
+from nas._config import format_validation_error
+from nas.errors import CheckpointError, ConfigError, ExportError, NASError
 from nas.export._onnx import DEFAULT_OPSET, DEFAULT_RTOL, SCALE_FLOOR
 from nas.export._package import (
     MANIFEST_FILE,
@@ -54,6 +57,7 @@ from nas.export._package import (
     _move_into_place,
     _normalise,
     _remove_empty,
+    _short,
     _versions,
     sha256_file,
 )
@@ -68,6 +72,7 @@ __all__ = [
     "export_gpt_subnet",
     "gpt_onnx_bytes",
     "onnx_greedy",
+    "verify_gpt_export",
     "verify_gpt_onnx",
 ]
 
@@ -409,7 +414,8 @@ def _prompt(prompt: Sequence[int] | str | None, new_tokens: int | None, tokenize
     elif isinstance(prompt, str):
         if tokenizer["kind"] != "bytes":
             raise ConfigError(f"prompt: a text prompt needs a byte-level tokenizer; this "
-                              f"model's is {tokenizer['kind']!r}: give token ids")
+                              f"model's is {tokenizer['kind']!r}: give token ids (nas export: "
+                              "--prompt ids:1,2,3)")
         ids = list(prompt.encode("utf-8"))
     else:
         ids = list(prompt)
@@ -548,13 +554,9 @@ def export_gpt_subnet(
     return ExportResult(out, manifest)
 
 
-def _manifest(space: Any, canon: Any, folder: Path, opset: int, verification: dict[str, Any],
-              tokenizer: dict[str, Any], genai: dict[str, Any]) -> dict[str, Any]:
-    """How to drive the graph, what it is, and the digests of its files."""
-    s = space.spec
-    costs = space.costs([canon])
-    hd, vocab = int(s.head_dim), int(s.vocab_size)
-    heads = [int(h) for h in canon.n_head]
+def _io_entries(heads: Sequence[int], hd: int, vocab: int
+                ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The manifest's ``inputs`` and ``outputs``: the graph's tensors, in its order."""
     inputs: list[dict[str, Any]] = [{"name": INPUT_IDS, "shape": ["batch", "sequence"],
                                      "dtype": "int64"}]
     outputs: list[dict[str, Any]] = [{"name": LOGITS, "shape": ["batch", "sequence", vocab],
@@ -565,6 +567,26 @@ def _manifest(space: Any, canon: Any, folder: Path, opset: int, verification: di
                    for n in past_names(i)]
         outputs += [{"name": n, "shape": ["batch", h, _TOTAL, hd], "dtype": "float32"}
                     for n in present_names(i)]
+    return inputs, outputs
+
+
+def _cache_entry(heads: Sequence[int], hd: int) -> dict[str, Any]:
+    return {
+        "layers": len(heads), "heads": list(heads), "head_dim": hd, "dtype": "float32",
+        "layout": "(batch, heads, positions, head_dim), one key and one value per layer",
+        "past_names": "past_key_values.{i}.key, past_key_values.{i}.value",
+        "present_names": "present.{i}.key, present.{i}.value",
+    }
+
+
+def _manifest(space: Any, canon: Any, folder: Path, opset: int, verification: dict[str, Any],
+              tokenizer: dict[str, Any], genai: dict[str, Any]) -> dict[str, Any]:
+    """How to drive the graph, what it is, and the digests of its files."""
+    s = space.spec
+    costs = space.costs([canon])
+    hd, vocab = int(s.head_dim), int(s.vocab_size)
+    heads = [int(h) for h in canon.n_head]
+    inputs, outputs = _io_entries(heads, hd, vocab)
     files = [MODEL_FILE, WEIGHTS_FILE] + ([GENAI_CONFIG_FILE] if genai["written"] else [])
     return {
         "format": GPT_MANIFEST_FORMAT,
@@ -584,12 +606,7 @@ def _manifest(space: Any, canon: Any, folder: Path, opset: int, verification: di
         "n_head": heads,
         "inputs": inputs,
         "outputs": outputs,
-        "cache": {
-            "layers": len(heads), "heads": heads, "head_dim": hd, "dtype": "float32",
-            "layout": "(batch, heads, positions, head_dim), one key and one value per layer",
-            "past_names": "past_key_values.{i}.key, past_key_values.{i}.value",
-            "present_names": "present.{i}.key, present.{i}.value",
-        },
+        "cache": _cache_entry(heads, hd),
         "generation": {
             "prefill": "input_ids = the prompt (batch, n); every past = zeros (batch, heads_i, "
                        "0, head_dim)",
@@ -608,3 +625,300 @@ def _manifest(space: Any, canon: Any, folder: Path, opset: int, verification: di
         "files": {name: {"sha256": sha256_file(folder / name),
                          "bytes": (folder / name).stat().st_size} for name in files},
     }
+
+
+# ---------------------------------------------------------------------- verify
+class _GPTFileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    sha256: StrictStr
+    bytes: Annotated[StrictInt, Field(ge=0)]
+
+
+class _GPTVerification(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    prompt: Annotated[list[StrictInt], Field(min_length=1)]
+    new_tokens: Annotated[StrictInt, Field(ge=1)]
+    tokens: list[StrictInt]
+
+
+class _GPTManifest(BaseModel):
+    """The parts of a GPT manifest that verifying reads (the rest is checked against what
+    the architecture gives, or kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    format: Literal["nas.export.gpt/1"]
+    space: StrictStr
+    arch: dict[str, Any]
+    tokenizer: dict[str, Any]
+    files: dict[Literal["model.onnx", "weights.safetensors", "genai_config.json"],
+                _GPTFileEntry]
+    verification: _GPTVerification
+
+
+def _first_line(exc: BaseException) -> str:
+    return ((str(exc).strip().splitlines() or [type(exc).__name__])[0])[:300]
+
+
+def _read_gpt_manifest(folder: Path) -> dict[str, Any]:
+    path = folder / MANIFEST_FILE
+    if not path.is_file():
+        raise ExportError(f"{folder} is not an export folder: {MANIFEST_FILE} is missing")
+    data = _io.read_bytes(path, "manifest", error=ExportError)
+    try:
+        manifest = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ExportError(f"{path} is not UTF-8 text (byte {exc.start})") from None
+    except json.JSONDecodeError as exc:
+        raise ExportError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except (ValueError, RecursionError):  # over 4300 digits, or nested too deep
+        raise ExportError(f"{path} is not a manifest (a number too long or nesting too "
+                          "deep)") from None
+    if not isinstance(manifest, dict):
+        raise ExportError(f"{path} is not a manifest: a JSON object was expected, got "
+                          f"{type(manifest).__name__}")
+    try:
+        _GPTManifest.model_validate(manifest)
+    except ValidationError as exc:
+        raise ExportError(format_validation_error(exc, str(path))) from None
+    return manifest
+
+
+def _check_gpt_links(folder: Path) -> None:
+    """Refuse any entry of the folder that is a symlink out of it: hashes follow links, and
+    the folder would vouch for a file it does not hold."""
+    _io.check_path(folder / MANIFEST_FILE, "export folder", error=ExportError)
+    if not folder.is_dir():
+        raise ExportError(f"{folder} is not an export folder (not a folder)")
+    root = folder.resolve()
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError as exc:
+        raise ExportError(f"{folder} cannot be read: {exc.strerror or exc}") from None
+    for path in entries:
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            raise ExportError(f"{path} is a symlink out of the export folder (to "
+                              f"{os.readlink(path)}); an export holds its own files: copy it "
+                              "in place of the link")
+
+
+def _check_gpt_files(folder: Path, manifest: dict[str, Any]) -> None:
+    """The folder holds the manifest and the files it lists, nothing else; each of the size
+    and sha256 the manifest says."""
+    files: dict[str, Any] = manifest["files"]
+    for name in (MODEL_FILE, WEIGHTS_FILE):
+        if name not in files:
+            raise ExportError(f"{folder / MANIFEST_FILE}: files has no entry for {name}")
+    own = {MANIFEST_FILE, *files}
+    foreign = sorted(p.name for p in folder.iterdir() if p.name not in own)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ExportError(f"{folder} holds files that are not the export's ({shown}); an "
+                          f"export folder holds {MANIFEST_FILE} and the files it lists "
+                          f"({', '.join(sorted(files))}) only")
+    for name, info in sorted(files.items()):
+        path = folder / name
+        if not path.is_file():
+            raise ExportError(f"{path} is missing (the manifest lists it)")
+        size = path.stat().st_size
+        if size != info["bytes"]:
+            raise ExportError(f"{path}: {size} bytes, the manifest says {info['bytes']}")
+        digest = sha256_file(path)
+        if digest != info["sha256"]:
+            raise ExportError(
+                f"{path}: sha256 {digest[:12]}... does not match the manifest's "
+                f"{str(info['sha256'])[:12]}... (file changed or swapped)")
+
+
+def _first_difference(got: Any, want: Any, at: str = "") -> tuple[str, Any, Any]:
+    """Where two JSON values first differ (``[i]`` / ``.key`` after ``at``), and the two
+    values there."""
+    if isinstance(got, list) and isinstance(want, list) and len(got) == len(want):
+        for i, (g, w) in enumerate(zip(got, want, strict=True)):
+            if g != w:
+                return _first_difference(g, w, f"{at}[{i}]")
+    if isinstance(got, dict) and isinstance(want, dict) and set(got) == set(want):
+        for k in want:
+            if got[k] != want[k]:
+                return _first_difference(got[k], want[k], f"{at}.{k}")
+    return at, got, want
+
+
+def _check_gpt_claims(folder: Path, manifest: dict[str, Any]) -> tuple[Any, Any]:
+    """Re-derive from the space and the architecture what the manifest says of the subnet:
+    the canonical form, its hash, MACs per token, parameters, sizes, the graph's tensors and
+    the cache. Returns ``(space, arch)``."""
+    where = folder / MANIFEST_FILE
+    try:
+        space = _gpt_space(manifest["space"])
+        arch = space.parse(manifest["arch"])
+    except NASError as exc:
+        raise ExportError(f"{where}: {exc}") from None
+    if manifest["arch"] != arch.to_dict():
+        raise ExportError(f"{where}: arch {_short(manifest['arch'])} is not in canonical form "
+                          f"({arch.to_json()})")
+    if manifest.get("arch_hash") != arch.hash:
+        raise ExportError(f"{where}: arch_hash {_short(manifest.get('arch_hash'))} is not the "
+                          f"hash of its arch {arch.to_json()} ({arch.hash}); the manifest was "
+                          "edited")
+    s = space.spec
+    heads = [int(h) for h in arch.n_head]
+    hd, vocab = int(s.head_dim), int(s.vocab_size)
+    inputs, outputs = _io_entries(heads, hd, vocab)
+    derived: dict[str, Any] = {
+        "family": "gpt", "macs": space.macs(arch), "macs_context": int(s.n_ctx),
+        "params": space.params(arch), "vocab_size": vocab, "context_length": int(s.n_ctx),
+        "head_dim": hd, "n_layer": int(arch.n_layer), "n_embd": int(arch.n_embd),
+        "n_head": heads, "inputs": inputs, "outputs": outputs,
+        "cache": _cache_entry(heads, hd),
+    }
+    for key, value in derived.items():
+        if key not in manifest:
+            raise ExportError(f"{where}: {key} is missing (the architecture's is "
+                              f"{_short(value)})")
+        if manifest[key] != value:
+            at, got, want = _first_difference(manifest[key], value, key)
+            raise ExportError(f"{where}: {at} {_short(got)} is not the architecture's "
+                              f"({_short(want)}); the manifest was edited")
+    tok = manifest["tokenizer"]
+    if tok.get("kind") not in _TOKENIZER_KINDS:
+        raise ExportError(f"{where}: tokenizer.kind {_short(tok.get('kind'))} is not one of "
+                          f"{list(_TOKENIZER_KINDS)}")
+    if tok.get("vocab_size") != vocab:
+        raise ExportError(f"{where}: tokenizer.vocab_size {_short(tok.get('vocab_size'))} is "
+                          f"not the space's ({vocab})")
+    return space, arch
+
+
+def _check_genai(folder: Path, manifest: dict[str, Any], space: Any, arch: Any) -> None:
+    """``genai_config.json``, where listed, is the one this graph's architecture gets (and
+    where not listed, none was due)."""
+    listed = GENAI_CONFIG_FILE in manifest["files"]
+    want, note = _genai_config(arch, space, manifest["tokenizer"], int(space.spec.n_ctx))
+    path = folder / GENAI_CONFIG_FILE
+    if listed and want is None:
+        raise ExportError(f"{path} is listed, but none is written for this architecture: "
+                          f"{note}")
+    if not listed:
+        return
+    try:
+        got = json.loads(_io.read_text(path, GENAI_CONFIG_FILE, error=ExportError))
+    except (ValueError, RecursionError):
+        raise ExportError(f"{path} is not valid JSON") from None
+    if got != want:
+        at = _first_difference(got, want)[0].lstrip(".") or "the top"
+        raise ExportError(f"{path} is not the configuration of this architecture's graph: it "
+                          f"differs at {at}")
+
+
+def _check_graph(folder: Path, data: bytes, manifest: dict[str, Any]) -> None:
+    """The graph's inputs and outputs, in order, are the manifest's: names, shapes (each
+    layer's cache) and types."""
+    path = folder / MODEL_FILE
+    try:
+        session = _session(data)
+    except ExportError as exc:
+        raise ExportError(f"{path}: {exc}") from None
+    types = {"int64": "tensor(int64)", "float32": "tensor(float)"}
+    for key, tensors in (("inputs", session.get_inputs()), ("outputs", session.get_outputs())):
+        want = manifest[key]
+        got = [{"name": t.name, "shape": list(t.shape), "type": t.type} for t in tensors]
+        if [g["name"] for g in got] != [w["name"] for w in want]:
+            raise ExportError(f"{path}: the graph's {key} {_short([g['name'] for g in got])} "
+                              f"are not the manifest's {_short([w['name'] for w in want])}")
+        for g, w in zip(got, want, strict=True):
+            if g["shape"] != w["shape"] or g["type"] != types.get(w["dtype"]):
+                raise ExportError(f"{path}: the graph's {g['name']} is {g['type']} "
+                                  f"{g['shape']}, the manifest says {w['dtype']} {w['shape']}")
+
+
+def _load_weights(folder: Path, space: Any, arch: Any) -> GPT:
+    """The static GPT of ``arch`` with the weights file's tensors: the file's own record of
+    its space and architecture, and every tensor's name and shape, checked first."""
+    from safetensors import SafetensorError, safe_open
+    from safetensors.torch import load_file
+
+    path = folder / WEIGHTS_FILE
+    s = space.spec
+    gpt = GPT(int(s.vocab_size), int(s.n_ctx), int(arch.n_embd), list(arch.n_head),
+              list(arch.mlp), int(s.head_dim), float(s.layer_norm_eps))
+    want = {k: list(v.shape) for k, v in gpt.state_dict().items()}
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+            got = {k: list(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise ExportError(f"cannot read {path}: {_first_line(exc)}") from None
+    if meta.get("space") != space.name or meta.get("arch") != arch.to_json():
+        raise ExportError(f"{path} holds the weights of {meta.get('space')!r} architecture "
+                          f"{_short(meta.get('arch'))}, not the manifest's {space.name!r} "
+                          f"{arch.to_json()}")
+    missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
+    if missing or extra:
+        what = (f"lacks {', '.join(missing[:3])}" if missing
+                else f"has tensors the architecture has not ({', '.join(extra[:3])})")
+        raise ExportError(f"{path} {what}{', ...' if len(missing or extra) > 3 else ''}")
+    for name, shape in want.items():
+        if got[name] != shape:
+            raise ExportError(f"{path}: {name} has shape {got[name]}, the architecture's is "
+                              f"{shape}")
+    try:
+        gpt.load_state_dict(load_file(str(path)))
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise ExportError(f"cannot load {path}: {_first_line(exc)}") from None
+    gpt.arch = arch.to_dict()
+    return gpt.eval()
+
+
+def verify_gpt_export(folder: Path | str, *, rtol: float | None = None) -> dict[str, Any]:
+    """Check a GPT export folder (``nas.export.gpt/1``) as :func:`nas.export.verify_export`
+    checks a CNN's: nothing in it but the manifest and the files it lists (no symlink out of
+    it), their sizes and hashes; every claim of the manifest re-derived from the space and
+    the architecture (canonical form, hash, MACs per token, parameters, sizes, the graph's
+    tensors and each layer's cache, ``genai_config.json``); the graph's inputs and outputs
+    against the manifest, the weights' names and shapes against the architecture; then the
+    recorded greedy generation re-run in plain ONNX Runtime and in torch (on the weights
+    file): the recorded tokens, identical.
+
+    Args:
+        rtol: the logits' tolerance (:data:`GPT_TOLERANCE_RULE`); default
+            :data:`nas.export.DEFAULT_RTOL`, never a looser one read from the manifest.
+
+    Raises:
+        ExportError: one line naming the first thing that does not match.
+    """
+    folder = Path(folder)
+    _check_gpt_links(folder)
+    manifest = _read_gpt_manifest(folder)
+    _check_gpt_files(folder, manifest)
+    space, arch = _check_gpt_claims(folder, manifest)
+    _check_genai(folder, manifest, space, arch)
+    data = _io.read_bytes(folder / MODEL_FILE, "ONNX model", error=ExportError,
+                          limit=_io.MAX_MODEL_BYTES)
+    _check_graph(folder, data, manifest)
+    gpt = _load_weights(folder, space, arch)
+    where = folder / MANIFEST_FILE
+    recorded = manifest["verification"]
+    try:
+        prompt, new_tokens = _prompt(recorded["prompt"], recorded["new_tokens"],
+                                     manifest["tokenizer"], int(space.spec.n_ctx))
+    except ConfigError as exc:
+        raise ExportError(f"{where}: verification.{exc}") from None
+    if len(recorded["tokens"]) != new_tokens:
+        raise ExportError(f"{where}: verification.tokens has {len(recorded['tokens'])} tokens, "
+                          f"new_tokens says {new_tokens}")
+    try:
+        result = verify_gpt_onnx(data, gpt, prompt, new_tokens, rtol=rtol or DEFAULT_RTOL)
+    except ExportError as exc:
+        raise ExportError(f"{folder / MODEL_FILE}: {exc}") from None
+    for i, (want, got) in enumerate(zip(recorded["tokens"], result["tokens"], strict=True)):
+        if want != got:
+            raise ExportError(
+                f"{where}: verification.tokens[{i}] is {want}, but the graph generates {got} "
+                f"there from the recorded prompt (greedy; ONNX Runtime and torch agree); the "
+                "manifest was edited")
+    return {"folder": str(folder), "format": GPT_MANIFEST_FORMAT, "space": space.name,
+            "arch_hash": arch.hash, "macs": manifest["macs"], "params": manifest["params"],
+            "files": sorted(manifest["files"]), **result}

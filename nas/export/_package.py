@@ -451,6 +451,17 @@ def _check_claims(folder: Path, manifest: dict[str, Any]) -> None:
                           f"{_short(recorded)}, not the manifest's {arch.to_json()}")
 
 
+def _peek_format(folder: Path) -> Any:
+    """The ``format`` a folder's manifest names, or None where there is none to read (the
+    checks of the format's own verification then say what is wrong)."""
+    try:
+        manifest = json.loads(_io.read_bytes(folder / MANIFEST_FILE, "manifest",
+                                             error=ExportError))
+    except (NASError, ValueError, RecursionError):  # unreadable, not JSON, not UTF-8
+        return None
+    return manifest.get("format") if isinstance(manifest, dict) else None
+
+
 def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str, Any]:
     """Check an export folder: its files (no symlink out of it), their sizes and hashes,
     every claim of the manifest re-derived from its architecture (hash, resolution, MACs,
@@ -461,10 +472,19 @@ def verify_export(folder: Path | str, *, rtol: float | None = None) -> dict[str,
         rtol: the tolerance of the comparison (see :func:`nas.export.verify_onnx`); default
             :data:`nas.export.DEFAULT_RTOL`, the one exports are written with.
 
+    A folder of another format this package writes (a GPT export, ``nas.export.gpt/1``) is
+    checked by its own verification (:func:`nas.export.verify_gpt_export`).
+
     Raises:
         ExportError: naming the first thing that does not match.
     """
     folder = Path(folder)
+    fmt = _peek_format(folder)
+    if fmt is not None and fmt != MANIFEST_FORMAT:
+        from nas.export._gpt import GPT_MANIFEST_FORMAT, verify_gpt_export
+
+        if fmt == GPT_MANIFEST_FORMAT:
+            return verify_gpt_export(folder, rtol=rtol)
     _check_links(folder)
     manifest = _read_manifest(folder)
     files = manifest["files"]
