@@ -455,9 +455,11 @@ def _peek_format(folder: Path) -> Any:
     """The ``format`` a folder's manifest names, or None where there is none to read (the
     checks of the format's own verification then say what is wrong)."""
     try:
+        if not (folder / MANIFEST_FILE).is_file():  # a FIFO would block the read
+            return None
         manifest = json.loads(_io.read_bytes(folder / MANIFEST_FILE, "manifest",
                                              error=ExportError))
-    except (NASError, ValueError, RecursionError):  # unreadable, not JSON, not UTF-8
+    except (NASError, OSError, ValueError, RecursionError):  # unreadable, not JSON or UTF-8
         return None
     return manifest.get("format") if isinstance(manifest, dict) else None
 
