@@ -11,7 +11,7 @@ from importlib import resources
 from importlib.abc import Traversable
 from pathlib import Path
 
-__all__ = ["data_dir", "shipped_supernet"]
+__all__ = ["data_dir", "shipped_supernet", "shipped_text"]
 
 _REPO_DIRS = {"search_spaces": "search_spaces", "devices": "latency_db/devices"}
 
@@ -37,4 +37,20 @@ def shipped_supernet(name: str = "tiny-digits") -> Path:
 
         known = sorted(p.stem for p in path.parent.glob("*.safetensors"))
         raise UnknownNameError(f"no shipped supernet {name!r}; shipped: {', '.join(known)}")
+    return path
+
+
+def shipped_text(name: str = "shakespeare_val") -> Path:
+    """A folder of held-out text shipped with the package (``nas/_data/lm/<name>``, one
+    ``.txt`` per work; provenance in ``nas/_data/lm/README.md``).
+
+    ``shakespeare_val``: the validation works of the ``gpt_shakespeare`` supernet, what the
+    ``perplexity`` proxy scores on.
+    """
+    path = Path(__file__).resolve().parent / "lm" / name
+    if not path.is_dir():
+        from nas.errors import UnknownNameError
+
+        known = sorted(p.name for p in path.parent.iterdir() if p.is_dir())
+        raise UnknownNameError(f"no shipped text {name!r}; shipped: {', '.join(known)}")
     return path

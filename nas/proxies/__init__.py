@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     )
     from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
     from nas.proxies._inherited import InheritedProxy, PredictorProxy
+    from nas.proxies._lm import NonEmbeddingParamsProxy, PerplexityProxy, score_of_perplexity
     from nas.proxies._metrics import (
         bootstrap_ci,
         kendall_tau,
@@ -66,6 +67,11 @@ __getattr__, __dir__, __all__ = lazy_exports(
         "nas.proxies._inherited": [
             "InheritedProxy",
             "PredictorProxy",
+        ],
+        "nas.proxies._lm": [
+            "NonEmbeddingParamsProxy",
+            "PerplexityProxy",
+            "score_of_perplexity",
         ],
         "nas.proxies._metrics": [
             "bootstrap_ci",

@@ -98,10 +98,20 @@ class ProxyContext:
         from nas.train import load_dataset
 
         sp = get_space(space)
-        net = None
+        net: OFASupernet | None = None
         ck = Path(checkpoint) if checkpoint is not None else None
         meta: dict[str, Any] = {}
-        if ck is not None:
+        if ck is not None and getattr(sp, "family", "ofa") == "gpt":
+            # a language model: its supernet's own checkpoint format; the text it is scored
+            # on is the proxy's (perplexity's `text` option)
+            from nas.supernet import load_gpt_supernet
+
+            gpt = load_gpt_supernet(ck, map_location=kwargs.get("device", "cpu"))
+            if gpt.space_name not in (None, sp.name):
+                raise ConfigError(f"checkpoint {ck} is for space {gpt.space_name!r}, not "
+                                  f"{sp.name!r}")
+            net = gpt  # type: ignore[assignment]  # a GPTSupernet: the gpt proxies take it
+        elif ck is not None:
             net = load_supernet(ck, space=sp, map_location=kwargs.get("device", "cpu"))
             meta = dict(net.checkpoint_meta.get("data") or {})
         if data is not None and not isinstance(data, DataSplits):
@@ -299,6 +309,7 @@ class Proxy(Plugin, ABC):
             ConfigError: a supernet or data the proxy needs is missing from ``ctx``.
             NASError: a score is not finite (a bug in the proxy, or a broken checkpoint).
         """
+        self._check_tags(ctx.space)
         parsed = [ctx.space.parse(a) for a in archs]
         if not parsed:
             return np.zeros(0)
@@ -324,6 +335,23 @@ class Proxy(Plugin, ABC):
         self._check(values, parsed)
         return values
 
+    @classmethod
+    def _check_tags(cls, space: Any) -> None:
+        """Refuse, in one line, a space the proxy's ``tags`` do not apply to (a proxy of the
+        ``ofa`` family cannot score a ``gpt`` space, nor the reverse).
+
+        Raises:
+            ConfigError: naming the space, its family and the proxy's tags.
+        """
+        from nas._plugin import applies_to
+
+        family = getattr(space, "family", "ofa")
+        if applies_to(cls, family, space.name) or _names_spaces_of(cls.tags, family):
+            # a proxy for some spaces of this family says which itself, as ofa-imagenet does
+            return
+        raise ConfigError(f"proxy {cls.name!r} applies to {sorted(cls.tags)}, not space "
+                          f"{space.name!r} of the {family!r} family")
+
     def _check(self, values: np.ndarray, archs: Sequence[Architecture]) -> None:
         if values.shape != (len(archs),):
             raise NASError(f"proxy {self.spec!r} returned {values.shape} scores for "
@@ -347,6 +375,13 @@ class Proxy(Plugin, ABC):
             ConfigError: the proxy cannot score ``space`` at all.
         """
         return None
+
+
+def _names_spaces_of(tags: frozenset[str], family: str) -> bool:
+    """Whether ``tags`` name spaces (not families) of ``family``."""
+    from nas.space import SPACES
+
+    return any(t in SPACES and getattr(SPACES.get(t), "family", "ofa") == family for t in tags)
 
 
 # ---------------------------------------------------------------------- options
@@ -419,7 +454,8 @@ def _build_options_model(
 # ---------------------------------------------------------------------- registry
 #: every proxy by name; the built-in ones register themselves when their module is imported
 PROXIES: Registry[type[Proxy]] = Registry(
-    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost", "nas.proxies._ofa"],
+    "proxy", builtins=["nas.proxies._inherited", "nas.proxies._zero_cost", "nas.proxies._ofa",
+                       "nas.proxies._lm"],
     checks="nas.proxies._checks:PROXY_CHECKS")
 
 

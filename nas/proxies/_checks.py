@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -63,9 +63,8 @@ def other_option_value(cls: ProxyClass, key: str, default: Any) -> str | None:
 
 def _spaces(cls: ProxyClass) -> tuple[list[SearchSpace], list[SearchSpace]]:
     """The registered spaces the proxy applies to (``tiny`` first) and those it does not."""
-    # the proxies score OFA architectures: the spaces of other families (gpt) wait until the
-    # proxies reach a space through its family (issue 25)
-    spaces = [sp for _, sp in SPACES.items() if isinstance(sp, SearchSpace)]
+    # every family's spaces: a proxy refuses those outside its tags (Proxy._check_tags)
+    spaces = cast(list[SearchSpace], [sp for _, sp in SPACES.items()])
     fits = [sp for sp in spaces if applies_to(cls, sp.family, sp.name)]
     fits.sort(key=lambda sp: sp.name != SPACE)
     return fits, [sp for sp in spaces if sp not in fits]

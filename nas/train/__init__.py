@@ -20,10 +20,16 @@ if TYPE_CHECKING:
         DataConfig,
         DistillConfig,
         EvalConfig,
+        LMDataConfig,
+        LMEvalConfig,
+        LMOptimConfig,
+        LMTrainConfig,
         OptimConfig,
         PhaseConfig,
         TrainConfig,
         config_from_dict,
+        is_lm_config,
+        load_any_config,
         load_config,
     )
     from nas.train._data import (
@@ -50,7 +56,19 @@ if TYPE_CHECKING:
         finetune,
         work_dir_for,
     )
-    from nas.train._formats import DATA_FORMATS, FORMATS, DataFormat, detect_format
+    from nas.train._formats import DATA_FORMATS, FORMATS, DataFormat, TextCorpus, detect_format
+    from nas.train._lm import LMTrainer, LMTrainResult, train_lm
+    from nas.train._text import (
+        BYTE_VOCAB,
+        EOT,
+        TextSplits,
+        TokenBatches,
+        encode_works,
+        lm_loss,
+        load_text_splits,
+        read_text_corpus,
+        windows,
+    )
     from nas.train._trainer import Progress, Trainer, TrainResult, load_data, train_supernet
 
 __getattr__, __dir__, __all__ = lazy_exports(
@@ -62,10 +80,16 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "DataConfig",
             "DistillConfig",
             "EvalConfig",
+            "LMDataConfig",
+            "LMEvalConfig",
+            "LMOptimConfig",
+            "LMTrainConfig",
             "OptimConfig",
             "PhaseConfig",
             "TrainConfig",
             "config_from_dict",
+            "is_lm_config",
+            "load_any_config",
             "load_config",
         ],
         "nas.train._data": [
@@ -91,7 +115,24 @@ __getattr__, __dir__, __all__ = lazy_exports(
             "DATA_FORMATS",
             "FORMATS",
             "DataFormat",
+            "TextCorpus",
             "detect_format",
+        ],
+        "nas.train._lm": [
+            "LMTrainResult",
+            "LMTrainer",
+            "train_lm",
+        ],
+        "nas.train._text": [
+            "BYTE_VOCAB",
+            "EOT",
+            "TextSplits",
+            "TokenBatches",
+            "encode_works",
+            "lm_loss",
+            "load_text_splits",
+            "read_text_corpus",
+            "windows",
         ],
         "nas.train._eval": [
             "evaluate",

@@ -50,9 +50,14 @@ def train_cmd(
     progress: Annotated[bool, typer.Option(
         "--progress/--no-progress", help="Show a progress bar per epoch (without one: a plain "
         "progress line every 5 minutes, for logs).")] = True,
+    budget_minutes: Annotated[float | None, typer.Option(
+        "--budget-minutes", min=0.01, help="Language models (a gpt space): stop cleanly after "
+        "this many minutes of training, still writing the final supernet (default: the "
+        "config's budget_minutes).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Train a once-for-all supernet (progressive shrinking or the sandwich rule).
+    """Train a once-for-all supernet (progressive shrinking or the sandwich rule), or a
+    language-model supernet when the config's space is of the gpt family.
 
     Runs the config's phases: the full network, then elastic kernel, depth and expand ratio
     with distillation from the full network (Once-for-All), or the sandwich rule.
@@ -62,7 +67,7 @@ def train_cmd(
     """
     import torch
 
-    from nas.train import load_config, train_distributed, train_supernet
+    from nas.train import LMTrainConfig, load_any_config, train_distributed, train_supernet
 
     distributed = workers > 1 or address is not None
     if distributed and device not in ("cpu", "cuda"):
@@ -70,7 +75,12 @@ def train_cmd(
                           "(each worker gets a GPU of its own)")
     if not distributed:
         require_torch_device(device, torch)
-    cfg = load_config(config)
+    any_cfg = load_any_config(config)
+    if isinstance(any_cfg, LMTrainConfig):
+        _train_lm(any_cfg, config, out, resume, device, workers, address, threads, progress,
+                  budget_minutes, json_out)
+        return
+    cfg = any_cfg
     # a run never writes over or into what it reads (the existing run in --out is --resume's
     # rule; a config kept in --out, the run's own config.yaml, is fine)
     data = cfg.data.source if Path(cfg.data.source).exists() else None  # not "digits"
@@ -90,6 +100,33 @@ def train_cmd(
         print_json({"out": str(result.out), "checkpoint": str(result.checkpoint),
                     "progress": asdict(result.progress),
                     "last_epoch": result.metrics[-1] if result.metrics else None})
+
+
+def _train_lm(cfg: object, config: Path, out: Path | None, resume: bool, device: str,
+              workers: int, address: str | None, threads: int | None, progress: bool,
+              budget_minutes: float | None, json_out: bool) -> None:
+    import torch
+
+    from nas.train import LMTrainConfig, train_lm
+
+    assert isinstance(cfg, LMTrainConfig)
+    if workers > 1 or address is not None:
+        raise ConfigError("--workers/--address: a language-model supernet trains in this "
+                          "process only")
+    require_torch_device(device, torch)
+    data = cfg.data.source if Path(cfg.data.source).exists() else None
+    check_apart(out or cfg.out, "--out", [("--config", config), ("the config's init", cfg.init),
+                                          ("the config's data", data)])
+    if threads:
+        torch.set_num_threads(threads)
+    result = train_lm(cfg, out, resume=resume, device=device, progress=progress,
+                      budget_minutes=budget_minutes, console=console)
+    if json_out:
+        from dataclasses import asdict
+
+        print_json({"out": str(result.out), "checkpoint": str(result.checkpoint),
+                    "progress": asdict(result.progress), "stopped_early": result.stopped_early,
+                    "last": result.metrics[-1] if result.metrics else None})
 
 
 def finetune_cmd(

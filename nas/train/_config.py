@@ -52,10 +52,16 @@ __all__ = [
     "DataFormatName",
     "DistillConfig",
     "EvalConfig",
+    "LMDataConfig",
+    "LMEvalConfig",
+    "LMOptimConfig",
+    "LMTrainConfig",
     "OptimConfig",
     "PhaseConfig",
     "TrainConfig",
     "config_from_dict",
+    "is_lm_config",
+    "load_any_config",
     "load_config",
 ]
 
@@ -300,6 +306,146 @@ class TrainConfig(_Part):
 
     def total_epochs(self) -> int:
         return sum(p.epochs for p in self.phases)
+
+
+# ---------------------------------------------------------------------- language models
+class LMDataConfig(_Part):
+    """A text corpus and its split by whole works.
+
+    Attributes:
+        source: a folder or a ``.tar``/``.tar.gz`` of ``.txt`` files, one per work.
+        format: ``auto`` or a registered data format of text (``lm-text``).
+        val_works: the works (file names without ``.txt``) held out for validation; every
+            other work trains.
+    """
+
+    source: Str
+    format: DataFormatName = "auto"
+    val_works: Annotated[tuple[Str, ...], BeforeValidator(_listed), Field(min_length=1)]
+
+
+class LMOptimConfig(_Part):
+    """AdamW; no weight decay on LayerNorm parameters and biases."""
+
+    lr: Annotated[Float, Field(gt=0)] = 1e-3
+    beta1: Annotated[Float, Field(ge=0, lt=1)] = 0.9
+    beta2: Annotated[Float, Field(ge=0, lt=1)] = 0.95
+    weight_decay: Annotated[Float, Field(ge=0)] = 0.1
+    grad_clip: Annotated[Float, Field(gt=0)] | None = 1.0
+
+
+class LMEvalConfig(_Part):
+    """Validation loss of the largest and the smallest subnet at every checkpoint, on the
+    first ``tokens`` tokens of the validation works."""
+
+    tokens: Annotated[Int, Field(ge=1)] = 32768
+    batch_size: Annotated[Int, Field(ge=1)] = 16
+
+
+class LMTrainConfig(_Part):
+    """A language-model supernet training run (a space of the ``gpt`` family): the sandwich
+    rule at every step (the largest subnet on the next tokens, the smallest and random
+    subnets distilled in place from it), AdamW, a linear warm-up then a cosine to 0 over
+    ``steps``, a checkpoint every ``checkpoint_every`` steps.
+
+    Attributes:
+        context: tokens per training window (default: the space's ``n_ctx``).
+        subnets_per_step: largest + smallest + the rest random.
+        bf16: forward passes under bfloat16 autocast (losses in float32).
+        ship: at the end, also write the supernet here in float16 (the shipped copy).
+        budget_minutes: stop cleanly after this much training in one invocation (the final
+            supernet is still written); ``--budget-minutes`` overrides it.
+        init: a GPT supernet checkpoint of the same geometry whose weights start the run.
+    """
+
+    space: Str
+    data: LMDataConfig
+    steps: Annotated[Int, Field(ge=1)]
+    out: Str = "runs/lm"
+    init: Str | None = None
+    seed: Seed = 0
+    batch_size: Annotated[Int, Field(ge=1)] = 32
+    context: Annotated[Int, Field(ge=1)] | None = None
+    warmup_steps: Annotated[Int, Field(ge=0)] = 0
+    checkpoint_every: Annotated[Int, Field(ge=1)] = 100
+    subnets_per_step: Annotated[Int, Field(ge=2)] = 4
+    bf16: Bool = False
+    optim: Annotated[LMOptimConfig, BeforeValidator(_defaults)] = LMOptimConfig()
+    distill: Annotated[DistillConfig, BeforeValidator(_defaults)] = DistillConfig()
+    eval: Annotated[LMEvalConfig, BeforeValidator(_defaults)] = LMEvalConfig()
+    ship: Str | None = None
+    budget_minutes: Annotated[Float, Field(gt=0)] | None = None
+
+    @field_validator("space")
+    @classmethod
+    def _gpt_space(cls, name: str) -> str:
+        from nas.space import get_family_space
+
+        sp = get_family_space(name)  # UnknownNameError lists the known spaces
+        if sp.family != "gpt":
+            raise ValueError(f"must be a space of the gpt family, got {name!r} of family "
+                             f"{sp.family!r}")
+        return name
+
+    @_model_validator(mode="after")
+    def _consistent(self) -> LMTrainConfig:
+        from nas.space import get_family_space
+
+        n_ctx = int(get_family_space(self.space).n_ctx)  # type: ignore[attr-defined]
+        if self.context is not None and self.context > n_ctx:
+            raise _fail(("context",), self.context,
+                        f"must be <= {n_ctx} (the context of space {self.space})")
+        if self.steps % self.checkpoint_every:
+            raise _fail(("checkpoint_every",), self.checkpoint_every,
+                        f"must divide steps ({self.steps})")
+        if self.warmup_steps >= self.steps:
+            raise _fail(("warmup_steps",), self.warmup_steps, f"must be < steps ({self.steps})")
+        return self
+
+    @property
+    def block(self) -> int:
+        """Tokens per training window."""
+        from nas.space import get_family_space
+
+        return int(self.context or get_family_space(self.space).n_ctx)  # type: ignore[attr-defined]
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes what is trained (not where it is written, the
+        evaluation, the shipped copy nor the time budget)."""
+        d = self.to_dict()
+        for k in ("out", "eval", "ship", "budget_minutes"):
+            d.pop(k, None)
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_lm_config(raw: Any) -> bool:
+    """Whether parsed YAML is a language-model run (its space is of the gpt family)."""
+    from nas.space import get_family_space
+
+    if not isinstance(raw, dict) or not isinstance(raw.get("space"), str):
+        return False
+    try:
+        return get_family_space(raw["space"]).family == "gpt"
+    except Exception:  # an unknown space is the config model's one-line error
+        return False
+
+
+def load_any_config(path: Path | str) -> TrainConfig | LMTrainConfig:
+    """A training configuration of either kind: :class:`LMTrainConfig` when its space is of
+    the gpt family, else :class:`TrainConfig`."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError):
+        raw = None  # TrainConfig.load says what is wrong, in one line
+    if is_lm_config(raw):
+        lm: LMTrainConfig = LMTrainConfig.load(path)
+        return lm
+    return load_config(path)
 
 
 # ---------------------------------------------------------------------- loading

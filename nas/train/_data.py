@@ -148,6 +148,9 @@ def load_dataset(
         raise DataError(f"data format must be 'auto' or one of {DATA_FORMATS.names()}, got "
                         f"{format!r}")
     reader = DATA_FORMATS.get(fmt)
+    if reader.modality != "images":
+        raise DataError(f"{source} is of data format {fmt!r}, which holds {reader.modality}, "
+                        "not images; it trains the language models of the gpt family")
     if not reader.needs_path:
         raw = reader.load(source, image_size=image_size)
         src = str(source)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from nas.errors import DataError
-from nas.train._formats import DataFormat, check_arrays, detect_format
+from nas.train._formats import DataFormat, TextCorpus, check_arrays, detect_format
 
 __all__ = ["CHECKS"]
 
@@ -70,7 +70,22 @@ def check_refuses_what_is_not_its_own(cls: type[DataFormat]) -> None:
 
 def check_loads_its_example(cls: type[DataFormat]) -> None:
     """``load`` gives ``(train_x, train_y, test_x, test_y, classes)``: uint8 ``(n, h, w, 3)``
-    images, int64 labels within the classes, a test set of the same image size or none."""
+    images, int64 labels within the classes, a test set of the same image size or none; a
+    text format's ``load_text`` gives a :class:`~nas.train.TextCorpus` of named, non-empty
+    works in name order."""
+    if cls.modality == "text":
+        with _folder() as tmp:
+            corpus = cls.load_text(cls.example(tmp))
+        _expect(isinstance(corpus, TextCorpus) and corpus.works,
+                f"{cls.name}.load_text() gave {corpus!r}, not a TextCorpus with works")
+        _expect(all(isinstance(n, str) and isinstance(t, str) and n and t
+                    for n, t in corpus.works), f"{cls.name}.load_text(): a work without a "
+                "name or text")
+        _expect(list(corpus.names) == sorted(set(corpus.names)),
+                f"{cls.name}.load_text(): works not in name order or named twice")
+        return
+    _expect(cls.modality == "images", f"{cls.name}.modality is {cls.modality!r}, not "
+            "'images' or 'text'")
     with _folder() as tmp:
         src = cls.example(tmp)
         raw = cls.load(src, image_size=16)
@@ -104,7 +119,10 @@ def check_a_broken_source_is_one_data_error(cls: type[DataFormat]) -> None:
         empty = tmp / "empty.bin"
         empty.write_bytes(b"")
         try:
-            cls.load(empty)
+            if cls.modality == "text":
+                cls.load_text(empty)
+            else:
+                cls.load(empty)
         except DataError as exc:
             _expect("\n" not in str(exc), f"{cls.name}.load(): a multi-line error: {exc}")
             return

@@ -15,6 +15,10 @@ of a training config), a one-line ``description``, and three class methods:
     (:mod:`nas.train._format_checks`) run ``detect`` and ``load``: a format of another
     package is checked the same way.
 
+A format's ``modality`` says what it holds: ``images`` (``load`` gives :data:`Raw`) or
+``text`` (``load_text`` gives a :class:`TextCorpus`, whole works of UTF-8 text, for the
+language models of the ``gpt`` family; ``load`` refuses in one line).
+
 See :mod:`nas.train._data` for what each built-in format holds. Decoding is Pillow's; caching,
 the validation slice and batching are :mod:`nas.train._data`'s.
 """
@@ -27,6 +31,7 @@ import pickle
 import tarfile
 import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
@@ -37,17 +42,30 @@ from nas._plugin import Plugin
 from nas._registry import Registry
 from nas.errors import DataError, MissingDependencyError
 
-__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_SUFFIXES", "DataFormat", "Raw", "check_arrays",
-           "detect_format", "load_digits"]
+__all__ = ["DATA_FORMATS", "FORMATS", "IMAGE_SUFFIXES", "DataFormat", "Raw", "TextCorpus",
+           "check_arrays", "detect_format", "load_digits"]
 
 #: the built-in formats' names (every registered one: ``DATA_FORMATS.names()``)
-FORMATS = ("folder", "tar", "cifar-python", "cifar-binary", "npz", "digits")
+FORMATS = ("folder", "tar", "cifar-python", "cifar-binary", "npz", "digits", "lm-text")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                   "ship", "truck")
 
 #: what a reader returns: train images and labels, test images and labels (or None), classes
 Raw = tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, list[str]]
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """What a text format's ``load_text`` returns: whole works, each ``(name, text)``, in
+    name order (a work is the unit a train/validation split keeps whole)."""
+
+    works: tuple[tuple[str, str], ...]
+    source: str
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(n for n, _ in self.works)
 
 
 class DataFormat(Plugin):
@@ -60,6 +78,8 @@ class DataFormat(Plugin):
     needs_path: ClassVar[bool] = True
     #: decoding is slow enough that :func:`~nas.train.load_dataset` caches the arrays
     cache_decoded: ClassVar[bool] = False
+    #: what the format holds: ``images`` (``load``) or ``text`` (``load_text``)
+    modality: ClassVar[str] = "images"
 
     @classmethod
     def detect(cls, source: str | Path) -> bool:
@@ -81,9 +101,23 @@ class DataFormat(Plugin):
         raise NotImplementedError
 
     @classmethod
+    def load_text(cls, source: str | Path) -> TextCorpus:
+        """The works of a text source (formats of ``modality`` ``text``).
+
+        Raises:
+            DataError: naming the path, for any problem with the input.
+        """
+        raise DataError(f"data format {cls.name!r} holds {cls.modality}, not text; a language "
+                        f"model reads the text format(s) {_of_modality('text')}")
+
+    @classmethod
     def example(cls, folder: Path) -> str | Path:
         """Write a tiny valid source in ``folder`` (which exists) and return it."""
         raise NotImplementedError
+
+
+def _of_modality(modality: str) -> list[str]:
+    return [n for n, c in DATA_FORMATS.items() if c.modality == modality]
 
 
 #: The formats, by name; filled by ``@DATA_FORMATS.register`` on each class.
@@ -141,7 +175,11 @@ def _tar_marker(path: Path) -> str | None:
 @lru_cache(maxsize=16)
 def _tar_marker_of(path_s: str, mtime_ns: int, size: int) -> str | None:
     path = Path(path_s)
-    if not (tarfile.is_tarfile(path) or path.name.endswith((".tar", ".tar.gz", ".tgz"))):
+    try:
+        is_tar = tarfile.is_tarfile(path)
+    except (EOFError, OSError, zlib.error):  # a truncated or corrupt compressed archive
+        is_tar = False
+    if not (is_tar or path.name.endswith((".tar", ".tar.gz", ".tgz"))):
         return None
     try:
         with tarfile.open(path, "r:*") as tf:
@@ -642,3 +680,113 @@ class DigitsFormat(DataFormat):
     @classmethod
     def example(cls, folder: Path) -> str:
         return "digits"
+
+
+# ---------------------------------------------------------------------- text
+TEXT_SUFFIX = ".txt"
+
+
+def _text_members(path: Path) -> list[str] | None:
+    """The ``.txt`` files of an archive that holds no images (None: not such an archive)."""
+    if not path.is_file() or _tar_marker(path) != "none":
+        return None
+    return _text_members_of(*_stamp(path))
+
+
+@lru_cache(maxsize=16)
+def _text_members_of(path_s: str, mtime_ns: int, size: int) -> list[str] | None:
+    try:
+        with tarfile.open(path_s, "r:*") as tf:
+            names = [m.name for m in tf if m.isfile() and m.name.endswith(TEXT_SUFFIX)]
+    except (tarfile.TarError, EOFError, OSError, zlib.error) as exc:
+        raise _archive_error(Path(path_s), exc) from None
+    return names or None
+
+
+def _work_name(member: str) -> str:
+    return PurePosixPath(member).name.removesuffix(TEXT_SUFFIX)
+
+
+def _decode_text(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{where} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
+
+
+def _load_text(path: Path) -> TextCorpus:
+    works: dict[str, str] = {}
+    if path.is_dir():
+        files = sorted(path.rglob(f"*{TEXT_SUFFIX}"))
+        if not files:
+            raise DataError(f"text folder {path} holds no {TEXT_SUFFIX} files")
+        for f in files:
+            try:
+                data = f.read_bytes()
+            except OSError as exc:
+                raise DataError(f"cannot read {f}: {exc.strerror}") from None
+            works[_work_name(f.name)] = _decode_text(data, str(f))
+    else:
+        try:
+            with _open_tar(path) as tf:
+                for m in tf:
+                    if not (m.isfile() and m.name.endswith(TEXT_SUFFIX)):
+                        continue
+                    fobj = tf.extractfile(m)
+                    if fobj is not None:
+                        works[_work_name(m.name)] = _decode_text(fobj.read(),
+                                                                 f"{path}:{m.name}")
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
+            raise _archive_error(path, exc) from None
+        if not works:
+            raise DataError(f"archive {path} holds no {TEXT_SUFFIX} files")
+    empty = sorted(n for n, t in works.items() if not t.strip())
+    if empty:
+        raise DataError(f"{path}: work(s) {empty} are empty")
+    return TextCorpus(tuple(sorted(works.items())), str(path))
+
+
+@DATA_FORMATS.register
+class TextFormat(DataFormat):
+    """Whole works of UTF-8 text, one ``.txt`` file each, in a folder or a ``.tar`` /
+    ``.tar.gz`` archive (read without unpacking), e.g. ``shakespeare/<work>_gut.txt``."""
+
+    name = "lm-text"
+    description = ("UTF-8 text, one .txt file per work, in a folder or a .tar/.tar.gz archive "
+                   "(language models)")
+    priority = 40
+    modality = "text"
+
+    @classmethod
+    def detect(cls, source: str | Path) -> bool:
+        path = Path(source)
+        if path.is_dir():
+            has_text = next(path.rglob(f"*{TEXT_SUFFIX}"), None) is not None
+            has_images = any(next(path.rglob(f"*{s}"), None) is not None
+                             for s in IMAGE_SUFFIXES)
+            return has_text and not has_images
+        return _text_members(path) is not None
+
+    @classmethod
+    def load(cls, source: str | Path, *, image_size: int = 32) -> Raw:
+        raise DataError(f"{source} is a text corpus (format 'lm-text'), not images; it trains the "
+                        "language models of the gpt family")
+
+    @classmethod
+    def load_text(cls, source: str | Path) -> TextCorpus:
+        path = Path(source)
+        if not path.exists():
+            raise DataError(f"text corpus not found: {path} (relative paths are relative to "
+                            f"the working directory {Path.cwd()})")
+        return _load_text(path)
+
+    @classmethod
+    def example(cls, folder: Path) -> Path:
+        root = folder / "works"
+        root.mkdir()
+        (root / "one_gut.txt").write_text("To be, or not to be.\n", encoding="utf-8")
+        (root / "two_gut.txt").write_text("All the world's a stage.\n", encoding="utf-8")
+        out = folder / "works.tar.gz"
+        with tarfile.open(out, "w:gz") as tf:
+            tf.add(root, arcname="works")
+        return out

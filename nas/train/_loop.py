@@ -35,8 +35,8 @@ from torch import nn
 from nas.train._config import DistillConfig, OptimConfig, PhaseConfig
 from nas.train._data import BatchLoader, Preprocess
 
-__all__ = ["EpochStats", "Schedule", "TrainingLoop", "epoch_seed", "kd_loss", "make_optimizer",
-           "soft_targets"]
+__all__ = ["EpochStats", "Schedule", "TrainingLoop", "epoch_seed", "kd_loss", "make_adamw",
+           "make_optimizer", "soft_targets"]
 
 
 def epoch_seed(seed: int, phase: int, epoch: int) -> int:
@@ -52,16 +52,29 @@ def make_optimizer(net: nn.Module, optim: OptimConfig) -> torch.optim.SGD:
     when ``optim.no_decay_bn_bias`` (OFA's ``no_decay_keys``). The learning rate is 0 until
     the loop sets it at every step from its :class:`Schedule`.
     """
+    groups = _decay_groups(net, optim.no_decay_bn_bias, optim.weight_decay)
+    return torch.optim.SGD(groups, lr=0.0, momentum=optim.momentum,
+                           nesterov=optim.nesterov and optim.momentum > 0)
+
+
+def _decay_groups(net: nn.Module, no_decay_1d: bool,
+                  weight_decay: float) -> list[dict[str, Any]]:
     decay: list[nn.Parameter] = []
     no_decay: list[nn.Parameter] = []
     for p in net.parameters():
         if not p.requires_grad:
             continue
-        (no_decay if optim.no_decay_bn_bias and p.ndim <= 1 else decay).append(p)
-    groups = [{"params": decay, "weight_decay": optim.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, lr=0.0, momentum=optim.momentum,
-                           nesterov=optim.nesterov and optim.momentum > 0)
+        (no_decay if no_decay_1d and p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def make_adamw(net: nn.Module, *, weight_decay: float, betas: tuple[float, float]
+               ) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``net`` (the language models' optimizer):
+    weight decay on matrices and embeddings, none on parameters of one dimension (LayerNorm
+    weights, biases). The learning rate is set at every step by the loop."""
+    return torch.optim.AdamW(_decay_groups(net, True, weight_decay), lr=0.0, betas=betas)
 
 
 @dataclass(frozen=True)
@@ -72,6 +85,8 @@ class Schedule:
     lr: float
     epochs: int
     warmup_epochs: float = 0.0
+    #: the warm-up in steps (instead of ``warmup_epochs``), for runs counted in steps
+    warmup_steps: int | None = None
 
     @classmethod
     def of(cls, phase: PhaseConfig) -> Schedule:
@@ -80,7 +95,8 @@ class Schedule:
     def lr_at(self, epoch: int, batch: int, steps_per_epoch: int) -> float:
         """The learning rate of step ``batch`` of ``epoch`` (both from 0)."""
         t, total = epoch * steps_per_epoch + batch, self.epochs * steps_per_epoch
-        warm = int(self.warmup_epochs * steps_per_epoch)
+        warm = (int(self.warmup_epochs * steps_per_epoch) if self.warmup_steps is None
+                else self.warmup_steps)
         if t < warm:
             return self.lr * (t + 1) / warm
         return 0.5 * self.lr * (1 + math.cos(math.pi * (t - warm) / max(1, total - warm)))
@@ -135,6 +151,8 @@ class TrainingLoop:
     net: nn.Module
     loader: BatchLoader
     pre: Preprocess
+    #: what a batch holds, for log lines: ``img`` (images), ``tok`` (tokens)
+    unit: str = "img"
 
     def __init__(
         self, *, seed: int, batch_size: int, optim: OptimConfig, distill: DistillConfig,
@@ -169,8 +187,23 @@ class TrainingLoop:
     def _after_step(self, loss: float) -> None:
         """Called after every optimizer step with its loss."""
 
+    def _inputs(self, xb: torch.Tensor, yb: torch.Tensor, r: int,
+                gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the model takes it and its targets: images preprocessed at
+        resolution ``r`` (augmented with ``gen``) and their labels. A language model's are
+        tokens and the next tokens, flattened: every position is a prediction."""
+        return self.pre(xb, r, train=True, generator=gen), yb.to(self.device)  # (b, 3, r, r)
+
+    def _stop_now(self) -> bool:
+        """Asked after every step: True ends the epoch there (a time budget ran out)."""
+        return False
+
+    def _items(self, batch: int) -> int:
+        """Items (images, tokens) in a batch of ``batch`` examples, for the rate in logs."""
+        return batch
+
     # ------------------------------------------------------------------ the loop
-    def make_optimizer(self) -> torch.optim.SGD:
+    def make_optimizer(self) -> torch.optim.Optimizer:
         return make_optimizer(self.net, self.optim)
 
     def train_epoch(
@@ -203,6 +236,9 @@ class TrainingLoop:
                 images += len(yb) * self.world_size
                 self._after_step(loss)
                 tick(loss)
+                if self._stop_now():
+                    n_steps = b + 1
+                    break
         return EpochStats(loss=loss_sum / max(1, n_steps), lr=lr, steps=n_steps, images=images,
                           seconds=time.perf_counter() - t0)
 
@@ -213,8 +249,7 @@ class TrainingLoop:
     ) -> float:
         gen = torch.Generator().manual_seed(int(rng.integers(2**62)))
         r, subnets = self._draw(where[0], rng)
-        x = self.pre(xb, r, train=True, generator=gen)  # (b, 3, r, r)
-        y = yb.to(self.device)
+        x, y = self._inputs(xb, yb, r, gen)
         kd, temp = self.distill.kd_ratio, self.distill.temperature
         ls = self.optim.label_smoothing
         soft = None
@@ -224,7 +259,7 @@ class TrainingLoop:
         opt.zero_grad(set_to_none=True)
         total = torch.zeros((), device=self.device)
         for j, subnet in enumerate(subnets):
-            out = self._forward(subnet, x)  # (b, classes)
+            out = self._forward(subnet, x)  # (b, classes); a language model's (b*s, vocab)
             if in_place and j > 0 and kd > 0:
                 assert soft is not None
                 loss = kd * kd_loss(out, soft, temp)  # in-place distillation only
@@ -301,8 +336,9 @@ class TrainingLoop:
                 if now - last >= self.log_every_s and done < total:
                     last = now
                     rate = done / (now - t0)
+                    per_s = rate * self._items(self.batch_size) * self.world_size
                     self._say(f"[{label}] step {done}/{total}  loss {loss:.4f}  "
-                              f"{rate * self.batch_size * self.world_size:.0f} img/s  "
+                              f"{per_s:.0f} {self.unit}/s  "
                               f"{(total - done) / rate / 60:.1f} min left in the epoch")
 
             yield line

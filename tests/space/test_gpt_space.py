@@ -154,7 +154,7 @@ def test_the_architecture_format_and_its_canonical_json() -> None:
 def test_the_shakespeare_space_says_its_supernet_is_not_trained_yet() -> None:
     sp = _space("gpt_shakespeare")
     assert "supernet not trained yet" in sp.description
-    assert (sp.vocab_size, sp.n_ctx, sp.max_layer, max(sp.spec.n_embd)) == (257, 256, 6, 384)
+    assert (sp.vocab_size, sp.n_ctx, sp.max_layer, max(sp.spec.n_embd)) == (257, 256, 6, 192)
 
 
 # ---------------------------------------------------------------------- the commands
