@@ -436,14 +436,12 @@ def is_lm_config(raw: Any) -> bool:
 def load_any_config(path: Path | str) -> TrainConfig | LMTrainConfig:
     """A training configuration of either kind: :class:`LMTrainConfig` when its space is of
     the gpt family, else :class:`TrainConfig`."""
-    import yaml
+    from nas._io import read_yaml
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError):
-        raw = None  # TrainConfig.load says what is wrong, in one line
+    # bounded (an endless file is one line), duplicate keys refused: the loader of every config
+    raw = read_yaml(path, TrainConfig.what)
     if is_lm_config(raw):
-        lm: LMTrainConfig = LMTrainConfig.load(path)
+        lm: LMTrainConfig = LMTrainConfig.from_dict(raw, where=str(path))
         return lm
     return load_config(path)
 

@@ -38,6 +38,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from nas._io import MAX_READ_BYTES, read_bytes
 from nas._plugin import Plugin
 from nas._registry import Registry
 from nas.errors import DataError, MissingDependencyError
@@ -721,10 +722,7 @@ def _load_text(path: Path) -> TextCorpus:
         if not files:
             raise DataError(f"text folder {path} holds no {TEXT_SUFFIX} files")
         for f in files:
-            try:
-                data = f.read_bytes()
-            except OSError as exc:
-                raise DataError(f"cannot read {f}: {exc.strerror}") from None
+            data = read_bytes(f, "text file", error=DataError)  # bounded: not /dev/zero's end
             works[_work_name(f.name)] = _decode_text(data, str(f))
     else:
         try:
@@ -732,6 +730,9 @@ def _load_text(path: Path) -> TextCorpus:
                 for m in tf:
                     if not (m.isfile() and m.name.endswith(TEXT_SUFFIX)):
                         continue
+                    if m.size > MAX_READ_BYTES:
+                        raise DataError(f"{path}:{m.name} is larger than "
+                                        f"{MAX_READ_BYTES >> 20} MiB, the most read of one work")
                     fobj = tf.extractfile(m)
                     if fobj is not None:
                         works[_work_name(m.name)] = _decode_text(fobj.read(),
