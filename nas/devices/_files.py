@@ -275,8 +275,12 @@ def add_device(profile: DeviceProfile, overwrite: bool = False) -> Path:
     target = folder / f"{profile.name}.yaml"
     if not overwrite and profile.name in _entries():
         return _same_or_raise(profile, device_path(profile.name))
-    if not overwrite and profile.name in DEVICES:  # a plug-in's, in memory
-        raise _exists(profile.name, f"registered by {DEVICES.source(profile.name)}")
+    # a plug-in's, in memory (not `in DEVICES`, which reads the folder again: a file another
+    # process created since the check above is the equal-settings case of _create below)
+    registered = DEVICES._registered()
+    if not overwrite and profile.name in registered:
+        source = plugin_source(registered[profile.name]).distribution
+        raise _exists(profile.name, f"registered by {source}")
     try:
         if overwrite:
             atomic_write(target, profile.to_yaml())
