@@ -3,7 +3,8 @@
 Issue 23's bar for a test that depends on timing: 200 runs with two CPU-burning neighbours,
 zero failures. This script starts the neighbours (processes spinning on arithmetic, one per
 ``--burners``), runs the named tests ``--count`` times each in one pytest process
-(pytest-repeat's ``--count``), and prints the date, the machine, the command, and per test the
+(pytest-repeat's ``--count``), or in processes of ``--batch`` repeats each with the result so
+far written to ``--out`` after each (a soak stopped early keeps what it measured), and prints the date, the machine, the command, and per test the
 runs, failures and the median and slowest duration, as a Markdown table for RESULTS.md
 (``--json`` for the raw counts).
 
@@ -26,6 +27,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,48 +51,68 @@ def cpu_model() -> str:
     return "unknown"
 
 
-def run(tests: list[str], count: int, burners: int, extra: list[str]) -> dict[str, object]:
+def _read_junit(xml_path: Path, per: dict[str, dict[str, list[float] | int]]) -> None:
+    """Add the test cases of a JUnit XML file to ``per`` (runs, failures, skips, seconds)."""
+    for case in ET.parse(xml_path).getroot().iter("testcase"):
+        name = case.get("classname", "").replace(".", "/") + ".py::" + \
+            case.get("name", "").split("[")[0]
+        params = case.get("name", "")
+        if "[" in params:  # keep the test's own parameters, drop pytest-repeat's
+            inner = re.sub(r"-?\d+-\d+$", "", params[params.index("[") + 1:-1])
+            if inner:
+                name += f"[{inner}]"
+        row = per[name]
+        row["runs"] += 1  # type: ignore[operator]
+        if case.find("failure") is not None or case.find("error") is not None:
+            row["failed"] += 1  # type: ignore[operator]
+        if case.find("skipped") is not None:
+            row["skipped"] += 1  # type: ignore[operator]
+        row["seconds"].append(float(case.get("time", 0)))  # type: ignore[union-attr]
+
+
+def run(tests: list[str], count: int, burners: int, extra: list[str], batch: int = 0,
+        on_batch: Callable[[dict[str, object]], None] | None = None) -> dict[str, object]:
+    """Run ``tests`` ``count`` times each beside ``burners`` spinning processes, in pytest
+    processes of ``batch`` repeats each (0: one process); ``on_batch`` gets the result so far
+    after each, so a soak stopped early keeps what it measured."""
     stop = mp.Event()
     procs = [mp.Process(target=_burn, args=(stop,), daemon=True) for _ in range(burners)]
     for p in procs:
         p.start()
-    with tempfile.TemporaryDirectory() as tmp:
-        xml_path = Path(tmp) / "junit.xml"
-        cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "repeat",
-               f"--count={count}", "--repeat-scope=function", f"--junitxml={xml_path}",
-               "-o", "junit_family=xunit2", *extra, *tests]
-        t0 = time.time()
-        try:
-            proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-        finally:
-            stop.set()
-            for p in procs:
-                p.join(timeout=5)
-        wall = time.time() - t0
-        per: dict[str, dict[str, list[float] | int]] = defaultdict(
-            lambda: {"runs": 0, "failed": 0, "skipped": 0, "seconds": []})
-        if xml_path.exists():
-            for case in ET.parse(xml_path).getroot().iter("testcase"):
-                name = case.get("classname", "").replace(".", "/") + ".py::" + \
-                    case.get("name", "").split("[")[0]
-                params = case.get("name", "")
-                if "[" in params:  # keep the test's own parameters, drop pytest-repeat's
-                    inner = re.sub(r"-?\d+-\d+$", "", params[params.index("[") + 1:-1])
-                    if inner:
-                        name += f"[{inner}]"
-                row = per[name]
-                row["runs"] += 1  # type: ignore[operator]
-                if case.find("failure") is not None or case.find("error") is not None:
-                    row["failed"] += 1  # type: ignore[operator]
-                if case.find("skipped") is not None:
-                    row["skipped"] += 1  # type: ignore[operator]
-                row["seconds"].append(float(case.get("time", 0)))  # type: ignore[union-attr]
+    per: dict[str, dict[str, list[float] | int]] = defaultdict(
+        lambda: {"runs": 0, "failed": 0, "skipped": 0, "seconds": []})
+    t0, done, exits, tail = time.time(), 0, [], []
+    try:
+        while done < count:
+            n = min(batch or count, count - done)
+            with tempfile.TemporaryDirectory() as tmp:
+                xml_path = Path(tmp) / "junit.xml"
+                cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                       "repeat", f"--count={n}", "--repeat-scope=function",
+                       f"--junitxml={xml_path}", "-o", "junit_family=xunit2", *extra, *tests]
+                proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+                if xml_path.exists():
+                    _read_junit(xml_path, per)
+            done += n
+            exits.append(proc.returncode)
+            tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout else []
+            if on_batch is not None:
+                on_batch(_result(per, count, burners, done, time.time() - t0, exits, tail))
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(timeout=5)
+    return _result(per, count, burners, done, time.time() - t0, exits, tail)
+
+
+def _result(per: dict[str, dict[str, list[float] | int]], count: int, burners: int, done: int,
+            wall: float, exits: list[int], tail: list[str]) -> dict[str, object]:
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(), "cores": mp.cpu_count(), "python": platform.python_version(),
-        "burners": burners, "count": count, "wall_s": round(wall, 1),
-        "command": " ".join(["python", *sys.argv]), "pytest_exit": proc.returncode,
-        "pytest_tail": proc.stdout.strip().splitlines()[-1:] if proc.stdout else [],
+        "burners": burners, "count": count, "repeats_done": done, "wall_s": round(wall, 1),
+        "command": " ".join(["python", *sys.argv]), "pytest_exits": exits,
+        "pytest_tail": tail,
         "tests": {k: {"runs": v["runs"], "failed": v["failed"], "skipped": v["skipped"],
                       "median_s": round(statistics.median(v["seconds"]), 2)
                       if v["seconds"] else None,
@@ -107,12 +129,18 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help="also write the JSON result here")
     ap.add_argument("--pytest-arg", action="append", default=[],
                     help="extra pytest argument (repeatable), e.g. -m 'timing or not timing'")
+    ap.add_argument("--batch", type=int, default=0,
+                    help="repeats per pytest process (0: all in one); with --out, the result "
+                         "so far is written after each batch")
     ap.add_argument("tests", nargs="+", help="pytest node ids")
     args = ap.parse_args()
-    res = run(args.tests, args.count, args.burners, args.pytest_arg)
-    if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=2) + "\n")
+
+    def write(res: dict[str, object]) -> None:
+        if args.out:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(res, indent=2) + "\n")
+
+    res = run(args.tests, args.count, args.burners, args.pytest_arg, args.batch, write)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
