@@ -4,9 +4,9 @@ Issue 23's bar for a test that depends on timing: 200 runs with two CPU-burning 
 zero failures. This script starts the neighbours (processes spinning on arithmetic, one per
 ``--burners``), runs the named tests ``--count`` times each in one pytest process
 (pytest-repeat's ``--count``), or in processes of ``--batch`` repeats each with the result so
-far written to ``--out`` after each (a soak stopped early keeps what it measured), and prints the date, the machine, the command, and per test the
-runs, failures and the median and slowest duration, as a Markdown table for RESULTS.md
-(``--json`` for the raw counts).
+far written to ``--out`` after each (a soak stopped early keeps what it measured), and prints
+the date, the machine, the command, and per test the runs, failures and the median and
+slowest duration, as a Markdown table for RESULTS.md (``--json`` for the raw counts).
 
     python experiments/benchmarks/soak.py --count 200 --burners 2 -- \\
         tests/serve/test_specialize.py::test_x tests/search/test_search_ray.py::test_y
@@ -105,6 +105,12 @@ def run(tests: list[str], count: int, burners: int, extra: list[str], batch: int
     return _result(per, count, burners, done, time.time() - t0, exits, tail)
 
 
+def _secs(row: dict[str, list[float] | int]) -> list[float]:
+    secs = row["seconds"]
+    assert isinstance(secs, list)
+    return secs
+
+
 def _result(per: dict[str, dict[str, list[float] | int]], count: int, burners: int, done: int,
             wall: float, exits: list[int], tail: list[str]) -> dict[str, object]:
     return {
@@ -114,9 +120,8 @@ def _result(per: dict[str, dict[str, list[float] | int]], count: int, burners: i
         "command": " ".join(["python", *sys.argv]), "pytest_exits": exits,
         "pytest_tail": tail,
         "tests": {k: {"runs": v["runs"], "failed": v["failed"], "skipped": v["skipped"],
-                      "median_s": round(statistics.median(v["seconds"]), 2)
-                      if v["seconds"] else None,
-                      "max_s": round(max(v["seconds"]), 2) if v["seconds"] else None}
+                      "median_s": round(statistics.median(_secs(v)), 2) if _secs(v) else None,
+                      "max_s": round(max(_secs(v)), 2) if _secs(v) else None}
                   for k, v in sorted(per.items())},
     }
 
@@ -149,10 +154,10 @@ def main() -> int:
               f"{res['wall_s']} s\n")
         print("| test | runs | failed | skipped | median s | slowest s |")
         print("|---|---|---|---|---|---|")
-        for name, row in res["tests"].items():  # type: ignore[union-attr]
+        for name, row in res["tests"].items():  # type: ignore[attr-defined]
             print(f"| `{name}` | {row['runs']} | {row['failed']} | {row['skipped']} | "
                   f"{row['median_s']} | {row['max_s']} |")
-    failed = sum(r["failed"] for r in res["tests"].values())  # type: ignore[union-attr]
+    failed = sum(r["failed"] for r in res["tests"].values())  # type: ignore[attr-defined]
     return 1 if failed or not res["tests"] else 0
 
 
