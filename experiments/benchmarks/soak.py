@@ -18,12 +18,14 @@ import argparse
 import datetime as dt
 import json
 import multiprocessing as mp
+import os
 import platform
 import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import xml.etree.ElementTree as ET
 from collections import defaultdict
@@ -31,6 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: --note: what else loaded the machine (e.g. a training run beside), kept in the result
+NOTE = [""]
 
 
 def _burn(stop: mp.synchronize.Event) -> None:  # type: ignore[name-defined]
@@ -82,6 +86,14 @@ def run(tests: list[str], count: int, burners: int, extra: list[str], batch: int
     per: dict[str, dict[str, list[float] | int]] = defaultdict(
         lambda: {"runs": 0, "failed": 0, "skipped": 0, "seconds": []})
     t0, done, exits, tail = time.time(), 0, [], []
+    loads: list[float] = []  # the 1-minute load average every 10 s: what "under load" was
+    sampling = threading.Event()
+
+    def sample() -> None:
+        while not sampling.wait(10):
+            loads.append(os.getloadavg()[0])
+
+    threading.Thread(target=sample, daemon=True).start()
     try:
         while done < count:
             n = min(batch or count, count - done)
@@ -97,12 +109,14 @@ def run(tests: list[str], count: int, burners: int, extra: list[str], batch: int
             exits.append(proc.returncode)
             tail = proc.stdout.strip().splitlines()[-1:] if proc.stdout else []
             if on_batch is not None:
-                on_batch(_result(per, count, burners, done, time.time() - t0, exits, tail))
+                on_batch(_result(per, count, burners, done, time.time() - t0, exits, tail,
+                                 loads))
     finally:
+        sampling.set()
         stop.set()
         for p in procs:
             p.join(timeout=5)
-    return _result(per, count, burners, done, time.time() - t0, exits, tail)
+    return _result(per, count, burners, done, time.time() - t0, exits, tail, loads)
 
 
 def _secs(row: dict[str, list[float] | int]) -> list[float]:
@@ -112,13 +126,16 @@ def _secs(row: dict[str, list[float] | int]) -> list[float]:
 
 
 def _result(per: dict[str, dict[str, list[float] | int]], count: int, burners: int, done: int,
-            wall: float, exits: list[int], tail: list[str]) -> dict[str, object]:
+            wall: float, exits: list[int], tail: list[str],
+            loads: list[float]) -> dict[str, object]:
     return {
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "cpu": cpu_model(), "cores": mp.cpu_count(), "python": platform.python_version(),
         "burners": burners, "count": count, "repeats_done": done, "wall_s": round(wall, 1),
         "command": " ".join(["python", *sys.argv]), "pytest_exits": exits,
-        "pytest_tail": tail,
+        "pytest_tail": tail, "note": NOTE[0],
+        "load_1min": {"median": round(statistics.median(loads), 2) if loads else None,
+                      "min": round(min(loads), 2) if loads else None, "samples": len(loads)},
         "tests": {k: {"runs": v["runs"], "failed": v["failed"], "skipped": v["skipped"],
                       "median_s": round(statistics.median(_secs(v)), 2) if _secs(v) else None,
                       "max_s": round(max(_secs(v)), 2) if _secs(v) else None}
@@ -137,8 +154,11 @@ def main() -> int:
     ap.add_argument("--batch", type=int, default=0,
                     help="repeats per pytest process (0: all in one); with --out, the result "
                          "so far is written after each batch")
+    ap.add_argument("--note", default="",
+                    help="what else runs beside (kept in the result), e.g. a training job")
     ap.add_argument("tests", nargs="+", help="pytest node ids")
     args = ap.parse_args()
+    NOTE[0] = args.note
 
     def write(res: dict[str, object]) -> None:
         if args.out:
@@ -149,9 +169,12 @@ def main() -> int:
     if args.json:
         print(json.dumps(res, indent=2))
     else:
+        load = res["load_1min"]
+        assert isinstance(load, dict)
         print(f"{res['date']} · {res['cpu']}, {res['cores']} cores, Python {res['python']} · "
               f"{res['burners']} CPU-burning neighbours · `{res['command']}` · "
-              f"{res['wall_s']} s\n")
+              f"{res['wall_s']} s · 1-minute load average median {load['median']}"
+              f" (min {load['min']}){' · ' + NOTE[0] if NOTE[0] else ''}\n")
         print("| test | runs | failed | skipped | median s | slowest s |")
         print("|---|---|---|---|---|---|")
         for name, row in res["tests"].items():  # type: ignore[attr-defined]
