@@ -183,7 +183,7 @@ def measured(tmp_path_factory: pytest.TempPathFactory) -> LatencyDB:
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", [k for k in PREDICTORS  # those fitted on measurements
                                   if PREDICTORS.get(k).check_fit_ok(get_device("cpu-1t"))])
-def test_each_kind_ranks_held_out_subnets(measured: LatencyDB, kind: str) -> None:
+def test_each_kind_fits_real_measurements_and_loads_back(measured: LatencyDB, kind: str) -> None:
     params = ({"lut_timing": "quick", "lut_resolutions": None}
               if PREDICTORS.get(kind).needs_table else None)
     est, metrics = fit_predictor("cpu-1t", "cifar_mbv3", kind, db=measured, holdout=0.3,
@@ -191,13 +191,13 @@ def test_each_kind_ranks_held_out_subnets(measured: LatencyDB, kind: str) -> Non
     test = metrics["test"]
     assert metrics["n_test"] == 12
     assert metrics["n_train"] == 28
-    # Real timings (the quick protocol) on a shared machine: their scale moves with the
-    # neighbours' load (a run beside two busy workers put every kind's MAPE at 0.5-0.67), their
-    # order far less, MACs dominating. So ranks only; how closely each kind fits, without
-    # timing noise, is test_each_kind_fits_a_known_latency below, and on quiet-machine
-    # measurements RESULTS.md's predictor benchmark. A kind that ranks nothing is near 0
-    # (standard deviation 0.22 at n=12).
-    assert test["kendall_tau"] > 0.3, test
+    # Real timings (the quick protocol) on a shared machine move with the neighbours' load
+    # (a run beside two busy workers put every kind's MAPE at 0.5-0.67): how well a kind
+    # ranks them is a benchmark (RESULTS.md's predictor tables, on quiet-machine
+    # measurements), not a test (issue 23: no test asserts what timing can break). How
+    # closely each kind fits without timing noise is test_each_kind_fits_a_known_latency.
+    # What timing cannot break: the split, every metric a number, and the stored predictor
+    # the fitted one.
     assert all(np.isfinite(v) for v in test.values()), test
     loaded = load_predictor("cpu-1t", "cifar_mbv3", kind, db=measured)
     archs = get_space("cifar_mbv3").sample_many(20, seed=5)
