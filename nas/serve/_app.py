@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -38,15 +39,19 @@ from nas.serve._settings import ServiceSettings
 
 if TYPE_CHECKING:
     from nas.latency import LatencyPredictor
-    from nas.space import Architecture
+    from nas.space import FamilySpace
 
-__all__ = ["NASService", "Replica", "build_api", "field_error", "json_safe"]
+__all__ = ["NASService", "Replica", "build_api", "field_error", "json_safe", "latency_kinds",
+           "priced_space"]
 
 # Above this many architectures a predict call runs in a worker thread, so the event loop
 # keeps accepting requests meanwhile; below, the thread hop costs more than the call.
 _THREAD_ABOVE = 512
 
 PredictorKey = tuple[str, str, str | None]
+#: the field a space's message about an architecture starts with: ``r must be ...``,
+#: ``ks[3] must be ...`` (its key, and the index in its list)
+_LEADING_FIELD = re.compile(r"([A-Za-z_]\w*)(?:\[(\d+)\])? ")
 
 
 def field_error(loc: Sequence[str | int], msg: str, status: int = 422) -> HTTPException:
@@ -136,7 +141,7 @@ def _service_caps(schema: dict[str, Any]) -> None:
 @dataclass(frozen=True)
 class _Job:
     key: PredictorKey
-    archs: list[Architecture]
+    archs: list[Any]
 
 
 class _Predictors:
@@ -189,7 +194,7 @@ class Replica:
                      max_body_bytes=self.settings.max_body_bytes)
 
     # ------------------------------------------------------------------ predictions
-    async def predict(self, key: PredictorKey, archs: list[Architecture]) -> np.ndarray:
+    async def predict(self, key: PredictorKey, archs: list[Any]) -> np.ndarray:
         await self.predictors.get(key)
         result = await self._predict_many(_Job(key, archs))
         if isinstance(result, BaseException):
@@ -272,14 +277,51 @@ NASService = serve.deployment(
 
 
 # ---------------------------------------------------------------------- routes
-def _parse_archs(space: Any, req: PredictRequest) -> list[Architecture]:
+def _parse_archs(space: FamilySpace, req: PredictRequest) -> list[Any]:
+    """Each architecture of the request parsed by its space (a JSON object in the family's
+    format); a bad one is a 422 with the space's own message, at ``archs[i]`` and, when the
+    message starts with one of the architecture's keys, at that field."""
     archs = []
     for i, a in enumerate(req.archs):
         try:
-            archs.append(space.parse(a.to_ofa()))
+            archs.append(space.parse(a))
         except ArchitectureError as exc:
-            raise field_error(("body", "archs", i), str(exc)) from None
+            msg = str(exc)
+            loc: tuple[str | int, ...] = ("body", "archs", i)
+            field = _LEADING_FIELD.match(msg)
+            if field and field.group(1) in a:
+                loc = (*loc, field.group(1))
+                if field.group(2) is not None:
+                    loc = (*loc, int(field.group(2)))
+            raise field_error(loc, msg) from None
     return archs
+
+
+def latency_kinds(space: FamilySpace) -> list[str]:
+    """The latency predictor kinds that price ``space`` (each kind's ``tags`` name the space
+    families, or spaces, it prices)."""
+    from nas._plugin import applies_to
+    from nas.latency import PREDICTORS
+
+    return [name for name, cls in PREDICTORS.items()
+            if applies_to(cls, space.family, space.name)]
+
+
+def priced_space(name: str, loc: Sequence[str | int], route: str) -> FamilySpace:
+    """The space ``name``, if a latency predictor kind prices it; a 422 at ``loc`` saying
+    which spaces ``route`` takes otherwise."""
+    from nas.space import get_family_space, list_spaces
+
+    try:
+        sp = get_family_space(name)
+    except UnknownNameError as exc:
+        raise field_error(loc, str(exc)) from None
+    if not latency_kinds(sp):
+        ok = [n for n in list_spaces() if latency_kinds(get_family_space(n))]
+        raise field_error(loc, f"space {name!r} is of the {sp.family!r} family, which no "
+                          f"latency predictor kind prices yet; {route} takes the spaces "
+                          f"{', '.join(ok)}")
+    return sp
 
 
 def _device_info(name: str, db: Any) -> dict[str, Any]:
@@ -311,19 +353,39 @@ def _devices(db_url: str | None) -> list[dict[str, Any]]:
         db.close()
 
 
+#: what GET /spaces gave for a space before families, lists and counts: the ofa family's
+#: spaces have these attributes; another family's space answers null
+_OFA_CHOICES = ("resolutions", "kernel_sizes", "expand_ratios", "depths")
+_OFA_COUNTS = ("n_stages", "max_depth")
+
+
+def _ints(value: Any) -> list[int] | None:
+    ok = isinstance(value, tuple | list) and all(type(v) is int for v in value)
+    return list(value) if ok else None
+
+
+def _arch_costs(sp: FamilySpace, arch: Any) -> dict[str, Any]:
+    return {"arch": arch.to_dict(), "arch_hash": arch.hash, "macs": sp.macs(arch),
+            "params": sp.params(arch)}
+
+
 def _spaces() -> list[dict[str, Any]]:
-    from nas.space import get_space, list_spaces
+    from nas.space import get_family_space, list_spaces
 
     out = []
     for name in list_spaces():
-        sp = get_space(name)
-        if sp.family != "ofa":  # the service serves OFA spaces until it asks the family
-            continue
-        out.append({"name": sp.name, "description": sp.spec.description,
-                    "architectures": sp.size(), "resolutions": list(sp.resolutions),
-                    "kernel_sizes": list(sp.kernel_sizes),
-                    "expand_ratios": list(sp.expand_ratios), "depths": list(sp.depths),
-                    "n_stages": sp.n_stages, "max_depth": sp.max_depth})
+        sp = get_family_space(name)
+        info = {"name": sp.name, "family": sp.family, "description": sp.description,
+                "architectures": sp.size(), "latency_kinds": latency_kinds(sp),
+                "largest": _arch_costs(sp, sp.largest()),
+                "smallest": _arch_costs(sp, sp.smallest()),
+                "spec": sp.spec.model_dump(mode="json")}
+        for key in _OFA_CHOICES:
+            info[key] = _ints(getattr(sp, key, None))
+        for key in _OFA_COUNTS:
+            value = getattr(sp, key, None)
+            info[key] = value if type(value) is int else None
+        out.append(info)
     return out
 
 
@@ -365,7 +427,9 @@ def build_api(svc: Replica) -> FastAPI:
 
     @api.get("/spaces", response_model=list[SpaceOut], tags=["latency"])
     def spaces() -> list[dict[str, Any]]:
-        """The registered search spaces and their choices."""
+        """The registered search spaces, of every family: each one's family (the format of
+        its architectures), size, largest and smallest architectures with their costs, spec,
+        and the latency predictor kinds that price it."""
         return _spaces()
 
     @api.post("/latency/predict", response_model=PredictResponse, tags=["latency"],
@@ -373,17 +437,18 @@ def build_api(svc: Replica) -> FastAPI:
     async def predict(req: PredictRequest) -> JSONResponse:
         """Predicted latency (ms) of each architecture on a device.
 
-        Concurrent requests are merged into one vectorised predictor call.
+        Each architecture is a JSON object in its space's family's format. A space that no
+        latency predictor kind prices (GET /spaces: `latency_kinds`) is refused. Concurrent
+        requests are merged into one vectorised predictor call.
         """
-        from nas.space import get_space
-
         if len(req.archs) > settings.max_archs:
             raise field_error(("body", "archs"), f"at most {settings.max_archs} architectures "
                               f"per request, got {len(req.archs)}")
-        try:
-            sp = get_space(req.space)
-        except UnknownNameError as exc:
-            raise field_error(("body", "space"), str(exc)) from None
+        sp = priced_space(req.space, ("body", "space"), "POST /latency/predict")
+        if req.kind is not None and req.kind not in (kinds := latency_kinds(sp)):
+            raise field_error(("body", "kind"), f"kind {req.kind!r} does not price space "
+                              f"{sp.name!r} (the {sp.family!r} family); its kinds: "
+                              f"{', '.join(kinds)}")
         archs = _parse_archs(sp, req)
         key = (req.device, sp.name, req.kind)
         try:

@@ -86,7 +86,9 @@ def add_specialize_route(api: FastAPI, svc: Any) -> None:
     def check(req: SpecializeRequest) -> tuple[Any, str]:
         """The request's search config and its checked proxy, or a RequestError."""
         from nas.search import SearchConfig, choose_engine
+        from nas.serve._app import priced_space
 
+        priced_space(req.space, ("body", "space"), "POST /specialize")  # or a 422
         pop = req.population or 100
         bounds = len(req.constraints) + sum(len(v) for v in req.budgets.values())
         if bounds > MAX_BOUNDS:

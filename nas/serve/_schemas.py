@@ -13,13 +13,14 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from nas.search import OneOf
 
 __all__ = [
+    "ARCH_EXAMPLES",
     "BUSY",
     "ERRORS",
     "ID_PATTERN",
     "MAX_BOUNDS",
     "NAME_PATTERN",
     "SEARCH_ERRORS",
-    "ArchIn",
+    "ArchCosts",
     "DeviceOut",
     "ErrorOut",
     "ExportOut",
@@ -65,10 +66,11 @@ def _devices() -> list[str]:
 
 
 def _spaces() -> list[str]:
-    """The spaces the service takes: the ofa family's (until it asks the family, issue 25)."""
-    from nas.space import SPACES
+    """The registered spaces, of every family (a route refuses a space it cannot serve in one
+    line saying which it can: see ``latency_kinds`` of GET /spaces)."""
+    from nas.space import list_spaces
 
-    return [name for name, sp in SPACES.items() if sp.family == "ofa"]
+    return list_spaces()
 
 
 class ErrorOut(BaseModel):
@@ -105,17 +107,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ArchIn(_Strict):
-    """An architecture in Once-for-All's format."""
+#: Examples of an architecture, one per shipped family (the format is the space's family's).
+ARCH_EXAMPLES: list[dict[str, Any]] = [
+    {"ks": [3, 5, 3, 3], "e": [2, 4, 4, 2], "d": [2, 1], "r": 24},
+    {"n_layer": 2, "n_embd": 32, "n_head": [2, 4], "mlp": [64, 128]},
+]
 
-    ks: list[StrictInt] = Field(max_length=1024, description="kernel size per layer slot")
-    e: list[StrictInt] = Field(max_length=1024, description="expand ratio per layer slot")
-    d: list[StrictInt] = Field(max_length=256, description="depth per stage")
-    r: StrictInt = Field(description="input resolution")
-    wid: None = Field(default=None, description="OFA's width key; always null, ignored")
-
-    def to_ofa(self) -> dict[str, Any]:
-        return {"ks": self.ks, "e": self.e, "d": self.d, "r": self.r}
+#: An architecture in a request: a JSON object in its space's family's format, checked by the
+#: space itself (a bad one is a 422 naming the architecture, with the space's own message).
+ArchIn = Annotated[dict[str, Any], Field(
+    max_length=64,
+    description="an architecture in its space's family's format: the ofa family's "
+                "{\"ks\", \"e\", \"d\", \"r\"}, the gpt family's "
+                "{\"n_layer\", \"n_embd\", \"n_head\", \"mlp\"} (GET /spaces: each "
+                "space's family and its largest architecture)",
+    examples=ARCH_EXAMPLES)]
 
 
 class PredictRequest(_Strict):
@@ -164,16 +170,31 @@ class DeviceOut(BaseModel):
     )
 
 
+class ArchCosts(BaseModel):
+    arch: dict[str, Any] = Field(description="in the space's family's format")
+    arch_hash: str
+    macs: int = Field(description="multiply-accumulates (per image for the ofa family, per "
+                                  "token at the space's context for the gpt family)")
+    params: int
+
+
 class SpaceOut(BaseModel):
     name: str
+    family: str = Field(description="the space family: the format of its architectures")
     description: str
     architectures: int
-    resolutions: list[int]
-    kernel_sizes: list[int]
-    expand_ratios: list[int]
-    depths: list[int]
-    n_stages: int
-    max_depth: int
+    latency_kinds: list[str] = Field(description=(
+        "the latency predictor kinds that price its architectures; none: "
+        "POST /latency/predict and POST /specialize refuse the space"))
+    largest: ArchCosts
+    smallest: ArchCosts
+    spec: dict[str, Any] = Field(description="the space's spec (its YAML file, as JSON)")
+    resolutions: list[int] | None = Field(default=None, description="ofa family; else null")
+    kernel_sizes: list[int] | None = Field(default=None, description="ofa family; else null")
+    expand_ratios: list[int] | None = Field(default=None, description="ofa family; else null")
+    depths: list[int] | None = Field(default=None, description="ofa family; else null")
+    n_stages: int | None = Field(default=None, description="ofa family; else null")
+    max_depth: int | None = Field(default=None, description="ofa family; else null")
 
 
 class TrialOut(BaseModel):

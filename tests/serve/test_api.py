@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from nas.latency import load_predictor
-from nas.space import get_space
+from nas.space import get_family_space, get_space
 
 pytestmark = pytest.mark.ray
 
@@ -72,6 +72,40 @@ def test_spaces_list_choices(service: Any) -> None:
     assert spaces["ofa_mbv3"]["n_stages"] == 5
 
 
+def test_spaces_list_every_family_with_what_prices_it(service: Any) -> None:
+    spaces = {s["name"]: s for s in requests.get(f"{service.url}/spaces", timeout=30).json()}
+    assert {"tiny", "gpt_tiny", "gpt2"} <= set(spaces)
+    for name in ("tiny", "gpt_tiny"):
+        sp, out = get_family_space(name), spaces[name]
+        assert out["family"] == sp.family
+        assert out["architectures"] == sp.size()
+        assert out["spec"]["name"] == name
+        for which in ("largest", "smallest"):
+            arch = getattr(sp, which)()
+            assert out[which] == {"arch": arch.to_dict(), "arch_hash": arch.hash,
+                                  "macs": sp.macs(arch), "params": sp.params(arch)}
+    assert "additive" in spaces["tiny"]["latency_kinds"]
+    gpt = spaces["gpt_tiny"]
+    assert gpt["family"] == "gpt"
+    assert gpt["latency_kinds"] == []  # no latency predictor prices a gpt space yet
+    assert gpt["spec"]["n_layer"] == [1, 2, 3]
+    assert gpt["kernel_sizes"] is None
+    assert gpt["n_stages"] is None
+
+
+def test_predict_refuses_a_space_no_latency_predictor_prices_in_one_line(
+        service: Any) -> None:
+    r = requests.post(f"{service.url}/latency/predict", timeout=30,
+                      json={"device": "cpu-1t", "space": "gpt_tiny", "archs": [_gpt_arch()]})
+    assert r.status_code == 422, r.text
+    [error] = r.json()["detail"]
+    assert error["loc"] == ["body", "space"]
+    assert "\n" not in error["msg"]
+    assert "space 'gpt_tiny' is of the 'gpt' family, which no latency predictor kind prices " \
+        "yet; POST /latency/predict takes the spaces " in error["msg"]
+    assert "tiny" in error["msg"].split("takes the spaces ")[1].split(", ")
+
+
 def test_predict_matches_python_api(service: Any, service_env: dict[str, Any]) -> None:
     archs = _archs(12, seed=3)
     parsed = [get_space("tiny").parse(a) for a in archs]
@@ -112,6 +146,10 @@ def test_concurrent_predicts_each_get_their_own_answers(service: Any,
         assert r.json()["latency_ms"] == pytest.approx(list(expected), rel=1e-9)
 
 
+def _gpt_arch() -> dict[str, Any]:
+    return get_family_space("gpt_tiny").largest().to_dict()
+
+
 def _bad_kernel() -> dict[str, Any]:
     a = _archs(1)[0]
     a["ks"][0] = 4
@@ -132,9 +170,15 @@ def _bad_kernel() -> dict[str, Any]:
     ({"device": "cpu-1t", "space": "tiny", "archs": [_archs(2)[0], _bad_kernel()]},
      ["body", "archs", 1], "kernel size must be one of [3, 5], got 4"),
     ({"device": "cpu-1t", "space": "tiny", "archs": [{**_archs(1)[0], "r": "16"}]},
-     ["body", "archs", 0, "r"], "integer"),
+     ["body", "archs", 0, "r"], "r must be one of [16, 24] for space tiny, got '16'"),
     ({"device": "cpu-1t", "space": "tiny", "archs": [{**_archs(1)[0], "x": 1}]},
-     ["body", "archs", 0, "x"], "extra"),
+     ["body", "archs", 0], "unknown field(s) ['x']; allowed: ks, e, d, r"),
+    ({"device": "cpu-1t", "space": "tiny", "archs": [{**_archs(1)[0], "ks": [3, 3.0, 3, 3]}]},
+     ["body", "archs", 0, "ks", 1], "ks[1] must be an int, got 3.0"),
+    ({"device": "cpu-1t", "space": "tiny", "archs": ["{}"]}, ["body", "archs", 0],
+     "dictionary"),
+    ({"device": "cpu-1t", "space": "tiny", "archs": [_gpt_arch()]}, ["body", "archs", 0],
+     "unknown field(s) ['mlp', 'n_embd', 'n_head', 'n_layer']"),
     ({"device": "cpu-1t", "space": "tiny", "archs": _archs(1), "kind": "magic"},
      ["body", "kind"], "flops"),
     ({"device": "cpu-1t", "space": "tiny", "archs": _archs(1), "typo": 1},
