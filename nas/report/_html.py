@@ -3,14 +3,19 @@ it is viewed).
 
 Sections: the Pareto front (accuracy proxy against predicted latency per device, measured
 points where the subnet was verified), hypervolume against trials, the chosen subnets with
-their architectures drawn as a per-stage grid of kernel, expand ratio and depth, and each
-device's latency predictor with its held-out accuracy.
+their architectures drawn as their space's family has them drawn (the ofa family's as a
+per-stage grid of kernel, expand ratio and depth; a family without a drawing of its own as a
+table of its architecture's JSON), and each device's latency predictor with its held-out
+accuracy.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
 import html
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +25,7 @@ from nas._io import atomic_write, mask_url
 
 if TYPE_CHECKING:
     from nas.search import SearchResult, TrialRecord
-    from nas.space import SearchSpace
+    from nas.space import FamilySpace, SearchSpace
 
 __all__ = ["render_report", "write_report"]
 
@@ -48,6 +53,9 @@ th { background: #f5f5f5; } td.l, th.l { text-align: left; }
 .grid td { width: 3.2rem; text-align: center; font-size: 0.8rem; padding: 0.2rem; }
 .grid td.off { background: #fafafa; color: #bbb; }
 .grid th { font-size: 0.75rem; white-space: nowrap; }
+.arch td { text-align: center; font-size: 0.8rem; padding: 0.2rem 0.4rem; }
+.arch td.off { background: #fafafa; color: #bbb; }
+.arch th { font-size: 0.75rem; white-space: nowrap; }
 .legend span { display: inline-block; padding: 0.1rem 0.5rem; margin-right: 0.3rem;
                border-radius: 3px; font-size: 0.8rem; }
 .note { color: #666; font-size: 0.85rem; }
@@ -310,7 +318,67 @@ def _legend(space: SearchSpace | None) -> str:
     return f'<p class="legend">{"".join(spans)}</p>'
 
 
-def _subnets(res: SearchResult, space: SearchSpace | None) -> str:
+def _value(v: Any) -> str:
+    """One value of an architecture as a table cell's text: a number or text as it is,
+    anything else as its JSON."""
+    if isinstance(v, bool) or not isinstance(v, int | float | str):
+        return _esc(json.dumps(v))
+    return _esc(v)
+
+
+def _arch_table(arch: dict[str, Any], space: FamilySpace | None) -> str:
+    """Any family's architecture as a table of its JSON: one row per key, a list's items one
+    column each (``n_head`` of each layer of a GPT), greyed past a shorter list's end."""
+    width = max((len(v) for v in arch.values() if isinstance(v, list)), default=0)
+    head = "".join(f"<th>{i + 1}</th>" for i in range(width))
+    rows = []
+    for key, v in arch.items():
+        if isinstance(v, list):
+            cells = "".join(f'<td title="{_esc(key)}[{i}]">{_value(x)}</td>'
+                            for i, x in enumerate(v))
+            cells += '<td class="off">&ndash;</td>' * (width - len(v))
+        else:
+            cells = f'<td colspan="{max(1, width)}">{_value(v)}</td>'
+        rows.append(f'<tr><th class="l">{_esc(key)}</th>{cells}</tr>')
+    top = f"<tr><th></th>{head}</tr>" if width else ""
+    return f'<table class="arch">{top}{"".join(rows)}</table>'
+
+
+@dataclass(frozen=True)
+class _ArchView:
+    """How the report draws one family's architectures: each one (its dict and its space,
+    None when this process does not know the space), the legend above them, and the note
+    that says how to read them."""
+
+    draw: Callable[[dict[str, Any], Any], str]
+    legend: Callable[[Any], str]
+    note: str
+
+
+_TABLE_VIEW = _ArchView(
+    _arch_table, lambda _: "",
+    "each architecture as a table of its choices: a row per key, a list's items (one per "
+    "layer) in columns.")
+#: the families drawn their own way (any other family: :data:`_TABLE_VIEW`)
+_VIEWS: dict[str, _ArchView] = {"ofa": _ArchView(
+    _arch_grid, _legend,
+    "each architecture as a grid of its layers by stage: kernel size (colour) and expand "
+    "ratio (darker is larger), greyed where a layer is beyond its stage's depth.")}
+
+
+def _view(res: SearchResult, space: FamilySpace | None) -> _ArchView:
+    """The view of the search's space's family; for a space this process does not know, the
+    ofa family's grid when every architecture has its keys (as before families), else the
+    table."""
+    if space is not None:
+        return _VIEWS.get(space.family, _TABLE_VIEW)
+    archs = [t.arch for t in res.front if t.arch]
+    if archs and all({"ks", "e", "d"} <= set(a) for a in archs):
+        return _VIEWS["ofa"]
+    return _TABLE_VIEW
+
+
+def _subnets(res: SearchResult, space: FamilySpace | None, view: _ArchView) -> str:
     devices = res.config.devices
     head = ["trial", "arch hash", "accuracy"]
     for d in devices:
@@ -332,8 +400,8 @@ def _subnets(res: SearchResult, space: SearchSpace | None) -> str:
         lat = ", ".join(f"{_esc(d)} {_fmt(t.latency_ms.get(d))} ms" for d in devices)
         cards.append(f'<div class="subnet"><h3>trial {t.number} · <code>{_esc(t.arch_hash)}'
                      f'</code></h3><div class="note">accuracy {_fmt(t.accuracy)}'
-                     f'{"; " + lat if lat else ""}</div>{_arch_grid(t.arch, space)}</div>')
-    return table + _legend(space) + f'<div class="subnets">{"".join(cards)}</div>'
+                     f'{"; " + lat if lat else ""}</div>{view.draw(t.arch, space)}</div>')
+    return table + view.legend(space) + f'<div class="subnets">{"".join(cards)}</div>'
 
 
 def _predictors(res: SearchResult) -> str:
@@ -367,11 +435,12 @@ def render_report(res: SearchResult, *, title: str | None = None) -> str:
     from plotly.offline import get_plotlyjs
 
     try:
-        from nas.space import get_space
+        from nas.space import get_family_space
 
-        space: SearchSpace | None = get_space(res.config.space)
+        space: FamilySpace | None = get_family_space(res.config.space)
     except Exception:  # a space registered in another process: draw from the archs alone
         space = None
+    view = _view(res, space)
     cfg = res.config
     plots = [_figure_html(_front_figure(res, x, y), f"front-{i}")
              for i, (x, y) in enumerate(_pairs(res))]
@@ -407,10 +476,8 @@ generated {now}</div>
 <div class="plot">{hv}</div>
 
 <h2>Chosen subnets</h2>
-<p class="note">The {what}, {len(res.front)} subnet(s); each architecture as a grid of its
-layers by stage: kernel size (colour) and expand ratio (darker is larger), greyed where a
-layer is beyond its stage's depth.</p>
-{_subnets(res, space)}
+<p class="note">The {what}, {len(res.front)} subnet(s); {view.note}</p>
+{_subnets(res, space, view)}
 
 <h2>Latency predictors</h2>
 <p class="note">Held-out accuracy of the predictor each device's latencies came from.</p>

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from nas.search import SearchConfig, SearchResult, TrialRecord
-from nas.space import get_space
+from nas.space import get_family_space, get_space
 
 PREDICTORS = {"cpu-1t": {"kind": "additive", "id": 3, "n_train": 45, "metrics": {
     "test": {"mape": 0.031, "within_5": 0.8, "within_10": 0.95, "kendall_tau": 0.9,
@@ -46,6 +46,29 @@ def build_result(objectives: list[str], *, n: int = 30, bound: float = 0.21,
     return res
 
 
+def build_gpt_result(n: int = 12) -> SearchResult:
+    """A study of the gpt family's ``gpt_tiny``: accuracy against parameters, no device."""
+    sp = get_family_space("gpt_tiny")
+    archs = sp.sample_many(n, seed=0)
+    costs = sp.costs(archs)
+    # made for an ofa space, then moved to gpt_tiny: the report renders the study it is given,
+    # whichever spaces this version's search config takes
+    cfg = SearchConfig(space="tiny", objectives=["accuracy", "params"], n_trials=n,
+                       study="gpt", storage="runs/x.journal").model_copy(
+        update={"space": "gpt_tiny"})
+    rng = np.random.default_rng(0)
+    trials = []
+    for i, a in enumerate(archs):
+        params = int(costs["params"][i])
+        acc = float(1 - np.exp(-params / 2e4) + rng.normal(0, 0.05))
+        trials.append(TrialRecord(
+            number=i, state="COMPLETE", values={"accuracy": acc, "params": float(params)},
+            arch=a.to_dict(), arch_hash=a.hash, macs=int(costs["macs"][i]), params=params,
+            accuracy=acc, latency_ms={}, feasible=True))
+    return SearchResult(study_name="gpt", storage="runs/x.journal", config=cfg,
+                        objectives=cfg.objective_list, trials=trials, predictors={})
+
+
 @pytest.fixture
 def result() -> SearchResult:
     return build_result(["accuracy", "latency:cpu-1t"])
@@ -54,3 +77,8 @@ def result() -> SearchResult:
 @pytest.fixture
 def make_result() -> Any:
     return build_result
+
+
+@pytest.fixture
+def gpt_result() -> SearchResult:
+    return build_gpt_result()

@@ -110,6 +110,69 @@ def test_a_search_without_trials_still_renders(make_result: Any) -> None:
     assert 'class="grid"' not in page
 
 
+class _ArchTables(HTMLParser):
+    """Per <table class="arch">: each row's header and cell texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[dict[str, list[str]]] = []
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table" and ("class", "arch") in attrs:
+            self.tables.append({})
+        elif tag == "tr" and self.tables:
+            self._row = []
+        elif tag in ("th", "td") and self._row is not None:
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("th", "td") and self._cell is not None and self._row is not None:
+            self._row.append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "tr" and self._row:
+            self.tables[-1][self._row[0]] = self._row[1:]
+            self._row = None
+        elif tag == "table":
+            self._row = None
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def test_a_gpt_study_draws_each_architecture_as_a_table_of_its_choices(
+        gpt_result: SearchResult, make_result: Any) -> None:
+    res = gpt_result
+    page = render_report(res)
+    assert "<title>Search gpt</title>" in page
+    assert 'class="grid"' not in page
+    assert "kernel size (colour)" not in page
+    parser = _ArchTables()
+    parser.feed(page)
+    assert 1 < len(parser.tables) == len(res.front) < len(res.trials)
+    for table, t in zip(parser.tables, res.front, strict=True):
+        arch = t.arch
+        assert arch is not None
+        n = arch["n_layer"]
+        assert table[""] == [str(i + 1) for i in range(n)]  # a column per layer
+        assert table["n_layer"] == [str(n)]
+        assert table["n_embd"] == [str(arch["n_embd"])]
+        assert table["n_head"] == [str(h) for h in arch["n_head"]]
+        assert table["mlp"] == [str(m) for m in arch["mlp"]]
+    # a space this process does not know: drawn from the architectures alone, the ofa
+    # family's grid for archs in its format (as before families), a table otherwise
+    elsewhere = res.config.model_copy(update={"space": "elsewhere"})
+    res.config = elsewhere
+    assert render_report(res).count('class="arch"') == len(res.front)
+    ofa = make_result(["accuracy", "latency:cpu-1t"])
+    ofa.config = ofa.config.model_copy(update={"space": "elsewhere"})
+    page = render_report(ofa)
+    assert page.count('class="grid"') == len(ofa.front)
+    assert 'class="arch"' not in page
+
+
 def test_report_of_an_unknown_study_is_one_line(run_nas: Any, tmp_path: Path) -> None:
     code, _, err = run_nas(["report", "--study", "nope", "--storage",
                             str(tmp_path / "none.journal"), "--out", str(tmp_path / "r.html")])
