@@ -1,8 +1,15 @@
 """Search spaces and architectures."""
 
 from nas.space._arch import Architecture
-from nas.space._family import FAMILIES, FamilySpace, SpaceFamily
-from nas.space._gpt import GPTArchitecture, GPTSpace, GPTSpec, kept_blocks
+from nas.space._family import (
+    FAMILIES,
+    FamilySpace,
+    Genome,
+    ParamsGenome,
+    SearchParams,
+    SpaceFamily,
+)
+from nas.space._gpt import GPTArchitecture, GPTArrays, GPTSpace, GPTSpec, kept_blocks
 from nas.space._ofa import arch_from_ofa_config, read_ofa_subnet
 from nas.space._registry import (
     SPACES,
@@ -21,8 +28,12 @@ __all__ = [
     "Architecture",
     "FamilySpace",
     "GPTArchitecture",
+    "GPTArrays",
     "GPTSpace",
     "GPTSpec",
+    "Genome",
+    "ParamsGenome",
+    "SearchParams",
     "SearchSpace",
     "SpaceFamily",
     "SpaceSpec",

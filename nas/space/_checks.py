@@ -20,7 +20,7 @@ import numpy as np
 
 from nas._config import ConfigModel
 from nas.errors import ArchitectureError
-from nas.space._family import FAMILIES, FamilySpace, SpaceFamily
+from nas.space._family import FAMILIES, FamilySpace, Genome, ParamsGenome, SpaceFamily
 
 __all__ = ["CHECKS", "FAMILY_CHECKS"]
 
@@ -89,10 +89,8 @@ def check_encodings_have_the_announced_shape(space: FamilySpace) -> None:
                 f"{ends.shape}, not (2, {X.shape[1]})")
         _expect(np.array_equal(space.encode(archs[3:4], kind=kind), X[3:4]),
                 f"space {space.name!r}: {kind} encoding of an arch depends on its batch")
-        to_arrays = getattr(space, "to_arrays", None)
-        if to_arrays is not None:  # a family with a batch form encodes it the same
-            _expect(np.array_equal(space.encode(to_arrays(archs), kind=kind), X),
-                    f"space {space.name!r}: {kind} encoding differs on ArchArrays")
+        _expect(np.array_equal(space.encode(space.to_arrays(archs), kind=kind), X),
+                f"space {space.name!r}: {kind} encoding differs on the batch form")
         _expect(len({row.tobytes() for row in X}) == 6,
                 f"space {space.name!r}: {kind} encoding gives distinct archs the same row")
 
@@ -103,8 +101,8 @@ def check_largest_and_smallest_are_valid(space: FamilySpace) -> None:
     for arch in (space.largest(), space.smallest(), space.middle()):
         _expect(space.parse(arch.to_dict()) == arch,
                 f"space {space.name!r}: {arch} does not parse back")
-    resolutions = getattr(space, "resolutions", None)
-    if resolutions is not None:
+    resolutions = space.resolutions
+    if resolutions and hasattr(space.largest(), "r"):
         _expect(space.largest().r == max(resolutions),
                 f"space {space.name!r}: largest() is not at the largest resolution")
         _expect(space.smallest().r == min(resolutions),
@@ -171,12 +169,108 @@ def check_bad_input_is_one_line(space: FamilySpace) -> None:
             raise AssertionError(f"space {space.name!r}: {value!r} was accepted")
 
 
+def check_batch_form_round_trips(space: FamilySpace) -> None:
+    """The batch form (:meth:`~FamilySpace.to_arrays`) gives back the architectures
+    (:meth:`~FamilySpace.from_arrays`), and :meth:`~FamilySpace.costs` of it are those of
+    the architectures."""
+    archs = space.sample_many(6, seed=5)
+    batch = space.to_arrays(archs)
+    _expect(space.from_arrays(batch) == archs,
+            f"space {space.name!r}: from_arrays(to_arrays(archs)) differs from archs")
+    _expect(space.from_arrays(archs) == archs,
+            f"space {space.name!r}: from_arrays of the architectures themselves differs")
+    want, got = space.costs(archs), space.costs(batch)
+    for key in ("macs", "params"):
+        _expect(np.array_equal(want[key], got[key]),
+                f"space {space.name!r}: costs()[{key!r}] differ on the batch form")
+
+
+def check_search_params_round_trip(space: FamilySpace) -> None:
+    """:meth:`~FamilySpace.search_params` is a non-empty mapping of names to sorted, distinct
+    int choices; :meth:`~FamilySpace.to_params` gives every one of them a value among its
+    choices, and :meth:`~FamilySpace.from_params` gives the architecture back; any choice of
+    every parameter (what a sampler draws) is an architecture of the space, canonical; a
+    missing parameter is one ``ArchitectureError`` line naming it."""
+    params = space.search_params()
+    _expect(isinstance(params, dict) and params, f"space {space.name!r}: no search_params")
+    for name, choices in params.items():
+        _expect(isinstance(name, str) and name and isinstance(choices, tuple) and choices
+                and all(isinstance(c, int) and not isinstance(c, bool) for c in choices)
+                and list(choices) == sorted(set(choices)),
+                f"space {space.name!r}: search parameter {name!r} has choices {choices!r}, "
+                "not sorted distinct ints")
+    archs = [*space.sample_many(8, seed=6), space.smallest(), space.largest(), space.middle()]
+    for arch in archs:
+        p = space.to_params(arch)
+        _expect(list(p) == list(params),
+                f"space {space.name!r}: to_params({arch}) has keys {list(p)}, not "
+                f"search_params()'s")
+        bad = [k for k, v in p.items() if v not in params[k]]
+        _expect(not bad, f"space {space.name!r}: to_params({arch}) gives {bad[:1]} a value "
+                "outside its choices")
+        _expect(space.from_params(p) == arch,
+                f"space {space.name!r}: from_params(to_params({arch})) is not {arch}")
+    rng = np.random.default_rng(7)
+    for _ in range(8):
+        drawn = {k: int(rng.choice(c)) for k, c in params.items()}
+        arch = space.from_params(drawn)
+        _expect(space.parse(arch.to_dict()) == arch and arch.space == space.name,
+                f"space {space.name!r}: from_params({drawn}) is not in the space")
+        _expect(space.from_params(space.to_params(arch)) == arch,
+                f"space {space.name!r}: from_params({drawn}) is not canonical")
+    first = next(iter(params))
+    try:
+        space.from_params({k: v for k, v in space.to_params(archs[0]).items() if k != first})
+    except ArchitectureError as exc:
+        _expect("\n" not in str(exc) and first in str(exc),
+                f"space {space.name!r}: params without {first!r} gave {str(exc)!r}")
+    else:
+        raise AssertionError(f"space {space.name!r}: params without {first!r} were accepted")
+
+
+def _check_genome(space: FamilySpace, genome: Genome, what: str) -> None:
+    _expect(isinstance(genome, Genome) and genome.space is space,
+            f"space {space.name!r}: {what} is not a Genome of the space")
+    sizes = genome.sizes
+    _expect(sizes.ndim == 1 and len(sizes) and np.all(sizes >= 1),
+            f"space {space.name!r}: {what} sizes {sizes!r}")
+    X = genome.canonical(np.random.default_rng(8).integers(0, sizes, size=(40, len(sizes))))
+    _expect(np.array_equal(genome.canonical(X.copy()), X),
+            f"space {space.name!r}: {what} canonical() is not idempotent")
+    archs = genome.archs(X)
+    _expect(len(archs) == len(X) and all(
+        space.parse(a.to_dict()) == a and a.space == space.name for a in archs),
+        f"space {space.name!r}: {what} decodes to architectures outside the space")
+    _expect(len(np.unique(X, axis=0)) == len(set(archs)),
+            f"space {space.name!r}: {what} gives one network two canonical genomes (or "
+            "two networks one)")
+    _expect(np.array_equal(genome.encode(space.to_arrays(archs)), X)
+            and np.array_equal(genome.encode(archs), X),
+            f"space {space.name!r}: {what} encode() does not give the genomes back")
+    costs = space.costs(genome.decode(X))
+    _expect(np.array_equal(costs["macs"], space.costs(archs)["macs"]),
+            f"space {space.name!r}: {what} decode() costs differ from its architectures'")
+    _expect(genome.archs(genome.smallest())[0] == space.smallest()
+            and genome.archs(genome.largest())[-1] == space.largest(),
+            f"space {space.name!r}: {what} smallest()/largest() are not the space's")
+
+
+def check_genome_round_trips(space: FamilySpace) -> None:
+    """The space's genome (:meth:`~FamilySpace.genome`), and the one built from its search
+    parameters (:class:`ParamsGenome`, every family's default): canonical genomes decode to
+    architectures of the space and encode back, one genome per network, and their smallest
+    and largest are the space's."""
+    _check_genome(space, space.genome(), "genome()")
+    _check_genome(space, ParamsGenome(space), "ParamsGenome")
+
+
 #: the checks of every search space, of every family, in order
 CHECKS: tuple[Callable[[Any], None], ...] = (
     check_is_a_search_space, check_sample_parse_round_trip_is_canonical,
     check_hash_is_stable_and_tells_archs_apart, check_encodings_have_the_announced_shape,
     check_largest_and_smallest_are_valid, check_costs_are_positive_and_grow,
     check_mutate_and_crossover_stay_in_the_space, check_bad_input_is_one_line,
+    check_batch_form_round_trips, check_search_params_round_trip, check_genome_round_trips,
 )
 
 

@@ -7,6 +7,15 @@ names of what the layers above build from it (its supernet class, its export sig
 latency features). Code above :mod:`nas.space` asks the space (and through it the family);
 it never looks inside an architecture.
 
+What a search needs is part of that interface, as plain data (no optimiser is imported
+here): :meth:`FamilySpace.search_params` (every parameter of a search and its choices, in a
+fixed order), :meth:`~FamilySpace.to_params` and :meth:`~FamilySpace.from_params` (an
+architecture as those parameters and back: an Optuna trial's), the batch form
+(:meth:`~FamilySpace.to_arrays`, :meth:`~FamilySpace.from_arrays`: what :meth:`~FamilySpace.costs`,
+:meth:`~FamilySpace.encode` and array scorers take), and :meth:`~FamilySpace.genome`
+(architectures as rows of choice indices, vectorised: what an evolution works on;
+:class:`ParamsGenome`, built from the parameters, unless the family has a faster one).
+
 Two families ship: ``ofa`` (Once-for-All's convolutional MobileNetV3/ProxylessNAS spaces,
 ``{"ks", "e", "d", "r"}``: :class:`~nas.space.SearchSpace`) and ``gpt`` (decoder-only
 transformers in GPT-2's layout, ``{"n_layer", "n_embd", "n_head", "mlp"}``:
@@ -18,7 +27,8 @@ Adding a third family is one registered class and a YAML file:
    value spec files give as ``family``), ``description``, ``Spec`` (a
    :class:`~nas._config.ConfigModel` of its YAML, with a ``name``, a one-line
    ``description`` and ``family: Literal["<name>"]``) and ``Space`` (a :class:`FamilySpace`
-   subclass implementing the abstract methods below), and the names of its ``supernet``,
+   subclass implementing the abstract methods below; the batch form and the genome have
+   defaults built on them), and the names of its ``supernet``,
    ``export_signature`` and ``latency_features``;
 2. write ``search_spaces/<space>.yaml`` with ``family: <name>`` (or call
    :func:`~nas.space.register_space` with it).
@@ -31,7 +41,7 @@ space by the spaces' checks.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -41,9 +51,12 @@ from nas._plugin import NoOptions, Plugin
 from nas._registry import Registry
 from nas.errors import ArchitectureError
 
-__all__ = ["FAMILIES", "FamilySpace", "SeedLike", "SpaceFamily", "rng_of"]
+__all__ = ["FAMILIES", "FamilySpace", "Genome", "ParamsGenome", "SearchParams", "SeedLike",
+           "SpaceFamily", "rng_of"]
 
 SeedLike = int | np.random.Generator | None
+#: a search's parameters: name -> its choices (sorted ints), in a fixed order
+SearchParams = dict[str, tuple[int, ...]]
 
 
 def rng_of(seed: SeedLike) -> np.random.Generator:
@@ -70,6 +83,11 @@ class FamilySpace(ABC):
     family: str
     tags: frozenset[str]
     spec: Any
+    #: the input resolutions an architecture chooses among, for a family whose input size
+    #: is part of the architecture (OFA's image spaces); empty where it is not. A device
+    #: that prices only some of them narrows a search to those (``resolutions=`` of
+    #: :meth:`search_params` and :meth:`genome`).
+    resolutions: tuple[int, ...] = ()
 
     @abstractmethod
     def __init__(self, spec: Any) -> None:
@@ -133,6 +151,52 @@ class FamilySpace(ABC):
     def params(self, arch: Any) -> int:
         """Trainable parameters of the extracted subnet."""
 
+    # ------------------------------------------------------------------ what a search uses
+    @abstractmethod
+    def search_params(self, resolutions: Sequence[int] | None = None) -> SearchParams:
+        """Every parameter of a search over the space: name -> its choices (sorted ints), in
+        a fixed order (a sampler draws them in it). Every combination of choices is an
+        architecture (:meth:`from_params`); values that take no part in it (e.g. of layers
+        past the depth) are ignored there.
+
+        Args:
+            resolutions: narrow the resolutions to these (a subset of :attr:`resolutions`;
+                default all of them).
+
+        Raises:
+            ValueError: a resolution the space does not have.
+        """
+
+    @abstractmethod
+    def to_params(self, arch: Any) -> dict[str, int]:
+        """``arch`` as the search's parameters (every key of :meth:`search_params`; those
+        that take no part in it at their smallest choice)."""
+
+    @abstractmethod
+    def from_params(self, params: Mapping[str, Any]) -> Any:
+        """The canonical architecture of a search's parameters (``to_params``' inverse).
+
+        Raises:
+            ArchitectureError: a parameter missing or a value out of the space, in one line.
+        """
+
+    def to_arrays(self, archs: Iterable[Any]) -> Any:
+        """A batch of architectures in the family's batch form, which :meth:`costs`,
+        :meth:`encode`, :meth:`from_arrays`, the genome and array scorers (proxies, latency
+        predictors) take. By default the parsed architectures themselves, in a list."""
+        return [self.parse(a) for a in archs]
+
+    def from_arrays(self, batch: Any) -> list[Any]:
+        """The canonical architectures of a batch (:meth:`to_arrays`' form, or any iterable
+        of architectures)."""
+        return [self.parse(a) for a in batch]
+
+    def genome(self, resolutions: Sequence[int] | None = None) -> Genome:
+        """The space's architectures as genomes (rows of choice indices) over the search's
+        parameters, at ``resolutions`` (see :meth:`search_params`). By default a
+        :class:`ParamsGenome`; a family overrides it with a vectorised one."""
+        return ParamsGenome(self, resolutions)
+
     def equivalent_forms(self, arch: Any) -> list[dict[str, Any]]:
         """Other dicts that denote the same network as ``arch`` (values that take no part in
         it changed), which must parse to ``arch``: what the family contract checks its
@@ -153,6 +217,124 @@ class FamilySpace(ABC):
         while len(seen) < n:
             seen.setdefault(self.sample(rng))
         return list(seen)
+
+
+def choice_indices(choices: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
+    """The index of each of ``values`` in ``choices`` (sorted): a genome's genes.
+
+    Raises:
+        ValueError: a value that is not one of the choices, naming ``what`` it is.
+    """
+    i = np.searchsorted(choices, values)
+    bad = (i >= len(choices)) | (choices[np.minimum(i, len(choices) - 1)] != values)
+    if bad.any():
+        raise ValueError(f"{what} {int(values[bad][0])} is not one of {choices.tolist()}")
+    return i
+
+
+def missing_param(space: FamilySpace, params: Mapping[str, Any]) -> ArchitectureError | None:
+    """The error for the first of ``space``'s search parameters ``params`` lacks (None when it
+    has every one): for :meth:`FamilySpace.from_params`."""
+    for key in space.search_params():
+        if key not in params:
+            return ArchitectureError(f"params lack {key!r} (a parameter of space {space.name}; "
+                                     f"it has {len(space.search_params())})")
+    return None
+
+
+class Genome(ABC):
+    """A space's architectures as genomes: fixed-length rows of choice indices (int), each
+    gene ranging over ``sizes[j]`` choices, vectorised over many rows (what an evolution
+    works on; built by :meth:`FamilySpace.genome`).
+
+    A genome is canonical when every gene that takes no part in its network is 0: two
+    canonical genomes are equal exactly when their networks are. Index 0 of a gene is its
+    smallest choice.
+
+    Attributes:
+        space: the space.
+        sizes: ``(n_genes,)`` int64: the choices of each gene.
+        resolutions: the resolutions the genome ranges over (empty for a family without).
+    """
+
+    space: FamilySpace
+    sizes: np.ndarray
+    resolutions: tuple[int, ...]
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.sizes)
+
+    @abstractmethod
+    def canonical(self, X: np.ndarray) -> np.ndarray:
+        """``X`` with every gene that takes no part in its network set to 0 (in place;
+        returned)."""
+
+    @abstractmethod
+    def decode(self, X: np.ndarray) -> Any:
+        """Canonical genomes as a batch (:meth:`FamilySpace.to_arrays`' form)."""
+
+    @abstractmethod
+    def encode(self, batch: Any) -> np.ndarray:
+        """Canonical genomes ``(n, n_genes)`` int64 of a batch (the batch form, or any
+        iterable of architectures).
+
+        Raises:
+            ValueError: a choice or resolution the genome does not have.
+        """
+
+    def archs(self, X: np.ndarray) -> list[Any]:
+        """The canonical architectures of genomes."""
+        return self.space.from_arrays(self.decode(X))
+
+    def smallest(self) -> np.ndarray:
+        """Genomes of the smallest subnet, one per resolution (ascending), or one."""
+        return self.canonical(np.zeros((1, self.n_genes), np.int64))
+
+    def largest(self) -> np.ndarray:
+        """Genomes of the largest subnet, one per resolution (ascending), or one."""
+        return self.canonical((self.sizes - 1)[None, :].astype(np.int64))
+
+
+class ParamsGenome(Genome):
+    """The genome every family has: one gene per search parameter
+    (:meth:`FamilySpace.search_params`, in its order), made canonical through
+    :meth:`~FamilySpace.from_params` and :meth:`~FamilySpace.to_params`, one architecture at
+    a time (a family with a vectorised form overrides :meth:`FamilySpace.genome`)."""
+
+    def __init__(self, space: FamilySpace, resolutions: Sequence[int] | None = None) -> None:
+        self.space = space
+        params = space.search_params(resolutions)
+        self.names = tuple(params)
+        self.choices = [np.asarray(c, np.int64) for c in params.values()]
+        self.sizes = np.array([len(c) for c in self.choices], np.int64)
+        self.resolutions = tuple(sorted(resolutions or space.resolutions))
+
+    def _arch(self, row: np.ndarray) -> Any:
+        return self.space.from_params({n: int(c[i]) for n, c, i in
+                                       zip(self.names, self.choices, row.tolist(), strict=True)})
+
+    def _row(self, arch: Any) -> list[int]:
+        params = self.space.to_params(arch)
+        out = []
+        for name, c in zip(self.names, self.choices, strict=True):
+            hit = np.flatnonzero(c == params[name])
+            if not len(hit):
+                raise ValueError(f"{name} {params[name]} is not one of {c.tolist()}")
+            out.append(int(hit[0]))
+        return out
+
+    def canonical(self, X: np.ndarray) -> np.ndarray:
+        for i in range(len(X)):
+            X[i] = self._row(self._arch(X[i]))
+        return X
+
+    def decode(self, X: np.ndarray) -> Any:
+        return self.space.to_arrays([self._arch(x) for x in X])
+
+    def encode(self, batch: Any) -> np.ndarray:
+        rows = [self._row(a) for a in self.space.from_arrays(batch)]
+        return np.asarray(rows, np.int64).reshape(len(rows), self.n_genes)
 
 
 class SpaceFamily(Plugin):

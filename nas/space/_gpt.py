@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -50,10 +50,20 @@ from pydantic import AfterValidator, Field, Strict, field_validator, model_valid
 
 from nas._config import ConfigModel
 from nas.errors import ArchitectureError
-from nas.space._family import FAMILIES, FamilySpace, SeedLike, SpaceFamily, rng_of
+from nas.space._family import (
+    FAMILIES,
+    FamilySpace,
+    Genome,
+    SeedLike,
+    SpaceFamily,
+    choice_indices,
+    missing_param,
+    rng_of,
+)
 from nas.space._space import _is_int, _loads, _read_json_file
 
-__all__ = ["GPTArchitecture", "GPTFamily", "GPTSpace", "GPTSpec", "kept_blocks"]
+__all__ = ["GPTArchitecture", "GPTArrays", "GPTFamily", "GPTGenome", "GPTSpace", "GPTSpec",
+           "kept_blocks"]
 
 PosInt = Annotated[int, Strict(), Field(gt=0)]
 
@@ -160,6 +170,24 @@ class GPTArchitecture:
 
     def __str__(self) -> str:
         return f"{self.space}:{self.hash}"
+
+
+@dataclass(frozen=True)
+class GPTArrays:
+    """A batch of ``gpt`` architectures as integer arrays (the family's batch form, for
+    vectorised encodings, costs and scorers).
+
+    ``n_layer`` and ``n_embd`` are ``(n,)``; ``n_head`` and ``mlp`` are ``(n, max_layer)``,
+    zero past each architecture's depth.
+    """
+
+    n_layer: np.ndarray
+    n_embd: np.ndarray
+    n_head: np.ndarray
+    mlp: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.n_layer.shape[0])
 
 
 class GPTSpace(FamilySpace):
@@ -355,11 +383,69 @@ class GPTSpace(FamilySpace):
         n: int = len(s.n_embd) * sum(per_layer ** k for k in s.n_layer)  # powers of ints
         return n
 
+    # ------------------------------------------------------------------ the batch form
+    def to_arrays(self, archs: Iterable[Any]) -> GPTArrays:
+        """Stack architectures into :class:`GPTArrays` (zeros past each one's depth)."""
+        return GPTArrays(*self._arrays(archs))
+
+    def from_arrays(self, batch: GPTArrays | Iterable[Any]) -> list[GPTArchitecture]:
+        """The canonical architectures of :class:`GPTArrays` (values past a depth ignored),
+        or of any iterable of architectures."""
+        if not isinstance(batch, GPTArrays):
+            return [self.parse(a) for a in batch]
+        out = []
+        for i in range(len(batch)):
+            n = int(batch.n_layer[i])
+            out.append(self.arch(n, int(batch.n_embd[i]), batch.n_head[i, :n].tolist(),
+                                 batch.mlp[i, :n].tolist()))
+        return out
+
+    # ------------------------------------------------------------------ search parameters
+    def search_params(self, resolutions: Sequence[int] | None = None
+                      ) -> dict[str, tuple[int, ...]]:
+        """``n_layer``, ``n_embd``, then per block slot ``n_head.1`` and ``mlp.1`` (heads and
+        MLP width of layer 1; those past the depth take no part)."""
+        _no_resolutions(self, resolutions)
+        s = self.spec
+        out: dict[str, tuple[int, ...]] = {"n_layer": tuple(s.n_layer),
+                                           "n_embd": tuple(s.n_embd)}
+        for j in range(1, self.max_layer + 1):
+            out[f"n_head.{j}"] = tuple(s.n_head)
+            out[f"mlp.{j}"] = tuple(s.mlp)
+        return out
+
+    def to_params(self, arch: Any) -> dict[str, int]:
+        a = self.parse(arch)
+        s = self.spec
+        out = {"n_layer": a.n_layer, "n_embd": a.n_embd}
+        for j in range(self.max_layer):
+            live = j < a.n_layer
+            out[f"n_head.{j + 1}"] = a.n_head[j] if live else min(s.n_head)
+            out[f"mlp.{j + 1}"] = a.mlp[j] if live else min(s.mlp)
+        return out
+
+    def from_params(self, params: Mapping[str, Any]) -> GPTArchitecture:
+        missing = missing_param(self, params)
+        if missing is not None:
+            raise missing
+        n = params["n_layer"]
+        if not _is_int(n) or n not in self.spec.n_layer:
+            raise ArchitectureError(f"n_layer must be one of {list(self.spec.n_layer)}, got "
+                                    f"{n!r} (space {self.name})")
+        return self.arch(int(n), params["n_embd"],
+                         [params[f"n_head.{j + 1}"] for j in range(n)],
+                         [params[f"mlp.{j + 1}"] for j in range(n)])
+
+    def genome(self, resolutions: Sequence[int] | None = None) -> GPTGenome:
+        return GPTGenome(self, resolutions)
+
     # ------------------------------------------------------------------ encodings
     def _arrays(self, archs: Iterable[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                      np.ndarray]:
         """``n_layer``, ``n_embd`` (``(n,)``), heads and MLP widths (``(n, max_layer)``,
         zero past the depth)."""
+        if isinstance(archs, GPTArrays):
+            return archs.n_layer, archs.n_embd, archs.n_head, archs.mlp
         rows = [self.parse(a) for a in archs]
         n = len(rows)
         depth = np.array([a.n_layer for a in rows], dtype=np.int64).reshape(n)
@@ -444,6 +530,62 @@ class GPTSpace(FamilySpace):
 
     def params(self, arch: Any) -> int:
         return int(self.costs([arch])["params"][0])
+
+
+def _no_resolutions(space: GPTSpace, resolutions: Sequence[int] | None) -> None:
+    if resolutions:
+        raise ValueError(f"space {space.name} has no resolutions (its architectures take "
+                         f"tokens), got {list(resolutions)}")
+
+
+class GPTGenome(Genome):
+    """Subnets of a ``gpt`` space as genomes ``[n_layer, n_embd, n_head_1..n_head_L,
+    mlp_1..mlp_L]`` (choice indices, ``L = max_layer``), vectorised; the genes of block
+    slots past the depth are 0 in a canonical genome."""
+
+    space: GPTSpace
+
+    def __init__(self, space: GPTSpace, resolutions: Sequence[int] | None = None) -> None:
+        _no_resolutions(space, resolutions)
+        self.space = space
+        self.resolutions = ()
+        s = space.spec
+        self.depths = np.asarray(s.n_layer, np.int64)
+        self.widths = np.asarray(s.n_embd, np.int64)
+        self.heads = np.asarray(s.n_head, np.int64)
+        self.mlps = np.asarray(s.mlp, np.int64)
+        L = self.L = space.max_layer
+        self.sizes = np.array([len(self.depths), len(self.widths)] + [len(self.heads)] * L
+                              + [len(self.mlps)] * L, np.int64)
+
+    def _live(self, X: np.ndarray) -> np.ndarray:
+        out: np.ndarray = np.arange(self.L)[None, :] < self.depths[X[:, 0]][:, None]
+        return out
+
+    def canonical(self, X: np.ndarray) -> np.ndarray:
+        off = ~self._live(X)
+        X[:, 2:2 + self.L][off] = 0
+        X[:, 2 + self.L:][off] = 0
+        return X
+
+    def decode(self, X: np.ndarray) -> GPTArrays:
+        live = self._live(X)
+        return GPTArrays(n_layer=self.depths[X[:, 0]], n_embd=self.widths[X[:, 1]],
+                         n_head=np.where(live, self.heads[X[:, 2:2 + self.L]], 0),
+                         mlp=np.where(live, self.mlps[X[:, 2 + self.L:]], 0))
+
+    def encode(self, batch: GPTArrays | Iterable[Any]) -> np.ndarray:
+        a = batch if isinstance(batch, GPTArrays) else self.space.to_arrays(batch)
+
+        live = np.arange(self.L)[None, :] < a.n_layer[:, None]
+        heads = np.where(live, a.n_head, self.heads[0])
+        mlp = np.where(live, a.mlp, self.mlps[0])
+        return np.concatenate([
+            choice_indices(self.depths, a.n_layer, "n_layer")[:, None],
+            choice_indices(self.widths, a.n_embd, "n_embd")[:, None],
+            np.where(live, choice_indices(self.heads, heads, "n_head"), 0),
+            np.where(live, choice_indices(self.mlps, mlp, "mlp"), 0),
+        ], axis=1).astype(np.int64)
 
 
 @FAMILIES.register

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -18,10 +18,17 @@ from nas._io import read_text
 from nas._plugin import NoOptions
 from nas.errors import ArchitectureError
 from nas.space._arch import Architecture
-from nas.space._family import FAMILIES, FamilySpace, SpaceFamily
+from nas.space._family import (
+    FAMILIES,
+    FamilySpace,
+    Genome,
+    SpaceFamily,
+    choice_indices,
+    missing_param,
+)
 from nas.space._spec import SpaceSpec
 
-__all__ = ["ArchArrays", "OFAFamily", "SearchSpace", "make_divisible"]
+__all__ = ["ArchArrays", "OFAFamily", "OFAGenome", "SearchSpace", "make_divisible"]
 
 SeedLike = int | np.random.Generator | None
 
@@ -503,6 +510,63 @@ class SearchSpace(FamilySpace):
             )
         return 2 * self.n_layers + self.n_stages + 1
 
+    def from_arrays(self, batch: ArchArrays | Iterable[Architecture]) -> list[Architecture]:
+        """The canonical architectures of :class:`ArchArrays` (zeros, or any value, at
+        layers that do not run), or of any iterable of architectures."""
+        if not isinstance(batch, ArchArrays):
+            return [self.parse(a) for a in batch]
+        return [self.arch(ks=batch.ks[i].tolist(), e=batch.e[i].tolist(),
+                          d=batch.d[i].tolist(), r=int(batch.r[i])) for i in range(len(batch))]
+
+    # ------------------------------------------------------------------ search parameters
+    def _slot(self, j: int) -> str:
+        """Layer slot ``j`` as ``stage.layer`` (1-based), as parameter names have it."""
+        return f"{j // self.max_depth + 1}.{j % self.max_depth + 1}"
+
+    def _search_resolutions(self, resolutions: Sequence[int] | None) -> tuple[int, ...]:
+        res = tuple(sorted(int(r) for r in (resolutions or self.resolutions)))
+        bad = [r for r in res if r not in self.resolutions]
+        if bad:
+            raise ValueError(f"resolution {bad[0]} is not one of "
+                             f"{_fmt_choices(self.resolutions)} (space {self.name})")
+        return res
+
+    def search_params(self, resolutions: Sequence[int] | None = None
+                      ) -> dict[str, tuple[int, ...]]:
+        """Names that read like the network: ``r`` (the resolution), ``d1``..``dS`` (stage
+        depths), then per layer slot ``k1.1`` and ``e1.1`` (kernel and expand ratio of stage
+        1, layer 1; a fixed-depth last stage's slots are stage ``S + 1``'s)."""
+        out: dict[str, tuple[int, ...]] = {"r": self._search_resolutions(resolutions)}
+        for s in range(self.n_stages):
+            out[f"d{s + 1}"] = tuple(self.depths)
+        for j in range(self.n_layers):
+            out[f"k{self._slot(j)}"] = tuple(self.kernel_sizes)
+            out[f"e{self._slot(j)}"] = tuple(self.expand_ratios)
+        return out
+
+    def to_params(self, arch: Architecture) -> dict[str, int]:
+        arch = self.parse(arch, off_grid=True)
+        out: dict[str, int] = {"r": int(arch.r)}
+        for s, d in enumerate(arch.d):
+            out[f"d{s + 1}"] = int(d)
+        for j in range(self.n_layers):
+            out[f"k{self._slot(j)}"] = int(arch.ks[j])
+            out[f"e{self._slot(j)}"] = int(arch.e[j])
+        return out
+
+    def from_params(self, params: Mapping[str, Any]) -> Architecture:
+        missing = missing_param(self, params)
+        if missing is not None:
+            raise missing
+        slots = [self._slot(j) for j in range(self.n_layers)]
+        return self.arch(ks=[int(params[f"k{s}"]) for s in slots],
+                         e=[int(params[f"e{s}"]) for s in slots],
+                         d=[int(params[f"d{s + 1}"]) for s in range(self.n_stages)],
+                         r=int(params["r"]))
+
+    def genome(self, resolutions: Sequence[int] | None = None) -> OFAGenome:
+        return OFAGenome(self, resolutions)
+
     # ------------------------------------------------------------------ channel plan
     @cached_property
     def layer_plan(self) -> list[tuple[int, int, int, int, int, bool]]:
@@ -585,6 +649,86 @@ class SearchSpace(FamilySpace):
 
     def params(self, arch: Architecture) -> int:
         return int(self.costs([self.parse(arch, off_grid=True)])["params"][0])
+
+
+class OFAGenome(Genome):
+    """Subnets of an OFA space as genomes ``[r, d_1..d_S, k_1..k_L, e_1..e_L]`` (choice
+    indices), vectorised; the genes of layers beyond their stage's depth are 0 in a
+    canonical genome, so two genomes of the same network are equal.
+
+    Args:
+        space: the search space.
+        resolutions: the resolutions a search may pick (default: the space's grid); a
+            device that prices only some resolutions narrows this.
+    """
+
+    space: SearchSpace
+
+    def __init__(self, space: SearchSpace, resolutions: Sequence[int] | None = None) -> None:
+        self.space = space
+        self.resolutions = space._search_resolutions(resolutions)
+        self._res = np.asarray(self.resolutions, np.int64)
+        self.kernels = np.asarray(space.kernel_sizes, np.int64)
+        self.expands = np.asarray(space.expand_ratios, np.int64)
+        self.depths = np.asarray(space.depths, np.int64)
+        S, L = space.n_stages, space.n_layers
+        self.n_stages, self.n_layers = S, L
+        # slots beyond the elastic stages' (a fixed-depth last stage's) always run: their
+        # position is below every depth
+        elastic = np.arange(L) < S * space.max_depth
+        self.slot_stage = np.where(elastic, np.arange(L) // space.max_depth, 0)
+        self.slot_pos = np.where(elastic, np.arange(L) % space.max_depth, -1)
+        self.sizes = np.array([len(self._res)] + [len(self.depths)] * S
+                              + [len(self.kernels)] * L + [len(self.expands)] * L, np.int64)
+
+    def _parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        S, L = self.n_stages, self.n_layers
+        return X[:, 0], X[:, 1:1 + S], X[:, 1 + S:1 + S + L], X[:, 1 + S + L:]
+
+    def active(self, X: np.ndarray) -> np.ndarray:
+        """``(n, L)``: whether each layer slot runs."""
+        _, di, _, _ = self._parts(X)
+        d = self.depths[di]
+        out: np.ndarray = self.slot_pos[None, :] < d[:, self.slot_stage]
+        return out
+
+    def canonical(self, X: np.ndarray) -> np.ndarray:
+        S, L = self.n_stages, self.n_layers
+        off = ~self.active(X)
+        X[:, 1 + S:1 + S + L][off] = 0
+        X[:, 1 + S + L:][off] = 0
+        return X
+
+    def decode(self, X: np.ndarray) -> ArchArrays:
+        """Genomes as :class:`ArchArrays` (zeros at layers that do not run)."""
+        ri, di, ki, ei = self._parts(X)
+        act = self.active(X)
+        return ArchArrays(ks=np.where(act, self.kernels[ki], 0),
+                          e=np.where(act, self.expands[ei], 0),
+                          d=self.depths[di], r=self._res[ri])
+
+    def encode(self, batch: ArchArrays | Iterable[Architecture]) -> np.ndarray:
+        a = batch if isinstance(batch, ArchArrays) else self.space.to_arrays(
+            self.space.from_arrays(batch))
+        act = a.ks > 0
+        ks = np.where(act, a.ks, self.kernels[0])
+        e = np.where(act, a.e, self.expands[0])
+        return np.concatenate([
+            choice_indices(self._res, a.r, "resolution")[:, None],
+            choice_indices(self.depths, a.d, "depth"),
+            np.where(act, choice_indices(self.kernels, ks, "kernel size"), 0),
+            np.where(act, choice_indices(self.expands, e, "expand ratio"), 0),
+        ], axis=1).astype(np.int64)
+
+    def smallest(self) -> np.ndarray:
+        """The smallest subnet at every resolution (ascending)."""
+        sp = self.space
+        return self.encode(sp.to_arrays([sp.smallest(r) for r in self.resolutions]))
+
+    def largest(self) -> np.ndarray:
+        """The largest subnet at every resolution (ascending)."""
+        sp = self.space
+        return self.encode(sp.to_arrays([sp.largest(r) for r in self.resolutions]))
 
 
 def _conv_out_arr(size: np.ndarray, stride: int) -> np.ndarray:

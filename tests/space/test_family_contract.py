@@ -21,8 +21,10 @@ from nas.errors import ConfigError
 from nas.space import (
     FAMILIES,
     SPACES,
+    FamilySpace,
     GPTSpace,
     GPTSpec,
+    ParamsGenome,
     SearchSpace,
     SpaceFamily,
     get_family_space,
@@ -125,3 +127,35 @@ def test_a_family_whose_mutations_leave_the_space_fails_the_contract(
         del WideSpace.mutate
     assert [name for name, _ in failed] == ["check_family_spaces_pass_the_space_checks"]
     assert "mutate(prob=0) changed" in failed[0][1]
+
+
+def test_a_third_family_needs_no_batch_form_or_genome_of_its_own(third_family: Path) -> None:
+    """The batch form and the genome have defaults built on the family's search parameters
+    (:class:`~nas.space.ParamsGenome`): a family that writes neither passes the contract."""
+    register_space(third_family)
+    own = {k: getattr(WideSpace, k) for k in ("to_arrays", "from_arrays", "genome")}
+    try:
+        for key in own:
+            setattr(WideSpace, key, getattr(FamilySpace, key))
+        space = get_space("wide_for_test")
+        assert isinstance(space.genome(), ParamsGenome)
+        assert space.to_arrays([space.largest()]) == [space.largest()]
+        check_plugin(FAMILIES, "wide")
+    finally:
+        for key, value in own.items():
+            setattr(WideSpace, key, value)
+
+
+def test_a_family_whose_params_lose_a_layer_fails_the_contract(third_family: Path) -> None:
+    def from_params(self: WideSpace, params: Any) -> Any:
+        arch = GPTSpace.from_params(self, params)
+        n = max(1, arch.n_layer - 1)  # drops a layer: to_params does not round-trip
+        return self.arch(n, arch.n_embd, arch.n_head[:n], arch.mlp[:n])
+
+    register_space(third_family)
+    WideSpace.from_params = from_params  # type: ignore[method-assign]
+    try:
+        with pytest.raises(AssertionError, match=r"from_params\(to_params\("):
+            check_plugin(FAMILIES, "wide")
+    finally:
+        del WideSpace.from_params
