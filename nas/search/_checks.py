@@ -20,7 +20,7 @@ from nas.errors import ConfigError
 from nas.search._config import RaySearchConfig
 from nas.search._params import arch_from_params, distributions
 from nas.search._samplers import SearchSampler
-from nas.space import Architecture, get_space
+from nas.space import FamilySpace, get_space
 
 __all__ = ["SAMPLER_CHECKS"]
 
@@ -63,9 +63,11 @@ def _config(cls: SamplerClass, n_objectives: int, seed: int = 7) -> RaySearchCon
                              f"{objectives} is refused: {exc}") from None
 
 
-def _values(arch: Architecture, n: int) -> list[float]:
-    """Objectives that conflict: bigger kernels (maximised accuracy) against resolution."""
-    return [float(sum(arch.ks) + sum(arch.e)), float(arch.r * sum(arch.d))][:n]
+def _values(space: FamilySpace, arch: Any, n: int) -> list[float]:
+    """Objectives that conflict: the sum of the architecture's ordinal encoding (bigger
+    choices everywhere, maximised as accuracy is) against its MACs (minimised)."""
+    size = float(space.encode([arch], kind="ordinal").sum())
+    return [size, float(space.macs(arch))][:n]
 
 
 def _run(cls: SamplerClass, n_objectives: int, seed: int = 7) -> Any:
@@ -82,7 +84,7 @@ def _run(cls: SamplerClass, n_objectives: int, seed: int = 7) -> Any:
                                 sampler=sampler)
     for _ in range(N_TRIALS):
         trial = study.ask(dists)
-        study.tell(trial, _values(arch_from_params(space, trial.params), n_objectives))
+        study.tell(trial, _values(space, arch_from_params(space, trial.params), n_objectives))
     return study
 
 

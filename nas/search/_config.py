@@ -54,6 +54,7 @@ from pydantic import (
     Tag,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     ValidatorFunctionWrapHandler,
     WrapValidator,
     field_validator,
@@ -171,17 +172,48 @@ class Objective(BaseModel):
 
 
 def _space_names() -> list[str]:
-    """The spaces a search runs on: the ofa family's (a gpt space is refused in one line
-    until the search reaches a space through its family, issue 25)."""
+    """The spaces a search runs on: every registered space, of every family (the search
+    reaches a space only through its family's interface). What a space cannot be searched
+    with is refused at its own field (:func:`_latency_kinds_for`)."""
     from nas.space import SPACES
 
-    return [name for name, sp in SPACES.items() if sp.family == "ofa"]
+    return list(SPACES.names())
 
 
 def _latency_kinds() -> list[str]:
     from nas.latency import PREDICTORS
 
     return list(PREDICTORS)
+
+
+def _latency_kinds_for(space: Any) -> list[str] | None:
+    """The latency predictor kinds that price ``space`` (their ``tags`` apply to it, e.g. to
+    its family); None when ``space`` is not a known space's name (refused at ``space``)."""
+    from nas._plugin import applies_to
+    from nas.latency import PREDICTORS
+    from nas.space import SPACES
+
+    if not isinstance(space, str) or space not in SPACES:
+        return None
+    sp = SPACES.get(space)
+    return [name for name, cls in PREDICTORS.items() if applies_to(cls, sp.family, sp.name)]
+
+
+def _check_latency_priced(keys: Iterable[str], info: ValidationInfo) -> None:
+    """Refuse ``latency:<device>`` among ``keys`` when no latency predictor kind prices the
+    config's space (a ``gpt`` space until its family has latency predictors)."""
+    latency = [k for k in keys if str(k).startswith("latency:")]
+    if not latency:
+        return
+    space = info.data.get("space")
+    kinds = _latency_kinds_for(space)
+    if kinds is None or kinds:
+        return
+    from nas.space import get_space
+
+    family = get_space(str(space)).family
+    raise ValueError(f"{latency[0]}: no latency predictor prices space {space!r} of the "
+                     f"{family!r} family yet; allowed for it: accuracy, macs, params")
 
 
 class ProxyOptions(ConfigModel):
@@ -311,12 +343,13 @@ class SearchConfig(ConfigModel):
 
     @field_validator("objectives")
     @classmethod
-    def _objectives(cls, v: list[str]) -> list[str]:
+    def _objectives(cls, v: list[str], info: ValidationInfo) -> list[str]:
         if not v:
             raise ValueError("at least one objective is needed")
         keys = [Objective.from_text(x).name for x in v]
         if len(set(keys)) != len(keys):
             raise ValueError(f"objectives repeat: {v}")
+        _check_latency_priced(keys, info)
         return keys
 
     @field_validator("proxy_options")
@@ -327,9 +360,20 @@ class SearchConfig(ConfigModel):
         opts: ProxyOptions = ProxyOptions.model_validate(v)
         return opts.model_dump(exclude_unset=True)
 
+    @field_validator("latency_kind")
+    @classmethod
+    def _latency_kind(cls, v: str | None, info: ValidationInfo) -> str | None:
+        kinds = _latency_kinds_for(info.data.get("space"))
+        if v is not None and kinds is not None and v not in kinds:
+            space = info.data["space"]
+            allowed = ", ".join(kinds) if kinds else "none yet"
+            raise ValueError(f"kind {v!r} does not price space {space!r}; the kinds that do: "
+                             f"{allowed}")
+        return v
+
     @field_validator("constraints")
     @classmethod
-    def _constraints(cls, v: dict[str, float]) -> dict[str, float]:
+    def _constraints(cls, v: dict[str, float], info: ValidationInfo) -> dict[str, float]:
         out = {}
         for key, bound in v.items():
             metric, device = parse_metric(key)
@@ -339,6 +383,7 @@ class SearchConfig(ConfigModel):
             if not bound > 0:  # NaN and inf are refused before (allow_inf_nan=False)
                 raise ValueError(f"{key}: the bound must be > 0, got {bound}")
             out[f"latency:{device}" if device else metric] = float(bound)
+        _check_latency_priced(out, info)
         return out
 
     @field_validator("study")

@@ -41,12 +41,13 @@ from nas.search._pool import EvaluatorPool, cause, start_ray, stop_ray
 from nas.search._results import SearchResult, open_storage, result_from_study
 from nas.search._study import Ledger, load_ledger, open_study
 from nas.search._worker import error_line, peak_rss_mb
-from nas.space import Architecture, SearchSpace, get_space
+from nas.space import FamilySpace, get_space
 
 __all__ = ["RaySearch", "check_config", "load_latency_predictors", "make_sampler",
            "run_search"]
 
-Batch = list[tuple[Trial, Architecture]]
+#: trials and their architectures
+Batch = list[tuple[Trial, Any]]
 
 
 # ---------------------------------------------------------------------- set-up
@@ -122,7 +123,7 @@ def check_config(cfg: SearchConfig) -> None:
                               f" not {space.name!r}: pass a checkpoint of {space.name}")
 
 
-def check_feasible(cfg: SearchConfig, space: SearchSpace, predictors: dict[str, Any],
+def check_feasible(cfg: SearchConfig, space: FamilySpace, predictors: dict[str, Any],
                    n_sample: int = 2000, resolutions: list[int] | None = None) -> None:
     """Refuse at once a constraint that no subnet can meet.
 
@@ -135,10 +136,8 @@ def check_feasible(cfg: SearchConfig, space: SearchSpace, predictors: dict[str, 
         return
     from nas.search._evolve import GenomeCodec
 
-    res = list(resolutions or space.resolutions)
-    codec = GenomeCodec(space, res)
-    smallest = codec.encode(space.to_arrays([space.smallest(r) for r in res]))
-    archs = codec.decode(np.concatenate([smallest,
+    codec = GenomeCodec(space, resolutions)
+    archs = codec.decode(np.concatenate([codec.genome.smallest(),
                                          codec.random(n_sample, np.random.default_rng(0))]))
     costs = space.costs(archs)
     for key, bound in cfg.constraints.items():
@@ -224,7 +223,7 @@ class RaySearch:
             self._prepare(self.cfg)
         from nas.search._fast import search_resolutions
 
-        self.space: SearchSpace = get_space(self.cfg.space)
+        self.space: FamilySpace = get_space(self.cfg.space)
         self.dists = distributions(self.space, search_resolutions(self.cfg, self.space))
         self.ledger: Ledger = load_ledger(self.cfg, self.study)
 

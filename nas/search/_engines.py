@@ -134,14 +134,15 @@ def _ranked() -> list[type[SearchEngine]]:
 class PredictorEngine(SearchEngine):
     name = "predictor"
     description = ("vectorised NSGA-II in this process, about a second; every objective "
-                   "and constraint a predictor (ofa-imagenet, latency, macs, params)")
+                   "and constraint a predictor (ofa-imagenet, nonembedding-params, latency, "
+                   "macs, params)")
     Options = PredictorOptions
     config = PredictorSearchConfig
     where = "in this process"
     rank = 0
     suits = "every objective and constraint is a predictor"
     remedy = ("use engine 'auto' or 'ray', or a predictor proxy (ofa-imagenet, "
-              "predictor:path=FILE, macs, params)")
+              "predictor:path=FILE, macs, params; nonembedding-params for a gpt space)")
 
     @classmethod
     def refuses(cls, cfg: SearchConfig) -> str | None:

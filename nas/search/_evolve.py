@@ -4,9 +4,11 @@ When every objective and constraint of a search is a predictor, one generation o
 hundred subnets is scored in about a millisecond, and what remains is the evolution's own
 bookkeeping. This module keeps that bookkeeping in a few numpy operations per generation:
 
-- a **genome** is a row of choice indices, ``[r, d_1..d_S, k_1..k_L, e_1..e_L]``
-  (:class:`GenomeCodec`); genes of layers beyond their stage's depth are canonicalised to 0,
-  so two genomes of the same network are equal and a network is scored once;
+- a **genome** is a row of choice indices, as the space's family lays it out
+  (:meth:`~nas.space.FamilySpace.genome`; OFA's ``[r, d_1..d_S, k_1..k_L, e_1..e_L]``);
+  genes that take no part in the network are canonicalised to 0, so two genomes of the same
+  network are equal and a network is scored once (:class:`GenomeCodec` adds the keys that
+  tell them apart and random draws);
 - **NSGA-II** (Deb et al., IEEE TEC 2002) with Deb's constraint domination: feasible before
   infeasible, infeasible by total relative violation, feasible by non-domination rank, then
   crowding distance; binary tournaments on that order, uniform crossover, per-gene mutation
@@ -25,19 +27,21 @@ the textbook one; this is an implementation of it for integer genomes.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
-from nas.space import ArchArrays, SearchSpace
+from nas.space import FamilySpace, Genome
 
 __all__ = ["Evolution", "EvolutionResult", "GenomeCodec", "crowding", "nondominated_ranks"]
 
 
 # ---------------------------------------------------------------------- genomes
 class GenomeCodec:
-    """Subnets of ``space`` as integer genomes, and back, vectorised.
+    """Subnets of ``space`` as integer genomes (its family's :class:`~nas.space.Genome`),
+    and back, vectorised, with a key per network and random draws.
 
     Args:
         space: the search space.
@@ -45,83 +49,47 @@ class GenomeCodec:
             device that prices only some resolutions narrows this.
     """
 
-    def __init__(self, space: SearchSpace, resolutions: list[int] | None = None) -> None:
+    def __init__(self, space: FamilySpace, resolutions: Sequence[int] | None = None) -> None:
         self.space = space
-        self.resolutions = np.asarray(sorted(resolutions or space.resolutions), np.int64)
-        self.kernels = np.asarray(space.kernel_sizes, np.int64)
-        self.expands = np.asarray(space.expand_ratios, np.int64)
-        self.depths = np.asarray(space.depths, np.int64)
-        S, L = space.n_stages, space.n_layers
-        self.n_stages, self.n_layers = S, L
-        # slots beyond the elastic stages' (a fixed-depth last stage's) always run: their
-        # position is below every depth
-        elastic = np.arange(L) < S * space.max_depth
-        self.slot_stage = np.where(elastic, np.arange(L) // space.max_depth, 0)
-        self.slot_pos = np.where(elastic, np.arange(L) % space.max_depth, -1)
-        self.sizes = np.array([len(self.resolutions)] + [len(self.depths)] * S
-                              + [len(self.kernels)] * L + [len(self.expands)] * L, np.int64)
-        self.n_genes = len(self.sizes)
+        self.genome: Genome = space.genome(list(resolutions) if resolutions else None)
+        self.sizes = self.genome.sizes
+        self.n_genes = self.genome.n_genes
+        #: the resolutions the genomes range over (empty for a family without)
+        self.resolutions = np.asarray(self.genome.resolutions, np.int64)
         # a 64-bit key per canonical genome (a weighted sum that wraps around)
         self._weights = np.random.default_rng(0x5EED).integers(
             1, 2**62, self.n_genes, dtype=np.int64) | 1
 
-    # -- layout
-    def _parts(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        S, L = self.n_stages, self.n_layers
-        return X[:, 0], X[:, 1:1 + S], X[:, 1 + S:1 + S + L], X[:, 1 + S + L:]
-
-    def active(self, X: np.ndarray) -> np.ndarray:
-        """``(n, L)``: whether each layer slot runs."""
-        _, di, _, _ = self._parts(X)
-        d = self.depths[di]
-        return self.slot_pos[None, :] < d[:, self.slot_stage]  # type: ignore[no-any-return]
-
     def canonical(self, X: np.ndarray) -> np.ndarray:
-        """``X`` with the genes of layers that do not run set to 0 (in place; returned)."""
-        S, L = self.n_stages, self.n_layers
-        off = ~self.active(X)
-        X[:, 1 + S:1 + S + L][off] = 0
-        X[:, 1 + S + L:][off] = 0
-        return X
+        """``X`` with the genes that take no part in the network set to 0 (in place)."""
+        return self.genome.canonical(X)
 
     def keys(self, X: np.ndarray) -> np.ndarray:
         """One int64 per canonical genome (equal networks, equal keys)."""
         with np.errstate(over="ignore"):
             return (X.astype(np.int64) * self._weights).sum(axis=1)  # type: ignore[no-any-return]
 
-    # -- conversions
-    def decode(self, X: np.ndarray) -> ArchArrays:
-        """Genomes as :class:`~nas.space.ArchArrays` (zeros at layers that do not run)."""
-        ri, di, ki, ei = self._parts(X)
-        act = self.active(X)
-        return ArchArrays(ks=np.where(act, self.kernels[ki], 0),
-                          e=np.where(act, self.expands[ei], 0),
-                          d=self.depths[di], r=self.resolutions[ri])
+    def decode(self, X: np.ndarray) -> Any:
+        """Genomes in the family's batch form (:meth:`~nas.space.FamilySpace.to_arrays`)."""
+        return self.genome.decode(X)
 
-    def encode(self, a: ArchArrays) -> np.ndarray:
-        """Arrays of architectures on this codec's grid as canonical genomes.
+    def encode(self, batch: Any) -> np.ndarray:
+        """A batch of architectures on this codec's grid as canonical genomes.
 
         Raises:
             ValueError: a choice or resolution the codec does not have.
         """
-        def index(choices: np.ndarray, values: np.ndarray, what: str) -> np.ndarray:
-            i = np.searchsorted(choices, values)
-            bad = (i >= len(choices)) | (choices[np.minimum(i, len(choices) - 1)] != values)
-            if bad.any():
-                raise ValueError(f"{what} {int(values[bad][0])} is not one of "
-                                 f"{choices.tolist()}")
-            return i
+        return self.genome.encode(batch)
 
-        act = a.ks > 0
-        X = np.concatenate([
-            index(self.resolutions, a.r, "resolution")[:, None],
-            index(self.depths, a.d, "depth"),
-            np.where(act, index(self.kernels, np.where(act, a.ks, self.kernels[0]),
-                                "kernel size"), 0),
-            np.where(act, index(self.expands, np.where(act, a.e, self.expands[0]),
-                                "expand ratio"), 0),
-        ], axis=1).astype(np.int64)
-        return X
+    def archs(self, X: np.ndarray) -> list[Any]:
+        """The canonical architectures of genomes."""
+        return self.genome.archs(X)
+
+    def extremes(self) -> np.ndarray:
+        """The smallest and the largest subnet at every resolution, in turn (a tight budget
+        has a feasible parent at once; a loose one a strong one)."""
+        small, big = self.genome.smallest(), self.genome.largest()
+        return np.stack([small, big], axis=1).reshape(-1, self.n_genes)
 
     def random(self, n: int, rng: np.random.Generator) -> np.ndarray:
         """``n`` canonical genomes, each gene uniform over its choices."""

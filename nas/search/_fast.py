@@ -30,7 +30,7 @@ from nas.search._config import PredictorSearchConfig, SearchConfig
 from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec, nondominated_ranks
 from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
-from nas.space import ArchArrays, SearchSpace, get_space
+from nas.space import FamilySpace, get_space
 
 __all__ = ["MAX_SCORED", "PREDICTOR_POPULATION", "Scorer", "SearchStopped", "Specialization",
            "check_effort",
@@ -74,10 +74,11 @@ def check_effort(cfg: PredictorSearchConfig) -> None:
                           f"most {MAX_SCORED:,} a search (lower either)")
 
 
-def search_resolutions(cfg: SearchConfig, space: SearchSpace) -> list[int]:
+def search_resolutions(cfg: SearchConfig, space: FamilySpace) -> list[int]:
     """The resolutions a search may pick: the space's grid, narrowed to those every priced
     device declares (``resolutions`` of its profile), or with ``interpolate`` to the
-    space's resolutions within each such device's range.
+    space's resolutions within each such device's range; none for a space whose
+    architectures have no resolution (:attr:`~nas.space.FamilySpace.resolutions`).
 
     Raises:
         ConfigError: no resolution is left.
@@ -85,6 +86,8 @@ def search_resolutions(cfg: SearchConfig, space: SearchSpace) -> list[int]:
     from nas.devices import get_device
 
     res = list(space.resolutions)
+    if not res:
+        return res
     for dev in cfg.devices:
         allowed = get_device(dev).resolutions
         if not allowed:
@@ -112,8 +115,8 @@ class Scorer:
     """
 
     cfg: PredictorSearchConfig
-    space: SearchSpace
-    accuracy: Callable[[ArchArrays], np.ndarray] | None
+    space: FamilySpace
+    accuracy: Callable[[Any], np.ndarray] | None
     latency: dict[str, Any]
     signs: np.ndarray = field(init=False)
 
@@ -139,8 +142,9 @@ class Scorer:
                     est.set_params(interpolate=True)
         return cls(cfg=cfg, space=space, accuracy=acc, latency=lat)
 
-    def metrics(self, a: ArchArrays) -> dict[str, np.ndarray]:
-        """``accuracy``, ``latency:<device>``, ``macs``, ``params`` (those the search uses)."""
+    def metrics(self, a: Any) -> dict[str, np.ndarray]:
+        """``accuracy``, ``latency:<device>``, ``macs``, ``params`` (those the search uses),
+        of a batch in the family's batch form (:meth:`~nas.space.FamilySpace.to_arrays`)."""
         out: dict[str, np.ndarray] = {}
         if self.accuracy is not None:
             out["accuracy"] = np.asarray(self.accuracy(a), np.float64)
@@ -165,15 +169,6 @@ class Scorer:
         return F, V
 
 
-def _initial(codec: GenomeCodec, space: SearchSpace) -> np.ndarray:
-    """The smallest and the largest subnet at every resolution (a tight budget has a
-    feasible parent at once; a loose one a strong one)."""
-    rows = []
-    for r in codec.resolutions.tolist():
-        rows += [space.smallest(int(r)), space.largest(int(r))]
-    return codec.encode(space.to_arrays(rows))
-
-
 def _evolve(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, *, progress: bool,
             stop: threading.Event | None = None,
             on_trial: Callable[[int], None] | None = None) -> tuple[EvolutionResult, float]:
@@ -185,7 +180,7 @@ def _evolve(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, *, p
         return scorer.objectives_and_violation(scorer.metrics(codec.decode(X)))
 
     evo = Evolution(codec, evaluate, population=cfg.population or PREDICTOR_POPULATION,
-                    seed=cfg.seed, initial=_initial(codec, scorer.space))
+                    seed=cfg.seed, initial=codec.extremes())
     first = cfg.objective_list[0]
     t0 = time.perf_counter()
     label = f"search {cfg.study_name} (predictor engine)"
@@ -244,14 +239,6 @@ def _trials(cfg: PredictorSearchConfig, scorer: Scorer, codec: GenomeCodec, res:
             values=[float(m[k][row]) for k in cfg.objectives],
             user_attrs={**item, "scored_index": int(i)}, constraints=cons or None))
     return out
-
-
-def _arch(space: SearchSpace, a: ArchArrays, row: int) -> Any:
-    """Row ``row`` of ``a`` as a canonical architecture (the values of layers that do not
-    run are the space's smallest choices, as the canonical form has them)."""
-    ks = np.where(a.ks[row] > 0, a.ks[row], min(space.kernel_sizes))
-    e = np.where(a.e[row] > 0, a.e[row], min(space.expand_ratios))
-    return space.arch(ks=ks.tolist(), e=e.tolist(), d=a.d[row].tolist(), r=int(a.r[row]))
 
 
 # ---------------------------------------------------------------------- the two entry points
@@ -374,14 +361,13 @@ def _budget_key(key: str, bound: float) -> str:
     return f"{key}<={bound:g}"
 
 
-def _items(scorer: Scorer, a: ArchArrays, m: Mapping[str, np.ndarray]
+def _items(scorer: Scorer, a: Any, m: Mapping[str, np.ndarray]
            ) -> list[tuple[Any, dict[str, Any]]]:
-    """Each subnet of ``a`` as its canonical architecture and the dict :class:`Specialization`
-    returns (the attributes a stored trial also carries)."""
+    """Each subnet of the batch ``a`` as its canonical architecture and the dict
+    :class:`Specialization` returns (the attributes a stored trial also carries)."""
     costs = scorer.space.costs(a)
     out = []
-    for row in range(len(a)):
-        arch = _arch(scorer.space, a, row)
+    for row, arch in enumerate(scorer.space.from_arrays(a)):
         item: dict[str, Any] = {"arch": arch.to_dict(), "arch_hash": arch.hash,
                                 "macs": int(costs["macs"][row]),
                                 "params": int(costs["params"][row]),

@@ -1,12 +1,18 @@
 """A search space as Optuna distributions, so that a search is a plain Optuna study.
 
-Every layer slot gets a kernel and an expand-ratio parameter, every stage a depth, plus the
-resolution: a fixed set of parameters for every trial (TPE, NSGA-II and GP work best that
-way). Values at slots beyond a stage's depth do not change the network; the architecture
-built from the parameters is canonical, so those values take no part in its hash.
+The space's family says what a search's parameters are
+(:meth:`~nas.space.FamilySpace.search_params`: every parameter and its choices, in a fixed
+order) and how an architecture maps to them and back
+(:meth:`~nas.space.FamilySpace.to_params`, :meth:`~nas.space.FamilySpace.from_params`); this
+module only turns the choices into Optuna distributions. Every trial has the same set of
+parameters (TPE, NSGA-II and GP work best that way); values that take no part in a network
+(an OFA layer beyond its stage's depth, a GPT block past the depth) do not change it, and
+the architecture built from the parameters is canonical, so those values take no part in
+its hash.
 
-Names read like the network: ``r``, ``d1``..``dS`` (stage depths), ``k1.1`` and ``e1.1``
-(kernel and expand ratio of stage 1, layer 1).
+Names read like the network: for the ``ofa`` family ``r``, ``d1``..``dS`` (stage depths),
+``k1.1`` and ``e1.1`` (kernel and expand ratio of stage 1, layer 1); for ``gpt``
+``n_layer``, ``n_embd``, ``n_head.1`` and ``mlp.1`` (heads and MLP width of layer 1).
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from typing import Any
 
 from optuna.distributions import BaseDistribution, CategoricalDistribution, IntDistribution
 
-from nas.space import Architecture, SearchSpace
+from nas.space import FamilySpace
 
 __all__ = ["arch_from_params", "distributions", "params_from_arch"]
 
@@ -33,44 +39,23 @@ def _dist(values: Sequence[int]) -> BaseDistribution:
     return CategoricalDistribution(vals)
 
 
-def _slot(space: SearchSpace, j: int) -> str:
-    return f"{j // space.max_depth + 1}.{j % space.max_depth + 1}"
-
-
-def distributions(space: SearchSpace, resolutions: Sequence[int] | None = None
+def distributions(space: FamilySpace, resolutions: Sequence[int] | None = None
                   ) -> dict[str, BaseDistribution]:
-    """Parameter name -> distribution, in a fixed order.
+    """Parameter name -> distribution, in the family's fixed order.
 
     Args:
         resolutions: the resolutions a search may pick (default: the space's grid), e.g.
             those a device's lookup table prices.
     """
-    out: dict[str, BaseDistribution] = {"r": _dist(resolutions or space.resolutions)}
-    for s in range(space.n_stages):
-        out[f"d{s + 1}"] = _dist(space.depths)
-    for j in range(space.n_layers):
-        out[f"k{_slot(space, j)}"] = _dist(space.kernel_sizes)
-        out[f"e{_slot(space, j)}"] = _dist(space.expand_ratios)
-    return out
+    params = space.search_params(list(resolutions) if resolutions else None)
+    return {name: _dist(choices) for name, choices in params.items()}
 
 
-def arch_from_params(space: SearchSpace, params: Mapping[str, Any]) -> Architecture:
+def arch_from_params(space: FamilySpace, params: Mapping[str, Any]) -> Any:
     """The canonical architecture of a trial's parameters."""
-    slots = [_slot(space, j) for j in range(space.n_layers)]
-    return space.arch(
-        ks=[int(params[f"k{s}"]) for s in slots],
-        e=[int(params[f"e{s}"]) for s in slots],
-        d=[int(params[f"d{s + 1}"]) for s in range(space.n_stages)],
-        r=int(params["r"]),
-    )
+    return space.from_params(params)
 
 
-def params_from_arch(space: SearchSpace, arch: Architecture) -> dict[str, int]:
+def params_from_arch(space: FamilySpace, arch: Any) -> dict[str, int]:
     """Parameters that give ``arch`` (e.g. to enqueue a known subnet as a trial)."""
-    out: dict[str, int] = {"r": int(arch.r)}
-    for s, d in enumerate(arch.d):
-        out[f"d{s + 1}"] = int(d)
-    for j in range(space.n_layers):
-        out[f"k{_slot(space, j)}"] = int(arch.ks[j])
-        out[f"e{_slot(space, j)}"] = int(arch.e[j])
-    return out
+    return space.to_params(arch)

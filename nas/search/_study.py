@@ -22,7 +22,6 @@ from nas.errors import ConfigError
 from nas.search._config import SearchConfig
 from nas.search._lease import StudyLease, acquire_lease
 from nas.search._results import CONFIG_KEY, PREDICTORS_KEY, RETRIED_KEY
-from nas.space import Architecture
 
 __all__ = ["Ledger", "load_ledger", "open_study"]
 
@@ -174,7 +173,7 @@ class Ledger:
             self.best = values[0]
 
     # ------------------------------------------------------------------ asking
-    def admit(self, trial: Trial, arch: Architecture) -> bool:
+    def admit(self, trial: Trial, arch: Any) -> bool:
         """True when ``arch`` must be evaluated for ``trial`` (it is then being evaluated);
         False when the trial was told a stored result or waits for an evaluation in flight."""
         hit = self.known.get(arch.hash)
@@ -189,7 +188,7 @@ class Ledger:
         return True
 
     # ------------------------------------------------------------------ telling
-    def resolve(self, trial: Trial, arch: Architecture, res: dict[str, Any]) -> None:
+    def resolve(self, trial: Trial, arch: Any, res: dict[str, Any]) -> None:
         """Tell an evaluated trial its result, and every trial waiting for it."""
         self.tell(trial, arch, res)
         self.evaluated += 1
@@ -199,7 +198,7 @@ class Ledger:
             self.tell(dup, arch, res, duplicate_of=trial.number)
             self.duplicates += 1
 
-    def tell(self, trial: Trial, arch: Architecture, res: dict[str, Any],
+    def tell(self, trial: Trial, arch: Any, res: dict[str, Any],
              duplicate_of: int | None = None) -> None:
         """Record a result on the trial and tell the study."""
         trial.set_user_attr("arch", arch.to_dict())
@@ -226,7 +225,7 @@ class Ledger:
         self.study.tell(trial, values)
         self.note(values, all(v <= 0 for v in violations))
 
-    def requeue(self, batch: list[tuple[Trial, Architecture]], why: str) -> None:
+    def requeue(self, batch: list[tuple[Trial, Any]], why: str) -> None:
         """Fail the trials of a dead worker (not counted) and enqueue them to run again,
         with the trials waiting for them."""
         for trial, arch in batch:

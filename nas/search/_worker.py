@@ -18,7 +18,7 @@ import numpy as np
 
 from nas.errors import NASError
 from nas.search._config import SearchConfig
-from nas.space import Architecture, get_space
+from nas.space import get_space
 
 __all__ = ["Evaluator", "error_line", "peak_rss_mb"]
 
@@ -81,7 +81,7 @@ class Evaluator:
         device, ``macs``, ``params``, ``eval_s``; or ``error`` (one line) when that
         architecture could not be evaluated. Never raises for a bad architecture."""
         t0 = time.perf_counter()
-        parsed: list[Architecture | None] = []
+        parsed: list[Any] = []
         out: list[dict[str, Any]] = []
         for a in archs:
             try:
