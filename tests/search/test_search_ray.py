@@ -130,6 +130,29 @@ def test_every_sampler_spends_its_budget(local_ray, make_config, sampler: str) -
     assert res.front
 
 
+def test_a_gpt_space_is_searched_on_ray_by_its_family_s_parameters(local_ray,
+                                                                    make_config) -> None:
+    """A space of the gpt family on Ray actors: the sampler asks the family's parameters,
+    the actors score with the training-free proxy, no checkpoint, data or latency."""
+    cfg = SearchConfig.model_validate(make_config(
+        space="gpt_tiny", proxy="nonembedding-params", proxy_options={},
+        objectives=["accuracy", "macs"], sampler="nsga2", population=4, n_trials=8,
+        workers=1, study="gpt", checkpoint=None, data=None, engine="ray"))
+    res = run_search(cfg, progress=False)
+    assert len(res.budget_trials) == 8
+    assert res.n_complete == 8
+    sp = get_space("gpt_tiny")
+    done = [t for t in res.trials if t.state == "COMPLETE"]
+    archs = [sp.parse(t.arch) for t in done]
+    assert [t.macs for t in done] == [sp.macs(a) for a in archs]
+    assert [t.accuracy for t in done] == [float(sp.costs([a])["layer_params"].sum())
+                                          for a in archs]
+    assert res.front
+    assert _non_dominated([(t.accuracy, t.macs) for t in res.front])
+    study = optuna.load_study(study_name="gpt", storage=res_storage(cfg.model_dump()))
+    assert set(study.trials[0].params) == set(sp.search_params())
+
+
 def test_bad_input_gets_one_line(local_ray, make_config, search_env, run_nas,
                                  tmp_path) -> None:
     def run(**kw: object) -> str:
