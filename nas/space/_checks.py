@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from nas._config import ConfigModel
-from nas.errors import ArchitectureError
+from nas.errors import ArchitectureError, ConfigError
 from nas.space._family import FAMILIES, FamilySpace, Genome, ParamsGenome, SpaceFamily
 
 __all__ = ["CHECKS", "FAMILY_CHECKS"]
@@ -125,6 +125,43 @@ def check_costs_are_positive_and_grow(space: FamilySpace) -> None:
             f"space {space.name!r}: costs()['params'] above the largest's")
     _expect([space.macs(a) for a in archs] == costs["macs"].tolist(),
             f"space {space.name!r}: macs() and costs()['macs'] disagree")
+
+
+def check_memory_is_counted_or_refused(space: FamilySpace) -> None:
+    """A family that counts memory (:attr:`~FamilySpace.counts_memory`) gives ``weights``,
+    ``cache`` and ``total`` as ``(n,)`` int64 bytes, total their sum, weights positive and
+    the same for any batch, the cache per sequence (twice as much for two), growing from the
+    smallest to the largest architecture, the same row for an architecture in any batch;
+    one that does not refuses :meth:`~FamilySpace.memory` in one ``ConfigError`` line."""
+    small, big = space.smallest(), space.largest()
+    if not space.counts_memory:
+        try:
+            space.memory([small])
+        except ConfigError as exc:
+            _expect("\n" not in str(exc), f"space {space.name!r}: memory()'s refusal is not "
+                    f"one line: {exc}")
+            return
+        raise AssertionError(f"space {space.name!r}: counts_memory is False, but memory() "
+                             "did not refuse")
+    archs = [small, *space.sample_many(4, seed=5), big]
+    one, two = space.memory(archs), space.memory(archs, batch=2)
+    for key in ("weights", "cache", "total"):
+        v = one[key]
+        _expect(isinstance(v, np.ndarray) and v.shape == (len(archs),) and v.dtype == np.int64,
+                f"space {space.name!r}: memory()[{key!r}] is not ({len(archs)},) int64")
+    _expect(np.array_equal(one["total"], one["weights"] + one["cache"]),
+            f"space {space.name!r}: memory()'s total is not weights + cache")
+    _expect(np.all(one["weights"] > 0) and np.all(one["cache"] >= 0),
+            f"space {space.name!r}: memory() has weights <= 0 or a negative cache")
+    _expect(np.array_equal(two["weights"], one["weights"])
+            and np.array_equal(two["cache"], 2 * one["cache"]),
+            f"space {space.name!r}: memory(batch=2) is not the same weights and twice the cache")
+    _expect(one["total"][0] < one["total"][-1] and np.all(one["total"] >= one["total"][0])
+            and np.all(one["total"] <= one["total"][-1]),
+            f"space {space.name!r}: memory of smallest, samples, largest: "
+            f"{one['total'].tolist()}")
+    _expect(int(space.memory([archs[2]])["total"][0]) == int(one["total"][2]),
+            f"space {space.name!r}: memory() of an architecture differs in another batch")
 
 
 def check_mutate_and_crossover_stay_in_the_space(space: FamilySpace) -> None:
@@ -269,7 +306,8 @@ CHECKS: tuple[Callable[[Any], None], ...] = (
     check_is_a_search_space, check_sample_parse_round_trip_is_canonical,
     check_hash_is_stable_and_tells_archs_apart, check_encodings_have_the_announced_shape,
     check_largest_and_smallest_are_valid, check_costs_are_positive_and_grow,
-    check_mutate_and_crossover_stay_in_the_space, check_bad_input_is_one_line,
+    check_memory_is_counted_or_refused, check_mutate_and_crossover_stay_in_the_space,
+    check_bad_input_is_one_line,
     check_batch_form_round_trips, check_search_params_round_trip, check_genome_round_trips,
 )
 

@@ -209,11 +209,12 @@ def spaces_sample(
 def arch_info(
     space: SpaceOpt, arch: ArchOpt,
     context: Annotated[int | None, typer.Option(
-        "--context", help="gpt spaces: count MACs per token at this many positions (default "
-        "the space's context; at most that).")] = None,
+        "--context", help="gpt spaces: count MACs per token, and the KV cache's memory, at "
+        "this many positions (default the space's context; at most that).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Canonical form, hash, MACs and parameters of an architecture (no model is built)."""
+    """Canonical form, hash, MACs and parameters of an architecture (no model is built); for
+    a gpt space also its memory: weights and KV cache at the context (float32, batch 1)."""
     from nas.space import get_family_space, get_space
 
     gpt = _gpt(get_family_space(space))
@@ -252,24 +253,34 @@ def _gpt_arch_info(sp: GPTSpace, arch: str, context: int | None, json_out: bool)
     a = sp.parse(arch)
     ctx = sp.context(context)
     c = sp.costs([a], ctx)
+    m = sp.memory([a], ctx)
     blocks = sp.kept_blocks(a)
     info: dict[str, Any] = {
         "space": sp.name, "hash": a.hash, "arch": a.to_dict(), "context": ctx,
         "macs": int(c["macs"][0]), "params": int(c["params"][0]), "kept_blocks": blocks,
         "layer_macs": [int(v) for v in c["layer_macs"][0][:a.n_layer]],
-        "layer_params": [int(v) for v in c["layer_params"][0][:a.n_layer]]}
+        "layer_params": [int(v) for v in c["layer_params"][0][:a.n_layer]],
+        "memory": {"unit": "bytes", "context": ctx, "batch": 1, "dtype": "float32",
+                   "weights": int(m["weights"][0]), "cache": int(m["cache"][0]),
+                   "total": int(m["total"][0]),
+                   "layer_cache": [int(v) for v in m["layer_cache"][0][:a.n_layer]]}}
     if json_out:
         print_json(info)
         return
+    mem, mib = info["memory"], 2.0 ** 20
     console.print(f"[bold]{sp.name}[/bold] arch {a.hash}  {a.n_layer} layers x {a.n_embd}  "
                   f"{info['macs'] / 1e6:.2f}M MACs per token at context {ctx}  "
                   f"{info['params'] / 1e6:.3f}M params")
+    console.print(f"memory at context {ctx} (float32, batch 1): weights "
+                  f"{mem['weights'] / mib:.4g} MiB + KV cache {mem['cache'] / mib:.4g} MiB = "
+                  f"{mem['total'] / mib:.4g} MiB ({mem['total']:,} bytes)")
     table = Table("layer", "block", "heads", "attention width", "MLP", "MACs (M)",
-                  "params (K)")
+                  "params (K)", "KV cache (KiB)")
     for i in range(a.n_layer):
         table.add_row(str(i + 1), str(blocks[i]), str(a.n_head[i]),
                       str(a.n_head[i] * sp.head_dim), str(a.mlp[i]),
-                      f"{info['layer_macs'][i] / 1e6:.2f}", f"{info['layer_params'][i] / 1e3:.1f}")
+                      f"{info['layer_macs'][i] / 1e6:.2f}", f"{info['layer_params'][i] / 1e3:.1f}",
+                      f"{mem['layer_cache'][i] / 1024:.1f}")
     console.print(table)
     console.print(f"canonical: {a.to_json()}")
 

@@ -2,7 +2,8 @@
 
 A search space belongs to a family (its spec's ``family``). The family is what knows the
 shape of an architecture: its JSON format, parsing and canonical form, validation, sampling,
-mutation and crossover, fixed-length encodings for predictors, MACs and parameters, and the
+mutation and crossover, fixed-length encodings for predictors, MACs and parameters (and
+memory, where it counts it: :meth:`FamilySpace.memory`), and the
 names of what the layers above build from it (its supernet class, its export signature, its
 latency features). Code above :mod:`nas.space` asks the space (and through it the family);
 it never looks inside an architecture.
@@ -49,7 +50,7 @@ import numpy as np
 from nas._config import ConfigModel
 from nas._plugin import NoOptions, Plugin
 from nas._registry import Registry
-from nas.errors import ArchitectureError
+from nas.errors import ArchitectureError, ConfigError
 
 __all__ = ["FAMILIES", "FamilySpace", "Genome", "ParamsGenome", "SearchParams", "SeedLike",
            "SpaceFamily", "rng_of"]
@@ -150,6 +151,25 @@ class FamilySpace(ABC):
     @abstractmethod
     def params(self, arch: Any) -> int:
         """Trainable parameters of the extracted subnet."""
+
+    #: whether :meth:`memory` counts this family's subnets (a family that does not refuses
+    #: it, and a search refuses a ``memory`` objective or constraint on its spaces)
+    counts_memory: ClassVar[bool] = False
+
+    def memory(self, archs: Iterable[Any], context: int | None = None, batch: int = 1,
+               dtype: str = "float32") -> dict[str, np.ndarray]:
+        """Exact bytes that deployed subnets occupy, no model built: ``weights`` (their
+        parameters as the export stores them), ``cache`` (what a subnet keeps between calls
+        with ``context`` positions seen, for ``batch`` sequences) and ``total``, each
+        ``(n,)`` int64. A family that counts memory sets :attr:`counts_memory` and says what
+        it counts (the ``gpt`` family: weights and the KV cache).
+
+        Raises:
+            ConfigError: the family does not count memory (this default), in one line.
+        """
+        raise ConfigError(f"space {self.name} of the {self.family!r} family does not count "
+                          "memory (weights and KV cache are counted for the 'gpt' family); "
+                          "use params for its size")
 
     # ------------------------------------------------------------------ what a search uses
     @abstractmethod

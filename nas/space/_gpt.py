@@ -33,6 +33,23 @@ or one decoding step with ``C - 1`` tokens in the KV cache; ``C`` defaults to th
   sum over layers of ``4*d`` (two LayerNorms) + ``3*d*a_i + 3*a_i`` (c_attn) + ``a_i*d + d``
   (attention c_proj) + ``d*m_i + m_i`` (c_fc) + ``m_i*d + d`` (MLP c_proj), + ``2*d`` (final
   LayerNorm).
+
+Memory (:meth:`GPTSpace.memory`), exact, in bytes, for an exported subnet generating ``B``
+sequences with ``C`` positions in its KV cache (``C`` defaults to ``n_ctx``, ``B`` to 1), at
+``s`` bytes a value (4: float32, the export's dtype):
+
+- weights = parameters x ``s``: every parameter stored once (the tied head reads the token
+  embedding; the ONNX graph holds each parameter as one initializer and no other; torch's
+  exporter stores tensors of identical values once, so an untrained subnet whose biases are
+  still all zeros stores less);
+- KV cache = sum over layers of ``2 * B * n_head[i] * C * head_dim * s``: a key and a value
+  ``(B, n_head[i], C, head_dim)`` per layer, the shapes of the export's
+  ``past_key_values.{i}.*`` with ``C`` past positions;
+- total = weights + KV cache: what generation at context ``C`` keeps, the peak a runtime that
+  updates the cache in place needs besides activations (the exported graph returns the cache
+  grown by one position, so plain ONNX Runtime holds the old cache beside the new one for
+  the step; activations, a few vectors of ``n_embd`` or ``vocab_size`` per token, and the
+  graph's constants, hundreds of bytes of shapes and scales, are not counted).
 """
 
 from __future__ import annotations
@@ -510,19 +527,64 @@ class GPTSpace(FamilySpace):
             ``layer_params`` (``(n, max_layer)``, zero past the depth).
         """
         c = self.context(context)
-        depth, d, heads, m = self._arrays(archs)
-        del depth
+        _, d, heads, m = self._arrays(archs)
         att = heads * self.head_dim  # (n, L)
         dd = d[:, None]
-        live = att > 0
         layer_macs = 3 * dd * att + 2 * att * c + att * dd + 2 * dd * m
-        layer_params = np.where(live, 4 * dd + 3 * dd * att + 3 * att + att * dd + dd
-                                + dd * m + m + m * dd + dd, 0)
         macs = layer_macs.sum(1) + d * self.vocab_size
-        params = (layer_params.sum(1) + (self.vocab_size + self.n_ctx) * d + 2 * d)
+        layer_params, params = self._params(d, heads, m)
         return {"macs": macs.astype(np.int64), "params": params.astype(np.int64),
                 "layer_macs": layer_macs.astype(np.int64),
                 "layer_params": layer_params.astype(np.int64)}
+
+    #: bytes a value of each dtype :meth:`memory` counts in takes
+    DTYPE_BYTES: ClassVar[Mapping[str, int]] = {"float32": 4, "float16": 2, "bfloat16": 2}
+    counts_memory = True
+
+    def memory(self, archs: Iterable[Any], context: int | None = None, batch: int = 1,
+               dtype: str = "float32") -> dict[str, np.ndarray]:
+        """Bytes subnets occupy generating ``batch`` sequences with ``context`` positions in
+        their KV cache (module docstring): weights, KV cache and their sum, exact.
+
+        Args:
+            context: positions in the cache (default the space's ``n_ctx``; at most that).
+            batch: sequences generated together.
+            dtype: of the weights and the cache: ``float32`` (the export's), ``float16`` or
+                ``bfloat16``.
+
+        Returns:
+            ``weights``, ``cache`` and ``total`` (``(n,)`` int64 bytes), and ``layer_cache``
+            (``(n, max_layer)``, zero past the depth).
+
+        Raises:
+            ArchitectureError: a context, batch or dtype out of range, in one line.
+        """
+        c = self.context(context)
+        if not _is_int(batch) or batch < 1:
+            raise ArchitectureError(f"batch must be an int >= 1 (sequences generated "
+                                    f"together), got {batch!r}")
+        if dtype not in self.DTYPE_BYTES:
+            raise ArchitectureError(f"dtype must be one of {list(self.DTYPE_BYTES)}, got "
+                                    f"{dtype!r}")
+        size = self.DTYPE_BYTES[dtype]
+        _, d, heads, m = self._arrays(archs)
+        _, params = self._params(d, heads, m)
+        layer_cache = 2 * int(batch) * heads * c * self.head_dim * size  # (n, L)
+        weights = params * size
+        cache = layer_cache.sum(1)
+        return {"weights": weights.astype(np.int64), "cache": cache.astype(np.int64),
+                "total": (weights + cache).astype(np.int64),
+                "layer_cache": layer_cache.astype(np.int64)}
+
+    def _params(self, d: np.ndarray, heads: np.ndarray, m: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Parameters per layer ``(n, L)`` and in all ``(n,)`` (module docstring)."""
+        att = heads * self.head_dim  # (n, L)
+        dd = d[:, None]
+        layer_params = np.where(att > 0, 4 * dd + 3 * dd * att + 3 * att + att * dd + dd
+                                + dd * m + m + m * dd + dd, 0)
+        params = layer_params.sum(1) + (self.vocab_size + self.n_ctx) * d + 2 * d
+        return layer_params, params
 
     def macs(self, arch: Any, context: int | None = None) -> int:
         """MACs per token at ``context`` positions (default ``n_ctx``)."""
