@@ -58,9 +58,12 @@ OptSpace = Annotated[str | None, typer.Option("--space", "-s", help="Search spac
 ProxyOpt = Annotated[str | None, typer.Option(
     help="Accuracy proxy, e.g. inherited, macs, predictor:kind=mlp (`nas proxies list`).")]
 ObjectiveOpt = Annotated[list[str] | None, typer.Option(
-    "--objective", "-O", help="Objective (repeat): accuracy, latency:<device>, macs, params.")]
+    "--objective", "-O", help="Objective (repeat): accuracy, latency:<device>, macs, params, "
+    "memory (gpt spaces: weights + KV cache in MiB, exact, one sequence in float32, the cache "
+    "at the space's context; memory:<C> at C positions, e.g. memory:128).")]
 ConstraintOpt = Annotated[list[str] | None, typer.Option(
-    "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, macs=N.")]
+    "--constraint", "-C", help="Upper bound (repeat): latency:<device>=MS, params=N, macs=N, "
+    "memory=MIB or memory:<C>=MIB (in MiB; below the smallest subnet's is refused).")]
 SamplerOpt = Annotated[str | None, typer.Option(
     help=f"Ray engine: search strategy: {SAMPLERS.help(lambda c: c.description)}.")]
 NTrialsOpt = Annotated[int | None, typer.Option("--n-trials", "-n", help=(

@@ -15,9 +15,16 @@ Example (``experiments/search/cifar10.yaml``)::
     workers: 2
 
 Objectives are ``accuracy`` (the accuracy proxy, maximised), ``latency:<device>`` (predicted
-latency in ms, minimised), ``macs`` and ``params`` (minimised). Constraints are upper bounds on
-``latency:<device>``, ``macs`` or ``params``. A search with one objective returns the best
-feasible subnet; with several, the feasible Pareto front.
+latency in ms, minimised), ``macs``, ``params`` and, on a space that counts memory (the ``gpt``
+family), ``memory`` (minimised). Constraints are upper bounds on ``latency:<device>``,
+``macs``, ``params`` or ``memory``. A search with one objective returns the best feasible
+subnet; with several, the feasible Pareto front.
+
+Memory is exact, in MiB (2**20 bytes): the subnet's weights plus its KV cache holding the
+space's context (``n_ctx`` positions), generating one sequence in float32
+(:meth:`~nas.space.GPTSpace.memory`); ``memory:<C>`` counts the cache at ``C`` positions
+instead (``memory:128``). A memory budget below the smallest subnet's memory is refused when
+the config is read, in one line naming both.
 
 Engines. :class:`SearchConfig` holds the settings every engine uses; each engine registered in
 :data:`~nas.search.ENGINES` has a model of its own that adds its settings
@@ -64,10 +71,11 @@ from pydantic_core import InitErrorDetails, PydanticCustomError, core_schema
 
 from nas._config import ConfigModel
 from nas._io import read_yaml
-from nas.errors import ConfigError
+from nas.errors import ConfigError, NASError
 from nas.search._samplers import SAMPLERS
 
 if TYPE_CHECKING:
+    import numpy as np
     from optuna.samplers import BaseSampler
 
 __all__ = [
@@ -82,6 +90,9 @@ __all__ = [
     "RaySearchConfig",
     "SearchConfig",
     "default_storage",
+    "is_memory",
+    "memory_context",
+    "memory_mib",
     "parse_metric",
     "search_config_type",
 ]
@@ -89,7 +100,11 @@ __all__ = [
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 #: a device name is also a file name (``latency_db/devices/<name>.yaml``): no separators
 _DEVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-_METRICS = ("accuracy", "macs", "params")
+_METRICS = ("accuracy", "macs", "params", "memory")
+#: memory objectives and constraints are in MiB
+MIB = 2 ** 20
+_CONTEXT_RE = re.compile(r"^[0-9]{1,9}$")
+_ALLOWED = "accuracy, macs, params, memory, memory:<context>, latency:<device>"
 
 
 class OneOf:
@@ -130,8 +145,14 @@ def default_storage(study: str) -> str:
 
 
 def parse_metric(text: str) -> tuple[str, str | None]:
-    """``"accuracy"`` -> ("accuracy", None); ``"latency:cpu-1t"`` -> ("latency", "cpu-1t")."""
+    """``"accuracy"`` -> ("accuracy", None); ``"latency:cpu-1t"`` -> ("latency", "cpu-1t");
+    ``"memory:512"`` -> ("memory", "512") (the context of the KV cache)."""
     name, sep, device = str(text).strip().partition(":")
+    if name == "memory" and sep:
+        if not _CONTEXT_RE.match(device) or int(device) < 1:
+            raise ConfigError(f"objective/constraint {text!r}: memory:<context> takes the KV "
+                              "cache's positions, a whole number >= 1, e.g. 'memory:512'")
+        return "memory", str(int(device))
     if name == "latency":
         if not sep or not device:
             raise ConfigError(f"objective/constraint {text!r}: latency needs a device, e.g. "
@@ -142,8 +163,27 @@ def parse_metric(text: str) -> tuple[str, str | None]:
         return "latency", device
     if name in _METRICS and not sep:
         return name, None
-    raise ConfigError(f"unknown objective/constraint {text!r}; allowed: accuracy, macs, params, "
-                      "latency:<device>")
+    raise ConfigError(f"unknown objective/constraint {text!r}; allowed: {_ALLOWED}")
+
+
+def memory_context(key: str) -> int | None:
+    """The KV cache's context of a ``memory`` key: ``C`` of ``memory:<C>``, None for
+    ``memory`` (the space's own context)."""
+    _, qualifier = parse_metric(key)
+    return None if qualifier is None else int(qualifier)
+
+
+def is_memory(key: str) -> bool:
+    """Whether ``key`` is a ``memory`` objective or constraint."""
+    return key == "memory" or key.startswith("memory:")
+
+
+def memory_mib(space: Any, batch: Any, key: str) -> np.ndarray:
+    """``memory`` (or ``memory:<C>``) of a batch of ``space``'s architectures, in MiB: the
+    weights plus the KV cache at the key's context, one sequence, float32 (exact)."""
+    m = space.memory(batch, context=memory_context(key))
+    out: np.ndarray = m["total"] / MIB  # int64 / int: float64, exact below 2**53 bytes
+    return out
 
 
 class Objective(BaseModel):
@@ -158,15 +198,25 @@ class Objective(BaseModel):
     device: str | None = None
 
     @property
+    def context(self) -> int | None:
+        """The KV cache's context of ``memory:<C>`` (None otherwise: ``memory`` counts it at
+        the space's)."""
+        return memory_context(self.name) if self.metric == "memory" else None
+
+    @property
     def label(self) -> str:
         if self.metric == "latency":
             return f"latency {self.device} (ms)"
+        if self.metric == "memory":
+            return ("memory (MiB)" if self.context is None
+                    else f"memory at context {self.context} (MiB)")
         return {"accuracy": "accuracy", "macs": "MACs", "params": "params"}[self.metric]
 
     @classmethod
     def from_text(cls, text: str) -> Objective:
-        metric, device = parse_metric(text)
-        key = f"latency:{device}" if device else metric
+        metric, qualifier = parse_metric(text)
+        key = f"{metric}:{qualifier}" if qualifier else metric
+        device = qualifier if metric == "latency" else None
         return cls(name=key, metric=metric, device=device,
                    direction="maximize" if metric == "accuracy" else "minimize")
 
@@ -214,6 +264,44 @@ def _check_latency_priced(keys: Iterable[str], info: ValidationInfo) -> None:
     family = get_space(str(space)).family
     raise ValueError(f"{latency[0]}: no latency predictor prices space {space!r} of the "
                      f"{family!r} family yet; allowed for it: accuracy, macs, params")
+
+
+def _check_memory(keys: Iterable[str], info: ValidationInfo,
+                  bounds: dict[str, float] | None = None) -> None:
+    """Refuse ``memory`` among ``keys`` on a space that does not count memory, at a context
+    the space does not have, or (``bounds``: constraints) with a budget below the smallest
+    subnet's memory (memory grows with every choice, so no subnet would fit)."""
+    keys = [k for k in keys if is_memory(str(k))]
+    space = info.data.get("space")
+    if not keys:
+        return
+    from nas.space import SPACES, get_space
+
+    if not isinstance(space, str) or space not in SPACES:  # refused at space
+        return
+
+    sp = get_space(str(space))
+    if not sp.counts_memory:
+        raise ValueError(f"{keys[0]}: space {space!r} of the {sp.family!r} family does not "
+                         "count memory (weights and KV cache, the 'gpt' family's); allowed for "
+                         "it: accuracy, macs, params, latency:<device>")
+    small = sp.smallest()
+    for key in keys:
+        ctx = memory_context(key)
+        try:
+            m = sp.memory([small], context=ctx)
+        except NASError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+        bound = (bounds or {}).get(key)
+        total = int(m["total"][0])
+        if bound is not None and bound < total / MIB:
+            at = (f"at context {ctx}" if ctx is not None
+                  else f"at context {getattr(sp, 'n_ctx', '')} (the space's)")
+            raise ValueError(
+                f"{key} <= {bound:g} MiB cannot be met: the smallest subnet of space {space} "
+                f"takes {total / MIB:.6g} MiB ({total:,} bytes: weights "
+                f"{int(m['weights'][0]) / MIB:.4g} MiB + KV cache {at} "
+                f"{int(m['cache'][0]) / MIB:.4g} MiB, one sequence, float32)")
 
 
 class ProxyOptions(ConfigModel):
@@ -281,7 +369,8 @@ class SearchConfig(ConfigModel):
             stored config does not import torch).
         proxy_options: ProxyContext settings (``val_limit``, ``bn_batches``...).
         objectives: see the module docstring.
-        constraints: upper bounds, e.g. ``{"latency:cpu-1t": 4.0, "params": 3e6}``.
+        constraints: upper bounds, e.g. ``{"latency:cpu-1t": 4.0, "params": 3e6}``
+            (``memory`` in MiB: ``{"memory:512": 300}``).
         latency_kind: predictor kind per device (None: the best stored kind).
         db: latency database URL (default: ``NAS_DB_URL`` or ``latency_db/latency.sqlite``).
         n_trials: trial budget on Ray (completed trials, failed evaluations included; trials
@@ -350,6 +439,7 @@ class SearchConfig(ConfigModel):
         if len(set(keys)) != len(keys):
             raise ValueError(f"objectives repeat: {v}")
         _check_latency_priced(keys, info)
+        _check_memory(keys, info)
         return keys
 
     @field_validator("proxy_options")
@@ -379,11 +469,12 @@ class SearchConfig(ConfigModel):
             metric, device = parse_metric(key)
             if metric == "accuracy":
                 raise ValueError("accuracy cannot be a constraint (constraints are upper bounds "
-                                 "on latency:<device>, macs or params)")
+                                 "on latency:<device>, macs, params or memory)")
             if not bound > 0:  # NaN and inf are refused before (allow_inf_nan=False)
                 raise ValueError(f"{key}: the bound must be > 0, got {bound}")
-            out[f"latency:{device}" if device else metric] = float(bound)
+            out[f"{metric}:{device}" if device else metric] = float(bound)
         _check_latency_priced(out, info)
+        _check_memory(out, info, bounds=out)
         return out
 
     @field_validator("study")

@@ -34,7 +34,7 @@ import optuna
 from optuna.trial import Trial
 
 from nas.errors import ConfigError, NASError
-from nas.search._config import RaySearchConfig, SearchConfig
+from nas.search._config import RaySearchConfig, SearchConfig, is_memory, memory_mib
 from nas.search._lease import StudyLease
 from nas.search._params import arch_from_params, distributions
 from nas.search._pool import EvaluatorPool, cause, start_ray, stop_ray
@@ -127,7 +127,8 @@ def check_feasible(cfg: SearchConfig, space: FamilySpace, predictors: dict[str, 
                    n_sample: int = 2000, resolutions: list[int] | None = None) -> None:
     """Refuse at once a constraint that no subnet can meet.
 
-    MACs and params are exact (their minimum is the smallest subnet). Latency is judged by
+    MACs, params and memory are exact (their minimum is the smallest subnet; a memory budget
+    below it is refused when the config is read, naming it). Latency is judged by
     the predictor over the smallest subnet at every resolution the search may pick
     (``resolutions``, default the space's) plus ``n_sample`` random subnets at those: when
     none is predicted within the budget, no search will find one.
@@ -144,6 +145,9 @@ def check_feasible(cfg: SearchConfig, space: FamilySpace, predictors: dict[str, 
         if key in ("macs", "params"):
             best = float(costs[key].min())
             unit = ""
+        elif is_memory(key):
+            best = float(memory_mib(space, archs, key).min())
+            unit = " MiB"
         else:
             dev = key.split(":", 1)[1]
             best = float(np.min(predictors[dev].predict(archs)))

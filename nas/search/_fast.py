@@ -26,7 +26,7 @@ import numpy as np
 import optuna
 
 from nas.errors import ConfigError, NASError
-from nas.search._config import PredictorSearchConfig, SearchConfig
+from nas.search._config import PredictorSearchConfig, SearchConfig, is_memory, memory_mib
 from nas.search._evolve import Evolution, EvolutionResult, GenomeCodec, nondominated_ranks
 from nas.search._params import distributions, params_from_arch
 from nas.search._results import SearchResult, open_storage, result_from_study
@@ -126,6 +126,8 @@ class Scorer:
         self.bounds = [(k, float(b)) for k, b in self.cfg.constraints.items()]
         keys = [*self.cfg.objectives, *self.cfg.constraints]
         self.need_costs = any(k in ("macs", "params") for k in keys)
+        #: the memory keys the search uses (``memory``, ``memory:<C>``), exact, in MiB
+        self.memory = list(dict.fromkeys(k for k in keys if is_memory(k)))
 
     @classmethod
     def build(cls, cfg: PredictorSearchConfig, predictors: Mapping[str, Any]) -> Scorer:
@@ -143,8 +145,9 @@ class Scorer:
         return cls(cfg=cfg, space=space, accuracy=acc, latency=lat)
 
     def metrics(self, a: Any) -> dict[str, np.ndarray]:
-        """``accuracy``, ``latency:<device>``, ``macs``, ``params`` (those the search uses),
-        of a batch in the family's batch form (:meth:`~nas.space.FamilySpace.to_arrays`)."""
+        """``accuracy``, ``latency:<device>``, ``macs``, ``params``, ``memory[:<C>]`` (MiB)
+        (those the search uses), of a batch in the family's batch form
+        (:meth:`~nas.space.FamilySpace.to_arrays`)."""
         out: dict[str, np.ndarray] = {}
         if self.accuracy is not None:
             out["accuracy"] = np.asarray(self.accuracy(a), np.float64)
@@ -154,6 +157,8 @@ class Scorer:
             costs = self.space.costs(a)
             out["macs"] = costs["macs"].astype(np.float64)
             out["params"] = costs["params"].astype(np.float64)
+        for key in self.memory:
+            out[key] = memory_mib(self.space, a, key)
         return out
 
     def objectives_and_violation(self, m: Mapping[str, np.ndarray]
@@ -334,7 +339,8 @@ class Specialization:
     Attributes:
         front: the feasible Pareto front (one subnet with one objective), best first by the
             first objective: dicts with ``arch``, ``arch_hash``, ``accuracy``,
-            ``latency_ms`` per device, ``macs``, ``params``.
+            ``latency_ms`` per device, ``macs``, ``params`` (and ``memory_mib`` per memory
+            key, for a search with memory).
         best: per budget (``"latency:note10<=20"``), the best subnet of the front within it
             by the first objective (None when none is).
         n_scored: distinct subnets scored; seconds: wall time of the search.
@@ -373,6 +379,8 @@ def _items(scorer: Scorer, a: Any, m: Mapping[str, np.ndarray]
                                 "params": int(costs["params"][row]),
                                 "latency_ms": {d: float(m[f"latency:{d}"][row])
                                                for d in scorer.latency}}
+        if scorer.memory:
+            item["memory_mib"] = {k: float(m[k][row]) for k in scorer.memory}
         if "accuracy" in m:
             item["accuracy"] = float(m["accuracy"][row])
         out.append((arch, item))
@@ -450,8 +458,8 @@ def specialize(space: str, *, objectives: Sequence[str] = ("accuracy",),
     levels: dict[str, list[float]] = {k: [b] for k, b in cfg.constraints.items()}
     for key, values in (budgets or {}).items():
         if key not in [*cfg.objectives, *cfg.constraints] or key == "accuracy":
-            raise ConfigError(f"budgets: {key!r} is not a latency, macs or params objective "
-                              "or constraint of this search")
+            raise ConfigError(f"budgets: {key!r} is not a latency, macs, params or memory "
+                              "objective or constraint of this search")
         for v in values:
             if not (isinstance(v, int | float) and np.isfinite(v) and v > 0):
                 raise ConfigError(f"budgets.{key} = {v!r}: must be a number > 0")

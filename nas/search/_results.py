@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError
 from nas._config import validate
 from nas._io import check_path, mask_url
 from nas.errors import ConfigError, NASError
-from nas.search._config import Objective, SearchConfig, default_storage
+from nas.search._config import Objective, SearchConfig, default_storage, is_memory
 from nas.search._pareto import hypervolume, pareto_mask
 
 __all__ = [
@@ -355,6 +355,8 @@ class TrialRecord:
     duplicate_of: int | None = None
     error: str | None = None
     retried: bool = False
+    #: per memory key of the search (``memory``, ``memory:<C>``), exact, in MiB
+    memory_mib: dict[str, float] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -374,6 +376,7 @@ def _record(t: FrozenTrial, objectives: list[Objective],
         measured_ms=dict(verified.get(str(t.number), {})), constraints=dict(cons),
         duplicate_of=ua.get("duplicate_of"), error=ua.get("error"),
         retried=bool(ua.get("retried")) or t.number in retried,
+        memory_mib=dict(ua.get("memory_mib") or {}),
     )
 
 
@@ -474,8 +477,15 @@ class SearchResult:
         return out
 
     # ------------------------------------------------------------------ output
+    @property
+    def memory_keys(self) -> list[str]:
+        """The search's memory objectives and constraints (``memory``, ``memory:<C>``)."""
+        keys = [*self.config.objectives, *self.config.constraints]
+        return list(dict.fromkeys(k for k in keys if is_memory(k)))
+
     def rows(self, trials: list[TrialRecord] | None = None) -> list[dict[str, Any]]:
-        """Table rows: trial, arch hash, accuracy, latency per device, MACs, params."""
+        """Table rows: trial, arch hash, accuracy, latency per device, MACs, params (and
+        memory in MiB per memory key, for a search with memory)."""
         out = []
         for t in self.front if trials is None else trials:
             row: dict[str, Any] = {"trial": t.number, "arch_hash": t.arch_hash,
@@ -484,7 +494,10 @@ class SearchResult:
                 row[f"latency_ms:{dev}"] = t.latency_ms.get(dev)
                 if dev in t.measured_ms:
                     row[f"measured_ms:{dev}"] = t.measured_ms[dev]
-            row.update(macs=t.macs, params=t.params, arch=t.arch)
+            row.update(macs=t.macs, params=t.params)
+            for key in self.memory_keys:
+                row[f"memory_mib:{key}"] = t.memory_mib.get(key)
+            row["arch"] = t.arch
             out.append(row)
         return out
 

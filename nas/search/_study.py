@@ -19,7 +19,7 @@ from optuna.trial import Trial, TrialState
 from nas._config import validate
 from nas._io import mask_url
 from nas.errors import ConfigError
-from nas.search._config import SearchConfig
+from nas.search._config import SearchConfig, is_memory
 from nas.search._lease import StudyLease, acquire_lease
 from nas.search._results import CONFIG_KEY, PREDICTORS_KEY, RETRIED_KEY
 
@@ -129,6 +129,8 @@ def _refuse_existing(cfg: SearchConfig, existing: optuna.Study) -> None:
 def _metric(key: str, res: dict[str, Any]) -> float:
     if key.startswith("latency:"):
         return float(res["latency_ms"][key.split(":", 1)[1]])
+    if is_memory(key):
+        return float(res["memory_mib"][key])
     return float(res[key])
 
 
@@ -214,7 +216,7 @@ class Ledger:
         for key, bound in self.cfg.constraints.items():
             violations.append((_metric(key, res) - bound) / bound)
             trial.set_constraint(key, violations[-1])
-        for key in ("macs", "params", "accuracy", "latency_ms"):
+        for key in ("macs", "params", "accuracy", "latency_ms", "memory_mib"):
             if res.get(key) is not None:
                 trial.set_user_attr(key, res[key])
         if duplicate_of is None:
@@ -265,7 +267,8 @@ def load_ledger(cfg: SearchConfig, study: optuna.Study) -> Ledger:
         if h and h not in led.known and ua.get("duplicate_of") is None and not dead and (
                 t.state == TrialState.COMPLETE or ua.get("error")):
             res = ({"error": ua["error"]} if ua.get("error") else
-                   {k: ua.get(k) for k in ("accuracy", "latency_ms", "macs", "params")})
+                   {k: ua.get(k) for k in ("accuracy", "latency_ms", "macs", "params",
+                                           "memory_mib")})
             led.known[h] = (t.number, res)
     if len(retried) != len(study.user_attrs.get(RETRIED_KEY) or []):
         study.set_user_attr(RETRIED_KEY, retried)

@@ -31,7 +31,8 @@ def _state(t: Any) -> str:
 def front_table(res: SearchResult, *, title: str | None = None,
                 all_trials: bool = False) -> Table:
     """The front (or best; every trial with ``all_trials``) as a table: arch hash, accuracy,
-    latency per device (and measured, where verified), MACs, params."""
+    latency per device (and measured, where verified), memory in MiB (a search with memory),
+    MACs, params."""
     devices = res.config.devices
     trials = res.trials if all_trials else res.front
     accuracy = "accuracy" in res.config.objectives
@@ -45,6 +46,9 @@ def front_table(res: SearchResult, *, title: str | None = None,
         table.add_column(f"{d} ms", justify="right")
         if measured[d]:
             table.add_column(f"{d} measured", justify="right")
+    for key in res.memory_keys:
+        table.add_column("memory (MiB)" if key == "memory"
+                         else f"memory at {key.split(':', 1)[1]} (MiB)", justify="right")
     table.add_column("MACs (M)", justify="right")
     table.add_column("params (M)", justify="right")
     if all_trials:
@@ -57,6 +61,7 @@ def front_table(res: SearchResult, *, title: str | None = None,
             row.append(_fmt(t.latency_ms.get(d)))
             if measured[d]:
                 row.append(_fmt(t.measured_ms.get(d)))
+        row += [_fmt(t.memory_mib.get(k)) for k in res.memory_keys]
         row += [_fmt(t.macs / 1e6 if t.macs else None), _fmt(t.params / 1e6 if t.params else None)]
         if all_trials:
             row.append(_state(t))
@@ -68,7 +73,8 @@ def front_summary(res: SearchResult) -> str:
     """One line under the table: what the front is, the trial counts, the constraints and
     where the study is stored."""
     what = "best feasible subnet" if len(res.objectives) == 1 else "Pareto front"
-    cons = ", ".join(f"{k} <= {v:g}" for k, v in res.config.constraints.items())
+    cons = ", ".join(f"{k} <= {v:g}{' MiB' if k in res.memory_keys else ''}"
+                     for k, v in res.config.constraints.items())
     return (f"{what}: {len(res.front)} subnet(s) from {len(res.budget_trials)} trials "
             f"({res.n_complete} completed, {res.n_failed} failed evaluations, {res.n_feasible} "
             f"feasible{'; ' + cons if cons else ''}). Study {res.study_name!r} in {res.storage}.")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from nas.errors import NASError
-from nas.search._config import SearchConfig
+from nas.search._config import SearchConfig, is_memory, memory_mib
 from nas.space import get_space
 
 __all__ = ["Evaluator", "error_line", "peak_rss_mb"]
@@ -54,6 +54,8 @@ class Evaluator:
         self.cfg = SearchConfig.model_validate(config)
         self.space = get_space(self.cfg.space)
         self.predictors = dict(predictors)
+        keys = [*self.cfg.objectives, *self.cfg.constraints]
+        self.memory = list(dict.fromkeys(k for k in keys if is_memory(k)))
         self.proxy = None
         self.ctx = None
         if "accuracy" in self.cfg.objectives:
@@ -78,7 +80,8 @@ class Evaluator:
 
     def evaluate(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per architecture: ``accuracy`` (if an objective), ``latency_ms`` per
-        device, ``macs``, ``params``, ``eval_s``; or ``error`` (one line) when that
+        device, ``macs``, ``params``, ``memory_mib`` per memory key (a search with memory),
+        ``eval_s``; or ``error`` (one line) when that
         architecture could not be evaluated. Never raises for a bad architecture."""
         t0 = time.perf_counter()
         parsed: list[Any] = []
@@ -111,6 +114,7 @@ class Evaluator:
 
     def _score(self, archs: Sequence[Any], into: list[dict[str, Any]]) -> None:
         costs = self.space.costs(archs)
+        mem = {key: memory_mib(self.space, archs, key) for key in self.memory}
         lat = {dev: np.asarray(p.predict(list(archs)), dtype=np.float64)
                for dev, p in self.predictors.items()}
         acc = None
@@ -119,6 +123,8 @@ class Evaluator:
         for i, r in enumerate(into):
             r["macs"] = int(costs["macs"][i])
             r["params"] = int(costs["params"][i])
+            if mem:
+                r["memory_mib"] = {key: float(v[i]) for key, v in mem.items()}
             r["latency_ms"] = {d: float(v[i]) for d, v in lat.items()}
             if acc is not None:
                 r["accuracy"] = float(acc[i])
