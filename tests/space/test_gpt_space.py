@@ -151,10 +151,18 @@ def test_the_architecture_format_and_its_canonical_json() -> None:
     assert sp.encode([a], "ordinal").tolist() == [[2, 16, 1, 4, 0, 128, 32, 0]]
 
 
-def test_the_shakespeare_space_says_its_supernet_is_not_trained_yet() -> None:
+def test_the_shakespeare_space_ships_its_trained_supernet() -> None:
+    from safetensors import safe_open
+
+    from nas._data import shipped_supernet
+
     sp = _space("gpt_shakespeare")
-    assert "supernet not trained yet" in sp.description
+    assert "trained here and shipped" in sp.description
     assert (sp.vocab_size, sp.n_ctx, sp.max_layer, max(sp.spec.n_embd)) == (257, 256, 6, 192)
+    with safe_open(str(shipped_supernet("gpt_shakespeare")), "pt") as f:
+        meta = f.metadata()
+    assert (meta["space"], meta["family"], meta["dtype"]) == ("gpt_shakespeare", "gpt", "float16")
+    assert json.loads(meta["extra"])["progress"]["step"] == 1000  # the run of record, finished
 
 
 # ---------------------------------------------------------------------- the commands
