@@ -132,3 +132,18 @@ def test_a_proxy_of_the_other_family_is_refused_in_one_line() -> None:
             check_config(cfg)
         assert "\n" not in str(info.value)
         assert proxy in str(info.value)
+
+
+def test_a_gpt_checkpoint_is_checked_in_its_own_format(tmp_path: Path) -> None:
+    """A search with a proxy that runs the supernet reads a gpt space's checkpoint in the gpt
+    format (an ofa-only reader refused the shipped Shakespeare supernet as 'not a supernet
+    checkpoint'), and still refuses another space's in one line."""
+    from nas.search._driver import check_config
+    from nas.supernet import GPTSupernet, save_gpt_supernet
+
+    ck = save_gpt_supernet(GPTSupernet.from_space(get_space(SPACE)), tmp_path / "t.safetensors")
+    check_config(SearchConfig(space=SPACE, proxy="perplexity", checkpoint=str(ck),
+                              objectives=["accuracy", "macs"]))
+    with pytest.raises(ConfigError, match="is for space 'gpt_tiny', not 'gpt_shakespeare'"):
+        check_config(SearchConfig(space="gpt_shakespeare", proxy="perplexity",
+                                  checkpoint=str(ck), objectives=["accuracy", "macs"]))
