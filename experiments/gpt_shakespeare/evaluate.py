@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import hashlib
 import json
 import math
 import shlex
@@ -65,6 +64,7 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau
 
+from nas._io import sha256_file
 from nas.errors import NASError
 from nas.train import LMTrainer
 
@@ -94,14 +94,6 @@ def cpu_model() -> str:
     import platform
 
     return platform.processor() or "unknown CPU"
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def label(arch: dict[str, Any]) -> str:
@@ -259,7 +251,7 @@ class Evaluation:
         val_ids = encode_works([t for _, t in read_text_corpus(val_src).works])
         self.full = windows(val_ids, int(self.space.n_ctx))  # (n, ctx + 1)
         self.batch = cfg.eval.batch_size
-        settings = {"supernet_sha256": sha256(args.supernet), "space": space_name,
+        settings = {"supernet_sha256": sha256_file(args.supernet, "supernet"), "space": space_name,
                     "subnets": args.subnets, "seed": args.seed, "alone": args.alone,
                     "alone_steps": args.alone_steps, "config_fingerprint": cfg.fingerprint()}
         trained = meta["extra"]
