@@ -356,6 +356,9 @@ class LMTrainConfig(_Part):
         budget_minutes: stop cleanly after this much training in one invocation (the final
             supernet is still written); ``--budget-minutes`` overrides it.
         init: a GPT supernet checkpoint of the same geometry whose weights start the run.
+        largest_only_steps: the first steps train the largest subnet alone, on the next
+            tokens (Once-for-All's first phase: the full network before the others are
+            distilled from it); the sandwich rule from then on. 0: the sandwich throughout.
     """
 
     space: Str
@@ -369,6 +372,7 @@ class LMTrainConfig(_Part):
     warmup_steps: Annotated[Int, Field(ge=0)] = 0
     checkpoint_every: Annotated[Int, Field(ge=1)] = 100
     subnets_per_step: Annotated[Int, Field(ge=2)] = 4
+    largest_only_steps: Annotated[Int, Field(ge=0)] = 0
     bf16: Bool = False
     optim: Annotated[LMOptimConfig, BeforeValidator(_defaults)] = LMOptimConfig()
     distill: Annotated[DistillConfig, BeforeValidator(_defaults)] = DistillConfig()
@@ -400,6 +404,9 @@ class LMTrainConfig(_Part):
                         f"must divide steps ({self.steps})")
         if self.warmup_steps >= self.steps:
             raise _fail(("warmup_steps",), self.warmup_steps, f"must be < steps ({self.steps})")
+        if self.largest_only_steps >= self.steps:
+            raise _fail(("largest_only_steps",), self.largest_only_steps,
+                        f"must be < steps ({self.steps}): the other subnets need steps too")
         return self
 
     @property

@@ -3,7 +3,8 @@
 The step is :class:`~nas.train._loop.TrainingLoop`'s, as for the convolutional supernets:
 the sandwich rule (the largest subnet on the next tokens; the smallest and random subnets
 distilled in place from the largest's next-token distributions with the loop's KD loss),
-gradients accumulated, one optimizer step. What is the family's: a batch is random windows
+gradients accumulated, one optimizer step; optionally the largest alone for the first
+``largest_only_steps`` (Once-for-All's order: the full network first). What is the family's: a batch is random windows
 of byte-level tokens (:mod:`nas.train._text`), the logits of every position are predictions,
 the optimizer is AdamW, and the run is counted in steps. The loop's "epoch" is here a stretch
 of ``checkpoint_every`` steps, each ending with a checkpoint, validation losses and a row of
@@ -135,6 +136,8 @@ class LMTrainer(TrainingLoop):
     def _draw(self, phase: int, rng: np.random.Generator) -> tuple[int, list[dict[str, Any]]]:
         sp = self.space
         rest = [sp.sample(rng).to_dict() for _ in range(self.config.subnets_per_step - 2)]
+        if self.progress.step < self.config.largest_only_steps:  # steps done before this one
+            return self.block, [sp.largest().to_dict()]
         return self.block, [sp.largest().to_dict(), sp.smallest().to_dict(), *rest]
 
     def _forward(self, subnet: dict[str, Any], x: torch.Tensor) -> torch.Tensor:
@@ -225,7 +228,10 @@ class LMTrainer(TrainingLoop):
         self._say(f"{'resuming' if latest else 'starting'} {cfg.space} language-model supernet "
                   f"training in {self.out}: {data.describe()}; {cfg.steps} steps of "
                   f"{cfg.batch_size} x {self.block} tokens, {cfg.subnets_per_step} subnets per "
-                  f"step, on {self.device.type}"
+                  f"step"
+                  + (f" (the largest alone for the first {cfg.largest_only_steps})"
+                     if cfg.largest_only_steps else "")
+                  + f", on {self.device.type}"
                   + (f"; at step {self.progress.step}" if latest else "")
                   + (f"; time budget {self.budget_s / 60:.1f} min"
                      if self.budget_s != float("inf") else ""))

@@ -113,12 +113,15 @@ def test_a_time_budget_stops_cleanly_and_still_writes_the_supernet(
     assert not (tmp_path / "run" / "checkpoints" / "latest.json").exists()
 
 
+@pytest.mark.parametrize("largest_only", [0, 4])
 def test_kill_and_resume_continues_at_the_same_step_with_the_same_state(
-        corpus: Path, tmp_path: Path) -> None:
-    whole = train_lm(_cfg(corpus, tmp_path / "whole"), progress=False)
+        corpus: Path, tmp_path: Path, largest_only: int) -> None:
+    # with largest_only=4 the cut is where the sandwich starts
+    whole = train_lm(_cfg(corpus, tmp_path / "whole", largest_only_steps=largest_only),
+                     progress=False)
     # a run "killed" after its checkpoint of step 4: its latest.json names that one
     cut = tmp_path / "cut"
-    train_lm(_cfg(corpus, cut), progress=False)
+    train_lm(_cfg(corpus, cut, largest_only_steps=largest_only), progress=False)
     ck = cut / "checkpoints"
     latest = json.loads((ck / "latest.json").read_text())
     assert latest["progress"]["step"] == 8
@@ -128,14 +131,37 @@ def test_kill_and_resume_continues_at_the_same_step_with_the_same_state(
     (ck / "latest.json").write_text(json.dumps(latest))
     (cut / "supernet.safetensors").unlink()
     with pytest.raises(ConfigError, match="--resume") as info:
-        train_lm(_cfg(corpus, cut), progress=False)
+        train_lm(_cfg(corpus, cut, largest_only_steps=largest_only), progress=False)
     assert "step 4" in str(info.value)
-    again = train_lm(_cfg(corpus, cut), progress=False, resume=True)
+    again = train_lm(_cfg(corpus, cut, largest_only_steps=largest_only), progress=False,
+                     resume=True)
     assert again.progress.step == whole.progress.step == 8
     assert [m["step"] for m in again.metrics] == [4, 8]
     a, b = load_gpt_supernet(whole.checkpoint), load_gpt_supernet(again.checkpoint)
     for (k, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items(), strict=True):
         torch.testing.assert_close(x, y, rtol=0, atol=0, msg=k)
+
+
+def test_the_first_steps_can_train_the_largest_alone(corpus: Path, tmp_path: Path) -> None:
+    """largest_only_steps=4 of 8: the first four steps move only what the largest subnet
+    reaches through its own loss, so a run that stops there equals four steps of the largest
+    trained alone with the same batches, and differs from the sandwich's first four."""
+    first = train_lm(_cfg(corpus, tmp_path / "a", largest_only_steps=4), progress=False)
+    sandwich = train_lm(_cfg(corpus, tmp_path / "b"), progress=False)
+    alone = LMTrainConfig.from_dict({**_cfg(corpus, tmp_path / "c").to_dict(),
+                                     "largest_only_steps": 7}, where="test")
+    lone = train_lm(alone, progress=False)
+    step4 = {}
+    for run in ("a", "c"):
+        net = load_gpt_supernet(tmp_path / run / "checkpoints" / "s0000004.safetensors")
+        step4[run] = net.state_dict()
+    for k, x in step4["a"].items():
+        torch.testing.assert_close(x, step4["c"][k], rtol=0, atol=0, msg=k)
+    sand4 = load_gpt_supernet(tmp_path / "b" / "checkpoints" / "s0000004.safetensors")
+    assert any(not torch.equal(x, sand4.state_dict()[k]) for k, x in step4["a"].items())
+    assert first.progress.step == sandwich.progress.step == lone.progress.step == 8
+    with pytest.raises(ConfigError, match=r"largest_only_steps = 8: must be < steps \(8\)"):
+        _cfg(corpus, tmp_path, largest_only_steps=8)
 
 
 def test_a_checkpoint_of_another_geometry_is_one_line(corpus: Path, tmp_path: Path) -> None:
