@@ -4,12 +4,12 @@ The step is :class:`~nas.train._loop.TrainingLoop`'s, as for the convolutional s
 the sandwich rule (the largest subnet on the next tokens; the smallest and random subnets
 distilled in place from the largest's next-token distributions with the loop's KD loss),
 gradients accumulated, one optimizer step; optionally the largest alone for the first
-``largest_only_steps`` (Once-for-All's order: the full network first). What is the family's: a batch is random windows
-of byte-level tokens (:mod:`nas.train._text`), the logits of every position are predictions,
-the optimizer is AdamW, and the run is counted in steps. The loop's "epoch" is here a stretch
-of ``checkpoint_every`` steps, each ending with a checkpoint, validation losses and a row of
-``metrics.csv``; the learning rate is warmed up for ``warmup_steps`` and then follows a
-cosine to 0 over ``steps``.
+``largest_only_steps`` (Once-for-All's order: the full network first). What is the family's:
+a batch is random windows of byte-level tokens (:mod:`nas.train._text`), the logits of every
+position are predictions, the optimizer is AdamW, and the run is counted in steps. The
+loop's "epoch" is here a stretch of ``checkpoint_every`` steps, each ending with a
+checkpoint, validation losses and a row of ``metrics.csv``; the learning rate is warmed up
+for ``warmup_steps`` and then follows a cosine to 0 over ``steps``.
 
 Files under ``out``::
 
