@@ -94,26 +94,20 @@ class ProxyContext:
                 checkpoint's metadata when it has them).
             cache: True for the default cache file, False for none, or a path.
         """
-        from nas.supernet import load_supernet
+        from nas.space import family_part
         from nas.train import load_dataset
 
         sp = get_space(space)
         net: OFASupernet | None = None
         ck = Path(checkpoint) if checkpoint is not None else None
         meta: dict[str, Any] = {}
-        if ck is not None and getattr(sp, "family", "ofa") == "gpt":
-            # a language model: its supernet's own checkpoint format; the text it is scored
-            # on is the proxy's (perplexity's `text` option)
-            from nas.supernet import load_gpt_supernet
-
-            gpt = load_gpt_supernet(ck, map_location=kwargs.get("device", "cpu"))
-            if gpt.space_name not in (None, sp.name):
-                raise ConfigError(f"checkpoint {ck} is for space {gpt.space_name!r}, not "
-                                  f"{sp.name!r}")
-            net = gpt  # type: ignore[assignment]  # a GPTSupernet: the gpt proxies take it
-        elif ck is not None:
-            net = load_supernet(ck, space=sp, map_location=kwargs.get("device", "cpu"))
-            meta = dict(net.checkpoint_meta.get("data") or {})
+        if ck is not None:
+            # the family's own checkpoint format and supernet (a gpt space's: a GPTSupernet,
+            # which the gpt proxies take; the text it is scored on is the proxy's option)
+            net = family_part(sp, "load_supernet")(
+                ck, space=sp, map_location=kwargs.get("device", "cpu"))
+            data_meta = (getattr(net, "checkpoint_meta", None) or {}).get("data")
+            meta = dict(data_meta) if isinstance(data_meta, dict) else {}
         if data is not None and not isinstance(data, DataSplits):
             same = meta.get("source") == str(data)
             data = load_dataset(

@@ -115,11 +115,10 @@ def check_config(cfg: SearchConfig) -> None:
             raise ConfigError(f"data {cfg.data} does not exist (relative paths are relative "
                               "to the working directory)")
     if cfg.checkpoint:
-        from nas.supernet import read_checkpoint_meta, read_gpt_checkpoint_meta
+        from nas.space import family_part
 
-        # each family's supernet has its own checkpoint format (the family names its supernet)
-        read = read_gpt_checkpoint_meta if space.family == "gpt" else read_checkpoint_meta
-        meta = read(cfg.checkpoint)
+        # each family's supernet has its own checkpoint format: the family names its reader
+        meta = family_part(space, "checkpoint_meta")(cfg.checkpoint)
         if meta.get("space") != space.name:
             raise ConfigError(f"checkpoint {cfg.checkpoint} is for space {meta.get('space')!r},"
                               f" not {space.name!r}: pass a checkpoint of {space.name}")

@@ -8,6 +8,7 @@ from nas.space._family import (
     ParamsGenome,
     SearchParams,
     SpaceFamily,
+    family_part,
 )
 from nas.space._gpt import GPTArchitecture, GPTArrays, GPTSpace, GPTSpec, kept_blocks
 from nas.space._ofa import arch_from_ofa_config, read_ofa_subnet
@@ -38,6 +39,7 @@ __all__ = [
     "SpaceFamily",
     "SpaceSpec",
     "arch_from_ofa_config",
+    "family_part",
     "get_family_space",
     "get_space",
     "kept_blocks",

@@ -322,7 +322,8 @@ def _spaces_of(family: type[SpaceFamily]) -> list[FamilySpace]:
 def check_family_declares_its_parts(family: type[SpaceFamily]) -> None:
     """A :class:`SpaceFamily` with a ``Spec`` model (``name``, ``description`` and a
     ``family`` field), a ``Space`` class of :class:`FamilySpace`, its supernet as
-    ``"module:Class"``, and its export signature and latency features said."""
+    ``"module:Class"`` (its checkpoint reader and loader, when named, as
+    ``"module:function"``), and its export signature and latency features said."""
     _expect(isinstance(family, type) and issubclass(family, SpaceFamily),
             f"{family!r} is not a SpaceFamily")
     spec = getattr(family, "Spec", None)
@@ -336,6 +337,11 @@ def check_family_declares_its_parts(family: type[SpaceFamily]) -> None:
     module, _, cls = family.supernet.partition(":")
     _expect(module and cls.isidentifier(),
             f"family {family.name!r}: supernet {family.supernet!r} is not 'module:Class'")
+    for attr in ("checkpoint_meta", "load_supernet"):  # optional; when named, importable form
+        target = getattr(family, attr)
+        module, _, fn = target.partition(":")
+        _expect(not target or (module and fn.isidentifier()),
+                f"family {family.name!r}: {attr} {target!r} is not 'module:function'")
     for attr in ("export_signature", "latency_features"):
         text = getattr(family, attr)
         _expect(isinstance(text, str) and text.strip() and "\n" not in text,

@@ -29,8 +29,9 @@ Adding a third family is one registered class and a YAML file:
    :class:`~nas._config.ConfigModel` of its YAML, with a ``name``, a one-line
    ``description`` and ``family: Literal["<name>"]``) and ``Space`` (a :class:`FamilySpace`
    subclass implementing the abstract methods below; the batch form and the genome have
-   defaults built on them), and the names of its ``supernet``,
-   ``export_signature`` and ``latency_features``;
+   defaults built on them), and the names of its ``supernet`` (with ``checkpoint_meta`` and
+   ``load_supernet``, the functions that read its checkpoints), ``export_signature`` and
+   ``latency_features``;
 2. write ``search_spaces/<space>.yaml`` with ``family: <name>`` (or call
    :func:`~nas.space.register_space` with it).
 
@@ -41,6 +42,7 @@ space by the spaces' checks.
 
 from __future__ import annotations
 
+import importlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -53,7 +55,7 @@ from nas._registry import Registry
 from nas.errors import ArchitectureError, ConfigError
 
 __all__ = ["FAMILIES", "FamilySpace", "Genome", "ParamsGenome", "SearchParams", "SeedLike",
-           "SpaceFamily", "rng_of"]
+           "SpaceFamily", "family_part", "rng_of"]
 
 SeedLike = int | np.random.Generator | None
 #: a search's parameters: name -> its choices (sorted ints), in a fixed order
@@ -365,13 +367,23 @@ class SpaceFamily(Plugin):
         Space: the class of its spaces (built from a ``Spec``).
         supernet: the weight-sharing model its spaces train, as ``"module:Class"`` (the
             layers above import it; :mod:`nas.space` imports no torch).
+        checkpoint_meta: ``"module:function"``: ``f(path) -> dict``, a supernet
+            checkpoint's metadata (its ``space`` among it) read without building the model;
+            :class:`~nas.errors.CheckpointError` for a file that is not one of this family's.
+        load_supernet: ``"module:function"``: ``f(path, space=None, map_location="cpu")``,
+            the supernet of a checkpoint in eval mode (``space``: it must be that space's).
         export_signature: what an exported subnet takes and returns (its manifest's inputs).
         latency_features: what latency predictors of its spaces are fitted on.
+
+    The layers above reach the named functions through :meth:`part` (or
+    :func:`family_part`), never by the family's name.
     """
 
     Spec: ClassVar[type[ConfigModel]]
     Space: ClassVar[type[FamilySpace]]
     supernet: ClassVar[str] = ""
+    checkpoint_meta: ClassVar[str] = ""
+    load_supernet: ClassVar[str] = ""
     export_signature: ClassVar[str] = ""
     latency_features: ClassVar[str] = ""
 
@@ -379,6 +391,30 @@ class SpaceFamily(Plugin):
     def make_space(cls, spec: Any) -> FamilySpace:
         """The space of ``spec`` (one of this family's ``Spec``)."""
         return cls.Space(spec)
+
+    @classmethod
+    def part(cls, name: str) -> Any:
+        """What the family names for ``name`` (``supernet``, ``checkpoint_meta``,
+        ``load_supernet``), imported now.
+
+        Raises:
+            ConfigError: the family names none (a family without a supernet, say).
+        """
+        target = getattr(cls, name, "") if name in _PARTS else ""
+        if not target:
+            raise ConfigError(f"space family {cls.name!r} names no {name} (parts a family can "
+                              f"name: {', '.join(_PARTS)})")
+        module, _, attr = str(target).partition(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+_PARTS = ("supernet", "checkpoint_meta", "load_supernet")
+
+
+def family_part(space: FamilySpace, name: str) -> Any:
+    """:meth:`SpaceFamily.part` of ``space``'s family: e.g.
+    ``family_part(space, "load_supernet")(path, space=space)``."""
+    return FAMILIES.get(space.family).part(name)
 
 
 #: the registered space families (``nas plugins list -r space-families``)

@@ -661,6 +661,8 @@ class GPTFamily(SpaceFamily):
     Spec = GPTSpec
     Space = GPTSpace
     supernet = "nas.supernet:GPTSupernet"
+    checkpoint_meta = "nas.supernet:read_gpt_checkpoint_meta"
+    load_supernet = "nas.supernet:load_gpt_supernet"
     export_signature = ("prefill: input_ids (batch, seq) int64 -> logits, KV cache; decode: "
                         "one token and the cache -> logits, cache")
     latency_features = "per-token MACs and parameters at a context, per layer"

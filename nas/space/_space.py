@@ -816,5 +816,7 @@ class OFAFamily(SpaceFamily):
     Spec = SpaceSpec
     Space = SearchSpace
     supernet = "nas.supernet:OFASupernet"
+    checkpoint_meta = "nas.supernet:read_checkpoint_meta"
+    load_supernet = "nas.supernet:load_supernet"
     export_signature = "image (batch, 3, r, r) float32 -> logits (batch, num_classes)"
     latency_features = "per-layer lookup tables by resolution, kernel and expand ratio"

@@ -366,18 +366,26 @@ def read_gpt_checkpoint_meta(path: Path | str) -> dict[str, Any]:
     return meta
 
 
-def load_gpt_supernet(path: Path | str, map_location: str = "cpu") -> GPTSupernet:
+def load_gpt_supernet(path: Path | str, space: Any = None,
+                      map_location: str = "cpu") -> GPTSupernet:
     """Read a checkpoint written by :func:`save_gpt_supernet` (weights as fp32, eval mode).
 
+    Args:
+        space: if given (a name or a space), the checkpoint must be that space's.
+
     Raises:
-        CheckpointError: missing, truncated or corrupt file, another format, or tensors that
-            do not match the recorded geometry.
+        CheckpointError: missing, truncated or corrupt file, another format, tensors that
+            do not match the recorded geometry, or another space's checkpoint.
     """
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     path = Path(path)
     meta = read_gpt_checkpoint_meta(path)
+    want = getattr(space, "name", space)
+    if want is not None and meta.get("space") and meta["space"] != want:
+        raise CheckpointError(f"checkpoint {path} is for space {meta['space']!r}, not {want!r}; "
+                              f"pass --space {meta['space']} or a checkpoint of {want}")
     try:
         net = GPTSupernet(**meta["geometry"])
     except (TypeError, ValueError) as exc:

@@ -27,6 +27,7 @@ from nas.space import (
     ParamsGenome,
     SearchSpace,
     SpaceFamily,
+    family_part,
     get_family_space,
     get_space,
     list_spaces,
@@ -159,3 +160,31 @@ def test_a_family_whose_params_lose_a_layer_fails_the_contract(third_family: Pat
             check_plugin(FAMILIES, "wide")
     finally:
         del WideSpace.from_params
+
+
+def test_the_layers_above_reach_a_supernet_through_its_family(tmp_path: Path,
+                                                              third_family: Path) -> None:
+    """Search, proxies and the CLI read a checkpoint with the reader its family names: each
+    shipped family reads and loads its own and refuses the other's; a family that names no
+    loader says so in one line."""
+    from nas.errors import CheckpointError
+    from nas.supernet import GPTSupernet, OFASupernet, save_gpt_supernet, save_supernet
+
+    gpt_ck = save_gpt_supernet(GPTSupernet.from_space(get_space("gpt_tiny")),
+                               tmp_path / "gpt.safetensors")
+    ofa_ck = tmp_path / "ofa.safetensors"
+    save_supernet(OFASupernet("tiny"), ofa_ck)
+    for space, ck, other in ((get_space("gpt_tiny"), gpt_ck, ofa_ck),
+                             (get_space("tiny"), ofa_ck, gpt_ck)):
+        assert family_part(space, "checkpoint_meta")(ck)["space"] == space.name
+        net = family_part(space, "load_supernet")(ck, space=space)
+        assert isinstance(net, family_part(space, "supernet"))
+        with pytest.raises(CheckpointError):
+            family_part(space, "checkpoint_meta")(other)
+    with pytest.raises(CheckpointError,
+                       match="is for space 'gpt_tiny', not 'gpt_shakespeare'; pass --space"):
+        family_part(get_space("gpt_shakespeare"), "load_supernet")(gpt_ck,
+                                                                   space="gpt_shakespeare")
+    wide = register_space(third_family)
+    with pytest.raises(ConfigError, match=r"^space family 'wide' names no load_supernet \("):
+        family_part(wide, "load_supernet")
