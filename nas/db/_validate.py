@@ -17,7 +17,7 @@ from typing import Any
 
 from nas.db._records import MAX_LATENCY_MS, SOURCES, STATUSES
 from nas.errors import MeasurementError, NASError
-from nas.space import Architecture, get_space
+from nas.space import SPACES, Architecture, get_space
 
 __all__ = [
     "check_dict",
@@ -101,6 +101,15 @@ def _check_percentiles(lat: float | None, lo: float | None, hi: float | None) ->
         raise MeasurementError(f"p10 must be <= p90, got p10={lo!r} > p90={hi!r}")
 
 
+def _family_arch(arch: Any) -> bool:
+    """An architecture of another family than ``ofa`` (a ``gpt`` one): it names a
+    registered space whose family's architectures are of its type."""
+    space = getattr(arch, "space", None)
+    if not isinstance(space, str) or space not in SPACES:
+        return False
+    return type(get_space(space).largest()) is type(arch)
+
+
 def validate_measurement(
     arch: Any,
     latency_ms: Any,
@@ -123,7 +132,7 @@ def validate_measurement(
         MeasurementError: naming the field and the value (e.g. a latency that is zero,
             negative, NaN, infinite or >= 1e6 ms, or p10 above the median).
     """
-    if not isinstance(arch, Architecture):
+    if not isinstance(arch, Architecture) and not _family_arch(arch):
         raise MeasurementError(f"arch must be an Architecture, got {type(arch).__name__}")
     arch = get_space(arch.space).parse(arch)  # canonical and belonging to its space
     if status not in STATUSES:

@@ -17,24 +17,30 @@ from nas.devices._files import (
     user_devices_dir,
 )
 from nas.devices._profile import (
+    CACHES,
     EXECUTION_MODES,
     GRAPH_OPTIMIZATIONS,
+    PHASES,
     PLACEMENTS,
     PRECISIONS,
     PROVIDERS,
     DeviceProfile,
+    Workload,
     check_device_name,
 )
 
 __all__ = [
+    "CACHES",
     "DEVICES",
     "EXECUTION_MODES",
     "GRAPH_OPTIMIZATIONS",
+    "PHASES",
     "PLACEMENTS",
     "PRECISIONS",
     "PROVIDERS",
     "DeviceProfile",
     "DeviceRegistry",
+    "Workload",
     "add_device",
     "check_device_name",
     "device_from_file",

@@ -13,7 +13,8 @@ Every bad field is one line, the same as every other configuration of the packag
 A profile is a plug-in of the one contract (:mod:`nas._plugin`) in the registry
 :data:`~nas.devices.DEVICES`: its ``name``, a one-line ``description`` (when the file gives
 none, one said by its settings: ``ONNX Runtime CPU, 1 thread, batch 1, fp32``), no
-``Options`` (a profile is its own settings) and no ``tags`` (any space is timed on it).
+``Options`` (a profile is its own settings) and no ``tags`` (any space is timed on it), but
+a profile with a language-model ``workload`` (prefill or decode) is tagged ``gpt``.
 """
 
 from __future__ import annotations
@@ -29,12 +30,15 @@ from nas._plugin import NoOptions
 from nas.errors import ConfigError
 
 __all__ = [
+    "CACHES",
     "EXECUTION_MODES",
     "GRAPH_OPTIMIZATIONS",
+    "PHASES",
     "PLACEMENTS",
     "PRECISIONS",
     "PROVIDERS",
     "DeviceProfile",
+    "Workload",
     "check_device_name",
 ]
 
@@ -43,6 +47,9 @@ PRECISIONS = ("fp32", "int8")
 GRAPH_OPTIMIZATIONS = ("disable", "basic", "extended", "all")
 EXECUTION_MODES = ("sequential", "parallel")
 PLACEMENTS = ("local", "ray")
+PHASES = ("prefill", "decode")
+CACHES = ("kv", "recompute")
+_MAX_TOKENS = 1 << 20
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _NAME_RULE = (
@@ -65,6 +72,83 @@ _INT_RANGES = {
 }
 
 _NO_NAME: Any = object()  # DeviceProfile() called without a positional name
+
+
+class Workload(ConfigModel):
+    """What one timed call of a language model does (a profile of the ``gpt`` family's).
+
+    ``{phase: prefill, prompt: P}``: the prompt's P tokens in one call with an empty cache
+    (time to the first token). ``{phase: decode, context: C}``: one new token whose cache
+    already holds C - 1 positions (the C-th token's time; tokens per second is batch x
+    1000 / ms); with ``cache: recompute`` the call recomputes all C positions without a cache
+    (what a runtime without one pays per token).
+
+    Attributes:
+        phase: ``"prefill"`` or ``"decode"``.
+        prompt: prefill's prompt length P (prefill only).
+        context: decode's context C, the new token included (decode only; at least 2).
+        cache: decode's ``"kv"`` (the exported KV-cache graph, the default) or
+            ``"recompute"``.
+    """
+
+    what: ClassVar[str] = "workload"
+
+    phase: str
+    prompt: int | None = None
+    context: int | None = None
+    cache: str = "kv"
+
+    @field_validator("phase", "cache", mode="before")
+    @classmethod
+    def _check_choice(cls, value: Any, info: ValidationInfo) -> Any:
+        allowed = PHASES if info.field_name == "phase" else CACHES
+        if not isinstance(value, str) or value not in allowed:
+            raise ValueError(f"must be one of {list(allowed)}")
+        return value
+
+    @field_validator("prompt", "context", mode="before")
+    @classmethod
+    def _check_tokens(cls, value: Any, info: ValidationInfo) -> Any:
+        low = 2 if info.field_name == "context" else 1
+        if value is None:
+            return None
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        if not ok or not low <= value <= _MAX_TOKENS:
+            raise ValueError(f"must be an integer in [{low}, {_MAX_TOKENS}]")
+        return value
+
+    @model_validator(mode="after")
+    def _fields_of_the_phase(self) -> Workload:
+        need, other = ("prompt", "context") if self.phase == "prefill" else ("context", "prompt")
+        if getattr(self, need) is None:
+            raise ValueError(f"a {self.phase} workload needs {need} (tokens)")
+        if getattr(self, other) is not None:
+            raise ValueError(f"{other} is for a {'decode' if other == 'context' else 'prefill'} "
+                             f"workload; a {self.phase} workload takes {need}")
+        if self.phase == "prefill" and self.cache != "kv":
+            raise ValueError("cache is for a decode workload (prefill always starts empty)")
+        return self
+
+    @property
+    def tokens(self) -> int:
+        """The positions the call attends over: P for prefill, C for decode."""
+        return int(self.prompt if self.phase == "prefill" else self.context)  # type: ignore[arg-type]
+
+    def dims(self) -> dict[str, int]:
+        """The exported graph's dynamic axes for one call: ``sequence`` (new tokens) and
+        ``past_sequence`` (positions already in the cache)."""
+        if self.phase == "prefill":
+            return {"sequence": self.tokens, "past_sequence": 0}
+        if self.cache == "recompute":
+            return {"sequence": self.tokens, "past_sequence": 0}
+        return {"sequence": 1, "past_sequence": self.tokens - 1}
+
+    def describe(self) -> str:
+        """``prefill 128 tokens`` / ``decode at context 512 (KV cache)``."""
+        if self.phase == "prefill":
+            return f"prefill {self.prompt} tokens"
+        how = "KV cache" if self.cache == "kv" else "recomputed, no cache"
+        return f"decode at context {self.context} ({how})"
 
 
 def check_device_name(name: Any) -> str:
@@ -95,7 +179,7 @@ class DeviceProfile(ConfigModel):
         intra_op_threads: threads inside one operator (ORT ``intra_op_num_threads``).
         inter_op_threads: threads across operators (ORT ``inter_op_num_threads``).
         batch_size: images per inference call.
-        precision: ``"fp32"`` or ``"int8"`` (dynamically quantised model).
+        precision: ``"fp32"`` or ``"int8"`` (a quantised model).
         graph_optimization: ORT graph optimisation level, one of :data:`GRAPH_OPTIMIZATIONS`.
         execution_mode: ORT execution mode, ``"sequential"`` or ``"parallel"``.
         allow_spinning: whether idle ORT threads spin (``session.intra_op.allow_spinning``).
@@ -105,6 +189,9 @@ class DeviceProfile(ConfigModel):
         external: measurements are imported only; nothing can be measured from here.
         resolutions: the input resolutions its latency can be predicted at (e.g. those of a
             lookup table measured elsewhere), increasing; ``None``: any resolution.
+        workload: for language models (a :class:`Workload`): what one timed call does,
+            prefill at a prompt length or decode at a context; a profile with one times the
+            ``gpt`` family's spaces only (its ``tags``).
         description: free text shown by ``nas devices list``; when none is given, one line
             said by the settings (:meth:`settings_description`), which :meth:`to_dict` and
             the YAML leave out (so that it follows the settings when they change).
@@ -113,8 +200,6 @@ class DeviceProfile(ConfigModel):
     what: ClassVar[str] = "device profile"
     #: a profile takes no options: it is its own settings (the plug-in contract)
     Options: ClassVar[type[ConfigModel]] = NoOptions
-    #: it applies to every space family
-    tags: ClassVar[frozenset[str]] = frozenset()
 
     name: str
     provider: str = "CPUExecutionProvider"
@@ -129,6 +214,7 @@ class DeviceProfile(ConfigModel):
     ray_resource: str | None = None
     external: bool = False
     resolutions: list[int] | None = None
+    workload: Workload | None = None
     description: str = ""
 
     def __init__(self, name: Any = _NO_NAME, /, **fields: Any) -> None:
@@ -222,6 +308,19 @@ class DeviceProfile(ConfigModel):
             object.__setattr__(self, "description", self.settings_description())
         return self
 
+    @property
+    def tags(self) -> frozenset[str]:
+        """The families it applies to (the plug-in contract): every one (no tags), or with
+        a ``workload``, the ``gpt`` family's spaces only."""
+        return frozenset({"gpt"}) if self.workload is not None else frozenset()
+
+    @field_validator("workload", mode="before")
+    @classmethod
+    def _check_workload(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, dict | Workload):
+            raise ValueError("must be null or a mapping such as {phase: decode, context: 512}")
+        return value
+
     def settings_description(self) -> str:
         """One line said by the settings: ``ONNX Runtime CPU, 1 thread, batch 1, fp32``
         (then what differs from the usual: graph optimisation, Ray placement, external)."""
@@ -233,6 +332,8 @@ class DeviceProfile(ConfigModel):
             threads += f" ({self.inter_op_threads} inter-op)"
         parts = [f"ONNX Runtime {provider}", threads, f"batch {self.batch_size}",
                  self.precision]
+        if self.workload is not None:
+            parts.append(self.workload.describe())
         if self.graph_optimization != "all":
             parts.append(f"graph optimisation {self.graph_optimization}")
         if self.placement == "ray":
@@ -259,6 +360,8 @@ class DeviceProfile(ConfigModel):
         """All fields as a plain dict (JSON and YAML ready); ``description`` is empty when it
         is the one said by the settings (it is said again when read)."""
         out = self.model_dump()
+        if self.workload is not None:  # only the phase's own fields
+            out["workload"] = self.workload.model_dump(exclude_none=True)
         if out["description"] == self.settings_description():
             out["description"] = ""
         return out

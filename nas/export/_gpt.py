@@ -199,6 +199,13 @@ def gpt_onnx_bytes(gpt: GPT, opset: int = DEFAULT_OPSET) -> bytes:
     return buf.getvalue()
 
 
+def gpt_subnet_onnx(supernet: Any, arch: Any) -> bytes:
+    """The ONNX model a device times for a ``gpt`` architecture: the subnet extracted from
+    ``supernet`` as one graph with a KV cache (the ``gpt`` family's ``timing_onnx``; a
+    device profile's workload says how it is called)."""
+    return gpt_onnx_bytes(supernet.extract(arch.to_dict()).eval())
+
+
 # ---------------------------------------------------------------------- generation
 def _empty_past(batch: int, heads: Sequence[int], head_dim: int) -> list[np.ndarray]:
     return [np.zeros((batch, h, 0, head_dim), np.float32) for h in heads for _ in range(2)]

@@ -133,3 +133,9 @@ def verify_onnx(
     return {"max_abs_diff": diff, "max_abs_torch": scale, "rtol": rtol, "floor": floor,
             "allowed": allowed, "rule": TOLERANCE_RULE, "batch": batch,
             "provider": "CPUExecutionProvider", "output_abs_mean": float(np.abs(want).mean())}
+
+
+def subnet_onnx(supernet: Any, arch: Any) -> bytes:
+    """The ONNX model a device times for an ``ofa`` architecture: the subnet extracted from
+    ``supernet`` at its resolution, batch axis dynamic (the ``ofa`` family's ``timing_onnx``)."""
+    return onnx_bytes(supernet.extract(arch), arch.r)

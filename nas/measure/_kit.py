@@ -226,7 +226,7 @@ def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architec
                    folder: Path, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Export the reference and ``archs`` into ``folder``; their manifest entries."""
     from nas._term import progress_bar
-    from nas.measure._measure import _default_supernet, _export
+    from nas.measure._measure import _default_supernet, _family_export
     from nas.measure._prepare import one_torch_thread, prepare_model
 
     ref_arch = sp.middle()
@@ -234,9 +234,9 @@ def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architec
     entries = []
     with one_torch_thread(), progress_bar(f"exporting {sp.name} subnets", len(archs) + 1,
                                           enabled=progress) as advance:
-        net = _default_supernet(sp)
+        net, export = _default_supernet(sp), _family_export(sp)
         for i, arch in enumerate([ref_arch, *archs]):
-            model = prepare_model(_export(net, arch), profile, arch.r)
+            model = prepare_model(export(net, arch), profile, arch.r)
             name = "reference.onnx" if i == 0 else f"{i - 1:03d}_{arch.hash[:12]}.onnx"
             (folder / name).write_bytes(model)
             entries.append(_entry(name, model, arch, macs[i]))
@@ -291,6 +291,11 @@ def write_kit(
     if repeats is not None and not 1 <= repeats <= 1000:
         raise ConfigError(f"--repeats must be in 1..1000, got {repeats}")
     profile = _kit_device(device)
+    sp.check_workload(profile.workload, profile.name)
+    if profile.workload is not None:
+        raise ConfigError(f"device {profile.name!r} times a language model "
+                          f"({profile.workload.describe()}); the measurement kit runs image "
+                          "subnets only so far: time it here with `nas latency measure`")
     out = _check_out(Path(out))
     sel, n_done = _choose(sp, profile, n, seed, select, db, priors)
     out.parent.mkdir(parents=True, exist_ok=True)

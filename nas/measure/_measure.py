@@ -24,7 +24,7 @@ from nas.measure._prepare import one_torch_thread, prepare_cached
 from nas.measure._scale import device_scale
 from nas.measure._session import Reference
 from nas.measure._timing import PROTOCOL_VERSION, TimingConfig, TimingError
-from nas.space import Architecture, SearchSpace, get_space
+from nas.space import Architecture, SearchSpace, family_part, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
@@ -49,17 +49,21 @@ def _error_text(exc: BaseException) -> str:
 
 
 def _default_supernet(space: SearchSpace) -> OFASupernet:
-    from nas.supernet import OFASupernet
-
-    net = OFASupernet(space)
-    net.calibrate_random(n_batches=1, batch_size=4)
-    return net.eval()
+    """The family's randomly initialised supernet to time subnets of."""
+    net: OFASupernet = family_part(space, "timing_supernet")(space)
+    return net
 
 
-def _export(supernet: OFASupernet, arch: Architecture) -> bytes:
-    from nas.export import onnx_bytes
+def _family_export(space: SearchSpace) -> Exporter:
+    """The family's ``(supernet, arch) -> ONNX bytes`` for timing."""
+    export: Exporter = family_part(space, "timing_onnx")
+    return export
 
-    return onnx_bytes(supernet.extract(arch), arch.r)
+
+def _res(arch: Any) -> int:
+    """An image subnet's input resolution; 0 for a family without one (a language model's
+    input is its device's workload)."""
+    return int(getattr(arch, "r", 0))
 
 
 # ---------------------------------------------------------------------- the reference
@@ -81,14 +85,14 @@ def _reference(
     """The space's reference subnet on ``profile``, its anchor measured first if need be."""
     arch = sp.middle()
     try:
-        model = prepare_cached(profile, export(net, arch), arch.r)
+        model = prepare_cached(profile, export(net, arch), _res(arch))
     except Exception as exc:
         raise TimingError(f"cannot export the reference subnet of {sp.name} for relative "
                           f"timing: {_error_text(exc)}") from exc
     anchor = reference_anchor(profile, sp, db)
     if anchor is None:
         for _ in range(ANCHOR_SESSIONS):
-            res = timer(model, arch.r)
+            res = timer(model, _res(arch))
             env = dict(res.env)
             env["anchor_of"] = {"space": sp.name, "arch": arch.hash}
             db.add_measurement(profile.name, arch, latency_ms=res.median_ms, p10=res.p10_ms,
@@ -97,7 +101,7 @@ def _reference(
         anchor = reference_anchor(profile, sp, db)
         if anchor is None:  # pragma: no cover - five ok rows were just stored
             raise TimingError(f"no anchor latency of the reference subnet on {profile.name}")
-    return Reference(model, arch.r, anchor, arch.hash)
+    return Reference(model, _res(arch), anchor, arch.hash)
 
 
 # ---------------------------------------------------------------------- one campaign
@@ -156,9 +160,9 @@ def _time_and_store(
         if fp32 is None:
             raise TimingError(export_error or "export failed")
         t1 = time.perf_counter()
-        model = prepare_cached(p, fp32, arch.r, models)
+        model = prepare_cached(p, fp32, _res(arch), models)
         prepare_s = time.perf_counter() - t1
-        res = c.timers[p.name](model, arch.r, reference=c.refs.get(p.name))
+        res = c.timers[p.name](model, _res(arch), reference=c.refs.get(p.name))
         env = dict(res.env)
         env.update(placement="ray" if "ray" in env else "local",
                    export_s=round(export_s, 4), prepare_s=round(prepare_s, 4))
@@ -235,6 +239,8 @@ def measure_on_devices(
     """
     sp = get_space(space)
     profiles = [resolve_device(d) for d in devices]
+    for p in profiles:  # a workload the space cannot run: one line, nothing stored
+        sp.check_workload(p.workload, p.name)
     parsed = [sp.parse(a) for a in archs]
     for p in profiles:
         db.ensure_device(p)
@@ -242,7 +248,8 @@ def measure_on_devices(
             else {p.name: {} for p in profiles})
     todo = [a for a in parsed if any(a not in done[p.name] for p in profiles)]
     c = _start(sp, profiles, db, anything_to_do=bool(todo), supernet=supernet,
-               address=address, cfg=config or TimingConfig(), export=exporter or _export,
+               address=address, cfg=config or TimingConfig(),
+               export=exporter or _family_export(sp),
                source=source)
     ids: dict[str, list[int]] = {p.name: [] for p in profiles}
     names = ",".join(p.name for p in profiles)

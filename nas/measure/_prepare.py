@@ -1,4 +1,5 @@
-"""Models as a device runs them: fp32 as exported, or statically quantized to int8.
+"""Models as a device runs them: fp32 as exported, or quantized to int8 (statically for
+images, dynamically for language models).
 
 Subnets and lookup-table blocks are exported with one torch thread
 (:func:`one_torch_thread`): OpenMP workers left spinning after a parallel export would
@@ -19,7 +20,7 @@ from nas.devices import DeviceProfile
 from nas.errors import ConfigError
 from nas.measure._timing import TimingError
 
-__all__ = ["one_torch_thread", "prepare_model", "quantize_int8"]
+__all__ = ["one_torch_thread", "prepare_model", "quantize_dynamic_int8", "quantize_int8"]
 
 
 class _RandomReader:
@@ -84,13 +85,42 @@ def quantize_int8(
         return out.read_bytes()
 
 
+def quantize_dynamic_int8(model: bytes) -> bytes:
+    """Dynamic int8 quantisation of a language model's linear layers (``MatMul``/``Gemm``
+    weights in int8, activations quantised per call: no calibration), with ORT's tool: what
+    a deployment of a small language model on a CPU does.
+
+    Raises:
+        TimingError: if quantization fails.
+    """
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory(prefix="nas-int8-") as tmp:
+        src, pre, out = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        src.write_bytes(model)
+        try:
+            quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+            quantize_dynamic(str(pre), str(out), weight_type=QuantType.QInt8,
+                             op_types_to_quantize=["MatMul", "Gemm"])
+        except Exception as exc:  # the quantization tool raises many types
+            raise TimingError(
+                f"int8 quantization failed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return out.read_bytes()
+
+
 def prepare_model(
     model: bytes, profile: DeviceProfile, resolution: int, *, input_name: str = "input",
     input_shape: tuple[int, ...] | None = None,
 ) -> bytes:
-    """The model as the device runs it: unchanged for fp32, quantized for int8."""
+    """The model as the device runs it: unchanged for fp32; for int8, statically quantised
+    (images: calibrated on random batches) or, for a profile with a language-model workload,
+    dynamically (:func:`quantize_dynamic_int8`)."""
     if profile.precision == "fp32":
         return model
+    if profile.precision == "int8" and profile.workload is not None:
+        return quantize_dynamic_int8(model)
     if profile.precision == "int8":
         return quantize_int8(model, resolution, input_name=input_name, input_shape=input_shape)
     raise ConfigError(

@@ -20,7 +20,7 @@ from nas.measure._timing import TimingConfig, TimingError, TimingResult, _result
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-__all__ = ["Reference", "make_session", "time_onnx"]
+__all__ = ["Reference", "make_session", "time_onnx", "workload_feed"]
 
 _GRAPH_OPT = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
               "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
@@ -94,14 +94,57 @@ def _disturbed(res: TimingResult, cfg: TimingConfig) -> bool:
             and res.p90_ms - res.p10_ms > cfg.min_disturbance_ms)
 
 
-def _input(profile: DeviceProfile, shape: tuple[int, ...], seed: int) -> np.ndarray:
+def _input(profile: DeviceProfile, shape: tuple[int, ...], seed: int) -> np.ndarray | None:
+    """The image batch of a profile without a workload (None with one: its feed is built
+    from the session's inputs, :func:`workload_feed`)."""
+    if profile.workload is not None:
+        return None
     return np.random.default_rng(seed).standard_normal(
         (profile.batch_size, *shape)).astype(np.float32)
 
 
-def _runner(model: bytes, profile: DeviceProfile, x: np.ndarray) -> Callable[[], Any]:
+def workload_feed(inputs: Iterable[Any], profile: DeviceProfile,
+                  seed: int = 0) -> dict[str, np.ndarray]:
+    """The inputs of one call of a language model's graph under ``profile``'s workload:
+    every symbolic axis the export names (``batch``, ``sequence``, ``past_sequence``) sized
+    by the batch and the workload (:meth:`~nas.devices.Workload.dims`); token ids in int64,
+    the cache in float32 (random: a call costs the same whatever the values).
+
+    Args:
+        inputs: the session's ``get_inputs()`` (``name``, ``shape``, ``type`` each).
+
+    Raises:
+        TimingError: an axis the workload does not size, or an input of another type.
+    """
+    if profile.workload is None:
+        raise TimingError(f"device {profile.name} has no workload to feed a language model")
+    dims = {"batch": profile.batch_size, **profile.workload.dims()}
+    rng = np.random.default_rng(seed)
+    feed: dict[str, np.ndarray] = {}
+    for i in inputs:
+        shape = []
+        for d in i.shape:
+            if isinstance(d, int):
+                shape.append(d)
+            elif d in dims:
+                shape.append(dims[d])
+            else:
+                raise TimingError(f"input {i.name!r} has an axis {d!r} that a workload does "
+                                  f"not size (it sizes {', '.join(sorted(dims))})")
+        if i.type == "tensor(int64)":
+            feed[i.name] = rng.integers(0, 2, size=shape, dtype=np.int64)
+        elif i.type == "tensor(float)":
+            feed[i.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            raise TimingError(f"input {i.name!r} is a {i.type}; a workload feeds int64 token "
+                              "ids and a float32 cache")
+    return feed
+
+
+def _runner(model: bytes, profile: DeviceProfile, x: np.ndarray | None) -> Callable[[], Any]:
     sess = make_session(model, profile)
-    feed = {sess.get_inputs()[0].name: x}
+    feed = ({sess.get_inputs()[0].name: x} if x is not None
+            else workload_feed(sess.get_inputs(), profile))
     outputs = [o.name for o in sess.get_outputs()]
 
     def run() -> Any:
@@ -174,7 +217,7 @@ def _combine_sessions(parts: list[TimingResult], total_s: float) -> TimingResult
 
 
 def _least_disturbed(
-    model: bytes, profile: DeviceProfile, x: np.ndarray, cfg: TimingConfig,
+    model: bytes, profile: DeviceProfile, x: np.ndarray | None, cfg: TimingConfig,
     reference: Reference | None, x_ref: np.ndarray | None,
 ) -> tuple[TimingResult, TimingResult | None, list[float]]:
     """Time in fresh sessions until one is undisturbed (or the retries run out); the least
@@ -187,7 +230,7 @@ def _least_disturbed(
             time.sleep(cfg.retry_sleep_s)
         runs = [_runner(model, profile, x)]
         if reference is not None:
-            runs.append(_runner(reference.model, profile, x_ref))  # type: ignore[arg-type]
+            runs.append(_runner(reference.model, profile, x_ref))
         try:
             arrays, elapsed = _time_runs(runs, cfg)
         except Exception as exc:

@@ -337,7 +337,8 @@ def check_family_declares_its_parts(family: type[SpaceFamily]) -> None:
     module, _, cls = family.supernet.partition(":")
     _expect(module and cls.isidentifier(),
             f"family {family.name!r}: supernet {family.supernet!r} is not 'module:Class'")
-    for attr in ("checkpoint_meta", "load_supernet"):  # optional; when named, importable form
+    for attr in ("checkpoint_meta", "load_supernet", "timing_supernet", "timing_onnx"):
+        # optional; when named, in importable form
         target = getattr(family, attr)
         module, _, fn = target.partition(":")
         _expect(not target or (module and fn.isidentifier()),

@@ -122,6 +122,17 @@ class FamilySpace(ABC):
     def middle(self) -> Any:
         """Every choice at its middle value (the upper middle of an even count)."""
 
+    def check_workload(self, workload: Any, device: str) -> None:
+        """Whether subnets of this space can be timed on a device profile with ``workload``
+        (its :class:`~nas.devices.Workload`, or None); one :class:`ConfigError` line naming
+        the device if not. By default a space is timed on profiles without one (a workload
+        is a language model's prefill or decode)."""
+        if workload is not None:
+            raise ConfigError(
+                f"device {device!r} times a language model ({workload.describe()}); space "
+                f"{self.name!r} of the {self.family!r} family is timed on a device without a "
+                "workload (nas devices list)")
+
     @abstractmethod
     def mutate(self, arch: Any, seed: SeedLike = None, prob: float = 0.1) -> Any:
         """Each gene resampled with probability ``prob``; the result is in the space."""
@@ -372,6 +383,10 @@ class SpaceFamily(Plugin):
             :class:`~nas.errors.CheckpointError` for a file that is not one of this family's.
         load_supernet: ``"module:function"``: ``f(path, space=None, map_location="cpu")``,
             the supernet of a checkpoint in eval mode (``space``: it must be that space's).
+        timing_supernet: ``"module:function"``: ``f(space)``, a randomly initialised
+            supernet to time subnets of (latency does not depend on the weights).
+        timing_onnx: ``"module:function"``: ``f(supernet, arch) -> bytes``, the ONNX model
+            a device times for ``arch`` (its inputs as the family's device workloads say).
         export_signature: what an exported subnet takes and returns (its manifest's inputs).
         latency_features: what latency predictors of its spaces are fitted on.
 
@@ -384,6 +399,8 @@ class SpaceFamily(Plugin):
     supernet: ClassVar[str] = ""
     checkpoint_meta: ClassVar[str] = ""
     load_supernet: ClassVar[str] = ""
+    timing_supernet: ClassVar[str] = ""
+    timing_onnx: ClassVar[str] = ""
     export_signature: ClassVar[str] = ""
     latency_features: ClassVar[str] = ""
 
@@ -394,8 +411,8 @@ class SpaceFamily(Plugin):
 
     @classmethod
     def part(cls, name: str) -> Any:
-        """What the family names for ``name`` (``supernet``, ``checkpoint_meta``,
-        ``load_supernet``), imported now.
+        """What the family names for ``name`` (one of ``supernet``, ``checkpoint_meta``,
+        ``load_supernet``, ``timing_supernet``, ``timing_onnx``), imported now.
 
         Raises:
             ConfigError: the family names none (a family without a supernet, say).
@@ -408,7 +425,7 @@ class SpaceFamily(Plugin):
         return getattr(importlib.import_module(module), attr)
 
 
-_PARTS = ("supernet", "checkpoint_meta", "load_supernet")
+_PARTS = ("supernet", "checkpoint_meta", "load_supernet", "timing_supernet", "timing_onnx")
 
 
 def family_part(space: FamilySpace, name: str) -> Any:

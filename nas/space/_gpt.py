@@ -66,7 +66,7 @@ import numpy as np
 from pydantic import AfterValidator, Field, Strict, field_validator, model_validator
 
 from nas._config import ConfigModel
-from nas.errors import ArchitectureError
+from nas.errors import ArchitectureError, ConfigError
 from nas.space._family import (
     FAMILIES,
     FamilySpace,
@@ -350,6 +350,19 @@ class GPTSpace(FamilySpace):
 
     def middle(self) -> GPTArchitecture:
         return self._extreme(lambda c: sorted(c)[len(c) // 2])
+
+    def check_workload(self, workload: Any, device: str) -> None:
+        """A language model is timed on a prefill or decode workload that fits its context."""
+        if workload is None:
+            raise ConfigError(
+                f"device {device!r} has no workload; space {self.name!r} of the 'gpt' family "
+                "is timed on a profile that says prefill or decode (e.g. cpu-1t-decode256; "
+                "nas devices list)")
+        if workload.tokens > self.spec.n_ctx:
+            raise ConfigError(
+                f"device {device!r}: {workload.describe()} is longer than the context of "
+                f"space {self.name!r} ({self.spec.n_ctx} tokens); choose a workload of at "
+                f"most {self.spec.n_ctx} tokens")
 
     def _slots(self, arch: GPTArchitecture, rng: np.random.Generator) -> tuple[list[int],
                                                                                 list[int]]:
@@ -663,6 +676,8 @@ class GPTFamily(SpaceFamily):
     supernet = "nas.supernet:GPTSupernet"
     checkpoint_meta = "nas.supernet:read_gpt_checkpoint_meta"
     load_supernet = "nas.supernet:load_gpt_supernet"
+    timing_supernet = "nas.supernet._gpt:random_gpt_supernet"
+    timing_onnx = "nas.export._gpt:gpt_subnet_onnx"
     export_signature = ("prefill: input_ids (batch, seq) int64 -> logits, KV cache; decode: "
                         "one token and the cache -> logits, cache")
     latency_features = "per-token MACs and parameters at a context, per layer"

@@ -818,5 +818,7 @@ class OFAFamily(SpaceFamily):
     supernet = "nas.supernet:OFASupernet"
     checkpoint_meta = "nas.supernet:read_checkpoint_meta"
     load_supernet = "nas.supernet:load_supernet"
+    timing_supernet = "nas.supernet._ofa:random_ofa_supernet"
+    timing_onnx = "nas.export._onnx:subnet_onnx"
     export_signature = "image (batch, 3, r, r) float32 -> logits (batch, num_classes)"
     latency_features = "per-layer lookup tables by resolution, kernel and expand ratio"

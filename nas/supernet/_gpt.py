@@ -373,3 +373,9 @@ class GPTSupernet(nn.Module):
                 p.copy_(weights[name])
         sub.arch = copy.deepcopy(arch)
         return sub.train(self.training)
+
+
+def random_gpt_supernet(space: Any) -> GPTSupernet:
+    """A randomly initialised supernet of a ``gpt`` space, in eval mode: what latency is
+    measured on (the ``gpt`` family's ``timing_supernet``)."""
+    return GPTSupernet.from_space(space).eval()

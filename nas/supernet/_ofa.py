@@ -182,3 +182,12 @@ class OFASupernet(nn.Module):
         for block in self.blocks:
             assert isinstance(block, DynamicMBConv)
             block.reorder_channels(expand_stage)
+
+
+def random_ofa_supernet(space: Any) -> OFASupernet:
+    """A randomly initialised supernet of ``space`` with BatchNorm statistics from random
+    inputs, in eval mode: what latency is measured on (it does not depend on the weights;
+    the ``ofa`` family's ``timing_supernet``)."""
+    net = OFASupernet(space)
+    net.calibrate_random(n_batches=1, batch_size=4)
+    return net.eval()

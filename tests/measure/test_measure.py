@@ -318,14 +318,14 @@ def test_failed_export_is_recorded_and_the_run_goes_on(
     sp = get_space("tiny")
     archs = sample_for_measurement(sp, 3, seed=2)
     bad = archs[1]
-    real = _measure._export
+    real = _measure._family_export(sp)  # the ofa family's timing_onnx
 
     def flaky(net, arch):  # type: ignore[no-untyped-def]
         if arch == bad:
             raise RuntimeError("boom: cannot export this one")
         return real(net, arch)
 
-    monkeypatch.setattr(_measure, "_export", flaky)
+    monkeypatch.setattr(_measure, "_family_export", lambda space: flaky)
     ids = measure_architectures("cpu-1t", sp, archs, db, progress=False, config=QUICK)
     recs = {r.id: r for r in db.measurements("cpu-1t", "tiny", status=None)}
     statuses = [recs[i].status for i in ids]
