@@ -54,7 +54,7 @@ def sample_for_measurement(
         raise ConfigError(f"uniform_share must be in [0, 1], got {uniform_share}")
     rng = np.random.default_rng(seed)
     seen = set(exclude)
-    total = sp.size(with_resolution=True)
+    total = sp.n_architectures()
     if n > total - len(seen):
         raise ConfigError(
             f"cannot draw {n} new architectures from {sp.name}: it has {total}, "
@@ -274,7 +274,7 @@ def select_for_measurement(
     if n < 0:
         raise ConfigError(f"n must be >= 0, got {n}")
     rng = np.random.default_rng(seed)
-    total = sp.size(with_resolution=True)
+    total = sp.n_architectures()
     pool_n = min(pool_size or max(50 * n, 2000), total)
     pool = [a for a in dict.fromkeys(sp.sample_many(pool_n, rng, unique=pool_n <= sp.size()))]
     got = priors(sp, pool, db, device) if priors is not None else PriorPredictions()

@@ -145,6 +145,11 @@ class FamilySpace(ABC):
     def size(self) -> int:
         """Number of distinct architectures."""
 
+    def n_architectures(self) -> int:
+        """Distinct architectures that sampling can draw, every input setting counted (an
+        image space's resolutions); :meth:`size` unless the family has such a setting."""
+        return self.size()
+
     @abstractmethod
     def encode(self, archs: Iterable[Any], kind: str = "onehot") -> np.ndarray:
         """Fixed-length float32 features, one row per architecture."""

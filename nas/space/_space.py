@@ -449,6 +449,10 @@ class SearchSpace(FamilySpace):
         n: int = per_stage**self.n_stages * per_layer**self.fixed_depth  # powers of naturals
         return n * len(self.resolutions) if with_resolution else n
 
+    def n_architectures(self) -> int:
+        """Networks times resolutions: an architecture here includes its resolution."""
+        return self.size(with_resolution=True)
+
     # ------------------------------------------------------------------ arrays & encodings
     def to_arrays(self, archs: Iterable[Architecture]) -> ArchArrays:
         """Stack architectures into integer arrays (zeros at layers that do not run)."""
