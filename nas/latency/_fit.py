@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 __all__ = [
     "TrainingData",
     "check_fit",
+    "check_prices",
     "fit_predictor",
     "load_predictor",
     "prior_predictions",
@@ -153,9 +154,10 @@ def fit_predictor(
     """
     cls = predictor_class(kind)
     check_fit(kind, device)
+    sp = get_space(space)
+    check_prices(kind, sp)
     store = _open_db(db)
     name = _name(device)
-    sp = get_space(space)
     data = training_data(name, sp.name, store)
     tr, te = _split(len(data), holdout, seed)
     train = data.subset(tr)
@@ -170,7 +172,8 @@ def fit_predictor(
     }
     base = baseline_class()
     metrics[base.kind] = (metrics[scored] if cls.is_baseline else regression_metrics(
-        test.y, base.create(sp.name).fit(train.archs, train.y).predict(test.archs)))
+        test.y, base.create(sp.name, device=name).fit(train.archs, train.y).predict(
+            test.archs)))
     nf = noise_floor_from_db(name, sp.name, store)
     metrics["noise"] = nf.to_dict() if nf is not None else None
     scale = device_scale(name, sp, store)
@@ -181,6 +184,22 @@ def fit_predictor(
                              state=est.get_state(), metrics=metrics,
                              measurement_ids=train.flat_ids())
     return est, metrics
+
+
+def check_prices(kind: str, space: Any) -> None:
+    """Raise at once when ``kind`` does not price ``space`` (its tags name other families),
+    listing the kinds that do.
+
+    Raises:
+        ConfigError: e.g. ``lut`` (it times OFA's blocks) for a ``gpt`` space.
+    """
+    from nas._plugin import applies_to
+
+    sp = get_space(space)
+    if not applies_to(predictor_class(kind), sp.family, sp.name):
+        ok = [k for k, c in PREDICTORS.items() if applies_to(c, sp.family, sp.name)]
+        raise ConfigError(f"kind {kind!r} does not price space {sp.name!r} (the "
+                          f"{sp.family!r} family); kinds that do: {', '.join(ok) or 'none'}")
 
 
 def check_fit(kind: str, device: str | DeviceProfile) -> None:

@@ -10,10 +10,11 @@ import numpy as np
 
 from nas.errors import ConfigError, NASError
 from nas.latency._features import ArchLike, layer_features
+from nas.latency._gpt_features import GPTFeatures, gpt_features
 from nas.latency._lut import build_lut, lut_grid, lut_to_arrays
 from nas.latency._predictors import PREDICTORS, LatencyPredictor
 from nas.measure import TimingConfig, lock_dir_for
-from nas.space import ArchArrays, get_space
+from nas.space import ArchArrays, SearchSpace, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
@@ -28,8 +29,51 @@ __all__ = [
 ]
 
 _DEFAULT_ALPHAS = tuple(float(a) for a in np.logspace(-5, 3, 17))
-#: what every built-in kind prices: the layer slots of Once-for-All's MobileNetV3 family
+#: what the table kinds price: the layer slots of Once-for-All's MobileNetV3 family
 OFA = frozenset({"ofa"})
+#: what the kinds on features alone price: OFA's layer tables and the gpt family's
+#: per-workload features (:mod:`nas.latency._gpt_features`)
+FEATURES = frozenset({"ofa", "gpt"})
+
+
+def _device_workload(device: Any) -> dict[str, Any] | None:
+    """The workload of a device (a profile or a registered name), as plain data."""
+    from nas.devices import DeviceProfile, get_device
+
+    profile = device if isinstance(device, DeviceProfile) else get_device(device)
+    w = profile.workload
+    return None if w is None else w.model_dump(exclude_none=True)
+
+
+class _PerWorkload(LatencyPredictor):
+    """A kind that prices image spaces by their layer tables and ``gpt`` spaces by the
+    features of one call under the device's workload (its ``workload`` parameter, taken
+    from the device's profile when the predictor is created for a device)."""
+
+    workload: dict[str, Any] | None
+
+    @classmethod
+    def create(cls, space: str, device: str | None = None,
+               **params: Any) -> LatencyPredictor:
+        sp: Any = get_space(space)
+        if "workload" not in params and device is not None and not isinstance(sp,
+                                                                              SearchSpace):
+            params["workload"] = _device_workload(device)
+            name = getattr(device, "name", device)
+            if params["workload"] is None:  # one line naming the device, before any fit
+                sp.check_workload(None, name)
+        return super().create(space, device, **params)
+
+    def _gpt(self) -> GPTFeatures | None:
+        """The gpt features of this space and workload; None for an image space."""
+        sp: Any = get_space(self.space)
+        workload = getattr(self, "workload", None)  # a subclass may not take one (hybrid)
+        if isinstance(sp, SearchSpace):
+            if workload is not None:
+                raise ConfigError(f"workload: space {sp.name!r} is an image space; a workload "
+                                  "is for spaces of the 'gpt' family")
+            return None
+        return gpt_features(sp, workload)
 
 #: how least squares weigh the measurements (relative error, or absolute)
 Weighting = Literal["relative", "none"]
@@ -95,24 +139,31 @@ def _ridge_loo(
 
 # ---------------------------------------------------------------------- flops
 @PREDICTORS.register
-class FlopsPredictor(LatencyPredictor):
+class FlopsPredictor(_PerWorkload):
     """Latency linear in the subnet's MACs: ``a * MACs + b`` (the baseline).
 
     Args:
         space: the search space.
         weighting: ``"relative"`` (least squares on relative error) or ``"none"``.
+        workload: for a ``gpt`` space, the device's workload (its profile's, when created
+            for a device): the MACs are those of one call of it.
     """
 
     name = "flops"
     description = "latency linear in MACs (the baseline)"
-    tags = OFA
+    tags = FEATURES
     is_baseline = True
 
-    def __init__(self, *, space: str = "ofa_mbv3", weighting: Weighting = "relative") -> None:
+    def __init__(self, *, space: str = "ofa_mbv3", weighting: Weighting = "relative",
+                 workload: dict[str, Any] | None = None) -> None:
         self.space = space
         self.weighting = weighting
+        self.workload = workload
 
-    def _macs(self, a: ArchArrays) -> np.ndarray:
+    def _macs(self, a: Any) -> np.ndarray:
+        gpt = self._gpt()
+        if gpt is not None:
+            return gpt.macs(a)
         lf = self._features()
         return lf.gather_sum(lf.macs_layer, lf.macs_fixed, a)
 
@@ -138,7 +189,7 @@ class FlopsPredictor(LatencyPredictor):
 
 # ---------------------------------------------------------------------- additive
 @PREDICTORS.register
-class AdditivePredictor(LatencyPredictor):
+class AdditivePredictor(_PerWorkload):
     """A learned lookup table: latency linear in per-layer-type work (see the module doc).
 
     Args:
@@ -149,26 +200,32 @@ class AdditivePredictor(LatencyPredictor):
         slot_penalty: penalty of the per-slot corrections relative to the per-stage ones.
         alphas: ridge strengths to choose from by leave-one-out error.
         weighting: ``"relative"`` (fit relative error) or ``"none"``.
+        workload: for a ``gpt`` space, the device's workload: the features are those of one
+            call of it (:mod:`nas.latency._gpt_features`, all network-wide: ``aggregate``).
     """
 
     name = "additive"
     description = "a learned lookup table, linear in per-layer work (the default)"
-    tags = OFA
+    tags = FEATURES
 
     def __init__(
         self, *, space: str = "ofa_mbv3",
         groups: tuple[Group, ...] = ("aggregate", "stage", "slot"),
         slot_penalty: float = 10.0, alphas: tuple[float, ...] | None = None,
-        weighting: Weighting = "relative",
+        weighting: Weighting = "relative", workload: dict[str, Any] | None = None,
     ) -> None:
         self.space = space
         self.groups = groups
         self.slot_penalty = slot_penalty
         self.alphas = alphas
         self.weighting = weighting
+        self.workload = workload
+
+    def _feature_set(self) -> Any:
+        return self._gpt() or self._features()
 
     def _columns(self) -> np.ndarray:
-        lf = self._features()
+        lf = self._feature_set()
         allowed = {"aggregate", "stage", "slot"}
         bad = [g for g in self.groups if g not in allowed]
         if bad or "aggregate" not in self.groups:
@@ -179,14 +236,14 @@ class AdditivePredictor(LatencyPredictor):
         return np.asarray([i for i, g in enumerate(lf.groups) if g in self.groups])
 
     def _penalty(self, cols: np.ndarray, extra_unpenalised: int = 0) -> np.ndarray:
-        lf = self._features()
+        lf = self._feature_set()
         pen = {"aggregate": 0.0, "stage": 1.0, "slot": float(self.slot_penalty)}
         return np.concatenate([np.zeros(extra_unpenalised),
                                np.asarray([pen[lf.groups[i]] for i in cols])])
 
     def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
         _check_space(self.space)
-        lf = self._features()
+        lf = self._feature_set()
         cols = self._columns()
         X = lf.transform(a)[:, cols]
         coef, alpha, loo = _ridge_loo(X, y, _weights(y, self.weighting), self._penalty(cols),
@@ -198,12 +255,19 @@ class AdditivePredictor(LatencyPredictor):
         self._compile()
 
     def _compile(self) -> None:
+        gpt = self._gpt()
+        if gpt is not None:  # the features are exact sums: predict them, then the dot
+            self.cols_ = np.asarray([gpt.names.index(n) for n in self.feature_names_])
+            return
         lf = self._features()
         cols = np.asarray([lf.names.index(n) for n in self.feature_names_])
         self.table_ = lf.layer[..., cols] @ self.coef_  # (R, L, K, E) ms per layer
         self.fixed_ = lf.fixed[:, cols] @ self.coef_  # (R,) ms of stem, head, constant
 
     def _predict(self, a: ArchArrays) -> np.ndarray:
+        gpt = self._gpt()
+        if gpt is not None:
+            return np.asarray(gpt.transform(a)[:, self.cols_] @ self.coef_)
         return self._features().gather_sum(self.table_, self.fixed_, a)
 
     def _state(self) -> dict[str, Any]:
@@ -220,7 +284,7 @@ class AdditivePredictor(LatencyPredictor):
 
 # ---------------------------------------------------------------------- gbdt
 @PREDICTORS.register
-class GBDTPredictor(LatencyPredictor):
+class GBDTPredictor(_PerWorkload):
     """Gradient-boosted trees (scikit-learn's histogram GBDT) on the architecture features.
 
     With ``base="flops"`` the trees fit ``log(y / flops(x))``, the relative residual of the
@@ -240,19 +304,22 @@ class GBDTPredictor(LatencyPredictor):
         max_iter, learning_rate, max_leaf_nodes, min_samples_leaf, l2_regularization:
             passed to ``HistGradientBoostingRegressor``.
         random_state: seed of the boosting.
+        workload: for a ``gpt`` space, the device's workload (the features of one call).
     """
 
     name = "gbdt"
     description = "gradient-boosted trees on the relative residual of flops"
-    tags = OFA
+    tags = FEATURES
     restores_from_state = False
 
-    def __init__(
+    def __init__(  # noqa: PLR0913 - scikit-learn hyper-parameters, keyword-only
         self, *, space: str = "ofa_mbv3", groups: tuple[Group, ...] = ("aggregate", "stage"),
         base: Literal["flops"] | None = "flops", log_target: bool = True, max_iter: int = 100,
         learning_rate: float = 0.1, max_leaf_nodes: int = 8, min_samples_leaf: int = 5,
         l2_regularization: float = 1.0, random_state: int = 0,
+        workload: dict[str, Any] | None = None,
     ) -> None:
+        self.workload = workload
         self.space = space
         self.groups = groups
         self.base = base
@@ -265,10 +332,13 @@ class GBDTPredictor(LatencyPredictor):
         self.random_state = random_state
 
     def _cols(self) -> np.ndarray:
-        lf = self._features()
+        lf: Any = self._gpt() or self._features()
         return np.asarray([i for i, g in enumerate(lf.groups) if g in self.groups])
 
     def _X(self, a: ArchArrays) -> np.ndarray:
+        gpt = self._gpt()
+        if gpt is not None:
+            return np.asarray(gpt.transform(a)[:, self._cols()])
         lf = self._features()
         return lf.gather_sum(self._layer_, lf.fixed[:, self._cols()], a)
 
@@ -281,11 +351,12 @@ class GBDTPredictor(LatencyPredictor):
             raise ConfigError(f"base must be 'flops' or None, got {self.base!r}")
         if self.base is not None and not self.log_target:
             raise ConfigError("base='flops' needs log_target=True (the residual is a ratio)")
-        lf = self._features()
-        self._layer_ = np.ascontiguousarray(lf.layer[..., self._cols()])
+        if self._gpt() is None:
+            lf = self._features()
+            self._layer_ = np.ascontiguousarray(lf.layer[..., self._cols()])
         target = np.log(y) if self.log_target else y
         if self.base == "flops":
-            self.base_ = FlopsPredictor(space=self.space).fit(a, y)
+            self.base_ = FlopsPredictor(space=self.space, workload=self.workload).fit(a, y)
             target = target - np.log(np.clip(self.base_._predict(a), 1e-9, None))
         model = HistGradientBoostingRegressor(
             max_iter=self.max_iter, learning_rate=self.learning_rate,

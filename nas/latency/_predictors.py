@@ -75,9 +75,15 @@ from sklearn.base import BaseEstimator, RegressorMixin
 from nas._config import ConfigModel
 from nas._plugin import KindPlugin, NoOptions, options_from_init
 from nas._registry import Registry
-from nas.errors import ConfigError, NASError, NotFittedError, UnknownNameError
+from nas.errors import (
+    ArchitectureError,
+    ConfigError,
+    NASError,
+    NotFittedError,
+    UnknownNameError,
+)
 from nas.latency._features import ArchLike, LayerFeatures, as_arrays, layer_features
-from nas.space import ArchArrays, get_space
+from nas.space import ArchArrays, SearchSpace, get_space
 
 if TYPE_CHECKING:
     from nas.db import LatencyDB
@@ -231,8 +237,7 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: igno
             ConfigError: a bad hyper-parameter (one line naming it).
         """
         self.options()
-        sp = get_space(self.space)
-        a = as_arrays(sp, X)
+        a = self._inputs(X)
         yv = np.asarray(y, dtype=np.float64).ravel()
         if len(yv) != len(a):
             raise NASError(f"X has {len(a)} architectures but y has {len(yv)} latencies")
@@ -256,7 +261,7 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: igno
             ArchitectureError: an architecture of another space.
         """
         self._check_fitted()
-        a = as_arrays(get_space(self.space), X)
+        a = self._inputs(X)
         if len(a) == 0:
             return np.zeros(0)
         # a latency is positive: extrapolating linear terms must not say otherwise
@@ -325,6 +330,25 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: igno
 
     def _features(self) -> LayerFeatures:
         return layer_features(self.space)
+
+    def _inputs(self, X: ArchLike) -> Any:
+        """``X`` as its family's batch form: :class:`~nas.space.ArchArrays` (validated) for
+        an image space, the family's ``to_arrays`` of the parsed architectures otherwise
+        (another space's architecture: :class:`~nas.errors.ArchitectureError`)."""
+        sp: Any = get_space(self.space)
+        if isinstance(sp, SearchSpace):
+            return as_arrays(sp, X)
+        if hasattr(X, "n_head"):  # already the family's arrays
+            return X
+        items: list[Any] = [X] if isinstance(X, str | dict) or hasattr(X, "space") else list(
+            X)  # type: ignore[arg-type]  # not ArchArrays here: an image space's form
+        archs = []
+        for i, a in enumerate(items):
+            if hasattr(a, "space") and a.space != sp.name:
+                raise ArchitectureError(f"architecture {i} belongs to space {a.space!r}, not "
+                                        f"{sp.name!r}")
+            archs.append(sp.parse(a))
+        return sp.to_arrays(archs)
 
 
 # ---------------------------------------------------------------------- by kind

@@ -251,19 +251,33 @@ def _latency_kinds_for(space: Any) -> list[str] | None:
 
 def _check_latency_priced(keys: Iterable[str], info: ValidationInfo) -> None:
     """Refuse ``latency:<device>`` among ``keys`` when no latency predictor kind prices the
-    config's space (a ``gpt`` space until its family has latency predictors)."""
+    config's space, or when the device's workload is not one the space runs (a language
+    model's prefill or decode on an image space, an image device on a ``gpt`` space)."""
     latency = [k for k in keys if str(k).startswith("latency:")]
     if not latency:
         return
     space = info.data.get("space")
     kinds = _latency_kinds_for(space)
-    if kinds is None or kinds:
+    if kinds is None:
         return
     from nas.space import get_space
 
-    family = get_space(str(space)).family
-    raise ValueError(f"{latency[0]}: no latency predictor prices space {space!r} of the "
-                     f"{family!r} family yet; allowed for it: accuracy, macs, params")
+    sp = get_space(str(space))
+    if not kinds:
+        raise ValueError(f"{latency[0]}: no latency predictor prices space {space!r} of the "
+                         f"{sp.family!r} family yet; allowed for it: accuracy, macs, params")
+    from nas.devices import DEVICES
+
+    for key in latency:  # a device whose workload the space cannot run (a decode profile
+        try:  # on an image space, an image one on a gpt space)
+            device = parse_metric(str(key))[1]
+        except ConfigError:  # a malformed key: refused where keys are parsed
+            continue
+        if device is not None and device in DEVICES:
+            try:
+                sp.check_workload(DEVICES.get(device).workload, device)
+            except ConfigError as exc:
+                raise ValueError(f"{key}: {exc}") from None
 
 
 def _check_memory(keys: Iterable[str], info: ValidationInfo,

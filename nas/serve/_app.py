@@ -23,7 +23,7 @@ from fastapi.responses import JSONResponse
 from ray import serve
 
 from nas._ray import LOOPBACK
-from nas.errors import ArchitectureError, NASError, UnknownNameError
+from nas.errors import ArchitectureError, ConfigError, NASError, UnknownNameError
 from nas.serve._guard import Guard
 from nas.serve._limits import SEARCH_CAPS, Slots
 from nas.serve._schemas import (
@@ -41,8 +41,16 @@ if TYPE_CHECKING:
     from nas.latency import LatencyPredictor
     from nas.space import FamilySpace
 
-__all__ = ["NASService", "Replica", "build_api", "field_error", "json_safe", "latency_kinds",
-           "priced_space"]
+__all__ = [
+    "NASService",
+    "Replica",
+    "build_api",
+    "check_device_runs",
+    "field_error",
+    "json_safe",
+    "latency_kinds",
+    "priced_space",
+]
 
 # Above this many architectures a predict call runs in a worker thread, so the event loop
 # keeps accepting requests meanwhile; below, the thread hop costs more than the call.
@@ -324,6 +332,19 @@ def priced_space(name: str, loc: Sequence[str | int], route: str) -> FamilySpace
     return sp
 
 
+def check_device_runs(space: FamilySpace, device: str, loc: Sequence[str | int]) -> None:
+    """A 422 at ``loc`` when ``device`` (a registered profile) times a workload ``space``
+    cannot run (a language model's decode on an image space, or the reverse); an unknown
+    device is left to the route's own answer."""
+    from nas.devices import DEVICES
+
+    if device in DEVICES:
+        try:
+            space.check_workload(DEVICES.get(device).workload, device)
+        except ConfigError as exc:
+            raise field_error(loc, str(exc)) from None
+
+
 def _device_info(name: str, db: Any) -> dict[str, Any]:
     from nas.devices import get_device
 
@@ -445,6 +466,7 @@ def build_api(svc: Replica) -> FastAPI:
             raise field_error(("body", "archs"), f"at most {settings.max_archs} architectures "
                               f"per request, got {len(req.archs)}")
         sp = priced_space(req.space, ("body", "space"), "POST /latency/predict")
+        check_device_runs(sp, req.device, ("body", "device"))
         if req.kind is not None and req.kind not in (kinds := latency_kinds(sp)):
             raise field_error(("body", "kind"), f"kind {req.kind!r} does not price space "
                               f"{sp.name!r} (the {sp.family!r} family); its kinds: "

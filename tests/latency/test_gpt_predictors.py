@@ -1,0 +1,111 @@
+"""Latency predictors on the gpt family (issue 26 item 3): the features of one call under a
+device's workload, the kinds on features alone (flops, additive, gbdt) fitted per workload
+and stored, the table kinds refused in one line. Latencies here are synthetic (exact
+functions of the architecture), so nothing depends on timing; ranks on measured subnets are
+RESULTS.md's benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nas.db import LatencyDB
+from nas.devices import get_device
+from nas.errors import ConfigError
+from nas.latency import fit_predictor, load_predictor, make_predictor, predictor_from_state
+from nas.latency._gpt_features import GPT_FEATURES, gpt_features
+from nas.space import get_space
+
+SPACE = "gpt_shakespeare"  # context 256: every shipped language-model profile fits
+DECODE, PREFILL = "cpu-1t-decode256", "cpu-1t-prefill128"
+
+
+def _archs(n: int, seed: int) -> list:
+    return get_space(SPACE).sample_many(n, seed=seed)
+
+
+def _features(device: str, archs: list) -> np.ndarray:
+    return gpt_features(get_space(SPACE), get_device(device).workload).transform(archs)
+
+
+def test_a_decode_step_s_macs_are_the_space_s_macs_per_token_at_that_context() -> None:
+    sp, archs = get_space(SPACE), _archs(20, 0)
+    f = gpt_features(sp, get_device(DECODE).workload)
+    assert (f.tokens, f.positions) == (1, 256)
+    np.testing.assert_allclose(f.macs(archs) * 1e6, sp.costs(archs, context=256)["macs"])
+    # weights: every parameter once, in float32; the cache: 255 positions read, 256 written
+    x = f.transform(archs)
+    params = sp.costs(archs)["params"]
+    np.testing.assert_allclose(x[:, GPT_FEATURES.index("weight_mb")] * 1e6, 4 * params)
+    att = np.array([sum(a.n_head) * sp.spec.head_dim for a in archs])
+    np.testing.assert_allclose(x[:, GPT_FEATURES.index("cache_mb")] * 1e6,
+                               4 * 2 * (256 + 255) * att)
+    assert (x[:, GPT_FEATURES.index("blocks")] == [a.n_layer for a in archs]).all()
+
+
+def test_prefill_does_the_work_of_its_prompt_and_decode_reads_its_cache() -> None:
+    archs = _archs(10, 1)
+    pre, dec = _features(PREFILL, archs), _features(DECODE, archs)
+    lin, cache = GPT_FEATURES.index("linear_mmacs"), GPT_FEATURES.index("cache_mb")
+    np.testing.assert_allclose(pre[:, lin], 128 * dec[:, lin])  # 128 tokens, one call
+    assert (dec[:, cache] > pre[:, cache]).all()  # 256 positions against 128
+
+
+@pytest.mark.parametrize("kind", ["flops", "additive", "gbdt"])
+def test_each_feature_kind_fits_a_gpt_workload_and_round_trips(kind: str) -> None:
+    train, test = _archs(60, 2), _archs(20, 3)
+    true = np.array([0.02, 0.001, 0.05, 0.01, 0.03, 0.002, 0.05])  # ms per unit of each
+    y, y_test = _features(DECODE, train) @ true, _features(DECODE, test) @ true
+    est = make_predictor(kind, SPACE, device=DECODE)
+    assert est.get_params()["workload"] == {"phase": "decode", "context": 256, "cache": "kv"}
+    est.fit(train, y)
+    pred = est.predict(test)
+    rho = np.corrcoef(np.argsort(np.argsort(pred)), np.argsort(np.argsort(y_test)))[0, 1]
+    assert rho > 0.9
+    if kind == "additive":  # the generating model is in its family: recovered exactly
+        np.testing.assert_allclose(pred, y_test, rtol=1e-5)  # up to the ridge's jitter
+    if kind != "gbdt":  # gbdt restores by re-fitting on its stored measurements
+        back = predictor_from_state(kind, est.json_params(), est.get_state())
+        np.testing.assert_array_equal(back.predict(test), pred)
+
+
+def test_a_gpt_predictor_needs_its_device_s_workload() -> None:
+    with pytest.raises(ConfigError, match="priced per workload: fit the predictor for a "
+                                          "device whose profile says prefill or decode"):
+        make_predictor("additive", SPACE).fit(_archs(5, 0), np.ones(5))
+    with pytest.raises(ConfigError, match="device 'cpu-1t' has no workload; space "
+                                          "'gpt_shakespeare' of the 'gpt' family"):
+        make_predictor("additive", SPACE, device="cpu-1t")
+    with pytest.raises(ConfigError, match="workload: space 'tiny' is an image space"):
+        make_predictor("additive", "tiny", workload={"phase": "decode", "context": 8}).fit(
+            get_space("tiny").sample_many(5, seed=0), np.ones(5))
+
+
+def test_fitted_from_the_database_per_workload_and_loaded_back(tmp_path: Path) -> None:
+    db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
+    archs = _archs(40, 4)
+    for device, scale in ((DECODE, 1.0), (PREFILL, 3.0)):
+        db.ensure_device(get_device(device))
+        y = scale * (_features(device, archs) @ np.array([0.02, 0.001, 0.05, 0.01, 0.03,
+                                                          0.002, 0.05]))
+        db.add_measurements(device, [{"arch": a, "latency_ms": float(v), "source": "imported"}
+                                     for a, v in zip(archs, y, strict=True)])
+        est, metrics = fit_predictor(device, SPACE, "additive", db=db, holdout=0.25)
+        assert metrics["test"]["spearman_rho"] > 0.99
+        assert metrics["flops"]["n"] == metrics["test"]["n"]  # the baseline on the same split
+        loaded = load_predictor(device, SPACE, db=db)
+        assert loaded.get_params()["workload"] == get_device(device).workload.model_dump(
+            exclude_none=True)
+        np.testing.assert_array_equal(loaded.predict(archs[:5]), est.predict(archs[:5]))
+
+
+@pytest.mark.parametrize("kind", ["lut", "hybrid"])
+def test_a_table_kind_refuses_a_gpt_space_in_one_line(tmp_path: Path, kind: str) -> None:
+    db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
+    with pytest.raises(ConfigError) as info:
+        fit_predictor(DECODE, SPACE, kind, db=db)
+    assert "\n" not in str(info.value)
+    assert str(info.value) == (f"kind {kind!r} does not price space 'gpt_shakespeare' (the "
+                               "'gpt' family); kinds that do: additive, flops, gbdt")
