@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -76,11 +77,12 @@ def _name(device: str | DeviceProfile) -> str:
 
 def training_data(
     device: str | DeviceProfile, space: str, db: LatencyDB, *,
-    ids: list[int] | None = None,
+    ids: list[int] | None = None, scale_ms: float | None = None,
 ) -> TrainingData:
     """Successful measurements (measured or imported, not noise repeats) of ``space`` on
     ``device``; only those with ``ids`` when given. Relative measurements are put on the
-    device's current scale (:func:`~nas.measure.on_scale`).
+    device's current scale (:func:`~nas.measure.on_scale`), or on ``scale_ms`` when given
+    (the scale a stored predictor was fitted on: later measurements move the device's).
 
     Raises:
         NASError: there are none (the message says which command measures some).
@@ -93,6 +95,8 @@ def training_data(
     groups: dict[Architecture, list[tuple[int, float]]] = {}
     recs = db.measurements(name, sp.name, status="ok")
     scale = device_scale(name, sp, db, records=recs)
+    if scale is not None and scale_ms is not None:
+        scale = dataclasses.replace(scale, ms=float(scale_ms))
     for rec in recs:
         if rec.source not in TIMED_SOURCES or rec.latency_ms is None:
             continue
@@ -265,7 +269,10 @@ def load_predictor(
         )
     refit = None
     if not predictor_class(rec.kind).restores_from_state:
-        data = training_data(name, sp.name, store, ids=rec.measurement_ids)
+        # on the scale it was fitted on: measurements since (a check, noise repeats) move
+        # the device's scale, and the re-fit must reproduce the stored predictor
+        fitted_on = (rec.metrics.get("scale") or {}).get("ms")
+        data = training_data(name, sp.name, store, ids=rec.measurement_ids, scale_ms=fitted_on)
         refit = (data.archs, data.y)
     return predictor_from_state(rec.kind, rec.params, rec.state, refit_data=refit)
 

@@ -109,3 +109,39 @@ def test_a_table_kind_refuses_a_gpt_space_in_one_line(tmp_path: Path, kind: str)
     assert "\n" not in str(info.value)
     assert str(info.value) == (f"kind {kind!r} does not price space 'gpt_shakespeare' (the "
                                "'gpt' family); kinds that do: additive, flops, gbdt")
+
+
+def test_a_stored_gbdt_loads_back_after_later_measurements_move_the_scale(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """gbdt is restored by re-fitting on its measurements; measurements taken since (a
+    check, noise repeats) move the device's scale, and the re-fit is on the scale it was
+    fitted on, so it reproduces the stored predictions instead of refusing to load."""
+    from nas.devices import DeviceProfile, add_device
+    from nas.measure import TimingConfig, device_scale, measure_architectures
+
+    monkeypatch.setenv("NAS_DEVICES_DIR", str(tmp_path / "devices"))
+    db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
+    sp = get_space("gpt_tiny")
+    device = DeviceProfile("t-decode32", workload={"phase": "decode", "context": 32})
+    add_device(device)
+    relative = TimingConfig.quick().replace(reference=True)
+    archs = sp.sample_many(24, seed=5)
+    measure_architectures(device, sp, archs[:16], db, progress=False, config=relative)
+    est, _ = fit_predictor(device, sp.name, "gbdt", db=db, holdout=0.25,
+                           params={"min_samples_leaf": 2})
+    scale_before = load_predictor(device, sp.name, "gbdt", db=db).predict(archs)
+    np.testing.assert_array_equal(scale_before, est.predict(archs))
+    # later checks in which the machine ran slower: their reference blocks move the scale
+    # (stored as a check would store them, the reference timed at twice the scale)
+    before = device_scale(device, sp, db)
+    assert before is not None
+    rec = next(r for r in db.measurements(device.name, sp.name) if r.source == "measured")
+    env = {**rec.env, "reference": {**rec.env["reference"],
+                                    "reference_median_ms": 2 * before.ms}}
+    db.add_measurements(device.name, [{"arch": a, "latency_ms": 2 * rec.latency_ms,
+                                       "source": "check", "env": env} for a in archs[16:]] * 4)
+    after = device_scale(device, sp, db)
+    assert after is not None
+    assert after.ms > 1.5 * before.ms
+    np.testing.assert_allclose(load_predictor(device, sp.name, "gbdt", db=db).predict(archs),
+                               est.predict(archs), rtol=1e-6)
