@@ -279,18 +279,22 @@ def fit(
     The lut and hybrid kinds time a lookup table of single blocks on the device the first
     time (minutes) and reuse it after.
     """
+    from nas._plugin import applies_to
     from nas.devices import get_device
-    from nas.latency._fit import check_fit, fit_predictor
+    from nas.latency._fit import check_fit, check_prices, fit_predictor
     from nas.latency._predictors import PREDICTORS, predictor_class
     from nas.space import get_space
 
     kinds = _kinds(kind)
     profile = get_device(device)
-    if kind == "all":  # those that can be fitted for this device
-        kinds = [k for k in kinds if PREDICTORS.get(k).check_fit_ok(profile)]
+    sp = get_space(space)
+    if kind == "all":  # those that can be fitted for this device and price this space
+        kinds = [k for k in kinds if PREDICTORS.get(k).check_fit_ok(profile)
+                 and applies_to(PREDICTORS.get(k), sp.family, sp.name)]
+    sp.check_workload(profile.workload, profile.name)
     for k in kinds:  # refused before anything is read or timed
         check_fit(k, profile)
-    sp = get_space(space)
+        check_prices(k, sp)
     store = _db(db, create=False)
 
     results: dict[str, Any] = {}

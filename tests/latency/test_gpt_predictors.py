@@ -145,3 +145,30 @@ def test_a_stored_gbdt_loads_back_after_later_measurements_move_the_scale(
     assert after.ms > 1.5 * before.ms
     np.testing.assert_allclose(load_predictor(device, sp.name, "gbdt", db=db).predict(archs),
                                est.predict(archs), rtol=1e-6)
+
+
+def test_the_cli_fits_every_kind_that_prices_the_space_and_refuses_the_rest(
+        tmp_path: Path, run_nas) -> None:
+    import json
+
+    db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
+    archs = _archs(30, 6)
+    db.ensure_device(get_device(DECODE))
+    y = _features(DECODE, archs) @ np.array([0.02, 0.001, 0.05, 0.01, 0.03, 0.002, 0.05])
+    db.add_measurements(DECODE, [{"arch": a, "latency_ms": float(v), "source": "imported"}
+                                 for a, v in zip(archs, y, strict=True)])
+    url = f"sqlite:///{tmp_path / 'lat.sqlite'}"
+    code, out, err = run_nas(["latency", "fit", "--device", DECODE, "--space", SPACE,
+                              "--kind", "all", "--db", url, "--json"])
+    assert code == 0, err
+    assert set(json.loads(out)["predictors"]) == {"flops", "additive", "gbdt"}
+    for argv, words in (
+            (["--device", DECODE, "--kind", "lut"], "kind 'lut' does not price space "
+             "'gpt_shakespeare' (the 'gpt' family); kinds that do: additive, flops, gbdt"),
+            (["--device", "cpu-1t", "--kind", "additive"], "device 'cpu-1t' has no workload; "
+             "space 'gpt_shakespeare' of the 'gpt' family")):
+        code, _, err = run_nas(["latency", "fit", "--space", SPACE, "--db", url, *argv])
+        assert code == 2
+        assert err.startswith("error: ")
+        assert words in err
+        assert err.count("\n") == 1
