@@ -139,15 +139,17 @@ class AloneTrainer(LMTrainer):
 
 def alone_config(cfg: Any, steps: int) -> tuple[Any, int]:
     """The supernet's config for a run of ``steps`` steps of one subnet: one stretch, no
-    shipped copy, no time budget, no initial weights; the warm-up kept where it is shorter
-    than the run, else scaled by ``steps / cfg.steps``. Returns ``(config, warm-up)``."""
+    shipped copy, no time budget, no initial weights, no largest-only phase; the warm-up
+    kept where it is shorter than the run, else scaled by ``steps / cfg.steps``. Returns
+    ``(config, warm-up)``."""
     from nas.train import LMTrainConfig
 
     warmup = cfg.warmup_steps if cfg.warmup_steps < steps else \
         min(steps - 1, round(cfg.warmup_steps * steps / cfg.steps))
     d = cfg.to_dict()
     d.update(steps=steps, checkpoint_every=steps, warmup_steps=warmup, ship=None, init=None,
-             budget_minutes=None, eval={"tokens": cfg.block, "batch_size": 1})
+             budget_minutes=None, eval={"tokens": cfg.block, "batch_size": 1},
+             largest_only_steps=0)  # one subnet a step anyway
     return LMTrainConfig.from_dict(d, where="alone config"), warmup
 
 

@@ -208,3 +208,18 @@ def test_perplexity_refuses_a_space_that_is_not_byte_level() -> None:
                        cache=None)
     with pytest.raises(ConfigError, match="vocabulary of 64, not 257"):
         get_proxy("perplexity").score([sp.largest()], ctx)
+
+
+def test_the_shipped_supernet_s_largest_subnet_is_clearly_better_than_its_smallest() -> None:
+    """Inherited perplexity per byte on the first 8,192 tokens of the shipped held-out works
+    (Macbeth, Twelfth Night): the trained supernet's largest subnet well below its smallest,
+    both far below a uniform guess over 257 bytes (deterministic: fixed weights and text)."""
+    from nas._data import shipped_supernet
+    from nas.proxies import ProxyContext, get_proxy
+
+    sp = get_family_space("gpt_shakespeare")
+    ctx = ProxyContext.build(sp.name, checkpoint=shipped_supernet(sp.name), cache=False)
+    score = get_proxy("perplexity", tokens=8192).score([sp.largest(), sp.smallest()], ctx)
+    large, small = np.exp(-np.asarray(score))
+    assert large < 0.8 * small
+    assert small < 20 < 257
