@@ -61,7 +61,13 @@ def ray_env(settings: ServiceSettings) -> dict[str, str]:
     """
     # Serve's own /-/routes and /-/healthz are answered before the app's token check, on
     # every port Serve opens: this callback closes them in each of its HTTP servers
-    closed = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "nas.serve._guard.ray_middlewares"}
+    closed = {"RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH": "nas.serve._guard.ray_middlewares",
+              # on a busy machine (a training run on both cores) the HTTP proxy's start
+              # outlasted Serve's 5 s readiness checks three times in a row and Serve killed
+              # it ("HTTP proxies not available after 60s"): give each check 20 s, so the
+              # proxy has all of serve.start's 60 s, and each later health check 30 s
+              "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "20",
+              "RAY_SERVE_PROXY_HEALTH_CHECK_TIMEOUT_S": "30"}
     if settings.ingress == "proxy":
         return {**closed, "RAY_SERVE_THROUGHPUT_OPTIMIZED": "0",
                 "RAY_SERVE_ENABLE_DIRECT_INGRESS": "0"}
