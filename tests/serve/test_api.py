@@ -87,23 +87,29 @@ def test_spaces_list_every_family_with_what_prices_it(service: Any) -> None:
     assert "additive" in spaces["tiny"]["latency_kinds"]
     gpt = spaces["gpt_tiny"]
     assert gpt["family"] == "gpt"
-    assert gpt["latency_kinds"] == []  # no latency predictor prices a gpt space yet
+    assert gpt["latency_kinds"] == ["additive", "flops", "gbdt"]  # per device workload
     assert gpt["spec"]["n_layer"] == [1, 2, 3]
     assert gpt["kernel_sizes"] is None
     assert gpt["n_stages"] is None
 
 
-def test_predict_refuses_a_space_no_latency_predictor_prices_in_one_line(
+def test_predict_refuses_a_device_whose_workload_the_space_cannot_run_in_one_line(
         service: Any) -> None:
-    r = requests.post(f"{service.url}/latency/predict", timeout=30,
-                      json={"device": "cpu-1t", "space": "gpt_tiny", "archs": [_gpt_arch()]})
-    assert r.status_code == 422, r.text
-    [error] = r.json()["detail"]
-    assert error["loc"] == ["body", "space"]
-    assert "\n" not in error["msg"]
-    assert "space 'gpt_tiny' is of the 'gpt' family, which no latency predictor kind prices " \
-        "yet; POST /latency/predict takes the spaces " in error["msg"]
-    assert "tiny" in error["msg"].split("takes the spaces ")[1].split(", ")
+    cases = [("cpu-1t", "gpt_tiny", [_gpt_arch()],
+              "device 'cpu-1t' has no workload; space 'gpt_tiny' of the 'gpt' family is timed "
+              "on a profile that says prefill or decode"),
+             ("cpu-1t-decode256", "tiny", _archs(1, seed=0),
+              "device 'cpu-1t-decode256' times a language model (decode at context 256 (KV "
+              "cache)); space 'tiny' of the 'ofa' family is timed on a device without a "
+              "workload")]
+    for device, space, archs, words in cases:
+        r = requests.post(f"{service.url}/latency/predict", timeout=30,
+                          json={"device": device, "space": space, "archs": archs})
+        assert r.status_code == 422, r.text
+        [error] = r.json()["detail"]
+        assert error["loc"] == ["body", "device"]
+        assert "\n" not in error["msg"]
+        assert words in error["msg"]
 
 
 def test_predict_matches_python_api(service: Any, service_env: dict[str, Any]) -> None:

@@ -47,9 +47,10 @@ def test_specialize_refuses_what_it_cannot_do_in_one_line(service: Any) -> None:
         ({"proxy": "predictor:path=/etc/passwd"}, "proxy", "outside"),
         ({"budgets": {"accuracy": [1]}}, None, "budgets"),
         ({"space": "tiny"}, "proxy", "for space ofa_mbv3 only"),
-        ({"space": "gpt_tiny", "proxy": "params", "objectives": ["params"]}, "space",
-         "space 'gpt_tiny' is of the 'gpt' family, which no latency predictor kind prices "
-         "yet; POST /specialize takes the spaces "),
+        # a language model's space with the request's note10 budgets: note10 times images
+        ({"space": "gpt_tiny", "proxy": "params", "objectives": ["params"]}, "constraints",
+         "latency:note10: device 'note10' has no workload; space 'gpt_tiny' of the 'gpt' "
+         "family is timed on a profile that says prefill or decode"),
     ]
     for change, field, words in cases:
         r = _post(service, {**BODY, **change})
