@@ -36,3 +36,18 @@ def table(columns: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
+
+
+def session_median_ms(sess: object, feed: dict, warmup: int, runs: int) -> float:
+    """Median wall time (ms) of ``runs`` calls of an ONNX Runtime session on ``feed``, after
+    ``warmup`` untimed calls: the plain loop a user would write."""
+    import time
+
+    for _ in range(warmup):
+        sess.run(None, feed)  # type: ignore[attr-defined]
+    ts = []
+    for _ in range(runs):
+        t0 = time.perf_counter_ns()
+        sess.run(None, feed)  # type: ignore[attr-defined]
+        ts.append(time.perf_counter_ns() - t0)
+    return statistics.median(ts) / 1e6

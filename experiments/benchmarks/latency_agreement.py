@@ -53,7 +53,7 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import header, table
+from _common import header, session_median_ms, table
 
 ROOT = Path(__file__).resolve().parents[2]
 DEVICE, SPACE = "cpu-1t", "ofa_mbv3"
@@ -81,14 +81,7 @@ def _plain(models: dict[str, bytes], inputs: dict[str, np.ndarray], profile: Any
             key = names[i]
             sess = make_session(models[key], profile)
             feed = {sess.get_inputs()[0].name: inputs[key]}
-            for _ in range(5):
-                sess.run(None, feed)
-            ts = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                sess.run(None, feed)
-                ts.append(time.perf_counter_ns() - t0)
-            got[key].append(float(np.median(ts)) / 1e6)
+            got[key].append(session_median_ms(sess, feed, 5, runs))
         print(f"pass {p + 1}/{passes} done", file=sys.stderr, flush=True)
     return {k: float(np.median(v)) for k, v in got.items()}
 

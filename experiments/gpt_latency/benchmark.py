@@ -37,7 +37,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from _common import header, machine, table
+from _common import header, machine, session_median_ms, table
 
 from nas.db import LatencyDB
 from nas.devices import get_device
@@ -72,15 +72,7 @@ def _plain_ms(space: Any, device: str, archs: list[Any], warmup: int, runs: int)
         for a in archs:
             sess = make_session(prepare_model(export(net, a), profile, 0), profile)
             feed = workload_feed(sess.get_inputs(), profile)
-            names = [o.name for o in sess.get_outputs()]
-            for _ in range(warmup):
-                sess.run(names, feed)
-            ts = []
-            for _ in range(runs):
-                t0 = time.perf_counter_ns()
-                sess.run(names, feed)
-                ts.append(time.perf_counter_ns() - t0)
-            out.append(float(np.median(ts)) / 1e6)
+            out.append(session_median_ms(sess, feed, warmup, runs))
     return np.asarray(out)
 
 
