@@ -38,6 +38,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -113,10 +114,21 @@ class GPTFeatures:
 
 
 def gpt_features(space: Any, workload: Mapping[str, Any] | Any) -> GPTFeatures:
-    """The features of ``space`` (a ``gpt`` family space) under a device's ``workload``.
+    """The features of ``space`` (a ``gpt`` family space) under a device's ``workload``
+    (validated once per space and workload: predictors ask at every call).
 
     Raises:
         ConfigError: no workload, or one the space cannot run (longer than its context).
     """
+    if isinstance(workload, Mapping):
+        return _cached(space.name, tuple(sorted(workload.items())))
     t, s = _workload_dims(space, workload)
     return GPTFeatures(space.name, t, s)
+
+
+@lru_cache(maxsize=64)
+def _cached(space: str, workload: tuple[tuple[str, Any], ...]) -> GPTFeatures:
+    from nas.space import get_family_space
+
+    t, s = _workload_dims(get_family_space(space), dict(workload))
+    return GPTFeatures(space, t, s)
