@@ -61,12 +61,18 @@ def local_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     ray = pytest.importorskip("ray")
     before = os.environ.get("NAS_CACHE_DIR")
     os.environ["NAS_CACHE_DIR"] = str(tmp_path_factory.mktemp("nas-cache"))
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
-             logging_level="ERROR")
+    from nas._ray import start_ray, stop_ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+    address = os.environ.pop("RAY_ADDRESS", None)
+    start_ray(num_cpus=2)  # as `nas search` starts it: loopback, the user's priority
     try:
         yield
     finally:
-        ray.shutdown()
+        stop_ray()
+        if address is not None:
+            os.environ["RAY_ADDRESS"] = address
         if before is None:
             os.environ.pop("NAS_CACHE_DIR", None)
         else:

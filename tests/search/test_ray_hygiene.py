@@ -1,5 +1,6 @@
-"""What a `nas search` leaves on the machine: its Ray listens on loopback only, a dead worker's
-message never reaches stdout, and a SIGKILLed driver leaves no Ray process behind."""
+"""What a `nas search` leaves on the machine: its Ray listens on loopback only and runs at the
+user's priority, a dead worker's message never reaches stdout, and a SIGKILLed driver leaves
+no Ray process behind."""
 
 from __future__ import annotations
 
@@ -55,6 +56,11 @@ def _alive(procs: dict[int, tuple[int, str]]) -> dict[int, str]:
     table = _table()
     return {p: cmd for p, (start, cmd) in procs.items()
             if p in table and table[p][1] == start}
+
+
+def _niceness(pid: int) -> int:
+    """The niceness of process ``pid`` (the 19th field of its /proc stat)."""
+    return int(Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[16])
 
 
 def _listening(pids: list[int]) -> list[tuple[int, str]]:
@@ -127,8 +133,10 @@ def _wait_for(cond: Any, proc: subprocess.Popen[bytes], timeout: float = 180) ->
 
 def test_search_ray_listens_on_loopback_and_json_survives_a_dead_worker(
         make_config, tmp_path) -> None:
-    """While a search runs, no process of its Ray listens beyond loopback; a worker killed
-    mid-search makes Ray print a "(raylet)" line, which must not land in the JSON on stdout."""
+    """While a search runs, no process of its Ray listens beyond loopback, and its workers run
+    at the driver's priority (Ray's default niceness of 15 let any busy process starve them);
+    a worker killed mid-search makes Ray print a "(raylet)" line, which must not land in the
+    JSON on stdout."""
     cfg = make_config(n_trials=24, batch_size=1, study="hygiene")
     proc = _start(cfg, tmp_path, "--json")
     try:
@@ -137,6 +145,9 @@ def test_search_ray_listens_on_loopback_and_json_survives_a_dead_worker(
         exposed = [(pid, addr, procs[pid][1][:60]) for pid, addr in _listening(list(procs))
                    if not _loopback(addr)]
         assert not exposed, f"Ray listens beyond loopback: {exposed}"
+        worker = _completed(cfg)[-1].user_attrs["worker_pid"]
+        assert worker in procs, (worker, procs)
+        assert _niceness(worker) == _niceness(proc.pid) == os.getpriority(os.PRIO_PROCESS, 0)
         os.kill(_completed(cfg)[-1].user_attrs["worker_pid"], signal.SIGKILL)
         out, err = proc.communicate(timeout=240)
     finally:
