@@ -20,6 +20,7 @@ from nas.devices import (
     list_devices,
     load_devices,
 )
+from nas.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -83,6 +84,24 @@ ExternalOpt = Annotated[
         "--external/--no-external",
         help="Measurements are imported only, never measured from here.",
     ),
+]
+PrefillOpt = Annotated[
+    int | None,
+    typer.Option("--prefill", metavar="P", help=(
+        "A language model's profile: each timed call is the prefill of a P-token prompt "
+        "(time to the first token).")),
+]
+DecodeOpt = Annotated[
+    int | None,
+    typer.Option("--decode", metavar="C", help=(
+        "A language model's profile: each timed call decodes one token at context C (the "
+        "KV cache holding C - 1 positions).")),
+]
+RecomputeOpt = Annotated[
+    bool,
+    typer.Option("--recompute", help=(
+        "With --decode: recompute all C positions each token, without a cache (what a "
+        "runtime without one pays).")),
 ]
 DescriptionOpt = Annotated[
     str | None, typer.Option("--description", help="Free text shown in lists.")
@@ -205,14 +224,26 @@ def add_cmd(
     ray_resource: RayResourceOpt = None,
     external: ExternalOpt = None,
     description: DescriptionOpt = None,
+    prefill: PrefillOpt = None,
+    decode: DecodeOpt = None,
+    recompute: RecomputeOpt = False,
     from_file: FromFileOpt = None,
     overwrite: OverwriteOpt = False,
     json_: JsonOpt = False,
 ) -> None:
     """Add a device profile (written to $NAS_DEVICES_DIR, else ~/.local/share/nas/devices).
 
-    Example: nas devices add pi4-4t --threads 4 --ray-resource device:pi4
+    Examples: nas devices add pi4-4t --threads 4 --ray-resource device:pi4;
+    nas devices add phone-decode512 --external --decode 512 (a language model's decoding).
     """
+    if prefill is not None and decode is not None:
+        raise ConfigError("--prefill and --decode: a profile times one workload; add one "
+                          "profile for each")
+    if recompute and decode is None:
+        raise ConfigError("--recompute is for a decode workload: give --decode C too")
+    workload = ({"phase": "prefill", "prompt": prefill} if prefill is not None else
+                {"phase": "decode", "context": decode,
+                 "cache": "recompute" if recompute else "kv"} if decode is not None else None)
     profile = _profile_from_options(name, from_file, {
         "intra_op_threads": threads,
         "inter_op_threads": inter_op_threads,
@@ -226,6 +257,7 @@ def add_cmd(
         "ray_resource": ray_resource,
         "external": external,
         "description": description,
+        "workload": workload,
     })
     existed = not overwrite and name in list_devices()
     path = add_device(profile, overwrite=overwrite)

@@ -218,15 +218,18 @@ def _eta(manifest: dict[str, Any]) -> float:
 
 
 def _entry(file: str, data: bytes, arch: Architecture, macs: int) -> dict[str, Any]:
-    return {"file": file, "sha256": _sha256(data), "arch": arch.to_dict(), "hash": arch.hash,
-            "resolution": arch.r, "macs": int(macs)}
+    out = {"file": file, "sha256": _sha256(data), "arch": arch.to_dict(), "hash": arch.hash,
+           "macs": int(macs)}
+    if hasattr(arch, "r"):  # an image subnet's input; a language model's is the workload's
+        out["resolution"] = arch.r
+    return out
 
 
 def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architecture],
                    folder: Path, progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Export the reference and ``archs`` into ``folder``; their manifest entries."""
     from nas._term import progress_bar
-    from nas.measure._measure import _default_supernet, _family_export
+    from nas.measure._measure import _default_supernet, _family_export, _res
     from nas.measure._prepare import one_torch_thread, prepare_model
 
     ref_arch = sp.middle()
@@ -236,7 +239,7 @@ def _export_models(sp: SearchSpace, profile: DeviceProfile, archs: list[Architec
                                           enabled=progress) as advance:
         net, export = _default_supernet(sp), _family_export(sp)
         for i, arch in enumerate([ref_arch, *archs]):
-            model = prepare_model(export(net, arch), profile, arch.r)
+            model = prepare_model(export(net, arch), profile, _res(arch))
             name = "reference.onnx" if i == 0 else f"{i - 1:03d}_{arch.hash[:12]}.onnx"
             (folder / name).write_bytes(model)
             entries.append(_entry(name, model, arch, macs[i]))
@@ -292,10 +295,6 @@ def write_kit(
         raise ConfigError(f"--repeats must be in 1..1000, got {repeats}")
     profile = _kit_device(device)
     sp.check_workload(profile.workload, profile.name)
-    if profile.workload is not None:
-        raise ConfigError(f"device {profile.name!r} times a language model "
-                          f"({profile.workload.describe()}); the measurement kit runs image "
-                          "subnets only so far: time it here with `nas latency measure`")
     out = _check_out(Path(out))
     sel, n_done = _choose(sp, profile, n, seed, select, db, priors)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -316,6 +315,9 @@ def write_kit(
             "runner": {"file": "run.py", "sha256": _sha256(runner)},
             "reference": ref, "models": models,
         }
+        if profile.workload is not None:  # the runner sizes each named axis of the graph
+            manifest["workload"] = {"describe": profile.workload.describe(),
+                                    "dims": profile.workload.dims()}
         (tmp / _MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
         (tmp / "README.txt").write_text(_readme(manifest), encoding="utf-8")
         size = sum(p.stat().st_size for p in tmp.iterdir())

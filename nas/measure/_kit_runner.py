@@ -12,7 +12,10 @@ The timing protocol (that of ``nas latency measure``, kept to its essentials):
 2. ONNX Runtime session options are all set explicitly from the kit's device profile (intra-
    and inter-op threads, spinning of idle threads, graph optimisation level, sequential
    execution), never left to ORT's defaults, which change between releases.
-3. One fixed random input per model (standard normal, the profile's batch size). Python's
+3. One fixed random input per model (standard normal, the profile's batch size); for a
+   language model, one call of the kit's workload (the manifest's ``workload``: prefill of a
+   prompt, or one decoding step with the KV cache filled to a context): every named axis of
+   the graph's inputs sized by it, token ids int64, the cache float32. Python's
    garbage collector is off while timing. Each run is timed with ``time.perf_counter_ns``
    around ``InferenceSession.run``, the call an application makes.
 4. Warm-up: every session runs at least ``warmup_runs`` times and ``warmup_s`` seconds before
@@ -94,11 +97,36 @@ def _percentile(values: list[float], q: float) -> float:
     return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
 
+def _workload_feed(np: Any, inputs: list[Any], sizes: dict[str, int],
+                   seed: int) -> dict[str, Any]:
+    """A language model's inputs for one call: each named axis sized by ``sizes``."""
+    rng = np.random.default_rng(seed)
+    feed = {}
+    for inp in inputs:
+        shape = []
+        for d in inp.shape:
+            if isinstance(d, int):
+                shape.append(d)
+            elif d in sizes:
+                shape.append(int(sizes[d]))
+            else:
+                raise ValueError(f"input {inp.name!r} has an axis {d!r} the kit's workload "
+                                 f"does not size ({', '.join(sorted(sizes))})")
+        if inp.type == "tensor(int64)":
+            feed[inp.name] = rng.integers(0, 2, size=shape, dtype=np.int64)
+        elif inp.type == "tensor(float)":
+            feed[inp.name] = rng.standard_normal(shape).astype(np.float32)
+        else:
+            raise ValueError(f"input {inp.name!r} is a {inp.type}, not token ids or a cache")
+    return feed
+
+
 class _Model:
     """One model's session, input and recorded times."""
 
     def __init__(self, ort: Any, np: Any, folder: Path, entry: dict[str, Any],
-                 opts: Any, provider: str, batch: int, seed: int) -> None:
+                 opts: Any, provider: str, batch: int, seed: int,
+                 dims: dict[str, int] | None = None) -> None:
         self.file = str(entry["file"])
         self.sha256 = str(entry["sha256"])
         self.error: str | None = None
@@ -107,16 +135,21 @@ class _Model:
         self.ratios: list[float] = []
         try:
             self.sess = ort.InferenceSession(str(folder / self.file), opts, providers=[provider])
-            inp = self.sess.get_inputs()[0]
-            shape = [batch] + [int(d) for d in inp.shape[1:]]
-            self.feed = {inp.name: np.random.default_rng(seed).standard_normal(shape)
-                         .astype(np.float32)}
+            if dims is None:  # an image model: one input, its batch axis first
+                inp = self.sess.get_inputs()[0]
+                shape = [batch] + [int(d) for d in inp.shape[1:]]
+                self.feed = {inp.name: np.random.default_rng(seed).standard_normal(shape)
+                             .astype(np.float32)}
+            else:
+                self.feed = _workload_feed(np, self.sess.get_inputs(), {"batch": batch, **dims},
+                                           seed)
             self.outputs = [o.name for o in self.sess.get_outputs()]
         except Exception as exc:  # ORT raises its own types; the result line says why
             self.error = f"session: {type(exc).__name__}: {exc}"[:2000]
 
     def run(self) -> None:
         self.sess.run(self.outputs, self.feed)
+
 
     def warm_up(self, runs: int, seconds: float) -> None:
         t0 = time.perf_counter()
@@ -178,6 +211,7 @@ def _environment(ort: Any, np: Any, manifest: dict[str, Any], threads: int,
         "threads": {"intra_op": threads, "inter_op": int(device.get("inter_op_threads", 1)),
                     "allow_spinning": bool(device.get("allow_spinning", True))},
         "batch_size": int(device.get("batch_size", 1)),
+        "workload": (manifest.get("workload") or {}).get("describe"),
         "timing": {"repeats": args.repeats, "round_runs": args.round_runs,
                    "block_warmup": args.block_warmup, "warmup_runs": args.warmup_runs,
                    "warmup_s": args.warmup_s, "seed": args.seed},
@@ -270,6 +304,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def _dims(workload: Any) -> dict[str, int] | None:
+    """The manifest's workload axes (None for an image kit)."""
+    if workload is None:
+        return None
+    dims = workload.get("dims") if isinstance(workload, dict) else None
+    if not isinstance(dims, dict) or not all(
+            isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool) and v >= 0
+            for k, v in dims.items()):
+        raise KitError("manifest: workload.dims must map axis names to sizes >= 0")
+    return dims
+
+
 def _load_manifest(folder: Path) -> dict[str, Any]:
     path = folder / "manifest.json"
     try:
@@ -319,14 +365,18 @@ def main(argv: list[str] | None = None) -> int:
         opts = _options(ort, device, threads)
         batch = int(device.get("batch_size", 1))
         seed = args.seed
-        ref = _Model(ort, np, folder, manifest["reference"], opts, provider, batch, seed + 1)
+        workload = manifest.get("workload")
+        dims = _dims(workload)
+        ref = _Model(ort, np, folder, manifest["reference"], opts, provider, batch, seed + 1,
+                     dims)
         if ref.error is not None:
             raise KitError(f"the reference model cannot run here: {ref.error}")
-        models = [_Model(ort, np, folder, e, opts, provider, batch, seed)
+        models = [_Model(ort, np, folder, e, opts, provider, batch, seed, dims)
                   for e in manifest["models"]]
         if not args.quiet:
+            what = f", each call {workload['describe']}" if workload else ""
             print(f"timing {len(models)} models and the reference, {args.repeats} passes, "
-                  f"{threads} thread(s)", file=sys.stderr)
+                  f"{threads} thread(s){what}", file=sys.stderr)
         seconds = _time_all(models, ref, args)
         scale = _median(ref.blocks) if ref.blocks else None
         env["seconds"] = round(seconds, 3)

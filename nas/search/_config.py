@@ -186,6 +186,22 @@ def memory_mib(space: Any, batch: Any, key: str) -> np.ndarray:
     return out
 
 
+def _latency_unit(device: str | None) -> str:
+    """``ms``; for a language model's profile, what one timed call is: ``ms per token,
+    decode at context 256 (KV cache)`` or ``ms, prefill 128 tokens``."""
+    from nas.devices import DEVICES
+
+    try:
+        workload = DEVICES.get(str(device)).workload if device in DEVICES else None
+    except NASError:  # a broken profile file: its own commands say why
+        workload = None
+    if workload is None:
+        return "ms"
+    if workload.phase == "decode":
+        return f"ms per token, {workload.describe()}"
+    return f"ms, {workload.describe()}"
+
+
 class Objective(BaseModel):
     """One objective of the study: its key (``accuracy``, ``latency:cpu-1t``...), direction
     and a label for tables and plots."""
@@ -206,7 +222,7 @@ class Objective(BaseModel):
     @property
     def label(self) -> str:
         if self.metric == "latency":
-            return f"latency {self.device} (ms)"
+            return f"latency {self.device} ({_latency_unit(self.device)})"
         if self.metric == "memory":
             return ("memory (MiB)" if self.context is None
                     else f"memory at context {self.context} (MiB)")

@@ -38,7 +38,8 @@ def free_port() -> int:
 
 def synthetic_db(path: Path, n: int = 60) -> str:
     """A latency DB with imported tiny measurements on cpu-1t (latency grows with MACs, 3%
-    noise) and fitted ``additive`` and ``flops`` predictors: no timing needed."""
+    noise) and fitted ``additive`` and ``flops`` predictors, and gpt_shakespeare's on
+    cpu-1t-decode256 with a fitted ``additive``: no timing needed."""
     url = f"sqlite:///{path}"
     db = LatencyDB(url)
     sp = get_space("tiny")
@@ -52,6 +53,18 @@ def synthetic_db(path: Path, n: int = 60) -> str:
     ])
     for kind in ("flops", "additive"):
         fit_predictor("cpu-1t", "tiny", kind, db=db, holdout=0.25)
+    # the shipped language model's space on a decode profile: ms per token grows with the
+    # weights read per token and the blocks (what decode follows), 3% noise
+    lm = get_space("gpt_shakespeare")
+    lm_archs = lm.sample_many(n, seed=1)
+    mem = lm.memory(lm_archs, context=256)
+    depth = np.asarray([a.to_dict()["n_layer"] for a in lm_archs], dtype=float)
+    db.ensure_device(get_device("cpu-1t-decode256"))
+    db.add_measurements("cpu-1t-decode256", [
+        {"arch": a, "latency_ms": float((0.02 + 0.01 * d + w / 2e8) * z), "source": "imported"}
+        for a, d, w, z in zip(lm_archs, depth, mem["weights"], noise, strict=True)
+    ])
+    fit_predictor("cpu-1t-decode256", "gpt_shakespeare", "additive", db=db, holdout=0.25)
     db.close()
     return url
 

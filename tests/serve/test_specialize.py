@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from nas.latency import load_predictor
@@ -84,3 +85,29 @@ def test_the_service_s_processes_run_at_the_user_s_priority(service: Any) -> Non
     assert replicas, sorted(cmd[:40] for cmd in found.values())
     mine = os.getpriority(os.PRIO_PROCESS, 0)
     assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in replicas} == {mine}
+
+
+def test_specialize_a_language_model_under_a_decode_budget_and_a_memory_bound(
+        service: Any) -> None:
+    """The shipped language model's space on a decode profile: every subnet of the front is
+    within the decode budget and the memory bound (weights + KV cache at the profile's
+    context), and a larger budget picks a larger model."""
+    lat = "latency:cpu-1t-decode256"
+    body = {"space": "gpt_shakespeare", "proxy": "nonembedding-params",
+            "objectives": ["accuracy", lat], "constraints": {lat: 0.09, "memory": 6.0},
+            "budgets": {lat: [0.06, 0.075]}}
+    r = _post(service, body)
+    assert r.status_code == 200, r.text
+    out = r.json()
+    sp = get_space("gpt_shakespeare")
+    archs = [sp.parse(f["arch"]) for f in out["front"]]
+    assert len(archs) >= 5
+    pred = load_predictor("cpu-1t-decode256", "gpt_shakespeare", "additive",
+                          db=service.settings.db).predict(archs)
+    assert (pred <= 0.09 + 1e-9).all()
+    mib = sp.memory(archs)["total"] / 2**20  # the space's context: 256, as the profile's
+    assert (mib <= 6.0).all()
+    assert [f["memory_mib"]["memory"] for f in out["front"]] == pytest.approx(mib.tolist())
+    small, large = out["best"][f"{lat}<=0.06"], out["best"][f"{lat}<=0.075"]
+    assert small["latency_ms"]["cpu-1t-decode256"] <= 0.06
+    assert small["accuracy"] < large["accuracy"] <= out["best"][f"{lat}<=0.09"]["accuracy"]
