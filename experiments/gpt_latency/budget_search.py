@@ -10,10 +10,11 @@ latency is measured and predicted in ``--db`` (``benchmark.py`` fills it):
 2. every subnet of each front, afterwards:
    - **perplexity on held-out text the search never read**: the shipped validation works
      (Macbeth, Twelfth Night) after the proxy's first 32,768 tokens;
-   - **decode latency in a plain ONNX Runtime loop**: one session per subnet with the
+   - **decode latency in a plain ONNX Runtime loop**: a session per subnet with the
      profile's options, the KV cache filled to the profile's context, ``--warmup`` calls and
-     the median of ``--runs``; the device's reference subnet (the space's middle) is timed
-     the same way right before each one, so that the machine's drift since the campaign shows
+     the median of ``--runs``, in ``--sessions`` rounds over the front (a fresh session
+     each; the median of the rounds); the device's reference subnet (the space's middle) is
+     timed the same way right before each one, so that the machine's drift since the campaign shows
      (``drift``: the reference now over its stored scale) and can be taken out
      (``plain ms / drift``);
    - memory (weights + KV cache at the profile's context, float32, exact);
@@ -78,10 +79,15 @@ def run_search(cmd: list[str]) -> dict[str, Any]:
     exe = [str(Path(sys.executable).with_name("nas")), *cmd[1:]]
     t0 = time.time()
     out = subprocess.run(exe, capture_output=True, text=True, cwd=ROOT, check=False)
+    resumed = out.returncode != 0 and "continue it with --resume" in out.stderr
+    if resumed:  # a second run of the script: the study is there, its budget spent
+        out = subprocess.run([*exe, "--resume"], capture_output=True, text=True, cwd=ROOT,
+                             check=False)
     if out.returncode != 0:
         sys.exit(f"`{shlex.join(cmd)}` failed ({out.returncode}):\n{out.stderr[-3000:]}")
     res = json.loads(out.stdout)
     res["wall_s"] = round(time.time() - t0, 1)
+    res["resumed"] = resumed
     return res
 
 
@@ -103,8 +109,9 @@ def held_out_ppl(space: Any, archs: list[dict[str, Any]]) -> list[float]:
 
 
 def plain_decode(space: Any, device: str, archs: list[Any], warmup: int,
-                 runs: int) -> tuple[np.ndarray, np.ndarray]:
-    """(each subnet's plain-loop median ms, the reference's right before it)."""
+                 runs: int, sessions: int) -> tuple[np.ndarray, np.ndarray]:
+    """(each subnet's plain-loop median ms, the reference's right before it): ``sessions``
+    rounds over all subnets, a fresh session each time; the median over the rounds."""
     profile = get_device(device)
     net = family_part(space, "timing_supernet")(space)
     export = family_part(space, "timing_onnx")
@@ -114,12 +121,14 @@ def plain_decode(space: Any, device: str, archs: list[Any], warmup: int,
         sess = make_session(prepare_model(export(net, arch), profile, 0), profile)
         return session_median_ms(sess, workload_feed(sess.get_inputs(), profile), warmup, runs)
 
-    subnet, reference = [], []
+    subnet = np.zeros((sessions, len(archs)))
+    reference = np.zeros((sessions, len(archs)))
     with one_torch_thread():
-        for a in archs:
-            reference.append(once(ref))
-            subnet.append(once(a))
-    return np.asarray(subnet), np.asarray(reference)
+        for k in range(sessions):
+            for i, a in enumerate(archs):
+                reference[k, i] = once(ref)
+                subnet[k, i] = once(a)
+    return np.median(subnet, axis=0), np.median(reference, axis=0)
 
 
 def check_front(args: argparse.Namespace, engine: str, res: dict[str, Any],
@@ -128,7 +137,7 @@ def check_front(args: argparse.Namespace, engine: str, res: dict[str, Any],
     front = [t for t in res["front"] if t["feasible"]]
     archs = [sp.parse(t["arch"]) for t in front]
     print(f"[{engine}] {len(archs)} subnets on the front: plain decode loop", flush=True)
-    plain, ref = plain_decode(sp, args.device, archs, args.warmup, args.runs)
+    plain, ref = plain_decode(sp, args.device, archs, args.warmup, args.runs, args.sessions)
     scale = device_scale(args.device, sp, db)
     assert scale is not None, f"no measurements of {args.space} on {args.device} in {args.db}"
     drift = ref / scale.ms
@@ -152,7 +161,8 @@ def check_front(args: argparse.Namespace, engine: str, res: dict[str, Any],
             "params": t["params"], "macs": t["macs"],
         })
     rows.sort(key=lambda r: r["predicted_ms"])
-    return {"engine": engine, "wall_s": res["wall_s"], "n_trials": res["n_trials"],
+    return {"engine": engine, "wall_s": res["wall_s"], "resumed": res["resumed"],
+            "n_trials": res["n_trials"],
             "study": res["study"], "front": rows, "noise_p90": p90,
             "scale_ms": scale.ms, "all_within_budget": all(r["within_budget"] for r in rows)}
 
@@ -163,8 +173,9 @@ def markdown(args: argparse.Namespace, out: dict[str, Any]) -> str:
                     f"{args.device}", cmd)]
     for r in out["runs"]:
         c = shlex.join(out["commands"][r["engine"]])
-        lines.append(f"\n### {r['engine']} engine ({r['n_trials']} trials, {r['wall_s']:.0f} s "
-                     f"from the shell)\n\n`{c}`\n\nnoise-floor p90 {r['noise_p90']:.3f}; "
+        when = ("resumed: searched by an earlier run" if r.get("resumed")
+                else f"{r['wall_s']:.0f} s from the shell")
+        lines.append(f"\n### {r['engine']} engine ({r['n_trials']} trials, {when})\n\n`{c}`\n\nnoise-floor p90 {r['noise_p90']:.3f}; "
                      f"every subnet within budget: **{r['all_within_budget']}**\n")
         rows = [[f"{f['held_out_ppl']:.3f}", f"{f['predicted_ms']:.3f}", f"{f['plain_ms']:.3f}",
                  f"{f['drift']:.3f}", f"{f['plain_ms_drift_out']:.3f}",
@@ -189,6 +200,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--sessions", type=int, default=3,
+                    help="fresh sessions per subnet (and per reference before it); median")
     ap.add_argument("--engines", nargs="+", default=["ray", "predictor"])
     ap.add_argument("--out", default="runs/gpt_budget.json")
     args = ap.parse_args()

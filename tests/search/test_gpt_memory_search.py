@@ -41,6 +41,19 @@ def test_memory_objectives_and_constraints_are_read_with_their_context() -> None
     assert plain.objective_list[0].context is None
 
 
+def test_latency_labels_say_what_one_timed_call_is() -> None:
+    """Tables and the report's axes: a decode profile's latency is per token."""
+    cfg = SearchConfig.load(space="gpt_shakespeare", proxy="nonembedding-params",
+                            objectives=["accuracy", "latency:cpu-1t-decode256",
+                                        "latency:cpu-1t-prefill128"])
+    assert [o.label for o in cfg.objective_list[1:]] == [
+        "latency cpu-1t-decode256 (ms per token, decode at context 256 (KV cache))",
+        "latency cpu-1t-prefill128 (ms, prefill 128 tokens)"]
+    ofa = SearchConfig.load(space="ofa_mbv3", proxy="ofa-imagenet",
+                            objectives=["accuracy", "latency:note10"])
+    assert ofa.objective_list[1].label == "latency note10 (ms)"
+
+
 @pytest.mark.parametrize(("space", "override", "message"), [
     (SPACE, {"objectives": ["memory:x"]},
      "objectives = ['memory:x']: objective/constraint 'memory:x': memory:<context> takes the "
