@@ -175,7 +175,8 @@ def markdown(args: argparse.Namespace, out: dict[str, Any]) -> str:
         c = shlex.join(out["commands"][r["engine"]])
         when = ("resumed: searched by an earlier run" if r.get("resumed")
                 else f"{r['wall_s']:.0f} s from the shell")
-        lines.append(f"\n### {r['engine']} engine ({r['n_trials']} trials, {when})\n\n`{c}`\n\nnoise-floor p90 {r['noise_p90']:.3f}; "
+        lines.append(f"\n### {r['engine']} engine ({r['n_trials']} trials, {when})\n\n"
+                     f"`{c}`\n\nnoise-floor p90 {r['noise_p90']:.3f}; "
                      f"every subnet within budget: **{r['all_within_budget']}**\n")
         rows = [[f"{f['held_out_ppl']:.3f}", f"{f['predicted_ms']:.3f}", f"{f['plain_ms']:.3f}",
                  f"{f['drift']:.3f}", f"{f['plain_ms_drift_out']:.3f}",
