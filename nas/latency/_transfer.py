@@ -59,7 +59,14 @@ import numpy as np
 
 from nas.errors import ConfigError, NASError
 from nas.latency._features import layer_features
-from nas.latency._kinds import _DEFAULT_ALPHAS, AdditivePredictor, FlopsPredictor, _ridge_loo
+from nas.latency._kinds import (
+    _DEFAULT_ALPHAS,
+    FEATURES,
+    AdditivePredictor,
+    FlopsPredictor,
+    _PerWorkload,
+    _ridge_loo,
+)
 from nas.latency._predictors import (
     PREDICTORS,
     LatencyPredictor,
@@ -107,8 +114,12 @@ def _check_entry(entry: Any, i: int, space: str) -> tuple[str, LatencyPredictor]
     return str(entry["device"]), predictor_from_state(cls.kind, entry["params"], entry["state"])
 
 
+#: the features' constant column (image spaces' layer tables; a language model's call)
+_CONSTANT = ("const", "call")
+
+
 @PREDICTORS.register
-class TransferPredictor(LatencyPredictor):
+class TransferPredictor(_PerWorkload):
     """Few-shot: other devices' predictors mixed and calibrated on a few measurements (see
     the module docstring for the model and what it assumes).
 
@@ -121,13 +132,17 @@ class TransferPredictor(LatencyPredictor):
         residual_penalty: penalty of the residual features relative to the deviations.
         selection: ``"min"``: the candidate of least leave-one-out error; ``"one_se"``: the
             simplest within one standard error of it.
+        workload: for a ``gpt`` space, the new device's workload (its profile's, when
+            created for a device): the features of ``flops``, ``additive`` and the residual
+            are those of one call of it; the other devices may time other workloads (their
+            predictors are columns like any other).
     """
 
     name = "transfer"
     description = ("few-shot: the other devices' predictors mixed, calibrated on a few "
                    "measurements")
-    #: its single-device candidates are the ofa family's ``flops`` and ``additive``
-    tags = frozenset({"ofa"})
+    #: its single-device candidates, ``flops`` and ``additive``, price both families
+    tags = FEATURES
     uses_prior_devices = True
     state_params = ("priors",)
 
@@ -135,6 +150,7 @@ class TransferPredictor(LatencyPredictor):
         self, *, space: str = "ofa_mbv3", priors: list[dict[str, Any]] | None = None,
         models: tuple[Model, ...] = MODELS, residual_min: int = 20,
         residual_penalty: float = 1.0, selection: Literal["min", "one_se"] = "min",
+        workload: dict[str, Any] | None = None,
     ) -> None:
         self.space = space
         self.priors = priors
@@ -142,6 +158,17 @@ class TransferPredictor(LatencyPredictor):
         self.residual_min = residual_min
         self.residual_penalty = residual_penalty
         self.selection = selection
+        self.workload = workload
+
+    def _feature_set(self) -> Any:
+        """The new device's features: a language model's call under its workload, or an
+        image space's layer tables."""
+        return self._gpt() or layer_features(self.space)
+
+    def _single(self, kind: str) -> LatencyPredictor:
+        """An unfitted single-device ``flops`` or ``additive`` for the new device."""
+        cls = FlopsPredictor if kind == "flops" else AdditivePredictor
+        return cls(space=get_space(self.space).name, workload=self.workload)
 
     # -------------------------------------------------------------- the other devices
     @classmethod
@@ -181,28 +208,27 @@ class TransferPredictor(LatencyPredictor):
         cols = [m, np.ones(n), z - m[:, None], (macs - m)[:, None]]
         pen = [np.zeros(2), np.ones(z.shape[1] + 1)]
         if model == "prior+residual":
-            lf = layer_features(self.space)
+            lf = self._feature_set()
             agg = [i for i, g in enumerate(lf.groups) if g == "aggregate" and
-                   lf.names[i] != "const"]
+                   lf.names[i] not in _CONSTANT]
             cols.append(lf.transform(a)[:, agg])
             pen.append(np.full(len(agg), float(self.residual_penalty)))
         return np.column_stack(cols), np.concatenate(pen)
 
     def _macs(self, a: ArchArrays) -> np.ndarray:
-        return layer_features(self.space).macs(a)
+        return np.asarray(self._feature_set().macs(a), dtype=np.float64)
 
     # -------------------------------------------------------------- fit
     def _candidates(self, a: ArchArrays, y: np.ndarray) -> dict[str, tuple[Any, ...]]:
         """Each candidate's design ``(X, penalty, alphas)``; ``nearest`` has one per device
         (``X`` of shape ``(J, n, 2)``)."""
-        sp = get_space(self.space)
-        lf = layer_features(sp.name)
+        lf = self._feature_set()
         out: dict[str, tuple[Any, ...]] = {}
         if "flops" in self.models:
-            out["flops"] = (np.stack([lf.macs(a), np.ones(len(a))], axis=1), np.zeros(2),
+            out["flops"] = (np.stack([self._macs(a), np.ones(len(a))], axis=1), np.zeros(2),
                             (0.0,))
         if "additive" in self.models:
-            add = AdditivePredictor(space=sp.name)
+            add: Any = self._single("additive")
             cols = add._columns()
             pen = add._penalty(cols)
             # with no more measurements than free coefficients (+2) it interpolates, and its
@@ -286,8 +312,7 @@ class TransferPredictor(LatencyPredictor):
             raise ConfigError(f"selection must be 'min' or 'one_se', got {self.selection!r}")
         self.model_ = best
         if best in ("flops", "additive"):
-            cls = FlopsPredictor if best == "flops" else AdditivePredictor
-            self.base_ = cls(space=get_space(self.space).name).fit(a, y)
+            self.base_ = self._single(best).fit(a, y)
             self._restore_priors([])
             return
         coef, alpha, j = self._solve(best, designs[best], y, w)
@@ -384,8 +409,9 @@ def prior_devices(
                 target = get_device(device)
             except UnknownNameError:
                 target = None
-        resolutions = (target.resolutions if target is not None else None) or sp.resolutions
-    need = {int(r) for r in resolutions}
+        resolutions = ((target.resolutions if target is not None else None)
+                       or getattr(sp, "resolutions", None) or ())
+    need = {int(r) for r in resolutions}  # none for a language model's space
     out = []
     for name in db.devices():
         if name == device or name in exclude:
@@ -402,6 +428,12 @@ def prior_devices(
                 continue
             if len(data) < MIN_PRIOR_MEASUREMENTS:
                 continue
-            entry = prior_entry(name, AdditivePredictor(space=sp.name).fit(data.archs, data.y))
+            params = ({"workload": prof.workload.model_dump(exclude_none=True)}
+                      if prof is not None and prof.workload is not None else {})
+            try:
+                add = AdditivePredictor.create(sp.name, name, **params)
+            except NASError:  # a device whose workload the space cannot run
+                continue
+            entry = prior_entry(name, add.fit(data.archs, data.y))
         out.append(entry)
     return out

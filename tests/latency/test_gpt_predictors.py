@@ -101,6 +101,40 @@ def test_fitted_from_the_database_per_workload_and_loaded_back(tmp_path: Path) -
         np.testing.assert_array_equal(loaded.predict(archs[:5]), est.predict(archs[:5]))
 
 
+def test_transfer_prices_a_new_workload_from_ten_measurements_and_the_other_devices(
+        tmp_path: Path) -> None:
+    """Few-shot on a language model: INT8 decode from 10 measurements, with fp32 decode and
+    prefill in the database (another workload, a column like any other device's)."""
+    db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
+    archs, new = _archs(60, 5), _archs(40, 6)
+    true = np.array([0.02, 0.001, 0.05, 0.01, 0.03, 0.002, 0.05])
+    for device in (DECODE, PREFILL):
+        db.ensure_device(get_device(device))
+        db.add_measurements(device, [
+            {"arch": a, "latency_ms": float(v), "source": "imported"}
+            for a, v in zip(archs, _features(device, archs) @ true, strict=True)])
+        fit_predictor(device, SPACE, "additive", db=db, holdout=0.25)
+    int8 = "cpu-1t-decode256-int8"
+
+    def target(xs: list, noise: float = 0.0) -> np.ndarray:  # 0.7x fp32 decode, 3% noise
+        z = np.random.default_rng(7).normal(1.0, noise, len(xs))
+        return np.asarray(0.7 * (_features(DECODE, xs) @ true) * z)
+
+    db.ensure_device(get_device(int8))
+    db.add_measurements(int8, [{"arch": a, "latency_ms": float(v), "source": "imported"}
+                               for a, v in zip(archs[:10], target(archs[:10], 0.03),
+                                               strict=True)])
+    est, _ = fit_predictor(int8, SPACE, "transfer", db=db, holdout=0.0)
+    assert est.get_params()["workload"] == get_device(int8).workload.model_dump(
+        exclude_none=True)
+    assert sorted(e["device"] for e in est.get_params()["priors"]) == [DECODE, PREFILL]
+    assert est.model_ in ("prior", "nearest", "prior+residual")  # the other devices help
+    pred, y = est.predict(new), target(new)
+    assert np.median(np.abs(pred / y - 1)) < 0.05
+    loaded = load_predictor(int8, SPACE, "transfer", db=db)  # stored, and restored alone
+    np.testing.assert_allclose(loaded.predict(new), pred)
+
+
 @pytest.mark.parametrize("kind", ["lut", "hybrid"])
 def test_a_table_kind_refuses_a_gpt_space_in_one_line(tmp_path: Path, kind: str) -> None:
     db = LatencyDB(f"sqlite:///{tmp_path / 'lat.sqlite'}")
@@ -108,7 +142,7 @@ def test_a_table_kind_refuses_a_gpt_space_in_one_line(tmp_path: Path, kind: str)
         fit_predictor(DECODE, SPACE, kind, db=db)
     assert "\n" not in str(info.value)
     assert str(info.value) == (f"kind {kind!r} does not price space 'gpt_shakespeare' (the "
-                               "'gpt' family); kinds that do: additive, flops, gbdt")
+                               "'gpt' family); kinds that do: additive, flops, gbdt, transfer")
 
 
 def test_a_stored_gbdt_loads_back_after_later_measurements_move_the_scale(
@@ -161,10 +195,11 @@ def test_the_cli_fits_every_kind_that_prices_the_space_and_refuses_the_rest(
     code, out, err = run_nas(["latency", "fit", "--device", DECODE, "--space", SPACE,
                               "--kind", "all", "--db", url, "--json"])
     assert code == 0, err
-    assert set(json.loads(out)["predictors"]) == {"flops", "additive", "gbdt"}
+    assert set(json.loads(out)["predictors"]) == {"flops", "additive", "gbdt", "transfer"}
     for argv, words in (
             (["--device", DECODE, "--kind", "lut"], "kind 'lut' does not price space "
-             "'gpt_shakespeare' (the 'gpt' family); kinds that do: additive, flops, gbdt"),
+             "'gpt_shakespeare' (the 'gpt' family); kinds that do: additive, flops, gbdt, "
+             "transfer"),
             (["--device", "cpu-1t", "--kind", "additive"], "device 'cpu-1t' has no workload; "
              "space 'gpt_shakespeare' of the 'gpt' family")):
         code, _, err = run_nas(["latency", "fit", "--space", SPACE, "--db", url, *argv])
