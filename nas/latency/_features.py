@@ -31,6 +31,14 @@ __all__ = ["ArchLike", "LayerFeatures", "as_arrays", "layer_features"]
 ArchLike = Iterable[Architecture | dict[str, Any] | str] | ArchArrays
 
 
+def _off_grid(r: np.ndarray, resolutions: Any) -> np.ndarray:
+    """Which of ``r`` are not among the (sorted) ``resolutions``: ``~np.isin``, without its
+    setup cost on a single architecture."""
+    grid = np.asarray(resolutions)
+    pos = np.minimum(np.searchsorted(grid, r), len(grid) - 1)
+    return np.asarray(grid[pos] != r)
+
+
 def as_arrays(space: SearchSpace, X: ArchLike) -> ArchArrays:
     """``X`` (architectures, OFA dicts, JSON strings or ``ArchArrays``) as validated arrays.
 
@@ -47,7 +55,7 @@ def as_arrays(space: SearchSpace, X: ArchLike) -> ArchArrays:
                 f"(n, {n_stages}) for space {space.name}; got {X.ks.shape}, {X.e.shape}, "
                 f"{X.d.shape}"
             )
-        bad = ~np.isin(X.r, space.resolutions)
+        bad = _off_grid(X.r, space.resolutions)
         if bad.any():
             i = int(np.flatnonzero(bad)[0])
             raise ArchitectureError(
@@ -68,13 +76,18 @@ def as_arrays(space: SearchSpace, X: ArchLike) -> ArchArrays:
         else:
             archs.append(space.parse(a))
     arrays = space.to_arrays(archs)
-    off = ~np.isin(arrays.r, space.resolutions)
+    off = _off_grid(arrays.r, space.resolutions)
     if off.any():  # a deployment resolution (parse(off_grid=True)): no table row for it
         i = int(np.flatnonzero(off)[0])
         raise ArchitectureError(
             f"r = {int(arrays.r[i])} is off the search grid of space {space.name} (row {i}); "
             f"latency predictors price its resolutions only")
     return arrays
+
+
+#: at most this many gathered values (architectures x slots x columns), one ``take`` of them
+#: all (a prediction: a few microseconds where the per-slot loop spends one pass per slot)
+_ONE_TAKE = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -138,6 +151,12 @@ class LayerFeatures:
         trailing = table.shape[4:]
         fixed2 = np.asarray(fixed, dtype=np.float64).reshape(n_r, -1)
         n_f = fixed2.shape[1]
+        if n * n_l * n_f <= _ONE_TAKE:  # a prediction's few columns: one take of them all
+            rows = n_r * n_l * n_k * n_e
+            flat = np.concatenate([table.reshape(rows, n_f), np.zeros((1, n_f))])
+            slot = ((r_idx[:, None] * n_l + np.arange(n_l)) * n_k + k_idx) * n_e + e_idx
+            picked = np.take(flat, np.where(active, slot, rows), axis=0)  # (n, L, F)
+            return (fixed2[r_idx] + picked.sum(axis=1)).reshape(n, *trailing)
         out = fixed2[r_idx]  # (n, F), a new array
         per_slot = n_r * n_k * n_e
         base = r_idx * (n_k * n_e)

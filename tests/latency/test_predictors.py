@@ -221,3 +221,22 @@ def test_no_measurements_says_which_command_to_run(tmp_path: Path) -> None:
         fit_predictor("cpu-1t", "tiny", "additive", db=db)
     with pytest.raises(NASError, match="nas latency fit"):
         load_predictor("cpu-1t", "tiny", db=db)
+
+
+@pytest.mark.parametrize("trailing", [(), (3,), (88,)])
+def test_one_take_of_a_prediction_equals_the_per_slot_gather(
+        trailing: tuple[int, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A few architectures are priced by one take of every slot (fast per call); a large
+    batch slot by slot (less memory): the same sums."""
+    import nas.latency._features as features
+
+    sp, lf = get_space("ofa_mbv3"), layer_features("ofa_mbv3")
+    a = sp.to_arrays(sp.sample_many(50, seed=3))
+    rng = np.random.default_rng(0)
+    table = rng.normal(size=lf.layer.shape[:4] + trailing)
+    fixed = rng.normal(size=(lf.layer.shape[0], *trailing))
+    one_take = lf.gather_sum(table, fixed, a)
+    monkeypatch.setattr(features, "_ONE_TAKE", -1)
+    per_slot = lf.gather_sum(table, fixed, a)
+    assert one_take.shape == per_slot.shape == (50, *trailing)
+    np.testing.assert_allclose(one_take, per_slot, rtol=1e-12, atol=1e-12)
