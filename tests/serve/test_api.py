@@ -87,7 +87,8 @@ def test_spaces_list_every_family_with_what_prices_it(service: Any) -> None:
     assert "additive" in spaces["tiny"]["latency_kinds"]
     gpt = spaces["gpt_tiny"]
     assert gpt["family"] == "gpt"
-    assert gpt["latency_kinds"] == ["additive", "flops", "gbdt"]  # per device workload
+    # per device workload
+    assert gpt["latency_kinds"] == ["additive", "flops", "gbdt", "transfer"]
     assert gpt["spec"]["n_layer"] == [1, 2, 3]
     assert gpt["kernel_sizes"] is None
     assert gpt["n_stages"] is None
