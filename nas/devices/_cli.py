@@ -234,7 +234,7 @@ def add_cmd(
     """Add a device profile (written to $NAS_DEVICES_DIR, else ~/.local/share/nas/devices).
 
     Examples: nas devices add pi4-4t --threads 4 --ray-resource device:pi4;
-    nas devices add phone-decode512 --external --decode 512 (a language model's decoding).
+    nas devices add phone-decode256 --external --decode 256 (a language model's decoding).
     """
     if prefill is not None and decode is not None:
         raise ConfigError("--prefill and --decode: a profile times one workload; add one "
