@@ -1,41 +1,50 @@
-"""Few-shot latency prediction on a new device: ``transfer`` against ``flops`` and the best
-single-device kind fitted on the same k measurements, leaving one device out at a time.
+"""Few-shot latency prediction on a new device: ``transfer`` against ``flops``,
+``structure`` and the single-device kinds fitted on the same k measurements, leaving one
+device out at a time, and in two scenarios where the other devices mislead.
 
-Devices (space ``ofa_mbv3``): ``cpu-1t``, ``cpu-2t``, ``cpu-1t-int8``, ``cpu-1t-b16`` (batch
-16), ``cpu-1t-noopt`` (graph optimisations off), all ONNX Runtime configurations of this
-host, and ``note10`` (OFA's published Note10 lookup tables: its "measurements" are the
-tables' prices, shipped in ``nas/_data/tables/note10.json``). The subnets are drawn at the
-resolutions the Note10 tables have (160 to 224 in steps of 16), so that every device prices
-every subnet and each one can be left out in turn.
+Devices (space ``ofa_mbv3``), all ONNX Runtime configurations of this host (``--devices``):
+compute-bound ``cpu-1t``, ``cpu-1t-int8``, ``cpu-1t-noopt`` (graph optimisations off), whose
+latency ranks like MACs; overhead-bound ``cpu-1t-r32`` and ``cpu-1t-r32-noopt`` (every subnet
+fed 32x32 inputs, so per-operator dispatch, not arithmetic, sets latency, as on a GPU at
+batch 1: it ranks by operator count); and ``note10`` (OFA's published Note10 lookup tables:
+its "measurements" are the tables' prices, shipped in ``nas/_data/tables/note10.json``). The
+subnets are drawn at the resolutions the Note10 tables have (160 to 224 in steps of 16), so
+that every device prices every subnet. (The first campaign's ``cpu-2t`` and ``cpu-1t-b16``
+remain in ``HOST_DEVICES`` for ``--devices``.)
 
 Phases:
 
 ``measure``
-    Samples ``--n`` subnets (seed fixed), exports each once and times it on every host
-    device (``measure_on_devices``, a cheaper protocol than ``nas latency measure``'s,
+    Samples ``--n`` subnets (seed fixed), exports each once and times it on every device of
+    ``--devices`` (``measure_on_devices``, a cheaper protocol than ``nas latency measure``'s,
     relative to the space's reference subnet, see ``CAMPAIGN_TIMING``), into its own SQLite
     database (``--db``, default ``runs/fewshot/latency.sqlite``). Resumable: what is
     measured is skipped; progress goes to ``--log`` (default ``runs/fewshot/measure.log``).
-    Devices are timed one after the other, one thread configuration at a time.
+    The overhead-bound devices are cheap to time: a second run with ``--devices
+    cpu-1t-r32,cpu-1t-r32-noopt`` measures more subnets on them alone, for their reference
+    model of 500 own measurements.
 ``noise``
-    Re-times ``--noise`` (20) measured subnets in fresh sessions on every host device, for
-    the noise floor the report prints (run it after ``measure``).
+    Re-times ``--noise`` (20) measured subnets in fresh sessions on every device, for the
+    noise floor the report prints (run it after ``measure``).
 ``report``
-    For every device D and k in 5, 10, 20, 50, over ``--repeats`` draws of k training
-    subnets from a pool: fits ``flops``, ``additive`` and ``gbdt`` on the k (the best of
-    the latter two on the held-out set is "best single"; it is chosen with hindsight, which
-    favours it) and ``transfer`` with the other devices' predictors as priors (``flops`` or
-    ``additive``, the better on a 20% holdout, fitted on their own measurements: of every
-    subnet with ``--prior-data all``, the default, as a database that knows those devices
-    well has them, or of the pool only; ``note10``'s lookup table), never a measurement of
-    the held-out device outside the k; scores
-    each on the held-out subnets (Spearman rho, Kendall tau, MAPE, share within +-10%).
-    Uses the subnets every device has measured so far.
+    Scenarios: every device left out in turn with all the others as priors; an
+    overhead-bound target with every source compute-bound; a compute-bound target with
+    every source overhead-bound. For each target and k in 5, 10, 20, 50, over ``--repeats``
+    draws of k training subnets from a pool (the first ``--pool`` subnets): fits ``flops``,
+    ``structure``, ``additive`` and ``gbdt`` (k >= 20) on the k, and ``transfer`` with the
+    sources' predictors as priors (``flops`` or ``additive``, the better on a 20% holdout,
+    fitted on their own measurements; ``note10``'s lookup table), as it is now and with the
+    candidates it had before issue #27 (``transfer (before)``); scores each on the last
+    ``--test`` subnets every device has (never drawn). The reference: the best of
+    ``additive``, ``gbdt`` and ``structure`` fitted on up to ``--reference`` (500) of the
+    target's own measurements outside the test set.
 
 Run:
-    nohup .venv/bin/python experiments/benchmarks/fewshot.py --phase measure &
+    nohup .venv/bin/python experiments/benchmarks/fewshot.py --phase measure --n 200 &
+    nohup .venv/bin/python experiments/benchmarks/fewshot.py --phase measure --n 650 \
+        --devices cpu-1t-r32,cpu-1t-r32-noopt &
     .venv/bin/python experiments/benchmarks/fewshot.py --phase noise
-    .venv/bin/python experiments/benchmarks/fewshot.py --phase report
+    .venv/bin/python experiments/benchmarks/fewshot.py --phase report --n 650 --test 100
 """
 
 from __future__ import annotations
@@ -60,6 +69,13 @@ from nas.space import Architecture, get_space
 
 SPACE = "ofa_mbv3"
 HOST_DEVICES = ("cpu-1t", "cpu-2t", "cpu-1t-int8", "cpu-1t-b16", "cpu-1t-noopt")
+#: host profiles whose latency follows operator count, not MACs (32x32 inputs: ONNX
+#: Runtime's per-operator dispatch dominates, as on a batch-1 GPU)
+OVERHEAD_DEVICES = ("cpu-1t-r32", "cpu-1t-r32-noopt")
+#: what the campaign measures by default: the one-thread compute-bound profiles (cpu-2t and
+#: cpu-1t-b16 of the first campaign left out: two threads are disturbed by anything else on a
+#: two-core machine, batch 16 costs as much as the rest together) and the overhead-bound ones
+CAMPAIGN_DEVICES = ("cpu-1t", "cpu-1t-int8", "cpu-1t-noopt", *OVERHEAD_DEVICES)
 TABLE_DEVICE = "note10"
 RESOLUTIONS = (160, 176, 192, 208, 224)
 KS = (5, 10, 20, 50)
@@ -89,13 +105,14 @@ def measure(args: argparse.Namespace) -> None:
     log = logging.getLogger("fewshot")
     db = LatencyDB(args.db)
     archs = sample(args.n, args.seed)
-    log.info("measuring %d subnets of %s on %s into %s", len(archs), SPACE, HOST_DEVICES,
+    devices = args.devices
+    log.info("measuring %d subnets of %s on %s into %s", len(archs), SPACE, devices,
              args.db)
     t0 = time.time()
     for start in range(0, len(archs), args.chunk):
         chunk = archs[start:start + args.chunk]
         t1 = time.time()
-        measure_on_devices(list(HOST_DEVICES), SPACE, chunk, db, config=CAMPAIGN_TIMING,
+        measure_on_devices(list(devices), SPACE, chunk, db, config=CAMPAIGN_TIMING,
                            skip_measured=True, progress=False)
         done = start + len(chunk)
         log.info("%d/%d subnets done (chunk %.0f s, total %.1f min)", done, len(archs),
@@ -108,10 +125,10 @@ def noise(args: argparse.Namespace) -> None:
     (source ``"noise"``: no predictor trains on them), for the noise floor of the report."""
     log = logging.getLogger("fewshot")
     db = LatencyDB(args.db)
-    done = _measured(db, HOST_DEVICES[-1])
+    done = _measured(db, args.devices[-1])
     archs = [a for a in sample(args.n, args.seed) if a in done][:args.noise]
-    log.info("re-timing %d subnets on %s for the noise floor", len(archs), HOST_DEVICES)
-    measure_on_devices(list(HOST_DEVICES), SPACE, archs, db, config=CAMPAIGN_TIMING,
+    log.info("re-timing %d subnets on %s for the noise floor", len(archs), args.devices)
+    measure_on_devices(list(args.devices), SPACE, archs, db, config=CAMPAIGN_TIMING,
                        source="noise", skip_measured=True, progress=False)
     log.info("noise repeats complete")
 
@@ -130,18 +147,25 @@ def _measured(db: LatencyDB, device: str) -> dict[Architecture, float]:
             if len(ids) == 1}
 
 
-def dataset(db_url: str, n: int, seed: int) -> tuple[list[Architecture], dict[str, np.ndarray]]:
-    """The sampled subnets every device has (in sample order) and each device's latencies;
-    ``note10``'s are its tables' prices."""
+def dataset(db_url: str, n: int, seed: int, devices: tuple[str, ...]
+            ) -> tuple[list[Architecture], dict[str, np.ndarray], int]:
+    """The sampled subnets, in sample order: first those every device has, then those only
+    the overhead-bound devices have (cheap to time: a campaign measures more of them, for
+    the reference model of ``--reference`` own measurements); each device's latencies (NaN
+    where not measured; ``note10``'s are its tables' prices); and how many are common."""
     from nas.latency import load_predictor
 
     db = LatencyDB(db_url)
     archs = sample(n, seed)
-    by_dev = {d: _measured(db, d) for d in HOST_DEVICES}
-    keep = [a for a in archs if all(a in by_dev[d] for d in HOST_DEVICES)]
-    y = {d: np.asarray([by_dev[d][a] for a in keep]) for d in HOST_DEVICES}
+    by_dev = {d: _measured(db, d) for d in devices}
+    common = [a for a in archs if all(a in by_dev[d] for d in devices)]
+    over = [d for d in devices if d in OVERHEAD_DEVICES]
+    extra = [a for a in archs if a not in set(common) and over
+             and all(a in by_dev[d] for d in over)]
+    keep = common + extra
+    y = {d: np.asarray([by_dev[d].get(a, np.nan) for a in keep]) for d in devices}
     y[TABLE_DEVICE] = load_predictor(TABLE_DEVICE, SPACE, "table", db=db).predict(keep)
-    return keep, y
+    return keep, y, len(common)
 
 
 def _fit_score(kind: str, archs: list[Architecture], y: np.ndarray, tr: np.ndarray,
@@ -166,82 +190,152 @@ def _prior(archs: list[Architecture], y: np.ndarray, idx: np.ndarray, kind: str)
     return make_predictor(kind, SPACE).fit([archs[i] for i in idx], y[idx])
 
 
-def report(args: argparse.Namespace) -> str:
+def _device_params(kind: str, device: str) -> dict[str, Any]:
+    """What a kind takes from the target's profile, as ``create(space, device)`` would give
+    it: the input side of a profile with one, for ``structure`` and ``transfer``."""
+    if kind not in ("structure", "transfer") or device == TABLE_DEVICE:
+        return {}
+    side = get_device(device).input_resolution
+    return {"input_resolution": side} if side is not None else {}
+
+
+#: transfer as it was before the structure candidates (issue #27): the same class, its
+#: candidates then
+BEFORE_MODELS = ("prior", "nearest", "prior+residual", "flops", "additive")
+
+
+def _scenarios(devices: list[str]) -> list[tuple[str, list[str], list[str]]]:
+    """(name, targets, sources): every device left out in turn with the others as priors;
+    an overhead-bound target with compute-bound sources only; and the reverse."""
+    over = [d for d in devices if d in OVERHEAD_DEVICES]
+    compute = [d for d in devices if d not in OVERHEAD_DEVICES]
+    out = [("every other device", devices, devices)]
+    if over and compute:
+        out += [("target overhead-bound, every source compute-bound", over, compute),
+                ("target compute-bound, every source overhead-bound",
+                 [d for d in compute if d != TABLE_DEVICE], over)]
+    return out
+
+
+def report(args: argparse.Namespace) -> str:  # noqa: C901 - one table per scenario
     from nas.latency import load_predictor
     from nas.latency._transfer import prior_entry
 
-    archs, ys = dataset(args.db, args.n, args.seed)
-    n = len(archs)
+    archs, ys, n = dataset(args.db, args.n, args.seed, tuple(args.devices))
     if n < 60:
         raise SystemExit(f"only {n} subnets measured on every device; measure more first")
-    n_pool = min(args.pool, n // 2)  # partial campaigns: half for the pool at most
-    pool, test = np.arange(n_pool), np.arange(n_pool, n)
+    n_test = min(args.test, n // 2)
+    test = np.arange(n - n_test, n)  # the last common subnets: every device has them
+    n_pool = min(args.pool, n - n_test)
+    pool = np.arange(n_pool)
     devices = list(ys)
-    # each device's prior: an additive fitted on its own measurements (of every subnet, as a
-    # database that knows the device well has them, or of the pool only); note10's is its
-    # lookup table, the predictor the database has for it
     fit_on = pool if args.prior_data == "pool" else np.arange(n)
     priors = {d: prior_entry(d, _prior(archs, ys[d], fit_on, args.prior_kind))
-              for d in HOST_DEVICES}
+              for d in args.devices}
     priors[TABLE_DEVICE] = prior_entry(
         TABLE_DEVICE, load_predictor(TABLE_DEVICE, SPACE, "table", db=args.db))
-    rows = []
-    summary: dict[tuple[str, int], list[float]] = {}
-    raw: dict[str, Any] = {}
+    log = logging.getLogger("fewshot")
+    # the reference: each device's best model on its own measurements (hindsight choice)
+    reference: dict[str, tuple[str, float]] = {}
+    n_own: dict[str, int] = {}
     for d in devices:
-        others = [priors[o] for o in devices if o != d]
-        for k in KS:
-            if k > n_pool:
-                continue
-            acc: dict[str, list[dict[str, float]]] = {}
-            chosen: list[str] = []
-            for rep in range(args.repeats):
-                tr = np.sort(np.random.default_rng(1000 * k + rep).choice(pool, k,
-                                                                          replace=False))
-                for kind in ("flops", "additive", "gbdt"):
-                    if kind == "gbdt" and k < 20:
-                        continue
-                    acc.setdefault(kind, []).append(_fit_score(kind, archs, ys[d], tr, test)[0])
-                m, est = _fit_score("transfer", archs, ys[d], tr, test, priors=others,
-                                    selection=args.selection)
-                acc.setdefault("transfer", []).append(m)
-                chosen.append(est.model_)
-                m0, _ = _fit_score("transfer", archs, ys[d], tr, test, priors=[])
-                acc.setdefault("transfer (no priors)", []).append(m0)
-            mean = {kind: {key: float(np.mean([m[key] for m in ms])) for key in ms[0]}
-                    for kind, ms in acc.items()}
-            single = min(("additive", "gbdt"), key=lambda kk: mean.get(kk, {"mape": 9e9})["mape"])
-            raw[f"{d}/k={k}"] = {"mean": mean, "transfer_models": chosen, "best_single": single}
-            for kind in ("transfer", "flops", single, "transfer (no priors)"):
-                mm = mean[kind]
-                label = kind if kind != single else f"best single ({kind})"
-                rows.append([d, k, label, f"{mm['spearman_rho']:.3f}", f"{mm['kendall_tau']:.3f}",
-                             f"{100 * mm['mape']:.1f}%", f"{100 * mm['within_10']:.0f}%"])
-                summary.setdefault((label.split(" (")[0], k), []).append(mm["spearman_rho"])
-            log = logging.getLogger("fewshot")
-            log.info("%s k=%d: transfer rho %.3f mape %.3f | flops %.3f %.3f | %s %.3f %.3f | "
-                     "models %s", d, k, mean["transfer"]["spearman_rho"],
-                     mean["transfer"]["mape"], mean["flops"]["spearman_rho"],
-                     mean["flops"]["mape"], single, mean[single]["spearman_rho"],
-                     mean[single]["mape"], chosen)
-    out = [header("Few-shot latency prediction on a new device (leave one device out)",
+        if d == TABLE_DEVICE:
+            continue
+        # the target's own measurements outside the test set, in sample order
+        own = np.asarray([i for i in range(len(archs)) if not n - n_test <= i < n
+                          and np.isfinite(ys[d][i])])[:args.reference]
+        n_own[d] = len(own)
+        rho = {kind: _fit_score(kind, archs, ys[d], own, test,
+                                **_device_params(kind, d))[0]["spearman_rho"]
+               for kind in ("additive", "gbdt", "structure")}
+        best = max(rho, key=rho.__getitem__)
+        reference[d] = (best, rho[best])
+        log.info("%s: reference %s on %d own measurements: rho %.3f", d, best, len(own),
+                 rho[best])
+    out = [header("Few-shot latency prediction on a new device",
                   "experiments/benchmarks/fewshot.py --phase report"), "",
-           f"Space {SPACE}, {n} subnets measured on all {len(devices)} devices "
-           f"({', '.join(devices)}); k training subnets drawn from a pool of {n_pool}, "
-           f"scored on the other {len(test)}; mean over {args.repeats} draws. Priors of "
-           "`transfer`: the other devices' "
-           + ("`flops` or `additive` (the better on a 20% holdout)" if args.prior_kind == "best"
-              else f"`{args.prior_kind}`") + " fitted on their measurements of "
-           f"{'all' if args.prior_data == 'all' else 'the pool'} subnets "
-           "(note10's: its lookup table). "
-           "\"best single\": the better of `additive` and `gbdt` (k >= 20) on the held-out "
-           "set, chosen with hindsight.", "",
-           table(["held-out device", "k", "predictor", "Spearman", "Kendall", "MAPE",
-                  "within ±10%"], rows), ""]
+           f"Space {SPACE}, {n} subnets measured on every device ({', '.join(devices)}; "
+           f"overhead-bound: {', '.join(d for d in devices if d in OVERHEAD_DEVICES)}); k "
+           f"training subnets drawn from a pool of {n_pool}, scored on the last {n_test} "
+           f"(never drawn); mean over {args.repeats} draws. Priors of `transfer`: the "
+           "sources' " + ("`flops` or `additive` (the better on a 20% holdout)"
+                          if args.prior_kind == "best" else f"`{args.prior_kind}`")
+           + " fitted on their measurements of "
+           + f"{'all' if args.prior_data == 'all' else 'the pool'}"
+           " subnets (note10's: its lookup table); never a measurement of the target outside "
+           "the k. `transfer (before)`: the same class with the candidates it had before "
+           "issue #27 (no `structure`). Reference: the best of `additive`, `gbdt` and "
+           "`structure` fitted on up to "
+           f"{args.reference} of the target's own measurements outside the test set "
+           f"({', '.join(f'{d}: {v}' for d, v in n_own.items())}; chosen with hindsight on "
+           "the test set).", ""]
+    raw: dict[str, Any] = {"reference": {d: {"kind": k, "spearman_rho": r}
+                                         for d, (k, r) in reference.items()}}
+    for name, targets, sources in _scenarios(devices):
+        rows = []
+        ratio_rows = []
+        for d in targets:
+            others = [priors[o] for o in sources if o != d]
+            for k in KS:
+                if k > n_pool:
+                    continue
+                acc: dict[str, list[dict[str, float]]] = {}
+                chosen: list[str] = []
+                for rep in range(args.repeats):
+                    tr = np.sort(np.random.default_rng(1000 * k + rep).choice(pool, k,
+                                                                              replace=False))
+                    for kind in ("flops", "structure", "additive", "gbdt"):
+                        if kind == "gbdt" and k < 20:
+                            continue
+                        acc.setdefault(kind, []).append(
+                            _fit_score(kind, archs, ys[d], tr, test,
+                                       **_device_params(kind, d))[0])
+                    m, est = _fit_score("transfer", archs, ys[d], tr, test, priors=others,
+                                        selection=args.selection,
+                                        **_device_params("transfer", d))
+                    acc.setdefault("transfer", []).append(m)
+                    chosen.append(est.model_)
+                    mb, _ = _fit_score("transfer", archs, ys[d], tr, test, priors=others,
+                                       selection=args.selection, models=BEFORE_MODELS)
+                    acc.setdefault("transfer (before)", []).append(mb)
+                mean = {kind: {key: float(np.mean([m[key] for m in ms])) for key in ms[0]}
+                        for kind, ms in acc.items()}
+                raw[f"{name}/{d}/k={k}"] = {"mean": mean, "transfer_models": chosen}
+                for kind in ("transfer", "transfer (before)", "flops", "structure",
+                             "additive", "gbdt"):
+                    if kind not in mean:
+                        continue
+                    mm = mean[kind]
+                    rows.append([d, k, kind, f"{mm['spearman_rho']:.3f}",
+                                 f"{mm['kendall_tau']:.3f}", f"{100 * mm['mape']:.1f}%",
+                                 f"{100 * mm['within_10']:.0f}%"])
+                if d in reference:
+                    ref = reference[d][1]
+                    ratio_rows.append([d, k, f"{mean['transfer']['spearman_rho']:.3f}",
+                                       f"{mean['transfer (before)']['spearman_rho']:.3f}",
+                                       f"{ref:.3f} ({reference[d][0]})",
+                                       f"{mean['transfer']['spearman_rho'] / ref:.3f}",
+                                       f"{mean['transfer (before)']['spearman_rho'] / ref:.3f}",
+                                       " ".join(sorted(set(chosen)))])
+                log.info("%s | %s k=%d: transfer %.3f (before %.3f) | flops %.3f | structure "
+                         "%.3f | models %s", name, d, k, mean["transfer"]["spearman_rho"],
+                         mean["transfer (before)"]["spearman_rho"],
+                         mean["flops"]["spearman_rho"], mean["structure"]["spearman_rho"],
+                         chosen)
+        out += [f"### {name}", "",
+                f"Targets: {', '.join(targets)}; sources (priors): "
+                f"{', '.join(o for o in sources)} (the target itself never).", "",
+                "Spearman of `transfer` over that of the reference (the target's own "
+                "measurements, above):", "",
+                table(["target", "k", "transfer", "transfer (before)", "reference",
+                       "transfer / reference", "before / reference", "models chosen"],
+                      ratio_rows), "",
+                table(["target", "k", "predictor", "Spearman", "Kendall", "MAPE",
+                       "within ±10%"], rows), ""]
     from nas.measure import noise_floor_from_db
 
     floors = []
-    for d in HOST_DEVICES:
+    for d in args.devices:
         nf = noise_floor_from_db(d, SPACE, LatencyDB(args.db))
         if nf is not None:
             floors.append([d, nf.n, f"{100 * nf.median:.1f}%", f"{100 * nf.p90:.1f}%",
@@ -252,10 +346,6 @@ def report(args: argparse.Namespace) -> str:
                 "`--phase noise`; the truth itself repeats no better):", "",
                 table(["device", "pairs", "median |a-b|/mean", "p90", "Spearman of a repeat",
                        "repeat within ±10%"], floors), ""]
-    means = [[label, k, f"{np.mean(v):.3f}", f"{np.min(v):.3f}"]
-             for (label, k), v in sorted(summary.items(), key=lambda t: (t[0][1], t[0][0]))]
-    out += ["Mean and worst Spearman over the held-out devices:", "",
-            table(["predictor", "k", "mean Spearman", "worst"], means), ""]
     text = "\n".join(out)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(text)
@@ -272,9 +362,17 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "runs/fewshot/report.md"))
     ap.add_argument("--n", type=int, default=600, help="subnets to measure")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--devices", type=lambda v: tuple(v.split(",")),
+                    default=CAMPAIGN_DEVICES,
+                    help="host devices measured and compared, comma-separated (default: "
+                    "the compute-bound and the overhead-bound profiles)")
     ap.add_argument("--noise", type=int, default=20, help="subnets re-timed (noise phase)")
     ap.add_argument("--chunk", type=int, default=10, help="subnets between log lines")
     ap.add_argument("--pool", type=int, default=100, help="subnets the k are drawn from")
+    ap.add_argument("--test", type=int, default=150,
+                    help="the last subnets, never drawn: every score is on them")
+    ap.add_argument("--reference", type=int, default=500,
+                    help="the target's own measurements the reference model is fitted on")
     ap.add_argument("--prior-data", choices=("all", "pool"), default="all",
                     help="the other devices' predictors are fitted on all their measurements "
                     "(the held-out subnets' too: never the held-out device's) or the pool's")
@@ -292,7 +390,7 @@ def main() -> None:
     for h in (logging.FileHandler(args.log), logging.StreamHandler()):
         h.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.addHandler(h)
-    for d in (*HOST_DEVICES, TABLE_DEVICE):
+    for d in (*args.devices, TABLE_DEVICE):
         get_device(d)  # every profile exists before anything is timed
     if args.phase == "measure":
         measure(args)

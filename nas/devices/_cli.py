@@ -103,6 +103,12 @@ RecomputeOpt = Annotated[
         "With --decode: recompute all C positions each token, without a cache (what a "
         "runtime without one pays).")),
 ]
+InputResolutionOpt = Annotated[
+    int | None,
+    typer.Option("--input-resolution", metavar="SIDE", help=(
+        "Image subnets: time every one on SIDE x SIDE inputs instead of its own resolution "
+        "(small inputs, where per-operator overhead sets latency).")),
+]
 DescriptionOpt = Annotated[
     str | None, typer.Option("--description", help="Free text shown in lists.")
 ]
@@ -227,6 +233,7 @@ def add_cmd(
     prefill: PrefillOpt = None,
     decode: DecodeOpt = None,
     recompute: RecomputeOpt = False,
+    input_resolution: InputResolutionOpt = None,
     from_file: FromFileOpt = None,
     overwrite: OverwriteOpt = False,
     json_: JsonOpt = False,
@@ -258,6 +265,7 @@ def add_cmd(
         "external": external,
         "description": description,
         "workload": workload,
+        "input_resolution": input_resolution,
     })
     existed = not overwrite and name in list_devices()
     path = add_device(profile, overwrite=overwrite)

@@ -189,6 +189,10 @@ class DeviceProfile(ConfigModel):
         external: measurements are imported only; nothing can be measured from here.
         resolutions: the input resolutions its latency can be predicted at (e.g. those of a
             lookup table measured elsewhere), increasing; ``None``: any resolution.
+        input_resolution: image spaces: every subnet is timed on images of this side
+            (``batch x 3 x side x side``) instead of its own resolution, e.g. small inputs
+            where per-operator overhead, not arithmetic, sets latency (as on a GPU at batch
+            1); ``None``: each subnet at its own resolution.
         workload: for language models (a :class:`Workload`): what one timed call does,
             prefill at a prompt length or decode at a context; a profile with one times the
             ``gpt`` family's spaces only (its ``tags``).
@@ -215,6 +219,7 @@ class DeviceProfile(ConfigModel):
     external: bool = False
     resolutions: list[int] | None = None
     workload: Workload | None = None
+    input_resolution: int | None = None
     description: str = ""
 
     def __init__(self, name: Any = _NO_NAME, /, **fields: Any) -> None:
@@ -292,6 +297,15 @@ class DeviceProfile(ConfigModel):
             raise ValueError("must be null or a non-empty increasing list of ints in [1, 4096]")
         return list(value)
 
+    @field_validator("input_resolution", mode="before")
+    @classmethod
+    def _check_input_resolution(cls, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, int) or not 8 <= value <= 4096:
+            raise ValueError("must be null or an integer in [8, 4096] (an image's side)")
+        return value
+
     @field_validator("description", mode="before")
     @classmethod
     def _check_description(cls, value: Any) -> Any:
@@ -303,6 +317,9 @@ class DeviceProfile(ConfigModel):
 
     @model_validator(mode="after")
     def _default_description(self) -> DeviceProfile:
+        if self.input_resolution is not None and self.workload is not None:
+            raise ValueError("input_resolution is for image subnets; a profile with a "
+                             "language-model workload takes none")
         if not self.description.strip():
             # frozen: set once, while validating
             object.__setattr__(self, "description", self.settings_description())
@@ -334,6 +351,8 @@ class DeviceProfile(ConfigModel):
                  self.precision]
         if self.workload is not None:
             parts.append(self.workload.describe())
+        if self.input_resolution is not None:
+            parts.append(f"inputs {self.input_resolution}x{self.input_resolution}")
         if self.graph_optimization != "all":
             parts.append(f"graph optimisation {self.graph_optimization}")
         if self.placement == "ray":

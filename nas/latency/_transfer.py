@@ -73,6 +73,11 @@ from nas.latency._predictors import (
     predictor_class,
     predictor_from_state,
 )
+from nas.latency._structure import (
+    StructurePredictor,
+    _device_input_resolution,
+    fit_structure,
+)
 from nas.space import ArchArrays, get_space
 
 if TYPE_CHECKING:
@@ -81,11 +86,17 @@ if TYPE_CHECKING:
 __all__ = ["MODELS", "TransferPredictor", "prior_devices", "prior_entry"]
 
 #: a candidate model (see the module docstring)
-Model = Literal["prior", "nearest", "prior+residual", "flops", "additive"]
+Model = Literal["prior", "nearest", "prior+residual", "flops", "structure", "additive"]
 #: The candidate models, in the order they are tried (see the module docstring).
-MODELS: tuple[Model, ...] = ("prior", "nearest", "prior+residual", "flops", "additive")
+MODELS: tuple[Model, ...] = ("prior", "nearest", "prior+residual", "flops", "structure",
+                             "additive")
 #: the candidates by the number of coefficients they fit (the one-standard-error rule's order)
-SIMPLEST_FIRST = ("flops", "nearest", "prior", "additive", "prior+residual")
+SIMPLEST_FIRST = ("flops", "nearest", "structure", "prior", "additive", "prior+residual")
+#: ``structure`` is chosen only with a leave-one-out error below this share of the best
+#: other candidate's
+STRUCTURE_MARGIN = 0.9
+#: the candidates fitted on the new device's measurements alone
+SINGLE = ("flops", "structure", "additive")
 #: ridge strengths, up to strong enough to pin the mix to the equal one
 _ALPHAS = (*_DEFAULT_ALPHAS, 1e4, 1e6)
 #: measurements a device needs for an ``additive`` fitted on the fly to serve as a prior
@@ -96,6 +107,17 @@ def prior_entry(device: str, predictor: LatencyPredictor) -> dict[str, Any]:
     """A fitted predictor of another ``device`` as an entry of ``priors=``."""
     return {"device": device, "kind": predictor.kind, "params": predictor.json_params(),
             "state": predictor.get_state()}
+
+
+def _rank_corr(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation (average ranks for ties); 0 where one side is constant."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a), rankdata(b)
+    sa, sb = ra.std(), rb.std()
+    if sa == 0 or sb == 0:
+        return 0.0
+    return float(np.mean((ra - ra.mean()) * (rb - rb.mean())) / (sa * sb))
 
 
 def _check_entry(entry: Any, i: int, space: str) -> tuple[str, LatencyPredictor]:
@@ -136,6 +158,9 @@ class TransferPredictor(_PerWorkload):
             created for a device): the features of ``flops``, ``additive`` and the residual
             are those of one call of it; the other devices may time other workloads (their
             predictors are columns like any other).
+        input_resolution: for an image space, the side of the inputs the new device feeds
+            every subnet (its profile's, when created for a device): the ``structure``
+            candidate's MACs and activations are at that side.
     """
 
     name = "transfer"
@@ -145,12 +170,14 @@ class TransferPredictor(_PerWorkload):
     tags = FEATURES
     uses_prior_devices = True
     state_params = ("priors",)
+    #: while fitting: the other devices' predictions of the k measured subnets
+    z_fit_: np.ndarray | None
 
     def __init__(
         self, *, space: str = "ofa_mbv3", priors: list[dict[str, Any]] | None = None,
         models: tuple[Model, ...] = MODELS, residual_min: int = 20,
         residual_penalty: float = 1.0, selection: Literal["min", "one_se"] = "min",
-        workload: dict[str, Any] | None = None,
+        workload: dict[str, Any] | None = None, input_resolution: int | None = None,
     ) -> None:
         self.space = space
         self.priors = priors
@@ -159,6 +186,14 @@ class TransferPredictor(_PerWorkload):
         self.residual_penalty = residual_penalty
         self.selection = selection
         self.workload = workload
+        self.input_resolution = input_resolution
+
+    @classmethod
+    def create(cls, space: str, device: str | None = None,
+               **params: Any) -> LatencyPredictor:
+        if "input_resolution" not in params and device is not None:
+            params["input_resolution"] = _device_input_resolution(device)
+        return super().create(space, device, **params)
 
     def _feature_set(self) -> Any:
         """The new device's features: a language model's call under its workload, or an
@@ -166,9 +201,14 @@ class TransferPredictor(_PerWorkload):
         return self._gpt() or layer_features(self.space)
 
     def _single(self, kind: str) -> LatencyPredictor:
-        """An unfitted single-device ``flops`` or ``additive`` for the new device."""
+        """An unfitted single-device ``flops``, ``structure`` or ``additive`` for the new
+        device."""
+        name = get_space(self.space).name
+        if kind == "structure":
+            return StructurePredictor(space=name, workload=self.workload,
+                                      input_resolution=self.input_resolution)
         cls = FlopsPredictor if kind == "flops" else AdditivePredictor
-        return cls(space=get_space(self.space).name, workload=self.workload)
+        return cls(space=name, workload=self.workload)
 
     # -------------------------------------------------------------- the other devices
     @classmethod
@@ -238,6 +278,7 @@ class TransferPredictor(_PerWorkload):
         if not self.priors_:
             return out
         z = self._z(a)
+        self.z_fit_ = z  # the other devices' predictions of the k, for _sources_disagree
         self.norms_ = z.mean(axis=0)
         z = z / self.norms_
         macs = self._macs(a)
@@ -286,21 +327,65 @@ class TransferPredictor(_PerWorkload):
             keep[i] = True
         return err
 
+    def _sources_disagree(self, y: np.ndarray) -> bool:
+        """Whether every other device ranks the k measured subnets worse than the
+        ``structure`` candidate's leave-one-out predictions do (with 4 or more measurements
+        and other devices; Spearman on the k)."""
+        z = getattr(self, "z_fit_", None)
+        if z is None or not z.shape[1] or "structure" not in self.loo_rank_:
+            return False
+        best_source = max(_rank_corr(z[:, j], y) for j in range(z.shape[1]))
+        return bool(best_source < self.loo_rank_["structure"])
+
+    def _structure_loo(self, a: ArchArrays, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """Leave-one-out relative errors of ``structure``, its ridge strength chosen again
+        without the left-out measurement."""
+        X = self._single("structure")._X(a)  # type: ignore[attr-defined]
+        keep = np.ones(len(y), dtype=bool)
+        err = np.empty(len(y))
+        for i in range(len(y)):
+            keep[i] = False
+            c, b, _, _ = fit_structure(X[keep], y[keep], w[keep])
+            err[i] = (y[i] - (X[i] @ c + b)) / y[i]
+            keep[i] = True
+        return err
+
     def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
         bad = [m for m in self.models if m not in MODELS]
         if bad or not self.models:
             raise ConfigError(f"models must be a non-empty subset of {list(MODELS)}, got "
                               f"{list(self.models)}")
         self._restore_priors(self.priors or [])
+        self.z_fit_ = None
         designs = self._candidates(a, y)
-        if not designs:
-            raise ConfigError(f"models {list(self.models)} need other devices (priors), and "
-                              "none were given")
         w = 1.0 / y**2
         errs = {m: self._loo(m, d, y, w) for m, d in designs.items()}
+        if "structure" in self.models and len(y) >= 4:
+            errs["structure"] = self._structure_loo(a, y, w)
+        if not errs:
+            raise ConfigError(f"models {list(self.models)} need other devices (priors), and "
+                              "none were given")
         self.loo_ = {m: float(np.sqrt(np.mean(e**2))) for m, e in errs.items()}
-        best = min(self.loo_, key=lambda m: (self.loo_[m], SIMPLEST_FIRST.index(m)))
-        if self.selection == "one_se":
+        # leave-one-out predictions rank the k measurements: how well each candidate orders
+        # subnets it did not see
+        self.loo_rank_ = {m: _rank_corr(y * (1 - e), y) for m, e in errs.items()}
+        self.sources_disagree_ = self._sources_disagree(y)
+        if self.sources_disagree_:
+            # the other devices order the measured subnets worse than the device's own
+            # structure does: they are another kind of hardware, and a calibrated mix of them
+            # can still fit the k values closely while ordering them wrongly; the candidate
+            # whose leave-one-out predictions order the k best is chosen (the device's own
+            # evidence; a prior-based one only where it ranks better still)
+            best = max(errs, key=lambda m: (self.loo_rank_[m], -self.loo_[m]))
+        else:
+            # structure's extra costs (operators, bytes, pixels) are taken over flops only
+            # when they explain clearly more: between near-ties on k points, leave-one-out
+            # picks by chance, and the extra coefficients then cost accuracy
+            rank = {m: v / STRUCTURE_MARGIN if m == "structure" and "flops" in self.loo_
+                    and v > STRUCTURE_MARGIN * self.loo_["flops"] else v
+                    for m, v in self.loo_.items()}
+            best = min(rank, key=lambda m: (rank[m], SIMPLEST_FIRST.index(m)))
+        if self.selection == "one_se" and not self.sources_disagree_:
             # the simplest candidate within one standard error of the best: k leave-one-out
             # errors rank candidates that differ by less than that by chance
             sq = errs[best] ** 2
@@ -311,7 +396,7 @@ class TransferPredictor(_PerWorkload):
         elif self.selection != "min":
             raise ConfigError(f"selection must be 'min' or 'one_se', got {self.selection!r}")
         self.model_ = best
-        if best in ("flops", "additive"):
+        if best in SINGLE:
             self.base_ = self._single(best).fit(a, y)
             self._restore_priors([])
             return
@@ -324,7 +409,7 @@ class TransferPredictor(_PerWorkload):
 
     # -------------------------------------------------------------- predict
     def _predict(self, a: ArchArrays) -> np.ndarray:
-        if self.model_ in ("flops", "additive"):
+        if self.model_ in SINGLE:
             return np.asarray(self.base_._predict(a), dtype=np.float64)
         z = self._z(a) / self.norms_
         X, _ = self._design(self.model_, a, z, self._macs(a) / self.macs_norm_)
@@ -334,7 +419,7 @@ class TransferPredictor(_PerWorkload):
     def _state(self) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model_, "loo_rel_rmse": self.loo_,
                                "priors": self.prior_entries_}
-        if self.model_ in ("flops", "additive"):
+        if self.model_ in SINGLE:
             out["base"] = {"kind": self.base_.kind, "params": self.base_.json_params(),
                            "state": self.base_.get_state()}
         else:
@@ -348,7 +433,7 @@ class TransferPredictor(_PerWorkload):
             raise NASError(f"stored transfer predictor has unknown model {self.model_!r}")
         self.loo_ = dict(state.get("loo_rel_rmse", {}))
         self._restore_priors(self.priors or [])
-        if self.model_ in ("flops", "additive"):
+        if self.model_ in SINGLE:
             b = state["base"]
             self.base_ = predictor_from_state(b["kind"], b["params"], b["state"])
             return

@@ -20,7 +20,8 @@ from nas.devices import DeviceProfile
 from nas.errors import ConfigError
 from nas.measure._timing import TimingError
 
-__all__ = ["one_torch_thread", "prepare_model", "quantize_dynamic_int8", "quantize_int8"]
+__all__ = ["one_torch_thread", "prepare_model", "quantize_dynamic_int8", "quantize_int8",
+           "with_input_side"]
 
 
 class _RandomReader:
@@ -116,7 +117,12 @@ def prepare_model(
 ) -> bytes:
     """The model as the device runs it: unchanged for fp32; for int8, statically quantised
     (images: calibrated on random batches) or, for a profile with a language-model workload,
-    dynamically (:func:`quantize_dynamic_int8`)."""
+    dynamically (:func:`quantize_dynamic_int8`). A profile with an ``input_resolution``
+    first declares that side as the image input's (:func:`with_input_side`)."""
+    if profile.input_resolution is not None:
+        model = with_input_side(model, profile.input_resolution, input_name)
+        resolution = profile.input_resolution
+        input_shape = None
     if profile.precision == "fp32":
         return model
     if profile.precision == "int8" and profile.workload is not None:
@@ -128,15 +134,45 @@ def prepare_model(
     )
 
 
+def with_input_side(model: bytes, side: int, input_name: str = "input") -> bytes:
+    """``model`` with its image input (``batch x 3 x H x W``) declared ``side x side``, the
+    shapes ONNX Runtime infers following from it (every other declared shape is dropped).
+
+    Raises:
+        TimingError: no 4-d input named ``input_name``, or a graph that cannot run at that
+            side (checked by shape inference).
+    """
+    import onnx
+
+    proto = onnx.load_from_string(model)
+    inputs = [i for i in proto.graph.input if i.name == input_name]
+    dims = inputs[0].type.tensor_type.shape.dim if inputs else []
+    if len(dims) != 4:
+        raise TimingError(f"input_resolution needs a 4-d image input {input_name!r}; the "
+                          "model has none")
+    for d in dims[2:]:
+        d.Clear()
+        d.dim_value = side
+    del proto.graph.value_info[:]
+    try:
+        proto = onnx.shape_inference.infer_shapes(proto, strict_mode=True)
+    except Exception as exc:  # onnx raises several types
+        raise TimingError(f"the model cannot run on {side}x{side} inputs: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    del proto.graph.value_info[:]
+    return proto.SerializeToString()
+
+
 def prepare_cached(profile: DeviceProfile, fp32: bytes, resolution: int,
                    cache: dict[str, bytes] | None = None) -> bytes:
-    """``prepare_model``, keeping one model per precision in ``cache`` (one subnet's models
-    shared by its devices)."""
+    """``prepare_model``, keeping one model per precision and input side in ``cache`` (one
+    subnet's models shared by its devices)."""
     if cache is None:
         return prepare_model(fp32, profile, resolution)
-    if profile.precision not in cache:
-        cache[profile.precision] = prepare_model(fp32, profile, resolution)
-    return cache[profile.precision]
+    key = f"{profile.precision}@{profile.input_resolution or 'own'}"
+    if key not in cache:
+        cache[key] = prepare_model(fp32, profile, resolution)
+    return cache[key]
 
 
 @contextlib.contextmanager

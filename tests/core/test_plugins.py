@@ -139,7 +139,7 @@ def test_every_registry_is_listed_with_the_keys_of_the_contract() -> None:
     assert all("ofa" in r["tags"] and r["source"] == "nas" for r in kinds)
     # the kinds on features alone price the gpt family too (per device workload)
     assert {r["name"] for r in kinds if "gpt" in r["tags"]} == {"flops", "additive", "gbdt",
-                                                               "transfer"}
+                                                               "structure", "transfer"}
     assert [r["registry"] for r in list_plugins(["devices"])[0]] == ["devices"] * len(
         list_plugins(["devices"])[0])
     with pytest.raises(UnknownNameError, match="unknown registry 'nope'; known: spaces, "):

@@ -55,6 +55,9 @@ def test_shipped_profiles() -> None:
         ("placement", "cloud"),
         ("allow_spinning", "yes"),
         ("external", 1),
+        ("input_resolution", 4),
+        ("input_resolution", 32.5),
+        ("input_resolution", True),
     ],
 )
 def test_bad_field_is_named_with_its_value(field: str, value: object) -> None:
@@ -62,6 +65,18 @@ def test_bad_field_is_named_with_its_value(field: str, value: object) -> None:
         DeviceProfile.from_dict({"name": "d", field: value})
     assert f"{field} = {value!r}: " in str(info.value)
     assert "\n" not in str(info.value)
+
+
+def test_an_input_resolution_is_for_image_subnets_only() -> None:
+    prof = DeviceProfile("small", input_resolution=32)
+    assert "inputs 32x32" in prof.description
+    assert DeviceProfile.from_dict(prof.to_dict()) == prof
+    with pytest.raises(ConfigError, match="input_resolution is for image subnets"):
+        DeviceProfile("lm", input_resolution=32, workload={"phase": "decode", "context": 8})
+    shipped = get_device("cpu-1t-r32")
+    assert shipped.input_resolution == 32
+    assert shipped.graph_optimization == "all"
+    assert get_device("cpu-1t-r32-noopt").graph_optimization == "disable"
 
 
 def test_bad_names_and_shapes() -> None:

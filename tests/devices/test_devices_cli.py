@@ -81,6 +81,16 @@ def test_devices_add(app: typer.Typer, tmp_path: Path) -> None:
     assert (box["allow_spinning"], box["external"], box["placement"]) == (False, True, "local")
 
 
+def test_devices_add_a_small_input_profile(app: typer.Typer, tmp_path: Path) -> None:
+    added = json.loads(ok(app, "devices", "add", "gpu-like", "--input-resolution", "32",
+                          "--json"))
+    assert added["input_resolution"] == 32
+    assert "inputs 32x32" in added["description"]
+    fails(app, ConfigError, "devices", "add", "bad", "--input-resolution", "3")
+    fails(app, ConfigError, "devices", "add", "lm", "--decode", "64", "--input-resolution", "32")
+    assert not (tmp_path / "devices" / "bad.yaml").exists()
+
+
 def test_devices_add_from_file_and_bad_values(app: typer.Typer, tmp_path: Path) -> None:
     src = tmp_path / "gpu.yaml"
     src.write_text("provider: CUDAExecutionProvider\nbatch_size: 8\nintra_op_threads: 2\n")

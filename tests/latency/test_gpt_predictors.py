@@ -142,7 +142,8 @@ def test_a_table_kind_refuses_a_gpt_space_in_one_line(tmp_path: Path, kind: str)
         fit_predictor(DECODE, SPACE, kind, db=db)
     assert "\n" not in str(info.value)
     assert str(info.value) == (f"kind {kind!r} does not price space 'gpt_shakespeare' (the "
-                               "'gpt' family); kinds that do: additive, flops, gbdt, transfer")
+                               "'gpt' family); kinds that do: additive, flops, gbdt, structure, "
+                               "transfer")
 
 
 def test_a_stored_gbdt_loads_back_after_later_measurements_move_the_scale(
@@ -195,11 +196,12 @@ def test_the_cli_fits_every_kind_that_prices_the_space_and_refuses_the_rest(
     code, out, err = run_nas(["latency", "fit", "--device", DECODE, "--space", SPACE,
                               "--kind", "all", "--db", url, "--json"])
     assert code == 0, err
-    assert set(json.loads(out)["predictors"]) == {"flops", "additive", "gbdt", "transfer"}
+    assert set(json.loads(out)["predictors"]) == {"flops", "additive", "gbdt", "structure",
+                                                  "transfer"}
     for argv, words in (
             (["--device", DECODE, "--kind", "lut"], "kind 'lut' does not price space "
              "'gpt_shakespeare' (the 'gpt' family); kinds that do: additive, flops, gbdt, "
-             "transfer"),
+             "structure, transfer"),
             (["--device", "cpu-1t", "--kind", "additive"], "device 'cpu-1t' has no workload; "
              "space 'gpt_shakespeare' of the 'gpt' family")):
         code, _, err = run_nas(["latency", "fit", "--space", SPACE, "--db", url, *argv])

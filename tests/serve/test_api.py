@@ -88,7 +88,7 @@ def test_spaces_list_every_family_with_what_prices_it(service: Any) -> None:
     gpt = spaces["gpt_tiny"]
     assert gpt["family"] == "gpt"
     # per device workload
-    assert gpt["latency_kinds"] == ["additive", "flops", "gbdt", "transfer"]
+    assert gpt["latency_kinds"] == ["additive", "flops", "gbdt", "structure", "transfer"]
     assert gpt["spec"]["n_layer"] == [1, 2, 3]
     assert gpt["kernel_sizes"] is None
     assert gpt["n_stages"] is None
@@ -151,6 +151,36 @@ def test_concurrent_predicts_each_get_their_own_answers(service: Any,
         assert r.json()["kind"] == kind
         expected = preds[kind].predict([sp.parse(a) for a in archs])
         assert r.json()["latency_ms"] == pytest.approx(list(expected), rel=1e-9)
+
+
+def test_concurrent_predicts_with_refused_architectures_each_get_their_own_answer(
+        service: Any, service_env: dict[str, Any]) -> None:
+    """48 requests at once, every fourth with one architecture its space refuses: those get
+    their own 422 naming that architecture, and every other request its own predictions,
+    whatever batch it shared with a refused one."""
+    rng = np.random.default_rng(2)
+    pool = _archs(200, seed=8)
+    cases = []
+    for i in range(48):
+        archs = [pool[j] for j in rng.choice(200, size=int(rng.integers(1, 11)), replace=False)]
+        bad = int(rng.integers(len(archs))) if i % 4 == 0 else None
+        if bad is not None:
+            archs[bad] = {**archs[bad], "ks": [4] * len(archs[bad]["ks"])}
+        cases.append((archs, bad))
+    with ThreadPoolExecutor(16) as ex:
+        answers = list(ex.map(lambda c: _predict(service.url, c[0], kind="additive"), cases))
+    sp = get_space("tiny")
+    pred = load_predictor("cpu-1t", "tiny", "additive", db=service_env["db"])
+    for (archs, bad), r in zip(cases, answers, strict=True):
+        if bad is None:
+            assert r.status_code == 200, r.text
+            expected = pred.predict([sp.parse(a) for a in archs])
+            assert r.json()["latency_ms"] == pytest.approx(list(expected), rel=1e-9)
+        else:
+            assert r.status_code == 422, r.text
+            [error] = r.json()["detail"]
+            assert error["loc"][:3] == ["body", "archs", bad]
+            assert "kernel size must be one of [3, 5], got 4" in error["msg"]
 
 
 def _gpt_arch() -> dict[str, Any]:
