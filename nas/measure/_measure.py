@@ -3,7 +3,9 @@ with the protocol (:mod:`nas.measure._timing`), store every result, failures inc
 
 With relative timing (the default), the first measurement of a (device, space) in a database
 also times the space's reference subnet in ``ANCHOR_SESSIONS`` fresh sessions and stores its
-anchor latency (source ``"reference"``). Later measurements are stored on the scale of
+anchor latency (source ``"reference"``); every subnet of a call is then timed against one
+:class:`~nas.measure._session.Reference` per device, whose session they share (protocol
+step 7). Later measurements are stored on the scale of
 everything recorded so far (:func:`nas.measure._scale.device_scale`: those sessions and the
 reference's block medians of every relative measurement), and read back on the latest one.
 """
@@ -66,6 +68,12 @@ def _res(arch: Any) -> int:
     return int(getattr(arch, "r", 0))
 
 
+def _side(profile: DeviceProfile, arch: Any) -> int:
+    """The input side ``arch`` is timed at on ``profile``: the profile's
+    ``input_resolution`` where it has one, else the subnet's own."""
+    return profile.input_resolution or _res(arch)
+
+
 # ---------------------------------------------------------------------- the reference
 def reference_anchor(
     device: str | DeviceProfile, space: str | SearchSpace, db: LatencyDB
@@ -85,14 +93,14 @@ def _reference(
     """The space's reference subnet on ``profile``, its anchor measured first if need be."""
     arch = sp.middle()
     try:
-        model = prepare_cached(profile, export(net, arch), _res(arch))
+        model = prepare_cached(profile, export(net, arch), _side(profile, arch))
     except Exception as exc:
         raise TimingError(f"cannot export the reference subnet of {sp.name} for relative "
                           f"timing: {_error_text(exc)}") from exc
     anchor = reference_anchor(profile, sp, db)
     if anchor is None:
         for _ in range(ANCHOR_SESSIONS):
-            res = timer(model, _res(arch))
+            res = timer(model, _side(profile, arch))
             env = dict(res.env)
             env["anchor_of"] = {"space": sp.name, "arch": arch.hash}
             db.add_measurement(profile.name, arch, latency_ms=res.median_ms, p10=res.p10_ms,
@@ -101,7 +109,7 @@ def _reference(
         anchor = reference_anchor(profile, sp, db)
         if anchor is None:  # pragma: no cover - five ok rows were just stored
             raise TimingError(f"no anchor latency of the reference subnet on {profile.name}")
-    return Reference(model, _res(arch), anchor, arch.hash)
+    return Reference(model, _side(profile, arch), anchor, arch.hash)
 
 
 # ---------------------------------------------------------------------- one campaign
@@ -160,9 +168,9 @@ def _time_and_store(
         if fp32 is None:
             raise TimingError(export_error or "export failed")
         t1 = time.perf_counter()
-        model = prepare_cached(p, fp32, _res(arch), models)
+        model = prepare_cached(p, fp32, _side(p, arch), models)
         prepare_s = time.perf_counter() - t1
-        res = c.timers[p.name](model, _res(arch), reference=c.refs.get(p.name))
+        res = c.timers[p.name](model, _side(p, arch), reference=c.refs.get(p.name))
         env = dict(res.env)
         env.update(placement="ray" if "ray" in env else "local",
                    export_s=round(export_s, 4), prepare_s=round(prepare_s, 4))

@@ -1,13 +1,16 @@
 """Timing an ONNX model in ONNX Runtime sessions: session options from the device profile,
 fresh sessions per measurement, retries of disturbed ones and relative timing against a
-reference subnet (protocol steps 1, 2, 5 and 7 of :mod:`nas.measure._timing`)."""
+reference subnet, whose session a campaign shares (protocol steps 1, 2, 5 and 7 of
+:mod:`nas.measure._timing`)."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,7 +18,14 @@ import numpy as np
 from nas.devices import DeviceProfile
 from nas.errors import ConfigError
 from nas.measure._environment import environment_fingerprint
-from nas.measure._timing import TimingConfig, TimingError, TimingResult, _result, _time_runs
+from nas.measure._timing import (
+    TimingConfig,
+    TimingError,
+    TimingResult,
+    _ratio_rel_ci,
+    _result,
+    _time_runs,
+)
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -72,9 +82,24 @@ def make_session(model: bytes, profile: DeviceProfile) -> ort.InferenceSession:
         raise TimingError(f"cannot create an ORT session: {exc}") from exc
 
 
+@dataclass
+class _SharedRun:
+    """A reference session kept for the measurements against it: its run, whether it has
+    had its warm-up, and how many measurements it has served."""
+
+    run: Callable[[], Any]
+    warm: bool = False
+    uses: int = 0
+
+
 @dataclass(frozen=True)
 class Reference:
     """The reference subnet a measurement is timed against (protocol step 7).
+
+    With ``TimingConfig.share_reference`` (the default), the first measurement against it in
+    a process creates its session, and every later one reuses that session, warmed up: one
+    per (session options, input) it is timed with. A copy sent to another process (a Ray
+    task) carries no session and makes its own.
 
     Attributes:
         model: its ONNX model, prepared for the device (quantized for int8 profiles).
@@ -87,6 +112,29 @@ class Reference:
     resolution: int
     anchor_ms: float
     arch_hash: str = ""
+    _sessions: dict[str, _SharedRun] = field(default_factory=dict, init=False, repr=False,
+                                             compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False,
+                                  compare=False)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # an ORT session does not cross processes: a copy starts without one
+        return {k: v for k, v in self.__dict__.items() if k not in ("_sessions", "_lock")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        object.__setattr__(self, "_sessions", {})
+        object.__setattr__(self, "_lock", threading.Lock())
+
+    def shared_run(self, profile: DeviceProfile, x: np.ndarray | None, seed: int) -> _SharedRun:
+        """The reference's session for ``profile`` and the input of ``seed``: created on the
+        first call, the same one after."""
+        key = json.dumps([profile.to_dict(), seed], sort_keys=True, default=str)
+        with self._lock:
+            shared = self._sessions.get(key)
+            if shared is None:
+                shared = self._sessions[key] = _SharedRun(_runner(self.model, profile, x))
+            return shared
 
 
 def _disturbed(res: TimingResult, cfg: TimingConfig) -> bool:
@@ -216,43 +264,87 @@ def _combine_sessions(parts: list[TimingResult], total_s: float) -> TimingResult
         sum(r.n_runs for r in parts), env["rel_ci"], env["converged"], env["seconds"], env)
 
 
+@dataclass
+class _Attempts:
+    """What :func:`_least_disturbed` keeps: the least spread attempt, its reference's result,
+    the interval of the stored quantity in it and whether the stopping rule was met there,
+    every attempt's spread, and how the reference session was had (``None``: fresh per
+    attempt; else the shared session's uses before this one)."""
+
+    best: TimingResult
+    best_ref: TimingResult | None
+    rel_ci: float
+    converged: bool
+    spreads: list[float]
+    reference_uses: int | None
+
+
+def _reference_run(reference: Reference, profile: DeviceProfile, x_ref: np.ndarray | None,
+                   cfg: TimingConfig) -> tuple[Callable[[], Any], _SharedRun | None]:
+    """The reference's run for one attempt: its shared session (``cfg.share_reference``) or
+    a fresh one; the shared session's record, or None."""
+    if not cfg.share_reference:
+        return _runner(reference.model, profile, x_ref), None
+    shared = reference.shared_run(profile, x_ref, cfg.seed + 1)
+    return shared.run, shared
+
+
 def _least_disturbed(
     model: bytes, profile: DeviceProfile, x: np.ndarray | None, cfg: TimingConfig,
     reference: Reference | None, x_ref: np.ndarray | None,
-) -> tuple[TimingResult, TimingResult | None, list[float]]:
+) -> _Attempts:
     """Time in fresh sessions until one is undisturbed (or the retries run out); the least
-    spread attempt, its reference's result and every attempt's spread (protocol step 5)."""
-    best: TimingResult | None = None
-    best_ref: TimingResult | None = None
-    spreads = []
+    spread attempt and what goes with it (protocol step 5). A shared reference session is
+    kept across the attempts: what a retry renews is the subnet's session."""
+    got: _Attempts | None = None
+    spreads: list[float] = []
+    shared: _SharedRun | None = None
+    uses: int | None = None
     for attempt in range(cfg.retries + 1):
         if attempt:
             time.sleep(cfg.retry_sleep_s)
         runs = [_runner(model, profile, x)]
+        warm = [True]
         if reference is not None:
-            runs.append(_runner(reference.model, profile, x_ref))
+            ref_run, shared = _reference_run(reference, profile, x_ref, cfg)
+            runs.append(ref_run)
+            warm.append(shared is None or not shared.warm)
+            uses = shared.uses if shared is not None else None
         try:
-            arrays, elapsed = _time_runs(runs, cfg)
+            arrays, elapsed = _time_runs(runs, cfg, warm=warm)
         except Exception as exc:
             raise TimingError(f"ORT run failed: {type(exc).__name__}: {exc}") from exc
+        if shared is not None:
+            shared.warm = True
         res = _result(arrays[0], cfg, elapsed)
         spread = res.p90_ms / res.p10_ms
         spreads.append(round(spread, 4))
-        if best is None or spread < best.p90_ms / best.p10_ms:
-            best = res
-            best_ref = _result(arrays[1], cfg, elapsed) if reference is not None else None
+        if got is None or spread < got.best.p90_ms / got.best.p10_ms:
+            ref_res = _result(arrays[1], cfg, elapsed) if reference is not None else None
+            rel_ci, converged = res.rel_ci, res.converged
+            if ref_res is not None:
+                rel_ci = _ratio_rel_ci(arrays[0], arrays[1], cfg.round_runs)
+                converged = rel_ci <= cfg.target_rel_ci
+                if not np.isfinite(rel_ci):  # too few block pairs: both medians' intervals
+                    rel_ci = float(np.hypot(res.rel_ci, ref_res.rel_ci))
+            got = _Attempts(res, ref_res, rel_ci, converged, spreads, uses)
         del runs
         if not _disturbed(res, cfg):
             break
-    if best is None:  # pragma: no cover - the loop runs at least once
+    if got is None:  # pragma: no cover - the loop runs at least once
         raise TimingError("no timing attempt ran")
-    return best, best_ref, spreads
+    if shared is not None:
+        shared.uses += 1
+    return got
 
 
-def _relative(best: TimingResult, best_ref: TimingResult, reference: Reference,
-              env: dict[str, Any]) -> TimingResult:
-    """``best`` on the anchor's scale: times the ratio of the anchor to the reference's
-    median in the same window (protocol step 7)."""
+def _relative(got: _Attempts, reference: Reference, env: dict[str, Any]) -> TimingResult:
+    """The best attempt on the anchor's scale: times the ratio of the anchor to the
+    reference's median in the same window (protocol step 7); its interval and convergence
+    are the ratio's (step 4)."""
+    best, best_ref = got.best, got.best_ref
+    if best_ref is None:  # pragma: no cover - timed with a reference
+        raise TimingError("a relative timing without its reference's result")
     scale = reference.anchor_ms / best_ref.median_ms
     env["reference"] = {
         # full precision: the anchor, medians and ratio are read back to rescale the row
@@ -261,13 +353,13 @@ def _relative(best: TimingResult, best_ref: TimingResult, reference: Reference,
         "reference_median_ms": best_ref.median_ms,
         "ratio": best.median_ms / best_ref.median_ms,
         "reference_rel_ci": round(best_ref.rel_ci, 6),
+        # the shared session's earlier measurements (None: a fresh session for this one)
+        "session_uses": got.reference_uses,
     }
-    rel_ci = float(np.hypot(best.rel_ci, best_ref.rel_ci))
-    env["rel_ci"] = round(rel_ci, 6)
+    env.update(rel_ci=round(got.rel_ci, 6), converged=got.converged)
     return dataclasses.replace(
         best, median_ms=best.median_ms * scale, p10_ms=best.p10_ms * scale,
-        p90_ms=best.p90_ms * scale, rel_ci=rel_ci,
-        converged=best.converged and best_ref.converged, env=env,
+        p90_ms=best.p90_ms * scale, rel_ci=got.rel_ci, converged=got.converged, env=env,
     )
 
 
@@ -281,12 +373,13 @@ def _time_onnx_session(
     x_ref = (_input(profile, (3, reference.resolution, reference.resolution), cfg.seed + 1)
              if reference is not None else None)
     t_start = time.perf_counter()
-    best, best_ref, spreads = _least_disturbed(model, profile, x, cfg, reference, x_ref)
+    got = _least_disturbed(model, profile, x, cfg, reference, x_ref)
+    best = got.best
     env = environment_fingerprint(profile, cfg)
     env.update(rel_ci=round(best.rel_ci, 6), converged=best.converged,
-               seconds=round(best.seconds, 3), resolution=resolution, spreads=spreads,
+               seconds=round(best.seconds, 3), resolution=resolution, spreads=got.spreads,
                disturbed=_disturbed(best, cfg),
                total_s=round(time.perf_counter() - t_start, 3))
-    if reference is None or best_ref is None:
+    if reference is None:
         return dataclasses.replace(best, env=env)
-    return _relative(best, best_ref, reference, env)
+    return _relative(got, reference, env)

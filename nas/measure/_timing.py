@@ -1,6 +1,7 @@
 """The timing protocol: its settings, its results and the stopping rule of one timing.
 
-The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
+The protocol (``PROTOCOL_VERSION``, recorded with every measurement; version 4 since the
+changes listed at the end):
 
 1. Session options come from the device profile and are all set explicitly, never left to
    ORT's defaults (which change between releases and depend on the machine): intra- and
@@ -9,15 +10,29 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
 2. One fixed random input of the profile's batch size. Python's garbage collector is off while
    timing, so a collection cannot land inside a run; each run is timed with
    ``time.perf_counter_ns`` around ``InferenceSession.run``, the call an application makes.
-3. Warm-up: at least ``warmup_runs`` runs and ``warmup_s`` seconds, so the memory arena, the
-   thread pool and the caches reach their steady state before anything is recorded.
-4. Runs are recorded in rounds until the median is known to ``target_rel_ci``: the
-   distribution-free 95% confidence interval of the median from order statistics (the ranks
-   ``n/2 -+ 1.96 sqrt(n)/2``), whose half-width relative to the median must fall below the
-   target (0.5% by default). It needs no assumption about the run-time distribution, which is
-   skewed with a long right tail (preemption, interrupts), and costs one sort. ``min_runs``,
-   ``max_runs`` and ``max_s`` bound the effort; a measurement that stops on a cap is kept and
-   flagged (``converged: false`` in its environment record).
+3. Warm-up: at least ``warmup_runs`` runs and ``warmup_s`` seconds of every session that has
+   not run yet, so the memory arena, the thread pool and the caches reach their steady state
+   before anything is recorded (a shared reference session, step 7, is warmed up once).
+4. Runs are recorded in rounds until the stored quantity is known to ``target_rel_ci`` (1%
+   by default), at least ``min_runs`` and at most ``max_runs`` runs and ``max_s`` seconds; a
+   measurement that stops on a cap is kept and flagged (``converged: false`` in its
+   environment record).
+
+   - Timed alone, the stored quantity is the median: its distribution-free 95% confidence
+     interval from order statistics (the ranks ``n/2 -+ 1.96 sqrt(n)/2``), whose half-width
+     relative to the median must fall below the target. It needs no assumption about the
+     run-time distribution, which is skewed with a long right tail (preemption, interrupts),
+     and costs one sort.
+   - Timed against the reference (step 7), the stored quantity is the *ratio* of the two
+     medians, and its interval is what must fall below the target, not each median's: each
+     pair of blocks (the subnet's, then the reference's, a fraction of a second apart) gives
+     the log-ratio of its block medians, and the 95% t-interval of their mean,
+     ``t(B-1) * sd / sqrt(B)`` over the ``B`` pairs, is the relative half-width. A pair shares
+     the machine's speed of its moment, so a drift that slows both cancels in it, where the
+     two medians' own intervals counted it twice against the measurement. At least 3 block
+     pairs are recorded, whatever ``min_runs`` and ``max_s`` say (two lucky pairs prove
+     nothing); a measurement stopped with fewer (``max_runs``) records the two medians'
+     intervals combined instead.
 5. A measurement whose spread says another process took the core for part of it
    (``p90 / p10`` above ``max_spread`` by more than scheduler-slice jitter) is repeated in a
    fresh session after a pause, up to ``retries`` times, keeping the least disturbed one; the
@@ -37,7 +52,38 @@ The protocol (``PROTOCOL_VERSION``, recorded with every measurement):
    in several fresh sessions (stored with source ``"reference"``), turns it back into
    milliseconds on one scale for every measurement, whenever it was made. The raw median,
    the reference's median in the same window and the ratio are kept in the environment
-   record. Lookup-table block timings stay absolute.
+   record. Lookup-table block timings stay absolute. With ``share_reference`` (the default)
+   the reference's session is created and warmed up once per
+   :class:`~nas.measure._session.Reference` in a process (one per device and campaign) and
+   serves every subnet measured against it; each subnet still gets a fresh session of its
+   own (a Ray task gets a copy of the reference without its session, so under Ray
+   placement each measurement creates its own, as in version 3). The ratios of one campaign
+   then share the reference session's offset, which the scale mostly takes back (its pool
+   holds that session's block medians), and which a noise floor measured in a later
+   campaign includes.
+
+Version 4 (issue #27, "a measurement in a third of the time") changed, against version 3:
+
+- the stopping rule with a reference is on the ratio's interval (step 4; version 3
+  required each median to 0.5% on its own, which rarely happened before the cap: 2.7-2.9 s
+  per measurement against a 3 s cap on a quiet 2-core EPYC, experiments/RESULTS.md);
+- ``target_rel_ci`` 0.5% -> 1%, now of the ratio; ``max_s`` 3 s -> 0.75 s, yet never
+  fewer than 3 block pairs (the largest OFA subnets need about that);
+  ``min_runs`` 20 -> 30 (3 block pairs);
+- the reference's session and its warm-up are shared by a campaign (step 7; version 3
+  created a fresh pair of sessions, both warmed up, per attempt), and ``warmup_s`` 0.1 s ->
+  0.05 s: the subnet now warms up alone, so it gets no fewer runs than in the 0.1 s version
+  3 split between the two models (and never fewer than ``warmup_runs``);
+- ``retry_sleep_s`` 1 s -> 0.5 s (a retry costs about a third of what it did).
+
+The time saved bought no precision where it matters: the noise floor of version 3 (two
+measurements of one subnet in fresh sessions minutes apart) was set by the machine between
+the two, not by the runs within one; twice the time per measurement did not lower it
+(experiments/RESULTS.md, "Latency predictors"). A ratio known to 1% (95%) has a standard
+error of 0.5% at most (when it converges), against about 1.8% between sessions.
+Measurements of versions 3 and 4 are on one scale (the same ratio of medians times the same
+pool); each record says its version. ``experiments/benchmarks/measure_speed.py`` measures
+both side by side.
 
 ORT sessions and relative timing are in :mod:`nas.measure._session`, int8 models in
 :mod:`nas.measure._prepare`, the per-device lock in :mod:`nas.measure._lock`, Ray placement in
@@ -67,7 +113,7 @@ __all__ = [
     "time_session",
 ]
 
-PROTOCOL_VERSION = 3
+PROTOCOL_VERSION = 4
 
 
 class TimingError(NASError):
@@ -83,11 +129,14 @@ class TimingConfig(ConfigModel):
     Attributes:
         warmup_runs: runs before recording, at least.
         warmup_s: seconds of warm-up, at least.
-        min_runs: recorded runs before the stopping rule is checked.
+        min_runs: recorded runs before the stopping rule is checked (with a reference, the
+            ratio's interval needs :data:`MIN_BLOCK_PAIRS` blocks of ``round_runs`` too).
         max_runs: recorded runs at most.
-        max_s: seconds of recorded runs at most (checked between rounds).
-        target_rel_ci: stop when the 95% CI half-width of the median, relative to it, is
-            below this.
+        max_s: seconds of recorded runs at most (checked between rounds; with a reference,
+            only once :data:`MIN_BLOCK_PAIRS` block pairs are recorded).
+        target_rel_ci: stop when the 95% CI half-width of the stored quantity, relative to
+            it, is below this: the median timed alone, the ratio to the reference's median
+            with a reference (protocol step 4).
         round_runs: runs between two checks of the stopping rule.
         seed: seed of the random input.
         max_spread: a measurement whose ``p90 / p10`` exceeds this, and whose ``p90 - p10``
@@ -105,11 +154,15 @@ class TimingConfig(ConfigModel):
             recorded (the caches still hold the other model's data): without them the
             smallest OFA subnets came out 10% slower relative to the reference than timed
             alone, with 2 within 2% (experiments/RESULTS.md).
-        sessions: fresh session pairs (subnet and reference) a measurement is made in; the
-            result is the median over them (the mean of two). Two measurements of one subnet
-            in fresh sessions differ by more than the runs within a session say (a session's
-            memory placement, the machine between sessions), so more runs in one session do
-            not buy what a second session does.
+        sessions: fresh sessions of the subnet (with the reference's, unless it is shared)
+            a measurement is made in; the result is the median over them (the mean of two).
+            Two measurements of one subnet in fresh sessions differ by more than the runs
+            within a session say (a session's memory placement, the machine between
+            sessions), so more runs in one session do not buy what a second session does.
+        share_reference: with a reference, time every measurement against one session of
+            it, created and warmed up on first use and kept by the
+            :class:`~nas.measure._session.Reference` (one per device and campaign), instead
+            of a fresh one per measurement (protocol step 7).
     """
 
     what: ClassVar[str] = "TimingConfig"
@@ -117,20 +170,21 @@ class TimingConfig(ConfigModel):
     PRESETS: ClassVar[tuple[str, ...]] = ("default", "quick")
 
     warmup_runs: StrictInt = Field(5, ge=0)
-    warmup_s: float = Field(0.1, ge=0)
-    min_runs: StrictInt = Field(20, ge=1)
+    warmup_s: float = Field(0.05, ge=0)
+    min_runs: StrictInt = Field(30, ge=1)
     max_runs: StrictInt = Field(400, ge=1)
-    max_s: float = Field(3.0, gt=0)
-    target_rel_ci: float = Field(0.005, gt=0)
+    max_s: float = Field(0.75, gt=0)
+    target_rel_ci: float = Field(0.01, gt=0)
     round_runs: StrictInt = Field(10, ge=1)
     seed: int = 0
     max_spread: float = Field(1.3, gt=1)
     min_disturbance_ms: float = 0.05
     retries: StrictInt = Field(2, ge=0)
-    retry_sleep_s: float = 1.0
+    retry_sleep_s: float = 0.5
     reference: bool = True
     block_warmup: StrictInt = Field(2, ge=0)
     sessions: StrictInt = Field(1, ge=1)
+    share_reference: bool = True
 
     def __init__(self, **data: Any) -> None:
         # Keyword construction in code gets the same one-line error as a YAML file.
@@ -199,7 +253,55 @@ def _median_rel_ci(sorted_ms: np.ndarray) -> float:
     return float((sorted_ms[hi] - sorted_ms[lo]) / 2 / med) if med > 0 else float("inf")
 
 
+#: 97.5% quantiles of Student's t with 1 to 30 degrees of freedom (beyond: 1.96 + 2.4 / df,
+#: within 0.002 of it).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+         2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+         2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+#: Block pairs the ratio's interval needs at least (protocol step 4).
+MIN_BLOCK_PAIRS = 3
+
+
+def _t975(df: int) -> float:
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+def _ratio_rel_ci(model: Sequence[float] | np.ndarray, reference: Sequence[float] | np.ndarray,
+                  round_runs: int) -> float:
+    """Relative half-width of the 95% CI of ``median(model) / median(reference)`` from the
+    block pairs (protocol step 4): the t-interval of the mean log-ratio of the pairs' block
+    medians. Infinite with fewer than :data:`MIN_BLOCK_PAIRS` pairs."""
+    n_blocks = min(len(model), len(reference)) // round_runs
+    if n_blocks < MIN_BLOCK_PAIRS:
+        return float("inf")
+    n = n_blocks * round_runs
+    a = np.median(np.asarray(model[:n], dtype=np.float64).reshape(n_blocks, round_runs), axis=1)
+    b = np.median(np.asarray(reference[:n], dtype=np.float64).reshape(n_blocks, round_runs),
+                  axis=1)
+    if np.any(a <= 0) or np.any(b <= 0):
+        return float("inf")
+    d = np.log(a) - np.log(b)
+    half = _t975(n_blocks - 1) * float(np.std(d, ddof=1)) / np.sqrt(n_blocks)
+    return float(np.expm1(half))
+
+
+def _converged(times: Sequence[Sequence[int]], cfg: TimingConfig) -> bool:
+    """The stopping rule (protocol step 4): one callable, its median to ``target_rel_ci``;
+    a model and its reference, the ratio of their medians."""
+    if len(times[0]) < cfg.min_runs:
+        return False
+    if len(times) == 2:
+        return _ratio_rel_ci(times[0], times[1], cfg.round_runs) <= cfg.target_rel_ci
+    return all(
+        _median_rel_ci(np.sort(np.asarray(t, dtype=np.float64))) <= cfg.target_rel_ci
+        for t in times
+    )
+
+
 def _warm_up(runs: Sequence[Callable[[], Any]], cfg: TimingConfig) -> None:
+    if not runs:
+        return
     t_start = time.perf_counter()
     n_warm = 0
     while n_warm < cfg.warmup_runs or time.perf_counter() - t_start < cfg.warmup_s:
@@ -224,21 +326,26 @@ def _record(runs: Sequence[Callable[[], Any]], cfg: TimingConfig) -> list[list[i
                 a = clock()
                 run()
                 out.append(clock() - a)
+        if _converged(times, cfg):
+            return times
         n = len(times[0])
-        if n >= cfg.min_runs and all(
-            _median_rel_ci(np.sort(np.asarray(t, dtype=np.float64))) <= cfg.target_rel_ci
-            for t in times
-        ):
+        if n >= cfg.max_runs:
             return times
-        if n >= cfg.max_runs or time.perf_counter() - t0 >= cfg.max_s:
-            return times
+        if (time.perf_counter() - t0 >= cfg.max_s
+                and (len(runs) == 1 or n >= MIN_BLOCK_PAIRS * cfg.round_runs)):
+            return times  # the time cap, once a ratio has its block pairs
 
 
-def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
-               ) -> tuple[list[np.ndarray], float]:
+def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig,
+               warm: Sequence[bool] | None = None) -> tuple[list[np.ndarray], float]:
     """Warm up, then record ``runs`` in alternating blocks of ``cfg.round_runs`` runs each
-    until every median is known to ``cfg.target_rel_ci`` (or a cap). Returns each callable's
-    times in ms and the seconds.
+    until the stored quantity is known to ``cfg.target_rel_ci`` (or a cap): the median of
+    one callable, the ratio of a model's median to its reference's for two (protocol step
+    4). Returns each callable's times in ms and the seconds.
+
+    Args:
+        warm: per callable, whether it still needs its warm-up (default: every one); a
+            shared reference session already warmed up does not.
 
     Blocks, not single runs: alternating run by run makes each run start with the other
     model's data in the caches (about 12% slower here), which is not how a deployed model
@@ -248,7 +355,7 @@ def _time_runs(runs: Sequence[Callable[[], Any]], cfg: TimingConfig
     gc.disable()
     try:
         t_start = time.perf_counter()
-        _warm_up(runs, cfg)
+        _warm_up([r for i, r in enumerate(runs) if warm is None or warm[i]], cfg)
         times = _record(runs, cfg)
         elapsed = time.perf_counter() - t_start
     finally:
