@@ -8,7 +8,8 @@ the call, not the fit) or loaded (the shipped ``note10`` table of ``ofa_mbv3``);
 medians over ``--blocks`` blocks are printed. With ``--before PATH`` (a checkout of an earlier
 commit, e.g. made by ``git worktree add /tmp/before <commit>``), the same measurement runs in
 a subprocess importing ``nas`` from PATH, alternating with this checkout's block by block, and
-the ratio is printed: a side-by-side comparison on one machine at one time.
+the ratio is printed: a side-by-side comparison on one machine at one time. ``--cases`` keeps
+the cases matching any of its comma-separated patterns (``fnmatch``, e.g. ``'*/gbdt,gpt_*'``).
 
     .venv/bin/python experiments/benchmarks/predict_overhead.py --before /tmp/before
 """
@@ -16,6 +17,7 @@ the ratio is printed: a side-by-side comparison on one machine at one time.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import statistics
@@ -30,7 +32,20 @@ from _common import header, machine, table
 
 CASES = [("ofa_mbv3", "flops"), ("ofa_mbv3", "additive"), ("ofa_mbv3", "gbdt"),
          ("ofa_mbv3", "transfer"), ("ofa_mbv3", "note10"), ("tiny", "additive"),
-         ("gpt_shakespeare", "additive")]
+         ("gpt_shakespeare", "flops"), ("gpt_shakespeare", "additive"),
+         ("gpt_shakespeare", "gbdt"), ("gpt_shakespeare", "transfer")]
+
+
+def select(patterns: str | None) -> list[tuple[str, str]]:
+    """The cases whose ``space/kind`` matches one of the comma-separated ``patterns``."""
+    if not patterns:
+        return CASES
+    pats = [p.strip() for p in patterns.split(",") if p.strip()]
+    got = [c for c in CASES if any(fnmatch.fnmatchcase(f"{c[0]}/{c[1]}", p) for p in pats)]
+    if not got:
+        sys.exit(f"--cases {patterns!r} matches none of "
+                 f"{', '.join(f'{s}/{k}' for s, k in CASES)}")
+    return got
 
 
 def _predictor(space: str, kind: str) -> Any:
@@ -85,23 +100,27 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, default=5, help="blocks per round")
     ap.add_argument("--rounds", type=int, default=3, help="rounds (before and after alternate)")
     ap.add_argument("--before", type=Path, default=None, help="an earlier checkout to compare")
+    ap.add_argument("--cases", default=None,
+                    help="only the space/kind cases matching these comma-separated patterns")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--out", default="runs/predict_overhead.json")
     args = ap.parse_args()
+    cases = select(args.cases)
     if args.child:
         import nas
 
         print(json.dumps({"nas": nas.__file__,
-                          **measure(CASES, args.calls, args.batch, args.blocks)}))
+                          **measure(cases, args.calls, args.batch, args.blocks)}))
         return
     runs: dict[str, list[dict[str, Any]]] = {"after": [], "before": []}
     for _ in range(args.rounds):
-        runs["after"].append(measure(CASES, args.calls, args.batch, args.blocks))
+        runs["after"].append(measure(cases, args.calls, args.batch, args.blocks))
         if args.before is not None:
             env = {**os.environ, "PYTHONPATH": str(args.before.resolve())}
             res = subprocess.run(
                 [sys.executable, __file__, "--child", "--calls", str(args.calls), "--batch",
-                 str(args.batch), "--blocks", str(args.blocks)],
+                 str(args.batch), "--blocks", str(args.blocks),
+                 *(["--cases", args.cases] if args.cases else [])],
                 env=env, capture_output=True, text=True, check=True, cwd=args.before)
             got = json.loads(res.stdout.strip().splitlines()[-1])
             if not str(got.pop("nas")).startswith(str(args.before.resolve())):

@@ -129,8 +129,8 @@ _OnlySpaceOpt = Annotated[str | None, typer.Option(
 
 
 def _kinds(kind: str | None) -> list[str]:
-    # The predictors import scikit-learn: only commands that use them pay for it, so that
-    # `nas --help` stays fast.
+    # The predictors (their features, tables and kinds) are imported by the commands that
+    # use them only, so that `nas --help` stays fast.
     from nas.errors import UnknownNameError
     from nas.latency._predictors import DEFAULT_KIND, PREDICTORS
 

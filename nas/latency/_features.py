@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
@@ -129,12 +129,19 @@ class LayerFeatures:
     def indices(self, a: ArchArrays) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Resolution, kernel and expand indices into the tables, and the active mask."""
         r_idx = np.searchsorted(self.resolutions, a.r)
+        kmap, emap = self._choice_maps
+        active = a.ks > 0
+        return r_idx, kmap[a.ks], emap[a.e], active
+
+    @cached_property
+    def _choice_maps(self) -> tuple[np.ndarray, np.ndarray]:
+        """Kernel size and expand ratio to their table index (0 for 0, a slot that does not
+        run), made once rather than at every prediction."""
         kmap = np.zeros(int(self.kernel_sizes.max()) + 1, dtype=np.intp)
         kmap[self.kernel_sizes] = np.arange(len(self.kernel_sizes))
         emap = np.zeros(int(self.expand_ratios.max()) + 1, dtype=np.intp)
         emap[self.expand_ratios] = np.arange(len(self.expand_ratios))
-        active = a.ks > 0
-        return r_idx, kmap[a.ks], emap[a.e], active
+        return kmap, emap
 
     def gather_sum(self, table: np.ndarray, fixed: np.ndarray, a: ArchArrays) -> np.ndarray:
         """``fixed[r] + sum over active slots of table[r, slot, k, e]`` for every row.
@@ -153,9 +160,14 @@ class LayerFeatures:
         n_f = fixed2.shape[1]
         if n * n_l * n_f <= _ONE_TAKE:  # a prediction's few columns: one take of them all
             rows = n_r * n_l * n_k * n_e
-            flat = np.concatenate([table.reshape(rows, n_f), np.zeros((1, n_f))])
             slot = ((r_idx[:, None] * n_l + np.arange(n_l)) * n_k + k_idx) * n_e + e_idx
-            picked = np.take(flat, np.where(active, slot, rows), axis=0)  # (n, L, F)
+            if table.size <= slot.size * n_f:  # a zero row for the slots that do not run
+                flat = np.concatenate([table.reshape(rows, n_f), np.zeros((1, n_f))])
+                picked = np.take(flat, np.where(active, slot, rows), axis=0)  # (n, L, F)
+            else:  # a table larger than what is gathered (megabytes: many columns, few
+                # architectures): not copied, the slots that do not run zeroed after
+                picked = np.take(table.reshape(rows, n_f), slot, axis=0)
+                picked[~active] = 0.0
             return (fixed2[r_idx] + picked.sum(axis=1)).reshape(n, *trailing)
         out = fixed2[r_idx]  # (n, F), a new array
         per_slot = n_r * n_k * n_e

@@ -38,18 +38,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 import numpy as np
 
-from nas.errors import ConfigError
+from nas.errors import ArchitectureError, ConfigError
 
 __all__ = ["GPT_FEATURES", "GPTFeatures", "gpt_features"]
 
 #: the feature names, in column order
 GPT_FEATURES = ("linear_mmacs", "attention_mmacs", "weight_mb", "cache_mb", "blocks",
                 "activation_mvalues", "call")
+#: the column of ``blocks`` (the depth itself, not a sum over slots)
+_BLOCKS = GPT_FEATURES.index("blocks")
+#: what each feature is counted in: millions, or ones (``blocks``, ``call``)
+_DIVISOR = np.array([1e6, 1e6, 1e6, 1e6, 1.0, 1e6, 1.0])
+#: the index of a value a space does not offer: any row built with it is negative
+_NOT_OFFERED = -(2**40)
 
 
 def _workload_dims(space: Any, workload: Mapping[str, Any] | Any) -> tuple[int, int]:
@@ -87,30 +93,121 @@ class GPTFeatures:
     groups: tuple[str, ...] = ("aggregate",) * len(GPT_FEATURES)
 
     def transform(self, archs: Iterable[Any] | Any) -> np.ndarray:
-        """``(n, F)`` float64 features of architectures (or the space's ``GPTArrays``)."""
-        from nas.space import get_family_space
+        """``(n, F)`` float64 features of architectures (or the space's ``GPTArrays``).
 
-        sp: Any = get_family_space(self.space)
-        arrays: Any = sp.to_arrays(archs) if not hasattr(archs, "n_head") else archs
-        d = arrays.n_embd.astype(np.float64)
-        att = arrays.n_head.astype(np.float64) * sp.head_dim  # (n, L), 0 past the depth
-        m = arrays.mlp.astype(np.float64)
-        t, s, vocab = float(self.tokens), float(self.positions), float(sp.vocab_size)
-        dd = d[:, None]
-        linear = t * (3 * dd * att + att * dd + 2 * dd * m).sum(1) + t * d * vocab
-        attention = 2 * t * s * att.sum(1)
-        params = sp.costs(arrays)["params"].astype(np.float64)
-        cache = 2 * (s + (s - t)) * att.sum(1)  # present written (S), past read (S - T)
-        blocks = arrays.n_layer.astype(np.float64)
-        live = att > 0
-        acts = t * (np.where(live, 4 * dd + 5 * att + 2 * m, 0.0).sum(1) + d + vocab)
-        return np.stack([linear / 1e6, attention / 1e6, 4 * params / 1e6, 4 * cache / 1e6,
-                         blocks, acts / 1e6, np.ones_like(d)], axis=1)
+        Raises:
+            ArchitectureError: ``GPTArrays`` with a width, heads or MLP width the space
+                does not offer.
+        """
+        tab = self._tab
+        a: Any = archs
+        if not hasattr(a, "n_head") or hasattr(a, "space"):  # not yet the batch form
+            from nas.space import get_family_space
+
+            a = get_family_space(self.space).to_arrays(archs)
+        # one row of the per-layer table for each (width, heads, MLP width) of every slot
+        # (a slot past the depth has heads and MLP 0: a row of zeros), then one sum
+        d_idx = tab.width_index.take(a.n_embd, mode="clip")
+        row = (d_idx[:, None] * tab.n_heads + tab.heads_index.take(a.n_head, mode="clip")
+               ) * tab.n_mlp + tab.mlp_index.take(a.mlp, mode="clip")
+        if len(row) and row.min() < 0:
+            raise ArchitectureError(
+                f"GPTArrays hold a width, heads or MLP width that space {self.space!r} does "
+                "not offer")
+        total = tab.per_layer.take(row, axis=0).sum(axis=1) + tab.fixed.take(d_idx, axis=0)
+        total[:, _BLOCKS] = a.n_layer
+        return np.asarray(total / tab.divisor)
+
+    @cached_property
+    def _tab(self) -> _Tables:
+        return _tables(self.space, self.tokens, self.positions)
 
     def macs(self, archs: Iterable[Any] | Any) -> np.ndarray:
         """MACs of one call, millions (``linear_mmacs + attention_mmacs``)."""
-        x = self.transform(archs)
-        return np.asarray(x[:, 0] + x[:, 1])
+        return self.macs_of(self.transform(archs))
+
+    @staticmethod
+    def macs_of(features: np.ndarray) -> np.ndarray:
+        """The MACs of one call, millions, from the ``(n, F)`` features of :meth:`transform`."""
+        return np.asarray(features[:, 0] + features[:, 1])
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """The features of one space under one workload as integer tables: every feature is a
+    sum over block slots of a function of the slot's (width, heads, MLP width), plus a
+    function of the width alone, all whole numbers (MACs, values, bytes), so a sum of
+    table rows in int64 is exact and ``total / divisor`` is the very float the formulas of
+    the module docstring give, whatever the order of the sum.
+
+    Attributes:
+        per_layer: ``(D * H * M, F)`` one slot's contribution, by width index, heads index
+            and MLP-width index (heads and MLP width 0, a slot past the depth: index 0).
+        fixed: ``(D, F)`` the embedding, head and call's contribution, by width index.
+        width_index, heads_index, mlp_index: each value's index (``_NOT_OFFERED`` for one
+            the space does not offer, and past the largest: ``take(mode="clip")``).
+        n_heads, n_mlp: ``H`` and ``M``, the choices and 0.
+        divisor: ``(F,)`` what each feature is counted in.
+    """
+
+    per_layer: np.ndarray
+    fixed: np.ndarray
+    width_index: np.ndarray
+    heads_index: np.ndarray
+    mlp_index: np.ndarray
+    n_heads: int
+    n_mlp: int
+    divisor: np.ndarray
+
+
+def _index_of(values: np.ndarray) -> np.ndarray:
+    out = np.full(int(values.max()) + 2, _NOT_OFFERED, dtype=np.intp)
+    out[values] = np.arange(len(values))
+    return out
+
+
+@lru_cache(maxsize=64)
+def _tables(space: str, tokens: int, positions: int) -> _Tables:
+    """The tables of ``space`` with ``tokens`` new tokens over ``positions`` positions."""
+    from nas.space import GPTArrays, get_family_space
+
+    sp: Any = get_family_space(space)
+    s = sp.spec
+    widths = np.asarray(s.n_embd, dtype=np.int64)
+    heads = np.asarray((0, *s.n_head), dtype=np.int64)  # 0: a slot past the depth
+    mlps = np.asarray((0, *s.mlp), dtype=np.int64)
+    t, pos, vocab = int(tokens), int(positions), int(sp.vocab_size)
+    # every (width, heads, MLP width) as one slot
+    d, h, m = (g.ravel() for g in np.meshgrid(widths, heads, mlps, indexing="ij"))
+    att = h * int(sp.head_dim)
+    live = att > 0
+    # parameters as the space counts them: its own per-layer count, and the rest by width
+    one_slot = GPTArrays(n_layer=np.ones_like(d), n_embd=d,
+                         n_head=np.pad(h[:, None], ((0, 0), (0, sp.max_layer - 1))),
+                         mlp=np.pad(m[:, None], ((0, 0), (0, sp.max_layer - 1))))
+    layer_params = sp.costs(one_slot)["layer_params"][:, 0]
+    no_slot = GPTArrays(n_layer=np.zeros_like(widths), n_embd=widths,
+                        n_head=np.zeros((len(widths), sp.max_layer), dtype=np.int64),
+                        mlp=np.zeros((len(widths), sp.max_layer), dtype=np.int64))
+    fixed_params = sp.costs(no_slot)["params"]
+    zero = np.zeros_like(d)
+    per_layer = np.stack([
+        t * (3 * d * att + att * d + 2 * d * m),  # linear_mmacs
+        2 * t * pos * att,  # attention_mmacs
+        4 * layer_params,  # weight_mb
+        4 * 2 * (pos + (pos - t)) * att,  # cache_mb: present written, past read
+        zero,  # blocks: the depth, set apart
+        t * np.where(live, 4 * d + 5 * att + 2 * m, 0),  # activation_mvalues
+        zero,  # call
+    ], axis=1).astype(np.int64)
+    fixed = np.stack([t * widths * vocab, 0 * widths, 4 * fixed_params, 0 * widths,
+                      0 * widths, t * (widths + vocab), np.ones_like(widths)],
+                     axis=1).astype(np.int64)
+    for arr in (per_layer, fixed):
+        arr.setflags(write=False)  # shared by every predictor of the space and workload
+    return _Tables(per_layer=per_layer, fixed=fixed, width_index=_index_of(widths),
+                   heads_index=_index_of(heads), mlp_index=_index_of(mlps),
+                   n_heads=len(heads), n_mlp=len(mlps), divisor=_DIVISOR)
 
 
 def gpt_features(space: Any, workload: Mapping[str, Any] | Any) -> GPTFeatures:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -176,7 +177,11 @@ class FlopsPredictor(_PerWorkload):
         self.intercept_ = float(coef[1])
 
     def _predict(self, a: ArchArrays) -> np.ndarray:
-        return self.coef_ * self._macs(a) + self.intercept_
+        return self.from_macs(self._macs(a))
+
+    def from_macs(self, macs: np.ndarray) -> np.ndarray:
+        """The prediction of subnets of ``macs`` (millions)."""
+        return np.asarray(self.coef_ * macs + self.intercept_)
 
     def _state(self) -> dict[str, Any]:
         return {"coef": self.coef_, "intercept": self.intercept_,
@@ -283,6 +288,108 @@ class AdditivePredictor(_PerWorkload):
 
 
 # ---------------------------------------------------------------------- gbdt
+#: at most this many (architecture, tree node) pairs, a prediction of the compiled trees
+#: (:class:`_Trees`; about 350 architectures with the default 100 trees of 8 leaves); past
+#: that their passes over every node of every row leave the cache, and scikit-learn's own
+#: compiled loop, whose fixed cost of milliseconds a call is small beside the batch's, wins
+_TREE_CELLS = 2**19
+
+
+@dataclass(frozen=True)
+class _Trees:
+    """The fitted trees of a ``HistGradientBoostingRegressor`` as flat arrays, evaluated
+    for all trees at once with numpy: scikit-learn's ``predict`` costs milliseconds a call
+    whatever the batch (input checks, a thread pool per tree), which is all of a single
+    architecture's prediction.
+
+    Every node of every tree is one entry: a split sends a row to ``left`` when its feature
+    is ``<= threshold`` (``NaN``: where ``missing_left`` says), as scikit-learn's
+    ``_predict_from_raw_data`` does; a leaf is its own child both ways, so ``depth`` steps
+    from the roots reach every tree's leaf. Entry 0 is a leaf holding the baseline, the
+    first of the values summed, in scikit-learn's order (baseline, then tree by tree, one
+    addition at a time: a cumulative sum), so the prediction is the same float.
+
+    Attributes:
+        feature, threshold, left, right, missing_left, value: ``(N,)`` per node.
+        roots: ``(T + 1,)`` the baseline's entry, then each tree's root.
+        depth: the deepest leaf's depth.
+    """
+
+    feature: np.ndarray
+    threshold: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    missing_left: np.ndarray
+    value: np.ndarray
+    roots: np.ndarray
+    depth: int
+
+    @classmethod
+    def of(cls, model: Any) -> _Trees | None:
+        """The trees of a fitted regressor, or None when they are not plain numeric trees
+        of a squared error (categorical splits, another loss or link, another layout of
+        scikit-learn's private arrays): then its own ``predict`` serves."""
+        try:
+            link = type(model._loss.link).__name__
+            if model.n_trees_per_iteration_ != 1 or link != "IdentityLink":
+                return None
+            nodes = [iteration[0].nodes for iteration in model._predictors]
+            if any(nd["is_categorical"].any() for nd in nodes):
+                return None
+            sizes = np.asarray([1] + [len(nd) for nd in nodes], dtype=np.intp)
+            starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
+            n = int(sizes.sum())
+            own = np.arange(n, dtype=np.intp)
+            feature = np.zeros(n, dtype=np.intp)
+            threshold = np.zeros(n)
+            left, right = own.copy(), own.copy()
+            missing_left = np.zeros(n, dtype=bool)
+            value = np.zeros(n)
+            value[0] = float(np.asarray(model._baseline_prediction).ravel()[0])
+            depth = 0
+            for start, nd in zip(starts[1:], nodes, strict=True):
+                at = slice(int(start), int(start) + len(nd))
+                split = nd["is_leaf"] == 0
+                feature[at] = np.where(split, nd["feature_idx"], 0)
+                threshold[at] = nd["num_threshold"]
+                left[at] = np.where(split, start + nd["left"].astype(np.intp), own[at])
+                right[at] = np.where(split, start + nd["right"].astype(np.intp), own[at])
+                missing_left[at] = split & (nd["missing_go_to_left"] != 0)
+                value[at] = nd["value"]
+                depth = max(depth, int(nd["depth"].max()))
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError):
+            return None
+        return cls(feature, threshold, left, right, missing_left, value, starts, depth)
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.value)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Raw predictions of the rows of ``X`` ``(n, F)``: ``(n,)``."""
+        n, n_nodes = len(X), self.n_nodes
+        x = X[:, self.feature]  # (n, N): every node's feature, every row
+        right = x > self.threshold
+        if np.isnan(X).any():  # scikit-learn: a missing value goes where the split learned
+            right = np.where(np.isnan(x), ~self.missing_left, right)
+        # each node's next node for each row (one step of every tree at once), in one flat
+        # array over the rows
+        step = np.where(right, self.right, self.left)
+        if n == 1:  # (one architecture: no offsets of rows)
+            flat, at = step.ravel(), self.roots
+            for _ in range(self.depth):
+                at = flat.take(at)
+            return np.asarray(np.cumsum(self.value.take(at))[-1:])
+        offset = np.arange(0, n * n_nodes, n_nodes)[:, None]  # (n, 1)
+        step += offset
+        flat = step.ravel()
+        at = self.roots + offset  # (n, T + 1)
+        for _ in range(self.depth):
+            at = flat.take(at)
+        at -= offset
+        return np.asarray(np.cumsum(self.value.take(at), axis=1)[:, -1])
+
+
 @PREDICTORS.register
 class GBDTPredictor(_PerWorkload):
     """Gradient-boosted trees (scikit-learn's histogram GBDT) on the architecture features.
@@ -294,7 +401,9 @@ class GBDTPredictor(_PerWorkload):
     OpenMP threads on a busy machine cost more than they bring.
 
     Restored by a deterministic re-fit on the stored measurements (``random_state`` fixed,
-    no early stopping), not from JSON.
+    no early stopping), not from JSON. A small batch is predicted by the fitted trees
+    compiled to flat arrays (:class:`_Trees`, after every fit, so after a load too): the
+    same floats as scikit-learn's ``predict``, without its milliseconds of fixed cost a call.
 
     Args:
         space: the search space.
@@ -335,12 +444,22 @@ class GBDTPredictor(_PerWorkload):
         lf: Any = self._gpt() or self._features()
         return np.asarray([i for i, g in enumerate(lf.groups) if g in self.groups])
 
-    def _X(self, a: ArchArrays) -> np.ndarray:
+    def _X(self, a: ArchArrays) -> tuple[np.ndarray, np.ndarray | None]:
+        """The trees' features of ``a`` and, with ``base="flops"``, the log of the
+        baseline's prediction (for a ``gpt`` space, both from one pass: the MACs are
+        features too)."""
         gpt = self._gpt()
         if gpt is not None:
-            return np.asarray(gpt.transform(a)[:, self._cols()])
-        lf = self._features()
-        return lf.gather_sum(self._layer_, lf.fixed[:, self._cols()], a)
+            f = gpt.transform(a)
+            X = f[:, self.cols_]
+            macs = gpt.macs_of(f) if self.base == "flops" else None
+        else:
+            lf = self._features()
+            X = lf.gather_sum(self._layer_, self._fixed_, a)
+            macs = lf.macs(a) if self.base == "flops" else None
+        if macs is None:
+            return X, None
+        return X, np.log(np.clip(self.base_.from_macs(macs), 1e-9, None))
 
     def _fit(self, a: ArchArrays, y: np.ndarray) -> None:
         from sklearn.ensemble import HistGradientBoostingRegressor
@@ -351,13 +470,20 @@ class GBDTPredictor(_PerWorkload):
             raise ConfigError(f"base must be 'flops' or None, got {self.base!r}")
         if self.base is not None and not self.log_target:
             raise ConfigError("base='flops' needs log_target=True (the residual is a ratio)")
+        self.cols_ = self._cols()
         if self._gpt() is None:
             lf = self._features()
-            self._layer_ = np.ascontiguousarray(lf.layer[..., self._cols()])
+            # (C order: a gather takes rows of it, not a copy of it at every call)
+            self._layer_ = np.ascontiguousarray(lf.layer[..., self.cols_])
+            self._fixed_ = np.ascontiguousarray(lf.fixed[:, self.cols_])
         target = np.log(y) if self.log_target else y
         if self.base == "flops":
-            self.base_ = FlopsPredictor(space=self.space, workload=self.workload).fit(a, y)
-            target = target - np.log(np.clip(self.base_._predict(a), 1e-9, None))
+            base = FlopsPredictor(space=self.space, workload=self.workload)
+            base.fit(a, y)
+            self.base_ = base
+        X, log_base = self._X(a)
+        if log_base is not None:
+            target = target - log_base
         model = HistGradientBoostingRegressor(
             max_iter=self.max_iter, learning_rate=self.learning_rate,
             max_leaf_nodes=self.max_leaf_nodes, min_samples_leaf=self.min_samples_leaf,
@@ -365,16 +491,39 @@ class GBDTPredictor(_PerWorkload):
             random_state=self.random_state,
         )
         with threadpool_limits(1):
-            model.fit(self._X(a), target)
+            model.fit(X, target)
         self.model_ = model
+        self.trees_ = self._compile(model, X[:64])
 
-    def _predict(self, a: ArchArrays) -> np.ndarray:
+    @staticmethod
+    def _compile(model: Any, X: np.ndarray) -> _Trees | None:
+        """The model's trees for small batches (:class:`_Trees`), once they predict the
+        rows ``X`` exactly as scikit-learn does; else None (its own ``predict`` serves)."""
+        from threadpoolctl import threadpool_limits
+
+        trees = _Trees.of(model)
+        if trees is None:
+            return None
+        with threadpool_limits(1):
+            want = model.predict(X)
+        return trees if np.array_equal(trees.predict(X), want) else None
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        """The trees' sum for the rows of ``X``: compiled for a small batch, scikit-learn's
+        for a large one (the same floats either way)."""
+        trees = self.trees_
+        if trees is not None and len(X) * trees.n_nodes <= _TREE_CELLS:
+            return trees.predict(X)
         from threadpoolctl import threadpool_limits
 
         with threadpool_limits(1):
-            out = self.model_.predict(self._X(a))
-        if self.base == "flops":
-            out = out + np.log(np.clip(self.base_._predict(a), 1e-9, None))
+            return np.asarray(self.model_.predict(X))
+
+    def _predict(self, a: ArchArrays) -> np.ndarray:
+        X, log_base = self._X(a)
+        out = self._raw(X)
+        if log_base is not None:
+            out = out + log_base
         return np.exp(out) if self.log_target else out
 
     def _state(self) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Every predictor takes ``X`` as a list of :class:`~nas.space.Architecture` (or OFA dicts, or
 JSON) or as :class:`~nas.space.ArchArrays`, and ``y`` in ms. Hyper-parameters are keyword-only
 constructor arguments, learned state lives in attributes ending in ``_``, so ``clone``,
-``get_params`` and scikit-learn's model selection work.
+``get_params`` and scikit-learn's model selection work (the protocol is
+:mod:`nas._estimator`'s: loading a predictor imports no scikit-learn).
 
 Kinds (:data:`PREDICTORS`, built in :mod:`nas.latency._kinds`):
 
@@ -25,6 +26,9 @@ Kinds (:data:`PREDICTORS`, built in :mod:`nas.latency._kinds`):
 ``hybrid``
     The lookup table plus a learned residual: the LUT sum and a constant unpenalised, the
     additive features ridge-penalised.
+``structure`` (:mod:`nas.latency._structure`)
+    Few-shot on one device: non-negative costs per operator, MAC, byte moved and pixel,
+    for devices whose latency follows operator count (batch-1 GPUs, small inputs).
 ``transfer`` (:mod:`nas.latency._transfer`)
     Few-shot: the other devices' predictors mixed and calibrated on a few measurements of
     a new device, falling back to ``flops`` or ``additive`` (by leave-one-out error).
@@ -70,9 +74,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-from sklearn.base import BaseEstimator, RegressorMixin
 
 from nas._config import ConfigModel
+from nas._estimator import RegressorEstimator
 from nas._plugin import KindPlugin, NoOptions, options_from_init
 from nas._registry import Registry
 from nas.errors import (
@@ -104,7 +108,8 @@ __all__ = [
 #: The kinds, by name; filled by ``@PREDICTORS.register`` on each class.
 PREDICTORS: Registry[type[LatencyPredictor]] = Registry(
     "latency predictor kind", key="name",
-    builtins=["nas.latency._kinds", "nas.latency._table", "nas.latency._transfer"],
+    builtins=["nas.latency._kinds", "nas.latency._table", "nas.latency._structure",
+              "nas.latency._transfer"],
     checks="nas.latency._checks:CHECKS",
 )
 #: The kind a user is pointed to first (the CLI's default).
@@ -123,7 +128,7 @@ def options_model(cls: type) -> type[ConfigModel]:
     return options_from_init(cls, PredictorOptions)
 
 
-class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: ignore[misc]
+class LatencyPredictor(RegressorEstimator, KindPlugin):
     """Base of the latency predictors (see the module docstring).
 
     A kind is a subclass registered with ``@PREDICTORS.register`` that sets ``name`` (or
@@ -338,17 +343,15 @@ class LatencyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: igno
         sp: Any = get_space(self.space)
         if isinstance(sp, SearchSpace):
             return as_arrays(sp, X)
-        if hasattr(X, "n_head"):  # already the family's arrays
-            return X
+        if hasattr(X, "n_head") and not hasattr(X, "space"):  # the family's arrays (not
+            return X  # one architecture, which has n_head too)
         items: list[Any] = [X] if isinstance(X, str | dict) or hasattr(X, "space") else list(
             X)  # type: ignore[arg-type]  # not ArchArrays here: an image space's form
-        archs = []
         for i, a in enumerate(items):
             if hasattr(a, "space") and a.space != sp.name:
                 raise ArchitectureError(f"architecture {i} belongs to space {a.space!r}, not "
                                         f"{sp.name!r}")
-            archs.append(sp.parse(a))
-        return sp.to_arrays(archs)
+        return sp.to_arrays(items)  # which parses each one (once: not here as well)
 
 
 # ---------------------------------------------------------------------- by kind

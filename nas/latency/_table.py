@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -348,7 +348,8 @@ def shipped_table(device: str, space: str) -> TablePredictor | None:
         spaces = [s for s in list_spaces() if _compatible(get_space(s), keyed)]
         raise ConfigError(f"device {device}'s lookup table prices spaces {spaces}, not "
                           f"{sp.name!r}")
-    return TablePredictor.from_state({"space": sp.name}, {"table": table, "n_train": 0})
+    return cast(TablePredictor, TablePredictor.from_state({"space": sp.name},
+                                                          {"table": table, "n_train": 0}))
 
 
 def import_lut(folder: Path | str, device: str, space: str, *,
@@ -366,7 +367,8 @@ def import_lut(folder: Path | str, device: str, space: str, *,
     profile = get_device(device)
     sp = get_space(space)
     table = ofa_table(folder, sp.name, profile.name, **info)
-    est = TablePredictor.from_state({"space": sp.name}, {"table": table, "n_train": 0})
+    est = cast(TablePredictor, TablePredictor.from_state({"space": sp.name},
+                                                         {"table": table, "n_train": 0}))
     if profile.resolutions is not None and not set(profile.resolutions) <= \
             set(table["resolutions"]):
         raise ConfigError(f"device {profile.name} declares resolutions "

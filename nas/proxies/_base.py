@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 import numpy as np
-import torch
 from pydantic import AfterValidator, BeforeValidator, create_model
 
 from nas._config import ConfigModel, validate
@@ -34,10 +33,12 @@ from nas._registry import Registry
 from nas.errors import ConfigError, NASError
 from nas.proxies._cache import ProxyCache, checkpoint_sha256, default_cache_path
 from nas.space import ArchArrays, Architecture, SearchSpace, get_space
-from nas.train import BatchLoader, DataSplits, Preprocess
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch when a proxy runs a network: OFA's predictor and MACs need none
+    import torch
+
     from nas.supernet import OFASupernet
+    from nas.train import DataSplits, Preprocess
 
 __all__ = [
     "PROXIES",
@@ -95,7 +96,7 @@ class ProxyContext:
             cache: True for the default cache file, False for none, or a path.
         """
         from nas.space import family_part
-        from nas.train import load_dataset
+        from nas.train import DataSplits, load_dataset
 
         sp = get_space(space)
         net: OFASupernet | None = None
@@ -141,6 +142,8 @@ class ProxyContext:
         return str(self._memo["ck"])
 
     def preprocess(self) -> Preprocess:
+        from nas.train import Preprocess
+
         return Preprocess.for_space(self.space, channels_last=self.channels_last,
                                     device=self.device)
 
@@ -149,6 +152,8 @@ class ProxyContext:
         """``n`` fixed training batches at resolution ``r``, no augmentation (memoised)."""
         key = ("batches", r, n, batch_size)
         if key not in self._memo:
+            from nas.train import BatchLoader
+
             data = self.require_data("zero-cost proxies")
             loader = BatchLoader(data.train, batch_size, shuffle=True, seed=self.seed)
             pre = self.preprocess()
@@ -163,6 +168,8 @@ class ProxyContext:
     def init_supernet(self) -> OFASupernet:
         """A randomly initialised supernet of the space (seeded; shared by all archs)."""
         if "init" not in self._memo:
+            import torch
+
             from nas.supernet import OFASupernet
 
             with torch.random.fork_rng():

@@ -22,7 +22,7 @@ from nas.errors import ConfigError
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
 from nas.space import ArchArrays, Architecture, SearchSpace
 
-if TYPE_CHECKING:  # scikit-learn is imported when a predictor is used
+if TYPE_CHECKING:  # the predictors are imported when one is used
     from nas.proxies._predictors import AccuracyPredictor
 
 __all__ = ["InheritedProxy", "PredictorProxy"]

@@ -28,11 +28,9 @@ import re
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-from torch import nn
 
 from nas._io import read_bytes, sha256_file
 from nas.errors import ArchitectureError, ConfigError, NASError
@@ -41,10 +39,14 @@ from nas.proxies._predictors import (
     ACCURACY_PREDICTORS,
     AccuracyPredictor,
     MLPAccuracyPredictor,
+    MLPLayers,
     load_accuracy_predictor,
     save_accuracy_predictor,
 )
 from nas.space import ArchArrays, Architecture, SearchSpace, get_space
+
+if TYPE_CHECKING:  # torch only to read a .pth file: the predictor itself runs in numpy
+    import torch
 
 __all__ = [
     "OFA_PROVENANCE",
@@ -100,19 +102,18 @@ def ofa_encode(space: SearchSpace, a: ArchArrays, start: int, step: int,
     return np.concatenate([ks.reshape(n, -1), e.reshape(n, -1), r], axis=1).astype(np.float32)
 
 
-def _b64(t: torch.Tensor) -> str:
-    return base64.b64encode(t.detach().to(torch.float32).contiguous().numpy()
-                            .astype("<f4").tobytes()).decode("ascii")
+def _b64(a: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(a, dtype="<f4").tobytes()).decode("ascii")
 
 
-def _unb64(text: str, shape: Sequence[int], what: str) -> torch.Tensor:
+def _unb64(text: str, shape: Sequence[int], what: str) -> np.ndarray:
     try:
         raw = base64.b64decode(text.encode("ascii"), validate=True)
         arr = np.frombuffer(raw, dtype="<f4").reshape(tuple(shape))
     except (ValueError, TypeError) as exc:
         raise NASError(f"accuracy predictor {what}: not base64 float32 of shape "
                        f"{list(shape)} ({exc})") from None
-    return torch.from_numpy(arr.astype(np.float32))
+    return arr.astype(np.float32)
 
 
 @ACCURACY_PREDICTORS.register
@@ -183,37 +184,22 @@ class OFAAccuracyPredictor(MLPAccuracyPredictor):
         return ofa_encode(sp, a, *self._buckets(sp))
 
     def _learned_state(self) -> dict[str, Any]:
-        layers = [m for m in self.net_ if isinstance(m, nn.Linear)]
         return {"base_acc": self.base_acc_, "y_scale": self.y_scale_, "weights": "base64 <f4",
-                "layers": [{"shape": list(m.weight.shape), "weight": _b64(m.weight),
-                            "bias": None if m.bias is None else _b64(m.bias)}
-                           for m in layers]}
+                "layers": [{"shape": list(w.shape), "weight": _b64(w),
+                            "bias": None if b is None else _b64(b)}
+                           for w, b in self.layers_]}
 
     def _restore(self, state: Mapping[str, Any]) -> None:
-        layers = []
+        layers: MLPLayers = []
         for i, layer in enumerate(state["layers"]):
             shape = [int(v) for v in layer["shape"]]
             w = _unb64(layer["weight"], shape, f"layer {i} weight")
             b = None if layer["bias"] is None else _unb64(layer["bias"], shape[:1],
                                                           f"layer {i} bias")
             layers.append((w, b))
-        self.net_ = _mlp(layers)
+        self.layers_ = layers
         self.base_acc_ = float(state["base_acc"])
         self.y_scale_ = float(state["y_scale"])
-
-
-def _mlp(layers: Sequence[tuple[torch.Tensor, torch.Tensor | None]]) -> nn.Sequential:
-    mods: list[nn.Module] = []
-    for i, (w, b) in enumerate(layers):
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
-        with torch.no_grad():
-            lin.weight.copy_(w)
-            if b is not None:
-                lin.bias.copy_(b)
-        mods.append(lin)
-        if i < len(layers) - 1:
-            mods.append(nn.ReLU())
-    return nn.Sequential(*mods).eval()
 
 
 # ---------------------------------------------------------------------- conversion
@@ -249,7 +235,8 @@ def read_ofa_accuracy_predictor(path: Path | str, space: str = _OFA_SPACE
     layers = _mlp_layers(path, found, est.encoding_size())
     est.hidden_size = int(layers[0][0].shape[0])
     est.n_layers = len(layers) - 1
-    est.net_ = _mlp(layers)
+    est.layers_ = [(w.numpy().copy(), None if b is None else b.numpy().copy())
+                   for w, b in layers]
     est.base_acc_ = 0.0  # OFA's final bias is its offset; outputs are used as they are
     est.y_scale_ = 1.0
     est.n_features_in_ = est.encoding_size()
@@ -271,6 +258,8 @@ def _check_ofa_choices(sp: SearchSpace) -> None:
 def _read_state_dict(path: Path) -> dict[Any, Any]:
     """The state_dict in ``path`` (bare or as ``{"state_dict": ...}``), unpickling tensors and
     plain containers only."""
+    import torch
+
     data = read_bytes(path, "OFA accuracy predictor")
     try:
         with warnings.catch_warnings():
@@ -294,6 +283,8 @@ def _read_state_dict(path: Path) -> dict[Any, Any]:
 
 def _linear_layers(path: Path, sd: dict[Any, Any]) -> dict[int, dict[str, torch.Tensor]]:
     """``{index: {"weight": ..., "bias": ...}}`` of the state_dict's Linear layers."""
+    import torch
+
     found: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in sd.items():
         m = _KEY.match(str(key))
@@ -308,6 +299,8 @@ def _linear_layers(path: Path, sd: dict[Any, Any]) -> dict[int, dict[str, torch.
 def _mlp_layers(path: Path, found: dict[int, dict[str, torch.Tensor]], width: int
                 ) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
     """The Linear layers in order, checked to chain from ``width`` inputs to one output."""
+    import torch
+
     layers: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     for i, idx in enumerate(sorted(found)):
         w, b = found[idx].get("weight"), found[idx].get("bias")

@@ -4,7 +4,8 @@
 columns, see :func:`accuracy_features`) or a list of architectures, which are encoded with
 ``encoding`` in the space ``space``. Hyper-parameters are keyword-only constructor arguments;
 learned state lives in attributes ending in ``_``, so ``sklearn.base.clone``, ``get_params``
-and scikit-learn's model selection work.
+and scikit-learn's model selection work (the protocol is :mod:`nas._estimator`'s: scikit-learn
+is imported only by what uses it).
 
 ``MLPAccuracyPredictor``
     Once-for-All's accuracy predictor: a 3-layer MLP (400 hidden units, ReLU) on the one-hot
@@ -45,11 +46,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import torch
-from sklearn.base import BaseEstimator, RegressorMixin
-from torch import nn
 
 from nas._config import ConfigModel
+from nas._estimator import RegressorEstimator
 from nas._io import atomic_write, read_text
 from nas._plugin import KindPlugin, NoOptions
 from nas._registry import Registry
@@ -69,6 +68,34 @@ __all__ = [
     "make_accuracy_predictor",
     "save_accuracy_predictor",
 ]
+
+#: an MLP's learned weights: per Linear layer, its weight ``(out, in)`` and bias ``(out,)``
+#: (or None), float32; ReLU between the layers
+MLPLayers = list[tuple[np.ndarray, np.ndarray | None]]
+
+
+def mlp_forward(layers: MLPLayers, F: np.ndarray) -> np.ndarray:
+    """The MLP's output ``(n,)`` on features ``F`` ``(n, in)``, in float32 as torch's
+    ``nn.Sequential`` of ``nn.Linear`` and ``nn.ReLU`` computes it (to float32 rounding: the
+    sums run in another order), without importing torch: a prediction does not wait for it.
+    """
+    x = np.asarray(F, dtype=np.float32)
+    for i, (w, b) in enumerate(layers):
+        x = x @ w.T
+        if b is not None:
+            x += b
+        if i < len(layers) - 1:
+            np.maximum(x, 0, out=x)
+    return x[:, 0]
+
+
+def mlp_layers_of(net: Any) -> MLPLayers:
+    """The weights of a torch ``nn.Sequential``'s ``nn.Linear`` layers, as numpy copies."""
+    from torch import nn
+
+    return [(m.weight.detach().float().numpy().copy(),
+             None if m.bias is None else m.bias.detach().float().numpy().copy())
+            for m in net if isinstance(m, nn.Linear)]
 
 
 def accuracy_features(
@@ -101,7 +128,7 @@ class AccuracyPredictorOptions(ConfigModel):
     what: ClassVar[str] = "accuracy predictor options"
 
 
-class AccuracyPredictor(RegressorMixin, BaseEstimator, KindPlugin):  # type: ignore[misc]
+class AccuracyPredictor(RegressorEstimator, KindPlugin):
     """Base of the accuracy predictors (see the module docstring): a kind sets ``name`` (or
     ``kind``: one value), ``description`` and ``tags``; ``Options`` is made from ``__init__``,
     and :func:`make_accuracy_predictor` checks the parameters against it."""
@@ -217,8 +244,10 @@ def _is_number_row(row: Any) -> bool:
 class MLPAccuracyPredictor(AccuracyPredictor):
     """Once-for-All's MLP accuracy predictor (3 hidden layers of 400 ReLU units).
 
-    Trained with Adam on the mean squared error of standardised accuracies; the mean training
-    accuracy is the output offset (OFA's ``base_acc``).
+    Trained with Adam (in torch) on the mean squared error of standardised accuracies; the
+    mean training accuracy is the output offset (OFA's ``base_acc``). The learned weights are
+    kept as numpy arrays (``layers_``) and predictions run in numpy (:func:`mlp_forward`), so
+    loading and using a predictor imports no torch.
 
     Args:
         space: search space name, needed when ``X`` holds architectures.
@@ -249,6 +278,9 @@ class MLPAccuracyPredictor(AccuracyPredictor):
         self.random_state = random_state
 
     def _fit(self, F: np.ndarray, y: np.ndarray) -> None:
+        import torch  # training only: a prediction runs in numpy (mlp_forward)
+        from torch import nn
+
         gen = torch.Generator().manual_seed(self.random_state)
         with torch.random.fork_rng():
             torch.manual_seed(self.random_state)
@@ -273,34 +305,22 @@ class MLPAccuracyPredictor(AccuracyPredictor):
                 loss = ((net(X[idx]).squeeze(1) - t[idx]) ** 2).mean()
                 loss.backward()
                 opt.step()
-        net.eval()
-        self.net_ = net
+        self.layers_ = mlp_layers_of(net)
 
     def _predict(self, F: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            out = self.net_(torch.from_numpy(F)).squeeze(1).double().numpy()
+        out = mlp_forward(self.layers_, F).astype(np.float64)
         return out * self.y_scale_ + self.base_acc_  # type: ignore[no-any-return]
 
     def _learned_state(self) -> dict[str, Any]:
-        layers = [m for m in self.net_ if isinstance(m, nn.Linear)]
         return {"base_acc": self.base_acc_, "y_scale": self.y_scale_, "layers": [
-            {"weight": m.weight.detach().tolist(),
-             "bias": None if m.bias is None else m.bias.detach().tolist()} for m in layers]}
+            {"weight": w.tolist(), "bias": None if b is None else b.tolist()}
+            for w, b in self.layers_]}
 
     def _restore(self, state: Mapping[str, Any]) -> None:
-        mods: list[nn.Module] = []
-        layers = state["layers"]
-        for i, layer in enumerate(layers):
-            w = torch.tensor(layer["weight"], dtype=torch.float32)
-            lin = nn.Linear(w.shape[1], w.shape[0], bias=layer["bias"] is not None)
-            with torch.no_grad():
-                lin.weight.copy_(w)
-                if layer["bias"] is not None:
-                    lin.bias.copy_(torch.tensor(layer["bias"], dtype=torch.float32))
-            mods.append(lin)
-            if i < len(layers) - 1:
-                mods.append(nn.ReLU())
-        self.net_ = nn.Sequential(*mods).eval()
+        self.layers_ = [(np.asarray(layer["weight"], dtype=np.float32),
+                         None if layer["bias"] is None
+                         else np.asarray(layer["bias"], dtype=np.float32))
+                        for layer in state["layers"]]
         self.base_acc_ = float(state["base_acc"])
         self.y_scale_ = float(state["y_scale"])
 

@@ -23,15 +23,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from nas.proxies._base import Proxy, ProxyContext, register_proxy
 from nas.space import ArchArrays, Architecture, SearchSpace
+
+if TYPE_CHECKING:  # torch when a zero-cost proxy scores: `params` and `macs` need none
+    import torch
+    from torch import nn
 
 __all__ = ["MacsProxy", "NaswotProxy", "ParamsProxy", "SynflowProxy", "ZicoProxy"]
 
@@ -82,6 +83,8 @@ class _ZeroCost(Proxy):
         return sub
 
     def _score(self, archs: Sequence[Architecture], ctx: ProxyContext) -> np.ndarray:
+        import torch
+
         out = np.empty(len(archs))
         for i, arch in enumerate(archs):
             with torch.random.fork_rng():
@@ -99,6 +102,9 @@ class SynflowProxy(_ZeroCost):
     description = "log synaptic flow: absolute weights, all-ones input (data-free)"
 
     def _one(self, sub: nn.Module, arch: Architecture, ctx: ProxyContext) -> float:
+        import torch
+        from torch import nn
+
         sub = sub.double().eval()
         with torch.no_grad():
             for m in sub.modules():
@@ -129,6 +135,9 @@ class NaswotProxy(_ZeroCost):
     needs_data = True
 
     def _one(self, sub: nn.Module, arch: Architecture, ctx: ProxyContext) -> float:
+        import torch
+        from torch import nn
+
         x, _y = ctx.train_batches(arch.r, 1, self.opts["batch_size"])[0]
         b = x.shape[0]
         kernel = torch.zeros(b, b, dtype=torch.float64, device=ctx.device)
@@ -161,6 +170,10 @@ class ZicoProxy(_ZeroCost):
     needs_data = True
 
     def _one(self, sub: nn.Module, arch: Architecture, ctx: ProxyContext) -> float:
+        import torch
+        import torch.nn.functional as F
+        from torch import nn
+
         batches = ctx.train_batches(arch.r, max(2, self.opts["batches"]),
                                     self.opts["batch_size"])
         layers = [(n, m) for n, m in sub.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)]

@@ -66,6 +66,50 @@ def test_the_shipped_conversion_is_of_ofas_file_and_says_so() -> None:
                                ref.predict_accuracy(_specs(archs)).numpy().ravel(), atol=1e-6)
 
 
+def _torch_mlp(layers: list) -> torch.nn.Sequential:
+    mods: list[torch.nn.Module] = []
+    for i, (w, b) in enumerate(layers):
+        lin = torch.nn.Linear(w.shape[1], w.shape[0], bias=b is not None)
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(w))
+            if b is not None:
+                lin.bias.copy_(torch.from_numpy(b))
+        mods += [lin, torch.nn.ReLU()] if i < len(layers) - 1 else [lin]
+    return torch.nn.Sequential(*mods).eval()
+
+
+def test_the_shipped_predictor_runs_in_numpy_as_torch_runs_its_mlp() -> None:
+    """A prediction imports no torch (the MLP runs in numpy, float32): torch's
+    ``nn.Sequential`` on the same weights gives the same accuracies within 1e-6."""
+    est = load_accuracy_predictor(shipped_accuracy_predictor_path())
+    archs = [*SP.sample_many(2000, seed=5), SP.largest(), SP.smallest()]
+    with torch.no_grad():
+        out = _torch_mlp(est.layers_)(torch.from_numpy(est.encode(archs)))
+    ref = out.squeeze(1).double().numpy() * est.y_scale_ + est.base_acc_
+    ours = est.predict(archs)
+    assert ours.dtype == np.float64
+    np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-6)
+    assert len(np.unique(ours)) > 1000  # a real spread, not a constant
+
+
+def test_a_fitted_mlp_predicts_in_numpy_as_its_torch_net() -> None:
+    """Trained in torch, the MLP keeps its weights as numpy arrays and predicts with them;
+    its JSON round trip gives the same predictions bit for bit."""
+    from nas.proxies import accuracy_predictor_from_state, accuracy_predictor_state
+
+    tiny = get_space("tiny")
+    archs = tiny.sample_many(40, seed=0)
+    y = np.linspace(0.5, 0.7, 40)
+    est = make_accuracy_predictor("mlp", space="tiny", epochs=20).fit(archs, y)
+    probe = tiny.sample_many(200, seed=1)
+    with torch.no_grad():
+        out = _torch_mlp(est.layers_)(torch.from_numpy(est.encode(probe)))
+    ref = out.squeeze(1).double().numpy() * est.y_scale_ + est.base_acc_
+    np.testing.assert_allclose(est.predict(probe), ref, rtol=0, atol=1e-6)
+    back = accuracy_predictor_from_state(json.loads(json.dumps(accuracy_predictor_state(est))))
+    np.testing.assert_array_equal(back.predict(probe), est.predict(probe))
+
+
 def test_ofa_imagenet_proxy_needs_no_supernet_nor_data_and_keeps_to_ofa_mbv3() -> None:
     proxy = get_proxy("ofa-imagenet")
     archs = SP.sample_many(5, seed=1)
