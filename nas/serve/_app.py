@@ -2,7 +2,9 @@
 
 One deployment, :class:`NASService`, is the ingress: it holds the latency predictors (loaded
 once per replica, per (device, space, kind)), merges concurrent predict requests into one
-vectorised ``predict`` call with ``@serve.batch``, and runs the searches and exports.
+vectorised ``predict`` call (:class:`~nas.serve._batch.Batcher`), and runs the searches and
+exports. A well-formed ``POST /latency/predict`` takes a shorter way through the replica than
+FastAPI's (:class:`~nas.serve._lane.PredictLane`), to the same answer.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import contextlib
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +25,7 @@ from ray import serve
 
 from nas._ray import LOOPBACK
 from nas.errors import ArchitectureError, ConfigError, NASError, UnknownNameError
+from nas.serve._batch import Batcher, Job, PredictorKey
 from nas.serve._guard import Guard
 from nas.serve._limits import SEARCH_CAPS, Slots
 from nas.serve._schemas import (
@@ -52,11 +54,6 @@ __all__ = [
     "priced_space",
 ]
 
-# Above this many architectures a predict call runs in a worker thread, so the event loop
-# keeps accepting requests meanwhile; below, the thread hop costs more than the call.
-_THREAD_ABOVE = 512
-
-PredictorKey = tuple[str, str, str | None]
 #: the field a space's message about an architecture starts with: ``r must be ...``,
 #: ``ks[3] must be ...`` (its key, and the index in its list)
 _LEADING_FIELD = re.compile(r"([A-Za-z_]\w*)(?:\[(\d+)\])? ")
@@ -146,12 +143,6 @@ def _service_caps(schema: dict[str, Any]) -> None:
                                    f" (at most {cap} in this service)").strip()
 
 
-@dataclass(frozen=True)
-class _Job:
-    key: PredictorKey
-    archs: list[Any]
-
-
 class _Predictors:
     """Predictors loaded on first use and kept for the replica's life, one load at a time
     per key."""
@@ -187,9 +178,9 @@ class Replica:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.predictors = _Predictors(settings.db)
-        batcher: Any = self._predict_many  # serve.batch's wrapper, not the plain method
-        batcher.set_max_batch_size(settings.max_batch_size)
-        batcher.set_batch_wait_timeout_s(settings.batch_wait_timeout_s)
+        self.batcher = Batcher(self.predictors.loaded.__getitem__,
+                               max_batch_size=settings.max_batch_size,
+                               wait_s=settings.batch_wait_timeout_s)
         self.jobs: Any = None  # the searches and exports, created on first use
         self.slots = {what: Slots(what, limit) for what, limit in (
             ("specialize", settings.max_specialize), ("predict", settings.max_predicts),
@@ -197,44 +188,22 @@ class Replica:
         _bind_internal_grpc(LOOPBACK)
 
     def __serve_build_asgi_app__(self) -> Any:
+        from nas.serve._lane import PredictLane
+
         api = build_api(self)
-        return Guard(api, token=self.settings.token,
+        return Guard(PredictLane(api, self), token=self.settings.token,
                      max_body_bytes=self.settings.max_body_bytes)
 
     # ------------------------------------------------------------------ predictions
     async def predict(self, key: PredictorKey, archs: list[Any]) -> np.ndarray:
-        await self.predictors.get(key)
-        result = await self._predict_many(_Job(key, archs))
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        """The predictions (ms) of the predictor of ``key`` for ``archs``, priced in one
+        call with the other requests of their batch.
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
-    async def _predict_many(self, jobs: list[_Job]) -> list[np.ndarray | BaseException]:
-        """One ``predict`` call per predictor for all the requests of a batch; a failure
-        fails only the requests of its predictor."""
-        groups: dict[PredictorKey, list[int]] = {}
-        for i, job in enumerate(jobs):
-            groups.setdefault(job.key, []).append(i)
-        out: list[np.ndarray | BaseException] = [np.zeros(0)] * len(jobs)
-        for key, idx in groups.items():
-            archs = [a for i in idx for a in jobs[i].archs]
-            try:
-                pred = self.predictors.loaded[key]
-                if len(archs) > _THREAD_ABOVE:
-                    ms = await asyncio.to_thread(pred.predict, archs)
-                else:
-                    ms = pred.predict(archs)
-            except Exception as exc:
-                for i in idx:
-                    out[i] = exc
-                continue
-            start = 0
-            for i in idx:
-                n = len(jobs[i].archs)
-                out[i] = np.asarray(ms[start:start + n], dtype=float)
-                start += n
-        return out
+        Raises:
+            NASError: no predictor for ``key`` (UnknownNameError: an unknown device).
+        """
+        await self.predictors.get(key)
+        return await self.batcher.submit(Job(key, archs))
 
     def jobs_or_create(self) -> Any:
         if self.jobs is None:
@@ -318,31 +287,39 @@ def latency_kinds(space: FamilySpace) -> list[str]:
 def priced_space(name: str, loc: Sequence[str | int], route: str) -> FamilySpace:
     """The space ``name``, if a latency predictor kind prices it; a 422 at ``loc`` saying
     which spaces ``route`` takes otherwise."""
+    return _priced_space(name, loc, route)[0]
+
+
+def _priced_space(name: str, loc: Sequence[str | int],
+                  route: str) -> tuple[FamilySpace, list[str]]:
+    """:func:`priced_space` and the kinds that price it."""
     from nas.space import get_family_space, list_spaces
 
     try:
         sp = get_family_space(name)
     except UnknownNameError as exc:
         raise field_error(loc, str(exc)) from None
-    if not latency_kinds(sp):
+    kinds = latency_kinds(sp)
+    if not kinds:
         ok = [n for n in list_spaces() if latency_kinds(get_family_space(n))]
         raise field_error(loc, f"space {name!r} is of the {sp.family!r} family, which no "
                           f"latency predictor kind prices yet; {route} takes the spaces "
                           f"{', '.join(ok)}")
-    return sp
+    return sp, kinds
 
 
 def check_device_runs(space: FamilySpace, device: str, loc: Sequence[str | int]) -> None:
     """A 422 at ``loc`` when ``device`` (a registered profile) times a workload ``space``
     cannot run (a language model's decode on an image space, or the reverse); an unknown
     device is left to the route's own answer."""
-    from nas.devices import DEVICES
+    from nas.serve._devices import DEVICE_CACHE
 
-    if device in DEVICES:
-        try:
-            space.check_workload(DEVICES.get(device).workload, device)
-        except ConfigError as exc:
-            raise field_error(loc, str(exc)) from None
+    try:
+        profile = DEVICE_CACHE.known(device)
+        if profile is not None:
+            space.check_workload(profile.workload, device)
+    except ConfigError as exc:
+        raise field_error(loc, str(exc)) from None
 
 
 def _device_info(name: str, db: Any) -> dict[str, Any]:
@@ -410,6 +387,42 @@ def _spaces() -> list[dict[str, Any]]:
     return out
 
 
+async def predict_answer(svc: Replica, req: PredictRequest) -> JSONResponse:
+    """The answer of ``POST /latency/predict`` to ``req`` (validated), by the route and by
+    the replica's shorter way (:class:`~nas.serve._lane.PredictLane`).
+
+    Raises:
+        HTTPException: 422 naming the field (too many architectures, a space no kind
+            prices, a device whose workload the space cannot run, a kind that does not price
+            the space, an architecture its space refuses), 404 (nothing fitted).
+    """
+    settings = svc.settings
+    if len(req.archs) > settings.max_archs:
+        raise field_error(("body", "archs"), f"at most {settings.max_archs} architectures "
+                          f"per request, got {len(req.archs)}")
+    sp, kinds = _priced_space(req.space, ("body", "space"), "POST /latency/predict")
+    check_device_runs(sp, req.device, ("body", "device"))
+    if req.kind is not None and req.kind not in kinds:
+        raise field_error(("body", "kind"), f"kind {req.kind!r} does not price space "
+                          f"{sp.name!r} (the {sp.family!r} family); its kinds: "
+                          f"{', '.join(kinds)}")
+    archs = _parse_archs(sp, req)
+    key = (req.device, sp.name, req.kind)
+    try:
+        with svc.slots["predict"].hold():
+            ms = await svc.predict(key, archs)
+    except UnknownNameError as exc:
+        raise field_error(("body", "device"), str(exc)) from None
+    except NASError as exc:  # nothing fitted for (device, space, kind); NB: the 429
+        # RequestError of a full slots["predict"] is a NASError too, and lands here as a 404
+        raise HTTPException(404, detail=str(exc)) from None
+    pred = svc.predictors.loaded[key]
+    return JSONResponse({
+        "device": req.device, "space": sp.name, "kind": pred.kind,
+        "latency_ms": ms.tolist(), "hashes": [a.hash for a in archs] if req.hashes else None,
+    })
+
+
 def build_api(svc: Replica) -> FastAPI:
     """The FastAPI app of one replica, its routes bound to ``svc``."""
     from nas import __version__
@@ -462,29 +475,7 @@ def build_api(svc: Replica) -> FastAPI:
         latency predictor kind prices (GET /spaces: `latency_kinds`) is refused. Concurrent
         requests are merged into one vectorised predictor call.
         """
-        if len(req.archs) > settings.max_archs:
-            raise field_error(("body", "archs"), f"at most {settings.max_archs} architectures "
-                              f"per request, got {len(req.archs)}")
-        sp = priced_space(req.space, ("body", "space"), "POST /latency/predict")
-        check_device_runs(sp, req.device, ("body", "device"))
-        if req.kind is not None and req.kind not in (kinds := latency_kinds(sp)):
-            raise field_error(("body", "kind"), f"kind {req.kind!r} does not price space "
-                              f"{sp.name!r} (the {sp.family!r} family); its kinds: "
-                              f"{', '.join(kinds)}")
-        archs = _parse_archs(sp, req)
-        key = (req.device, sp.name, req.kind)
-        try:
-            with svc.slots["predict"].hold():
-                ms = await svc.predict(key, archs)
-        except UnknownNameError as exc:
-            raise field_error(("body", "device"), str(exc)) from None
-        except NASError as exc:  # nothing fitted for (device, space, kind)
-            raise HTTPException(404, detail=str(exc)) from None
-        pred = svc.predictors.loaded[key]
-        return JSONResponse({
-            "device": req.device, "space": sp.name, "kind": pred.kind,
-            "latency_ms": ms.tolist(), "hashes": [a.hash for a in archs] if req.hashes else None,
-        })
+        return await predict_answer(svc, req)
 
     from nas.serve._routes_jobs import add_job_routes
     from nas.serve._routes_specialize import add_specialize_route

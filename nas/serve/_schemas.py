@@ -6,6 +6,7 @@ silently ignored option.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
@@ -49,20 +50,47 @@ MAX_BOUNDS = 64
 
 
 
+class _Known(OneOf):
+    """:class:`~nas.search.OneOf` that first asks ``known(value)``, a membership test
+    cheaper than listing every name (it runs on every predict request); a name it does not
+    know gets OneOf's own check and message."""
+
+    def __init__(self, names: Callable[[], Iterable[str]],
+                 known: Callable[[str], bool]) -> None:
+        super().__init__(names)
+        self.known = known
+
+    def _check(self, value: str) -> str:
+        return value if self.known(value) else super()._check(value)
+
+
 def _predictor_kinds() -> list[str]:
     from nas.latency import PREDICTORS
 
     return list(PREDICTORS)
 
 
+def _is_predictor_kind(name: str) -> bool:
+    from nas.latency import PREDICTORS
+
+    return name in PREDICTORS
+
+
 #: A latency predictor kind: one of ``nas.latency.PREDICTORS`` (listed in the OpenAPI schema).
-Kind = Annotated[str, OneOf(_predictor_kinds)]
+Kind = Annotated[str, _Known(_predictor_kinds, _is_predictor_kind)]
 
 
 def _devices() -> list[str]:
-    from nas.devices import list_devices
+    # the files as of their folders' last change (nas.devices reads them on every lookup)
+    from nas.serve._devices import DEVICE_CACHE
 
-    return list_devices()
+    return DEVICE_CACHE.names()
+
+
+def _is_device(name: str) -> bool:
+    from nas.serve._devices import DEVICE_CACHE
+
+    return name in DEVICE_CACHE
 
 
 def _spaces() -> list[str]:
@@ -71,6 +99,12 @@ def _spaces() -> list[str]:
     from nas.space import list_spaces
 
     return list_spaces()
+
+
+def _is_space(name: str) -> bool:
+    from nas.space import SPACES
+
+    return name in SPACES
 
 
 class ErrorOut(BaseModel):
@@ -125,9 +159,9 @@ ArchIn = Annotated[dict[str, Any], Field(
 
 
 class PredictRequest(_Strict):
-    device: Annotated[str, OneOf(_devices)] = Field(
+    device: Annotated[str, _Known(_devices, _is_device)] = Field(
         pattern=NAME_PATTERN, description="device profile (GET /devices)")
-    space: Annotated[str, OneOf(_spaces)] = Field(
+    space: Annotated[str, _Known(_spaces, _is_space)] = Field(
         pattern=NAME_PATTERN, description="search space (GET /spaces)")
     archs: list[ArchIn] = Field(min_length=1, max_length=_HARD_MAX_ARCHS)
     kind: Kind | None = Field(
@@ -243,7 +277,7 @@ class ExportOut(BaseModel):
 class SpecializeRequest(_Strict):
     """A search at predictor speed, answered in the response (nothing is stored)."""
 
-    space: Annotated[str, OneOf(_spaces)] = Field(
+    space: Annotated[str, _Known(_spaces, _is_space)] = Field(
         pattern=NAME_PATTERN, description="search space (GET /spaces)")
     proxy: str = Field(default="ofa-imagenet", max_length=500, description=(
         "accuracy predictor: ofa-imagenet, predictor:path=FILE (inside an allowed root), "

@@ -83,8 +83,10 @@ class ServiceSettings(ConfigModel):
             path from a request outside them is refused.
         max_archs: most architectures in one predict request.
         max_body_bytes: largest request body accepted (413 above).
-        max_batch_size: most predict requests ``@serve.batch`` merges into one call.
-        batch_wait_timeout_s: how long a batch waits to fill.
+        max_batch_size: most predict requests the replica merges into one ``predict`` call
+            per predictor (:class:`~nas.serve._batch.Batcher`).
+        batch_wait_timeout_s: how long a batch waits to fill (0: the requests that arrive
+            before the replica's event loop turns).
         max_searches: most searches running at once (429 above).
         max_specialize: most ``POST /specialize`` computing at once (429 above).
         max_predicts: most ``POST /latency/predict`` computing at once (429 above).
