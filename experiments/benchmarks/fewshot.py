@@ -332,6 +332,22 @@ def report(args: argparse.Namespace) -> str:  # noqa: C901 - one table per scena
                       ratio_rows), "",
                 table(["target", "k", "predictor", "Spearman", "Kendall", "MAPE",
                        "within ±10%"], rows), ""]
+    from scipy.stats import spearmanr
+
+    from nas.latency._structure import structure_features
+    from nas.space import get_space
+
+    sx = structure_features(SPACE).transform(get_space(SPACE).to_arrays(archs))
+    ranks = []
+    for d in args.devices:
+        ok = np.isfinite(ys[d])
+        ranks.append([d, int(ok.sum())] + [f"{spearmanr(ys[d][ok], sx[ok, i])[0]:.2f}"
+                                           for i in range(4)])
+    out += ["What each device's latency ranks like: Spearman against the exported graph's "
+            "operators, MACs, activation and weight bytes (at the subnet's resolution), over "
+            "every subnet it has:", "",
+            table(["device", "subnets", "operators", "MACs", "activation bytes",
+                   "weight bytes"], ranks), ""]
     from nas.measure import noise_floor_from_db
 
     floors = []
