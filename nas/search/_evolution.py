@@ -25,6 +25,7 @@ import numpy as np
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.samplers import BaseSampler, RandomSampler
+from optuna.search_space import IntersectionSearchSpace
 from optuna.study import StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
@@ -62,6 +63,9 @@ class EvolutionSampler(BaseSampler):
         self.mutate_prob = mutate_prob
         self._rng = np.random.default_rng(seed)
         self._random = RandomSampler(seed=seed)
+        # Optuna's incremental intersection: the trials since the last call, not all of them
+        # every trial (what optuna.search_space.intersection_search_space does)
+        self._space = IntersectionSearchSpace()
 
     def reseed_rng(self) -> None:
         self._rng = np.random.default_rng()
@@ -70,9 +74,7 @@ class EvolutionSampler(BaseSampler):
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:
-        return optuna.search_space.intersection_search_space(
-            study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-        )
+        return self._space.calculate(study)
 
     def _parents(self, study: optuna.Study) -> list[FrozenTrial]:
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))

@@ -74,9 +74,15 @@ class Evaluator:
             )
 
     def info(self) -> dict[str, Any]:
-        """Where this evaluator runs (process id, host) and its peak memory so far."""
+        """Where this evaluator runs (process id, host), its peak memory and CPU seconds so
+        far, and the torch threads it scores with."""
+        import torch
+
+        cpu = os.times()
         return {"pid": os.getpid(), "host": socket.gethostname(),
-                "peak_rss_mb": round(peak_rss_mb(), 1)}
+                "peak_rss_mb": round(peak_rss_mb(), 1),
+                "cpu_s": round(cpu.user + cpu.system, 3),
+                "torch_threads": torch.get_num_threads()}
 
     def evaluate(self, archs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """One result per architecture: ``accuracy`` (if an objective), ``latency_ms`` per

@@ -172,3 +172,27 @@ def test_samplers_list_json(run_nas: Any) -> None:
     assert rows["tpe"]["default"]
     assert rows["nsga2"]["multi_objective"]
     assert rows["random"]["tags"] == []
+
+
+def test_the_evolution_s_search_space_is_the_completed_trials_intersection() -> None:
+    """Kept up to date from the trials since the last call (not from every trial each time):
+    after every tell, with failed and running trials about, the intersection of the completed
+    trials' distributions, as ``optuna.search_space.intersection_search_space`` gives it."""
+    from optuna.search_space import intersection_search_space
+    from optuna.trial import TrialState
+
+    cfg = _config("evolution", ["accuracy", "macs"])
+    study = _study(cfg)
+    sampler = study.sampler
+    running = study.ask({"extra": optuna.distributions.FloatDistribution(0, 1)})
+    for i in range(3 * N_TRIALS):
+        dists = dict(DISTS) if i % 5 else {**DISTS, "extra": optuna.distributions
+                                           .FloatDistribution(0, 1)}
+        trial = study.ask(dists)
+        if i % 7 == 3:
+            study.tell(trial, state=TrialState.FAIL)
+        else:
+            study.tell(trial, _values(arch_from_params(SPACE, trial.params), 2))
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        assert sampler.infer_relative_search_space(study, running) == \
+            intersection_search_space(done)
