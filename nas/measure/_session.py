@@ -96,7 +96,7 @@ class _SharedRun:
 class Reference:
     """The reference subnet a measurement is timed against (protocol step 7).
 
-    With ``TimingConfig.share_reference`` (the default), the first measurement against it in
+    With ``TimingConfig.share_reference`` (off by default), the first measurement against it in
     a process creates its session, and every later one reuses that session, warmed up: one
     per (session options, input) it is timed with. A copy sent to another process (a Ray
     task) carries no session and makes its own.

@@ -52,7 +52,7 @@ changes listed at the end):
    in several fresh sessions (stored with source ``"reference"``), turns it back into
    milliseconds on one scale for every measurement, whenever it was made. The raw median,
    the reference's median in the same window and the ratio are kept in the environment
-   record. Lookup-table block timings stay absolute. With ``share_reference`` (the default)
+   record. Lookup-table block timings stay absolute. With ``share_reference`` (off by default)
    the reference's session is created and warmed up once per
    :class:`~nas.measure._session.Reference` in a process (one per device and campaign) and
    serves every subnet measured against it; each subnet still gets a fresh session of its
@@ -162,7 +162,11 @@ class TimingConfig(ConfigModel):
         share_reference: with a reference, time every measurement against one session of
             it, created and warmed up on first use and kept by the
             :class:`~nas.measure._session.Reference` (one per device and campaign), instead
-            of a fresh one per measurement (protocol step 7).
+            of a fresh one per measurement (protocol step 7). Off by default: a campaign's
+            ratios then share one session's offset, which a repeat in another campaign does
+            not (the suspected cause of protocol 4's first noise floor with it on, 2.1%
+            against protocol 3's 1.3%), and the same model timed against its own shared
+            session came out at 0.67 of its anchor once beside a busy process.
     """
 
     what: ClassVar[str] = "TimingConfig"
@@ -184,7 +188,7 @@ class TimingConfig(ConfigModel):
     reference: bool = True
     block_warmup: StrictInt = Field(2, ge=0)
     sessions: StrictInt = Field(1, ge=1)
-    share_reference: bool = True
+    share_reference: bool = False
 
     def __init__(self, **data: Any) -> None:
         # Keyword construction in code gets the same one-line error as a YAML file.

@@ -130,8 +130,10 @@ class _FakeSessions:
         return run
 
 
+#: a campaign that shares one reference session (not the default: see TimingConfig)
 CFG = TimingConfig(warmup_runs=3, warmup_s=0.0, min_runs=30, max_runs=200, max_s=1e9,
-                   round_runs=10, block_warmup=2, retries=2, retry_sleep_s=0.0)
+                   round_runs=10, block_warmup=2, retries=2, retry_sleep_s=0.0,
+                   share_reference=True)
 
 
 @pytest.fixture
