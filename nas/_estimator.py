@@ -7,9 +7,10 @@ selection (``cross_val_score``, ``GridSearchCV``) take them. Inheriting
 ``sklearn.base.BaseEstimator`` for that would make every command that loads a predictor
 (``nas latency predict``, ``nas search`` on the predictor engine) import scikit-learn, SciPy
 and pandas first, a second or more of its start-up for nothing. :class:`RegressorEstimator`
-implements the same methods as ``BaseEstimator`` and ``RegressorMixin`` (their behaviour is
-copied from scikit-learn 1.9); scikit-learn itself is imported only by the methods that hand
-something to it (``score``, ``__sklearn_tags__``), which only run when scikit-learn is in use.
+implements the same methods as ``BaseEstimator`` and ``RegressorMixin``, written here to
+behave as scikit-learn 1.9's do (``tests/core/test_estimator.py`` compares them);
+scikit-learn itself is imported only by the methods that hand something to it (``score``,
+``__sklearn_tags__``), which only run when scikit-learn is in use.
 """
 
 from __future__ import annotations
@@ -45,10 +46,8 @@ class RegressorEstimator:
         for p in params:
             if p.kind == p.VAR_POSITIONAL:
                 raise RuntimeError(
-                    "scikit-learn estimators should always specify their parameters in the "
-                    "signature of their __init__ (no varargs). "
-                    f"{cls} with constructor {inspect.signature(init)} doesn't follow this "
-                    "convention.")
+                    f"{cls.__name__}.__init__{inspect.signature(init)} takes *{p.name}: an "
+                    "estimator names each hyper-parameter as a keyword of __init__")
         return sorted(p.name for p in params)
 
     def get_params(self, deep: bool = True) -> dict[str, Any]:
