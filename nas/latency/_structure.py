@@ -226,8 +226,22 @@ def fit_structure(X: np.ndarray, y: np.ndarray, w: np.ndarray) -> tuple[np.ndarr
     return c, b, best[1], best[0]
 
 
+class _PerInputSide(_PerWorkload):
+    """A kind that also takes, when created for a device, its profile's
+    ``input_resolution`` (the side of the inputs it feeds every image subnet)."""
+
+    input_resolution: int | None
+
+    @classmethod
+    def create(cls, space: str, device: str | None = None,
+               **params: Any) -> LatencyPredictor:
+        if "input_resolution" not in params and device is not None:
+            params["input_resolution"] = _device_input_resolution(device)
+        return super().create(space, device, **params)
+
+
 @PREDICTORS.register
-class StructurePredictor(_PerWorkload):
+class StructurePredictor(_PerInputSide):
     """Latency as non-negative costs of operators, MACs, bytes moved and resolution (see
     :mod:`nas.latency._structure`): a few-shot kind for devices whose latency follows
     operator count rather than MACs.
@@ -254,13 +268,6 @@ class StructurePredictor(_PerWorkload):
         self.weighting = weighting
         self.workload = workload
         self.input_resolution = input_resolution
-
-    @classmethod
-    def create(cls, space: str, device: str | None = None,
-               **params: Any) -> LatencyPredictor:
-        if "input_resolution" not in params and device is not None:
-            params["input_resolution"] = _device_input_resolution(device)
-        return super().create(space, device, **params)
 
     def features(self) -> StructureFeatures:
         return structure_features(self.space, self.workload)

@@ -64,7 +64,6 @@ from nas.latency._kinds import (
     FEATURES,
     AdditivePredictor,
     FlopsPredictor,
-    _PerWorkload,
     _ridge_loo,
 )
 from nas.latency._predictors import (
@@ -75,7 +74,7 @@ from nas.latency._predictors import (
 )
 from nas.latency._structure import (
     StructurePredictor,
-    _device_input_resolution,
+    _PerInputSide,
     fit_structure,
 )
 from nas.space import ArchArrays, get_space
@@ -141,7 +140,7 @@ _CONSTANT = ("const", "call")
 
 
 @PREDICTORS.register
-class TransferPredictor(_PerWorkload):
+class TransferPredictor(_PerInputSide):
     """Few-shot: other devices' predictors mixed and calibrated on a few measurements (see
     the module docstring for the model and what it assumes).
 
@@ -187,13 +186,6 @@ class TransferPredictor(_PerWorkload):
         self.selection = selection
         self.workload = workload
         self.input_resolution = input_resolution
-
-    @classmethod
-    def create(cls, space: str, device: str | None = None,
-               **params: Any) -> LatencyPredictor:
-        if "input_resolution" not in params and device is not None:
-            params["input_resolution"] = _device_input_resolution(device)
-        return super().create(space, device, **params)
 
     def _feature_set(self) -> Any:
         """The new device's features: a language model's call under its workload, or an
